@@ -1,0 +1,281 @@
+//! The audit event: one per decision, allowed or denied.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::identity::{Actor, Principal};
+
+/// Which front (or internal service) handled the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Front {
+    /// The admin/control API (`/readyz`, policy reload, ...).
+    Control,
+    /// The S3 API.
+    S3,
+    /// The STS-compatible credential endpoints.
+    Sts,
+    /// The SQL fronts (PostgreSQL wire and HTTP).
+    Sql,
+    /// The token service (RFC 8693 exchange).
+    Token,
+    /// Policy administration (reloads, decisions asked for directly).
+    Policy,
+    /// The sidecar mode.
+    Sidecar,
+}
+
+/// What policy (or the front) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Policy permitted the request.
+    Allow,
+    /// Policy (or a missing/bad identity) refused the request.
+    Deny,
+    /// The request failed before or while a decision was made or carried out.
+    Error,
+}
+
+/// The authenticated user as the audit log records it: only the fields an auditor needs, not the whole token
+/// (attributes and token expiry stay out of the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPrincipal {
+    /// The issuer that established the user.
+    pub issuer: String,
+    /// The user name.
+    pub subject: String,
+    /// The user's groups at the time of the request.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl From<&Principal> for AuditPrincipal {
+    fn from(p: &Principal) -> Self {
+        AuditPrincipal { issuer: p.issuer.clone(), subject: p.subject.clone(), groups: p.groups.clone() }
+    }
+}
+
+/// What the SQL front did with a query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlAudit {
+    /// The statement as the client sent it.
+    pub original: String,
+    /// The statement as executed after governance was applied; `None` when it was refused before rewriting.
+    #[serde(default)]
+    pub rewritten: Option<String>,
+    /// Governed tables the statement read.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Row filter applied per table (table name -> SQL boolean expression).
+    #[serde(default)]
+    pub filters: BTreeMap<String, String>,
+    /// Masks applied per column (`table.column` -> mask expression).
+    #[serde(default)]
+    pub masks: BTreeMap<String, String>,
+    /// Rows returned to the client, when known.
+    #[serde(default)]
+    pub rows: Option<u64>,
+}
+
+/// How the request ended, as the front saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The HTTP status sent to the client (S3, STS, SQL over HTTP, token service).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The protocol's own error code, if any: an S3/STS error code or a SQLSTATE.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Request body bytes received from the client.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// True when the front never reported how the request ended (the client went away, or an error path
+    /// dropped the event): the access began, the counts above are what was known at that point.
+    #[serde(default)]
+    pub incomplete: bool,
+}
+
+/// One audit record: who did what to which resource, what was decided and how it ended.
+///
+/// Build one at the edge with [`AuditEvent::new`] and the builder methods; the fields are public so a front
+/// can fill in the outcome while it serves the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When the event was created, UTC, RFC 3339 with milliseconds.
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
+    pub time: OffsetDateTime,
+    /// The request id (also in the response header and the log span).
+    pub request_id: String,
+    /// The front that handled the request.
+    pub front: Front,
+    /// The authenticated user; `None` when the request carried no valid identity.
+    #[serde(default)]
+    pub principal: Option<AuditPrincipal>,
+    /// Applications acting on the user's behalf, current (outermost) actor first.
+    #[serde(default)]
+    pub actors: Vec<Actor>,
+    /// The client's address.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The action, e.g. `s3:GetObject`, `sql:Select`.
+    pub action: String,
+    /// The resource, e.g. `bucket/sales/2024.parquet` or `db.sales.orders`.
+    pub resource: String,
+    /// The decision.
+    pub decision: Decision,
+    /// Why the request was denied, or the error text.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Ids of the policies that decided.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// SQL details, for the SQL front.
+    #[serde(default)]
+    pub sql: Option<SqlAudit>,
+    /// How the request ended; `None` for a decision that needed no access (e.g. a denial).
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// Time from the event's start (see [`AuditEvent::started_at`]) to its submission, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Front-specific details, e.g. `role_session_name` for STS.
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+    /// When the request started, for `latency_ms`; not part of the record.
+    #[serde(skip)]
+    started: Option<Instant>,
+}
+
+/// Reason recorded until the front states a decision, so a forgotten decision reads as an error, never as
+/// an allow.
+const NO_DECISION: &str = "no decision recorded";
+
+impl AuditEvent {
+    /// Starts an event for `action` on `resource`, timed from now, with no principal and decision `error`
+    /// until [`allow`](Self::allow) or [`deny`](Self::deny) says otherwise.
+    pub fn new(
+        front: Front,
+        request_id: impl Into<String>,
+        action: impl Into<String>,
+        resource: impl Into<String>,
+    ) -> Self {
+        AuditEvent {
+            time: OffsetDateTime::now_utc(),
+            request_id: request_id.into(),
+            front,
+            principal: None,
+            actors: Vec::new(),
+            source: None,
+            action: action.into(),
+            resource: resource.into(),
+            decision: Decision::Error,
+            reason: Some(NO_DECISION.to_owned()),
+            policies: Vec::new(),
+            sql: None,
+            outcome: None,
+            latency_ms: 0,
+            extra: BTreeMap::new(),
+            started: Some(Instant::now()),
+        }
+    }
+
+    /// Records the principal and its actor chain.
+    pub fn principal(mut self, principal: &Principal) -> Self {
+        self.principal = Some(AuditPrincipal::from(principal));
+        self.actors = principal.actors.clone();
+        self
+    }
+
+    /// Records the client's address.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Records an allow by the given policies.
+    pub fn allow<I, S>(mut self, policies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.decision = Decision::Allow;
+        self.reason = None;
+        self.policies = policies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Records a denial, why, and the policies that decided (empty for a default deny).
+    pub fn deny<I, S>(mut self, reason: impl Into<String>, policies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.decision = Decision::Deny;
+        self.reason = Some(reason.into());
+        self.policies = policies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Records an error.
+    pub fn error(mut self, reason: impl Into<String>) -> Self {
+        self.decision = Decision::Error;
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Attaches the SQL details.
+    pub fn sql(mut self, sql: SqlAudit) -> Self {
+        self.sql = Some(sql);
+        self
+    }
+
+    /// Adds a front-specific detail.
+    pub fn extra(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// Times the event from `start` (when the request arrived) instead of from the event's creation.
+    pub fn started_at(mut self, start: Instant) -> Self {
+        self.started = Some(start);
+        self
+    }
+
+    /// The outcome, created empty if the front has not set one yet.
+    pub fn outcome_mut(&mut self) -> &mut Outcome {
+        self.outcome.get_or_insert_with(Outcome::default)
+    }
+
+    /// Called once when the event is handed to the writer: stamps the latency and, for an event whose
+    /// front never finished it, marks the outcome incomplete.
+    pub(crate) fn seal(&mut self, finished: bool) {
+        if let Some(start) = self.started.take() {
+            self.latency_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        }
+        if !finished {
+            self.outcome_mut().incomplete = true;
+        }
+    }
+}
+
+/// RFC 3339, UTC, always three fractional digits, so that lines sort and compare as text.
+const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+fn ser_time<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    let text = t.to_offset(UtcOffset::UTC).format(TIME_FORMAT).map_err(serde::ser::Error::custom)?;
+    s.serialize_str(&text)
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+    let text = String::deserialize(d)?;
+    OffsetDateTime::parse(&text, &Rfc3339).map(|t| t.to_offset(UtcOffset::UTC)).map_err(serde::de::Error::custom)
+}

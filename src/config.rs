@@ -1,0 +1,294 @@
+//! Configuration: one TOML file, environment overrides, embedded defaults.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file (`--config` or `LAKEGATE_CONFIG`), environment
+//! variables `LAKEGATE__SECTION__KEY=value` (double underscores separate the path; the value is read as a TOML
+//! literal when it parses as one, else as a string), and finally `--data-dir` / `LAKEGATE_DATA_DIR`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::audit::AuditConfig;
+use crate::identity::IdentityConfig;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "LAKEGATE__";
+
+/// Everything `lakegate serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where Lakegate keeps its keys, audit log, embedded store and seeded policies.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub control: ListenerConfig,
+    #[serde(default = "default_s3_listener")]
+    pub s3: ListenerConfig,
+    #[serde(default = "default_sql_listener")]
+    pub sql: ListenerConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// One listening socket, optionally with TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// PEM certificate chain and private key for a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where policies live and how often they are re-read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Policy directory (schema, `*.cedar`, `catalog.toml`, optional `entities.json`). When unset, Lakegate
+    /// seeds `<data_dir>/policies` with the demo set built into the binary and uses that.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_interval_seconds: u64,
+}
+
+/// The audit section: the sink settings, with the directory defaulting to `<data_dir>/audit`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(flatten)]
+    pub sink: AuditSinkSettings,
+}
+
+/// Sink settings that do not depend on the data directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSinkSettings {
+    #[serde(default = "default_audit_max_file_bytes")]
+    pub max_file_bytes: u64,
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+    #[serde(default)]
+    pub stdout: bool,
+    /// Serve requests even when the audit sink cannot accept events. Off by default: fail closed.
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default = "default_audit_enqueue_ms")]
+    pub enqueue_timeout_ms: u64,
+}
+
+impl Default for AuditSinkSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: default_audit_max_file_bytes(),
+            queue_capacity: default_audit_queue(),
+            stdout: false,
+            fail_open: false,
+            enqueue_timeout_ms: default_audit_enqueue_ms(),
+        }
+    }
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), tls: None }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { dir: None, reload_interval_seconds: default_reload_seconds() }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./lakegate-data")
+}
+fn default_s3_listener() -> ListenerConfig {
+    ListenerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9000)), tls: None }
+}
+fn default_sql_listener() -> ListenerConfig {
+    ListenerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 5433)), tls: None }
+}
+fn default_reload_seconds() -> u64 {
+    2
+}
+fn default_audit_max_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_audit_queue() -> usize {
+    4096
+}
+fn default_audit_enqueue_ms() -> u64 {
+    100
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the configuration from an optional file, the process environment and an optional data dir.
+    pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, data_dir, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests feed their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        data_dir: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_env_override(&mut root, &name, path, &value)?;
+            }
+        }
+        let mut config: Config = root.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: file.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<environment>")),
+            message: e.to_string(),
+        })?;
+        if let Some(dir) = data_dir {
+            config.data_dir = dir.to_owned();
+        }
+        config.identity.check().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// The policy directory in force (see [`PolicyConfig::dir`]).
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policy.dir.clone().unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+
+    /// The audit sink configuration, resolved against the data directory.
+    pub fn audit_config(&self) -> AuditConfig {
+        let s = &self.audit.sink;
+        AuditConfig {
+            dir: self.audit.dir.clone().unwrap_or_else(|| self.data_dir.join("audit")),
+            max_file_bytes: s.max_file_bytes,
+            queue_capacity: s.queue_capacity,
+            stdout: s.stdout,
+            fail_open: s.fail_open,
+            enqueue_timeout: std::time::Duration::from_millis(s.enqueue_timeout_ms),
+        }
+    }
+
+    /// Whether the dev token issuer is trusted: on by default, off as soon as a real issuer is configured,
+    /// unless explicitly forced either way.
+    pub fn dev_issuer_enabled(&self) -> bool {
+        self.identity.dev_issuer.unwrap_or(self.identity.issuers.is_empty())
+    }
+}
+
+fn apply_env_override(root: &mut toml::Table, name: &str, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let Some((last, parents)) = keys.split_last() else {
+        return Err(ConfigError::Env { name: name.into(), message: "empty key".into() });
+    };
+    let mut table = root;
+    for key in parents {
+        let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Env { name: name.into(), message: format!("`{key}` is not a table") })?;
+    }
+    table.insert(last.clone(), parse_env_value(raw));
+    Ok(())
+}
+
+/// Reads `raw` as a TOML value (`8080`, `true`, `["a","b"]`) when it is one, else as a plain string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_with_the_documented_ports() {
+        let c = Config::load_from(None, None, env(&[])).expect("defaults load");
+        assert_eq!(c.control.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.s3.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.sql.listen.to_string(), "127.0.0.1:5433");
+        assert!(c.dev_issuer_enabled());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_with_typed_values() {
+        let c = Config::load_from(
+            None,
+            None,
+            env(&[
+                ("LAKEGATE__CONTROL__LISTEN", "127.0.0.1:18080"),
+                ("LAKEGATE__AUDIT__FAIL_OPEN", "true"),
+                ("LAKEGATE__POLICY__DIR", "/etc/lakegate/policies"),
+            ]),
+        )
+        .expect("env overrides load");
+        assert_eq!(c.control.listen.port(), 18080);
+        assert!(c.audit.sink.fail_open);
+        assert_eq!(c.policy_dir(), PathBuf::from("/etc/lakegate/policies"));
+    }
+
+    #[test]
+    fn configuring_a_real_issuer_switches_the_dev_issuer_off() {
+        let c = Config::load_from(
+            None,
+            None,
+            env(&[
+                ("LAKEGATE__IDENTITY__ISSUERS", r#"[{issuer = "https://idp.example", audiences = ["lakegate"], jwks_url = "https://idp.example/jwks"}]"#),
+            ]),
+        )
+        .expect("issuer config loads");
+        assert!(!c.dev_issuer_enabled());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::load_from(None, None, env(&[("LAKEGATE__CONTROL__LISTN", "1")]))
+            .expect_err("typo must not be ignored");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,298 @@
+//! The `lakegate` command line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use lakegate::config::Config;
+use lakegate::identity::{DevIssuer, Principal, Verifier};
+use lakegate::policy::{self, PolicyStore, RequestContext, Resource, TableName, TableOp};
+
+#[derive(Parser)]
+#[command(name = "lakegate", version, about = "Identity-aware data access proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (embedded defaults when no config is given).
+    Serve {
+        #[arg(long, env = "LAKEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "LAKEGATE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Mint a token from the dev issuer (a key kept in the data directory).
+    Token {
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated group names.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Attributes as key=value; repeatable.
+        #[arg(long = "attr", value_parser = parse_key_value)]
+        attrs: Vec<(String, String)>,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long, env = "LAKEGATE_DATA_DIR", default_value = "./lakegate-data")]
+        data_dir: PathBuf,
+    },
+    /// Validate and explain policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse and validate the schema, policies, catalog and entities of a policy directory.
+    Validate {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Show the decision for one request, the policies that made it and, for tables, the compiled filter.
+    Explain {
+        /// A token to validate (dev issuer or configured issuers).
+        #[arg(long, conflicts_with = "principal")]
+        token: Option<String>,
+        /// A principal given directly, e.g. 'User::"alice"'.
+        #[arg(long, required_unless_present = "token")]
+        principal: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        #[arg(long = "attr", value_parser = parse_key_value)]
+        attrs: Vec<(String, String)>,
+        #[arg(long)]
+        action: String,
+        /// s3://bucket/key or an entity such as 'Table::"sales.orders"'.
+        #[arg(long)]
+        resource: String,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long, env = "LAKEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "LAKEGATE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files; exit non-zero naming the first broken event.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, data_dir } => serve(config, data_dir),
+        Command::Token { sub, groups, attrs, ttl, data_dir } => token(&sub, &groups, attrs, ttl, &data_dir),
+        Command::Policy { command: PolicyCommand::Validate { dir } } => validate(&dir),
+        Command::Policy {
+            command:
+                PolicyCommand::Explain { token, principal, groups, attrs, action, resource, policies, config, data_dir },
+        } => explain(token, principal, groups, attrs, &action, &resource, &policies, config, data_dir),
+        Command::Audit { command: AuditCommand::Verify { files } } => verify_audit(&files),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = Config::load(config.as_deref(), data_dir.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let running = lakegate::server::start(&config).await?;
+        let data = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+        println!("lakegate {} is running", env!("CARGO_PKG_VERSION"));
+        println!(
+            "  control  http{}://{}   (POST /v1/authorize, /healthz, /readyz, /metrics)",
+            if config.control.tls.is_some() { "s" } else { "" },
+            running.control_addr
+        );
+        println!("  data dir {}", data.display());
+        println!("  policies {} (reloaded on change)", running.policy_dir.display());
+        println!("  audit    {}", running.gate.auditor.current_file().display());
+        if let Some(key) = &running.dev_issuer {
+            println!();
+            println!("  !! DEV TOKEN ISSUER ENABLED: anyone who can read {} can mint tokens. !!", key.display());
+            println!("  !! Configure a real issuer ([[identity.issuers]]) to switch it off.          !!");
+            println!(
+                "  get a token:  lakegate token --data-dir {} --sub alice --groups analysts --attr region=EU",
+                data.display()
+            );
+        }
+        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+        eprintln!("shutting down");
+        let _ = running.gate.auditor.flush().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn token(
+    sub: &str,
+    groups: &[String],
+    attrs: Vec<(String, String)>,
+    ttl: std::time::Duration,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let issuer =
+        DevIssuer::load_or_create(data_dir).with_context(|| format!("dev issuer key in {}", data_dir.display()))?;
+    let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
+    let groups: Vec<String> = groups.iter().filter(|g| !g.is_empty()).cloned().collect();
+    println!("{}", issuer.mint(sub, &groups, &attrs, ttl)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match PolicyStore::load(dir) {
+        Ok(store) => {
+            println!("{}: {} policies, {} tables: valid", dir.display(), store.len(), store.catalog().tables.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for problem in &errors.0 {
+                eprintln!("{problem}");
+            }
+            eprintln!("{}: {} problem(s)", dir.display(), errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    token: Option<String>,
+    principal: Option<String>,
+    groups: Vec<String>,
+    attrs: Vec<(String, String)>,
+    action: &str,
+    resource: &str,
+    policies: &std::path::Path,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let store = PolicyStore::load(policies).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let principal = match (token, principal) {
+        (Some(token), _) => {
+            let config = Config::load(config.as_deref(), data_dir.as_deref())?;
+            let dev =
+                if config.dev_issuer_enabled() { Some(DevIssuer::load_or_create(&config.data_dir)?) } else { None };
+            let verifier = Verifier::new(&config.identity, dev.as_ref()).map_err(anyhow::Error::msg)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(verifier.verify(&token)).context("token")?
+        }
+        (None, Some(p)) => {
+            let uid: cedar_policy::EntityUid = p.parse().map_err(|e| anyhow::anyhow!("--principal {p}: {e}"))?;
+            if uid.type_name().to_string() != "User" {
+                bail!("--principal must be a User::\"name\"");
+            }
+            Principal {
+                issuer: "explain".into(),
+                subject: uid.id().unescaped().to_owned(),
+                groups,
+                attributes: attrs.into_iter().collect(),
+                token_id: None,
+                expires_at: i64::MAX,
+                actors: Vec::new(),
+            }
+        }
+        (None, None) => bail!("give --token or --principal"),
+    };
+    let resource = Resource::parse(resource)?;
+    let context = RequestContext { front: "explain", ..Default::default() };
+    let decision = policy::decide_with(&store, &principal, action, &resource, &context)?;
+    println!(
+        "principal: User::{:?} groups={:?} attributes={:?}",
+        principal.subject, principal.groups, principal.attributes
+    );
+    println!("decision:  {}", if decision.allowed { "ALLOW" } else { "DENY" });
+    if decision.policies.is_empty() {
+        println!("policies:  none ({})", if decision.allowed { "?" } else { "default deny: no permit holds" });
+    }
+    for p in &decision.policies {
+        let origin = store.origin(&p.id).map(|o| format!("{}:{}", o.file.display(), o.line)).unwrap_or_default();
+        println!("  {} {} ({origin})", p.effect, p.id);
+        for (k, v) in &p.annotations {
+            println!("      @{k}({v:?})");
+        }
+    }
+    for e in &decision.errors {
+        println!("  evaluation error: {e}");
+    }
+    if let Resource::Table { database, table } = &resource {
+        let op = match action {
+            "InsertTable" => TableOp::Insert,
+            "UpdateTable" => TableOp::Update,
+            "DeleteTable" => TableOp::Delete,
+            _ => TableOp::Select,
+        };
+        let name = TableName { schema: database.clone(), name: table.clone() };
+        let filter = policy::table_filter_with(&store, &principal, op, &name, &context)?;
+        println!("compiled filter for {name} ({op:?}):");
+        println!("  rows:        {}", describe_rows(&filter.permissive));
+        for r in &filter.restrictive {
+            println!("  restrictive: AND ({r})");
+        }
+        for c in &filter.columns {
+            println!("  column {:<14} clear: {:?}  masked: {:?}", c.name, c.clear, c.masked);
+        }
+        println!("  principal values: {:?}", filter.principal);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_rows(permissive: &[Option<String>]) -> String {
+    if permissive.is_empty() {
+        return "none (table not visible)".into();
+    }
+    if permissive.iter().any(Option::is_none) {
+        return "all".into();
+    }
+    permissive.iter().flatten().map(|f| format!("({f})")).collect::<Vec<_>>().join(" OR ")
+}
+
+fn verify_audit(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match lakegate::audit::verify_files(files) {
+        Ok(report) => {
+            println!("audit chain intact: {report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            eprintln!("audit chain BROKEN: {broken}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
