@@ -5,3 +5,4 @@ mod identity;
 mod oidc;
 mod policy;
 mod support;
+mod tokens;
