@@ -5,7 +5,8 @@ Helm's own template machinery (Go text/template, sprig 3.2.3 and Helm's extra fu
 and values coalescing; Go and the libraries from Debian's packages, built offline). Every rendered manifest is then
 validated against the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors) for the
 oldest Kubernetes the chart supports and the newest the package knows, linted with yamllint, and checked for the
-properties a platform team relies on. values.schema.json is checked with jsonschema (draft 7, as Helm).
+properties a platform team relies on. values.schema.json is checked by the renderer as Helm checks it (gojsonschema)
+and again with the Python jsonschema package (draft 7).
 
 Renders: the chart's defaults, tests/helm/values-ha.yaml (TLS, HPA, 3 replicas, issuers) and
 tests/helm/values-full.yaml (persistence, inline policies, extraConfig, IPv6, digest, no PDB/NetworkPolicy).
@@ -69,8 +70,9 @@ def renderer():
     return pathlib.Path(result.stdout.strip())
 
 
-def render(renderer, values_files=(), chart=CHART, namespace="lakegate"):
-    args = [str(renderer), "-chart", str(chart), "-name", "lakegate", "-namespace", namespace]
+def render(renderer, values_files=(), chart=CHART, namespace="lakegate", kube_version="1.31.0"):
+    args = [str(renderer), "-chart", str(chart), "-name", "lakegate", "-namespace", namespace,
+            "-kube-version", kube_version]
     for f in values_files:
         args += ["-f", str(f)]
     result = subprocess.run(args, capture_output=True, text=True)
@@ -217,12 +219,23 @@ def test_values_schema_is_a_valid_draft7_schema_that_accepts_every_test_render(r
 ], ids=["negative-replicas", "string-replicas", "unknown-top-level-key", "unknown-config-key", "root-uid",
         "no-key-secret", "tls-without-secret", "service-type", "pull-policy", "two-key-sources", "no-audience",
         "hmac-algorithm", "bad-peer", "bad-policy-file-name"])
-def test_values_schema_rejects_bad_values(change, expect):
+def test_values_schema_rejects_bad_values(renderer, tmp_path, change, expect):
     values = default_values()
     change(values)
     errors = schema_errors(values)
     assert errors, "the schema accepted bad values"
     assert any(expect in e for e in errors), errors
+    # And so does the render, as `helm install` would (gojsonschema, Helm 3's validator).
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    with pytest.raises(RenderError, match="values don't meet the specifications of the schema"):
+        render(renderer, [bad])
+
+
+def test_kubernetes_older_than_the_charts_kube_version_is_refused(renderer):
+    with pytest.raises(RenderError, match="incompatible with Kubernetes v1.26.3"):
+        render(renderer, kube_version="1.26.3")
+    render(renderer, kube_version="1.27.0")
 
 
 # --- properties of the Deployment ---------------------------------------------------------------------------

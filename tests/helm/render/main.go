@@ -12,9 +12,11 @@
 // files whose base name starts with `_` are partials and are not rendered; "<no value>" is removed from the
 // output as Helm does; with -strict, a missing map key is an error (Helm's lint mode).
 //
-// Not reproduced: subcharts and dependencies, `.helmignore` beyond simple glob lines, hooks ordering, and the
-// values.schema.json check (the test validates the coalesced values, which this program prints, with the Python
-// `jsonschema` package, draft 7 as Helm's gojsonschema).
+// As Helm, the coalesced values are validated against the chart's values.schema.json with gojsonschema (v1.2.0,
+// Helm 3's validator), and Chart.yaml's kubeVersion constraint is checked against -kube-version (Masterminds
+// semver, as Helm).
+//
+// Not reproduced: subcharts and dependencies, `.helmignore` beyond simple glob lines, hook ordering.
 //
 // Output (stdout, JSON): {"values": {...}, "manifests": [{"source": "chart/templates/x.yaml", "content": "..."}],
 // "notes": "..."}, one manifest per YAML document, split and trimmed as Helm's releaseutil.SplitManifests does. Any template or values error: a message on stderr and exit status 1.
@@ -36,8 +38,10 @@ import (
 	"text/template"
 
 	"github.com/BurntSushi/toml"
+	"github.com/Masterminds/semver/v3"
 	"github.com/Masterminds/sprig/v3"
 	"github.com/gobwas/glob"
+	"github.com/xeipuuv/gojsonschema"
 	"sigs.k8s.io/yaml"
 )
 
@@ -360,6 +364,38 @@ func coalesce(user, defaults map[string]interface{}) map[string]interface{} {
 	return out
 }
 
+// validateAgainstSchema is Helm's chartutil.ValidateAgainstSingleSchema.
+func validateAgainstSchema(values map[string]interface{}, schemaJSON []byte) (reterr error) {
+	defer func() {
+		if r := recover(); r != nil {
+			reterr = fmt.Errorf("unable to validate schema: %s", r)
+		}
+	}()
+	valuesData, err := yaml.Marshal(values)
+	if err != nil {
+		return err
+	}
+	valuesJSON, err := yaml.YAMLToJSON(valuesData)
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(valuesJSON, []byte("null")) {
+		valuesJSON = []byte("{}")
+	}
+	result, err := gojsonschema.Validate(gojsonschema.NewBytesLoader(schemaJSON), gojsonschema.NewBytesLoader(valuesJSON))
+	if err != nil {
+		return err
+	}
+	if !result.Valid() {
+		var sb strings.Builder
+		for _, desc := range result.Errors() {
+			sb.WriteString(fmt.Sprintf("- %s\n", desc))
+		}
+		return errors.New(sb.String())
+	}
+	return nil
+}
+
 // --- chart loading ---
 
 func loadIgnore(root string) []string {
@@ -396,6 +432,7 @@ func ignored(rules []string, rel string, isDir bool) bool {
 
 type chart struct {
 	meta      Metadata
+	schema    []byte
 	values    map[string]interface{}
 	templates map[string]string // "<chart name>/templates/x.yaml" -> text
 	files     Files
@@ -419,6 +456,9 @@ func loadChart(root string) (*chart, error) {
 	}
 	if c.values, err = readValues(valBytes); err != nil {
 		return nil, fmt.Errorf("values.yaml: %w", err)
+	}
+	if c.schema, err = os.ReadFile(filepath.Join(root, "values.schema.json")); err != nil && !os.IsNotExist(err) {
+		return nil, err
 	}
 	rules := loadIgnore(root)
 	err = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
@@ -493,11 +533,31 @@ func run(chartDir string, files []string, name, namespace, kubeVersion string, s
 		user = mergeMaps(user, v)
 	}
 	values := coalesce(user, c.values)
+	if c.schema != nil {
+		if err := validateAgainstSchema(values, c.schema); err != nil {
+			return fmt.Errorf("values don't meet the specifications of the schema(s) in the following chart(s):\n%s:\n%s",
+				c.meta.Name, err)
+		}
+	}
 
 	kv := strings.TrimPrefix(kubeVersion, "v")
 	parts := strings.SplitN(kv, ".", 3)
 	if len(parts) < 2 {
 		return fmt.Errorf("bad -kube-version %q", kubeVersion)
+	}
+	if c.meta.KubeVersion != "" {
+		constraint, err := semver.NewConstraint(c.meta.KubeVersion)
+		if err != nil {
+			return fmt.Errorf("Chart.yaml: kubeVersion %q: %w", c.meta.KubeVersion, err)
+		}
+		v, err := semver.NewVersion(kv)
+		if err != nil {
+			return fmt.Errorf("bad -kube-version %q: %w", kubeVersion, err)
+		}
+		if !constraint.Check(v) {
+			return fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes v%s",
+				c.meta.KubeVersion, kv)
+		}
 	}
 	caps := &Capabilities{
 		KubeVersion: KubeVersion{Version: "v" + kv, Major: parts[0], Minor: parts[1]},
