@@ -39,6 +39,7 @@ SPARK_TEMPLATE = REPO / "helm" / "examples" / "spark-pod-template.yaml"
 # Chart.yaml's kubeVersion floor, and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 DATA_DIR = "/var/lib/lakegate"
+AUDIT_DIR = "/var/lib/lakegate-audit"
 CASES = {
     "defaults": [],
     "ha": [HELM_TESTS / "values-ha.yaml"],
@@ -255,9 +256,11 @@ def test_pods_run_non_root_with_a_read_only_root_and_no_privileges(rendered, cas
     assert sc["privileged"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    # Writable places are volumes: the data dir and /tmp.
+    # Writable places are volumes: the data dir (with its own keys dir), /tmp, and the audit claim if any.
     writable = {p for p, m in mounts(rendered[case]).items() if not m.get("readOnly")}
-    assert writable == {DATA_DIR, "/tmp"}
+    assert writable == {DATA_DIR, f"{DATA_DIR}/keys", "/tmp"} | ({AUDIT_DIR} if case == "full" else set())
+    vols = volumes(rendered[case])
+    assert all("emptyDir" in vols[mounts(rendered[case])[p]["name"]] for p in writable - {AUDIT_DIR})
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -293,6 +296,8 @@ def test_every_replica_mounts_the_same_key_secrets(rendered, case):
     for sub, secret in [("credentials", "lakegate-credential-keys"), ("signing", "lakegate-signing-keys")]:
         mount = m[f"{DATA_DIR}/keys/{sub}"]
         assert mount["readOnly"] is True and "subPath" not in mount
+        # Inside the writable keys emptyDir, not in a directory the runtime would create as root.
+        assert "emptyDir" in vols[m[f"{DATA_DIR}/keys"]["name"]]
         assert vols[mount["name"]] == {"name": mount["name"], "secret": {"secretName": secret, "defaultMode": 0o440}}
     replicas = the(out, "HorizontalPodAutoscaler")["spec"]["minReplicas"] if case == "ha" else dep["spec"]["replicas"]
     assert replicas == {"defaults": 2, "ha": 3, "full": 1}[case]
@@ -386,18 +391,23 @@ def test_prometheus_scrape_annotations(rendered):
         "prometheus.io/scheme": "http"}
 
 
-def test_persistence_gives_each_pod_its_own_directory_on_the_claim(rendered):
+def test_persistence_keeps_the_audit_log_of_each_pod_in_its_own_directory_on_the_claim(rendered):
     out = rendered["full"]
     pvc = the(out, "PersistentVolumeClaim")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert pvc["spec"]["storageClassName"] == "fast"
-    data = mounts(out)[DATA_DIR]
-    assert data["subPathExpr"] == "$(POD_NAME)"
-    assert volumes(out)[data["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    audit = mounts(out)[AUDIT_DIR]
+    assert volumes(out)[audit["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    # Lakegate makes the per-pod directory itself (as the pod's user), so no subPath owned by root is involved.
+    names = [e["name"] for e in container(out)["env"]]
+    assert names.index("POD_NAME") < names.index("LAKEGATE__AUDIT__DIR"), "$(POD_NAME) must be defined first"
+    assert env(out)["LAKEGATE__AUDIT__DIR"] == f"{AUDIT_DIR}/$(POD_NAME)"
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container(out)["env"]
-    assert the(out, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+    assert container(out)["image"].endswith(
         "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
-    assert volumes(rendered["defaults"])[mounts(rendered["defaults"])[DATA_DIR]["name"]]["emptyDir"]
+    for case in ("defaults", "ha"):
+        assert AUDIT_DIR not in mounts(rendered[case]) and "LAKEGATE__AUDIT__DIR" not in env(rendered[case])
 
 
 # --- config.toml and policies -------------------------------------------------------------------------------

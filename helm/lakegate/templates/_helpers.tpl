@@ -55,6 +55,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Fixed paths inside the pod. */}}
 {{- define "lakegate.dataDir" -}}/var/lib/lakegate{{- end -}}
 {{- define "lakegate.policyDir" -}}/etc/lakegate/policies{{- end -}}
+{{- define "lakegate.auditDir" -}}/var/lib/lakegate-audit{{- end -}}
 {{- define "lakegate.tlsDir" -}}/etc/lakegate/tls{{- end -}}
 
 {{- define "lakegate.policiesConfigMap" -}}
