@@ -500,7 +500,8 @@ def test_notes_tell_where_lakegate_listens_and_which_secrets_it_needs(rendered):
 
 
 def test_rendered_config_and_policies_start_a_real_lakegate(rendered, tmp_path):
-    """The default render's config.toml and policies, run by the lakegate binary the suite built."""
+    """The rendered config.toml and policies, run by the lakegate binary the suite built, with the Deployment's
+    audit directory override (persistence) expanded as the kubelet expands $(POD_NAME)."""
     assert BINARY.exists(), f"{BINARY} is missing: scripts/test builds it before pytest"
     out = rendered["defaults"]
     policy_dir = tmp_path / "policies"
@@ -509,9 +510,12 @@ def test_rendered_config_and_policies_start_a_real_lakegate(rendered, tmp_path):
         (policy_dir / name).write_text(text)
     check = subprocess.run([str(BINARY), "policy", "validate", str(policy_dir)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    # The pod's paths do not exist here: the data dir comes from --data-dir (the harness), the policy dir from
-    # an environment override, as the Deployment sets the listeners.
-    lg = Lakegate(config=config_toml(out), env={"LAKEGATE__POLICY__DIR": str(policy_dir)})
+    audit_env = env(rendered["full"])["LAKEGATE__AUDIT__DIR"]
+    audit_dir = tmp_path / audit_env.replace(AUDIT_DIR + "/", "claim/").replace("$(POD_NAME)", "lakegate-7d9f-x2")
+    # The pod's paths do not exist here: the data dir comes from --data-dir (the harness), the policy and audit
+    # dirs from environment overrides, as the Deployment sets the listeners.
+    lg = Lakegate(config=config_toml(out),
+                  env={"LAKEGATE__POLICY__DIR": str(policy_dir), "LAKEGATE__AUDIT__DIR": str(audit_dir)})
     try:
         def ready():
             try:
@@ -521,6 +525,15 @@ def test_rendered_config_and_policies_start_a_real_lakegate(rendered, tmp_path):
                 return False
 
         eventually("/readyz", ready)
+        # A decision with a dev token (the dev issuer is on with the default values) is audited on the "claim".
+        request = urllib.request.Request(
+            f"{lg.control_url}/v1/authorize", method="POST",
+            data=json.dumps({"action": "s3:GetObject", "resource": "s3://lake/sales/q1.parquet"}).encode(),
+            headers={"Authorization": f"Bearer {lg.token('alice', ['analysts'], {'region': 'EU'})}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert json.load(r)["decision"] == "allow"
+        eventually("an audit file in the per-pod directory", lambda: list(audit_dir.glob("audit-*.jsonl")))
         assert lg.process.poll() is None
     finally:
         lg.stop()
