@@ -4,7 +4,8 @@
 // It is faithful because it runs the same machinery Helm's engine (helm.sh/helm/v3/pkg/engine) runs: Go's
 // text/template with the sprig function library (sprig.TxtFuncMap, minus `env` and `expandenv`, as Helm removes
 // them), plus Helm's own functions re-implemented after pkg/engine/funcs.go and engine.go: include (with the same
-// recursion guard), tpl, required, fail, toYaml/fromYaml/fromYamlArray, toJson/fromJson/fromJsonArray, toToml
+// recursion guard), tpl, required, fail, toYaml/mustToYaml/fromYaml/fromYamlArray, toJson/mustToJson/fromJson/
+// fromJsonArray, toToml
 // and a `lookup` that returns an empty map (as in `helm template`). The render context is Helm's: .Values (the
 // chart's values.yaml coalesced with -f files, later files winning, null deleting a key), .Release, .Chart (from
 // Chart.yaml), .Capabilities (KubeVersion, APIVersions.Has), .Files (Get, GetBytes, Glob, AsConfig, AsSecrets,
@@ -171,6 +172,22 @@ func toYAML(v interface{}) string {
 	return strings.TrimSuffix(string(data), "\n")
 }
 
+func mustToYAML(v interface{}) (string, error) {
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(string(data), "\n"), nil
+}
+
+func mustToJSON(v interface{}) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	return string(data), nil
+}
+
 func fromYAML(str string) map[string]interface{} {
 	m := map[string]interface{}{}
 	if err := yaml.Unmarshal([]byte(str), &m); err != nil {
@@ -228,6 +245,8 @@ func funcMap() template.FuncMap {
 	extra := template.FuncMap{
 		"toToml":        toTOML,
 		"toYaml":        toYAML,
+		"mustToYaml":    mustToYAML,
+		"mustToJson":    mustToJSON,
 		"fromYaml":      fromYAML,
 		"fromYamlArray": fromYAMLArray,
 		"toJson":        toJSON,
