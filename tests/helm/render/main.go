@@ -5,8 +5,7 @@
 // text/template with the sprig function library (sprig.TxtFuncMap, minus `env` and `expandenv`, as Helm removes
 // them), plus Helm's own functions re-implemented after pkg/engine/funcs.go and engine.go: include (with the same
 // recursion guard), tpl, required, fail, toYaml/mustToYaml/fromYaml/fromYamlArray, toJson/mustToJson/fromJson/
-// fromJsonArray, toToml
-// and a `lookup` that returns an empty map (as in `helm template`). The render context is Helm's: .Values (the
+// fromJsonArray, toToml and a `lookup` that returns an empty map (as in `helm template`). The render context is Helm's: .Values (the
 // chart's values.yaml coalesced with -f files, later files winning, null deleting a key), .Release, .Chart (from
 // Chart.yaml), .Capabilities (KubeVersion, APIVersions.Has), .Files (Get, GetBytes, Glob, AsConfig, AsSecrets,
 // Lines) and .Template (Name, BasePath). Templates are parsed into one template set so that `define`s are shared;
