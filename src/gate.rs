@@ -104,6 +104,14 @@ impl Gate {
         Ok(Allowed { decision, slot })
     }
 
+    /// Asks the live policy without recording anything. Only for narrowing what an answer that is itself
+    /// audited shows (the buckets a ListBuckets answer names, the granting prefix of GetDataAccess); never to let
+    /// an access happen: that is [`Gate::authorize`]'s job. Any error reads as "no".
+    pub fn permits(&self, principal: &Principal, action: &str, resource: &Resource, front: Front) -> bool {
+        let context = RequestContext { front: front_name(front), ..RequestContext::default() };
+        self.policy.decide(principal, action, resource, &context).is_ok_and(|d| d.allowed)
+    }
+
     /// Records an event built by a front (errors before a decision, e.g. a malformed request).
     pub async fn record(&self, event: AuditEvent) -> Result<(), GateError> {
         self.auditor.record(event).await.map_err(|e| {

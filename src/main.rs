@@ -142,6 +142,12 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
             if config.control.tls.is_some() { "s" } else { "" },
             running.control_addr
         );
+        println!(
+            "  s3 + sts http{}://{}   ({})",
+            if config.s3.tls.is_some() { "s" } else { "" },
+            running.s3_addr,
+            running.s3_backend
+        );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
         println!("  audit    {}", running.gate.auditor.current_file().display());
