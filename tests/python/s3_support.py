@@ -1,101 +1,36 @@
-"""Helpers for the S3 front's tests: a `lakegate serve` of its own per test module (the S3 tests change
-configuration and policies), tokens, vended credentials, raw requests and the audit log.
-
-The binary is `$LAKEGATE_BIN`, else `$CARGO_TARGET_DIR/debug/lakegate`, else `target/debug/lakegate`.
-"""
+"""Helpers for the S3 front's tests, on top of conftest's `Lakegate` server: vended credentials, SDK clients,
+raw requests (sent byte for byte) and the audit events of one request."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import tempfile
-import time
 import http.client
+import json
+import subprocess
+import time
 
 import boto3
 from botocore.config import Config
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from conftest import BINARY, wait_for_port
+
 REGION = "us-east-1"
 ROLE_ARN = "arn:aws:iam::000000000000:role/lakegate"
 
 
-def binary() -> str:
-    if os.environ.get("LAKEGATE_BIN"):
-        return os.environ["LAKEGATE_BIN"]
-    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return str(target / "debug" / "lakegate")
+class S3Gate:
+    """The S3 side of a running `lakegate serve` (a conftest `Lakegate`)."""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, log: pathlib.Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open:\n{log.read_text()}")
-
-
-class Lakegate:
-    """One running `lakegate serve` with a temporary data directory."""
-
-    def __init__(self, config: str = "", env: dict[str, str] | None = None):
-        self.tmp = tempfile.TemporaryDirectory(prefix="lakegate-s3-")
-        self.data = pathlib.Path(self.tmp.name)
-        self.s3_port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
-        config_file = self.data / "lakegate.toml"
-        config_file.write_text(config)
-        self.log = self.data / "server.log"
-        run_env = dict(os.environ)
-        run_env.update(
-            {
-                "LAKEGATE__CONTROL__LISTEN": f"127.0.0.1:{free_port()}",
-                "LAKEGATE__SQL__LISTEN": f"127.0.0.1:{free_port()}",
-                "LAKEGATE__S3__LISTEN": f"127.0.0.1:{self.s3_port}",
-                "LAKEGATE_LOG": "info",
-            }
-        )
-        run_env.update(env or {})
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [binary(), "serve", "--config", str(config_file), "--data-dir", str(self.data)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=run_env,
-            )
-        wait_for_port(self.s3_port, self.proc, self.log)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.tmp.cleanup()
+    def __init__(self, server):
+        self.server = server
+        self.data = server.data_dir
+        self.s3_port = server.s3_port
+        self.endpoint = server.s3_url
+        wait_for_port(self.s3_port)
 
     # --- identities -------------------------------------------------------------------------------------
 
     def token(self, sub: str, groups: str) -> str:
-        out = subprocess.run(
-            [binary(), "token", "--data-dir", str(self.data), "--sub", sub, "--groups", groups],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout.strip()
+        return self.server.token(sub, [g for g in groups.split(",") if g])
 
     def token_file(self, sub: str, groups: str) -> str:
         path = self.data / f"{sub}.jwt"
@@ -112,7 +47,7 @@ class Lakegate:
     def minted(self, sub: str, groups: str, ttl: str) -> dict:
         """Credentials minted directly from the server keys (to get a very short lifetime)."""
         out = subprocess.run(
-            [binary(), "credentials", "--data-dir", str(self.data), "--sub", sub, "--groups", groups, "--ttl", ttl],
+            [str(BINARY), "credentials", "--data-dir", str(self.data), "--sub", sub, "--groups", groups, "--ttl", ttl],
             check=True,
             capture_output=True,
             text=True,
@@ -150,21 +85,12 @@ class Lakegate:
 
     # --- audit ------------------------------------------------------------------------------------------
 
-    def audit_events(self) -> list[dict]:
-        events = []
-        for f in sorted((self.data / "audit").glob("*.jsonl")):
-            for line in f.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    record = json.loads(line)
-                    events.append(record.get("event", record))
-        return events
-
-    def audited(self, request_id: str, timeout: float = 10.0) -> list[dict]:
-        """The audit events of one request, waiting for the writer."""
+    def audited(self, request_id: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+        """The audit events of one request, waiting (bounded) until the writer has written `count` of them."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [e for e in self.audit_events() if e.get("request_id") == request_id]
-            if found or time.monotonic() > deadline:
+            found = [e for e in self.server.audit_events() if e.get("request_id") == request_id]
+            if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
 

@@ -9,14 +9,12 @@ import botocore
 import pytest
 from botocore.config import Config
 
-from s3_support import REGION, ROLE_ARN, Lakegate, error_code
+from s3_support import REGION, ROLE_ARN, S3Gate, error_code
 
 
 @pytest.fixture(scope="module")
-def gate():
-    g = Lakegate()
-    yield g
-    g.stop()
+def gate(lakegate):
+    return S3Gate(lakegate)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def test_delete_objects_deletes_allowed_keys_and_refuses_the_forbidden_one(gate,
     assert sorted(d["Key"] for d in r["Deleted"]) == ["sales/d1.txt", "sales/d2.txt"]
     assert [(e["Key"], e["Code"]) for e in r["Errors"]] == [("hr/salaries.csv", "AccessDenied")]
     # Each key was decided and audited on its own.
-    events = gate.audited(r["ResponseMetadata"]["RequestId"])
+    events = gate.audited(r["ResponseMetadata"]["RequestId"], count=3)
     decisions = sorted((e["resource"], e["decision"]) for e in events)
     assert decisions == [
         ("s3://lake/hr/salaries.csv", "deny"),

@@ -11,7 +11,8 @@ import boto3
 import botocore
 import pytest
 
-from s3_support import REGION, Lakegate, free_port, wait_for_port
+from conftest import Lakegate, free_port
+from s3_support import REGION, S3Gate, wait_for_port
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def store(tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_for_port(port, proc, log)
+        wait_for_port(port)
         endpoint = f"http://127.0.0.1:{port}"
         anon = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="AKIASETUP", aws_secret_access_key="setup")
         iam = boto3.client("iam", **anon)
@@ -59,9 +60,9 @@ region = "{REGION}"
 access_key_id = "{key['AccessKeyId']}"
 secret_access_key = "{key['SecretAccessKey']}"
 """
-    g = Lakegate(config=config)
-    yield g
-    g.stop()
+    server = Lakegate(config=config)
+    yield S3Gate(server)
+    server.stop()
 
 
 def test_the_store_itself_refuses_requests_not_signed_with_its_key(store):
