@@ -229,6 +229,9 @@ pub fn classify(
         (true, false, "GET") if query.iter().any(|(k, v)| k == "list-type" && v == "2") => ListObjectsV2,
         (true, false, "GET") => ListObjectsV1,
         (true, false, "POST") if has("delete") => DeleteObjects,
+        (true, _, "POST") if !has("uploads") && !has("uploadId") => {
+            return Err(ClassifyError::NotImplemented("this POST operation"));
+        }
         (true, false, "PUT" | "DELETE") => return Err(ClassifyError::NotImplemented("creating or deleting buckets")),
         (true, false, _) => return Err(ClassifyError::MethodNotAllowed),
         (true, true, "GET") if has("uploadId") => ListParts,
@@ -414,11 +417,18 @@ mod tests {
 
     #[test]
     fn unknown_sub_resources_are_refused_not_passed_through() {
-        for q in ["acl", "policy", "versioning", "tagging", "versionId=3", "list-type=2&foo=1"] {
-            assert!(op("GET", "/lake/sales/x", Some(q)).is_err() || op("GET", "/lake", Some(q)).is_err(), "{q}");
+        for q in ["acl", "policy", "versioning", "tagging", "cors", "list-type=2&foo=1", "location&acl"] {
+            assert!(matches!(op("GET", "/lake", Some(q)), Err(ClassifyError::NotImplemented(_))), "bucket ?{q}");
         }
-        assert!(matches!(op("GET", "/lake", Some("acl")), Err(ClassifyError::NotImplemented(_))));
+        for q in ["acl", "tagging", "versionId=3", "torrent", "retention", "uploadId=u&acl"] {
+            assert!(
+                matches!(op("GET", "/lake/sales/x", Some(q)), Err(ClassifyError::NotImplemented(_))),
+                "object ?{q}"
+            );
+        }
         assert!(matches!(op("PUT", "/lake", None), Err(ClassifyError::NotImplemented(_))));
+        assert!(matches!(op("DELETE", "/lake", None), Err(ClassifyError::NotImplemented(_))));
+        assert!(matches!(op("POST", "/lake/k", Some("restore")), Err(ClassifyError::NotImplemented(_))));
     }
 
     #[test]

@@ -228,18 +228,23 @@ pub(crate) async fn refuse(
 
 /// Adds the session details of a SigV4 caller to an event.
 pub(crate) fn with_caller(mut event: AuditEvent, caller: &Caller) -> AuditEvent {
+    add_caller_details(&mut event, caller);
+    event
+}
+
+/// The access key id, role and session name of a SigV4 caller, as audit `extra` fields.
+fn add_caller_details(event: &mut AuditEvent, caller: &Caller) {
     if let Some(akid) = &caller.access_key_id {
-        event = event.extra("access_key_id", akid.clone());
+        event.extra.insert("access_key_id".into(), akid.clone().into());
     }
     if let Some(s) = &caller.session {
         if let Some(role) = &s.role {
-            event = event.extra("role", role.clone());
+            event.extra.insert("role".into(), role.clone().into());
         }
         if let Some(name) = &s.session_name {
-            event = event.extra("role_session_name", name.clone());
+            event.extra.insert("role_session_name".into(), name.clone().into());
         }
     }
-    event
 }
 
 /// An S3 XML error response.
@@ -293,8 +298,8 @@ async fn decide(
     let allowed = front.gate.authorize(origin, &caller.principal, action, resource, RequestContext::default()).await?;
     let mut slot = allowed.slot;
     let event = slot.event_mut();
-    *event = with_caller(std::mem::replace(event, AuditEvent::new(Front::S3, "", "", "")), caller)
-        .extra("operation", operation);
+    add_caller_details(event, caller);
+    event.extra.insert("operation".into(), operation.into());
     Ok(slot)
 }
 
