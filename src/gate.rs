@@ -4,6 +4,7 @@
 //! it allowed, and finish the audit slot it handed them. A front never calls the policy engine directly for an
 //! access decision, so no access can be decided without being recorded.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditEvent, AuditSlot, Auditor, Front};
@@ -81,7 +82,22 @@ impl Gate {
         resource: &Resource,
         context: RequestContext,
     ) -> Result<Allowed, GateError> {
-        let base = event(origin, action, &resource.to_string()).principal(principal);
+        self.authorize_with_details(origin, principal, action, resource, context, BTreeMap::new()).await
+    }
+
+    /// [`Gate::authorize`], with front-specific details (e.g. the S3 session's access key id and role session
+    /// name) recorded in the event's `extra` whether the request is allowed or denied.
+    pub async fn authorize_with_details(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource,
+        context: RequestContext,
+        details: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Allowed, GateError> {
+        let mut base = event(origin, action, &resource.to_string()).principal(principal);
+        base.extra.extend(details);
         let context = RequestContext { front: front_name(origin.front), ..context };
         let decision = match self.policy.decide(principal, action, resource, &context) {
             Ok(d) => d,

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::auth::{self, Caller};
 use super::backend::BoxBody;
 use super::error::S3Error;
-use super::service::{S3Front, full, refuse, s3_settings, stamp};
+use super::service::{S3Front, caller_details, full, refuse, s3_settings, stamp};
 use super::xml::escape;
 use crate::audit::Front;
 use crate::credentials::{
@@ -89,8 +89,17 @@ async fn vend(
     let Some(granting) = granting_location(front, caller, &target, permission) else {
         // Decided on the target through the gate, so the refusal is recorded like any other.
         let resource = location_resource(&target)?;
-        let allowed =
-            front.gate.authorize(origin, &caller.principal, ACTION, &resource, RequestContext::default()).await?;
+        let allowed = front
+            .gate
+            .authorize_with_details(
+                origin,
+                &caller.principal,
+                ACTION,
+                &resource,
+                RequestContext::default(),
+                caller_details(caller),
+            )
+            .await?;
         // Policy lets the caller ask here but does not allow the permission asked for: one event, a denial.
         let mut slot = allowed.slot;
         let event = slot.event_mut();
@@ -102,7 +111,17 @@ async fn vend(
         return Err(S3Error::Gate(crate::gate::GateError::Denied(Box::new(allowed.decision))));
     };
     let resource = location_resource(&granting)?;
-    let allowed = front.gate.authorize(origin, &caller.principal, ACTION, &resource, RequestContext::default()).await?;
+    let allowed = front
+        .gate
+        .authorize_with_details(
+            origin,
+            &caller.principal,
+            ACTION,
+            &resource,
+            RequestContext::default(),
+            caller_details(caller),
+        )
+        .await?;
     let mut slot = allowed.slot;
 
     let mut access = credentials::resolve_data_access(&target, permission, privilege, &granting)

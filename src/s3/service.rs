@@ -228,23 +228,25 @@ pub(crate) async fn refuse(
 
 /// Adds the session details of a SigV4 caller to an event.
 pub(crate) fn with_caller(mut event: AuditEvent, caller: &Caller) -> AuditEvent {
-    add_caller_details(&mut event, caller);
+    event.extra.extend(caller_details(caller));
     event
 }
 
 /// The access key id, role and session name of a SigV4 caller, as audit `extra` fields.
-fn add_caller_details(event: &mut AuditEvent, caller: &Caller) {
+pub(crate) fn caller_details(caller: &Caller) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
     if let Some(akid) = &caller.access_key_id {
-        event.extra.insert("access_key_id".into(), akid.clone().into());
+        out.insert("access_key_id".into(), akid.clone().into());
     }
     if let Some(s) = &caller.session {
         if let Some(role) = &s.role {
-            event.extra.insert("role".into(), role.clone().into());
+            out.insert("role".into(), role.clone().into());
         }
         if let Some(name) = &s.session_name {
-            event.extra.insert("role_session_name".into(), name.clone().into());
+            out.insert("role_session_name".into(), name.clone().into());
         }
     }
+    out
 }
 
 /// An S3 XML error response.
@@ -295,12 +297,13 @@ async fn decide(
         front.gate.record(event).await?;
         return Err(S3Error::OutOfScope);
     }
-    let allowed = front.gate.authorize(origin, &caller.principal, action, resource, RequestContext::default()).await?;
-    let mut slot = allowed.slot;
-    let event = slot.event_mut();
-    add_caller_details(event, caller);
-    event.extra.insert("operation".into(), operation.into());
-    Ok(slot)
+    let mut details = caller_details(caller);
+    details.insert("operation".into(), operation.into());
+    let allowed = front
+        .gate
+        .authorize_with_details(origin, &caller.principal, action, resource, RequestContext::default(), details)
+        .await?;
+    Ok(allowed.slot)
 }
 
 /// Decides an operation on its own resource and, for copies, the read of the source.

@@ -4,4 +4,5 @@ mod control;
 mod identity;
 mod oidc;
 mod policy;
+mod s3;
 mod support;
