@@ -86,12 +86,25 @@ pub struct AuditedBody {
     slots: Vec<AuditSlot>,
     status: u16,
     bytes_out: u64,
+    /// The response's `Content-Length`: hyper stops polling once that many bytes went out, without asking the
+    /// body for its end, so reaching it is the end.
+    expected: Option<u64>,
     tap: Option<Arc<RequestTap>>,
 }
 
 impl AuditedBody {
-    pub fn new(inner: BoxBody, slots: Vec<AuditSlot>, status: u16, tap: Option<Arc<RequestTap>>) -> Self {
-        Self { inner, slots, status, bytes_out: 0, tap }
+    pub fn new(
+        inner: BoxBody,
+        slots: Vec<AuditSlot>,
+        status: u16,
+        expected: Option<u64>,
+        tap: Option<Arc<RequestTap>>,
+    ) -> Self {
+        Self { inner, slots, status, bytes_out: 0, expected, tap }
+    }
+
+    fn complete(&self) -> bool {
+        self.inner.is_end_stream() || self.expected.is_some_and(|n| self.bytes_out >= n)
     }
 
     fn finish(&mut self, complete: bool) {
@@ -119,7 +132,7 @@ impl Body for AuditedBody {
                 if let Some(d) = frame.data_ref() {
                     this.bytes_out += d.len() as u64;
                 }
-                if this.inner.is_end_stream() {
+                if this.complete() {
                     this.finish(true);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -147,7 +160,7 @@ impl Body for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         // hyper never polls a body it knows is empty (HEAD, 204, Content-Length: 0): that one did end.
-        let ended = self.inner.is_end_stream();
+        let ended = self.complete();
         self.finish(ended);
     }
 }

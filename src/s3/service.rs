@@ -452,10 +452,16 @@ async fn forward(
         for slot in &mut slots {
             slot.event_mut().outcome_mut().status = Some(200);
         }
-        let audited = AuditedBody::new(full(text), slots, 200, Some(tap));
+        let length = text.len() as u64;
+        let audited = AuditedBody::new(full(text), slots, 200, Some(length), Some(tap));
         return Ok(stamp(Response::from_parts(head, audited.boxed_unsync()), &origin.request_id));
     }
-    let audited = AuditedBody::new(store_body, slots, status.as_u16(), Some(tap));
+    let expected = if parts.method == Method::HEAD {
+        Some(0)
+    } else {
+        head.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    };
+    let audited = AuditedBody::new(store_body, slots, status.as_u16(), expected, Some(tap));
     Ok(stamp(Response::from_parts(head, audited.boxed_unsync()), &origin.request_id))
 }
 

@@ -65,6 +65,18 @@ def test_a_range_get_returns_exactly_the_requested_bytes(alice):
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 206
 
 
+def test_a_served_get_is_audited_complete_with_its_status_and_bytes(gate, alice):
+    alice.put_object(Bucket="lake", Key="sales/audited.txt", Body=b"0123456789")
+    r = alice.get_object(Bucket="lake", Key="sales/audited.txt", Range="bytes=2-4")
+    assert r["Body"].read() == b"234"
+    [event] = gate.audited(r["ResponseMetadata"]["RequestId"])
+    assert (event["action"], event["decision"]) == ("s3:GetObject", "allow")
+    assert event["outcome"]["status"] == 206
+    assert event["outcome"]["bytes_out"] == 3
+    assert event["outcome"]["incomplete"] is False
+    assert event["extra"]["role_session_name"] == "alice-test"
+
+
 def test_a_presigned_get_works_with_curl(alice):
     alice.put_object(Bucket="lake", Key="sales/presigned.txt", Body=b"via curl")
     url = alice.generate_presigned_url("get_object", Params={"Bucket": "lake", "Key": "sales/presigned.txt"}, ExpiresIn=300)
