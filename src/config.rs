@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::audit::AuditConfig;
-use crate::identity::IdentityConfig;
+use crate::identity::{IdentityConfig, TokenServiceConfig};
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "LAKEGATE__";
@@ -38,6 +38,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub token_service: TokenServiceConfig,
 }
 
 /// One listening socket, optionally with TLS.
@@ -211,6 +213,19 @@ impl Config {
             fail_open: s.fail_open,
             enqueue_timeout: std::time::Duration::from_millis(s.enqueue_timeout_ms),
         }
+    }
+
+    /// The `iss` of Lakegate's own tokens: configured, or the control endpoint's URL.
+    pub fn token_issuer(&self) -> String {
+        self.token_service.issuer.clone().unwrap_or_else(|| {
+            let scheme = if self.control.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", self.control.listen)
+        })
+    }
+
+    /// Where Lakegate's token-signing keys live.
+    pub fn signing_key_dir(&self) -> PathBuf {
+        self.token_service.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys").join("signing"))
     }
 
     /// Whether the dev token issuer is trusted: on by default, off as soon as a real issuer is configured,

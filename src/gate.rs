@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditEvent, AuditSlot, Auditor, Front};
-use crate::identity::{IdentityError, Principal, Verifier};
+use crate::identity::{IdentityError, Principal, TokenService, Verifier};
 use crate::metrics;
 use crate::policy::{Decision, PolicyEngine, PolicyError, RequestContext, Resource};
 
@@ -18,6 +18,8 @@ pub struct Gate {
     pub verifier: Verifier,
     pub policy: PolicyEngine,
     pub auditor: Auditor,
+    /// The token exchange service (RFC 8693) and Lakegate's signing keys.
+    pub tokens: TokenService,
 }
 
 /// Why the gate refused; fronts map this to their protocol's error form.

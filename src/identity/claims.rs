@@ -47,6 +47,9 @@ pub fn to_principal(cfg: &IssuerConfig, claims: &Map<String, Value>) -> Result<P
         }
         Some(_) => return Err(IdentityError::InvalidClaim(cfg.groups_claim.clone().unwrap_or_default())),
     };
+    if let Some(native) = cfg.native {
+        return native_principal(cfg, claims, subject, groups, native.max_depth);
+    }
     let mut attributes = BTreeMap::new();
     if cfg.all_claims_as_attributes {
         for (name, value) in claims {
@@ -73,6 +76,34 @@ pub fn to_principal(cfg: &IssuerConfig, claims: &Map<String, Value>) -> Result<P
         token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
         expires_at,
         actors: Vec::new(),
+    })
+}
+
+/// A Lakegate token: attributes under `attrs`, the user's original issuer in `orig_iss`, actors in `act`.
+fn native_principal(
+    cfg: &IssuerConfig,
+    claims: &Map<String, Value>,
+    subject: String,
+    groups: Vec<String>,
+    max_depth: usize,
+) -> Result<Principal, IdentityError> {
+    let attributes = match claims.get("attrs") {
+        None => BTreeMap::new(),
+        Some(Value::Object(map)) => map.iter().filter_map(|(k, v)| scalar(v).map(|v| (k.clone(), v))).collect(),
+        Some(_) => return Err(IdentityError::InvalidClaim("attrs".into())),
+    };
+    let issuer = claims.get("orig_iss").and_then(Value::as_str).unwrap_or(&cfg.issuer).to_owned();
+    let actors = super::exchange::actors_from_claim(claims.get("act"), max_depth)?;
+    let expires_at =
+        claims.get("exp").and_then(Value::as_i64).ok_or_else(|| IdentityError::MissingClaim("exp".into()))?;
+    Ok(Principal {
+        issuer,
+        subject,
+        groups,
+        attributes,
+        token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+        expires_at,
+        actors,
     })
 }
 

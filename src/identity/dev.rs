@@ -116,6 +116,7 @@ impl DevIssuer {
             all_claims_as_attributes: true,
             jwks_min_refresh_seconds: 60,
             http_timeout_seconds: 5,
+            native: None,
         }
     }
 }

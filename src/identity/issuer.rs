@@ -37,6 +37,8 @@ pub struct TrustedIssuer {
 
 enum KeySource {
     Static,
+    /// Lakegate's own signing keys, re-read from their directory on refresh.
+    Local(Arc<super::Signer>),
     File(std::path::PathBuf),
     Url(String),
     Discovery,
@@ -102,6 +104,12 @@ impl TrustedIssuer {
         Self::build(config, source, KeySet::default())
     }
 
+    /// Lakegate's own token service as an issuer.
+    pub fn local(config: IssuerConfig, signer: Arc<super::Signer>) -> Result<Self, String> {
+        let keys = KeySet::from_jwks(&signer.jwks());
+        Self::build(config, KeySource::Local(signer), keys)
+    }
+
     /// An issuer with a fixed key set (the dev issuer).
     pub fn with_static_keys(config: IssuerConfig, jwks: JwkSet) -> Result<Self, String> {
         let keys = KeySet::from_jwks(&jwks);
@@ -150,7 +158,11 @@ impl TrustedIssuer {
     }
 
     /// Verifies a token already routed to this issuer by [`super::jwt::peek`].
-    pub(super) async fn verify(&self, token: &str, peeked: &Peeked) -> Result<Principal, IdentityError> {
+    pub(super) async fn verify(
+        &self,
+        token: &str,
+        peeked: &Peeked,
+    ) -> Result<(Principal, Map<String, Value>), IdentityError> {
         if !self.allowed.contains(&peeked.algorithm) {
             return Err(IdentityError::AlgorithmNotAllowed {
                 alg: format!("{:?}", peeked.algorithm),
@@ -165,7 +177,8 @@ impl TrustedIssuer {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(map_jwt_error)?;
-        claims::to_principal(&self.config, &data.claims)
+        let principal = claims::to_principal(&self.config, &data.claims)?;
+        Ok((principal, data.claims))
     }
 
     async fn key_for(&self, peeked: &Peeked) -> Result<DecodingKey, IdentityError> {
@@ -241,6 +254,10 @@ impl TrustedIssuer {
     async fn fetch(&self, state: &mut RefreshState) -> Result<JwkSet, String> {
         match &self.source {
             KeySource::Static => Err("static key set".into()),
+            KeySource::Local(signer) => {
+                signer.reload().map_err(|e| e.to_string())?;
+                Ok(signer.jwks())
+            }
             KeySource::File(path) => {
                 let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))

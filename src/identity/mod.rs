@@ -6,9 +6,11 @@
 
 mod claims;
 mod dev;
+pub mod exchange;
 mod issuer;
 mod jwt;
 mod principal;
+pub mod signer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -17,8 +19,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use dev::{DEV_AUDIENCE, DEV_ISSUER, DevIssuer};
+pub use exchange::{TokenService, TokenServiceConfig};
 pub use issuer::{JwksFetches, TrustedIssuer};
 pub use principal::{Actor, Principal};
+pub use signer::Signer;
 
 /// Algorithms an issuer may use. Symmetric algorithms and `none` are never accepted from an issuer: a shared
 /// secret would let anyone who validates tokens also mint them.
@@ -91,6 +95,16 @@ pub struct IssuerConfig {
     pub jwks_min_refresh_seconds: u64,
     #[serde(default = "default_http_timeout")]
     pub http_timeout_seconds: u64,
+    /// Set for Lakegate's own token service: claims follow its format (`attrs`, `orig_iss`, nested `act`).
+    #[serde(skip)]
+    pub native: Option<NativeClaims>,
+}
+
+/// How to read tokens Lakegate issued itself.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeClaims {
+    /// Longest `act` chain accepted.
+    pub max_depth: usize,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -234,8 +248,51 @@ impl Verifier {
         self.issuers.values()
     }
 
+    /// Also trusts tokens issued by Lakegate's own token service as `issuer`, with `signer`'s keys (re-read on
+    /// an unknown `kid`, so a key added on another replica is picked up without a restart).
+    pub fn trust_lakegate(
+        mut self,
+        issuer: &str,
+        audiences: Vec<String>,
+        signer: Arc<Signer>,
+        max_depth: usize,
+    ) -> Result<Self, String> {
+        let config = IssuerConfig {
+            issuer: issuer.to_owned(),
+            discovery: false,
+            jwks_url: None,
+            jwks_file: None,
+            audiences,
+            algorithms: vec!["EdDSA".into()],
+            leeway_seconds: 30,
+            user_claim: "sub".into(),
+            groups_claim: Some("groups".into()),
+            groups_delimiter: ",".into(),
+            attribute_claims: BTreeMap::new(),
+            all_claims_as_attributes: false,
+            // Local files, not an IdP: re-reading on every unknown kid costs a directory read (still one at a
+            // time), and lets a key added by another replica be used at once.
+            jwks_min_refresh_seconds: 0,
+            http_timeout_seconds: 5,
+            native: Some(NativeClaims { max_depth }),
+        };
+        let trusted = TrustedIssuer::local(config, signer)?;
+        let mut issuers = (*self.issuers).clone();
+        issuers.insert(issuer.to_owned(), Arc::new(trusted));
+        self.issuers = Arc::new(issuers);
+        Ok(self)
+    }
+
     /// Validates `token` and maps its claims to a principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, IdentityError> {
+        self.verify_with_claims(token).await.map(|(p, _)| p)
+    }
+
+    /// As [`Verifier::verify`], also returning the verified claims (the token service needs `aud` and `scope`).
+    pub async fn verify_with_claims(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, serde_json::Map<String, serde_json::Value>), IdentityError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(IdentityError::Missing);

@@ -51,7 +51,13 @@ where
                 Origin { front: Front::Control, request_id: request_id.clone(), source: Some(peer.to_string()) };
             authorize(gate, &origin, req).await
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/authorize") => {
+        (&Method::POST, "/oauth2/token") => {
+            let origin = Origin { front: Front::Token, request_id: request_id.clone(), source: Some(peer.to_string()) };
+            super::token::exchange(gate, &origin, req).await
+        }
+        (&Method::GET, "/.well-known/jwks.json") => super::token::jwks(gate, &request_id),
+        (&Method::GET, "/.well-known/openid-configuration") => super::token::discovery(gate, &request_id),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/authorize" | "/oauth2/token") => {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "", &request_id)
                 .response()
         }

@@ -3,6 +3,7 @@
 pub mod control;
 pub mod http;
 pub mod tls;
+pub mod token;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::audit::{AuditEvent, Auditor, Front};
 use crate::config::{Config, ListenerConfig};
 use crate::gate::Gate;
-use crate::identity::{DevIssuer, Verifier};
+use crate::identity::{DevIssuer, Signer, TokenService, Verifier};
 use crate::metrics;
 use crate::policy::{self, PolicyEngine, watch::ReloadOutcome};
 
@@ -78,7 +79,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     } else {
         None
     };
-    let verifier = Verifier::new(&config.identity, dev.as_ref()).map_err(StartError::Identity)?;
+    let signer =
+        Arc::new(Signer::load_or_generate(&config.signing_key_dir()).map_err(|e| {
+            StartError::Identity(format!("signing keys in {}: {e}", config.signing_key_dir().display()))
+        })?);
+    let issuer = config.token_issuer();
+    let ts = &config.token_service;
+    let mut audiences = vec![ts.audience.clone()];
+    audiences.extend(ts.audiences.iter().cloned());
+    let verifier = Verifier::new(&config.identity, dev.as_ref())
+        .and_then(|v| v.trust_lakegate(&issuer, audiences, signer.clone(), ts.max_depth))
+        .map_err(StartError::Identity)?;
+    let tokens = TokenService::new(ts.clone(), issuer, signer).map_err(StartError::Identity)?;
     for issuer in verifier.issuers() {
         let issuer = issuer.clone();
         // Pre-warm in the background: an IdP that is slow or down must not delay start-up.
@@ -88,7 +100,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
 
     let auditor = Auditor::start(config.audit_config())?;
-    let gate = Arc::new(Gate { verifier, policy: engine.clone(), auditor: auditor.clone() });
+    let gate = Arc::new(Gate { verifier, policy: engine.clone(), auditor: auditor.clone(), tokens });
 
     policy::watch(engine, policy_dir.clone(), Duration::from_secs(config.policy.reload_interval_seconds), {
         let auditor = auditor.clone();

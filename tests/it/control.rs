@@ -209,3 +209,21 @@ fn the_control_endpoint_serves_tls_with_the_dev_certificates() {
         "plain HTTP is not served on a TLS listener"
     );
 }
+
+#[test]
+fn a_broken_policy_file_is_refused_audited_and_the_last_good_set_keeps_serving() {
+    let lg = Lakegate::start(&[]);
+    let t = alice(&lg);
+    let body = json!({"action": "s3:GetObject", "resource": "s3://lake/sales/a"});
+    std::fs::write(lg.policy_dir().join("s3.cedar"), "permit(principal, action, resource) when {").expect("break");
+    let event = eventually("the rejected reload in the audit log", || {
+        lg.audit_events().into_iter().find(|e| e["action"] == "policy:Reload")
+    });
+    assert_eq!(event["decision"], "error");
+    assert!(event["reason"].as_str().expect("reason").contains("s3.cedar:1:"), "{event}");
+    assert_eq!(authorize(&lg, Some(&t), &body).1["decision"], "allow", "the last good set still decides");
+
+    std::fs::write(lg.policy_dir().join("s3.cedar"), "@id(\"nothing\") forbid(principal, action, resource);")
+        .expect("fix");
+    eventually("the new set in force", || (authorize(&lg, Some(&t), &body).1["decision"] == "deny").then_some(()));
+}

@@ -6,3 +6,4 @@ mod oidc;
 mod policy;
 mod s3;
 mod support;
+mod tokens;

@@ -1,0 +1,9 @@
+//! Resource parsing (decision API, S3 keys) must never panic and never accept `..` segments.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(lakegate::policy::Resource::Object { key, .. }) = lakegate::policy::Resource::parse(text)
+    {
+        assert!(!key.split('/').any(|s| s == ".."));
+    }
+});

@@ -1,0 +1,36 @@
+{{/* config.toml, rendered from .Values.config and .Values.extraConfig. */}}
+{{- define "lakegate.configToml" -}}
+# lakegate.toml, rendered by the lakegate chart from its values (see docs/configuration.md).
+# Listeners and their TLS files are set by LAKEGATE__* environment overrides in the Deployment.
+data_dir = {{ include "lakegate.dataDir" . | toJson }}
+
+[policy]
+dir = {{ include "lakegate.policyDir" . | toJson }}
+reload_interval_seconds = {{ include "lakegate.toml" .Values.config.policy.reloadIntervalSeconds }}
+
+[identity]
+{{- if not (kindIs "invalid" .Values.config.identity.devIssuer) }}
+dev_issuer = {{ include "lakegate.toml" .Values.config.identity.devIssuer }}
+{{- end }}
+max_token_bytes = {{ include "lakegate.toml" .Values.config.identity.maxTokenBytes }}
+{{- range .Values.config.identity.issuers }}
+
+[[identity.issuers]]
+{{- $issuer := . }}
+{{- range $key := keys $issuer | sortAlpha }}
+{{ $key }} = {{ include "lakegate.toml" (index $issuer $key) }}
+{{- end }}
+{{- end }}
+
+[audit]
+stdout = {{ include "lakegate.toml" .Values.config.audit.stdout }}
+max_file_bytes = {{ include "lakegate.toml" .Values.config.audit.maxFileBytes }}
+queue_capacity = {{ include "lakegate.toml" .Values.config.audit.queueCapacity }}
+enqueue_timeout_ms = {{ include "lakegate.toml" .Values.config.audit.enqueueTimeoutMs }}
+fail_open = {{ include "lakegate.toml" .Values.config.audit.failOpen }}
+{{- with .Values.extraConfig }}
+
+# extraConfig
+{{- . | trimSuffix "\n" | nindent 0 }}
+{{- end }}
+{{ end -}}
