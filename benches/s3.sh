@@ -91,21 +91,23 @@ http {
 EOF
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 
-run_lakegate() { # dir port config
+run_lakegate() { # dir port config -> sets LAST_PID
   local dir=$1 port=$2
   printf '%s\n' "$3" >"$dir/lakegate.toml"
   LAKEGATE__CONTROL__LISTEN=127.0.0.1:$(free_port) LAKEGATE__SQL__LISTEN=127.0.0.1:$(free_port) \
   LAKEGATE__S3__LISTEN=127.0.0.1:$port LAKEGATE_LOG=warn \
     "$LAKEGATE" serve --config "$dir/lakegate.toml" --data-dir "$dir" >"$dir/serve.log" 2>&1 &
-  PIDS+=($!)
-  echo $!
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
 }
-LG_PID=$(run_lakegate "$WORK/lg-remote" "$P_LG" "[s3.backend]
+run_lakegate "$WORK/lg-remote" "$P_LG" "[s3.backend]
 kind = \"remote\"
 endpoint = \"http://127.0.0.1:$P_S3S\"
 access_key_id = \"$AK\"
-secret_access_key = \"$SK\"")
-LGE_PID=$(run_lakegate "$WORK/lg-embedded" "$P_LGE" "")
+secret_access_key = \"$SK\""
+LG_PID=$LAST_PID
+run_lakegate "$WORK/lg-embedded" "$P_LGE" ""
+LGE_PID=$LAST_PID
 for p in "$P_S3S" "$P_NGINX" "$P_STATIC" "$P_LG" "$P_LGE"; do wait_port "$p"; done
 
 head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
@@ -155,7 +157,7 @@ hey_run() { # url concurrency -> "rps p50ms p99ms"
   if ! grep -qE '^\s+\[200\]' "$WORK/hey.txt" || grep -qE '^\s+\[[^2][0-9]+\]' "$WORK/hey.txt"; then
     echo "non-200 answers: $codes" >&2
   fi
-  awk '/Requests\/sec/ {rps=$2} /50%% in/ {p50=$3*1000} /99%% in/ {p99=$3*1000} END {printf "%.0f %.2f %.2f", rps, p50, p99}' "$WORK/hey.txt"
+  awk '/Requests\/sec/ {rps=$2} / 50% in/ {p50=$3*1000} / 99% in/ {p99=$3*1000} END {printf "%.0f %.2f %.2f", rps, p50, p99}' "$WORK/hey.txt"
 }
 
 echo "measuring ..." >&2
