@@ -45,9 +45,14 @@ need curl curl
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-echo "building (release) ..." >&2
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release --quiet
-LAKEGATE=${CARGO_TARGET_DIR:-target}/release/lakegate
+# LAKEGATE_BIN: a release binary already built (skips the build).
+if [ -n "${LAKEGATE_BIN:-}" ]; then
+  LAKEGATE=$LAKEGATE_BIN
+else
+  echo "building (release) ..." >&2
+  CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release --quiet
+  LAKEGATE=${CARGO_TARGET_DIR:-target}/release/lakegate
+fi
 S3SFS=$ROOT/benches/.tools/bin/s3s-fs
 if [ ! -x "$S3SFS" ]; then
   cargo install --quiet s3s-fs --version 0.14.1 --features binary --root "$ROOT/benches/.tools"

@@ -18,7 +18,7 @@ use super::error::S3Error;
 use super::xml;
 use crate::audit::{AuditEvent, AuditSlot, Front};
 use crate::credentials::{Access, KeyRing, RoleProfile, Scope};
-use crate::gate::{self, Gate, GateError, Origin};
+use crate::gate::{self, Gate, Origin};
 use crate::policy::{RequestContext, Resource};
 use crate::s3::sigv4::{AwsChunkedBody, PayloadMode, Sha256VerifiedBody};
 use crate::server::http::{REQUEST_ID, new_request_id};
@@ -28,7 +28,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Largest XML request body read whole (DeleteObjects, CompleteMultipartUpload is streamed).
 pub const MAX_XML_BODY: usize = 2 * 1024 * 1024;
 /// Largest store answer read whole (errors, ListBuckets, DeleteObjects results).
-const MAX_STORE_XML: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_STORE_XML: usize = 4 * 1024 * 1024;
 
 /// Request headers passed on to the store; everything else is dropped (authentication, aws-chunked framing,
 /// SDK bookkeeping) or refused (see [`REFUSED_HEADER_PREFIXES`]).
@@ -142,8 +142,8 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
     }
     let resource_text = display_resource(&op);
     let result = match op.kind {
-        OpKind::ListBuckets => list_buckets(front, origin, &caller).await,
-        OpKind::DeleteObjects => delete_objects(front, origin, &caller, &op, parts, body).await,
+        OpKind::ListBuckets => super::listing::list_buckets(front, origin, &caller).await,
+        OpKind::DeleteObjects => super::delete::delete_objects(front, origin, &caller, &op, parts, body).await,
         _ => forward(front, origin, &caller, &op, parts, body).await,
     };
     match result {
@@ -180,7 +180,7 @@ fn scope_allows(scope: &Scope, op: &Operation) -> bool {
     }
 }
 
-fn touches_bucket(scope: &Scope, bucket: &str) -> bool {
+pub(crate) fn touches_bucket(scope: &Scope, bucket: &str) -> bool {
     match scope {
         Scope::Unrestricted => true,
         Scope::Grants(grants) => grants.iter().any(|g| g.bucket == bucket),
@@ -280,7 +280,7 @@ pub(crate) fn empty() -> BoxBody {
 
 /// Decides one access: the credential scope first (cheap, and recorded as a denial of its own), then the live
 /// policy through the gate, which returns the audit slot of the access.
-async fn decide(
+pub(crate) async fn decide(
     front: &S3Front,
     origin: &Origin,
     caller: &Caller,
@@ -359,7 +359,7 @@ fn forward_headers(headers: &HeaderMap, op: &Operation, content_length: Option<u
 }
 
 /// The request body, verified as the signature demands, and its length once decoded.
-fn request_body(
+pub(crate) fn request_body(
     caller: &Caller,
     headers: &HeaderMap,
     body: Incoming,
@@ -485,7 +485,7 @@ fn finish_with_error(
 }
 
 /// Turns a store's error response into an [`S3Error`] carrying its code and message.
-async fn store_error(response: Response<BoxBody>, method: &Method) -> S3Error {
+pub(crate) async fn store_error(response: Response<BoxBody>, method: &Method) -> S3Error {
     let status = response.status();
     let fallback = || match status.as_u16() {
         404 => ("NoSuchKey".to_owned(), "The specified key does not exist.".to_owned()),
@@ -505,170 +505,8 @@ async fn store_error(response: Response<BoxBody>, method: &Method) -> S3Error {
     S3Error::Store { status, code, message }
 }
 
-/// ListBuckets: the store's list, narrowed to the buckets the caller can see something in.
-async fn list_buckets(front: &S3Front, origin: &Origin, caller: &Caller) -> Result<Response<BoxBody>, S3Error> {
-    let request = ForwardRequest {
-        method: Method::GET,
-        bucket: None,
-        key: None,
-        query: Vec::new(),
-        headers: HeaderMap::new(),
-        body: empty(),
-    };
-    let response = front.backend.forward(request).await?;
-    if !response.status().is_success() {
-        return Err(store_error(response, &Method::GET).await);
-    }
-    let bytes = read_bounded(response.into_body(), MAX_STORE_XML).await?;
-    let all = xml::parse_list_buckets(&bytes)?;
-    let visible: Vec<xml::BucketEntry> = all.into_iter().filter(|b| bucket_visible(front, caller, &b.name)).collect();
-    let text = xml::list_buckets(&visible, &caller.principal.subject);
-    let mut event =
-        with_caller(gate::event(origin, "s3:ListAllMyBuckets", "s3://").principal(&caller.principal), caller)
-            .allow(Vec::<String>::new())
-            .extra("operation", "ListBuckets")
-            .extra("buckets", visible.iter().map(|b| b.name.clone()).collect::<Vec<_>>());
-    let outcome = event.outcome_mut();
-    outcome.status = Some(200);
-    outcome.bytes_out = text.len() as u64;
-    front.gate.record(event).await?;
-    let mut r = Response::new(full(text));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-    Ok(stamp(r, &origin.request_id))
-}
-
-/// A bucket is visible when the credential reaches into it and the live policy lets the caller list somewhere in
-/// it: at its root, at a prefix a policy names, or at a prefix the credential is scoped to.
-fn bucket_visible(front: &S3Front, caller: &Caller, bucket: &str) -> bool {
-    if !touches_bucket(&caller.scope, bucket) {
-        return false;
-    }
-    let mut candidates: Vec<String> = vec![String::new()];
-    candidates.extend(front.gate.policy.s3_prefixes().into_iter().filter(|(b, _)| b == bucket).map(|(_, p)| p));
-    if let Scope::Grants(grants) = &caller.scope {
-        candidates.extend(grants.iter().filter(|g| g.bucket == bucket).map(|g| g.prefix.clone()));
-    }
-    candidates.iter().any(|prefix| {
-        Resource::prefix(bucket, prefix)
-            .is_ok_and(|r| front.gate.permits(&caller.principal, "s3:ListBucket", &r, Front::S3))
-    })
-}
-
-/// DeleteObjects: every key decided and audited on its own; only allowed keys reach the store, and the others
-/// come back as `AccessDenied` entries of the result.
-async fn delete_objects(
-    front: &S3Front,
-    origin: &Origin,
-    caller: &Caller,
-    op: &Operation,
-    parts: http::request::Parts,
-    body: Incoming,
-) -> Result<Response<BoxBody>, S3Error> {
-    let bucket = op.bucket.clone().unwrap_or_default();
-    if !touches_bucket(&caller.scope, &bucket) {
-        let resource = Resource::prefix(&bucket, "").map_err(|_| classify::ClassifyError::InvalidBucketName)?;
-        decide(front, origin, caller, "s3:DeleteObject", &resource, false, "DeleteObjects").await?;
-    }
-    let tap = Arc::new(RequestTap::default());
-    let (body, _) = request_body(caller, &parts.headers, body, tap.clone())?;
-    let bytes = match read_bounded(body, MAX_XML_BODY).await {
-        Ok(b) => b,
-        Err(S3Error::BodyTooLarge(n)) => return Err(S3Error::BodyTooLarge(n)),
-        Err(e) => return Err(tap.rejected().map_or(e, S3Error::Signature)),
-    };
-    let request = xml::parse_delete(&bytes)?;
-    let mut allowed: Vec<(String, AuditSlot)> = Vec::new();
-    let mut outcomes: Vec<xml::DeleteOutcome> = Vec::new();
-    for key in &request.keys {
-        let decision = match Resource::object(&bucket, key) {
-            Ok(resource) => {
-                let in_scope = caller.scope.allows(&bucket, key, Access::Write);
-                decide(front, origin, caller, "s3:DeleteObject", &resource, in_scope, "DeleteObjects").await
-            }
-            Err(e) => {
-                let error = S3Error::Classify(classify::ClassifyError::InvalidKey(e.to_string()));
-                let event =
-                    with_caller(gate::event(origin, "s3:DeleteObject", &format!("s3://{bucket}/{key}")), caller)
-                        .principal(&caller.principal)
-                        .deny(error.to_string(), Vec::<String>::new());
-                front.gate.record(event).await?;
-                Err(error)
-            }
-        };
-        match decision {
-            Ok(slot) => allowed.push((key.clone(), slot)),
-            Err(S3Error::Gate(GateError::Audit(e))) => return Err(S3Error::Gate(GateError::Audit(e))),
-            Err(e) => outcomes.push(xml::DeleteOutcome::Error {
-                key: key.clone(),
-                code: e.code().to_owned(),
-                message: e.message(),
-            }),
-        }
-    }
-    if !allowed.is_empty() {
-        let keys: Vec<String> = allowed.iter().map(|(k, _)| k.clone()).collect();
-        let text = xml::delete_body(&keys, false);
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-        let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5_digest(text.as_bytes()));
-        if let Ok(v) = HeaderValue::from_str(&md5) {
-            headers.insert("content-md5", v);
-        }
-        let forwarded = ForwardRequest {
-            method: Method::POST,
-            bucket: Some(bucket.clone()),
-            key: None,
-            query: vec![("delete".into(), String::new())],
-            headers,
-            body: full(text),
-        };
-        let store = match front.backend.forward(forwarded).await {
-            Ok(r) if r.status().is_success() => {
-                let bytes = read_bounded(r.into_body(), MAX_STORE_XML).await;
-                bytes.and_then(|b| xml::parse_delete_result(&b).map_err(S3Error::from))
-            }
-            Ok(r) => Err(store_error(r, &Method::POST).await),
-            Err(e) => Err(S3Error::Backend(e)),
-        };
-        match store {
-            Ok(results) => {
-                for (key, mut slot) in allowed {
-                    let result = results.iter().find(|o| match o {
-                        xml::DeleteOutcome::Deleted(k) => *k == key,
-                        xml::DeleteOutcome::Error { key: k, .. } => *k == key,
-                    });
-                    let outcome = slot.event_mut().outcome_mut();
-                    match result {
-                        Some(xml::DeleteOutcome::Error { code, .. }) => {
-                            outcome.status = Some(400);
-                            outcome.error_code = Some(code.clone());
-                        }
-                        _ => outcome.status = Some(204),
-                    }
-                    slot.finish();
-                }
-                outcomes.extend(results);
-            }
-            Err(e) => {
-                for (key, mut slot) in allowed {
-                    let outcome = slot.event_mut().outcome_mut();
-                    outcome.status = Some(e.status().as_u16());
-                    outcome.error_code = Some(e.code().to_owned());
-                    slot.finish();
-                    outcomes.push(xml::DeleteOutcome::Error { key, code: e.code().to_owned(), message: e.message() });
-                }
-            }
-        }
-    }
-    let text = xml::delete_result(&outcomes, request.quiet);
-    let mut r = Response::new(full(text));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-    Ok(stamp(r, &origin.request_id))
-}
-
 /// Reads a whole body of at most `limit` bytes (XML documents only; object data always streams).
-async fn read_bounded(mut body: BoxBody, limit: usize) -> Result<Bytes, S3Error> {
+pub(crate) async fn read_bounded(mut body: BoxBody, limit: usize) -> Result<Bytes, S3Error> {
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| S3Error::BodyRead(e.to_string()))?;
@@ -680,9 +518,4 @@ async fn read_bounded(mut body: BoxBody, limit: usize) -> Result<Bytes, S3Error>
         }
     }
     Ok(out.freeze())
-}
-
-fn md5_digest(data: &[u8]) -> [u8; 16] {
-    use md5::Digest;
-    md5::Md5::digest(data).into()
 }
