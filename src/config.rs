@@ -24,8 +24,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub control: ListenerConfig,
-    #[serde(default = "default_s3_listener")]
-    pub s3: ListenerConfig,
+    #[serde(default)]
+    pub s3: crate::s3::S3Config,
+    #[serde(default)]
+    pub sts: crate::s3::StsConfig,
+    #[serde(default)]
+    pub credentials: crate::s3::config::CredentialsConfig,
     #[serde(default = "default_sql_listener")]
     pub sql: ListenerConfig,
     #[serde(default)]
@@ -122,9 +126,6 @@ impl Default for PolicyConfig {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./lakegate-data")
 }
-fn default_s3_listener() -> ListenerConfig {
-    ListenerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9000)), tls: None }
-}
 fn default_sql_listener() -> ListenerConfig {
     ListenerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 5433)), tls: None }
 }
@@ -194,6 +195,11 @@ impl Config {
     /// The policy directory in force (see [`PolicyConfig::dir`]).
     pub fn policy_dir(&self) -> PathBuf {
         self.policy.dir.clone().unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+
+    /// The credentials key directory in force.
+    pub fn credentials_key_dir(&self) -> PathBuf {
+        self.credentials.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys").join("credentials"))
     }
 
     /// The audit sink configuration, resolved against the data directory.

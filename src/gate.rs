@@ -4,6 +4,7 @@
 //! it allowed, and finish the audit slot it handed them. A front never calls the policy engine directly for an
 //! access decision, so no access can be decided without being recorded.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditEvent, AuditSlot, Auditor, Front};
@@ -83,7 +84,22 @@ impl Gate {
         resource: &Resource,
         context: RequestContext,
     ) -> Result<Allowed, GateError> {
-        let base = event(origin, action, &resource.to_string()).principal(principal);
+        self.authorize_with_details(origin, principal, action, resource, context, BTreeMap::new()).await
+    }
+
+    /// [`Gate::authorize`], with front-specific details (e.g. the S3 session's access key id and role session
+    /// name) recorded in the event's `extra` whether the request is allowed or denied.
+    pub async fn authorize_with_details(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource,
+        context: RequestContext,
+        details: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Allowed, GateError> {
+        let mut base = event(origin, action, &resource.to_string()).principal(principal);
+        base.extra.extend(details);
         let context = RequestContext { front: front_name(origin.front), ..context };
         let decision = match self.policy.decide(principal, action, resource, &context) {
             Ok(d) => d,
@@ -104,6 +120,14 @@ impl Gate {
             metrics::AUDIT_REFUSALS.inc(&[("front", front_name(origin.front))]);
         })?;
         Ok(Allowed { decision, slot })
+    }
+
+    /// Asks the live policy without recording anything. Only for narrowing what an answer that is itself
+    /// audited shows (the buckets a ListBuckets answer names, the granting prefix of GetDataAccess); never to let
+    /// an access happen: that is [`Gate::authorize`]'s job. Any error reads as "no".
+    pub fn permits(&self, principal: &Principal, action: &str, resource: &Resource, front: Front) -> bool {
+        let context = RequestContext { front: front_name(front), ..RequestContext::default() };
+        self.policy.decide(principal, action, resource, &context).is_ok_and(|d| d.allowed)
     }
 
     /// Records an event built by a front (errors before a decision, e.g. a malformed request).

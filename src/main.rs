@@ -41,6 +41,24 @@ enum Command {
         #[arg(long, env = "LAKEGATE_DATA_DIR", default_value = "./lakegate-data")]
         data_dir: PathBuf,
     },
+    /// Mint S3 session credentials directly from the server keys in the data directory (tests, operators); the
+    /// S3 front checks them like credentials from its STS endpoint.
+    Credentials {
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated group names.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The role profile whose scope the credentials carry.
+        #[arg(long, default_value = "lakegate")]
+        role: String,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long, env = "LAKEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "LAKEGATE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Validate and explain policies.
     Policy {
         #[command(subcommand)]
@@ -107,6 +125,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, data_dir } => serve(config, data_dir),
         Command::Token { sub, groups, attrs, ttl, data_dir } => token(&sub, &groups, attrs, ttl, &data_dir),
+        Command::Credentials { sub, groups, role, ttl, config, data_dir } => {
+            credentials(&sub, &groups, &role, ttl, config, data_dir)
+        }
         Command::Policy { command: PolicyCommand::Validate { dir } } => validate(&dir),
         Command::Policy {
             command:
@@ -142,6 +163,12 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
             if config.control.tls.is_some() { "s" } else { "" },
             running.control_addr
         );
+        println!(
+            "  s3 + sts http{}://{}   ({})",
+            if config.s3.tls.is_some() { "s" } else { "" },
+            running.s3_addr,
+            running.s3_backend
+        );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
         println!("  audit    {}", running.gate.auditor.current_file().display());
@@ -173,6 +200,49 @@ fn token(
     let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
     let groups: Vec<String> = groups.iter().filter(|g| !g.is_empty()).cloned().collect();
     println!("{}", issuer.mint(sub, &groups, &attrs, ttl)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn credentials(
+    sub: &str,
+    groups: &[String],
+    role: &str,
+    ttl: std::time::Duration,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use lakegate::credentials::{CredentialKind, KeyRing, SessionClaims, mint};
+    let config = Config::load(config.as_deref(), data_dir.as_deref())?;
+    let profile = config.sts.roles.iter().find(|r| r.name() == role).with_context(|| format!("no role {role:?}"))?;
+    let ring = KeyRing::load_or_generate(&config.credentials_key_dir())?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+    let principal = Principal {
+        issuer: "lakegate-cli".into(),
+        subject: sub.to_owned(),
+        groups: groups.iter().filter(|g| !g.is_empty()).cloned().collect(),
+        attributes: BTreeMap::new(),
+        token_id: None,
+        expires_at: now.saturating_add(ttl),
+        actors: Vec::new(),
+    };
+    let claims = SessionClaims {
+        principal,
+        scope: profile.scope(),
+        role: Some(profile.name().to_owned()),
+        session_name: Some("cli".into()),
+        issued_at: now,
+        expires_at: now.saturating_add(ttl),
+        kind: CredentialKind::Sts,
+    };
+    let creds = mint(&ring, &claims)?;
+    let out = serde_json::json!({
+        "AccessKeyId": creds.access_key_id,
+        "SecretAccessKey": creds.secret_access_key.expose(),
+        "SessionToken": creds.session_token,
+        "Expiration": creds.expiration_rfc3339(),
+    });
+    println!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -127,6 +127,33 @@ impl PolicyEngine {
         decide_with(&self.store(), principal, action, resource, context)
     }
 
+    /// The S3 prefixes policies name in their scope (`resource in Prefix::"bucket/prefix/"`, `resource ==
+    /// Bucket::"b"`...), as `(bucket, prefix)` with `""` for a bucket. Used to find where a principal might
+    /// see something without enumerating keys; conditions in `when` clauses are not looked into.
+    pub fn s3_prefixes(&self) -> Vec<(String, String)> {
+        let store = self.store();
+        let mut out: Vec<(String, String)> = store
+            .policies
+            .policies()
+            .filter_map(|p| match p.resource_constraint() {
+                cedar_policy::ResourceConstraint::In(uid)
+                | cedar_policy::ResourceConstraint::Eq(uid)
+                | cedar_policy::ResourceConstraint::IsIn(_, uid) => {
+                    let id = uid.id().unescaped().to_owned();
+                    match uid.type_name().to_string().as_str() {
+                        "Bucket" => Some((id, String::new())),
+                        "Prefix" => id.split_once('/').map(|(b, p)| (b.to_owned(), p.to_owned())),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Compiles what `principal` may see of (or do to) `table` for `op`.
     pub fn table_filter(
         &self,

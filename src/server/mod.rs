@@ -35,6 +35,9 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
 pub struct Running {
     pub gate: Arc<Gate>,
     pub control_addr: SocketAddr,
+    pub s3_addr: SocketAddr,
+    /// What the S3 front forwards to, for the start-up banner.
+    pub s3_backend: String,
     pub policy_dir: PathBuf,
     pub dev_issuer: Option<PathBuf>,
 }
@@ -54,6 +57,10 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Tls(String),
+    #[error("credentials keys: {0}")]
+    Credentials(#[from] crate::credentials::KeyRingError),
+    #[error("S3 store: {0}")]
+    Store(#[from] crate::s3::backend::BackendError),
 }
 
 /// Builds the core services and starts every listener; returns once they are bound.
@@ -108,7 +115,38 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     })
     .await?;
 
-    Ok(Running { gate, control_addr, policy_dir, dev_issuer: dev.map(|d| d.path().to_owned()) })
+    let s3 = Arc::new(s3_front(config, gate.clone()).await?);
+    let s3_backend = s3.backend.describe();
+    let s3_addr = serve_http(&config.s3.listener(), move |req, peer| crate::s3::handle(s3.clone(), req, peer)).await?;
+
+    Ok(Running { gate, control_addr, s3_addr, s3_backend, policy_dir, dev_issuer: dev.map(|d| d.path().to_owned()) })
+}
+
+/// Builds the S3 front: credentials keys, the store, the role profiles.
+async fn s3_front(config: &Config, gate: Arc<Gate>) -> Result<crate::s3::S3Front, StartError> {
+    use crate::s3::backend::{Backend, Embedded, Remote};
+    let keys = Arc::new(crate::credentials::KeyRing::load_or_generate(&config.credentials_key_dir())?);
+    let backend: Arc<dyn Backend> = match &config.s3.backend {
+        crate::s3::BackendConfig::Embedded { dir, seed } => {
+            let dir = dir.clone().unwrap_or_else(|| config.data_dir.join("store"));
+            let store = Embedded::open(&dir)?;
+            if *seed {
+                store.seed().await?;
+            }
+            Arc::new(store)
+        }
+        crate::s3::BackendConfig::Remote(remote) => Arc::new(Remote::new(remote.clone())?),
+    };
+    Ok(crate::s3::S3Front {
+        gate,
+        keys,
+        backend,
+        roles: config.sts.roles.clone(),
+        style: crate::s3::classify::HostStyle { virtual_host_domains: config.s3.virtual_host_domains.clone() },
+        max_skew: time::Duration::seconds(i64::from(config.s3.max_clock_skew_seconds)),
+        account_id: config.sts.account_id.clone(),
+        region: config.s3.region.clone(),
+    })
 }
 
 /// Audits and logs a reload attempt; a rejected set leaves the last good one in force.
@@ -149,10 +187,12 @@ pub fn seed_policies(dir: &Path) -> std::io::Result<()> {
 
 /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (TLS when configured) with `handler`, one task per
 /// connection. Returns the bound address (useful with port 0).
-pub async fn serve_http<F, Fut>(listener: &ListenerConfig, handler: F) -> Result<SocketAddr, StartError>
+pub async fn serve_http<F, Fut, B>(listener: &ListenerConfig, handler: F) -> Result<SocketAddr, StartError>
 where
     F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ::http::Response<http::Body>> + Send + 'static,
+    Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let tcp = TcpListener::bind(listener.listen)
         .await

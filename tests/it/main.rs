@@ -4,5 +4,6 @@ mod control;
 mod identity;
 mod oidc;
 mod policy;
+mod s3;
 mod support;
 mod tokens;

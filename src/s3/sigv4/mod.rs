@@ -33,6 +33,7 @@ mod error;
 mod key;
 mod parse;
 mod payload;
+mod sign;
 mod verify;
 
 #[cfg(test)]
@@ -50,6 +51,7 @@ pub use parse::{
     parse_authorization_header,
 };
 pub use payload::{BoxError, PayloadError, Sha256VerifiedBody};
+pub use sign::{SignError, StoreCredentials, UNSIGNED_PAYLOAD, sign_request};
 pub use verify::{
     AuthForm, CredentialLookup, MAX_PRESIGNED_EXPIRES_SECS, PayloadMode, RequestHead, Scope, SignedRequest, Verified,
     VerifyOptions, verify,

@@ -1,0 +1,166 @@
+//! Body adapters of the forwarding path: the request side counts bytes and remembers why a body was refused
+//! (so the client gets `XAmzContentSHA256Mismatch`, not the store's reaction to an aborted upload); the response
+//! side counts bytes and finishes the request's audit slots when the last byte has gone out.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use super::backend::BoxBody;
+use crate::audit::AuditSlot;
+use crate::s3::sigv4::{BoxError, PayloadError, SigV4Error};
+
+/// What the request-body tap observed, shared with the handler.
+#[derive(Debug, Default)]
+pub struct RequestTap {
+    pub bytes: AtomicU64,
+    rejected: Mutex<Option<SigV4Error>>,
+}
+
+impl RequestTap {
+    /// The verifier's refusal of the body, if it refused it.
+    pub fn rejected(&self) -> Option<SigV4Error> {
+        self.rejected.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// Wraps a request body: counts bytes into `tap` and records a verification refusal.
+pub fn tap_request<B>(body: B, tap: Arc<RequestTap>) -> BoxBody
+where
+    B: Body<Data = Bytes, Error = PayloadError> + Send + Unpin + 'static,
+{
+    Tapped { inner: body, tap }.boxed_unsync()
+}
+
+struct Tapped<B> {
+    inner: B,
+    tap: Arc<RequestTap>,
+}
+
+impl<B> Body for Tapped<B>
+where
+    B: Body<Data = Bytes, Error = PayloadError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    this.tap.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                if let PayloadError::Rejected(reason) = &e
+                    && let Ok(mut slot) = this.tap.rejected.lock()
+                {
+                    *slot = Some(reason.clone());
+                }
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that finishes its audit slots when it ends (status, bytes in and out). A body dropped before
+/// its end leaves the slots to record the access as incomplete.
+pub struct AuditedBody {
+    inner: BoxBody,
+    slots: Vec<AuditSlot>,
+    status: u16,
+    bytes_out: u64,
+    /// The response's `Content-Length`: hyper stops polling once that many bytes went out, without asking the
+    /// body for its end, so reaching it is the end.
+    expected: Option<u64>,
+    tap: Option<Arc<RequestTap>>,
+}
+
+impl AuditedBody {
+    pub fn new(
+        inner: BoxBody,
+        slots: Vec<AuditSlot>,
+        status: u16,
+        expected: Option<u64>,
+        tap: Option<Arc<RequestTap>>,
+    ) -> Self {
+        Self { inner, slots, status, bytes_out: 0, expected, tap }
+    }
+
+    fn complete(&self) -> bool {
+        self.inner.is_end_stream() || self.expected.is_some_and(|n| self.bytes_out >= n)
+    }
+
+    fn finish(&mut self, complete: bool) {
+        let bytes_in = self.tap.as_ref().map_or(0, |t| t.bytes.load(Ordering::Relaxed));
+        for mut slot in self.slots.drain(..) {
+            let outcome = slot.event_mut().outcome_mut();
+            outcome.status = Some(self.status);
+            outcome.bytes_in = bytes_in;
+            outcome.bytes_out = self.bytes_out;
+            if complete {
+                slot.finish();
+            }
+        }
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes_out += d.len() as u64;
+                }
+                if this.complete() {
+                    this.finish(true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        // hyper never polls a body it knows is empty (HEAD, 204, Content-Length: 0): that one did end.
+        let ended = self.complete();
+        self.finish(ended);
+    }
+}

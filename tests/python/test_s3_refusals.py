@@ -1,0 +1,158 @@
+"""Bad input on the S3 front: every request here is refused with the S3 error a client expects, AND the refusal
+is in the audit log under the request id the response carries. Also: revocation by a policy edit."""
+
+import datetime
+import re
+import time
+
+import botocore
+import botocore.auth
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from s3_support import REGION, S3Gate, error_code
+
+
+@pytest.fixture(scope="module")
+def gate(lakegate):
+    return S3Gate(lakegate)
+
+
+@pytest.fixture(scope="module")
+def creds(gate):
+    return gate.assume("alice", "analysts")
+
+
+def signed_headers(gate, creds, method, path, body=b"", when=None):
+    """Headers of a SigV4-signed request for `path` (an S3 path as botocore would send it), `Host` included."""
+    request = AWSRequest(method=method, url=f"{gate.endpoint}{path}", data=body)
+    auth = S3SigV4Auth(Credentials(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]), "s3", REGION)
+    if when is not None:
+        original = botocore.auth.get_current_datetime
+        botocore.auth.get_current_datetime = lambda: when
+        try:
+            auth.add_auth(request)
+        finally:
+            botocore.auth.get_current_datetime = original
+    else:
+        auth.add_auth(request)
+    headers = dict(request.headers.items())
+    headers["Host"] = f"127.0.0.1:{gate.s3_port}"
+    return headers
+
+
+def assert_refused_and_audited(gate, response, code, status=None):
+    got_status, headers, body = response
+    assert error_code(body) == code, body
+    if status is not None:
+        assert got_status == status
+    request_id = headers["x-amz-request-id"]
+    events = gate.audited(request_id)
+    assert events, f"no audit event for refused request {request_id}"
+    assert all(e["decision"] in ("deny", "error") for e in events), events
+    return events
+
+
+def test_an_altered_signature_is_refused_and_audited(gate, creds):
+    headers = signed_headers(gate, creds, "GET", "/lake/sales/2024/q1.csv")
+    assert gate.raw("GET", "/lake/sales/2024/q1.csv", headers)[0] == 200, "the unaltered request works"
+    sig = re.search(r"Signature=([0-9a-f]+)", headers["Authorization"]).group(1)
+    flipped = ("0" if sig[-1] != "0" else "1")
+    headers["Authorization"] = headers["Authorization"].replace(sig, sig[:-1] + flipped)
+    assert_refused_and_audited(gate, gate.raw("GET", "/lake/sales/2024/q1.csv", headers), "SignatureDoesNotMatch", 403)
+
+
+def test_expired_credentials_are_refused_and_audited(gate):
+    short = gate.minted("alice", "analysts", "1s")
+    time.sleep(2.1)
+    headers = signed_headers(gate, short, "GET", "/lake/sales/2024/q1.csv")
+    assert_refused_and_audited(gate, gate.raw("GET", "/lake/sales/2024/q1.csv", headers), "ExpiredToken", 400)
+
+
+def test_a_presigned_url_past_its_expiry_is_refused_and_audited(gate, creds):
+    s3 = gate.client(creds)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "lake", "Key": "public/cities.csv"}, ExpiresIn=1)
+    path = url.removeprefix(gate.endpoint)
+    time.sleep(2.1)
+    assert_refused_and_audited(gate, gate.raw("GET", path), "AccessDenied", 403)
+
+
+def test_an_unsigned_x_amz_header_is_refused_and_audited(gate, creds):
+    headers = signed_headers(gate, creds, "GET", "/lake/sales/2024/q1.csv")
+    headers["x-amz-copy-source"] = "lake/hr/salaries.csv"
+    assert_refused_and_audited(gate, gate.raw("GET", "/lake/sales/2024/q1.csv", headers), "AccessDenied", 403)
+
+
+def test_a_request_signed_twenty_minutes_ago_is_refused_as_skewed_and_audited(gate, creds):
+    past = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=20)
+    headers = signed_headers(gate, creds, "GET", "/lake/sales/2024/q1.csv", when=past)
+    assert_refused_and_audited(gate, gate.raw("GET", "/lake/sales/2024/q1.csv", headers), "RequestTimeTooSkewed", 403)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/lake/sales/../hr/salaries.csv",
+        "/lake/sales/%2E%2E/hr/salaries.csv",
+        "/lake/sales%2F..%2Fhr%2Fsalaries.csv",
+        "/lake/sales/%252E%252E/hr/salaries.csv",
+        "/lake%2Fhr/salaries.csv",
+        "/lake/sales//hr/salaries.csv",
+    ],
+)
+def test_path_tricks_are_refused_and_audited(gate, path):
+    # Bearer auth: nothing about the path is covered by a signature, so only the path rules can refuse it.
+    headers = {"Authorization": f"Bearer {gate.token('alice', 'analysts')}"}
+    status, resp_headers, body = gate.raw("GET", path, headers)
+    assert status in (400, 403), (status, body)
+    assert error_code(body) in ("AccessDenied", "InvalidBucketName"), body
+    events = gate.audited(resp_headers["x-amz-request-id"])
+    assert events and all(e["decision"] in ("deny", "error") for e in events)
+    assert b"bob,1" not in body
+
+
+def test_an_oversized_delete_objects_body_is_refused_and_audited(gate):
+    headers = {"Authorization": f"Bearer {gate.token('alice', 'analysts')}", "Content-Type": "application/xml"}
+    key = "sales/" + "k" * 1000
+    body = ("<Delete>" + f"<Object><Key>{key}</Key></Object>" * 2100 + "</Delete>").encode()
+    assert len(body) > 2 * 1024 * 1024
+    assert_refused_and_audited(gate, gate.raw("POST", "/lake?delete", headers, body), "MaxMessageLengthExceeded", 400)
+
+
+def test_a_body_that_does_not_match_its_signed_hash_stores_nothing(gate, creds):
+    body = b"the signed body"
+    headers = signed_headers(gate, creds, "PUT", "/lake/sales/tampered.txt", body=body)
+    tampered = b"X" * len(body)
+    status, resp_headers, resp = gate.raw("PUT", "/lake/sales/tampered.txt", headers, tampered)
+    assert error_code(resp) == "XAmzContentSHA256Mismatch", resp
+    s3 = gate.client(creds)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="lake", Key="sales/tampered.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert gate.audited(resp_headers["x-amz-request-id"])
+
+
+def test_vended_credentials_lose_sales_on_the_next_request_after_the_grant_is_removed(start_lakegate):
+    # A server of its own: this test edits the policy file (the harness polls it every second).
+    gate = S3Gate(start_lakegate())
+    s3 = gate.client(gate.assume("alice", "analysts"))
+    assert s3.get_object(Bucket="lake", Key="sales/2024/q1.csv")["Body"].read()
+    policy = gate.data / "policies" / "s3.cedar"
+    text = policy.read_text()
+    start = text.index('@id("lake-sales-analysts")')
+    end = text.index(");", start) + 2
+    policy.write_text(text[:start] + text[end:])
+    deadline = time.monotonic() + 30
+    code = None
+    while time.monotonic() < deadline:
+        try:
+            s3.get_object(Bucket="lake", Key="sales/2024/q1.csv")
+        except botocore.exceptions.ClientError as e:
+            code = e.response["Error"]["Code"]
+            break
+        time.sleep(0.2)
+    assert code == "AccessDenied", "the same credentials must stop working once the policy is reloaded"
+    # public/ is untouched by the edit.
+    assert s3.get_object(Bucket="lake", Key="public/cities.csv")["Body"].read()
