@@ -95,13 +95,15 @@ pub fn generate_key_file(dir: &Path) -> std::io::Result<String> {
     aws_lc_rs::rand::SecureRandom::fill(&rng, &mut suffix).map_err(|_| std::io::Error::other("random failed"))?;
     let now = time::OffsetDateTime::now_utc();
     let kid = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+        // Nanoseconds too: two keys made within one second must still sort in the order they were made.
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z-{}",
         now.year(),
         u8::from(now.month()),
         now.day(),
         now.hour(),
         now.minute(),
         now.second(),
+        now.nanosecond(),
         hex::encode(suffix)
     );
     let tmp = dir.join(format!(".tmp-{kid}"));

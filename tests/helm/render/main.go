@@ -479,7 +479,7 @@ func loadChart(root string) (*chart, error) {
 		return nil, err
 	}
 	rules := loadIgnore(root)
-	err = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+	err = walkFollowingLinks(root, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
@@ -512,6 +512,43 @@ func loadChart(root string) (*chart, error) {
 		return nil
 	})
 	return c, err
+}
+
+// walkFollowingLinks is filepath.Walk, but descends into symlinked directories as Helm's chart loader does
+// (the chart's files/policies links to the repository's policies/, so there is one copy of the demo set).
+func walkFollowingLinks(root string, fn filepath.WalkFunc) error {
+	info, err := os.Stat(root)
+	if err != nil {
+		return fn(root, nil, err)
+	}
+	return walkFollowing(root, info, fn)
+}
+
+func walkFollowing(p string, info os.FileInfo, fn filepath.WalkFunc) error {
+	if err := fn(p, info, nil); err != nil {
+		if info.IsDir() && err == filepath.SkipDir {
+			return nil
+		}
+		return err
+	}
+	if !info.IsDir() {
+		return nil
+	}
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return fn(p, info, err)
+	}
+	for _, e := range entries {
+		child := filepath.Join(p, e.Name())
+		ci, err := os.Stat(child) // follows symlinks
+		if err != nil {
+			return err
+		}
+		if err := walkFollowing(child, ci, fn); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func main() {
