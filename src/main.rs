@@ -142,6 +142,11 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
             if config.control.tls.is_some() { "s" } else { "" },
             running.control_addr
         );
+        println!(
+            "  sql      postgresql://{}   (PostgreSQL wire; password = token{})",
+            running.sql_addr,
+            if config.sql.tls.is_some() { ", TLS" } else { "" }
+        );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
         println!("  audit    {}", running.gate.auditor.current_file().display());

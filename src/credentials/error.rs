@@ -132,9 +132,7 @@ impl RoleError {
     /// The STS error code the STS edge answers with.
     pub fn sts_code(&self) -> &'static str {
         match self {
-            Self::DurationOutOfRange { .. } | Self::MalformedArn | Self::InvalidProfile { .. } => {
-                "ValidationError"
-            }
+            Self::DurationOutOfRange { .. } | Self::MalformedArn | Self::InvalidProfile { .. } => "ValidationError",
             Self::UnknownRole(_) => "AccessDenied",
         }
     }

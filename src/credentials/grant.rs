@@ -48,10 +48,7 @@ pub fn resolve_data_access(
     granting: &S3Location,
 ) -> Result<DataAccess, GrantError> {
     if !granting.contains(target) {
-        return Err(GrantError::TargetOutsideGrant {
-            target: target.to_string(),
-            granting: granting.to_string(),
-        });
+        return Err(GrantError::TargetOutsideGrant { target: target.to_string(), granting: granting.to_string() });
     }
     let covered = match privilege {
         Privilege::Default => granting,

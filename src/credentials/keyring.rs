@@ -56,15 +56,8 @@ pub struct KeyId(String);
 impl KeyId {
     /// Checks and wraps a key id.
     pub fn new(kid: &str) -> Result<Self, KeyRingError> {
-        let valid_chars = kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if kid.is_empty()
-            || kid.len() > MAX_KID_LEN
-            || !valid_chars
-            || kid.starts_with('.')
-            || kid == CURRENT_FILE
-        {
+        let valid_chars = kid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if kid.is_empty() || kid.len() > MAX_KID_LEN || !valid_chars || kid.starts_with('.') || kid == CURRENT_FILE {
             return Err(KeyRingError::InvalidKeyId(kid.to_owned()));
         }
         Ok(Self(kid.to_owned()))
@@ -103,17 +96,11 @@ impl ServerKey {
     fn derive(master: &[u8; KEY_LEN]) -> Result<Self, KeyRingError> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(master);
         let seal_info = [INFO_SEAL];
-        let seal = prk
-            .expand(&seal_info, &aead::AES_256_GCM)
-            .map_err(|_| KeyRingError::Crypto)?;
+        let seal = prk.expand(&seal_info, &aead::AES_256_GCM).map_err(|_| KeyRingError::Crypto)?;
         let akid_info = [INFO_ACCESS_KEY_ID];
-        let access_key_id = prk
-            .expand(&akid_info, hmac::HMAC_SHA256)
-            .map_err(|_| KeyRingError::Crypto)?;
+        let access_key_id = prk.expand(&akid_info, hmac::HMAC_SHA256).map_err(|_| KeyRingError::Crypto)?;
         let secret_info = [INFO_SECRET];
-        let secret = prk
-            .expand(&secret_info, hmac::HMAC_SHA256)
-            .map_err(|_| KeyRingError::Crypto)?;
+        let secret = prk.expand(&secret_info, hmac::HMAC_SHA256).map_err(|_| KeyRingError::Crypto)?;
         Ok(Self {
             seal: aead::LessSafeKey::new(aead::UnboundKey::from(seal)),
             access_key_id: hmac::Key::from(access_key_id),
@@ -154,20 +141,14 @@ impl KeyRing {
         if !derived.contains_key(&current) {
             return Err(KeyRingError::CurrentKeyMissing(current.0));
         }
-        Ok(Self {
-            current,
-            keys: derived,
-        })
+        Ok(Self { current, keys: derived })
     }
 
     /// Reads the key directory (see the module docs for its layout and the current-key rule).
     ///
     /// Call it again to pick up a rotation; on error keep using the previous ring.
     pub fn load(dir: &Path) -> Result<Self, KeyRingError> {
-        let io = |source| KeyRingError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let io = |source| KeyRingError::Io { path: dir.to_path_buf(), source };
         let mut keys = Vec::new();
         let mut named_current = None;
         for entry in fs::read_dir(dir).map_err(io)? {
@@ -181,38 +162,28 @@ impl KeyRing {
                 continue;
             }
             // Follows symlinks on purpose: mounted secrets are usually symlinks into a hidden folder.
-            let meta = fs::metadata(&path).map_err(|source| KeyRingError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let meta = fs::metadata(&path).map_err(|source| KeyRingError::Io { path: path.clone(), source })?;
             if !meta.is_file() {
                 return Err(KeyRingError::UnexpectedEntry(path));
             }
             if meta.len() > MAX_KEY_FILE_LEN {
-                return Err(KeyRingError::InvalidKeyFile {
-                    path,
-                    reason: "file too large for a key",
-                });
+                return Err(KeyRingError::InvalidKeyFile { path, reason: "file too large for a key" });
             }
             let text = read_text(&path)?;
             if name == CURRENT_FILE {
                 named_current = Some(KeyId::new(text.trim())?);
             } else {
                 let kid = KeyId::new(name)?;
-                let master = decode_key(text.trim()).ok_or(KeyRingError::InvalidKeyFile {
-                    path,
-                    reason: "expected 32 bytes as hex or base64",
-                })?;
+                let master = decode_key(text.trim())
+                    .ok_or(KeyRingError::InvalidKeyFile { path, reason: "expected 32 bytes as hex or base64" })?;
                 keys.push((kid, master));
             }
         }
         let current = match named_current {
             Some(kid) => kid,
-            None => keys
-                .iter()
-                .map(|(kid, _)| kid.clone())
-                .max()
-                .ok_or_else(|| KeyRingError::NoKeys(dir.to_path_buf()))?,
+            None => {
+                keys.iter().map(|(kid, _)| kid.clone()).max().ok_or_else(|| KeyRingError::NoKeys(dir.to_path_buf()))?
+            }
         };
         Self::from_keys(current, keys)
     }
@@ -221,17 +192,10 @@ impl KeyRing {
     ///
     /// The directory is created with mode 0700 and the key file with mode 0600.
     pub fn load_or_generate(dir: &Path) -> Result<Self, KeyRingError> {
-        let io = |source| KeyRingError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let io = |source| KeyRingError::Io { path: dir.to_path_buf(), source };
         create_private_dir(dir).map_err(io)?;
         let has_key = fs::read_dir(dir).map_err(io)?.any(|entry| {
-            entry.is_ok_and(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| !n.starts_with('.') && n != CURRENT_FILE)
-            })
+            entry.is_ok_and(|e| e.file_name().to_str().is_some_and(|n| !n.starts_with('.') && n != CURRENT_FILE))
         });
         if !has_key {
             Self::generate_key_file(dir)?;
@@ -259,12 +223,8 @@ impl KeyRing {
             now.second(),
             hex::encode(suffix)
         ))?;
-        write_private_file_new(&dir.join(kid.as_str()), hex::encode(master).as_bytes()).map_err(
-            |source| KeyRingError::Io {
-                path: dir.join(kid.as_str()),
-                source,
-            },
-        )?;
+        write_private_file_new(&dir.join(kid.as_str()), hex::encode(master).as_bytes())
+            .map_err(|source| KeyRingError::Io { path: dir.join(kid.as_str()), source })?;
         Ok(kid)
     }
 
@@ -288,14 +248,8 @@ impl KeyRing {
 }
 
 fn read_text(path: &Path) -> Result<String, KeyRingError> {
-    let bytes = fs::read(path).map_err(|source| KeyRingError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|_| KeyRingError::InvalidKeyFile {
-        path: path.to_path_buf(),
-        reason: "not text",
-    })
+    let bytes = fs::read(path).map_err(|source| KeyRingError::Io { path: path.to_path_buf(), source })?;
+    String::from_utf8(bytes).map_err(|_| KeyRingError::InvalidKeyFile { path: path.to_path_buf(), reason: "not text" })
 }
 
 /// Hex first (64 digits is never valid base64 of 32 bytes, which is 43 or 44 characters), then base64 variants.
@@ -303,9 +257,7 @@ fn decode_key(text: &str) -> Option<[u8; KEY_LEN]> {
     let bytes = if text.len() == 2 * KEY_LEN {
         hex::decode(text).ok()?
     } else {
-        [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
-            .iter()
-            .find_map(|engine| engine.decode(text).ok())?
+        [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD].iter().find_map(|engine| engine.decode(text).ok())?
     };
     bytes.try_into().ok()
 }
@@ -340,10 +292,7 @@ fn write_private_file_new(path: &Path, content: &[u8]) -> std::io::Result<()> {
         file.write_all(content)?;
         file.sync_all()?;
         if path.exists() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a key with this id already exists",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a key with this id already exists"));
         }
         fs::rename(&tmp, path)
     })();

@@ -36,25 +36,15 @@ impl S3Location {
     /// segments, control characters or backslashes, and anything longer than S3 allows.
     pub fn parse_target(text: &str) -> Result<Self, TargetError> {
         let (bucket, key, wildcard) = split(text)?;
-        let prefix = if key.is_empty() || key.ends_with('/') || wildcard {
-            folder(key)
-        } else {
-            key.to_owned()
-        };
-        Ok(Self {
-            bucket: bucket.to_owned(),
-            prefix,
-        })
+        let prefix = if key.is_empty() || key.ends_with('/') || wildcard { folder(key) } else { key.to_owned() };
+        Ok(Self { bucket: bucket.to_owned(), prefix })
     }
 
     /// Parses a configured prefix (a role profile's `prefixes`): the same syntax as [`S3Location::parse_target`],
     /// but always a folder, because a configured prefix that silently meant one object would be a trap.
     pub fn parse_prefix(text: &str) -> Result<Self, TargetError> {
         let (bucket, key, _) = split(text)?;
-        Ok(Self {
-            bucket: bucket.to_owned(),
-            prefix: folder(key),
-        })
+        Ok(Self { bucket: bucket.to_owned(), prefix: folder(key) })
     }
 
     /// The bucket name.
@@ -97,29 +87,19 @@ pub(crate) fn is_object_prefix(prefix: &str) -> bool {
 
 /// Whether grant prefix `outer` reaches everything `inner` reaches (both following the prefix rule).
 pub(crate) fn prefix_contains(outer: &str, inner: &str) -> bool {
-    if is_object_prefix(outer) {
-        outer == inner
-    } else {
-        inner.starts_with(outer)
-    }
+    if is_object_prefix(outer) { outer == inner } else { inner.starts_with(outer) }
 }
 
 /// A folder prefix for a clean key: `""` stays the whole bucket, anything else ends with exactly one `/`.
 fn folder(key: &str) -> String {
-    if key.is_empty() || key.ends_with('/') {
-        key.to_owned()
-    } else {
-        format!("{key}/")
-    }
+    if key.is_empty() || key.ends_with('/') { key.to_owned() } else { format!("{key}/") }
 }
 
 /// Splits and checks `s3://bucket[/key][*]`, returning the bucket, the key without the wildcard, and whether a
 /// wildcard ended it.
 fn split(text: &str) -> Result<(&str, &str, bool), TargetError> {
     if text.len() > MAX_LOCATION_LEN {
-        return Err(TargetError::TooLong {
-            max: MAX_LOCATION_LEN,
-        });
+        return Err(TargetError::TooLong { max: MAX_LOCATION_LEN });
     }
     let rest = text.strip_prefix("s3://").ok_or(TargetError::BadScheme)?;
     let (bucket, path) = match rest.split_once('/') {
@@ -136,9 +116,7 @@ fn split(text: &str) -> Result<(&str, &str, bool), TargetError> {
         return Err(TargetError::MisplacedWildcard);
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(TargetError::TooLong {
-            max: MAX_LOCATION_LEN,
-        });
+        return Err(TargetError::TooLong { max: MAX_LOCATION_LEN });
     }
     check_key(key)?;
     Ok((bucket, key, wildcard))
@@ -152,17 +130,11 @@ fn check_bucket(bucket: &str) -> Result<(), TargetError> {
     let bytes = bucket.as_bytes();
     let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     let valid = (3..=63).contains(&bucket.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
         && edge_ok(bytes.first())
         && edge_ok(bytes.last())
         && !bucket.contains("..");
-    if valid {
-        Ok(())
-    } else {
-        Err(TargetError::InvalidBucket(bucket.to_owned()))
-    }
+    if valid { Ok(()) } else { Err(TargetError::InvalidBucket(bucket.to_owned())) }
 }
 
 /// A clean key has no empty, `.` or `..` segment (a trailing `/` is allowed: it marks a folder), no control
@@ -175,10 +147,7 @@ fn check_key(key: &str) -> Result<(), TargetError> {
         return Ok(());
     }
     let body = key.strip_suffix('/').unwrap_or(key);
-    if body
-        .split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
+    if body.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
         return Err(TargetError::BadSegment);
     }
     Ok(())

@@ -30,8 +30,7 @@ pub use grant::{DataAccess, Privilege, resolve_data_access};
 pub use keyring::{KeyId, KeyRing};
 pub use location::S3Location;
 pub use role::{
-    DEFAULT_SESSION_SECONDS, MAX_SESSION_SECONDS, MIN_SESSION_SECONDS, RoleProfile,
-    role_name_from_arn, select_role,
+    DEFAULT_SESSION_SECONDS, MAX_SESSION_SECONDS, MIN_SESSION_SECONDS, RoleProfile, role_name_from_arn, select_role,
 };
 pub use scope::{Access, Permission, Scope, ScopeGrant};
 pub use session::{

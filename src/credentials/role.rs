@@ -63,18 +63,13 @@ impl TryFrom<RawRoleProfile> for RoleProfile {
     type Error = RoleError;
 
     fn try_from(raw: RawRoleProfile) -> Result<Self, RoleError> {
-        let invalid = |reason: String| RoleError::InvalidProfile {
-            name: raw.name.clone(),
-            reason,
-        };
+        let invalid = |reason: String| RoleError::InvalidProfile { name: raw.name.clone(), reason };
         if raw.name.trim().is_empty() {
             return Err(invalid("the name is empty".into()));
         }
         let role_name = raw.role_name.clone().unwrap_or_else(|| raw.name.clone());
         if !is_valid_role_name(&role_name) {
-            return Err(invalid(format!(
-                "{role_name:?} is not a valid IAM role name"
-            )));
+            return Err(invalid(format!("{role_name:?} is not a valid IAM role name")));
         }
         if !(MIN_SESSION_SECONDS..=MAX_SESSION_SECONDS).contains(&raw.max_duration_seconds) {
             return Err(invalid(format!(
@@ -84,25 +79,18 @@ impl TryFrom<RawRoleProfile> for RoleProfile {
         // An empty list is refused rather than read as "everything": a forgotten line must not widen a role.
         let prefixes = match raw.prefixes.as_slice() {
             [] => {
-                return Err(invalid(
-                    "prefixes is empty; write [\"*\"] to leave the scope to policy".into(),
-                ));
+                return Err(invalid("prefixes is empty; write [\"*\"] to leave the scope to policy".into()));
             }
             [only] if only == UNRESTRICTED => {
                 if raw.read_only {
                     // Scope::Unrestricted carries no permission, so read_only would silently be dropped.
-                    return Err(invalid(
-                        "read_only needs explicit prefixes, not \"*\"".into(),
-                    ));
+                    return Err(invalid("read_only needs explicit prefixes, not \"*\"".into()));
                 }
                 None
             }
             list => Some(
                 list.iter()
-                    .map(|p| {
-                        S3Location::parse_prefix(p)
-                            .map_err(|e| invalid(format!("prefix {p:?}: {e}")))
-                    })
+                    .map(|p| S3Location::parse_prefix(p).map_err(|e| invalid(format!("prefix {p:?}: {e}"))))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
@@ -154,18 +142,10 @@ impl RoleProfile {
 
     /// The scope a session of this role carries: its prefixes, read-only or read-write.
     pub fn scope(&self) -> Scope {
-        let permission = if self.read_only {
-            Permission::Read
-        } else {
-            Permission::ReadWrite
-        };
+        let permission = if self.read_only { Permission::Read } else { Permission::ReadWrite };
         match &self.prefixes {
             None => Scope::Unrestricted,
-            Some(list) => Scope::Grants(
-                list.iter()
-                    .map(|l| ScopeGrant::new(l, permission))
-                    .collect(),
-            ),
+            Some(list) => Scope::Grants(list.iter().map(|l| ScopeGrant::new(l, permission)).collect()),
         }
     }
 
@@ -176,14 +156,9 @@ impl RoleProfile {
         let Some(requested) = requested else {
             return Ok(DEFAULT_SESSION_SECONDS.min(self.max_duration_seconds));
         };
-        u32::try_from(requested)
-            .ok()
-            .filter(|s| (MIN_SESSION_SECONDS..=self.max_duration_seconds).contains(s))
-            .ok_or(RoleError::DurationOutOfRange {
-                requested,
-                min: MIN_SESSION_SECONDS,
-                max: self.max_duration_seconds,
-            })
+        u32::try_from(requested).ok().filter(|s| (MIN_SESSION_SECONDS..=self.max_duration_seconds).contains(s)).ok_or(
+            RoleError::DurationOutOfRange { requested, min: MIN_SESSION_SECONDS, max: self.max_duration_seconds },
+        )
     }
 }
 
@@ -196,22 +171,15 @@ pub fn role_name_from_arn(role_arn: &str) -> Result<&str, RoleError> {
         return Err(RoleError::MalformedArn);
     }
     let mut parts = role_arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(RoleError::MalformedArn);
     };
     if partition.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(RoleError::MalformedArn);
     }
-    let path_and_name = resource
-        .strip_prefix("role/")
-        .ok_or(RoleError::MalformedArn)?;
+    let path_and_name = resource.strip_prefix("role/").ok_or(RoleError::MalformedArn)?;
     let name = path_and_name.rsplit('/').next().unwrap_or_default();
     if !is_valid_role_name(name) {
         return Err(RoleError::MalformedArn);
@@ -220,21 +188,13 @@ pub fn role_name_from_arn(role_arn: &str) -> Result<&str, RoleError> {
 }
 
 /// The profile answering to `role_arn`.
-pub fn select_role<'a>(
-    profiles: &'a [RoleProfile],
-    role_arn: &str,
-) -> Result<&'a RoleProfile, RoleError> {
+pub fn select_role<'a>(profiles: &'a [RoleProfile], role_arn: &str) -> Result<&'a RoleProfile, RoleError> {
     let name = role_name_from_arn(role_arn)?;
-    profiles
-        .iter()
-        .find(|p| p.role_name == name)
-        .ok_or_else(|| RoleError::UnknownRole(name.to_owned()))
+    profiles.iter().find(|p| p.role_name == name).ok_or_else(|| RoleError::UnknownRole(name.to_owned()))
 }
 
 /// IAM's role name rule: 1 to 64 of `A-Z a-z 0-9 + = , . @ _ -`.
 fn is_valid_role_name(name: &str) -> bool {
     (1..=MAX_ROLE_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 }

@@ -74,11 +74,7 @@ pub struct ScopeGrant {
 impl ScopeGrant {
     /// A grant of `permission` on `location`.
     pub fn new(location: &S3Location, permission: Permission) -> Self {
-        Self {
-            bucket: location.bucket().to_owned(),
-            prefix: location.prefix().to_owned(),
-            permission,
-        }
+        Self { bucket: location.bucket().to_owned(), prefix: location.prefix().to_owned(), permission }
     }
 
     /// Whether this grant alone allows `access` to `key_or_prefix` in `bucket` (the key already checked clean).
@@ -89,13 +85,9 @@ impl ScopeGrant {
         match access {
             // A list under a folder grant must stay inside the folder: listing `sales` would show `salesforce/`.
             // An object grant never lists: every list prefix that matches the object could match others too.
-            Access::List => {
-                !is_object_prefix(&self.prefix) && key_or_prefix.starts_with(&self.prefix)
-            }
+            Access::List => !is_object_prefix(&self.prefix) && key_or_prefix.starts_with(&self.prefix),
             // The bucket itself (empty key) is no object.
-            Access::Read | Access::Write => {
-                !key_or_prefix.is_empty() && prefix_contains(&self.prefix, key_or_prefix)
-            }
+            Access::Read | Access::Write => !key_or_prefix.is_empty() && prefix_contains(&self.prefix, key_or_prefix),
         }
     }
 
@@ -113,11 +105,7 @@ impl ScopeGrant {
         } else {
             return None;
         };
-        Some(Self {
-            bucket: self.bucket.clone(),
-            prefix,
-            permission,
-        })
+        Some(Self { bucket: self.bucket.clone(), prefix, permission })
     }
 }
 
@@ -143,9 +131,7 @@ impl Scope {
         }
         match self {
             Self::Unrestricted => true,
-            Self::Grants(grants) => grants
-                .iter()
-                .any(|g| g.allows(bucket, key_or_prefix, access)),
+            Self::Grants(grants) => grants.iter().any(|g| g.allows(bucket, key_or_prefix, access)),
         }
     }
 
@@ -154,10 +140,7 @@ impl Scope {
         match (self, other) {
             (Self::Unrestricted, scope) | (scope, Self::Unrestricted) => scope,
             (Self::Grants(a), Self::Grants(b)) => {
-                let mut out: Vec<ScopeGrant> = a
-                    .iter()
-                    .flat_map(|x| b.iter().filter_map(|y| x.intersect(y)))
-                    .collect();
+                let mut out: Vec<ScopeGrant> = a.iter().flat_map(|x| b.iter().filter_map(|y| x.intersect(y))).collect();
                 out.sort();
                 out.dedup();
                 Self::Grants(out)
@@ -169,7 +152,5 @@ impl Scope {
 /// A request key is clean when no path segment is `.` or `..` and it has no NUL. Empty segments are allowed here
 /// (unlike in configured locations): S3 keys may contain `//`, and collapsing them cannot leave a folder.
 fn is_clean_request_key(key: &str) -> bool {
-    key.len() <= MAX_KEY_LEN
-        && !key.contains('\0')
-        && !key.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
+    key.len() <= MAX_KEY_LEN && !key.contains('\0') && !key.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
 }

@@ -125,10 +125,7 @@ impl fmt::Debug for VendedCredentials {
         f.debug_struct("VendedCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &self.secret_access_key)
-            .field(
-                "session_token",
-                &format_args!("<{} bytes>", self.session_token.len()),
-            )
+            .field("session_token", &format_args!("<{} bytes>", self.session_token.len()))
             .field("expiration", &self.expiration)
             .finish()
     }
@@ -139,8 +136,8 @@ pub fn mint(ring: &KeyRing, claims: &SessionClaims) -> Result<VendedCredentials,
     if claims.expires_at <= claims.issued_at {
         return Err(MintError::InvalidLifetime);
     }
-    let expiration = time::OffsetDateTime::from_unix_timestamp(claims.expires_at)
-        .map_err(|_| MintError::InvalidLifetime)?;
+    let expiration =
+        time::OffsetDateTime::from_unix_timestamp(claims.expires_at).map_err(|_| MintError::InvalidLifetime)?;
     let (kid, key) = ring.current_key().ok_or(MintError::Crypto)?;
     let kid = kid.as_str().as_bytes();
     let kid_len = u8::try_from(kid.len()).map_err(|_| MintError::Crypto)?;
@@ -150,10 +147,7 @@ pub fn mint(ring: &KeyRing, claims: &SessionClaims) -> Result<VendedCredentials,
     let raw_len = 2 + kid.len() + NONCE_LEN + body.len() + aead::AES_256_GCM.tag_len();
     let encoded_len = (raw_len * 4).div_ceil(3);
     if encoded_len > MAX_SESSION_TOKEN_LEN {
-        return Err(MintError::TokenTooLarge {
-            len: encoded_len,
-            max: MAX_SESSION_TOKEN_LEN,
-        });
+        return Err(MintError::TokenTooLarge { len: encoded_len, max: MAX_SESSION_TOKEN_LEN });
     }
 
     let mut header = Vec::with_capacity(2 + kid.len());
@@ -163,11 +157,7 @@ pub fn mint(ring: &KeyRing, claims: &SessionClaims) -> Result<VendedCredentials,
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce).map_err(|_| MintError::Crypto)?;
     key.seal
-        .seal_in_place_append_tag(
-            aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(&header),
-            &mut body,
-        )
+        .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(&header), &mut body)
         .map_err(|_| MintError::Crypto)?;
 
     let mut raw = header;
@@ -244,20 +234,14 @@ fn open<'r>(ring: &'r KeyRing, session_token: &str) -> Option<(&'r ServerKey, Se
     let header = raw.get(..header_len)?;
     let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut sealed = sealed.to_vec();
-    let plain = key
-        .seal
-        .open_in_place(nonce, aead::Aad::from(header), &mut sealed)
-        .ok()?;
+    let plain = key.seal.open_in_place(nonce, aead::Aad::from(header), &mut sealed).ok()?;
     let claims = serde_json::from_slice(plain).ok()?;
     Some((key, claims))
 }
 
 fn access_key_id_for(key: &ServerKey, session_token: &str) -> String {
     let tag = hmac::sign(&key.access_key_id, session_token.as_bytes());
-    let mac = tag
-        .as_ref()
-        .get(..ACCESS_KEY_ID_MAC_BYTES)
-        .unwrap_or_default();
+    let mac = tag.as_ref().get(..ACCESS_KEY_ID_MAC_BYTES).unwrap_or_default();
     let mut out = String::with_capacity(ACCESS_KEY_ID_LEN);
     out.push_str(ACCESS_KEY_ID_PREFIX);
     out.push_str(&base32(mac));
@@ -291,7 +275,5 @@ fn base32(bytes: &[u8]) -> String {
 }
 
 fn base32_char(index: u32) -> char {
-    BASE32_ALPHABET
-        .get((index & 31) as usize)
-        .map_or('A', |&b| char::from(b))
+    BASE32_ALPHABET.get((index & 31) as usize).map_or('A', |&b| char::from(b))
 }

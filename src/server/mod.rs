@@ -34,6 +34,8 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
 pub struct Running {
     pub gate: Arc<Gate>,
     pub control_addr: SocketAddr,
+    /// The PostgreSQL wire listener of the SQL front.
+    pub sql_addr: SocketAddr,
     pub policy_dir: PathBuf,
     pub dev_issuer: Option<PathBuf>,
 }
@@ -53,6 +55,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Tls(String),
+    #[error("SQL front: {0}")]
+    Sql(#[from] crate::sql::SqlStartError),
 }
 
 /// Builds the core services and starts every listener; returns once they are bound.
@@ -89,14 +93,30 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         move |outcome| report_reload(&auditor, &dir, outcome)
     });
 
+    let sql = crate::sql::SqlService::start(config, gate.clone()).await?;
+    let sql_tls = match &config.sql.tls {
+        Some(tls) => Some(tls::server_config(tls, &[b"postgresql"]).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let sql_addr = crate::sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone())
+        .await
+        .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
+
     let control_gate = gate.clone();
     let control_addr = serve_http(&config.control, move |req, peer| {
         let gate = control_gate.clone();
-        async move { control::handle(&gate, req, peer).await }
+        let sql = sql.clone();
+        async move {
+            // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
+            if crate::sql::trino::handles(req.uri().path()) {
+                return crate::sql::trino::handle(&sql, req, peer).await;
+            }
+            control::handle(&gate, req, peer).await
+        }
     })
     .await?;
 
-    Ok(Running { gate, control_addr, policy_dir, dev_issuer: dev.map(|d| d.path().to_owned()) })
+    Ok(Running { gate, control_addr, sql_addr, policy_dir, dev_issuer: dev.map(|d| d.path().to_owned()) })
 }
 
 /// Audits and logs a reload attempt; a rejected set leaves the last good one in force.

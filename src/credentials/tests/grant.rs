@@ -14,30 +14,15 @@ fn targets_parse_to_bucket_folder_or_object() {
         ("s3://lake/sales/*", "sales/", "s3://lake/sales/*"),
         // A bare string prefix is narrowed to its folder, never widened to `salesforce/`.
         ("s3://lake/sales*", "sales/", "s3://lake/sales/*"),
-        (
-            "s3://lake/sales/q1.csv",
-            "sales/q1.csv",
-            "s3://lake/sales/q1.csv",
-        ),
-        (
-            "s3://my.lake-01/a b/ü%20.csv",
-            "a b/ü%20.csv",
-            "s3://my.lake-01/a b/ü%20.csv",
-        ),
+        ("s3://lake/sales/q1.csv", "sales/q1.csv", "s3://lake/sales/q1.csv"),
+        ("s3://my.lake-01/a b/ü%20.csv", "a b/ü%20.csv", "s3://my.lake-01/a b/ü%20.csv"),
     ];
     for (text, prefix, canonical) in cases {
         let location = target(text);
-        assert_eq!(
-            location.bucket(),
-            text.trim_start_matches("s3://").split('/').next().unwrap()
-        );
+        assert_eq!(location.bucket(), text.trim_start_matches("s3://").split('/').next().unwrap());
         assert_eq!(location.prefix(), prefix, "{text}");
         assert_eq!(location.to_string(), canonical, "{text}");
-        assert_eq!(
-            target(canonical),
-            location,
-            "canonical form of {text} must parse back to it"
-        );
+        assert_eq!(target(canonical), location, "canonical form of {text} must parse back to it");
     }
     assert!(target("s3://lake/sales/q1.csv").is_object());
     assert!(!target("s3://lake/sales/").is_object());
@@ -76,52 +61,24 @@ fn hostile_or_malformed_targets_are_refused() {
         ("s3://lake./x", TargetError::InvalidBucket("lake.".into())),
     ];
     for (text, expected) in refused {
-        assert_eq!(
-            S3Location::parse_target(text),
-            Err(expected.clone()),
-            "{text:?}"
-        );
-        assert_eq!(
-            S3Location::parse_prefix(text),
-            Err(expected),
-            "{text:?} as prefix"
-        );
+        assert_eq!(S3Location::parse_target(text), Err(expected.clone()), "{text:?}");
+        assert_eq!(S3Location::parse_prefix(text), Err(expected), "{text:?} as prefix");
     }
-    assert!(matches!(
-        S3Location::parse_target(&long_key),
-        Err(TargetError::TooLong { .. })
-    ));
-    assert!(matches!(
-        S3Location::parse_target(&long_bucket),
-        Err(TargetError::InvalidBucket(_))
-    ));
-    assert!(matches!(
-        S3Location::parse_target(&"s3://lake/".repeat(1000)),
-        Err(TargetError::TooLong { .. })
-    ));
+    assert!(matches!(S3Location::parse_target(&long_key), Err(TargetError::TooLong { .. })));
+    assert!(matches!(S3Location::parse_target(&long_bucket), Err(TargetError::InvalidBucket(_))));
+    assert!(matches!(S3Location::parse_target(&"s3://lake/".repeat(1000)), Err(TargetError::TooLong { .. })));
 }
 
 /// Property: random input never panics the parser, and whatever it accepts is clean and canonical.
 #[test]
 fn random_targets_never_panic_and_accepted_ones_are_canonical() {
-    const PIECES: [&str; 12] = [
-        "s3://", "lake", "/", "*", "..", ".", "a", "\\", "\0", "ü", "//", "-",
-    ];
+    const PIECES: [&str; 12] = ["s3://", "lake", "/", "*", "..", ".", "a", "\\", "\0", "ü", "//", "-"];
     for _ in 0..5000 {
-        let text: String = (0..random_below(10))
-            .map(|_| PIECES[random_below(PIECES.len())])
-            .collect();
+        let text: String = (0..random_below(10)).map(|_| PIECES[random_below(PIECES.len())]).collect();
         if let Ok(location) = S3Location::parse_target(&text) {
-            assert!(
-                !location.prefix().split('/').any(|s| s == ".." || s == "."),
-                "{text:?}"
-            );
+            assert!(!location.prefix().split('/').any(|s| s == ".." || s == "."), "{text:?}");
             assert!(!location.prefix().contains('*'), "{text:?}");
-            assert_eq!(
-                S3Location::parse_target(&location.to_string()).as_ref(),
-                Ok(&location),
-                "{text:?}"
-            );
+            assert_eq!(S3Location::parse_target(&location.to_string()).as_ref(), Ok(&location), "{text:?}");
         }
     }
 }
@@ -136,16 +93,8 @@ fn default_privilege_covers_the_granting_location() {
     )
     .unwrap();
     assert_eq!(access.matched_grant_target, "s3://lake/sales/*");
-    assert!(
-        access
-            .scope
-            .allows("lake", "sales/2023/q4.csv", Access::Read)
-    );
-    assert!(
-        !access
-            .scope
-            .allows("lake", "sales/2023/q4.csv", Access::Write)
-    );
+    assert!(access.scope.allows("lake", "sales/2023/q4.csv", Access::Read));
+    assert!(!access.scope.allows("lake", "sales/2023/q4.csv", Access::Write));
 }
 
 #[test]
@@ -159,56 +108,23 @@ fn minimal_privilege_covers_exactly_the_target() {
     )
     .unwrap();
     assert_eq!(object.matched_grant_target, "s3://lake/sales/2024/q1.csv");
-    assert!(
-        object
-            .scope
-            .allows("lake", "sales/2024/q1.csv", Access::Write)
-    );
-    assert!(
-        !object
-            .scope
-            .allows("lake", "sales/2024/q2.csv", Access::Read)
-    );
+    assert!(object.scope.allows("lake", "sales/2024/q1.csv", Access::Write));
+    assert!(!object.scope.allows("lake", "sales/2024/q2.csv", Access::Read));
 
-    let folder = resolve_data_access(
-        &target("s3://lake/sales/2024/*"),
-        Permission::Read,
-        Privilege::Minimal,
-        &granting,
-    )
-    .unwrap();
+    let folder =
+        resolve_data_access(&target("s3://lake/sales/2024/*"), Permission::Read, Privilege::Minimal, &granting)
+            .unwrap();
     assert_eq!(folder.matched_grant_target, "s3://lake/sales/2024/*");
-    assert!(
-        folder
-            .scope
-            .allows("lake", "sales/2024/q2.csv", Access::Read)
-    );
-    assert!(
-        !folder
-            .scope
-            .allows("lake", "sales/2023/q2.csv", Access::Read)
-    );
+    assert!(folder.scope.allows("lake", "sales/2024/q2.csv", Access::Read));
+    assert!(!folder.scope.allows("lake", "sales/2023/q2.csv", Access::Read));
 }
 
 #[test]
 fn a_target_outside_the_granting_location_is_refused() {
     let granting = S3Location::parse_prefix("s3://lake/sales/").unwrap();
-    for outside in [
-        "s3://lake/salesforce/x",
-        "s3://lake/sales",
-        "s3://lake/*",
-        "s3://pond/sales/x",
-    ] {
-        let result = resolve_data_access(
-            &target(outside),
-            Permission::Read,
-            Privilege::Default,
-            &granting,
-        );
-        assert!(
-            matches!(result, Err(GrantError::TargetOutsideGrant { .. })),
-            "{outside}"
-        );
+    for outside in ["s3://lake/salesforce/x", "s3://lake/sales", "s3://lake/*", "s3://pond/sales/x"] {
+        let result = resolve_data_access(&target(outside), Permission::Read, Privilege::Default, &granting);
+        assert!(matches!(result, Err(GrantError::TargetOutsideGrant { .. })), "{outside}");
     }
 }
 

@@ -6,21 +6,10 @@ fn key_files_load_as_hex_or_base64() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = random_bytes::<32>();
     std::fs::write(dir.path().join("a"), format!("{}\n", hex::encode(bytes))).unwrap();
-    std::fs::write(
-        dir.path().join("b"),
-        base64::engine::general_purpose::STANDARD.encode(bytes),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("c"),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("b"), base64::engine::general_purpose::STANDARD.encode(bytes)).unwrap();
+    std::fs::write(dir.path().join("c"), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)).unwrap();
     let ring = KeyRing::load(dir.path()).unwrap();
-    assert_eq!(
-        ring.accepted_kids().map(KeyId::as_str).collect::<Vec<_>>(),
-        ["a", "b", "c"]
-    );
+    assert_eq!(ring.accepted_kids().map(KeyId::as_str).collect::<Vec<_>>(), ["a", "b", "c"]);
 }
 
 #[test]
@@ -29,10 +18,7 @@ fn greatest_kid_mints_when_no_current_file() {
     write_key(dir.path(), "2025-01");
     write_key(dir.path(), "2026-01");
     write_key(dir.path(), "2025-06");
-    assert_eq!(
-        KeyRing::load(dir.path()).unwrap().current_kid().as_str(),
-        "2026-01"
-    );
+    assert_eq!(KeyRing::load(dir.path()).unwrap().current_kid().as_str(), "2026-01");
 }
 
 #[test]
@@ -41,10 +27,7 @@ fn current_file_names_the_minting_key() {
     write_key(dir.path(), "old");
     write_key(dir.path(), "zzz-staged");
     std::fs::write(dir.path().join("current"), "old\n").unwrap();
-    assert_eq!(
-        KeyRing::load(dir.path()).unwrap().current_kid().as_str(),
-        "old"
-    );
+    assert_eq!(KeyRing::load(dir.path()).unwrap().current_kid().as_str(), "old");
 }
 
 #[test]
@@ -52,46 +35,28 @@ fn current_file_naming_an_absent_key_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     write_key(dir.path(), "k1");
     std::fs::write(dir.path().join("current"), "k2").unwrap();
-    assert!(
-        matches!(KeyRing::load(dir.path()), Err(KeyRingError::CurrentKeyMissing(k)) if k == "k2")
-    );
+    assert!(matches!(KeyRing::load(dir.path()), Err(KeyRingError::CurrentKeyMissing(k)) if k == "k2"));
 }
 
 #[test]
 fn empty_key_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        KeyRing::load(dir.path()),
-        Err(KeyRingError::NoKeys(_))
-    ));
+    assert!(matches!(KeyRing::load(dir.path()), Err(KeyRingError::NoKeys(_))));
 }
 
 #[test]
 fn missing_key_directory_is_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        KeyRing::load(&dir.path().join("nope")),
-        Err(KeyRingError::Io { .. })
-    ));
+    assert!(matches!(KeyRing::load(&dir.path().join("nope")), Err(KeyRingError::Io { .. })));
 }
 
 #[test]
 fn key_file_of_wrong_length_or_encoding_is_refused() {
-    for content in [
-        "",
-        "00",
-        &hex::encode([7u8; 31]),
-        &hex::encode([7u8; 33]),
-        "not a key at all",
-        &"g".repeat(64),
-    ] {
+    for content in ["", "00", &hex::encode([7u8; 31]), &hex::encode([7u8; 33]), "not a key at all", &"g".repeat(64)] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("k"), content).unwrap();
         assert!(
-            matches!(
-                KeyRing::load(dir.path()),
-                Err(KeyRingError::InvalidKeyFile { .. })
-            ),
+            matches!(KeyRing::load(dir.path()), Err(KeyRingError::InvalidKeyFile { .. })),
             "{content:?} was accepted"
         );
     }
@@ -112,18 +77,12 @@ fn entries_that_are_not_key_ids_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_key(dir.path(), "k1");
     write_key(dir.path(), "bad name");
-    assert!(matches!(
-        KeyRing::load(dir.path()),
-        Err(KeyRingError::InvalidKeyId(_))
-    ));
+    assert!(matches!(KeyRing::load(dir.path()), Err(KeyRingError::InvalidKeyId(_))));
 
     let dir = tempfile::tempdir().unwrap();
     write_key(dir.path(), "k1");
     std::fs::create_dir(dir.path().join("subdir")).unwrap();
-    assert!(matches!(
-        KeyRing::load(dir.path()),
-        Err(KeyRingError::UnexpectedEntry(_))
-    ));
+    assert!(matches!(KeyRing::load(dir.path()), Err(KeyRingError::UnexpectedEntry(_))));
 }
 
 #[test]

@@ -3,12 +3,7 @@
 //! The tests use only `super::` paths, so they move with the module into the main crate unchanged.
 
 // Tests fail loudly on purpose: an unwrap on a fixture is an assertion.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod grant;
 mod keyring;
@@ -56,19 +51,12 @@ fn alice() -> Principal {
         attributes: BTreeMap::from([("region".into(), "eu".into())]),
         token_id: Some("jti-1".into()),
         expires_at: NOW + 3600,
-        actors: vec![Actor {
-            issuer: "https://idp.example.com".into(),
-            subject: "notebook".into(),
-        }],
+        actors: vec![Actor { issuer: "https://idp.example.com".into(), subject: "notebook".into() }],
     }
 }
 
 fn sales_scope() -> Scope {
-    Scope::Grants(vec![ScopeGrant {
-        bucket: "lake".into(),
-        prefix: "sales/".into(),
-        permission: Permission::Read,
-    }])
+    Scope::Grants(vec![ScopeGrant { bucket: "lake".into(), prefix: "sales/".into(), permission: Permission::Read }])
 }
 
 /// Claims valid for an hour from `NOW`.

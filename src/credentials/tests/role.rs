@@ -45,9 +45,7 @@ fn a_read_only_role_scopes_its_prefixes_as_folders_for_reading() {
 
 #[test]
 fn role_name_defaults_to_the_profile_name_and_duration_to_an_hour() {
-    let role = roles("[[roles]]\nname = \"etl\"\nprefixes = [\"s3://lake/raw/\"]")
-        .unwrap()
-        .remove(0);
+    let role = roles("[[roles]]\nname = \"etl\"\nprefixes = [\"s3://lake/raw/\"]").unwrap().remove(0);
     assert!(role.matches_arn("arn:aws:iam::123456789012:role/etl"));
     assert_eq!(role.max_duration_seconds(), DEFAULT_SESSION_SECONDS);
     assert!(role.scope().allows("lake", "raw/x", Access::Write));
@@ -55,9 +53,7 @@ fn role_name_defaults_to_the_profile_name_and_duration_to_an_hour() {
 
 #[test]
 fn a_star_leaves_the_scope_to_policy_but_not_with_read_only() {
-    let role = roles("[[roles]]\nname = \"admin\"\nprefixes = [\"*\"]")
-        .unwrap()
-        .remove(0);
+    let role = roles("[[roles]]\nname = \"admin\"\nprefixes = [\"*\"]").unwrap().remove(0);
     assert_eq!(role.scope(), Scope::Unrestricted);
     assert!(roles("[[roles]]\nname = \"admin\"\nread_only = true\nprefixes = [\"*\"]").is_err());
 }
@@ -104,34 +100,21 @@ fn session_duration_is_bounded_to_900_and_the_role_maximum() {
     for bad in [899, 0, -1, 7201, i64::MAX, i64::MIN] {
         let err = role.session_duration(Some(bad)).unwrap_err();
         assert_eq!(err.sts_code(), "ValidationError");
-        assert!(
-            matches!(err, RoleError::DurationOutOfRange { requested, min: 900, max: 7200 } if requested == bad)
-        );
+        assert!(matches!(err, RoleError::DurationOutOfRange { requested, min: 900, max: 7200 } if requested == bad));
     }
 }
 
 #[test]
 fn the_default_duration_never_exceeds_a_short_role_maximum() {
-    let role = roles("[[roles]]\nname = \"a\"\nprefixes = [\"*\"]\nmax_duration_seconds = 1200")
-        .unwrap()
-        .remove(0);
+    let role = roles("[[roles]]\nname = \"a\"\nprefixes = [\"*\"]\nmax_duration_seconds = 1200").unwrap().remove(0);
     assert_eq!(role.session_duration(None), Ok(1200));
 }
 
 #[test]
 fn role_names_come_from_well_formed_arns_only() {
-    assert_eq!(
-        role_name_from_arn("arn:aws:iam::123456789012:role/analyst"),
-        Ok("analyst")
-    );
-    assert_eq!(
-        role_name_from_arn("arn:aws:iam::123456789012:role/team/data/analyst"),
-        Ok("analyst")
-    );
-    assert_eq!(
-        role_name_from_arn("arn:minio:iam:::role/analyst"),
-        Ok("analyst")
-    );
+    assert_eq!(role_name_from_arn("arn:aws:iam::123456789012:role/analyst"), Ok("analyst"));
+    assert_eq!(role_name_from_arn("arn:aws:iam::123456789012:role/team/data/analyst"), Ok("analyst"));
+    assert_eq!(role_name_from_arn("arn:minio:iam:::role/analyst"), Ok("analyst"));
     for bad in [
         "",
         "analyst",
@@ -146,22 +129,13 @@ fn role_names_come_from_well_formed_arns_only() {
         &format!("arn:aws:iam::123456789012:role/{}", "a".repeat(65)),
         &format!("arn:aws:iam::123456789012:role/{}/a", "p".repeat(2048)),
     ] {
-        assert_eq!(
-            role_name_from_arn(bad),
-            Err(RoleError::MalformedArn),
-            "{bad:?}"
-        );
+        assert_eq!(role_name_from_arn(bad), Err(RoleError::MalformedArn), "{bad:?}");
     }
 }
 
 #[test]
 fn an_arn_selects_the_profile_with_its_role_name() {
-    let profiles = vec![
-        analyst(),
-        roles("[[roles]]\nname = \"etl\"\nprefixes = [\"*\"]")
-            .unwrap()
-            .remove(0),
-    ];
+    let profiles = vec![analyst(), roles("[[roles]]\nname = \"etl\"\nprefixes = [\"*\"]").unwrap().remove(0)];
     let selected = select_role(&profiles, "arn:aws:iam::123456789012:role/etl").unwrap();
     assert_eq!(selected.name(), "etl");
     let err = select_role(&profiles, "arn:aws:iam::123456789012:role/admin").unwrap_err();

@@ -1,11 +1,7 @@
 use super::*;
 
 fn grant(bucket: &str, prefix: &str, permission: Permission) -> ScopeGrant {
-    ScopeGrant {
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        permission,
-    }
+    ScopeGrant { bucket: bucket.into(), prefix: prefix.into(), permission }
 }
 
 fn grants(list: &[(&str, &str, Permission)]) -> Scope {
@@ -52,25 +48,12 @@ fn an_object_grant_reaches_exactly_that_object_and_never_lists() {
 
 #[test]
 fn dot_segments_are_refused_under_every_scope() {
-    let hostile = [
-        "sales/../hr/salaries.csv",
-        "sales/..",
-        "sales/./x",
-        "sales/..\\hr\\salaries.csv",
-        "..",
-        "sales/x\0",
-    ];
-    for scope in [
-        sales_scope(),
-        Scope::Unrestricted,
-        grants(&[("lake", "", RW)]),
-    ] {
+    let hostile =
+        ["sales/../hr/salaries.csv", "sales/..", "sales/./x", "sales/..\\hr\\salaries.csv", "..", "sales/x\0"];
+    for scope in [sales_scope(), Scope::Unrestricted, grants(&[("lake", "", RW)])] {
         for key in hostile {
             for access in [Read, Write, List] {
-                assert!(
-                    !scope.allows("lake", key, access),
-                    "{scope:?} allowed {key:?}"
-                );
+                assert!(!scope.allows("lake", key, access), "{scope:?} allowed {key:?}");
             }
         }
     }
@@ -132,20 +115,13 @@ fn no_grants_allow_nothing_and_unrestricted_leaves_it_to_policy() {
 fn narrowing_with_unrestricted_changes_nothing() {
     assert_eq!(Scope::Unrestricted.narrow(sales_scope()), sales_scope());
     assert_eq!(sales_scope().narrow(Scope::Unrestricted), sales_scope());
-    assert_eq!(
-        Scope::Unrestricted.narrow(Scope::Unrestricted),
-        Scope::Unrestricted
-    );
+    assert_eq!(Scope::Unrestricted.narrow(Scope::Unrestricted), Scope::Unrestricted);
 }
 
 #[test]
 fn narrowing_keeps_the_inner_location_and_the_common_permission() {
     let role = grants(&[("lake", "sales/", RW), ("lake", "hr/", R)]);
-    let request = grants(&[
-        ("lake", "sales/eu/", R),
-        ("lake", "hr/", W),
-        ("other", "", RW),
-    ]);
+    let request = grants(&[("lake", "sales/eu/", R), ("lake", "hr/", W), ("other", "", RW)]);
     assert_eq!(role.narrow(request), grants(&[("lake", "sales/eu/", R)]));
 }
 
@@ -160,10 +136,8 @@ fn narrowing_disjoint_scopes_leaves_nothing() {
 #[test]
 fn narrow_allows_exactly_what_both_scopes_allow() {
     const PREFIXES: [&str; 9] = ["", "a/", "a/b/", "a/b", "ab/", "b/", "a", "a/b/c", "a/c/"];
-    const KEYS: [&str; 14] = [
-        "", "a", "a/", "a/b", "a/b/", "a/b/c", "a/bc", "ab/x", "b/x", "a/c/d", "a/../b/x", "a/./b",
-        "abc", "a/b/c/d",
-    ];
+    const KEYS: [&str; 14] =
+        ["", "a", "a/", "a/b", "a/b/", "a/b/c", "a/bc", "ab/x", "b/x", "a/c/d", "a/../b/x", "a/./b", "abc", "a/b/c/d"];
     const BUCKETS: [&str; 2] = ["lake", "pond"];
     const PERMS: [Permission; 3] = [R, W, RW];
     let random_scope = || {
@@ -173,11 +147,7 @@ fn narrow_allows_exactly_what_both_scopes_allow() {
         Scope::Grants(
             (0..random_below(4))
                 .map(|_| {
-                    grant(
-                        BUCKETS[random_below(2)],
-                        PREFIXES[random_below(PREFIXES.len())],
-                        PERMS[random_below(3)],
-                    )
+                    grant(BUCKETS[random_below(2)], PREFIXES[random_below(PREFIXES.len())], PERMS[random_below(3)])
                 })
                 .collect(),
         )
@@ -203,15 +173,9 @@ fn narrow_allows_exactly_what_both_scopes_allow() {
 fn scopes_serialise_compactly_and_round_trip() {
     let scope = grants(&[("lake", "sales/", RW)]);
     let json = serde_json::to_string(&scope).unwrap();
-    assert_eq!(
-        json,
-        r#"{"grants":[{"bucket":"lake","prefix":"sales/","permission":"READWRITE"}]}"#
-    );
+    assert_eq!(json, r#"{"grants":[{"bucket":"lake","prefix":"sales/","permission":"READWRITE"}]}"#);
     assert_eq!(serde_json::from_str::<Scope>(&json).unwrap(), scope);
-    assert_eq!(
-        serde_json::to_string(&Scope::Unrestricted).unwrap(),
-        r#""unrestricted""#
-    );
+    assert_eq!(serde_json::to_string(&Scope::Unrestricted).unwrap(), r#""unrestricted""#);
 }
 
 #[test]

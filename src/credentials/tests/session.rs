@@ -3,10 +3,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::*;
 
-fn verify_now(
-    ring: &KeyRing,
-    creds: &VendedCredentials,
-) -> Result<(SessionClaims, SecretString), CredentialError> {
+fn verify_now(ring: &KeyRing, creds: &VendedCredentials) -> Result<(SessionClaims, SecretString), CredentialError> {
     verify(ring, &creds.access_key_id, Some(&creds.session_token), NOW)
 }
 
@@ -25,18 +22,11 @@ fn credentials_have_the_shape_aws_sdks_expect() {
     let akid = &creds.access_key_id;
     assert_eq!(akid.len(), 20);
     assert!(akid.starts_with("ASIA"));
-    assert!(
-        akid.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    );
+    assert!(akid.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
     assert!(looks_like_lakegate_access_key_id(akid));
     let secret = creds.secret_access_key.expose();
     assert_eq!(secret.len(), 40);
-    assert!(
-        secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-    );
+    assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
     assert!(creds.session_token.len() <= MAX_SESSION_TOKEN_LEN);
     assert_eq!(creds.expiration.unix_timestamp(), NOW + 3600);
     assert_eq!(creds.expiration_rfc3339(), "2026-01-01T01:00:00Z");
@@ -47,13 +37,7 @@ fn the_token_hides_the_claims() {
     let creds = mint(&ring("k1"), &claims()).unwrap();
     let raw = URL_SAFE_NO_PAD.decode(&creds.session_token).unwrap();
     let raw = String::from_utf8_lossy(&raw);
-    for visible in [
-        "alice",
-        "analysts",
-        "sales/",
-        "spark-job-7",
-        "idp.example.com",
-    ] {
+    for visible in ["alice", "analysts", "sales/", "spark-job-7", "idp.example.com"] {
         assert!(!raw.contains(visible), "{visible} readable in the token");
     }
 }
@@ -84,10 +68,7 @@ fn rotation_keeps_old_credentials_valid_until_the_old_key_is_removed() {
     // Rotation step 2: the old key is removed; its credentials die, the new ones live.
     std::fs::remove_file(dir.path().join("2025-k")).unwrap();
     let retired = KeyRing::load(dir.path()).unwrap();
-    assert_eq!(
-        verify_now(&retired, &old_creds).unwrap_err(),
-        CredentialError::InvalidToken
-    );
+    assert_eq!(verify_now(&retired, &old_creds).unwrap_err(), CredentialError::InvalidToken);
     assert!(verify_now(&retired, &new_creds).is_ok());
 }
 
@@ -107,14 +88,8 @@ fn two_replicas_loading_the_same_key_files_derive_the_same_credentials() {
 fn a_token_from_another_ring_is_an_invalid_token() {
     let creds = mint(&ring("k1"), &claims()).unwrap();
     // Same kid, other key material: the case a kid lookup alone would miss.
-    assert_eq!(
-        verify_now(&ring("k1"), &creds).unwrap_err(),
-        CredentialError::InvalidToken
-    );
-    assert_eq!(
-        verify_now(&ring("k2"), &creds).unwrap_err(),
-        CredentialError::InvalidToken
-    );
+    assert_eq!(verify_now(&ring("k1"), &creds).unwrap_err(), CredentialError::InvalidToken);
+    assert_eq!(verify_now(&ring("k2"), &creds).unwrap_err(), CredentialError::InvalidToken);
 }
 
 #[test]
@@ -128,11 +103,7 @@ fn every_altered_token_byte_is_an_invalid_token() {
             altered[position] ^= flip;
             let token = URL_SAFE_NO_PAD.encode(&altered);
             let result = verify(&ring, &creds.access_key_id, Some(&token), NOW);
-            assert_eq!(
-                result.unwrap_err(),
-                CredentialError::InvalidToken,
-                "byte {position} ^ {flip:#x}"
-            );
+            assert_eq!(result.unwrap_err(), CredentialError::InvalidToken, "byte {position} ^ {flip:#x}");
         }
     }
 }
@@ -152,11 +123,7 @@ fn every_altered_token_character_is_an_invalid_token() {
             altered[position] = replacement;
             let altered = String::from_utf8(altered).unwrap();
             let result = verify(&ring, &creds.access_key_id, Some(&altered), NOW);
-            assert_eq!(
-                result.unwrap_err(),
-                CredentialError::InvalidToken,
-                "char {position} -> {replacement}"
-            );
+            assert_eq!(result.unwrap_err(), CredentialError::InvalidToken, "char {position} -> {replacement}");
         }
     }
 }
@@ -168,19 +135,12 @@ fn every_truncation_or_extension_of_a_token_is_an_invalid_token() {
     for end in 0..creds.session_token.len() {
         let cut = &creds.session_token[..end];
         let result = verify(&ring, &creds.access_key_id, Some(cut), NOW);
-        let expected = if end == 0 {
-            CredentialError::MissingToken
-        } else {
-            CredentialError::InvalidToken
-        };
+        let expected = if end == 0 { CredentialError::MissingToken } else { CredentialError::InvalidToken };
         assert_eq!(result.unwrap_err(), expected, "cut at {end}");
     }
     for tail in ["A", "AA", "AAAA"] {
         let longer = format!("{}{tail}", creds.session_token);
-        assert_eq!(
-            verify(&ring, &creds.access_key_id, Some(&longer), NOW).unwrap_err(),
-            CredentialError::InvalidToken
-        );
+        assert_eq!(verify(&ring, &creds.access_key_id, Some(&longer), NOW).unwrap_err(), CredentialError::InvalidToken);
     }
 }
 
@@ -194,24 +154,11 @@ fn an_altered_access_key_id_is_an_invalid_access_key_id() {
         altered[position] = if akid[position] == b'Z' { b'Y' } else { b'Z' };
         let altered = String::from_utf8(altered).unwrap();
         let result = verify(&ring, &altered, Some(&creds.session_token), NOW);
-        assert_eq!(
-            result.unwrap_err(),
-            CredentialError::InvalidAccessKeyId,
-            "position {position}"
-        );
+        assert_eq!(result.unwrap_err(), CredentialError::InvalidAccessKeyId, "position {position}");
     }
-    for other in [
-        "",
-        "ASIA",
-        "AKIAIOSFODNN7EXAMPLE",
-        &format!("{}X", creds.access_key_id),
-    ] {
+    for other in ["", "ASIA", "AKIAIOSFODNN7EXAMPLE", &format!("{}X", creds.access_key_id)] {
         let result = verify(&ring, other, Some(&creds.session_token), NOW);
-        assert_eq!(
-            result.unwrap_err(),
-            CredentialError::InvalidAccessKeyId,
-            "{other:?}"
-        );
+        assert_eq!(result.unwrap_err(), CredentialError::InvalidAccessKeyId, "{other:?}");
     }
 }
 
@@ -258,10 +205,7 @@ fn our_access_key_id_without_its_token_is_a_missing_token() {
 
 #[test]
 fn each_credential_error_maps_to_its_s3_code() {
-    assert_eq!(
-        CredentialError::InvalidAccessKeyId.s3_code(),
-        "InvalidAccessKeyId"
-    );
+    assert_eq!(CredentialError::InvalidAccessKeyId.s3_code(), "InvalidAccessKeyId");
     assert_eq!(CredentialError::InvalidToken.s3_code(), "InvalidToken");
     assert_eq!(CredentialError::MissingToken.s3_code(), "InvalidToken");
     assert_eq!(CredentialError::ExpiredToken.s3_code(), "ExpiredToken");
@@ -272,9 +216,7 @@ fn claims_too_large_for_a_header_fail_to_mint() {
     let mut big = claims();
     big.principal.groups = (0..1000).map(|i| format!("group-{i}")).collect();
     let err = mint(&ring("k1"), &big).unwrap_err();
-    assert!(
-        matches!(err, MintError::TokenTooLarge { len, max } if len > max && max == MAX_SESSION_TOKEN_LEN)
-    );
+    assert!(matches!(err, MintError::TokenTooLarge { len, max } if len > max && max == MAX_SESSION_TOKEN_LEN));
 }
 
 #[test]
@@ -286,10 +228,7 @@ fn the_largest_mintable_token_still_verifies() {
     let mut filler = String::new();
     loop {
         filler.push('x');
-        claims
-            .principal
-            .attributes
-            .insert("filler".into(), filler.clone());
+        claims.principal.attributes.insert("filler".into(), filler.clone());
         match mint(&ring, &claims) {
             Ok(creds) => last = Some(creds),
             Err(MintError::TokenTooLarge { .. }) => break,
@@ -312,19 +251,13 @@ fn oversized_presented_tokens_are_refused_before_decoding() {
 fn a_session_must_expire_after_it_is_issued() {
     let mut bad = claims();
     bad.expires_at = bad.issued_at;
-    assert_eq!(
-        mint(&ring("k1"), &bad).unwrap_err(),
-        MintError::InvalidLifetime
-    );
+    assert_eq!(mint(&ring("k1"), &bad).unwrap_err(), MintError::InvalidLifetime);
 }
 
 #[test]
 fn debug_never_shows_the_secret_or_the_token() {
     let creds = mint(&ring("k1"), &claims()).unwrap();
-    let shown = format!(
-        "{creds:?} {} {:?}",
-        creds.secret_access_key, creds.secret_access_key
-    );
+    let shown = format!("{creds:?} {} {:?}", creds.secret_access_key, creds.secret_access_key);
     assert!(shown.contains(&creds.access_key_id));
     assert!(!shown.contains(creds.secret_access_key.expose()));
     assert!(!shown.contains(&creds.session_token));

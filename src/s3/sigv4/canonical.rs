@@ -17,11 +17,7 @@ pub enum PathMode {
 }
 
 /// SigV4 `UriEncode`: everything but the unreserved `A-Z a-z 0-9 - . _ ~` is `%XX`, uppercase.
-const SIGV4_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SIGV4_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 fn encode_bytes(out: &mut String, bytes: &[u8]) {
     // percent_encoding works on &[u8] through this helper; non-UTF-8 bytes are encoded too.
@@ -101,10 +97,7 @@ fn reencode(s: &str) -> String {
 
 /// Decodes a raw query value (for reading `X-Amz-*` parameters).
 pub fn decode_query_value(s: &str) -> Option<String> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
+    percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
 /// The canonical query string: pairs sorted by encoded key then value, joined by `&`, leaving out
@@ -126,11 +119,7 @@ pub fn canonical_query(pairs: &[Param], skip: impl Fn(&str) -> bool) -> String {
 
 /// Canonical value of one header: every value trimmed, inner whitespace runs folded to one
 /// space, repeated headers joined with `,` in the order received. `None` when absent.
-pub fn canonical_header_value(
-    headers: &HeaderMap,
-    name: &str,
-    fallback: Option<&str>,
-) -> Option<Vec<u8>> {
+pub fn canonical_header_value(headers: &HeaderMap, name: &str, fallback: Option<&str>) -> Option<Vec<u8>> {
     let mut out: Vec<u8> = Vec::new();
     let mut found = false;
     for value in headers.get_all(name) {

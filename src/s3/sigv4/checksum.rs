@@ -104,19 +104,13 @@ mod tests {
     #[test]
     fn crc32_of_check_string_is_the_published_value() {
         // CRC-32/ISO-HDLC check value 0xCBF43926 for "123456789".
-        assert_eq!(
-            checksum_of("x-amz-checksum-crc32", b"123456789").as_deref(),
-            Some("y/Q5Jg==")
-        );
+        assert_eq!(checksum_of("x-amz-checksum-crc32", b"123456789").as_deref(), Some("y/Q5Jg=="));
     }
 
     #[test]
     fn crc32c_of_check_string_is_the_published_value() {
         // CRC-32C check value 0xE3069283 for "123456789".
-        assert_eq!(
-            checksum_of("x-amz-checksum-crc32c", b"123456789").as_deref(),
-            Some("4waSgw==")
-        );
+        assert_eq!(checksum_of("x-amz-checksum-crc32c", b"123456789").as_deref(), Some("4waSgw=="));
     }
 
     #[test]

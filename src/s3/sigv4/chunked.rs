@@ -64,12 +64,7 @@ pub struct ChunkSigner {
 impl ChunkSigner {
     /// A chain starting at `seed_signature`, the signature of the request head.
     pub fn new(key: SigningKey, seed_signature: [u8; 32], amz_date: &str, scope: &str) -> Self {
-        Self {
-            key,
-            previous: seed_signature,
-            amz_date: amz_date.to_owned(),
-            scope: scope.to_owned(),
-        }
+        Self { key, previous: seed_signature, amz_date: amz_date.to_owned(), scope: scope.to_owned() }
     }
 
     /// The signature the next chunk must carry, given the SHA-256 of its data.
@@ -113,13 +108,8 @@ impl ChunkSigner {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Header,
-    Data {
-        remaining: u64,
-        signature: Option<[u8; 32]>,
-    },
-    DataEnd {
-        signature: Option<[u8; 32]>,
-    },
+    Data { remaining: u64, signature: Option<[u8; 32]> },
+    DataEnd { signature: Option<[u8; 32]> },
     FinalCrlf,
     Trailer,
     Done,
@@ -169,9 +159,8 @@ impl AwsChunkedDecoder {
         declared_trailers: Vec<String>,
         signer: Option<ChunkSigner>,
     ) -> Self {
-        let checksum = declared_trailers
-            .iter()
-            .find_map(|name| RunningChecksum::for_trailer(name).map(|c| (name.clone(), c)));
+        let checksum =
+            declared_trailers.iter().find_map(|name| RunningChecksum::for_trailer(name).map(|c| (name.clone(), c)));
         Self {
             mode,
             signer,
@@ -211,14 +200,10 @@ impl AwsChunkedDecoder {
             State::Done => Ok(()),
             // Tolerated: trailer lines complete but the closing empty line never came. The
             // trailer signature (if any) and checksum are still checked by `complete`.
-            State::Trailer
-                if self.input.is_empty() && (!self.trailers.is_empty() || self.trailer_signed) =>
-            {
+            State::Trailer if self.input.is_empty() && (!self.trailers.is_empty() || self.trailer_signed) => {
                 self.complete()
             }
-            _ => Err(SigV4Error::IncompleteBody(
-                "the body ended inside the aws-chunked encoding",
-            )),
+            _ => Err(SigV4Error::IncompleteBody("the body ended inside the aws-chunked encoding")),
         };
         self.record(result)
     }
@@ -259,22 +244,15 @@ impl AwsChunkedDecoder {
                     };
                     self.on_chunk_header(&line)?;
                 }
-                State::Data {
-                    remaining,
-                    signature,
-                } => {
+                State::Data { remaining, signature } => {
                     if self.input.is_empty() {
                         return Ok(());
                     }
-                    let n = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(self.input.len());
+                    let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(self.input.len());
                     let piece = self.input.split_to(n).freeze();
                     self.decoded = self.decoded.saturating_add(n as u64);
                     if self.decoded > self.declared_length {
-                        return Err(SigV4Error::IncompleteBody(
-                            "more data than x-amz-decoded-content-length",
-                        ));
+                        return Err(SigV4Error::IncompleteBody("more data than x-amz-decoded-content-length"));
                     }
                     if self.mode.signed() {
                         self.chunk_hasher.update(&piece);
@@ -286,10 +264,7 @@ impl AwsChunkedDecoder {
                     self.state = if remaining == 0 {
                         State::DataEnd { signature }
                     } else {
-                        State::Data {
-                            remaining,
-                            signature,
-                        }
+                        State::Data { remaining, signature }
                     };
                 }
                 State::DataEnd { signature } => {
@@ -297,8 +272,7 @@ impl AwsChunkedDecoder {
                         return Ok(());
                     }
                     if let Some(given) = signature {
-                        let hash: [u8; 32] =
-                            std::mem::take(&mut self.chunk_hasher).finalize().into();
+                        let hash: [u8; 32] = std::mem::take(&mut self.chunk_hasher).finalize().into();
                         self.verify_chunk(&given, &hash)?;
                         for part in std::mem::take(&mut self.chunk_parts) {
                             self.release(part);
@@ -322,9 +296,7 @@ impl AwsChunkedDecoder {
                     return if self.input.is_empty() {
                         Ok(())
                     } else {
-                        Err(SigV4Error::InvalidRequest(
-                            "data after the end of the aws-chunked body",
-                        ))
+                        Err(SigV4Error::InvalidRequest("data after the end of the aws-chunked body"))
                     };
                 }
             }
@@ -344,9 +316,7 @@ impl AwsChunkedDecoder {
                 Ok(Some(line))
             }
             Some(_) => Err(SigV4Error::InvalidRequest("aws-chunked line too long")),
-            None if self.input.len() > MAX_LINE_LEN + 1 => {
-                Err(SigV4Error::InvalidRequest("aws-chunked line too long"))
-            }
+            None if self.input.len() > MAX_LINE_LEN + 1 => Err(SigV4Error::InvalidRequest("aws-chunked line too long")),
             None => Ok(None),
         }
     }
@@ -373,9 +343,7 @@ impl AwsChunkedDecoder {
         }
         let size = u64::from_str_radix(size, 16).map_err(|_| BAD_FRAMING)?;
         if size > MAX_CHUNK_SIZE {
-            return Err(SigV4Error::InvalidRequest(
-                "aws-chunked chunk larger than allowed",
-            ));
+            return Err(SigV4Error::InvalidRequest("aws-chunked chunk larger than allowed"));
         }
         let signature = match (self.mode.signed(), extension) {
             (true, Some(ext)) => {
@@ -383,18 +351,13 @@ impl AwsChunkedDecoder {
                 Some(parse_hex32(sig).ok_or(BAD_FRAMING)?)
             }
             (true, None) => {
-                return Err(SigV4Error::SignatureDoesNotMatch(
-                    "a chunk has no signature",
-                ));
+                return Err(SigV4Error::SignatureDoesNotMatch("a chunk has no signature"));
             }
             (false, None) => None,
             (false, Some(_)) => return Err(BAD_FRAMING),
         };
         if size > 0 {
-            self.state = State::Data {
-                remaining: size,
-                signature,
-            };
+            self.state = State::Data { remaining: size, signature };
             return Ok(());
         }
         if let Some(given) = signature {
@@ -408,12 +371,8 @@ impl AwsChunkedDecoder {
     }
 
     fn verify_chunk(&mut self, given: &[u8; 32], data_hash: &[u8; 32]) -> Result<(), SigV4Error> {
-        let signer = self
-            .signer
-            .as_mut()
-            .ok_or(SigV4Error::SignatureDoesNotMatch(
-                "no seed signature to chain chunks from",
-            ))?;
+        let signer =
+            self.signer.as_mut().ok_or(SigV4Error::SignatureDoesNotMatch("no seed signature to chain chunks from"))?;
         let expected = signer.next_chunk_signature(data_hash);
         signer.verify_and_advance(expected, given, "a chunk signature is wrong")
     }
@@ -423,9 +382,7 @@ impl AwsChunkedDecoder {
             return self.complete();
         }
         if self.trailer_signed {
-            return Err(SigV4Error::InvalidRequest(
-                "trailer line after the trailer signature",
-            ));
+            return Err(SigV4Error::InvalidRequest("trailer line after the trailer signature"));
         }
         self.trailer_bytes = self.trailer_bytes.saturating_add(line.len());
         if self.trailer_bytes > MAX_TRAILER_BYTES || self.trailers.len() >= MAX_TRAILERS {
@@ -437,18 +394,14 @@ impl AwsChunkedDecoder {
         let value = value.trim();
         if name == "x-amz-trailer-signature" {
             if !self.mode.signed() {
-                return Err(SigV4Error::InvalidRequest(
-                    "trailer signature on an unsigned payload",
-                ));
+                return Err(SigV4Error::InvalidRequest("trailer signature on an unsigned payload"));
             }
             let given = parse_hex32(value).ok_or(BAD_FRAMING)?;
             let hash = sha256(&self.canonical_trailers());
             let signer = self
                 .signer
                 .as_mut()
-                .ok_or(SigV4Error::SignatureDoesNotMatch(
-                    "no seed signature to chain the trailer from",
-                ))?;
+                .ok_or(SigV4Error::SignatureDoesNotMatch("no seed signature to chain the trailer from"))?;
             let expected = signer.trailer_signature(&hash);
             signer.verify_and_advance(expected, &given, "the trailer signature is wrong")?;
             self.trailer_signed = true;
@@ -460,9 +413,7 @@ impl AwsChunkedDecoder {
             self.declared_trailers.contains(&name)
         };
         if !allowed || self.trailers.iter().any(|(n, _)| *n == name) {
-            return Err(SigV4Error::InvalidRequest(
-                "a trailer was not declared in x-amz-trailer or is repeated",
-            ));
+            return Err(SigV4Error::InvalidRequest("a trailer was not declared in x-amz-trailer or is repeated"));
         }
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(BAD_FRAMING);
@@ -490,28 +441,18 @@ impl AwsChunkedDecoder {
             return Err(SigV4Error::AccessDenied("the trailer signature is missing"));
         }
         if self.decoded != self.declared_length {
-            return Err(SigV4Error::IncompleteBody(
-                "less data than x-amz-decoded-content-length",
-            ));
+            return Err(SigV4Error::IncompleteBody("less data than x-amz-decoded-content-length"));
         }
         for declared in &self.declared_trailers {
             if !self.trailers.iter().any(|(n, _)| n == declared) {
-                return Err(SigV4Error::IncompleteBody(
-                    "a trailer declared in x-amz-trailer is missing",
-                ));
+                return Err(SigV4Error::IncompleteBody("a trailer declared in x-amz-trailer is missing"));
             }
         }
         if let Some((name, checksum)) = self.checksum.take() {
             let computed = checksum.finish_base64();
-            let received = self
-                .trailers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str());
+            let received = self.trailers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
             if received != Some(computed.as_str()) {
-                return Err(SigV4Error::BadDigest(
-                    "the trailing checksum does not match the data",
-                ));
+                return Err(SigV4Error::BadDigest("the trailing checksum does not match the data"));
             }
         }
         self.state = State::Done;
@@ -546,24 +487,10 @@ pub fn fuzz_aws_chunked(data: &[u8]) -> Result<Vec<u8>, SigV4Error> {
         _ => ChunkedMode::UnsignedWithTrailer,
     };
     let split = usize::from(control / 3).max(1);
-    let key = super::key::derive_signing_key(
-        &super::SecretKey::new("fuzz"),
-        "20130524",
-        "us-east-1",
-        "s3",
-    );
-    let signer = ChunkSigner::new(
-        key,
-        [0; 32],
-        "20130524T000000Z",
-        "20130524/us-east-1/s3/aws4_request",
-    );
-    let mut decoder = AwsChunkedDecoder::new(
-        mode,
-        body.len() as u64,
-        vec!["x-amz-checksum-crc32".into()],
-        Some(signer),
-    );
+    let key = super::key::derive_signing_key(&super::SecretKey::new("fuzz"), "20130524", "us-east-1", "s3");
+    let signer = ChunkSigner::new(key, [0; 32], "20130524T000000Z", "20130524/us-east-1/s3/aws4_request");
+    let mut decoder =
+        AwsChunkedDecoder::new(mode, body.len() as u64, vec!["x-amz-checksum-crc32".into()], Some(signer));
     let mut out = Vec::new();
     for piece in body.chunks(split) {
         decoder.push(piece)?;
@@ -597,12 +524,7 @@ pub struct AwsChunkedBody<B> {
 impl<B> AwsChunkedBody<B> {
     /// Decodes `inner` with `decoder` (from [`super::Verified::aws_chunked_decoder`]).
     pub fn new(inner: B, decoder: AwsChunkedDecoder) -> Self {
-        Self {
-            inner,
-            decoder,
-            inner_done: false,
-            errored: false,
-        }
+        Self { inner, decoder, inner_done: false, errored: false }
     }
 
     /// The trailer lines received, once the body has ended.
@@ -619,17 +541,14 @@ where
     type Data = Bytes;
     type Error = PayloadError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, PayloadError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, PayloadError>>> {
         let this = &mut *self;
         loop {
             if this.errored {
                 // Repeat the refusal rather than look like a clean end of body.
-                return Poll::Ready(Some(Err(PayloadError::Rejected(
-                    SigV4Error::IncompleteBody("the body was already refused"),
-                ))));
+                return Poll::Ready(Some(Err(PayloadError::Rejected(SigV4Error::IncompleteBody(
+                    "the body was already refused",
+                )))));
             }
             if let Some(data) = this.decoder.pop() {
                 return Poll::Ready(Some(Ok(Frame::data(data))));

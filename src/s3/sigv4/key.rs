@@ -48,12 +48,7 @@ impl SigningKey {
 /// Derives `kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")`.
 ///
 /// `date` is the credential-scope date (`YYYYMMDD`).
-pub fn derive_signing_key(
-    secret: &SecretKey,
-    date: &str,
-    region: &str,
-    service: &str,
-) -> SigningKey {
+pub fn derive_signing_key(secret: &SecretKey, date: &str, region: &str, service: &str) -> SigningKey {
     let mut k_secret = Vec::with_capacity(4 + secret.expose().len());
     k_secret.extend_from_slice(b"AWS4");
     k_secret.extend_from_slice(secret.expose().as_bytes());
@@ -84,8 +79,7 @@ pub(super) fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// Lowercase hex SHA-256 of the empty string, used by chunk signatures and empty bodies.
-pub(super) const EMPTY_SHA256_HEX: &str =
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub(super) const EMPTY_SHA256_HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Compares two MACs in constant time so the comparison leaks nothing about how many bytes match.
 pub(super) fn macs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {

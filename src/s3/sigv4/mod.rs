@@ -24,12 +24,7 @@
 //! - A presigned URL may be used from `X-Amz-Date - max_skew` to `X-Amz-Date + X-Amz-Expires`.
 
 // Nothing a client sends may panic the process: these hold for the whole module, tests excepted.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod canonical;
 mod checksum;
@@ -45,17 +40,17 @@ mod tests;
 
 pub use canonical::{PathMode, canonical_uri};
 pub use chunked::{
-    AwsChunkedBody, AwsChunkedDecoder, ChunkSigner, ChunkedMode, MAX_CHUNK_SIZE, MAX_LINE_LEN,
-    MAX_TRAILER_BYTES, MAX_TRAILERS, fuzz_aws_chunked,
+    AwsChunkedBody, AwsChunkedDecoder, ChunkSigner, ChunkedMode, MAX_CHUNK_SIZE, MAX_LINE_LEN, MAX_TRAILER_BYTES,
+    MAX_TRAILERS, fuzz_aws_chunked,
 };
 pub use error::{LookupError, SigV4Error};
 pub use key::{SecretKey, SigningKey, derive_signing_key};
 pub use parse::{
-    ALGORITHM, AuthorizationHeader, Credential, MAX_AUTHORIZATION_LEN, MAX_SIGNED_HEADERS,
-    parse_amz_date, parse_authorization_header,
+    ALGORITHM, AuthorizationHeader, Credential, MAX_AUTHORIZATION_LEN, MAX_SIGNED_HEADERS, parse_amz_date,
+    parse_authorization_header,
 };
 pub use payload::{BoxError, PayloadError, Sha256VerifiedBody};
 pub use verify::{
-    AuthForm, CredentialLookup, MAX_PRESIGNED_EXPIRES_SECS, PayloadMode, RequestHead, Scope,
-    SignedRequest, Verified, VerifyOptions, verify,
+    AuthForm, CredentialLookup, MAX_PRESIGNED_EXPIRES_SECS, PayloadMode, RequestHead, Scope, SignedRequest, Verified,
+    VerifyOptions, verify,
 };

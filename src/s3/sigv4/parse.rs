@@ -1,9 +1,7 @@
 //! Pure parsers for what the client sends: the `Authorization` header, the credential scope,
 //! the signed-headers list and the timestamps. No I/O, no panics; these are the fuzz entry points.
 
-use time::{
-    OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description,
-};
+use time::{OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description};
 
 use super::error::SigV4Error;
 use super::key::parse_hex32;
@@ -18,12 +16,10 @@ pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 /// Most names accepted in `SignedHeaders`.
 pub const MAX_SIGNED_HEADERS: usize = 64;
 
-const AMZ_DATE_FORMAT: &[FormatItem<'static>] =
-    format_description!("[year][month][day]T[hour][minute][second]Z");
+const AMZ_DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
 const SCOPE_DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day]");
-const HTTP_DATE_FORMAT: &[FormatItem<'static>] = format_description!(
-    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-);
+const HTTP_DATE_FORMAT: &[FormatItem<'static>] =
+    format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
 
 /// The credential scope: `AKID/date/region/service/aws4_request`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +39,9 @@ impl<'a> Credential<'a> {
     /// caller picks the variant for header or query form.
     pub fn parse(s: &'a str) -> Result<Self, &'static str> {
         let mut parts = s.split('/');
-        let (Some(akid), Some(date), Some(region), Some(service), Some(term), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some(akid), Some(date), Some(region), Some(service), Some(term), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err("the credential must have the form AKID/date/region/service/aws4_request");
         };
         if akid.is_empty() || !akid.bytes().all(|b| b.is_ascii_graphic()) {
@@ -62,37 +53,21 @@ impl<'a> Credential<'a> {
         {
             return Err("the credential date is not a valid YYYYMMDD date");
         }
-        if region.is_empty()
-            || !region
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err("the credential region is empty or has invalid characters");
         }
-        if service.is_empty()
-            || !service
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if service.is_empty() || !service.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err("the credential service is empty or has invalid characters");
         }
         if term != "aws4_request" {
             return Err("the credential must end with aws4_request");
         }
-        Ok(Self {
-            access_key_id: akid,
-            date,
-            region,
-            service,
-        })
+        Ok(Self { access_key_id: akid, date, region, service })
     }
 
     /// The scope string used in the string to sign: `date/region/service/aws4_request`.
     pub fn scope(&self) -> String {
-        format!(
-            "{}/{}/{}/aws4_request",
-            self.date, self.region, self.service
-        )
+        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
     }
 }
 
@@ -127,9 +102,7 @@ pub fn parse_authorization_header(value: &str) -> Result<AuthorizationHeader<'_>
     };
     // The algorithm must be followed by whitespace, else "AWS4-HMAC-SHA256X" would pass.
     if !rest.starts_with(is_ows) {
-        return Err(Malformed(
-            "the authorization algorithm must be AWS4-HMAC-SHA256",
-        ));
+        return Err(Malformed("the authorization algorithm must be AWS4-HMAC-SHA256"));
     }
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
@@ -186,20 +159,7 @@ fn is_lower_token_byte(b: u8) -> bool {
         || b.is_ascii_digit()
         || matches!(
             b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
         )
 }
 
@@ -220,16 +180,12 @@ pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
     if !shape_ok {
         return None;
     }
-    PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT)
-        .ok()
-        .map(PrimitiveDateTime::assume_utc)
+    PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT).ok().map(PrimitiveDateTime::assume_utc)
 }
 
 /// Parses an IMF-fixdate `Date` header (`Fri, 24 May 2013 00:00:00 GMT`).
 pub fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
-    PrimitiveDateTime::parse(s.trim(), HTTP_DATE_FORMAT)
-        .ok()
-        .map(PrimitiveDateTime::assume_utc)
+    PrimitiveDateTime::parse(s.trim(), HTTP_DATE_FORMAT).ok().map(PrimitiveDateTime::assume_utc)
 }
 
 /// Formats a timestamp as `YYYYMMDDTHHMMSSZ` for the string to sign.

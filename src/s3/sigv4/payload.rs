@@ -48,15 +48,7 @@ pub struct Sha256VerifiedBody<B> {
 impl<B> Sha256VerifiedBody<B> {
     /// Wraps `inner`, which must hash to `expected` (from [`super::PayloadMode::Sha256`]).
     pub fn new(inner: B, expected: [u8; 32]) -> Self {
-        Self {
-            inner,
-            expected,
-            hasher: Sha256::new(),
-            held: None,
-            trailers: None,
-            verified: false,
-            errored: false,
-        }
+        Self { inner, expected, hasher: Sha256::new(), held: None, trailers: None, verified: false, errored: false }
     }
 }
 
@@ -68,16 +60,11 @@ where
     type Data = Bytes;
     type Error = PayloadError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, PayloadError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, PayloadError>>> {
         let this = &mut *self;
         loop {
             if this.errored {
-                return Poll::Ready(Some(Err(PayloadError::Rejected(
-                    SigV4Error::XAmzContentSHA256Mismatch,
-                ))));
+                return Poll::Ready(Some(Err(PayloadError::Rejected(SigV4Error::XAmzContentSHA256Mismatch))));
             }
             if this.verified {
                 if let Some(last) = this.held.take() {
@@ -96,9 +83,7 @@ where
                     if !macs_equal(&actual, &this.expected) {
                         this.errored = true;
                         this.held = None;
-                        return Poll::Ready(Some(Err(PayloadError::Rejected(
-                            SigV4Error::XAmzContentSHA256Mismatch,
-                        ))));
+                        return Poll::Ready(Some(Err(PayloadError::Rejected(SigV4Error::XAmzContentSHA256Mismatch))));
                     }
                     this.verified = true;
                     continue;

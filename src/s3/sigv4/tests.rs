@@ -4,12 +4,7 @@
 //! Test data is read in place from `{CARGO_MANIFEST_DIR}/../shared/testdata/sigv4`, or from
 //! `LAKEGATE_SIGV4_TESTDATA` when set.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -32,9 +27,7 @@ use super::*;
 fn testdata_dir() -> PathBuf {
     std::env::var_os("LAKEGATE_SIGV4_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sigv4")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sigv4"))
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -63,8 +56,7 @@ struct Case {
 
 impl Case {
     fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name))
-            .unwrap_or_else(|e| panic!("{}/{name}: {e}", self.name))
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", self.name))
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -81,11 +73,7 @@ impl Case {
         VerifyOptions {
             now: self.now(),
             max_skew: time::Duration::minutes(15),
-            path_mode: if self.context.normalize {
-                PathMode::Normalized
-            } else {
-                PathMode::S3
-            },
+            path_mode: if self.context.normalize { PathMode::Normalized } else { PathMode::S3 },
             allowed_services: &["service"],
             known_body_sha256: Some(sha256(body)),
         }
@@ -111,14 +99,8 @@ fn suite_cases() -> Vec<Case> {
         .unwrap_or_else(|e| panic!("test data at {}: {e}", root.display()))
         .map(|entry| {
             let dir = entry.unwrap().path();
-            let context =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("context.json")).unwrap())
-                    .unwrap();
-            Case {
-                name: dir.file_name().unwrap().to_string_lossy().into_owned(),
-                dir,
-                context,
-            }
+            let context = serde_json::from_str(&std::fs::read_to_string(dir.join("context.json")).unwrap()).unwrap();
+            Case { name: dir.file_name().unwrap().to_string_lossy().into_owned(), dir, context }
         })
         .collect();
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -167,13 +149,7 @@ impl RawRequest {
                 HeaderValue::from_bytes(value.as_bytes()).unwrap(),
             );
         }
-        Self {
-            method: method.to_owned(),
-            path,
-            query,
-            headers,
-            body: body.as_bytes().to_vec(),
-        }
+        Self { method: method.to_owned(), path, query, headers, body: body.as_bytes().to_vec() }
     }
 
     fn head(&self) -> RequestHead<'_> {
@@ -187,26 +163,21 @@ impl RawRequest {
     }
 
     fn without_query_param(mut self, name: &str) -> Self {
-        self.query = self.query.map(|q| {
-            q.split('&')
-                .filter(|p| p.split('=').next() != Some(name))
-                .collect::<Vec<_>>()
-                .join("&")
-        });
+        self.query = self
+            .query
+            .map(|q| q.split('&').filter(|p| p.split('=').next() != Some(name)).collect::<Vec<_>>().join("&"));
         self
     }
 
     fn set_header(&mut self, name: &'static str, value: &str) {
-        self.headers
-            .insert(name, HeaderValue::from_str(value).unwrap());
+        self.headers.insert(name, HeaderValue::from_str(value).unwrap());
     }
 
     fn query_param(&self, name: &str) -> Option<String> {
-        self.query.as_deref()?.split('&').find_map(|p| {
-            p.split_once('=')
-                .filter(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_owned())
-        })
+        self.query
+            .as_deref()?
+            .split('&')
+            .find_map(|p| p.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_owned()))
     }
 
     fn set_query_param(&mut self, name: &str, value: &str) {
@@ -264,10 +235,7 @@ fn verify_raw(case: &Case, req: &RawRequest) -> Result<Verified, SigV4Error> {
 /// upper) so the value stays well formed.
 fn flip_last_alnum(s: &str) -> String {
     let mut bytes = s.as_bytes().to_vec();
-    let i = bytes
-        .iter()
-        .rposition(|b| b.is_ascii_alphanumeric())
-        .expect("an alphanumeric byte");
+    let i = bytes.iter().rposition(|b| b.is_ascii_alphanumeric()).expect("an alphanumeric byte");
     bytes[i] = match bytes[i] {
         b'9' => b'0',
         b'z' => b'a',
@@ -297,11 +265,7 @@ fn s3_secret() -> SecretKey {
 }
 
 fn s3_lookup(akid: &str, _token: Option<&str>) -> Result<SecretKey, LookupError> {
-    if akid == "AKIAIOSFODNN7EXAMPLE" {
-        Ok(s3_secret())
-    } else {
-        Err(LookupError::UnknownAccessKey)
-    }
+    if akid == "AKIAIOSFODNN7EXAMPLE" { Ok(s3_secret()) } else { Err(LookupError::UnknownAccessKey) }
 }
 
 fn s3_now() -> OffsetDateTime {
@@ -326,9 +290,7 @@ fn sign_s3(req: &mut RawRequest, signed: &str, now: OffsetDateTime) {
             signable.headers.remove(name);
         }
     }
-    let sts = SignedRequest::parse(&signable.head(), &VerifyOptions::s3(now))
-        .unwrap()
-        .string_to_sign();
+    let sts = SignedRequest::parse(&signable.head(), &VerifyOptions::s3(now)).unwrap().string_to_sign();
     let key = derive_signing_key(&s3_secret(), "20130524", "us-east-1", "s3");
     let sig = hex::encode(key.sign(&sts));
     req.set_header("authorization", &placeholder.replace(&"0".repeat(64), &sig));
@@ -380,12 +342,8 @@ fn presign_s3(expires: &str) -> RawRequest {
     req
 }
 
-fn body_of(
-    pieces: Vec<Bytes>,
-) -> StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Unpin> {
-    StreamBody::new(futures::stream::iter(
-        pieces.into_iter().map(|b| Ok(Frame::data(b))),
-    ))
+fn body_of(pieces: Vec<Bytes>) -> StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Unpin> {
+    StreamBody::new(futures::stream::iter(pieces.into_iter().map(|b| Ok(Frame::data(b)))))
 }
 
 /// A tiny deterministic generator (xorshift) for split points and fuzz inputs; no `rand` needed.
@@ -438,12 +396,8 @@ fn assert_case_matches_published_values(case: &Case, form: Form) {
         case.name
     );
     let c = &case.context;
-    let key = derive_signing_key(
-        &SecretKey::new(c.credentials.secret_access_key.clone()),
-        "20150830",
-        &c.region,
-        "service",
-    );
+    let key =
+        derive_signing_key(&SecretKey::new(c.credentials.secret_access_key.clone()), "20150830", &c.region, "service");
     assert_eq!(
         hex::encode(key.sign(&parsed.string_to_sign())),
         case.file(&format!("{prefix}-signature.txt")).trim(),
@@ -472,20 +426,11 @@ fn every_suite_case_in_presigned_form_builds_the_published_canonical_request_and
 
 #[test]
 fn session_token_added_after_signing_is_refused_in_both_forms() {
-    let case = suite_cases()
-        .into_iter()
-        .find(|c| c.name == "post-sts-header-after")
-        .unwrap();
+    let case = suite_cases().into_iter().find(|c| c.name == "post-sts-header-after").unwrap();
     let header = RawRequest::parse(&case.file("header-signed-request.txt"));
-    assert!(matches!(
-        verify_raw(&case, &header),
-        Err(SigV4Error::AccessDenied(_))
-    ));
+    assert!(matches!(verify_raw(&case, &header), Err(SigV4Error::AccessDenied(_))));
     let query = RawRequest::parse(&case.file("query-signed-request.txt"));
-    assert!(matches!(
-        verify_raw(&case, &query),
-        Err(SigV4Error::SignatureDoesNotMatch(_))
-    ));
+    assert!(matches!(verify_raw(&case, &query), Err(SigV4Error::SignatureDoesNotMatch(_))));
 }
 
 #[test]
@@ -504,11 +449,7 @@ fn a_flipped_signature_byte_fails_with_signature_does_not_match() {
                 }
             }
             let got = verify_raw(&case, &req);
-            assert!(
-                matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))),
-                "{} {form:?}: {got:?}",
-                case.name
-            );
+            assert!(matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))), "{} {form:?}: {got:?}", case.name);
         }
     }
 }
@@ -524,11 +465,9 @@ fn a_flipped_byte_in_any_signed_header_value_fails_with_the_matching_error() {
                 let mut req = base.clone();
                 let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
                 // Only the last value changes for a repeated header.
-                let mut values: Vec<HeaderValue> =
-                    req.headers.get_all(&name).iter().cloned().collect();
+                let mut values: Vec<HeaderValue> = req.headers.get_all(&name).iter().cloned().collect();
                 let last = values.pop().unwrap();
-                let flipped =
-                    HeaderValue::from_str(&flip_last_alnum(last.to_str().unwrap())).unwrap();
+                let flipped = HeaderValue::from_str(&flip_last_alnum(last.to_str().unwrap())).unwrap();
                 req.headers.remove(&name);
                 for v in values.into_iter().chain([flipped]) {
                     req.headers.append(&name, v);
@@ -562,27 +501,16 @@ fn a_changed_path_fails_with_signature_does_not_match() {
             } else {
                 String::new()
             };
-            let mutated = if !flipped.is_empty()
-                && canonical_uri(&flipped, mode) != canonical_uri(&base.path, mode)
-            {
+            let mutated = if !flipped.is_empty() && canonical_uri(&flipped, mode) != canonical_uri(&base.path, mode) {
                 flipped
             } else {
                 format!("{}x", base.path)
             };
-            assert_ne!(
-                canonical_uri(&mutated, mode),
-                canonical_uri(&base.path, mode),
-                "{}",
-                case.name
-            );
+            assert_ne!(canonical_uri(&mutated, mode), canonical_uri(&base.path, mode), "{}", case.name);
             let mut req = base.clone();
             req.path = mutated;
             let got = verify_raw(&case, &req);
-            assert!(
-                matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))),
-                "{} {form:?}: {got:?}",
-                case.name
-            );
+            assert!(matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))), "{} {form:?}: {got:?}", case.name);
         }
     }
 }
@@ -604,11 +532,7 @@ fn a_changed_request_second_fails_with_signature_does_not_match() {
                 }
             }
             let got = verify_raw(&case, &req);
-            assert!(
-                matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))),
-                "{} {form:?}: {got:?}",
-                case.name
-            );
+            assert!(matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))), "{} {form:?}: {got:?}", case.name);
         }
     }
 }
@@ -667,10 +591,7 @@ fn chunked_example() -> ChunkedExample {
 fn example_request(ex: &ChunkedExample) -> RawRequest {
     let mut headers = HeaderMap::new();
     for (k, v) in &ex.headers {
-        headers.insert(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
+        headers.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
     }
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential={}/{}/{}/{}/aws4_request,SignedHeaders={},Signature={}",
@@ -682,13 +603,7 @@ fn example_request(ex: &ChunkedExample) -> RawRequest {
         ex.seed_signature
     );
     headers.insert("authorization", HeaderValue::from_str(&auth).unwrap());
-    RawRequest {
-        method: ex.method.clone(),
-        path: ex.path.clone(),
-        query: None,
-        headers,
-        body: Vec::new(),
-    }
+    RawRequest { method: ex.method.clone(), path: ex.path.clone(), query: None, headers, body: Vec::new() }
 }
 
 /// The example's encoded body: 64 KiB of 'a', 1 KiB of 'a', the final empty chunk.
@@ -708,10 +623,7 @@ fn example_chunks(ex: &ChunkedExample) -> Vec<Vec<u8>> {
 fn verified_example() -> (ChunkedExample, Verified) {
     let ex = chunked_example();
     let req = example_request(&ex);
-    let verified = verify(&req.head(), &VerifyOptions::s3(s3_now()), &|akid: &str,
-                                                                       _: Option<
-        &str,
-    >| {
+    let verified = verify(&req.head(), &VerifyOptions::s3(s3_now()), &|akid: &str, _: Option<&str>| {
         if akid == "AKIAIOSFODNN7EXAMPLE" {
             Ok(SecretKey::new(chunked_example().secret_access_key))
         } else {
@@ -741,12 +653,7 @@ fn decode_all(decoder: &mut AwsChunkedDecoder, pieces: &[Bytes]) -> Result<Vec<u
 fn chunked_example_seed_signature_verifies_as_a_streaming_upload() {
     let (ex, verified) = verified_example();
     assert_eq!(ex.date, "20130524T000000Z");
-    assert_eq!(
-        verified.payload,
-        PayloadMode::StreamingSigned {
-            decoded_length: 66560
-        }
-    );
+    assert_eq!(verified.payload, PayloadMode::StreamingSigned { decoded_length: 66560 });
     assert_eq!(verified.access_key_id, "AKIAIOSFODNN7EXAMPLE");
 }
 
@@ -755,11 +662,7 @@ fn chunked_example_chunk_signatures_verify_and_decode_to_the_payload() {
     let (ex, verified) = verified_example();
     let body: Vec<u8> = example_chunks(&ex).concat();
     assert_eq!(body.len(), 66824, "content-length of the example");
-    let out = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    )
-    .unwrap();
+    let out = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]).unwrap();
     assert_eq!(out.len(), 66560);
     assert!(out.iter().all(|b| *b == b'a'));
 }
@@ -797,14 +700,8 @@ fn a_corrupted_chunk_byte_fails_the_chunk_signature_and_releases_nothing_of_it()
             break;
         }
     }
-    assert!(
-        matches!(result, Err(SigV4Error::SignatureDoesNotMatch(_))),
-        "{result:?}"
-    );
-    assert!(
-        released <= 65536,
-        "nothing of the corrupted chunk was released"
-    );
+    assert!(matches!(result, Err(SigV4Error::SignatureDoesNotMatch(_))), "{result:?}");
+    assert!(released <= 65536, "nothing of the corrupted chunk was released");
     assert!(decoder.pop().is_none());
 }
 
@@ -813,14 +710,8 @@ fn reordered_chunks_fail_the_signature_chain() {
     let (ex, verified) = verified_example();
     let c = example_chunks(&ex);
     let body = [c[1].clone(), c[0].clone(), c[2].clone()].concat();
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    );
-    assert!(
-        matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))),
-        "{got:?}"
-    );
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]);
+    assert!(matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))), "{got:?}");
 }
 
 #[test]
@@ -828,14 +719,8 @@ fn a_dropped_chunk_fails_the_signature_chain() {
     let (ex, verified) = verified_example();
     let c = example_chunks(&ex);
     let body = [c[0].clone(), c[2].clone()].concat();
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    );
-    assert!(
-        matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))),
-        "{got:?}"
-    );
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]);
+    assert!(matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))), "{got:?}");
 }
 
 #[test]
@@ -849,29 +734,16 @@ fn a_body_cut_before_the_final_chunk_is_incomplete_and_withholds_the_last_piece(
     while let Some(b) = decoder.pop() {
         released += b.len();
     }
-    assert_eq!(
-        released, 65536,
-        "the last verified chunk waits for the end of the body"
-    );
-    assert!(matches!(
-        decoder.finish(),
-        Err(SigV4Error::IncompleteBody(_))
-    ));
+    assert_eq!(released, 65536, "the last verified chunk waits for the end of the body");
+    assert!(matches!(decoder.finish(), Err(SigV4Error::IncompleteBody(_))));
 }
 
 #[test]
 fn a_chunk_larger_than_the_bound_is_refused_before_its_data_arrives() {
     let (_, verified) = verified_example();
     let mut decoder = verified.aws_chunked_decoder().unwrap();
-    let header = format!(
-        "{:x};chunk-signature={}\r\n",
-        MAX_CHUNK_SIZE + 1,
-        "0".repeat(64)
-    );
-    assert!(matches!(
-        decoder.push(header.as_bytes()),
-        Err(SigV4Error::InvalidRequest(_))
-    ));
+    let header = format!("{:x};chunk-signature={}\r\n", MAX_CHUNK_SIZE + 1, "0".repeat(64));
+    assert!(matches!(decoder.push(header.as_bytes()), Err(SigV4Error::InvalidRequest(_))));
 }
 
 #[test]
@@ -892,10 +764,7 @@ fn decoded_length_other_than_announced_is_incomplete_body() {
     let verified = verify_s3(&req, s3_now()).unwrap();
     // Chunk signatures chain from the new seed: re-sign the chunks too.
     let body = signed_chunks(&verified, &[&[b'a'; 65536], &[b'a'; 1024]], None);
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    );
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]);
     assert!(matches!(got, Err(SigV4Error::IncompleteBody(_))), "{got:?}");
 }
 
@@ -906,9 +775,7 @@ fn signed_chunks(verified: &Verified, chunks: &[&[u8]], trailer: Option<(&str, &
     let mut out = Vec::new();
     for data in chunks.iter().copied().chain([&b""[..]]) {
         let sig = signer.next_chunk_signature(&sha256(data));
-        out.extend_from_slice(
-            format!("{:x};chunk-signature={}\r\n", data.len(), hex::encode(sig)).as_bytes(),
-        );
+        out.extend_from_slice(format!("{:x};chunk-signature={}\r\n", data.len(), hex::encode(sig)).as_bytes());
         out.extend_from_slice(data);
         if !data.is_empty() {
             out.extend_from_slice(b"\r\n");
@@ -925,11 +792,7 @@ fn signed_chunks(verified: &Verified, chunks: &[&[u8]], trailer: Option<(&str, &
         Some((name, value)) => {
             let sig = signer.trailer_signature(&sha256(format!("{name}:{value}\n").as_bytes()));
             out.extend_from_slice(
-                format!(
-                    "{name}:{value}\r\nx-amz-trailer-signature:{}\r\n\r\n",
-                    hex::encode(sig)
-                )
-                .as_bytes(),
+                format!("{name}:{value}\r\nx-amz-trailer-signature:{}\r\n\r\n", hex::encode(sig)).as_bytes(),
             );
         }
     }
@@ -967,84 +830,41 @@ const CHECK_CRC32: &str = "y/Q5Jg==";
 fn unsigned_payload_with_trailer_decodes_and_checks_the_crc32() {
     let req = streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9);
     let verified = verify_s3(&req, s3_now()).unwrap();
-    assert!(matches!(
-        verified.payload,
-        PayloadMode::StreamingUnsignedTrailer {
-            decoded_length: 9,
-            ..
-        }
-    ));
-    let body =
-        format!("4\r\n1234\r\n5\r\n56789\r\n0\r\nx-amz-checksum-crc32:{CHECK_CRC32}\r\n\r\n");
+    assert!(matches!(verified.payload, PayloadMode::StreamingUnsignedTrailer { decoded_length: 9, .. }));
+    let body = format!("4\r\n1234\r\n5\r\n56789\r\n0\r\nx-amz-checksum-crc32:{CHECK_CRC32}\r\n\r\n");
     let mut decoder = verified.aws_chunked_decoder().unwrap();
-    assert_eq!(
-        decode_all(&mut decoder, &[Bytes::from(body)]).unwrap(),
-        CHECK_DATA
-    );
-    assert_eq!(
-        decoder.trailers(),
-        &[("x-amz-checksum-crc32".to_owned(), CHECK_CRC32.to_owned())]
-    );
+    assert_eq!(decode_all(&mut decoder, &[Bytes::from(body)]).unwrap(), CHECK_DATA);
+    assert_eq!(decoder.trailers(), &[("x-amz-checksum-crc32".to_owned(), CHECK_CRC32.to_owned())]);
 }
 
 #[test]
 fn unsigned_payload_with_a_wrong_trailing_crc32_is_bad_digest() {
-    let verified = verify_s3(
-        &streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9),
-        s3_now(),
-    )
-    .unwrap();
+    let verified = verify_s3(&streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9), s3_now()).unwrap();
     let body = "9\r\n123456780\r\n0\r\nx-amz-checksum-crc32:y/Q5Jg==\r\n\r\n";
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    );
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]);
     assert!(matches!(got, Err(SigV4Error::BadDigest(_))), "{got:?}");
 }
 
 #[test]
 fn unsigned_payload_trailer_missing_the_closing_line_is_tolerated() {
-    let verified = verify_s3(
-        &streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9),
-        s3_now(),
-    )
-    .unwrap();
+    let verified = verify_s3(&streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9), s3_now()).unwrap();
     let body = format!("9\r\n123456789\r\n0\r\nx-amz-checksum-crc32:{CHECK_CRC32}\r\n");
-    let out = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    )
-    .unwrap();
+    let out = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]).unwrap();
     assert_eq!(out, CHECK_DATA);
 }
 
 #[test]
 fn an_undeclared_trailer_is_refused() {
-    let verified = verify_s3(
-        &streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9),
-        s3_now(),
-    )
-    .unwrap();
+    let verified = verify_s3(&streaming_request("STREAMING-UNSIGNED-PAYLOAD-TRAILER", 9), s3_now()).unwrap();
     let body = "9\r\n123456789\r\n0\r\nx-amz-meta-evil:1\r\n\r\n";
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    );
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]);
     assert!(matches!(got, Err(SigV4Error::InvalidRequest(_))), "{got:?}");
 }
 
 #[test]
 fn signed_payload_with_signed_trailer_verifies_every_split() {
-    let verified = verify_s3(
-        &streaming_request("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 9),
-        s3_now(),
-    )
-    .unwrap();
-    let body = signed_chunks(
-        &verified,
-        &[b"1234", b"56789"],
-        Some(("x-amz-checksum-crc32", CHECK_CRC32)),
-    );
+    let verified = verify_s3(&streaming_request("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 9), s3_now()).unwrap();
+    let body = signed_chunks(&verified, &[b"1234", b"56789"], Some(("x-amz-checksum-crc32", CHECK_CRC32)));
     let mut rng = XorShift(42);
     for max_piece in [1, 2, 7, 1000] {
         let pieces = random_splits(&body, &mut rng, max_piece);
@@ -1055,48 +875,21 @@ fn signed_payload_with_signed_trailer_verifies_every_split() {
 
 #[test]
 fn a_changed_signed_trailer_fails_the_trailer_signature() {
-    let verified = verify_s3(
-        &streaming_request("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 9),
-        s3_now(),
-    )
-    .unwrap();
-    let body = signed_chunks(
-        &verified,
-        &[b"123456789"],
-        Some(("x-amz-checksum-crc32", CHECK_CRC32)),
-    );
-    let text = String::from_utf8(body)
-        .unwrap()
-        .replace(CHECK_CRC32, "AAAAAA==");
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(text)],
-    );
-    assert!(
-        matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))),
-        "{got:?}"
-    );
+    let verified = verify_s3(&streaming_request("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 9), s3_now()).unwrap();
+    let body = signed_chunks(&verified, &[b"123456789"], Some(("x-amz-checksum-crc32", CHECK_CRC32)));
+    let text = String::from_utf8(body).unwrap().replace(CHECK_CRC32, "AAAAAA==");
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(text)]);
+    assert!(matches!(got, Err(SigV4Error::SignatureDoesNotMatch(_))), "{got:?}");
 }
 
 #[test]
 fn a_signed_trailer_without_its_signature_is_refused() {
-    let verified = verify_s3(
-        &streaming_request("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 9),
-        s3_now(),
-    )
-    .unwrap();
-    let body = signed_chunks(
-        &verified,
-        &[b"123456789"],
-        Some(("x-amz-checksum-crc32", CHECK_CRC32)),
-    );
+    let verified = verify_s3(&streaming_request("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", 9), s3_now()).unwrap();
+    let body = signed_chunks(&verified, &[b"123456789"], Some(("x-amz-checksum-crc32", CHECK_CRC32)));
     let text = String::from_utf8(body).unwrap();
     let cut = text.find("x-amz-trailer-signature").unwrap();
     let body = format!("{}\r\n", &text[..cut]);
-    let got = decode_all(
-        &mut verified.aws_chunked_decoder().unwrap(),
-        &[Bytes::from(body)],
-    );
+    let got = decode_all(&mut verified.aws_chunked_decoder().unwrap(), &[Bytes::from(body)]);
     assert!(matches!(got, Err(SigV4Error::AccessDenied(_))), "{got:?}");
 }
 
@@ -1115,18 +908,9 @@ async fn aws_chunked_body_adapter_yields_an_error_for_a_bad_chunk() {
     let (ex, verified) = verified_example();
     let mut body: Vec<u8> = example_chunks(&ex).concat();
     body[100] = b'b';
-    let adapter = AwsChunkedBody::new(
-        body_of(vec![Bytes::from(body)]),
-        verified.aws_chunked_decoder().unwrap(),
-    );
+    let adapter = AwsChunkedBody::new(body_of(vec![Bytes::from(body)]), verified.aws_chunked_decoder().unwrap());
     let got = adapter.collect().await;
-    assert!(
-        matches!(
-            got,
-            Err(PayloadError::Rejected(SigV4Error::SignatureDoesNotMatch(_)))
-        ),
-        "{got:?}"
-    );
+    assert!(matches!(got, Err(PayloadError::Rejected(SigV4Error::SignatureDoesNotMatch(_)))), "{got:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1136,23 +920,14 @@ async fn aws_chunked_body_adapter_yields_an_error_for_a_bad_chunk() {
 #[tokio::test]
 async fn a_body_matching_the_signed_sha256_streams_through_whole() {
     let data = b"hello, lakegate".to_vec();
-    let pieces = vec![
-        Bytes::from_static(b"hello, "),
-        Bytes::from_static(b"lakegate"),
-    ];
+    let pieces = vec![Bytes::from_static(b"hello, "), Bytes::from_static(b"lakegate")];
     let body = Sha256VerifiedBody::new(body_of(pieces), sha256(&data));
-    assert_eq!(
-        body.collect().await.unwrap().to_bytes().as_ref(),
-        data.as_slice()
-    );
+    assert_eq!(body.collect().await.unwrap().to_bytes().as_ref(), data.as_slice());
 }
 
 #[tokio::test]
 async fn a_body_not_matching_the_signed_sha256_fails_before_its_last_frame() {
-    let pieces = vec![
-        Bytes::from_static(b"hello, "),
-        Bytes::from_static(b"mallory"),
-    ];
+    let pieces = vec![Bytes::from_static(b"hello, "), Bytes::from_static(b"mallory")];
     let mut body = Sha256VerifiedBody::new(body_of(pieces), sha256(b"hello, lakegate"));
     let mut received = Vec::new();
     let error = loop {
@@ -1162,28 +937,18 @@ async fn a_body_not_matching_the_signed_sha256_fails_before_its_last_frame() {
             None => panic!("the body ended without an error"),
         }
     };
-    assert!(matches!(
-        error,
-        PayloadError::Rejected(SigV4Error::XAmzContentSHA256Mismatch)
-    ));
+    assert!(matches!(error, PayloadError::Rejected(SigV4Error::XAmzContentSHA256Mismatch)));
     assert_eq!(received, b"hello, ", "the last frame was withheld");
 }
 
 #[test]
 fn a_signed_sha256_other_than_the_known_body_hash_is_a_mismatch() {
-    let mut req = s3_request(
-        "PUT",
-        "/b/k",
-        &[("x-amz-content-sha256", &hex::encode(sha256(b"one")))],
-    );
+    let mut req = s3_request("PUT", "/b/k", &[("x-amz-content-sha256", &hex::encode(sha256(b"one")))]);
     sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date", s3_now());
     let mut options = VerifyOptions::s3(s3_now());
     options.known_body_sha256 = Some(sha256(b"two"));
     let got = verify(&req.head(), &options, &s3_lookup);
-    assert!(
-        matches!(got, Err(SigV4Error::XAmzContentSHA256Mismatch)),
-        "{got:?}"
-    );
+    assert!(matches!(got, Err(SigV4Error::XAmzContentSHA256Mismatch)), "{got:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1197,14 +962,7 @@ fn a_correctly_signed_s3_request_verifies() {
     let v = verify_s3(&req, s3_now()).unwrap();
     assert_eq!(v.payload, PayloadMode::Unsigned);
     assert_eq!(v.form, AuthForm::Header);
-    assert_eq!(
-        v.scope,
-        Scope {
-            date: "20130524".into(),
-            region: "us-east-1".into(),
-            service: "s3".into()
-        }
-    );
+    assert_eq!(v.scope, Scope { date: "20130524".into(), region: "us-east-1".into(), service: "s3".into() });
 }
 
 #[test]
@@ -1212,10 +970,7 @@ fn an_unsigned_x_amz_header_is_access_denied() {
     let mut req = s3_request("PUT", "/b/k", &[]);
     sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date", s3_now());
     req.set_header("x-amz-acl", "public-read");
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AccessDenied(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AccessDenied(_))));
 }
 
 #[test]
@@ -1223,30 +978,20 @@ fn an_unsigned_x_amz_content_sha256_is_access_denied() {
     let mut req = s3_request("PUT", "/b/k", &[]);
     // Refused before any signature is computed: a placeholder signature is enough.
     sign_s3_lenient(&mut req);
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AccessDenied(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AccessDenied(_))));
 }
 
 #[test]
 fn an_unsigned_session_token_header_is_access_denied() {
     let mut req = s3_request("GET", "/b/k", &[("x-amz-security-token", "token")]);
     sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date", s3_now());
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AccessDenied(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AccessDenied(_))));
 }
 
 #[test]
 fn the_session_token_reaches_the_lookup_and_its_refusal_passes_through() {
     let mut req = s3_request("GET", "/b/k", &[("x-amz-security-token", "old-token")]);
-    sign_s3(
-        &mut req,
-        "host;x-amz-content-sha256;x-amz-date;x-amz-security-token",
-        s3_now(),
-    );
+    sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date;x-amz-security-token", s3_now());
     let lookup = |_: &str, token: Option<&str>| {
         assert_eq!(token, Some("old-token"));
         Err(LookupError::ExpiredToken)
@@ -1268,30 +1013,18 @@ fn an_unknown_access_key_is_invalid_access_key_id() {
 fn host_must_be_signed() {
     let mut req = s3_request("GET", "/b/k", &[]);
     sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date", s3_now());
-    let auth = req.headers["authorization"]
-        .to_str()
-        .unwrap()
-        .replace("SignedHeaders=host;", "SignedHeaders=");
+    let auth = req.headers["authorization"].to_str().unwrap().replace("SignedHeaders=host;", "SignedHeaders=");
     req.set_header("authorization", &auth);
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AuthorizationHeaderMalformed(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AuthorizationHeaderMalformed(_))));
 }
 
 #[test]
 fn a_service_other_than_the_allowed_ones_is_malformed() {
     let mut req = s3_request("GET", "/b/k", &[]);
     sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date", s3_now());
-    let auth = req.headers["authorization"]
-        .to_str()
-        .unwrap()
-        .replace("/s3/", "/sts/");
+    let auth = req.headers["authorization"].to_str().unwrap().replace("/s3/", "/sts/");
     req.set_header("authorization", &auth);
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AuthorizationHeaderMalformed(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AuthorizationHeaderMalformed(_))));
 }
 
 #[test]
@@ -1299,15 +1032,9 @@ fn clock_skew_beyond_fifteen_minutes_is_request_time_too_skewed() {
     let mut req = s3_request("GET", "/b/k", &[]);
     sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date", s3_now());
     let late = s3_now() + time::Duration::minutes(15) + time::Duration::seconds(1);
-    assert_eq!(
-        verify_s3(&req, late).unwrap_err(),
-        SigV4Error::RequestTimeTooSkewed
-    );
+    assert_eq!(verify_s3(&req, late).unwrap_err(), SigV4Error::RequestTimeTooSkewed);
     let early = s3_now() - time::Duration::minutes(16);
-    assert_eq!(
-        verify_s3(&req, early).unwrap_err(),
-        SigV4Error::RequestTimeTooSkewed
-    );
+    assert_eq!(verify_s3(&req, early).unwrap_err(), SigV4Error::RequestTimeTooSkewed);
     assert!(verify_s3(&req, s3_now() + time::Duration::minutes(15)).is_ok());
 }
 
@@ -1316,10 +1043,7 @@ fn a_header_signed_request_without_x_amz_content_sha256_is_missing_security_head
     let mut req = s3_request("GET", "/b/k", &[]);
     req.headers.remove("x-amz-content-sha256");
     sign_s3_lenient(&mut req);
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::MissingSecurityHeader(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::MissingSecurityHeader(_))));
 }
 
 /// Puts a syntactically valid Authorization header without computing a signature.
@@ -1345,10 +1069,7 @@ fn a_presigned_url_verifies_within_its_validity() {
 #[test]
 fn a_presigned_url_past_its_expiry_is_access_denied() {
     let req = presign_s3("86400");
-    let got = verify_s3(
-        &req,
-        s3_now() + time::Duration::hours(24) + time::Duration::seconds(1),
-    );
+    let got = verify_s3(&req, s3_now() + time::Duration::hours(24) + time::Duration::seconds(1));
     assert!(matches!(got, Err(SigV4Error::AccessDenied(_))), "{got:?}");
 }
 
@@ -1356,54 +1077,36 @@ fn a_presigned_url_past_its_expiry_is_access_denied() {
 fn a_presigned_url_may_last_seven_days_and_no_more() {
     assert!(verify_s3(&presign_s3("604800"), s3_now()).is_ok());
     let got = verify_s3(&presign_s3("604801"), s3_now());
-    assert!(
-        matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))),
-        "{got:?}"
-    );
+    assert!(matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))), "{got:?}");
     let got = verify_s3(&presign_s3("0"), s3_now());
-    assert!(
-        matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))),
-        "{got:?}"
-    );
+    assert!(matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))), "{got:?}");
 }
 
 #[test]
 fn a_presigned_url_with_an_unsigned_x_amz_header_is_access_denied() {
     let mut req = presign_s3("3600");
     req.set_header("x-amz-acl", "public-read");
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AccessDenied(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AccessDenied(_))));
 }
 
 #[test]
 fn a_presigned_url_with_a_changed_parameter_fails_the_signature() {
     let mut req = presign_s3("3600");
     req.set_query_param("X-Amz-Expires", "3601");
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::SignatureDoesNotMatch(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::SignatureDoesNotMatch(_))));
 }
 
 #[test]
 fn header_and_query_signatures_together_are_invalid_argument() {
     let mut req = presign_s3("3600");
     sign_s3_lenient(&mut req);
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::InvalidArgument(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::InvalidArgument(_))));
 }
 
 #[test]
 fn an_unsigned_request_is_access_denied() {
     let req = s3_request("GET", "/b/k", &[]);
-    assert!(matches!(
-        verify_s3(&req, s3_now()),
-        Err(SigV4Error::AccessDenied(_))
-    ));
+    assert!(matches!(verify_s3(&req, s3_now()), Err(SigV4Error::AccessDenied(_))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1414,10 +1117,7 @@ fn an_unsigned_request_is_access_denied() {
 fn malformed_authorization_headers_are_authorization_header_malformed() {
     let sig = "a".repeat(64);
     let cred = "AKID/20130524/us-east-1/s3/aws4_request";
-    let huge = format!(
-        "AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders={}, Signature={sig}",
-        "h;".repeat(5000)
-    );
+    let huge = format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders={}, Signature={sig}", "h;".repeat(5000));
     let cases = [
         String::new(),
         "garbage".into(),
@@ -1429,19 +1129,13 @@ fn malformed_authorization_headers_are_authorization_header_malformed() {
         format!("AWS4-HMAC-SHA256 Credential={cred}, Signature={sig}"),
         format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host"),
         format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature=xyz"),
-        format!(
-            "AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature={sig}, Signature={sig}"
-        ),
+        format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature={sig}, Signature={sig}"),
         format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature={sig}, Extra=1"),
-        format!(
-            "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3, SignedHeaders=host, Signature={sig}"
-        ),
+        format!("AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3, SignedHeaders=host, Signature={sig}"),
         format!(
             "AWS4-HMAC-SHA256 Credential=AKID/20131324/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={sig}"
         ),
-        format!(
-            "AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=x-amz-date;host, Signature={sig}"
-        ),
+        format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=x-amz-date;host, Signature={sig}"),
         format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=Host, Signature={sig}"),
         format!("AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=, Signature={sig}"),
         format!("AWS4-HMAC-SHA256 Credential={cred},,SignedHeaders=host, Signature={sig}"),
@@ -1486,13 +1180,10 @@ fn sigv4a_is_not_implemented_rather_than_malformed() {
 #[test]
 fn random_bytes_never_panic_the_parsers() {
     let mut rng = XorShift(0xDEAD_BEEF);
-    let alphabet =
-        b"AWS4-HMAC-SHA256 Credential=/,;= SignedHeaders Signature abcdef0123456789\r\n:x-amz-";
+    let alphabet = b"AWS4-HMAC-SHA256 Credential=/,;= SignedHeaders Signature abcdef0123456789\r\n:x-amz-";
     for _ in 0..5000 {
         let len = rng.below(300);
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| alphabet[rng.below(alphabet.len())])
-            .collect();
+        let bytes: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
         let text = String::from_utf8_lossy(&bytes);
         let _ = parse_authorization_header(&text);
         let _ = fuzz_aws_chunked(&bytes);
@@ -1509,10 +1200,7 @@ fn fuzz_entry_decodes_a_valid_unsigned_body() {
     let mut input = vec![2u8];
     input.extend_from_slice(body.as_bytes());
     // The fuzz entry announces the whole input length as decoded length, so this one is short.
-    assert!(matches!(
-        fuzz_aws_chunked(&input),
-        Err(SigV4Error::IncompleteBody(_))
-    ));
+    assert!(matches!(fuzz_aws_chunked(&input), Err(SigV4Error::IncompleteBody(_))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1521,22 +1209,10 @@ fn fuzz_entry_decodes_a_valid_unsigned_body() {
 
 #[test]
 fn s3_paths_are_not_normalized_and_are_encoded_once() {
-    assert_eq!(
-        canonical_uri("/bucket/a/./b/../c//d", PathMode::S3),
-        "/bucket/a/./b/../c//d"
-    );
-    assert_eq!(
-        canonical_uri("/bucket/my%20key", PathMode::S3),
-        "/bucket/my%20key"
-    );
-    assert_eq!(
-        canonical_uri("/bucket/a%2Fb", PathMode::S3),
-        "/bucket/a%2Fb"
-    );
-    assert_eq!(
-        canonical_uri("/bucket/%7ekey%2a", PathMode::S3),
-        "/bucket/~key%2A"
-    );
+    assert_eq!(canonical_uri("/bucket/a/./b/../c//d", PathMode::S3), "/bucket/a/./b/../c//d");
+    assert_eq!(canonical_uri("/bucket/my%20key", PathMode::S3), "/bucket/my%20key");
+    assert_eq!(canonical_uri("/bucket/a%2Fb", PathMode::S3), "/bucket/a%2Fb");
+    assert_eq!(canonical_uri("/bucket/%7ekey%2a", PathMode::S3), "/bucket/~key%2A");
     assert_eq!(canonical_uri("/bucket/a+b", PathMode::S3), "/bucket/a%2Bb");
     assert_eq!(canonical_uri("", PathMode::S3), "/");
 }
@@ -1560,35 +1236,15 @@ fn secrets_never_show_in_debug_output() {
 #[test]
 fn errors_map_to_s3_codes_and_statuses() {
     let cases = [
-        (
-            SigV4Error::SignatureDoesNotMatch("x"),
-            "SignatureDoesNotMatch",
-            403,
-        ),
+        (SigV4Error::SignatureDoesNotMatch("x"), "SignatureDoesNotMatch", 403),
         (SigV4Error::AccessDenied("x"), "AccessDenied", 403),
         (SigV4Error::InvalidAccessKeyId, "InvalidAccessKeyId", 403),
-        (
-            SigV4Error::RequestTimeTooSkewed,
-            "RequestTimeTooSkewed",
-            403,
-        ),
+        (SigV4Error::RequestTimeTooSkewed, "RequestTimeTooSkewed", 403),
         (SigV4Error::ExpiredToken, "ExpiredToken", 400),
-        (
-            SigV4Error::AuthorizationHeaderMalformed("x"),
-            "AuthorizationHeaderMalformed",
-            400,
-        ),
-        (
-            SigV4Error::XAmzContentSHA256Mismatch,
-            "XAmzContentSHA256Mismatch",
-            400,
-        ),
+        (SigV4Error::AuthorizationHeaderMalformed("x"), "AuthorizationHeaderMalformed", 400),
+        (SigV4Error::XAmzContentSHA256Mismatch, "XAmzContentSHA256Mismatch", 400),
         (SigV4Error::IncompleteBody("x"), "IncompleteBody", 400),
-        (
-            SigV4Error::MissingContentLength,
-            "MissingContentLength",
-            411,
-        ),
+        (SigV4Error::MissingContentLength, "MissingContentLength", 411),
         (SigV4Error::NotImplemented("x"), "NotImplemented", 501),
     ];
     for (e, code, status) in cases {
@@ -1598,16 +1254,8 @@ fn errors_map_to_s3_codes_and_statuses() {
 
 #[test]
 fn the_session_token_never_shows_in_debug_output() {
-    let mut req = s3_request(
-        "GET",
-        "/b/k",
-        &[("x-amz-security-token", "very-secret-token")],
-    );
-    sign_s3(
-        &mut req,
-        "host;x-amz-content-sha256;x-amz-date;x-amz-security-token",
-        s3_now(),
-    );
+    let mut req = s3_request("GET", "/b/k", &[("x-amz-security-token", "very-secret-token")]);
+    sign_s3(&mut req, "host;x-amz-content-sha256;x-amz-date;x-amz-security-token", s3_now());
     let parsed = SignedRequest::parse(&req.head(), &VerifyOptions::s3(s3_now())).unwrap();
     assert_eq!(parsed.session_token(), Some("very-secret-token"));
     assert!(!format!("{parsed:?}").contains("very-secret-token"));

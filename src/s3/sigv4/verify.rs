@@ -4,15 +4,14 @@ use http::HeaderMap;
 use time::{Duration, OffsetDateTime};
 
 use super::canonical::{
-    PathMode, canonical_header_value, canonical_query, canonical_query_pairs, canonical_uri,
-    decode_query_value,
+    PathMode, canonical_header_value, canonical_query, canonical_query_pairs, canonical_uri, decode_query_value,
 };
 use super::chunked::{AwsChunkedDecoder, ChunkSigner, ChunkedMode};
 use super::error::{LookupError, SigV4Error};
 use super::key::{SecretKey, SigningKey, derive_signing_key, macs_equal, parse_hex32, sha256};
 use super::parse::{
-    ALGORITHM, Credential, format_amz_date, parse_amz_date, parse_authorization_header,
-    parse_http_date, parse_signature, parse_signed_headers,
+    ALGORITHM, Credential, format_amz_date, parse_amz_date, parse_authorization_header, parse_http_date,
+    parse_signature, parse_signed_headers,
 };
 
 /// Longest validity a presigned URL may ask for (`X-Amz-Expires`), seven days as in S3.
@@ -92,22 +91,14 @@ impl VerifyOptions {
 /// verified when the lookup runs: the lookup must not act on it beyond finding the secret.
 pub trait CredentialLookup {
     /// The secret for `access_key_id`.
-    fn secret_for(
-        &self,
-        access_key_id: &str,
-        session_token: Option<&str>,
-    ) -> Result<SecretKey, LookupError>;
+    fn secret_for(&self, access_key_id: &str, session_token: Option<&str>) -> Result<SecretKey, LookupError>;
 }
 
 impl<F> CredentialLookup for F
 where
     F: Fn(&str, Option<&str>) -> Result<SecretKey, LookupError>,
 {
-    fn secret_for(
-        &self,
-        access_key_id: &str,
-        session_token: Option<&str>,
-    ) -> Result<SecretKey, LookupError> {
+    fn secret_for(&self, access_key_id: &str, session_token: Option<&str>) -> Result<SecretKey, LookupError> {
         self(access_key_id, session_token)
     }
 }
@@ -189,32 +180,15 @@ impl Verified {
     pub fn aws_chunked_decoder(&self) -> Option<AwsChunkedDecoder> {
         let (mode, decoded_length, trailers) = match &self.payload {
             PayloadMode::Unsigned | PayloadMode::Sha256(_) => return None,
-            PayloadMode::StreamingSigned { decoded_length } => {
-                (ChunkedMode::Signed, *decoded_length, Vec::new())
+            PayloadMode::StreamingSigned { decoded_length } => (ChunkedMode::Signed, *decoded_length, Vec::new()),
+            PayloadMode::StreamingSignedTrailer { decoded_length, trailers } => {
+                (ChunkedMode::SignedWithTrailer, *decoded_length, trailers.clone())
             }
-            PayloadMode::StreamingSignedTrailer {
-                decoded_length,
-                trailers,
-            } => (
-                ChunkedMode::SignedWithTrailer,
-                *decoded_length,
-                trailers.clone(),
-            ),
-            PayloadMode::StreamingUnsignedTrailer {
-                decoded_length,
-                trailers,
-            } => (
-                ChunkedMode::UnsignedWithTrailer,
-                *decoded_length,
-                trailers.clone(),
-            ),
+            PayloadMode::StreamingUnsignedTrailer { decoded_length, trailers } => {
+                (ChunkedMode::UnsignedWithTrailer, *decoded_length, trailers.clone())
+            }
         };
-        Some(AwsChunkedDecoder::new(
-            mode,
-            decoded_length,
-            trailers,
-            Some(self.seed.clone()),
-        ))
+        Some(AwsChunkedDecoder::new(mode, decoded_length, trailers, Some(self.seed.clone())))
     }
 }
 
@@ -291,10 +265,7 @@ impl std::fmt::Debug for SignedRequest<'_> {
             .field("credential", &self.credential.view())
             .field("signed_headers", &self.signed_headers)
             .field("amz_date", &self.amz_date)
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
             .field("payload", &self.payload)
             .finish_non_exhaustive()
     }
@@ -307,45 +278,31 @@ impl<'a> SignedRequest<'a> {
         let mut auth_iter = authorizations.iter();
         let authorization = auth_iter.next();
         if auth_iter.next().is_some() {
-            return Err(SigV4Error::AuthorizationHeaderMalformed(
-                "more than one Authorization header",
-            ));
+            return Err(SigV4Error::AuthorizationHeaderMalformed("more than one Authorization header"));
         }
         let query_pairs = head.query.map(raw_query_pairs).unwrap_or_default();
-        let presigned = query_pairs.iter().any(|(k, _)| {
-            matches!(
-                *k,
-                "X-Amz-Algorithm" | "X-Amz-Credential" | "X-Amz-Signature"
-            )
-        });
+        let presigned =
+            query_pairs.iter().any(|(k, _)| matches!(*k, "X-Amz-Algorithm" | "X-Amz-Credential" | "X-Amz-Signature"));
         match (authorization, presigned) {
-            (Some(_), true) => Err(SigV4Error::InvalidArgument(
-                "only one auth mechanism allowed",
-            )),
+            (Some(_), true) => Err(SigV4Error::InvalidArgument("only one auth mechanism allowed")),
             (None, false) => Err(SigV4Error::AccessDenied("the request is not signed")),
             (Some(value), false) => {
-                let value = value.to_str().map_err(|_| {
-                    SigV4Error::AuthorizationHeaderMalformed("non-ASCII Authorization header")
-                })?;
+                let value = value
+                    .to_str()
+                    .map_err(|_| SigV4Error::AuthorizationHeaderMalformed("non-ASCII Authorization header"))?;
                 Self::parse_header_form(head, options, value)
             }
             (None, true) => Self::parse_presigned(head, options, &query_pairs),
         }
     }
 
-    fn parse_header_form(
-        head: &RequestHead<'a>,
-        options: &VerifyOptions,
-        value: &'a str,
-    ) -> Result<Self, SigV4Error> {
+    fn parse_header_form(head: &RequestHead<'a>, options: &VerifyOptions, value: &'a str) -> Result<Self, SigV4Error> {
         use SigV4Error::AuthorizationHeaderMalformed as Malformed;
         let auth = parse_authorization_header(value)?;
         check_service(&auth.credential, options).map_err(Malformed)?;
         let (amz_date, request_time, date_header) = request_time(head.headers)?;
         if !amz_date.starts_with(auth.credential.date) {
-            return Err(Malformed(
-                "the credential date is not the date of x-amz-date",
-            ));
+            return Err(Malformed("the credential date is not the date of x-amz-date"));
         }
         if (request_time - options.now).abs() > options.max_skew {
             return Err(SigV4Error::RequestTimeTooSkewed);
@@ -355,16 +312,10 @@ impl<'a> SignedRequest<'a> {
             SignedHeadersError::Other(e) => e,
         })?;
         if !auth.signed_headers.contains(&date_header) {
-            return Err(SigV4Error::AccessDenied(
-                "the header giving the request time must be signed",
-            ));
+            return Err(SigV4Error::AccessDenied("the header giving the request time must be signed"));
         }
         let session_token = single_header(head.headers, "x-amz-security-token")?
-            .map(|v| {
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| SigV4Error::InvalidToken)
-            })
+            .map(|v| v.to_str().map(str::to_owned).map_err(|_| SigV4Error::InvalidToken))
             .transpose()?;
         let (payload_hash, payload) = payload_mode(head.headers, options, false)?;
         Ok(Self {
@@ -413,8 +364,7 @@ impl<'a> SignedRequest<'a> {
         let credential = Credential::parse(&credential_decoded).map_err(Bad)?;
         check_service(&credential, options).map_err(Bad)?;
         let amz_date = decode(required("X-Amz-Date", "X-Amz-Date is missing")?)?;
-        let request_time =
-            parse_amz_date(&amz_date).ok_or(Bad("X-Amz-Date must be YYYYMMDDTHHMMSSZ"))?;
+        let request_time = parse_amz_date(&amz_date).ok_or(Bad("X-Amz-Date must be YYYYMMDDTHHMMSSZ"))?;
         if !amz_date.starts_with(credential.date) {
             return Err(Bad("the credential date is not the date of X-Amz-Date"));
         }
@@ -423,19 +373,13 @@ impl<'a> SignedRequest<'a> {
             .then(|| expires.parse().ok())
             .flatten()
             .filter(|s| (1..=MAX_PRESIGNED_EXPIRES_SECS).contains(s))
-            .ok_or(Bad(
-                "X-Amz-Expires must be a number of seconds from 1 to 604800",
-            ))?;
+            .ok_or(Bad("X-Amz-Expires must be a number of seconds from 1 to 604800"))?;
         let expires_at = request_time + Duration::seconds(expires);
         if request_time - options.now > options.max_skew {
-            return Err(SigV4Error::AccessDenied(
-                "the presigned request is not valid yet",
-            ));
+            return Err(SigV4Error::AccessDenied("the presigned request is not valid yet"));
         }
         if options.now > expires_at {
-            return Err(SigV4Error::AccessDenied(
-                "the presigned request has expired",
-            ));
+            return Err(SigV4Error::AccessDenied("the presigned request has expired"));
         }
         let signed_raw = required("X-Amz-SignedHeaders", "X-Amz-SignedHeaders is missing")?;
         let signed_decoded = decode(signed_raw)?;
@@ -444,13 +388,10 @@ impl<'a> SignedRequest<'a> {
             SignedHeadersError::HostNotSigned => Bad("the host header must be signed"),
             SignedHeadersError::Other(e) => e,
         })?;
-        let signature = parse_signature(required("X-Amz-Signature", "X-Amz-Signature is missing")?)
-            .map_err(Bad)?;
+        let signature = parse_signature(required("X-Amz-Signature", "X-Amz-Signature is missing")?).map_err(Bad)?;
         let session_token = find("X-Amz-Security-Token")?.map(decode).transpose()?;
         if session_token.is_some() && head.headers.contains_key("x-amz-security-token") {
-            return Err(SigV4Error::InvalidArgument(
-                "the security token is given twice",
-            ));
+            return Err(SigV4Error::InvalidArgument("the security token is given twice"));
         }
         let (payload_hash, payload) = payload_mode(head.headers, options, true)?;
         Ok(Self {
@@ -499,11 +440,7 @@ impl<'a> SignedRequest<'a> {
         for name in &self.signed_headers {
             out.extend_from_slice(name.as_bytes());
             out.push(b':');
-            let fallback = if name == "host" {
-                self.head.authority
-            } else {
-                None
-            };
+            let fallback = if name == "host" { self.head.authority } else { None };
             // Presence was checked in `parse`; an absent header here would only fail the signature.
             if let Some(value) = canonical_header_value(self.head.headers, name, fallback) {
                 out.extend_from_slice(&value);
@@ -520,12 +457,7 @@ impl<'a> SignedRequest<'a> {
     /// The string to sign for [`SignedRequest::canonical_request`].
     pub fn string_to_sign(&self) -> Vec<u8> {
         let hash = hex::encode(sha256(&self.canonical_request()));
-        format!(
-            "{ALGORITHM}\n{}\n{}\n{hash}",
-            self.amz_date,
-            self.credential.view().scope()
-        )
-        .into_bytes()
+        format!("{ALGORITHM}\n{}\n{}\n{hash}", self.amz_date, self.credential.view().scope()).into_bytes()
     }
 
     /// Checks the signature with a signing key derived from the lookup's secret.
@@ -540,24 +472,13 @@ impl<'a> SignedRequest<'a> {
     pub fn verify_with_key(self, key: &SigningKey) -> Result<Verified, SigV4Error> {
         let expected = key.sign(&self.string_to_sign());
         if !macs_equal(&expected, &self.signature) {
-            return Err(SigV4Error::SignatureDoesNotMatch(
-                "the request signature is wrong",
-            ));
+            return Err(SigV4Error::SignatureDoesNotMatch("the request signature is wrong"));
         }
         let scope = self.credential.view().scope();
-        let OwnedCredential {
-            access_key_id,
-            date,
-            region,
-            service,
-        } = self.credential;
+        let OwnedCredential { access_key_id, date, region, service } = self.credential;
         Ok(Verified {
             access_key_id,
-            scope: Scope {
-                date,
-                region,
-                service,
-            },
+            scope: Scope { date, region, service },
             signed_headers: self.signed_headers,
             payload: self.payload,
             form: self.form,
@@ -568,17 +489,11 @@ impl<'a> SignedRequest<'a> {
 }
 
 fn raw_query_pairs(query: &str) -> Vec<(&str, &str)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .collect()
+    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect()
 }
 
 fn decode(raw: &str) -> Result<String, SigV4Error> {
-    decode_query_value(raw).ok_or(SigV4Error::AuthorizationQueryParametersError(
-        "a presigned parameter is not UTF-8",
-    ))
+    decode_query_value(raw).ok_or(SigV4Error::AuthorizationQueryParametersError("a presigned parameter is not UTF-8"))
 }
 
 fn check_service(credential: &Credential<'_>, options: &VerifyOptions) -> Result<(), &'static str> {
@@ -592,8 +507,7 @@ fn check_service(credential: &Credential<'_>, options: &VerifyOptions) -> Result
 /// Finds the request time: `x-amz-date`, else `date`. Returns the string for the string to sign,
 /// the time, and which header gave it (it must be signed).
 fn request_time(headers: &HeaderMap) -> Result<(String, OffsetDateTime, &'static str), SigV4Error> {
-    const MISSING: SigV4Error =
-        SigV4Error::AccessDenied("a valid x-amz-date or Date header is required");
+    const MISSING: SigV4Error = SigV4Error::AccessDenied("a valid x-amz-date or Date header is required");
     if let Some(v) = single_header(headers, "x-amz-date")? {
         let s = v.to_str().map_err(|_| MISSING)?;
         let t = parse_amz_date(s).ok_or(MISSING)?;
@@ -607,16 +521,11 @@ fn request_time(headers: &HeaderMap) -> Result<(String, OffsetDateTime, &'static
     Err(MISSING)
 }
 
-fn single_header<'h>(
-    headers: &'h HeaderMap,
-    name: &'static str,
-) -> Result<Option<&'h http::HeaderValue>, SigV4Error> {
+fn single_header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h http::HeaderValue>, SigV4Error> {
     let mut all = headers.get_all(name).iter();
     let first = all.next();
     if all.next().is_some() {
-        return Err(SigV4Error::InvalidArgument(
-            "a header that must appear once is repeated",
-        ));
+        return Err(SigV4Error::InvalidArgument("a header that must appear once is repeated"));
     }
     Ok(first)
 }
@@ -632,8 +541,7 @@ fn check_signed_headers(head: &RequestHead<'_>, signed: &[&str]) -> Result<(), S
         return Err(SignedHeadersError::HostNotSigned);
     }
     for name in signed {
-        let present =
-            head.headers.contains_key(*name) || (*name == "host" && head.authority.is_some());
+        let present = head.headers.contains_key(*name) || (*name == "host" && head.authority.is_some());
         if !present {
             return Err(SignedHeadersError::Other(SigV4Error::AccessDenied(
                 "a signed header is missing from the request",
@@ -674,62 +582,43 @@ fn payload_mode(
     let literal = value.to_str().map_err(|_| INVALID)?;
     let streaming = |make: fn(u64, Vec<String>) -> PayloadMode| -> Result<PayloadMode, SigV4Error> {
         if presigned {
-            return Err(SigV4Error::InvalidRequest(
-                "streaming payloads need the Authorization header",
-            ));
+            return Err(SigV4Error::InvalidRequest("streaming payloads need the Authorization header"));
         }
         Ok(make(decoded_length(headers)?, declared_trailers(headers)?))
     };
-    let mode =
-        match literal {
-            "UNSIGNED-PAYLOAD" => PayloadMode::Unsigned,
-            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => {
-                streaming(|decoded_length, _| PayloadMode::StreamingSigned { decoded_length })?
+    let mode = match literal {
+        "UNSIGNED-PAYLOAD" => PayloadMode::Unsigned,
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => {
+            streaming(|decoded_length, _| PayloadMode::StreamingSigned { decoded_length })?
+        }
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => {
+            streaming(|decoded_length, trailers| PayloadMode::StreamingSignedTrailer { decoded_length, trailers })?
+        }
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => {
+            streaming(|decoded_length, trailers| PayloadMode::StreamingUnsignedTrailer { decoded_length, trailers })?
+        }
+        s if s.starts_with("STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD") => {
+            return Err(SigV4Error::NotImplemented("SigV4a streaming payloads are not supported"));
+        }
+        s => {
+            let hash = parse_hex32(s).ok_or(INVALID)?;
+            if options.known_body_sha256.is_some_and(|known| !macs_equal(&known, &hash)) {
+                return Err(SigV4Error::XAmzContentSHA256Mismatch);
             }
-            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => streaming(
-                |decoded_length, trailers| PayloadMode::StreamingSignedTrailer {
-                    decoded_length,
-                    trailers,
-                },
-            )?,
-            "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => {
-                streaming(
-                    |decoded_length, trailers| PayloadMode::StreamingUnsignedTrailer {
-                        decoded_length,
-                        trailers,
-                    },
-                )?
-            }
-            s if s.starts_with("STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD") => {
-                return Err(SigV4Error::NotImplemented(
-                    "SigV4a streaming payloads are not supported",
-                ));
-            }
-            s => {
-                let hash = parse_hex32(s).ok_or(INVALID)?;
-                if options
-                    .known_body_sha256
-                    .is_some_and(|known| !macs_equal(&known, &hash))
-                {
-                    return Err(SigV4Error::XAmzContentSHA256Mismatch);
-                }
-                PayloadMode::Sha256(hash)
-            }
-        };
+            PayloadMode::Sha256(hash)
+        }
+    };
     Ok((literal.to_owned(), mode))
 }
 
 fn decoded_length(headers: &HeaderMap) -> Result<u64, SigV4Error> {
-    let value = single_header(headers, "x-amz-decoded-content-length")?
-        .ok_or(SigV4Error::MissingContentLength)?;
+    let value = single_header(headers, "x-amz-decoded-content-length")?.ok_or(SigV4Error::MissingContentLength)?;
     value
         .to_str()
         .ok()
         .filter(|s| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
-        .ok_or(SigV4Error::InvalidArgument(
-            "x-amz-decoded-content-length must be a number",
-        ))
+        .ok_or(SigV4Error::InvalidArgument("x-amz-decoded-content-length must be a number"))
 }
 
 fn declared_trailers(headers: &HeaderMap) -> Result<Vec<String>, SigV4Error> {
