@@ -83,14 +83,47 @@ fn folded(name: &ObjectName) -> Vec<String> {
 
 /// The columns a catalog query returns.
 pub async fn describe(service: &SqlService, principal: &Principal, sql: &str) -> Result<Vec<Column>, SqlError> {
+    if let Some(columns) = empty_result(sql) {
+        return Ok(columns);
+    }
     let engine = Introspection::build(service, principal)?;
     engine.describe(&normalize(sql)?).await
 }
 
 /// Runs a catalog query over the principal's view of the catalog.
 pub async fn query(service: &SqlService, principal: &Principal, sql: &str) -> Result<Outcome, SqlError> {
+    if let Some(columns) = empty_result(sql) {
+        return Ok(Outcome::Rows(super::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
+    }
     let engine = Introspection::build(service, principal)?;
     engine.query(&normalize(sql)?).await.map(Outcome::Rows)
+}
+
+/// A query whose FROM is a catalog Lakegate keeps empty (policies, triggers, publications...) has no rows:
+/// answered without planning, with its output names as text columns.
+fn empty_result(sql: &str) -> Option<Vec<Column>> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Query(query)] = statements.as_slice() else { return None };
+    let select = empty_body(&query.body)?;
+    let columns = select
+        .projection
+        .iter()
+        .map(|item| {
+            let name = match item {
+                sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                sqlparser::ast::SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
+                sqlparser::ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                    parts.last().map(|i| i.value.clone()).unwrap_or_default()
+                }
+                sqlparser::ast::SelectItem::UnnamedExpr(Expr::Function(f)) => {
+                    f.name.0.last().map(|p| p.to_string()).unwrap_or_default()
+                }
+                _ => "?column?".to_owned(),
+            };
+            Column { name, ty: ColumnType::Text }
+        })
+        .collect();
+    Some(columns)
 }
 
 /// Rewrites PostgreSQL-only catalog syntax into what DataFusion plans: `pg_catalog.f()` -> `f()`,
@@ -123,10 +156,26 @@ fn normalize(sql: &str) -> Result<String, SqlError> {
                     None
                 }
                 Expr::Collate { expr: inner, .. } => Some((**inner).clone()),
+                Expr::Subquery(query) if reads_an_empty_catalog(query) => {
+                    Some(Expr::value(sqlparser::ast::Value::Null))
+                }
+                Expr::Subquery(query) => {
+                    // DataFusion plans a correlated scalar subquery only when it is aggregated; PostgreSQL
+                    // requires at most one row anyway, so `max(x)` of that row is the same value.
+                    if let sqlparser::ast::SetExpr::Select(select) = query.body.as_mut()
+                        && let [
+                            sqlparser::ast::SelectItem::UnnamedExpr(e)
+                            | sqlparser::ast::SelectItem::ExprWithAlias { expr: e, .. },
+                        ] = select.projection.as_mut_slice()
+                        && !is_aggregate(e)
+                    {
+                        *e = call("max", vec![e.clone()]);
+                    }
+                    None
+                }
                 Expr::Cast { expr: inner, data_type, kind, .. } => {
-                    let ty = data_type.to_string().to_ascii_lowercase();
-                    let ty = ty.trim_start_matches("pg_catalog.");
-                    match ty {
+                    let full = data_type.to_string().to_ascii_lowercase();
+                    match full.trim_start_matches("pg_catalog.") {
                         "regclass" => Some(call("lakegate_regclass", vec![(**inner).clone()])),
                         "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" => {
                             Some(call("lakegate_text", vec![(**inner).clone()]))
@@ -145,10 +194,21 @@ fn normalize(sql: &str) -> Result<String, SqlError> {
                             array: false,
                             format: None,
                         }),
-                        _ => {
+                        _ => full.strip_prefix("pg_catalog.").and_then(|_| {
+                            // `x::pg_catalog.text`: the same type without the schema, which DataFusion knows.
+                            let bare = data_type.to_string();
+                            let bare = bare.split_once('.').map(|(_, t)| t.to_owned()).unwrap_or(bare);
+                            let ty =
+                                Parser::new(&PostgreSqlDialect {}).try_with_sql(&bare).ok()?.parse_data_type().ok()?;
                             let _ = kind;
-                            None
-                        }
+                            Some(Expr::Cast {
+                                kind: CastKind::Cast,
+                                expr: inner.clone(),
+                                data_type: ty,
+                                array: false,
+                                format: None,
+                            })
+                        }),
                     }
                 }
                 _ => None,
@@ -171,6 +231,48 @@ fn normalize(sql: &str) -> Result<String, SqlError> {
     }
     let _ = statement.visit(&mut Normalizer);
     Ok(statement.to_string())
+}
+
+/// Whether a scalar subquery's FROM list has a catalog Lakegate keeps empty as one of its items (or as the
+/// left side of one): its result is then no row, i.e. NULL. DataFusion cannot plan some of the correlated
+/// subqueries tools send against such catalogs, so they are answered here.
+fn reads_an_empty_catalog(query: &sqlparser::ast::Query) -> bool {
+    empty_body(&query.body).is_some()
+}
+
+/// The leftmost SELECT of a body every branch of which reads an empty catalog.
+fn empty_body(body: &sqlparser::ast::SetExpr) -> Option<&sqlparser::ast::Select> {
+    match body {
+        sqlparser::ast::SetExpr::Select(select) => select_reads_an_empty_catalog(select).then_some(select.as_ref()),
+        sqlparser::ast::SetExpr::SetOperation { left, right, .. } => {
+            let first = empty_body(left)?;
+            empty_body(right).map(|_| first)
+        }
+        sqlparser::ast::SetExpr::Query(q) => empty_body(&q.body),
+        _ => None,
+    }
+}
+
+fn select_reads_an_empty_catalog(select: &sqlparser::ast::Select) -> bool {
+    select.from.iter().any(|item| match &item.relation {
+        sqlparser::ast::TableFactor::Table { name, .. } => {
+            let parts = folded(name);
+            parts.last().is_some_and(|t| EMPTY_TABLES.iter().any(|(n, _)| n == t))
+                && parts.first().is_none_or(|s| parts.len() == 1 || s == "pg_catalog")
+        }
+        _ => false,
+    })
+}
+
+fn is_aggregate(e: &Expr) -> bool {
+    match e {
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            ["count", "max", "min", "sum", "avg", "array_agg", "string_agg", "bool_and", "bool_or"]
+                .contains(&name.trim_start_matches("pg_catalog."))
+        }
+        _ => false,
+    }
 }
 
 fn call(name: &str, args: Vec<Expr>) -> Expr {

@@ -148,7 +148,22 @@ fn backend_error(e: datafusion::error::DataFusionError) -> SqlError {
 }
 
 fn columns_of(schema: &SchemaRef) -> Vec<Column> {
-    schema.fields().iter().map(|f| Column { name: f.name().clone(), ty: column_type(f.data_type()) }).collect()
+    schema.fields().iter().map(|f| Column { name: output_name(f.name()), ty: column_type(f.data_type()) }).collect()
+}
+
+/// PostgreSQL names an unaliased function call's column after the function (`count`, not `count(*)`);
+/// DataFusion names it after the whole expression. Tools key on these names, so follow PostgreSQL.
+fn output_name(name: &str) -> String {
+    match name.split_once('(') {
+        Some((head, _))
+            if name.ends_with(')')
+                && !head.is_empty()
+                && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            head.to_ascii_lowercase()
+        }
+        _ => name.to_owned(),
+    }
 }
 
 /// How an Arrow type reaches the client; types without a counterpart travel as text.
@@ -287,6 +302,13 @@ impl Backend for Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unaliased_calls_are_named_after_the_function_as_in_postgresql() {
+        assert_eq!(output_name("count(*)"), "count");
+        assert_eq!(output_name("sum(orders.amount)"), "sum");
+        assert_eq!(output_name("region"), "region");
+    }
 
     #[test]
     fn decimals_print_with_their_scale() {
