@@ -619,6 +619,9 @@ fn types() -> Result<RecordBatch, SqlError> {
         ("typelem", int64(vec![0; n])),
         ("typcollation", int64(vec![0; n])),
         ("typowner", int64(vec![10; n])),
+        ("typarray", int64(vec![0; n])),
+        ("typdelim", text(vec![",".into(); n])),
+        ("typinput", text(vec![String::new(); n])),
     ])
 }
 
@@ -696,6 +699,8 @@ enum FnKind {
     FormatType(Vec<(i64, String)>),
     /// Casts to text.
     ToText,
+    /// `to_regtype('name')`: the type's oid, NULL for a type Lakegate does not carry.
+    ToRegType(Vec<(i64, String)>),
 }
 
 impl ScalarUDFImpl for CatalogFn {
@@ -710,7 +715,7 @@ impl ScalarUDFImpl for CatalogFn {
     fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
         Ok(match self.kind {
             FnKind::Bool(_) => DataType::Boolean,
-            FnKind::RegClass(_) => DataType::Int64,
+            FnKind::RegClass(_) | FnKind::ToRegType(_) => DataType::Int64,
             _ => DataType::Utf8,
         })
     }
@@ -744,6 +749,18 @@ impl ScalarUDFImpl for CatalogFn {
                             let n = n.replace('"', "").to_ascii_lowercase();
                             oids.iter().find(|(name, _)| *name == n || name.ends_with(&format!(".{n}"))).map(|x| x.1)
                         })
+                    })
+                    .collect();
+                ColumnarValue::Array(Arc::new(Int64Array::from(out)))
+            }
+            FnKind::ToRegType(types) => {
+                let names = first_as_text(0)?;
+                let out: Vec<Option<i64>> = names
+                    .iter()
+                    .map(|n| {
+                        let n = n.as_ref()?.trim().trim_matches('"').to_ascii_lowercase();
+                        let n = n.trim_start_matches("pg_catalog.");
+                        types.iter().find(|t| t.1 == n).map(|t| t.0)
                     })
                     .collect();
                 ColumnarValue::Array(Arc::new(Int64Array::from(out)))
@@ -813,6 +830,7 @@ fn functions(oids: Vec<(String, i64)>, types: Vec<(i64, String)>) -> Vec<ScalarU
         f("pg_is_in_recovery", FnKind::Bool(false)),
         f("lakegate_regclass", FnKind::RegClass(oids)),
         f("lakegate_text", FnKind::ToText),
+        f("to_regtype", FnKind::ToRegType(types.clone())),
         f("format_type", FnKind::FormatType(types)),
     ]
 }
