@@ -26,8 +26,9 @@ pub fn watch(
     interval: Duration,
     report: impl Fn(&ReloadOutcome) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    // Taken now, not in the task: a change made right after `watch` returns must count as a change.
+    let mut last = fingerprint(&dir);
     tokio::spawn(async move {
-        let mut last = fingerprint(&dir);
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -1,0 +1,7 @@
+//! Lakegate's integration tests: one test crate, one module per area, real processes on free ports.
+
+mod control;
+mod identity;
+mod oidc;
+mod policy;
+mod support;

@@ -1,0 +1,236 @@
+//! Shared fixtures: a `lakegate serve` process on free ports, dev tokens, a real PostgreSQL.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lakegate::identity::DevIssuer;
+
+/// A port nothing listens on right now (bound then released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < timeout, "{addr} did not start listening within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `lakegate serve` with its own data directory; killed on drop.
+pub struct Lakegate {
+    child: Child,
+    pub data_dir: tempfile::TempDir,
+    pub control: SocketAddr,
+    pub s3: SocketAddr,
+    pub sql: SocketAddr,
+}
+
+impl Lakegate {
+    /// Starts with the embedded defaults, fast policy reloads and the given extra environment
+    /// (`LAKEGATE__...` overrides).
+    pub fn start(extra_env: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra_env)
+    }
+
+    /// Starts on an existing data directory (e.g. one prepared with broken files).
+    pub fn start_in(data_dir: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Self {
+        let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let s3 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let sql = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakegate"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("LAKEGATE__CONTROL__LISTEN", control.to_string())
+            .env("LAKEGATE__S3__LISTEN", s3.to_string())
+            .env("LAKEGATE__SQL__LISTEN", sql.to_string())
+            .env("LAKEGATE__POLICY__RELOAD_INTERVAL_SECONDS", "1")
+            .env("LAKEGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn lakegate serve");
+        let lg = Lakegate { child, data_dir, control, s3, sql };
+        wait_for_port(control, Duration::from_secs(30));
+        lg
+    }
+
+    /// Stops the server and hands back its data directory (to inspect or tamper with files it wrote).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
+
+    pub fn data(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// `http://127.0.0.1:PORT` of the control endpoint.
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control)
+    }
+
+    /// A dev token for `sub` with groups and attributes.
+    pub fn token(&self, sub: &str, groups: &[&str], attrs: &[(&str, &str)]) -> String {
+        dev_token(self.data(), sub, groups, attrs, Duration::from_secs(3600))
+    }
+
+    /// The policy directory the server reads (seeded from the embedded demo set).
+    pub fn policy_dir(&self) -> PathBuf {
+        self.data().join("policies")
+    }
+
+    /// All audit events written so far (flushes are asynchronous: poll with [`eventually`]).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        read_audit(&self.data().join("audit"))
+    }
+}
+
+impl Drop for Lakegate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A dev-issuer token minted in-process from the key in `data_dir` (as `lakegate token` does).
+pub fn dev_token(data_dir: &Path, sub: &str, groups: &[&str], attrs: &[(&str, &str)], ttl: Duration) -> String {
+    let issuer = DevIssuer::load_or_create(data_dir).expect("dev issuer key");
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let attrs: BTreeMap<String, String> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    issuer.mint(sub, &groups, &attrs, ttl).expect("mint")
+}
+
+/// Every event of every `audit-*.jsonl` file in `dir`, in file order.
+pub fn read_audit(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .map(|line| line["event"].clone())
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, for effects that land asynchronously (audit flushes, policy reloads).
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking HTTP client for tests.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+/// A real PostgreSQL from Debian's binaries: initdb in a temp dir, started on a free port, stopped on drop.
+/// As root (CI), the server runs as the `postgres` system user.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let bin = pg_bin_dir();
+        let dir = tempfile::Builder::new().prefix("lakegate-pg").tempdir().expect("temp dir");
+        let port = free_port();
+        let data = dir.path().join("data");
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()));
+        }
+        run(as_pg_user(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data));
+        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
+        run(as_pg_user(&bin.join("pg_ctl"))
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(dir.path().join("log"))
+            .arg("start"));
+        Postgres { dir, port, bin }
+    }
+
+    /// A libpq-style connection string for database `postgres` as superuser `postgres`.
+    pub fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+    }
+
+    /// Runs SQL through psql as the superuser; panics with psql's output on error.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .args(["-d", "postgres", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_pg_user(&self.bin.join("pg_ctl"))
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn pg_bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/test installs them)")
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn as_pg_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
