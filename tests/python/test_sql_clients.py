@@ -19,29 +19,20 @@ import requests
 import sqlalchemy
 import trino
 
-from sql_gateway import Gateway
+from conftest import demo_token
 
 ROOT = Path(__file__).resolve().parents[2]
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 
-USERS = {
-    "alice": ("analysts", {"region": "EU"}),
-    "bob": ("analysts", {"region": "US"}),
-    "carol": ("hr", {}),
-    "dave": ("", {}),
-}
 
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("sqlgw"))
-    yield g
-    g.stop()
+@pytest.fixture
+def gw(lakegate):
+    """The shared server on the demo world (embedded engine)."""
+    return lakegate
 
 
 def token(gw, user):
-    groups, attrs = USERS[user]
-    return gw.token(user, groups, attrs)
+    return demo_token(gw, user)
 
 
 # ---------------------------------------------------------------- psql
