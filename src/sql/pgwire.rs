@@ -366,8 +366,9 @@ impl SimpleQueryHandler for Connection {
 #[derive(Debug, Clone)]
 pub struct Statement {
     prepared: Prepared,
-    /// How many `$n` placeholders it has.
-    params: usize,
+    /// The types of its `$n` parameters as the backend infers them (TEXT where it cannot), used when the
+    /// client leaves a parameter's type unspecified.
+    params: Vec<Type>,
 }
 
 #[async_trait]
@@ -387,12 +388,19 @@ impl QueryParser for Connection {
             }));
         }
         let Some(prepared) = prepared.pop() else { return Ok(None) };
-        let params = placeholder_count(sql);
+        let count = placeholder_count(sql);
+        let inferred = if count > 0 {
+            self.with_session(async |s| s.parameter_types(&prepared).await).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let params =
+            (0..count).map(|i| inferred.get(i).copied().flatten().map(pg_type).unwrap_or(Type::TEXT)).collect();
         Ok(Some(Statement { prepared, params }))
     }
 
     fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
-        Ok(vec![Type::TEXT; stmt.params])
+        Ok(stmt.params.clone())
     }
 
     fn get_result_schema(&self, _stmt: &Statement, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
@@ -426,7 +434,13 @@ fn params(portal: &Portal<Statement>) -> Result<Vec<Param>, SqlError> {
         .enumerate()
         .map(|(i, raw)| {
             let Some(raw) = raw else { return Ok(Param::Null) };
-            let ty = declared.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN);
+            let ty = declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| portal.statement.statement.params.get(i).cloned())
+                .unwrap_or(Type::UNKNOWN);
             let binary = format_of(&portal.parameter_format, i) == FieldFormat::Binary;
             let bad = |reason: String| SqlError::Parameter { index: i + 1, reason };
             decode_param(raw, &ty, binary).map_err(bad)
@@ -508,10 +522,21 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let count = std::cmp::max(target.parameter_types.len(), target.statement.params);
-        let param_types: Vec<Type> =
-            (0..count).map(|i| target.parameter_types.get(i).cloned().flatten().unwrap_or(Type::TEXT)).collect();
-        let columns = if count == 0 { self.describe(&target.statement.prepared).await? } else { Vec::new() };
+        let count = std::cmp::max(target.parameter_types.len(), target.statement.params.len());
+        let param_types: Vec<Type> = (0..count)
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .or_else(|| target.statement.params.get(i).cloned())
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        // The backends plan statements with placeholders; the columns do not depend on the values.
+        let columns = self.describe(&target.statement.prepared).await?;
         Ok(DescribeStatementResponse::new(param_types, fields(&columns, &Format::UnifiedText)))
     }
 

@@ -235,6 +235,14 @@ impl Session {
         }
     }
 
+    /// The types the backend infers for a prepared statement's `$n` parameters.
+    pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) => self.backend(&g.backend)?.parameter_types(&g.statement.sql).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The result columns of a prepared statement once its parameters are bound.
     pub async fn describe_bound(&self, prepared: &Prepared, params: &[Param]) -> Result<Vec<Column>, SqlError> {
         match &prepared.kind {

@@ -4,4 +4,5 @@ mod control;
 mod identity;
 mod oidc;
 mod policy;
+mod sql;
 mod support;

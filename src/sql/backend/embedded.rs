@@ -294,6 +294,15 @@ impl Backend for Embedded {
         Ok(columns_of(&Arc::new(plan.schema().as_arrow().clone())))
     }
 
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        let plan = self.ctx.state().create_logical_plan(sql).await.map_err(backend_error)?;
+        let types = plan.get_parameter_types().map_err(backend_error)?;
+        let count = types.keys().filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())).max();
+        Ok((1..=count.unwrap_or(0))
+            .map(|i| types.get(&format!("${i}")).cloned().flatten().map(|t| column_type(&t)))
+            .collect())
+    }
+
     async fn execute(&self, _sql: &str) -> Result<u64, SqlError> {
         Err(SqlError::Unsupported("the embedded engine is read-only; writes need a PostgreSQL backend".into()))
     }

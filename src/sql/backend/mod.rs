@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::error::SqlError;
-use super::rows::{Column, RowSet};
+use super::rows::{Column, ColumnType, RowSet};
 
 /// The backend name catalog entries use for the embedded engine.
 pub const EMBEDDED: &str = "embedded";
@@ -22,6 +22,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn query(&self, sql: &str) -> Result<RowSet, SqlError>;
     /// The result columns a query would have, without running it (for the extended protocol's Describe).
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError>;
+    /// The types of the statement's `$n` parameters as the engine infers them (`None`: unknown).
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError>;
     /// Runs a write and returns the number of rows it touched.
     async fn execute(&self, sql: &str) -> Result<u64, SqlError>;
 }

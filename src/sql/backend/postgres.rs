@@ -175,6 +175,12 @@ impl Backend for Postgres {
             .collect()
     }
 
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(backend_error)?;
+        Ok(statement.params().iter().map(|t| column_type(t).ok()).collect())
+    }
+
     async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
         let client = self.client().await?;
         client.execute(sql, &[]).await.map_err(backend_error)
