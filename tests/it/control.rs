@@ -187,3 +187,25 @@ fn requests_are_refused_when_the_audit_log_cannot_be_written() {
     assert_eq!(problem["type"], "https://lakegate.dev/problems/audit-unavailable");
     assert_eq!(http().get(format!("{}/readyz", lg.control_url())).send().expect("readyz").status(), 503);
 }
+
+#[test]
+fn the_control_endpoint_serves_tls_with_the_dev_certificates() {
+    let certs = tempfile::tempdir().expect("dir");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/gen-dev.sh");
+    let out = Command::new("bash").arg(script).arg(certs.path()).output().expect("run gen-dev.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tls = format!(
+        "{{cert = \"{}\", key = \"{}\"}}",
+        certs.path().join("server.crt").display(),
+        certs.path().join("server.key").display()
+    );
+    let lg = Lakegate::start(&[("LAKEGATE__CONTROL__TLS", tls.as_str())]);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.path().join("ca.crt")).expect("ca")).expect("pem");
+    let client = reqwest::blocking::Client::builder().add_root_certificate(ca).build().expect("client");
+    let resp = client.get(format!("https://localhost:{}/healthz", lg.control.port())).send().expect("https");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        http().get(format!("http://{}/healthz", lg.control)).send().is_err(),
+        "plain HTTP is not served on a TLS listener"
+    );
+}
