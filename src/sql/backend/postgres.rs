@@ -1,4 +1,5 @@
-//! The PostgreSQL backend: a small pool of connections as the configured backend role; rows stream from
+//! The PostgreSQL backend: a small pool of connections as the configured backend role; statements are
+//! prepared unnamed (no per-connection cache that distinct query texts would grow without bound); rows stream from
 //! the server (`query_raw`) to the client one at a time.
 //!
 //! At start every catalog table assigned to this backend is checked against the backend's
@@ -140,7 +141,7 @@ impl<'a> FromSql<'a> for PgCell {
 impl Backend for Postgres {
     async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(backend_error)?;
+        let statement = client.prepare(sql).await.map_err(backend_error)?;
         let columns = statement
             .columns()
             .iter()
@@ -167,7 +168,7 @@ impl Backend for Postgres {
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(backend_error)?;
+        let statement = client.prepare(sql).await.map_err(backend_error)?;
         statement
             .columns()
             .iter()
@@ -177,7 +178,7 @@ impl Backend for Postgres {
 
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(backend_error)?;
+        let statement = client.prepare(sql).await.map_err(backend_error)?;
         Ok(statement.params().iter().map(|t| column_type(t).ok()).collect())
     }
 

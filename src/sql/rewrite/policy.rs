@@ -356,7 +356,7 @@ pub(crate) fn template_query(text: &str) -> Result<Query, RewriteError> {
 }
 
 /// The governed view of a table: `SELECT <visible columns> FROM "schema"."table" WHERE <row filter>
-/// OFFSET 0`. `OFFSET 0` is PostgreSQL's optimisation fence: it keeps the planner from pulling the
+/// OFFSET 0` (the `OFFSET 0` only when there is a row filter). `OFFSET 0` is PostgreSQL's optimisation fence: it keeps the planner from pulling the
 /// subquery up or pushing the user's predicates below the row filter, where a predicate that raises an
 /// error (`1/(amount-1234)`) would otherwise run on hidden rows and reveal them.
 pub(crate) fn governed_view(
@@ -388,7 +388,9 @@ pub(crate) fn governed_view(
     };
     *name = qname(&[&def.name.schema, &def.name.name]);
     select.selection = selection.clone();
-    if !fence {
+    // Without a row filter there are no hidden rows for a user's predicate to run on, so the fence would
+    // only cost index use (a point query would scan the whole table).
+    if !fence || selection.is_none() {
         query.limit_clause = None;
     }
     let applied = AppliedFilter {

@@ -255,7 +255,9 @@ fn unqualified_system_catalog_is_refused() {
 #[test]
 fn permit_without_filter_shows_all_rows() {
     let out = ok("SELECT name FROM products");
-    assert!(out.contains("FROM \"public\".\"products\" OFFSET 0"), "{out}");
+    // All rows are visible: no fence, so the backend may use the user's predicates for index scans.
+    assert!(out.contains("FROM \"public\".\"products\") AS"), "{out}");
+    assert!(!out.contains("OFFSET 0"), "{out}");
 }
 
 #[test]

@@ -90,7 +90,7 @@ fn update_where_on_masked_column_is_denied() {
 #[test]
 fn update_from_source_is_governed() {
     let out = ok("UPDATE sales.orders o SET amount = p.id FROM products p WHERE p.id = o.id");
-    assert!(out.contains("FROM (SELECT \"products\".\"id\" AS \"id\", \"products\".\"name\" AS \"name\" FROM \"public\".\"products\" OFFSET 0) AS \"p\""), "{out}");
+    assert!(out.contains("FROM (SELECT \"products\".\"id\" AS \"id\", \"products\".\"name\" AS \"name\" FROM \"public\".\"products\") AS \"p\""), "{out}");
     assert!(out.starts_with("UPDATE \"sales\".\"orders\" \"o\" SET \"amount\" = \"p\".\"id\" FROM (SELECT"), "{out}");
 }
 
@@ -121,7 +121,7 @@ fn delete_without_where_gets_the_filter() {
 fn delete_using_source_is_governed() {
     let out = ok("DELETE FROM sales.orders o USING hr.employees e WHERE e.id = o.id");
     assert!(out.contains("USING (SELECT \"employees\".\"id\" AS \"id\""), "{out}");
-    assert!(out.contains("FROM \"hr\".\"employees\" OFFSET 0) AS \"e\""), "{out}");
+    assert!(out.contains("FROM \"hr\".\"employees\") AS \"e\""), "{out}");
 }
 
 #[test]
