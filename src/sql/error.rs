@@ -62,7 +62,7 @@ impl SqlError {
         }
     }
 
-    /// A short stable code for audit records and metrics.
+    /// Whether the refusal is an access decision (recorded as a denial) rather than an error.
     pub fn is_denial(&self) -> bool {
         matches!(self.sqlstate(), "42501" | "42P01" | "28P01" | "28000")
     }

@@ -294,3 +294,22 @@ def test_every_query_is_audited_with_original_and_rewritten_sql(gw):
     assert "'EU'" in e["sql"]["rewritten"] and e["sql"]["tables"] == ["sales.orders"]
     assert e["sql"]["rows"] == 1
     assert "sales.orders.card_number" in e["sql"]["masks"]
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def test_psql_over_tls_verifies_the_server_and_plaintext_is_refused(start_lakegate, tmp_path):
+    subprocess.run([str(ROOT / "certs/gen-dev.sh"), str(tmp_path)], check=True, capture_output=True, timeout=60)
+    lg = start_lakegate(env={
+        "LAKEGATE__SQL__TLS": f'{{cert = "{tmp_path}/server.crt", key = "{tmp_path}/server.key"}}',
+        "LAKEGATE__SQL__ALLOW_PLAINTEXT_PASSWORD": "false",
+    })
+    env = dict(os.environ, PGPASSWORD=demo_token(lg, "alice"))
+    base = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user=alice"
+    ok = subprocess.run(["psql", f"{base} sslmode=verify-full sslrootcert={tmp_path}/ca.crt", "-X", "-A", "-t",
+                         "-c", "select count(*) from sales.orders"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == "12", ok.stderr
+    plain = subprocess.run(["psql", f"{base} sslmode=disable", "-X", "-c", "select 1"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode != 0 and "requires TLS" in plain.stderr, plain.stderr
