@@ -58,8 +58,17 @@ pub fn is_catalog_query(sql: &str) -> bool {
             }
             ControlFlow::Continue(())
         });
-        if !found && let Statement::Query(_) = s {
-            found = s.to_string().to_ascii_lowercase().contains("pg_catalog.");
+        if !found {
+            let _ = sqlparser::ast::visit_expressions(s, |e: &Expr| {
+                if let Expr::Function(f) = e
+                    && let [schema, _] = folded(&f.name).as_slice()
+                    && schema == "pg_catalog"
+                {
+                    found = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
         }
     }
     found
@@ -851,6 +860,8 @@ mod tests {
             assert!(is_catalog_query(sql), "{sql}");
         }
         assert!(!is_catalog_query("select * from sales.orders"));
+        // Text that merely mentions a catalog is not a catalog query.
+        assert!(!is_catalog_query("select * from sales.orders where customer = 'pg_catalog.pg_class'"));
     }
 
     #[test]
