@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod policy;
 pub mod s3;
 pub mod server;
+pub mod sql;

@@ -169,6 +169,11 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
             running.s3_addr,
             running.s3_backend
         );
+        println!(
+            "  sql      postgresql://{}   (PostgreSQL wire; password = token{})",
+            running.sql_addr,
+            if config.sql.tls.is_some() { ", TLS" } else { "" }
+        );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
         println!("  audit    {}", running.gate.auditor.current_file().display());

@@ -13,6 +13,13 @@ pub struct TableName {
     pub name: String,
 }
 
+impl TableName {
+    /// A name from its two parts.
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        TableName { schema: schema.into(), name: name.into() }
+    }
+}
+
 impl std::fmt::Display for TableName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.schema, self.name)
@@ -63,6 +70,13 @@ pub struct ColumnAccess {
     pub name: String,
     pub clear: Condition,
     pub masked: Option<(Mask, Condition)>,
+}
+
+impl ColumnAccess {
+    /// A column shown clear on every row: the common case.
+    pub fn clear(name: impl Into<String>) -> Self {
+        ColumnAccess { name: name.into(), clear: Condition::Always, masked: None }
+    }
 }
 
 /// On which rows something holds: SQL boolean expressions over the table's columns.

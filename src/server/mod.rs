@@ -38,6 +38,8 @@ pub struct Running {
     pub s3_addr: SocketAddr,
     /// What the S3 front forwards to, for the start-up banner.
     pub s3_backend: String,
+    /// The PostgreSQL wire listener of the SQL front.
+    pub sql_addr: SocketAddr,
     pub policy_dir: PathBuf,
     pub dev_issuer: Option<PathBuf>,
 }
@@ -61,6 +63,8 @@ pub enum StartError {
     Credentials(#[from] crate::credentials::KeyRingError),
     #[error("S3 store: {0}")]
     Store(#[from] crate::s3::backend::BackendError),
+    #[error("SQL front: {0}")]
+    Sql(#[from] crate::sql::SqlStartError),
 }
 
 /// Builds the core services and starts every listener; returns once they are bound.
@@ -108,10 +112,26 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         move |outcome| report_reload(&auditor, &dir, outcome)
     });
 
+    let sql = crate::sql::SqlService::start(config, gate.clone()).await?;
+    let sql_tls = match &config.sql.tls {
+        Some(tls) => Some(tls::server_config(tls, &[b"postgresql"]).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let sql_addr = crate::sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone())
+        .await
+        .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
+
     let control_gate = gate.clone();
     let control_addr = serve_http(&config.control, move |req, peer| {
         let gate = control_gate.clone();
-        async move { control::handle(&gate, req, peer).await }
+        let sql = sql.clone();
+        async move {
+            // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
+            if crate::sql::trino::handles(req.uri().path()) {
+                return crate::sql::trino::handle(&sql, req, peer).await;
+            }
+            control::handle(&gate, req, peer).await
+        }
     })
     .await?;
 
@@ -119,7 +139,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let s3_backend = s3.backend.describe();
     let s3_addr = serve_http(&config.s3.listener(), move |req, peer| crate::s3::handle(s3.clone(), req, peer)).await?;
 
-    Ok(Running { gate, control_addr, s3_addr, s3_backend, policy_dir, dev_issuer: dev.map(|d| d.path().to_owned()) })
+    Ok(Running {
+        gate,
+        control_addr,
+        s3_addr,
+        s3_backend,
+        sql_addr,
+        policy_dir,
+        dev_issuer: dev.map(|d| d.path().to_owned()),
+    })
 }
 
 /// Builds the S3 front: credentials keys, the store, the role profiles.

@@ -5,5 +5,6 @@ mod identity;
 mod oidc;
 mod policy;
 mod s3;
+mod sql;
 mod support;
 mod tokens;

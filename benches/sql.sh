@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# SQL gateway benchmark, in one run, loopback only, bounded in time (about 2 minutes plus the build):
+#   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer;
+#   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
+#   3. rewrite time per query (criterion, benches/rewrite.rs).
+# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 to change;
+# LAKEGATE_BIN=path to use an existing binary instead of building a release one; SKIP_CRITERION=1 to skip 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-4}
+SCALE=${SCALE:-2}
+
+if [ -z "${LAKEGATE_BIN:-}" ]; then
+  cargo build --release --quiet
+  LAKEGATE_BIN="${CARGO_TARGET_DIR:-target}/release/lakegate"
+fi
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+WORK=$(mktemp -d /tmp/lakegate-bench.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PG_PORT=$(free_port); LG_SQL=$(free_port); LG_CTL=$(free_port); LG_S3=$(free_port); BOUNCER=$(free_port)
+LG_PID=""; BOUNCER_PID=""
+cleanup() {
+  [ -n "$LG_PID" ] && kill "$LG_PID" 2>/dev/null || true
+  [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"
+
+# --- PostgreSQL with pgbench's tables, a backend role for Lakegate and a role under RLS --------------------
+as_pg "$PGBIN/initdb" -A trust -U postgres --no-sync -E UTF8 -D "$WORK/pg" >/dev/null
+as_pg "$PGBIN/pg_ctl" -w -D "$WORK/pg" -l "$WORK/pg.log" \
+  -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100" start >/dev/null
+PSQL="$PGBIN/psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -v ON_ERROR_STOP=1"
+"$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
+$PSQL <<'SQL'
+CREATE ROLE lakegate_backend LOGIN;
+GRANT SELECT ON pgbench_accounts, pgbench_branches TO lakegate_backend;
+CREATE ROLE rls_reader LOGIN;
+GRANT SELECT ON pgbench_accounts TO rls_reader;
+ALTER TABLE pgbench_accounts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY backend_sees_all ON pgbench_accounts FOR SELECT TO lakegate_backend USING (true);
+CREATE POLICY branch_one ON pgbench_accounts FOR SELECT TO rls_reader USING (bid = 1);
+SQL
+
+# --- Lakegate with the two pgbench tables on the PostgreSQL backend -----------------------------------------
+mkdir -p "$WORK/lg" "$WORK/policies"
+cp policies/lakegate.cedarschema "$WORK/policies/"
+cat > "$WORK/policies/catalog.toml" <<'TOML'
+[[tables]]
+name = "public.pgbench_accounts"
+backend = "bench"
+columns = [{ name = "aid", type = "integer" }, { name = "bid", type = "integer" },
+           { name = "abalance", type = "integer" }, { name = "filler", type = "text" }]
+[[tables]]
+name = "public.pgbench_branches"
+backend = "bench"
+columns = [{ name = "bid", type = "integer" }, { name = "bbalance", type = "integer" }, { name = "filler", type = "text" }]
+TOML
+cat > "$WORK/policies/bench.cedar" <<'CEDAR'
+@id("bench-all")
+permit (principal == User::"bench", action == Action::"SelectTable", resource in Database::"public");
+@id("filtered-branch-one")
+@row_filter("bid = 1")
+permit (principal == User::"filtered", action == Action::"SelectTable", resource in Table::"public.pgbench_accounts");
+CEDAR
+cat > "$WORK/lakegate.toml" <<TOML
+[control]
+listen = "127.0.0.1:$LG_CTL"
+[s3]
+listen = "127.0.0.1:$LG_S3"
+[sql]
+listen = "127.0.0.1:$LG_SQL"
+[[sql.postgres]]
+name = "bench"
+url = "host=127.0.0.1 port=$PG_PORT user=lakegate_backend dbname=postgres"
+pool_size = $((CLIENTS * 2))
+[policy]
+dir = "$WORK/policies"
+TOML
+LAKEGATE_LOG=warn "$LAKEGATE_BIN" serve --config "$WORK/lakegate.toml" --data-dir "$WORK/lg" >"$WORK/lg.log" 2>&1 &
+LG_PID=$!
+for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$LG_SQL) 2>/dev/null && break; sleep 0.1; done
+BENCH_TOKEN=$("$LAKEGATE_BIN" token --data-dir "$WORK/lg" --sub bench --ttl 1h)
+FILTERED_TOKEN=$("$LAKEGATE_BIN" token --data-dir "$WORK/lg" --sub filtered --ttl 1h)
+
+# --- pgbouncer (transaction pooling) in front of the same PostgreSQL ----------------------------------------
+echo '"postgres" ""' > "$WORK/userlist.txt"
+cat > "$WORK/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$PG_PORT dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $((CLIENTS * 2))
+unix_socket_dir =
+logfile = $WORK/pgbouncer.log
+INI
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+as_pg /usr/sbin/pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+BOUNCER_PID=$!
+for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$BOUNCER) 2>/dev/null && break; sleep 0.1; done
+
+tps() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1; }
+latency() { sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' | head -1; }
+run_pgbench() { # port user password extra-args...
+  local port=$1 user=$2 pass=$3; shift 3
+  PGPASSWORD=$pass timeout $((DURATION + 60)) "$PGBIN/pgbench" -n -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$user" "$@" postgres 2>&1
+}
+
+direct=$(run_pgbench "$PG_PORT" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+lakegate=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+bouncer=$(run_pgbench "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+
+echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
+agg_lakegate=$(run_pgbench "$LG_SQL" filtered "$FILTERED_TOKEN" -f "$WORK/agg.sql" -c 1 | latency)
+agg_rls=$(run_pgbench "$PG_PORT" rls_reader "" -f "$WORK/agg.sql" -c 1 | latency)
+# Both must see the same rows, or the comparison means nothing.
+check_lg=$(PGPASSWORD=$FILTERED_TOKEN "$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$LG_SQL" -U filtered -d postgres -c "$(cat "$WORK/agg.sql")")
+check_rls=$($PGBIN/psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U rls_reader -d postgres -c "$(cat "$WORK/agg.sql")")
+[ "$check_lg" = "$check_rls" ] || { echo "aggregate results differ: $check_lg vs $check_rls" >&2; exit 1; }
+
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+cat <<MD
+| measurement ($CLIENTS clients, ${DURATION}s, pgbench scale $SCALE) | result | ratio |
+|---|---|---|
+| pgbench -S directly on PostgreSQL | $direct tps | 1.00 |
+| pgbench -S through Lakegate (PostgreSQL backend) | $lakegate tps | $(ratio "$lakegate" "$direct") of direct |
+| pgbench -S through pgbouncer (transaction pooling) | $bouncer tps | $(ratio "$bouncer" "$direct") of direct |
+| \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate | $agg_lakegate ms | $(ratio "$agg_lakegate" "$agg_rls") x native RLS |
+| the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
+MD
+
+[ -n "${SKIP_CRITERION:-}" ] && exit 0
+echo
+echo "rewrite time per query (criterion, median):"
+cargo bench --quiet --bench rewrite -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
+  | grep -E '^(rewrite/|compile_)|time:' | paste - - | sed 's/ \+/ /g'

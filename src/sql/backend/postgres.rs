@@ -1,0 +1,189 @@
+//! The PostgreSQL backend: a small pool of connections as the configured backend role; statements are
+//! prepared unnamed (no per-connection cache that distinct query texts would grow without bound); rows stream from
+//! the server (`query_raw`) to the client one at a time.
+//!
+//! At start every catalog table assigned to this backend is checked against the backend's
+//! `information_schema.columns`: a missing table or column refuses start-up, so a governed view can never
+//! silently miss a column the policy relies on.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::{StreamExt, TryStreamExt};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{FromSql, Type};
+
+use super::Backend;
+use crate::config::PostgresBackendConfig;
+use crate::policy::catalog::Catalog;
+use crate::sql::error::SqlError;
+use crate::sql::rows::{Cell, Column, ColumnType, RowSet, numeric};
+
+/// A pooled PostgreSQL backend.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").field("status", &self.pool.status()).finish()
+    }
+}
+
+impl Postgres {
+    /// Connects, then checks the catalog tables of this backend against its information_schema.
+    pub async fn connect(config: &PostgresBackendConfig, catalog: &Catalog) -> Result<Self, String> {
+        let pg: tokio_postgres::Config = config.url.parse().map_err(|e| format!("invalid url: {e}"))?;
+        if config.tls {
+            return Err("TLS to PostgreSQL backends is not supported yet; use a local socket or a tunnel".into());
+        }
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool =
+            Pool::builder(manager).max_size(config.pool_size.max(1)).build().map_err(|e| format!("pool: {e}"))?;
+        let backend = Postgres { pool };
+        backend.check_catalog(&config.name, catalog).await?;
+        Ok(backend)
+    }
+
+    async fn check_catalog(&self, name: &str, catalog: &Catalog) -> Result<(), String> {
+        let client = self.pool.get().await.map_err(|e| format!("cannot connect: {e}"))?;
+        for table in catalog.tables.iter().filter(|t| t.backend == name) {
+            let (db, t) = table.split_name().ok_or_else(|| format!("{}: not database.table", table.name))?;
+            let rows = client
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+                    &[&db, &t],
+                )
+                .await
+                .map_err(|e| format!("reading information_schema: {e}"))?;
+            if rows.is_empty() {
+                return Err(format!(
+                    "catalog table {} does not exist in the backend (or the backend role cannot see it)",
+                    table.name
+                ));
+            }
+            let present: Vec<String> = rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()).collect();
+            for c in &table.columns {
+                if !present.contains(&c.name) {
+                    return Err(format!("catalog column {}.{} does not exist in the backend", table.name, c.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, SqlError> {
+        self.pool.get().await.map_err(|e| SqlError::BackendUnavailable(e.to_string()))
+    }
+}
+
+fn backend_error(e: tokio_postgres::Error) -> SqlError {
+    match e.as_db_error() {
+        Some(db) => SqlError::Backend { sqlstate: db.code().code().to_owned(), message: db.message().to_owned() },
+        None if e.is_closed() => SqlError::BackendUnavailable(e.to_string()),
+        None => SqlError::Backend { sqlstate: "XX000".into(), message: e.to_string() },
+    }
+}
+
+fn column_type(ty: &Type) -> Result<ColumnType, SqlError> {
+    Ok(match *ty {
+        Type::BOOL => ColumnType::Bool,
+        Type::INT2 => ColumnType::Int2,
+        Type::INT4 => ColumnType::Int4,
+        Type::INT8 => ColumnType::Int8,
+        Type::FLOAT4 => ColumnType::Float4,
+        Type::FLOAT8 => ColumnType::Float8,
+        Type::NUMERIC => ColumnType::Numeric,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => ColumnType::Text,
+        Type::DATE => ColumnType::Date,
+        Type::TIMESTAMP => ColumnType::Timestamp,
+        ref other => {
+            return Err(SqlError::Unsupported(format!("result columns of type {other} (cast to text in the query)")));
+        }
+    })
+}
+
+/// Days and microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// One value decoded from PostgreSQL's binary format.
+struct PgCell(Cell);
+
+impl<'a> FromSql<'a> for PgCell {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(PgCell(match *ty {
+            Type::BOOL => Cell::Bool(bool::from_sql(ty, raw)?),
+            Type::INT2 => Cell::Int(i64::from(i16::from_sql(ty, raw)?)),
+            Type::INT4 => Cell::Int(i64::from(i32::from_sql(ty, raw)?)),
+            Type::INT8 => Cell::Int(i64::from_sql(ty, raw)?),
+            Type::FLOAT4 => Cell::Float(f64::from(f32::from_sql(ty, raw)?)),
+            Type::FLOAT8 => Cell::Float(f64::from_sql(ty, raw)?),
+            Type::NUMERIC => Cell::Numeric(numeric::decode(raw)?),
+            Type::DATE => Cell::Date(i32::from_sql(&Type::INT4, raw)?.saturating_add(PG_EPOCH_DAYS)),
+            Type::TIMESTAMP => Cell::Timestamp(i64::from_sql(&Type::INT8, raw)?.saturating_add(PG_EPOCH_MICROS)),
+            _ => Cell::Text(String::from_utf8(raw.to_vec())?),
+        }))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(PgCell(Cell::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
+        let client = self.client().await?;
+        let statement = client.prepare(sql).await.map_err(backend_error)?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
+            .collect::<Result<Vec<_>, SqlError>>()?;
+        let stream = client.query_raw(&statement, std::iter::empty::<i32>()).await.map_err(backend_error)?;
+        let width = columns.len();
+        // The pooled connection travels with the stream, so it returns to the pool only when the client has
+        // read (or abandoned) every row.
+        let rows = stream
+            .map_err(backend_error)
+            .map(move |row| {
+                let row = row?;
+                (0..width)
+                    .map(|i| row.try_get::<_, PgCell>(i).map(|c| c.0).map_err(backend_error))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map(move |r| {
+                let _keep = &client;
+                r
+            });
+        Ok(RowSet { columns, rows: Box::pin(rows) })
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        let client = self.client().await?;
+        let statement = client.prepare(sql).await.map_err(backend_error)?;
+        statement
+            .columns()
+            .iter()
+            .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
+            .collect()
+    }
+
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        let client = self.client().await?;
+        let statement = client.prepare(sql).await.map_err(backend_error)?;
+        Ok(statement.params().iter().map(|t| column_type(t).ok()).collect())
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+        let client = self.client().await?;
+        client.execute(sql, &[]).await.map_err(backend_error)
+    }
+}

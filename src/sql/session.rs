@@ -1,0 +1,579 @@
+//! One client's session and the road every statement takes through the SQL front:
+//! parse and rewrite (with the principal's data filters) -> audit slot -> backend -> stream rows.
+//!
+//! Both fronts (PostgreSQL wire and Trino HTTP) drive a [`Session`]; they differ only in how they read
+//! statements and write rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::Stream;
+use sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
+
+use super::SqlService;
+use super::error::SqlError;
+use super::introspect;
+use super::rewrite::{
+    AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableFilter,
+    TableName,
+};
+use super::rows::{Cell, Column, ColumnType, RowSet};
+use crate::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
+use crate::gate::{Origin, event};
+use crate::identity::Principal;
+use crate::policy::RequestContext;
+
+/// The server version reported to clients (`server_version`, `version()`): the PostgreSQL dialect Lakegate
+/// speaks, so drivers pick their PostgreSQL 16 code paths.
+pub const SERVER_VERSION: &str = "16.6";
+
+/// A connected, authenticated client.
+#[derive(Debug)]
+pub struct Session {
+    service: Arc<SqlService>,
+    principal: Principal,
+    source: Option<String>,
+    /// Settings the client changed with SET (lower-case names).
+    settings: BTreeMap<String, String>,
+    in_transaction: bool,
+}
+
+/// A statement ready to run: rewritten, or answered by the gateway itself.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The client's text of the whole request.
+    pub original: String,
+    pub kind: PreparedKind,
+}
+
+/// What a prepared statement does.
+#[derive(Debug, Clone)]
+pub enum PreparedKind {
+    /// A governed statement for a backend.
+    Governed(Box<Governed>),
+    /// A session statement the gateway answers itself.
+    Session { command: SessionCommand, text: String },
+    /// A catalog query answered from the governed catalog.
+    Introspect(String),
+}
+
+/// A rewritten statement and what is needed to audit it.
+#[derive(Debug, Clone)]
+pub struct Governed {
+    pub statement: RewrittenStatement,
+    pub backend: String,
+    /// The policies that contributed to the filters used.
+    pub policies: Vec<String>,
+}
+
+/// The result of one statement.
+pub enum Outcome {
+    Rows(RowSet),
+    /// A command without rows: its tag (`SET`, `BEGIN`, `INSERT 0 3`...).
+    Command(String),
+    /// BEGIN / COMMIT / ROLLBACK, so the front can report the transaction state.
+    Transaction {
+        tag: String,
+        open: bool,
+    },
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Rows(r) => f.debug_tuple("Rows").field(&r.columns).finish(),
+            Outcome::Command(t) => f.debug_tuple("Command").field(t).finish(),
+            Outcome::Transaction { tag, open } => {
+                f.debug_struct("Transaction").field("tag", tag).field("open", open).finish()
+            }
+        }
+    }
+}
+
+/// A bound parameter as the client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    /// A number (sent typed as one): inlined unquoted.
+    Number(String),
+    Bool(bool),
+    /// Anything else: inlined as a string literal, which PostgreSQL and DataFusion type from its context.
+    Text(String),
+}
+
+impl Session {
+    /// A session for an authenticated principal.
+    pub fn new(service: Arc<SqlService>, principal: Principal, source: Option<String>) -> Self {
+        Session { service, principal, source, settings: BTreeMap::new(), in_transaction: false }
+    }
+
+    /// The authenticated principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Whether the client opened a transaction block.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// The search path for unqualified names.
+    fn search_path(&self) -> Vec<String> {
+        let raw = self.settings.get("search_path").map(String::as_str).unwrap_or(DEFAULT_SEARCH_PATH);
+        raw.split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty() && s != "$user")
+            .collect()
+    }
+
+    fn origin(&self, request_id: &str) -> Origin {
+        Origin { front: Front::Sql, request_id: request_id.to_owned(), source: self.source.clone() }
+    }
+
+    /// Parses and rewrites a request. Every statement must pass; a refusal is audited and returned.
+    pub async fn prepare(&self, sql: &str, request_id: &str) -> Result<Vec<Prepared>, SqlError> {
+        if sql.len() > self.service.settings.max_statement_bytes {
+            let err = SqlError::Rewrite(RewriteError::TooLong {
+                len: sql.len(),
+                max: self.service.settings.max_statement_bytes,
+            });
+            return Err(self.refused(sql, request_id, err).await);
+        }
+        if introspect::is_catalog_query(sql) {
+            return Ok(vec![Prepared { original: sql.to_owned(), kind: PreparedKind::Introspect(sql.to_owned()) }]);
+        }
+        match self.rewrite(sql) {
+            Ok(list) => Ok(list),
+            Err(e) => Err(self.refused(sql, request_id, e).await),
+        }
+    }
+
+    /// The synchronous part: rewriting with the filters of the policy set in force now.
+    fn rewrite(&self, sql: &str) -> Result<Vec<Prepared>, SqlError> {
+        let store = self.service.gate.policy.store();
+        let catalog = super::rewrite::Catalog::from_policy(store.catalog());
+        let context = RequestContext { front: "sql", ..Default::default() };
+        let used: std::cell::RefCell<BTreeMap<TableName, Vec<String>>> = Default::default();
+        let policy_error: std::cell::RefCell<Option<String>> = Default::default();
+        let lookup = |table: &TableName, op: Operation| -> Option<TableFilter> {
+            match crate::policy::table_filter_with(&store, &self.principal, op.table_op(), table, &context) {
+                Ok(f) if !f.permissive.is_empty() => {
+                    used.borrow_mut().entry(table.clone()).or_default().extend(f.policies.iter().cloned());
+                    Some(f)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    // Fail closed: the table is treated as not permitted, and the error reported.
+                    *policy_error.borrow_mut() = Some(e.to_string());
+                    None
+                }
+            }
+        };
+        let rewriter = Rewriter::new(&catalog, &lookup).with_search_path(self.search_path()).with_limits(
+            self.service.settings.max_statement_bytes,
+            super::rewrite::DEFAULT_PARSER_DEPTH,
+            super::rewrite::DEFAULT_MAX_DEPTH,
+            super::rewrite::DEFAULT_MAX_STACK,
+        );
+        let rewritten = rewriter.rewrite(sql);
+        if let Some(e) = policy_error.borrow_mut().take() {
+            return Err(SqlError::Policy(e));
+        }
+        let rewritten = rewritten?;
+        let used = used.into_inner();
+        let mut out = Vec::new();
+        for statement in rewritten.statements {
+            let kind = match &statement.kind {
+                StatementKind::Session(cmd) => {
+                    PreparedKind::Session { command: cmd.clone(), text: statement.sql.clone() }
+                }
+                _ => {
+                    let backend = backend_of(store.catalog(), &statement.tables)?;
+                    let mut policies: BTreeSet<String> = BTreeSet::new();
+                    for t in &statement.tables {
+                        policies.extend(used.get(t).into_iter().flatten().cloned());
+                    }
+                    PreparedKind::Governed(Box::new(Governed {
+                        statement,
+                        backend,
+                        policies: policies.into_iter().collect(),
+                    }))
+                }
+            };
+            out.push(Prepared { original: sql.to_owned(), kind });
+        }
+        Ok(out)
+    }
+
+    /// Audits a refusal; if the audit log cannot take it, that is the error the client sees.
+    async fn refused(&self, sql: &str, request_id: &str, err: SqlError) -> SqlError {
+        let ev = event(&self.origin(request_id), "sql:Statement", "")
+            .principal(&self.principal)
+            .sql(SqlAudit { original: sql.to_owned(), ..Default::default() });
+        let mut ev =
+            if err.is_denial() { ev.deny(err.to_string(), Vec::<String>::new()) } else { ev.error(err.to_string()) };
+        ev.outcome_mut().error_code = Some(err.sqlstate().to_owned());
+        match self.service.gate.record(ev).await {
+            Ok(()) => err,
+            Err(e) => SqlError::AuditUnavailable(e.to_string()),
+        }
+    }
+
+    /// The result columns of a prepared statement, without running it.
+    pub async fn describe(&self, prepared: &Prepared) -> Result<Vec<Column>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) => match g.statement.kind {
+                StatementKind::Query => {
+                    let backend = self.backend(&g.backend)?;
+                    backend.describe(&g.statement.sql).await
+                }
+                _ => Ok(Vec::new()),
+            },
+            PreparedKind::Session { command, .. } => Ok(session_columns(command)),
+            PreparedKind::Introspect(sql) => introspect::describe(&self.service, &self.principal, sql).await,
+        }
+    }
+
+    /// The types the backend infers for a prepared statement's `$n` parameters.
+    pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) => self.backend(&g.backend)?.parameter_types(&g.statement.sql).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The result columns of a prepared statement once its parameters are bound.
+    pub async fn describe_bound(&self, prepared: &Prepared, params: &[Param]) -> Result<Vec<Column>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => {
+                let sql = bind(&g.statement.statement, params)?;
+                self.backend(&g.backend)?.describe(&sql).await
+            }
+            _ => self.describe(prepared).await,
+        }
+    }
+
+    fn backend(&self, name: &str) -> Result<Arc<dyn super::backend::Backend>, SqlError> {
+        self.service
+            .backends
+            .get(name)
+            .ok_or_else(|| SqlError::BackendUnavailable(format!("no backend named {name:?} is configured")))
+    }
+
+    /// Runs one prepared statement with its parameters.
+    pub async fn run(&mut self, prepared: &Prepared, params: &[Param], request_id: &str) -> Result<Outcome, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Session { command, text } => self.session_command(command, text),
+            PreparedKind::Introspect(sql) => {
+                let sql = bind_text(sql, params)?;
+                introspect::query(&self.service, &self.principal, &sql).await
+            }
+            PreparedKind::Governed(g) => self.governed(prepared, g, params, request_id).await,
+        }
+    }
+
+    async fn governed(
+        &self,
+        prepared: &Prepared,
+        g: &Governed,
+        params: &[Param],
+        request_id: &str,
+    ) -> Result<Outcome, SqlError> {
+        let sql = if params.is_empty() { g.statement.sql.clone() } else { bind(&g.statement.statement, params)? };
+        let (action, label) = match g.statement.kind {
+            StatementKind::Insert => ("sql:Insert", "INSERT 0"),
+            StatementKind::Update => ("sql:Update", "UPDATE"),
+            StatementKind::Delete => ("sql:Delete", "DELETE"),
+            _ => ("sql:Select", "SELECT"),
+        };
+        let tables: Vec<String> = g.statement.tables.iter().map(ToString::to_string).collect();
+        let ev = event(&self.origin(request_id), action, &tables.join(","))
+            .principal(&self.principal)
+            .allow(g.policies.clone())
+            .sql(sql_audit(&prepared.original, &sql, &tables, &g.statement.applied));
+        // No event, no access: the slot is reserved before the backend sees the statement.
+        let mut slot =
+            self.service.gate.auditor.begin(ev).await.map_err(|e| SqlError::AuditUnavailable(e.to_string()))?;
+        let backend = match self.backend(&g.backend) {
+            Ok(b) => b,
+            Err(e) => return Err(fail(slot, e)),
+        };
+        if g.statement.kind != StatementKind::Query {
+            return match backend.execute(&sql).await {
+                Ok(n) => {
+                    if let Some(s) = slot.event_mut().sql.as_mut() {
+                        s.rows = Some(n);
+                    }
+                    slot.finish();
+                    Ok(Outcome::Command(format!("{label} {n}")))
+                }
+                Err(e) => Err(fail(slot, e)),
+            };
+        }
+        match backend.query(&sql).await {
+            Ok(rows) => Ok(Outcome::Rows(RowSet {
+                columns: rows.columns,
+                rows: Box::pin(Audited { inner: rows.rows, slot: Some(slot), rows: 0 }),
+            })),
+            Err(e) => Err(fail(slot, e)),
+        }
+    }
+
+    fn session_command(&mut self, command: &SessionCommand, text: &str) -> Result<Outcome, SqlError> {
+        Ok(match command {
+            SessionCommand::Set { name, values, .. } => {
+                self.settings.insert(name.clone(), values.join(", "));
+                Outcome::Command("SET".into())
+            }
+            SessionCommand::Reset(Some(name)) => {
+                self.settings.remove(name);
+                Outcome::Command("RESET".into())
+            }
+            SessionCommand::Reset(None) | SessionCommand::Discard => {
+                self.settings.clear();
+                Outcome::Command(
+                    if matches!(command, SessionCommand::Discard) { "DISCARD ALL" } else { "RESET" }.into(),
+                )
+            }
+            SessionCommand::Show(name) => {
+                let value = self.show(name)?;
+                one_row(show_column(name), Cell::Text(value))
+            }
+            SessionCommand::Version => one_row(
+                "version",
+                Cell::Text(format!("PostgreSQL {SERVER_VERSION} (Lakegate {})", env!("CARGO_PKG_VERSION"))),
+            ),
+            SessionCommand::CurrentSchema => {
+                let schema = self.search_path().into_iter().next();
+                one_row("current_schema", schema.map(Cell::Text).unwrap_or(Cell::Null))
+            }
+            SessionCommand::Transaction => transaction(text, &mut self.in_transaction),
+        })
+    }
+
+    fn show(&self, name: &str) -> Result<String, SqlError> {
+        let name = name.to_ascii_lowercase();
+        if let Some(v) = self.settings.get(&name) {
+            return Ok(v.clone());
+        }
+        Ok(match name.as_str() {
+            "server_version" => SERVER_VERSION.into(),
+            "server_version_num" => "160006".into(),
+            "search_path" => DEFAULT_SEARCH_PATH.into(),
+            "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => {
+                "read committed".into()
+            }
+            "transaction_read_only" | "default_transaction_read_only" => "off".into(),
+            "standard_conforming_strings" | "integer_datetimes" => "on".into(),
+            "client_encoding" | "server_encoding" => "UTF8".into(),
+            "datestyle" => "ISO, MDY".into(),
+            "intervalstyle" => "postgres".into(),
+            "timezone" => "UTC".into(),
+            "max_identifier_length" => "63".into(),
+            "application_name" => String::new(),
+            "extra_float_digits" => "1".into(),
+            "lc_collate" | "lc_ctype" => "C".into(),
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0".into(),
+            _ => {
+                return Err(SqlError::Backend {
+                    sqlstate: "42704".into(),
+                    message: format!("unrecognized configuration parameter \"{name}\""),
+                });
+            }
+        })
+    }
+}
+
+const DEFAULT_SEARCH_PATH: &str = "\"$user\", public";
+
+fn show_column(name: &str) -> &str {
+    match name {
+        "transaction isolation level" => "transaction_isolation",
+        other => other,
+    }
+}
+
+fn one_row(name: &str, cell: Cell) -> Outcome {
+    let columns = vec![Column { name: name.to_owned(), ty: ColumnType::Text }];
+    Outcome::Rows(RowSet { columns, rows: Box::pin(futures::stream::iter(vec![Ok(vec![cell])])) })
+}
+
+/// The columns a session statement answers with.
+fn session_columns(command: &SessionCommand) -> Vec<Column> {
+    let text = |n: &str| vec![Column { name: n.to_owned(), ty: ColumnType::Text }];
+    match command {
+        SessionCommand::Show(name) => text(show_column(name)),
+        SessionCommand::Version => text("version"),
+        SessionCommand::CurrentSchema => text("current_schema"),
+        _ => Vec::new(),
+    }
+}
+
+/// BEGIN/COMMIT/ROLLBACK are acknowledged by the gateway: every statement runs on the backend in its own
+/// transaction (autocommit), which the documentation states.
+fn transaction(text: &str, open: &mut bool) -> Outcome {
+    let word = text.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    let tag = match word.as_str() {
+        "BEGIN" | "START" => {
+            *open = true;
+            "BEGIN"
+        }
+        "COMMIT" | "END" => {
+            *open = false;
+            "COMMIT"
+        }
+        "ROLLBACK" | "ABORT" => {
+            if text.to_ascii_uppercase().contains(" TO ") {
+                return Outcome::Command("ROLLBACK".into());
+            }
+            *open = false;
+            "ROLLBACK"
+        }
+        "SAVEPOINT" => return Outcome::Command("SAVEPOINT".into()),
+        "RELEASE" => return Outcome::Command("RELEASE".into()),
+        _ => return Outcome::Command("SET".into()),
+    };
+    Outcome::Transaction { tag: tag.into(), open: *open }
+}
+
+/// The statement's backend: every table it reads must live on the same one; a statement without tables
+/// runs on the embedded engine.
+fn backend_of(catalog: &crate::policy::catalog::Catalog, tables: &[TableName]) -> Result<String, SqlError> {
+    let names: BTreeSet<&str> =
+        tables.iter().filter_map(|t| catalog.table(&t.schema, &t.name)).map(|d| d.backend.as_str()).collect();
+    let mut it = names.into_iter();
+    match (it.next(), it.next()) {
+        (None, _) => Ok(super::backend::EMBEDDED.into()),
+        (Some(one), None) => Ok(one.to_owned()),
+        (Some(_), Some(_)) => {
+            Err(SqlError::Unsupported("a statement cannot combine tables of different backends".into()))
+        }
+    }
+}
+
+fn sql_audit(original: &str, rewritten: &str, tables: &[String], applied: &[AppliedFilter]) -> SqlAudit {
+    let mut filters = BTreeMap::new();
+    let mut masks = BTreeMap::new();
+    for a in applied {
+        let table = a.table.to_string();
+        filters.insert(table.clone(), a.row_filter.clone().unwrap_or_else(|| "TRUE".into()));
+        for (column, expr) in &a.columns {
+            // A clear column is shown as itself; anything else is a mask or a cell condition.
+            if !expr.ends_with(&format!(".\"{column}\"")) {
+                masks.insert(format!("{table}.{column}"), expr.clone());
+            }
+        }
+    }
+    SqlAudit {
+        original: original.to_owned(),
+        rewritten: Some(rewritten.to_owned()),
+        tables: tables.to_vec(),
+        filters,
+        masks,
+        rows: None,
+    }
+}
+
+/// Records a backend failure in the slot and returns the error.
+fn fail(mut slot: AuditSlot, e: SqlError) -> SqlError {
+    let ev: &mut AuditEvent = slot.event_mut();
+    ev.reason = Some(e.to_string());
+    ev.outcome_mut().error_code = Some(e.sqlstate().to_owned());
+    slot.finish();
+    e
+}
+
+/// Replaces `$n` placeholders by literal AST nodes: a value can never become syntax.
+fn bind(statement: &sqlparser::ast::Statement, params: &[Param]) -> Result<String, SqlError> {
+    struct Binder<'a> {
+        params: &'a [Param],
+        error: Option<SqlError>,
+    }
+    impl VisitorMut for Binder<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Value(v) = expr
+                && let Value::Placeholder(p) = &v.value
+            {
+                let index = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                let Some(param) = index.and_then(|i| i.checked_sub(1)).and_then(|i| self.params.get(i)) else {
+                    self.error = Some(SqlError::Parameter {
+                        index: index.unwrap_or(0),
+                        reason: format!("there is no parameter {p}"),
+                    });
+                    return std::ops::ControlFlow::Break(());
+                };
+                *expr = match param {
+                    Param::Null => Expr::value(Value::Null),
+                    Param::Bool(b) => Expr::value(Value::Boolean(*b)),
+                    Param::Number(n) => Expr::value(Value::Number(n.clone(), false)),
+                    Param::Text(t) => Expr::value(Value::SingleQuotedString(t.clone())),
+                };
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut statement = statement.clone();
+    let mut binder = Binder { params, error: None };
+    let _ = statement.visit(&mut binder);
+    match binder.error {
+        Some(e) => Err(e),
+        None => Ok(statement.to_string()),
+    }
+}
+
+/// [`bind`] for a statement kept as text (catalog queries).
+fn bind_text(sql: &str, params: &[Param]) -> Result<String, SqlError> {
+    if params.is_empty() {
+        return Ok(sql.to_owned());
+    }
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let statements = sqlparser::parser::Parser::parse_sql(&dialect, sql)
+        .map_err(|e| SqlError::Rewrite(RewriteError::Syntax(e.to_string())))?;
+    let parts = statements.iter().map(|s| bind(s, params)).collect::<Result<Vec<_>, _>>()?;
+    Ok(parts.join("; "))
+}
+
+/// Counts the rows a client reads and finishes the audit slot when the stream ends (or is dropped, in
+/// which case the slot records the access as incomplete).
+struct Audited {
+    inner: super::rows::RowStream,
+    slot: Option<AuditSlot>,
+    rows: u64,
+}
+
+impl Stream for Audited {
+    type Item = Result<Vec<Cell>, SqlError>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(row))) => {
+                this.rows += 1;
+                if let Some(slot) = this.slot.as_mut()
+                    && let Some(s) = slot.event_mut().sql.as_mut()
+                {
+                    s.rows = Some(this.rows);
+                }
+                Poll::Ready(Some(Ok(row)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(slot) = this.slot.take() {
+                    fail(slot, e.clone());
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if let Some(mut slot) = this.slot.take() {
+                    if let Some(s) = slot.event_mut().sql.as_mut() {
+                        s.rows = Some(this.rows);
+                    }
+                    slot.finish();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

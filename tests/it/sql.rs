@@ -1,0 +1,475 @@
+//! The SQL gateway end to end: the hostile corpus through the real gateway on real data, the PostgreSQL
+//! backend behind the gateway, and the differential test of the rewriter against PostgreSQL row level
+//! security.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lakegate::sql::rewrite::{Catalog, ColumnAccess, ColumnDef, Operation, Rewriter, TableFilter, TableName};
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::support::{Lakegate, Postgres};
+
+/// Rows of every result of a simple query, as text; or the SQLSTATE of its error.
+async fn simple(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    match client.simple_query(sql).await {
+        Ok(messages) => Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect()),
+                _ => None,
+            })
+            .collect()),
+        Err(e) => Err(e.as_db_error().map(|d| d.code().code().to_owned()).unwrap_or_else(|| e.to_string())),
+    }
+}
+
+async fn connect_gateway(lg: &Lakegate, user: &str, token: &str) -> tokio_postgres::Client {
+    let config =
+        format!("host=127.0.0.1 port={} user={user} password={token} dbname=lakegate sslmode=disable", lg.sql.port());
+    let start = Instant::now();
+    loop {
+        match tokio_postgres::connect(&config, NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                return client;
+            }
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(30), "cannot connect to the gateway: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Queries trying to read what the demo policy hides from alice (analyst, EU): US orders, full card numbers,
+/// salaries and SSNs. Each must fail or return only what alice may see.
+const HOSTILE: &[&str] = &[
+    // CTE shadowing and scoping
+    "WITH orders AS (SELECT * FROM sales.orders) SELECT * FROM orders",
+    "WITH sales AS (SELECT 1 AS x) SELECT * FROM sales.orders",
+    "WITH o AS (SELECT * FROM sales.orders) SELECT card_number, region FROM o",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT o.* FROM sales.orders o, r",
+    "WITH x AS (SELECT region FROM sales.orders) SELECT * FROM x WHERE region = 'US'",
+    // quoting and case
+    "SELECT * FROM SALES.ORDERS",
+    "SELECT * FROM \"sales\".\"orders\"",
+    "SELECT \"card_number\" FROM sales.\"orders\"",
+    "SELECT CARD_NUMBER FROM Sales.Orders",
+    "SELECT * FROM \"SALES\".\"ORDERS\"",
+    "SELECT \"SSN\" FROM hr.employees",
+    "SELECT \"ssn\" FROM \"hr\".\"employees\"",
+    // comments
+    "SELECT * FROM sales.orders -- WHERE region = 'EU'",
+    "SELECT * FROM /* hr.employees */ sales.orders",
+    "SELECT /*+ no filter */ card_number FROM sales.orders",
+    "SELECT ssn/**/FROM hr.employees",
+    // unicode escapes
+    "SELECT * FROM U&\"sales\".U&\"orders\"",
+    "SELECT U&\"\\0073sn\" FROM hr.employees",
+    "SELECT U&\"card\\005fnumber\" FROM sales.orders",
+    // system catalogs and settings
+    "SELECT * FROM pg_catalog.pg_class",
+    "SELECT relname FROM pg_class",
+    "SELECT * FROM information_schema.columns WHERE table_name = 'employees'",
+    "SELECT * FROM pg_catalog.pg_authid",
+    "SELECT current_setting('is_superuser')",
+    "SELECT set_config('role', 'postgres', false)",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT * FROM pg_stat_activity",
+    // table functions and functions reading other tables
+    "SELECT * FROM generate_series(1, 3) g, sales.orders",
+    "SELECT * FROM unnest(ARRAY[1]) u, hr.employees",
+    "SELECT query_to_xml('select * from sales.orders', true, true, '')",
+    "SELECT * FROM dblink('dbname=x', 'select * from sales.orders') AS t(a text)",
+    "SELECT lo_import('/etc/passwd')",
+    "SELECT * FROM ROWS FROM (generate_series(1,2))",
+    // multi-statements and session changes
+    "SELECT 1; SELECT * FROM hr.employees",
+    "SELECT name FROM hr.employees; SELECT ssn FROM hr.employees",
+    "SET ROLE postgres; SELECT * FROM sales.orders",
+    "SET SESSION AUTHORIZATION postgres",
+    "RESET ROLE; SELECT card_number FROM sales.orders",
+    "SET search_path = sales; SELECT * FROM orders WHERE region = 'US'",
+    // prepared statements and cursors
+    "PREPARE p AS SELECT * FROM sales.orders; EXECUTE p",
+    "DECLARE c CURSOR FOR SELECT ssn FROM hr.employees",
+    "FETCH ALL FROM c",
+    "COPY sales.orders TO STDOUT",
+    "COPY (SELECT * FROM hr.employees) TO '/tmp/x'",
+    // subqueries, joins and set operations
+    "SELECT * FROM sales.orders WHERE order_id IN (SELECT order_id FROM sales.orders WHERE region = 'US')",
+    "SELECT (SELECT max(card_number) FROM sales.orders) AS c",
+    "SELECT e.name, e.salary FROM hr.employees e",
+    "SELECT name FROM hr.employees UNION SELECT ssn FROM hr.employees",
+    "SELECT region FROM sales.orders UNION ALL SELECT 'x' FROM hr.employees WHERE salary > 0",
+    "SELECT * FROM sales.orders o JOIN hr.employees e ON e.ssn = o.customer",
+    "SELECT * FROM sales.orders o, LATERAL (SELECT o2.card_number FROM sales.orders o2) l",
+    "SELECT count(*) FROM hr.employees WHERE salary > 60000",
+    "SELECT name FROM hr.employees ORDER BY salary",
+    "SELECT name FROM hr.employees GROUP BY name HAVING max(salary) > 0",
+    "SELECT * FROM sales.orders WHERE region = 'US' OR 1 = 1",
+    "SELECT * FROM sales.orders WHERE card_number LIKE '4%'",
+    "SELECT sum(CASE WHEN card_number = '4000001234567891' THEN 1 ELSE 0 END) FROM sales.orders",
+    "SELECT row_to_json(o) FROM sales.orders o",
+    "SELECT o FROM sales.orders o",
+    "SELECT sales.orders.card_number FROM sales.orders AS x",
+    // writes and DDL
+    "UPDATE sales.orders SET region = 'EU'",
+    "DELETE FROM hr.employees",
+    "CREATE TABLE leak AS SELECT * FROM sales.orders",
+    "ALTER TABLE sales.orders DISABLE ROW LEVEL SECURITY",
+    "DROP TABLE sales.orders",
+    "GRANT SELECT ON hr.employees TO alice",
+    "EXPLAIN SELECT * FROM hr.employees",
+    "SELECT * FROM sales.orders FOR UPDATE",
+    // size and nesting
+    "SELECT ((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((1)))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))",
+];
+
+/// Whether a row (text cells) shows something alice may not see.
+fn leaks(row: &[Option<String>]) -> Option<String> {
+    let digits16 = |s: &str| s.as_bytes().windows(16).any(|w| w.iter().all(u8::is_ascii_digit));
+    let ssn = |s: &str| {
+        s.as_bytes()
+            .windows(11)
+            .any(|w| w.iter().enumerate().all(|(i, c)| if i == 3 || i == 6 { *c == b'-' } else { c.is_ascii_digit() }))
+    };
+    for cell in row.iter().flatten() {
+        // Salaries are 50000 + 6250 * id.
+        let salary = (1..=8).any(|i| cell.contains(&(50_000 + 6_250 * i).to_string()));
+        if digits16(cell) || ssn(cell) || salary || cell == "US" || cell.contains("\"US\"") {
+            return Some(cell.clone());
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn hostile_queries_never_show_alice_what_the_policy_hides() {
+    let lg = Lakegate::start(&[]);
+    let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
+    let client = connect_gateway(&lg, "alice", &token).await;
+    // The corpus is only meaningful if the secrets exist and plain reads work.
+    let own = simple(&client, "SELECT order_id, region, card_number FROM sales.orders").await.expect("plain read");
+    assert_eq!(own.len(), 12);
+    assert!(own.iter().all(|r| leaks(r).is_none()), "{own:?}");
+    assert!(HOSTILE.len() >= 50);
+    let mut refused = 0;
+    for sql in HOSTILE {
+        match simple(&client, sql).await {
+            Ok(rows) => {
+                for row in &rows {
+                    assert!(leaks(row).is_none(), "LEAK through {sql:?}: {row:?}");
+                }
+                // Order ids of US orders are even.
+                for row in &rows {
+                    if let Some(Some(id)) = row.first()
+                        && sql.contains("order_id")
+                        && id.parse::<u64>().is_ok_and(|n| n % 2 == 0)
+                    {
+                        panic!("LEAK of a US order through {sql:?}: {row:?}");
+                    }
+                }
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    // Most of the corpus is refused outright; the rest returned only alice's rows.
+    assert!(refused > HOSTILE.len() / 2, "only {refused} refused");
+    // The session survives refusals.
+    assert_eq!(simple(&client, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("12".into())]]));
+}
+
+#[tokio::test]
+async fn refusals_carry_the_sqlstate_postgresql_would_use() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    assert_eq!(simple(&alice, "SELECT ssn FROM hr.employees").await, Err("42501".into()));
+    assert_eq!(simple(&alice, "SELECT * FROM sales.nope").await, Err("42P01".into()));
+    assert_eq!(simple(&alice, "SELECT * FROM sales.orders WHERE").await, Err("42601".into()));
+    assert_eq!(simple(&alice, "COPY sales.orders TO STDOUT").await, Err("42501".into()));
+    let dave = connect_gateway(&lg, "dave", &lg.token("dave", &[], &[])).await;
+    assert_eq!(simple(&dave, "SELECT 1 FROM sales.orders").await, Err("42501".into()));
+}
+
+#[tokio::test]
+async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at_start() {
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE SCHEMA sales; CREATE TABLE sales.orders (order_id bigint, customer text, region text, \
+         amount numeric(12,2), card_number text); \
+         INSERT INTO sales.orders VALUES (1, 'Acme', 'EU', 10.50, '4000000000000001'), \
+         (2, 'Globex', 'US', 20.00, '4000000000000002'), (3, 'Hooli', 'EU', 30.25, '4000000000000003'); \
+         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
+         GRANT SELECT ON sales.orders TO lakegate_backend;",
+    );
+    let policies = tempfile::tempdir().expect("temp dir");
+    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
+        let text = if *name == "catalog.toml" {
+            // sales.orders moves to PostgreSQL; hr.employees stays embedded.
+            text.replacen("backend = \"embedded\"", "backend = \"warehouse\"", 1)
+        } else {
+            (*text).to_owned()
+        };
+        std::fs::write(policies.path().join(name), text).expect("write policy");
+    }
+    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
+    let policy_dir = policies.path().display().to_string();
+    let env = [
+        ("LAKEGATE__POLICY__DIR", policy_dir.as_str()),
+        ("LAKEGATE__SQL__POSTGRES", &format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 2}}]")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, *v)).collect();
+    let lg = Lakegate::start(&env);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let rows = simple(&alice, "SELECT order_id, card_number, amount FROM sales.orders ORDER BY order_id").await;
+    assert_eq!(
+        rows,
+        Ok(vec![
+            vec![Some("1".into()), Some("************0001".into()), Some("10.50".into())],
+            vec![Some("3".into()), Some("************0003".into()), Some("30.25".into())],
+        ])
+    );
+    // Extended protocol with a bound parameter, binary results.
+    let stmt = alice.prepare("SELECT sum(amount)::text FROM sales.orders WHERE order_id > $1").await.expect("prepare");
+    let total: String = alice.query_one(&stmt, &[&0i64]).await.expect("query").get(0);
+    assert_eq!(total, "40.75");
+    drop(lg);
+
+    // A catalog column the backend lacks refuses start-up, naming it.
+    pg.psql("ALTER TABLE sales.orders DROP COLUMN card_number");
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakegate"))
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .env("LAKEGATE__CONTROL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__S3__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__SQL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .envs(env.iter().copied())
+        .output()
+        .expect("run lakegate serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "start-up must fail when a catalog column is missing in the backend");
+    assert!(stderr.contains("sales.orders.card_number"), "{stderr}");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Differential test: rewriter on PostgreSQL as the backend role == original query under RLS as a matching role.
+
+/// A small deterministic generator (xorshift), so a failure names a seed that reproduces it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+const T1_COLUMNS: &[&str] = &["id", "grp", "a", "b", "c"];
+const T2_COLUMNS: &[&str] = &["id", "t1_id", "x", "y"];
+
+/// Permissive row filters per table (`principal.grp` is the principal's attribute).
+const T1_PERMISSIVE: &[&str] = &["a > 5", "grp = principal.grp", "c IS NULL", "id % 3 = 0", "b LIKE 'k%'", "a + c < 9"];
+const T1_RESTRICTIVE: &[&str] = &["b <> 'kz'", "a < 9", "coalesce(c, 0) <> 4", "grp <> 'g3'"];
+const T2_PERMISSIVE: &[&str] = &["x >= 2", "y = principal.grp", "t1_id % 2 = 1", "x IS NULL"];
+const T2_RESTRICTIVE: &[&str] = &["x <> 5", "t1_id < 15"];
+
+/// One table's policy: name, permissive filters (None = no filter), restrictive filters, visible columns.
+type TablePolicy = (&'static str, Vec<Option<&'static str>>, Vec<&'static str>, Vec<&'static str>);
+
+struct Case {
+    tables: Vec<TablePolicy>,
+    grp: &'static str,
+}
+
+fn gen_case(rng: &mut Rng) -> Case {
+    let mut tables = Vec::new();
+    for (name, cols, perm, restr) in
+        [("t1", T1_COLUMNS, T1_PERMISSIVE, T1_RESTRICTIVE), ("t2", T2_COLUMNS, T2_PERMISSIVE, T2_RESTRICTIVE)]
+    {
+        let mut permissive = Vec::new();
+        for _ in 0..1 + rng.below(2) {
+            permissive.push(if rng.chance(15) { None } else { Some(*rng.pick(perm)) });
+        }
+        let restrictive: Vec<&str> = (0..rng.below(3)).map(|_| *rng.pick(restr)).collect();
+        // The join keys stay visible so that generated joins are legal; others are hidden at random.
+        let visible: Vec<&str> =
+            cols.iter().copied().filter(|c| matches!(*c, "id" | "t1_id") || rng.chance(75)).collect();
+        tables.push((name, permissive, restrictive, visible));
+    }
+    const GROUPS: [&str; 3] = ["g1", "g2", "g3"];
+    let grp = GROUPS[rng.below(GROUPS.len())];
+    Case { tables, grp }
+}
+
+/// A query over the visible columns of the case.
+fn gen_query(rng: &mut Rng, case: &Case) -> String {
+    let vis = |t: usize| case.tables[t].3.clone();
+    let t1 = vis(0);
+    let t2 = vis(1);
+    let col1 = |rng: &mut Rng| *rng.pick(&t1);
+    let col2 = |rng: &mut Rng| *rng.pick(&t2);
+    let pred1 = |rng: &mut Rng| {
+        let c = col1(rng);
+        match c {
+            "grp" => format!("{c} IN ('g1', 'g2')"),
+            "b" => format!("{c} >= 'k'"),
+            _ => format!("{c} > {}", rng.below(6)),
+        }
+    };
+    match rng.below(7) {
+        0 => format!("SELECT {}, {} FROM diff.t1 WHERE {}", col1(rng), col1(rng), pred1(rng)),
+        1 => format!(
+            "SELECT t1.id, t2.{} FROM diff.t1 JOIN diff.t2 ON t2.t1_id = t1.id WHERE t1.{}",
+            col2(rng),
+            pred1(rng)
+        ),
+        2 => format!("SELECT id FROM diff.t1 WHERE id IN (SELECT t1_id FROM diff.t2 WHERE {} IS NOT NULL)", col2(rng)),
+        3 => format!("WITH w AS (SELECT id, {} AS v FROM diff.t1) SELECT count(*), count(v) FROM w", col1(rng)),
+        4 => format!("SELECT {c}, count(*) FROM diff.t1 GROUP BY {c}", c = col1(rng)),
+        5 => format!(
+            "SELECT id FROM diff.t1 WHERE {} {} SELECT t1_id FROM diff.t2",
+            pred1(rng),
+            rng.pick(&["UNION", "EXCEPT", "INTERSECT", "UNION ALL"])
+        ),
+        _ => format!(
+            "SELECT t1.id, (SELECT count(*) FROM diff.t2 WHERE t2.t1_id = t1.id) FROM diff.t1 \
+             LEFT JOIN diff.t2 ON t2.t1_id = t1.id AND t2.{} IS NOT NULL",
+            col2(rng)
+        ),
+    }
+}
+
+fn filter_for(case: &Case, table: &TableName) -> Option<TableFilter> {
+    let (_, permissive, restrictive, visible) = case.tables.iter().find(|t| t.0 == table.name)?;
+    Some(TableFilter {
+        table: table.clone(),
+        permissive: permissive.iter().map(|p| p.map(str::to_owned)).collect(),
+        restrictive: restrictive.iter().map(|r| (*r).to_owned()).collect(),
+        columns: visible.iter().map(|c| ColumnAccess::clear(*c)).collect(),
+        principal: BTreeMap::from([("grp".to_owned(), case.grp.to_owned())]),
+        policies: vec![],
+    })
+}
+
+async fn sorted(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let mut rows = simple(client, sql).await?;
+    rows.sort();
+    Ok(rows)
+}
+
+#[tokio::test]
+async fn rewritten_queries_return_what_postgresql_row_level_security_returns() {
+    let pg = Postgres::start();
+    let (client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    let mut rng = Rng(0x5eed_1a4e_6a7e_2026);
+    let mut setup = String::from(
+        "CREATE SCHEMA diff; CREATE TABLE diff.t1 (id int, grp text, a int, b text, c int); \
+         CREATE TABLE diff.t2 (id int, t1_id int, x int, y text); \
+         ALTER TABLE diff.t1 ENABLE ROW LEVEL SECURITY; ALTER TABLE diff.t2 ENABLE ROW LEVEL SECURITY; \
+         CREATE ROLE probe; GRANT USAGE ON SCHEMA diff TO probe;",
+    );
+    let groups = ["'g1'", "'g2'", "'g3'", "NULL"];
+    let bs = ["'ka'", "'kz'", "'m'", "'a'", "NULL"];
+    for id in 1..=20 {
+        let c = if rng.chance(25) { "NULL".to_owned() } else { rng.below(7).to_string() };
+        setup.push_str(&format!(
+            "INSERT INTO diff.t1 VALUES ({id}, {}, {}, {}, {c});",
+            rng.pick(&groups),
+            rng.below(11),
+            rng.pick(&bs)
+        ));
+    }
+    for id in 1..=30 {
+        let x = if rng.chance(20) { "NULL".to_owned() } else { rng.below(8).to_string() };
+        setup.push_str(&format!(
+            "INSERT INTO diff.t2 VALUES ({id}, {}, {x}, {});",
+            1 + rng.below(22),
+            rng.pick(&["'g1'", "'g2'", "'z'", "NULL"])
+        ));
+    }
+    client.batch_execute(&setup).await.expect("setup");
+
+    let mut catalog = Catalog::new();
+    let def =
+        |cols: &[&str], types: &[&str]| cols.iter().zip(types).map(|(c, t)| ColumnDef::new(*c, *t)).collect::<Vec<_>>();
+    catalog
+        .add_table(TableName::new("diff", "t1"), def(T1_COLUMNS, &["integer", "text", "integer", "text", "integer"]));
+    catalog.add_table(TableName::new("diff", "t2"), def(T2_COLUMNS, &["integer", "integer", "integer", "text"]));
+
+    let started = Instant::now();
+    let (mut cases, mut agreeing_errors) = (0, 0);
+    for round in 0..40 {
+        let case = gen_case(&mut rng);
+        // The same policy as RLS: PERMISSIVE/RESTRICTIVE policies and column grants for the role `probe`.
+        let mut ddl = String::from(
+            "DROP POLICY IF EXISTS p0 ON diff.t1; DROP POLICY IF EXISTS p1 ON diff.t1; \
+            DROP POLICY IF EXISTS r0 ON diff.t1; DROP POLICY IF EXISTS r1 ON diff.t1; \
+            DROP POLICY IF EXISTS p0 ON diff.t2; DROP POLICY IF EXISTS p1 ON diff.t2; \
+            DROP POLICY IF EXISTS r0 ON diff.t2; DROP POLICY IF EXISTS r1 ON diff.t2; \
+            REVOKE ALL ON diff.t1, diff.t2 FROM probe;",
+        );
+        let literal = format!("'{}'", case.grp);
+        for (table, permissive, restrictive, visible) in &case.tables {
+            for (i, p) in permissive.iter().enumerate() {
+                let using = p.map(|p| p.replace("principal.grp", &literal)).unwrap_or_else(|| "true".into());
+                ddl.push_str(&format!(
+                    "CREATE POLICY p{i} ON diff.{table} AS PERMISSIVE FOR SELECT TO probe USING ({using});"
+                ));
+            }
+            for (i, r) in restrictive.iter().enumerate() {
+                let using = r.replace("principal.grp", &literal);
+                ddl.push_str(&format!(
+                    "CREATE POLICY r{i} ON diff.{table} AS RESTRICTIVE FOR SELECT TO probe USING ({using});"
+                ));
+            }
+            ddl.push_str(&format!("GRANT SELECT ({}) ON diff.{table} TO probe;", visible.join(", ")));
+        }
+        client.batch_execute(&ddl).await.unwrap_or_else(|e| panic!("round {round}: {ddl}: {e}"));
+        let lookup = |t: &TableName, op: Operation| if op == Operation::Select { filter_for(&case, t) } else { None };
+        let rewriter = Rewriter::new(&catalog, &lookup);
+        for _ in 0..10 {
+            let query = gen_query(&mut rng, &case);
+            let expected = {
+                client.batch_execute("SET ROLE probe").await.expect("set role");
+                let r = sorted(&client, &query).await;
+                client.batch_execute("RESET ROLE").await.expect("reset role");
+                r
+            };
+            let got = match rewriter.rewrite(&query) {
+                Ok(rw) => {
+                    let sql = rw.statements.first().map(|s| s.sql.clone()).expect("one statement");
+                    sorted(&client, &sql).await.map_err(|e| format!("{e} in {sql}"))
+                }
+                Err(e) => Err(e.sqlstate().to_owned()),
+            };
+            match (&expected, &got) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "round {round}, case policies {:?}: {query}", case.tables),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a, b, "round {round}: both refuse {query}, with different SQLSTATEs");
+                    agreeing_errors += 1;
+                }
+                _ => panic!("round {round}, {:?}: {query}\nRLS: {expected:?}\nLakegate: {got:?}", case.tables),
+            }
+            cases += 1;
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "differential test exceeded its time budget");
+    }
+    assert_eq!(cases, 400);
+    // Most generated queries are legal; errors must be the exception for the test to mean something.
+    assert!(agreeing_errors < cases / 4, "{agreeing_errors} of {cases} cases were errors");
+}

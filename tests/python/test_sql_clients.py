@@ -1,0 +1,315 @@
+"""Real clients against the SQL gateway on the demo world (embedded engine).
+
+Each client connects as alice (analyst, EU), bob (analyst, US), carol (hr) and dave (no permit):
+alice sees EU orders only with card numbers masked to their last 4 digits, bob US orders, carol all of hr
+and nothing of sales, dave nothing at all. Clients: psql, pgJDBC (Debian's jar, a small Java program
+compiled by javac), psycopg 3, SQLAlchemy's inspector and the trino client.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+import sqlalchemy
+import trino
+
+from conftest import demo_token
+
+ROOT = Path(__file__).resolve().parents[2]
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+
+
+@pytest.fixture
+def gw(lakegate):
+    """The shared server on the demo world (embedded engine)."""
+    return lakegate
+
+
+def token(gw, user):
+    return demo_token(gw, user)
+
+
+# ---------------------------------------------------------------- psql
+
+
+def psql(gw, user, sql, password=None):
+    env = dict(os.environ, PGPASSWORD=password or token(gw, user), PGCONNECT_TIMEOUT="10")
+    dsn = f"host=127.0.0.1 port={gw.sql_port} dbname=lakegate user={user} sslmode=disable"
+    return subprocess.run(
+        ["psql", dsn, "-X", "-A", "-t", "-F", "|", "-c", sql], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("user,region", [("alice", "EU"), ("bob", "US")])
+def test_psql_analysts_see_only_their_region(gw, user, region):
+    r = psql(gw, user, "select region, count(*) from sales.orders group by region")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [f"{region}|12"]
+
+
+def test_psql_card_numbers_show_only_the_last_four_digits(gw):
+    r = psql(gw, "alice", "select card_number from sales.orders limit 3")
+    assert r.returncode == 0, r.stderr
+    cards = r.stdout.split()
+    assert len(cards) == 3
+    assert all(re.fullmatch(r"\*{12}\d{4}", c) for c in cards), cards
+
+
+def test_psql_naming_a_hidden_column_is_error_42501(gw):
+    env = dict(os.environ, PGPASSWORD=token(gw, "alice"))
+    dsn = f"host=127.0.0.1 port={gw.sql_port} dbname=lakegate user=alice sslmode=disable"
+    r = subprocess.run(
+        ["psql", dsn, "-X", "-v", "VERBOSITY=verbose", "-c", "select ssn from hr.employees"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode != 0
+    assert "42501" in r.stderr and "ssn" in r.stderr, r.stderr
+
+
+def test_psql_hr_sees_salaries_and_no_sales(gw):
+    r = psql(gw, "carol", "select count(*), count(ssn), sum(salary) from hr.employees")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "8|8|625000.00"
+    r = psql(gw, "carol", "select * from sales.orders")
+    assert r.returncode != 0 and "permission denied" in r.stderr
+
+
+def test_psql_dave_is_denied_everything(gw):
+    for sql in ["select * from sales.orders", "select name from hr.employees"]:
+        r = psql(gw, "dave", sql)
+        assert r.returncode != 0 and "permission denied" in r.stderr, r.stderr
+        assert r.stdout == ""
+
+
+def test_psql_dt_lists_only_visible_tables(gw):
+    r = psql(gw, "alice", r"\dt *.*")
+    assert r.returncode == 0, r.stderr
+    assert "sales|orders|table" in r.stdout and "hr|employees|table" in r.stdout
+    r = psql(gw, "carol", r"\dt *.*")
+    assert "hr|employees" in r.stdout and "orders" not in r.stdout
+    r = psql(gw, "dave", r"\dt *.*")
+    assert r.returncode == 0 and r.stdout.strip() == ""
+
+
+def test_psql_describe_lists_only_visible_columns(gw):
+    r = psql(gw, "alice", r"\d hr.employees")
+    assert r.returncode == 0, r.stderr
+    assert "department" in r.stdout
+    assert "salary" not in r.stdout and "ssn" not in r.stdout
+
+
+def test_psql_a_token_for_someone_else_is_refused(gw):
+    r = psql(gw, "bob", "select 1", password=token(gw, "alice"))
+    assert r.returncode != 0 and "does not match" in r.stderr
+
+
+def test_psql_a_bad_token_fails_password_authentication(gw):
+    env = dict(os.environ, PGPASSWORD="not-a-token")
+    dsn = f"host=127.0.0.1 port={gw.sql_port} dbname=lakegate user=alice sslmode=disable"
+    r = subprocess.run(["psql", dsn, "-X", "-v", "VERBOSITY=verbose", "-c", "select 1"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    # psql does not print a connection error's SQLSTATE; "password authentication failed" is 28P01's text.
+    assert r.returncode != 0 and "FATAL:  password authentication failed" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- psycopg 3
+
+
+def connect(gw, user):
+    return psycopg.connect(host="127.0.0.1", port=gw.sql_port, dbname="lakegate", user=user,
+                           password=token(gw, user), sslmode="disable", connect_timeout=10)
+
+
+@pytest.mark.parametrize("user,region", [("alice", "EU"), ("bob", "US")])
+def test_psycopg_analysts_see_their_region_with_masked_cards(gw, user, region):
+    with connect(gw, user) as c:
+        rows = c.execute("select region, card_number, amount from sales.orders where amount > %s", (0,)).fetchall()
+    assert rows and {r[0] for r in rows} == {region}
+    assert all(r[1].startswith("*" * 12) and len(r[1]) == 16 for r in rows)
+    assert all(isinstance(r[2], Decimal) for r in rows)
+
+
+def test_psycopg_server_side_prepared_statements_stay_governed(gw):
+    with connect(gw, "alice") as c:
+        for _ in range(3):
+            rows = c.execute("select count(*) from sales.orders where customer <> %s", ("nobody",), prepare=True).fetchall()
+            assert rows == [(12,)]
+
+
+def test_psycopg_hr_reads_ssn_and_dave_gets_insufficient_privilege(gw):
+    with connect(gw, "carol") as c:
+        assert c.execute("select ssn from hr.employees where id = %s", (1,)).fetchall() == [("101-11-1111",)]
+    with connect(gw, "dave") as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("select * from hr.employees")
+
+
+# ---------------------------------------------------------------- SQLAlchemy
+
+
+def engine(gw, user):
+    return sqlalchemy.create_engine(
+        f"postgresql+psycopg://{user}:{token(gw, user)}@127.0.0.1:{gw.sql_port}/lakegate?sslmode=disable"
+    )
+
+
+def test_sqlalchemy_inspector_shows_only_visible_tables_and_columns(gw):
+    insp = sqlalchemy.inspect(engine(gw, "alice"))
+    assert insp.get_table_names(schema="sales") == ["orders"]
+    assert [c["name"] for c in insp.get_columns("employees", schema="hr")] == ["id", "name", "department"]
+    insp = sqlalchemy.inspect(engine(gw, "carol"))
+    assert insp.get_table_names(schema="sales") == []
+    assert [c["name"] for c in insp.get_columns("employees", schema="hr")] == ["id", "name", "department", "salary", "ssn"]
+    insp = sqlalchemy.inspect(engine(gw, "dave"))
+    assert insp.get_table_names(schema="hr") == []
+
+
+def test_sqlalchemy_core_query_is_governed(gw):
+    with engine(gw, "bob").connect() as conn:
+        rows = conn.execute(sqlalchemy.text("select distinct region from sales.orders")).fetchall()
+    assert rows == [("US",)]
+
+
+# ---------------------------------------------------------------- pgJDBC
+
+
+@pytest.fixture(scope="module")
+def jdbc_classes(tmp_path_factory):
+    if not JDBC_JAR.exists() or shutil.which("javac") is None:
+        pytest.fail("pgJDBC (libpostgresql-jdbc-java) and javac are required; scripts/test installs them")
+    out = tmp_path_factory.mktemp("jdbc")
+    subprocess.run(["javac", "-d", str(out), str(ROOT / "tests/java/LakegateJdbc.java")], check=True, timeout=120)
+    return out
+
+
+def jdbc(gw, classes, user, *args):
+    cmd = ["java", "-cp", f"{JDBC_JAR}:{classes}", "LakegateJdbc",
+           f"jdbc:postgresql://127.0.0.1:{gw.sql_port}/lakegate", user, token(gw, user), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("user,region", [("alice", "EU"), ("bob", "US")])
+def test_jdbc_analysts_see_their_region(gw, jdbc_classes, user, region):
+    r = jdbc(gw, jdbc_classes, user, "query", "select region, count(*) from sales.orders group by region")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split("\n")[0] == f"{region}\t12"
+
+
+def test_jdbc_prepared_statement_with_binary_results_keeps_the_mask(gw, jdbc_classes):
+    r = jdbc(gw, jdbc_classes, "alice", "prepared",
+             "select order_id, amount, card_number from sales.orders where order_id = ?", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    order_id, amount, card = r.stdout.strip().split("\t")
+    assert order_id == "3" and Decimal(amount) > 0 and re.fullmatch(r"\*{12}\d{4}", card)
+    r = jdbc(gw, jdbc_classes, "alice", "prepared",
+             "select order_id from sales.orders where order_id = ?", "2")
+    assert r.returncode == 0 and r.stdout.strip() == ""  # order 2 is a US order
+
+
+def test_jdbc_metadata_lists_only_visible_tables_and_columns(gw, jdbc_classes):
+    r = jdbc(gw, jdbc_classes, "alice", "meta")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "TABLE\tsales\torders" in r.stdout
+    assert "COLUMN\thr\temployees\tname\ttext" in r.stdout
+    assert "ssn" not in r.stdout and "salary" not in r.stdout
+    r = jdbc(gw, jdbc_classes, "dave", "meta")
+    assert r.returncode == 0 and r.stdout.strip() == ""
+
+
+def test_jdbc_carol_and_dave(gw, jdbc_classes):
+    r = jdbc(gw, jdbc_classes, "carol", "query", "select sum(salary) from hr.employees")
+    assert r.returncode == 0 and r.stdout.strip() == "625000.00", r.stdout
+    r = jdbc(gw, jdbc_classes, "dave", "query", "select * from sales.orders")
+    assert r.returncode == 3 and r.stdout.startswith("SQLSTATE 42501"), r.stdout
+
+
+# ---------------------------------------------------------------- trino
+
+
+def trino_cursor(gw, user, claimed_user="someone-else"):
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + token(gw, user)
+    # X-Trino-User (from `user`) is ignored: the token decides who runs the query.
+    conn = trino.dbapi.connect(host="127.0.0.1", port=gw.control_port, user=claimed_user, http_scheme="http",
+                               http_session=session)
+    return conn.cursor()
+
+
+@pytest.mark.parametrize("user,region", [("alice", "EU"), ("bob", "US")])
+def test_trino_analysts_see_their_region_and_pages_cover_every_row(gw, user, region):
+    cur = trino_cursor(gw, user, claimed_user="carol")
+    cur.execute("select order_id, region, card_number from sales.orders")
+    rows = cur.fetchall()
+    assert len(rows) == 12 and {r[1] for r in rows} == {region}
+    assert all(r[2].startswith("*" * 12) for r in rows)
+
+
+def test_trino_errors_carry_permission_denied(gw):
+    cur = trino_cursor(gw, "alice")
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        cur.execute("select ssn from hr.employees")
+        cur.fetchall()
+    assert e.value.error_name == "PERMISSION_DENIED"
+    cur = trino_cursor(gw, "dave")
+    with pytest.raises(trino.exceptions.TrinoUserError):
+        cur.execute("select * from hr.employees")
+        cur.fetchall()
+
+
+def test_trino_hr_reads_employees(gw):
+    cur = trino_cursor(gw, "carol")
+    cur.execute("select count(ssn) from hr.employees")
+    assert cur.fetchall() == [[8]]
+
+
+# ---------------------------------------------------------------- full-table credentials and audit
+
+
+def test_full_table_credentials_only_for_unrestricted_principals(gw):
+    url = f"http://127.0.0.1:{gw.control_port}/v1/tables/hr.employees/credentials"
+    r = requests.post(url, headers={"Authorization": "Bearer " + token(gw, "carol")}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["location"].startswith("s3://lake/warehouse/hr/employees/") and body["permission"] == "READ"
+    assert body["credentials"]["accessKeyId"] and body["credentials"]["sessionToken"]
+    r = requests.post(url, headers={"Authorization": "Bearer " + token(gw, "alice")}, timeout=30)
+    assert r.status_code == 403 and "SQL gateway" in r.json()["detail"]
+
+
+def test_every_query_is_audited_with_original_and_rewritten_sql(gw):
+    marker = "audit_probe_4711"
+    r = psql(gw, "alice", f"select count(*) as {marker} from sales.orders")
+    assert r.returncode == 0, r.stderr
+    events = gw.audit_events()
+    mine = [e for e in events if e.get("sql") and marker in e["sql"]["original"]]
+    assert mine, "no audit event for the query"
+    e = mine[-1]
+    assert e["principal"]["subject"] == "alice" and e["decision"] == "allow"
+    assert "'EU'" in e["sql"]["rewritten"] and e["sql"]["tables"] == ["sales.orders"]
+    assert e["sql"]["rows"] == 1
+    assert "sales.orders.card_number" in e["sql"]["masks"]
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def test_psql_over_tls_verifies_the_server_and_plaintext_is_refused(start_lakegate, tmp_path):
+    subprocess.run([str(ROOT / "certs/gen-dev.sh"), str(tmp_path)], check=True, capture_output=True, timeout=60)
+    lg = start_lakegate(env={
+        "LAKEGATE__SQL__TLS": f'{{cert = "{tmp_path}/server.crt", key = "{tmp_path}/server.key"}}',
+        "LAKEGATE__SQL__ALLOW_PLAINTEXT_PASSWORD": "false",
+    })
+    env = dict(os.environ, PGPASSWORD=demo_token(lg, "alice"))
+    base = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user=alice"
+    ok = subprocess.run(["psql", f"{base} sslmode=verify-full sslrootcert={tmp_path}/ca.crt", "-X", "-A", "-t",
+                         "-c", "select count(*) from sales.orders"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == "12", ok.stderr
+    plain = subprocess.run(["psql", f"{base} sslmode=disable", "-X", "-c", "select 1"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode != 0 and "requires TLS" in plain.stderr, plain.stderr
