@@ -88,18 +88,7 @@ async fn vend(
 
     let Some(granting) = granting_location(front, caller, &target, permission) else {
         // Decided on the target through the gate, so the refusal is recorded like any other.
-        let resource = location_resource(&target)?;
-        let allowed = front
-            .gate
-            .authorize_with_details(
-                origin,
-                &caller.principal,
-                ACTION,
-                &resource,
-                RequestContext::default(),
-                caller_details(caller),
-            )
-            .await?;
+        let allowed = decide(front, origin, caller, &target).await?;
         // Policy lets the caller ask here but does not allow the permission asked for: one event, a denial.
         let mut slot = allowed.slot;
         let event = slot.event_mut();
@@ -110,18 +99,7 @@ async fn vend(
         slot.finish();
         return Err(S3Error::Gate(crate::gate::GateError::Denied(Box::new(allowed.decision))));
     };
-    let resource = location_resource(&granting)?;
-    let allowed = front
-        .gate
-        .authorize_with_details(
-            origin,
-            &caller.principal,
-            ACTION,
-            &resource,
-            RequestContext::default(),
-            caller_details(caller),
-        )
-        .await?;
+    let allowed = decide(front, origin, caller, &granting).await?;
     let mut slot = allowed.slot;
 
     let mut access = credentials::resolve_data_access(&target, permission, privilege, &granting)
@@ -232,6 +210,27 @@ fn permission_allowed(front: &S3Front, caller: &Caller, location: &S3Location, p
         Permission::Write => write(),
         Permission::ReadWrite => read() && write(),
     }
+}
+
+/// Decides `GetDataAccess` on `location` through the gate (audited like any decision).
+async fn decide(
+    front: &S3Front,
+    origin: &Origin,
+    caller: &Caller,
+    location: &S3Location,
+) -> Result<crate::gate::Allowed, S3Error> {
+    let resource = location_resource(location)?;
+    Ok(front
+        .gate
+        .authorize_with_details(
+            origin,
+            &caller.principal,
+            ACTION,
+            &resource,
+            RequestContext::default(),
+            caller_details(caller),
+        )
+        .await?)
 }
 
 fn location_resource(location: &S3Location) -> Result<Resource, S3Error> {
