@@ -141,12 +141,16 @@ fn default_pool_size() -> usize {
     8
 }
 
-/// PEM certificate chain and private key for a listener.
+/// PEM certificate chain and private key for a listener, and optionally the CA that client certificates
+/// must chain to (mutual TLS, e.g. between sidecars and the central Lakegate).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// When set, every client must present a certificate issued by this CA; others fail the handshake.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where policies live and how often they are re-read.

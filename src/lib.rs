@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod policy;
 pub mod s3;
 pub mod server;
+pub mod sidecar;
 pub mod sql;

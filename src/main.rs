@@ -59,6 +59,9 @@ enum Command {
         #[arg(long, env = "LAKEGATE_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Run as a sidecar: a loopback S3 endpoint that acts with the pod's identity token through a central
+    /// Lakegate (for Spark's S3A and other S3 clients with dummy credentials).
+    Sidecar(Box<SidecarArgs>),
     /// Validate and explain policies.
     Policy {
         #[command(subcommand)]
@@ -69,6 +72,46 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct SidecarArgs {
+    /// The identity token file (a projected service-account token, or a token a notebook exchanged); re-read
+    /// when it changes.
+    #[arg(long, env = "LAKEGATE_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// The central Lakegate's S3 + STS endpoint, e.g. https://lakegate.data.svc:9000.
+    #[arg(long, env = "LAKEGATE_UPSTREAM")]
+    upstream: url::Url,
+    /// Loopback address to serve S3 on.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: std::net::SocketAddr,
+    #[arg(long, default_value = lakegate::sidecar::DEFAULT_ROLE_ARN)]
+    role_arn: String,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// RoleSessionName recorded in the central audit log (default: this host's name, i.e. the pod).
+    #[arg(long)]
+    session_name: Option<String>,
+    /// Requested lifetime of the session credentials (the role profile bounds it).
+    #[arg(long)]
+    duration_seconds: Option<u32>,
+    /// The central token endpoint (.../oauth2/token): exchange the token first with this workload's client
+    /// credentials, so the audit names the workload as the actor.
+    #[arg(long, requires_all = ["client_id", "client_secret_file"])]
+    token_endpoint: Option<url::Url>,
+    #[arg(long, requires = "token_endpoint")]
+    client_id: Option<String>,
+    #[arg(long, requires = "token_endpoint")]
+    client_secret_file: Option<PathBuf>,
+    /// CA certificate(s) for the central Lakegate (default: public web roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS with the central Lakegate.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +171,7 @@ fn main() -> ExitCode {
         Command::Credentials { sub, groups, role, ttl, config, data_dir } => {
             credentials(&sub, &groups, &role, ttl, config, data_dir)
         }
+        Command::Sidecar(args) => sidecar(*args),
         Command::Policy { command: PolicyCommand::Validate { dir } } => validate(&dir),
         Command::Policy {
             command:
@@ -189,6 +233,47 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
         eprintln!("shutting down");
         let _ = running.gate.auditor.flush().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    use lakegate::sidecar::{self, ExchangeClient, SidecarConfig};
+    init_logging();
+    let exchange = match (args.token_endpoint, args.client_id, args.client_secret_file) {
+        (Some(token_endpoint), Some(client_id), Some(file)) => {
+            let secret = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            Some(ExchangeClient { token_endpoint, client_id, client_secret: secret.trim().to_owned() })
+        }
+        _ => None,
+    };
+    let session_name = args.session_name.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_default();
+        sidecar::session_name_from(host.trim())
+    });
+    let config = SidecarConfig {
+        listen: args.listen,
+        upstream: args.upstream.clone(),
+        token_file: args.token_file,
+        role_arn: args.role_arn,
+        region: args.region,
+        session_name,
+        duration_seconds: args.duration_seconds,
+        exchange,
+        ca_file: args.ca_file,
+        client_identity: args.client_cert.zip(args.client_key),
+        token_poll: std::time::Duration::from_secs(1),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (addr, _sidecar) = sidecar::start(config).await?;
+        println!("lakegate sidecar {} is running", env!("CARGO_PKG_VERSION"));
+        println!("  s3       http://{addr}   (any credentials; path-style)");
+        println!("  upstream {}", args.upstream);
+        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
         Ok(ExitCode::SUCCESS)
     })
 }

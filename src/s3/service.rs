@@ -271,7 +271,11 @@ pub(crate) fn stamp<B>(mut r: Response<B>, request_id: &str) -> Response<B> {
 }
 
 pub(crate) fn full(text: String) -> BoxBody {
-    Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync()
+    full_bytes(Bytes::from(text))
+}
+
+pub(crate) fn full_bytes(bytes: Bytes) -> BoxBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
 pub(crate) fn empty() -> BoxBody {

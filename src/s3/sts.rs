@@ -269,7 +269,7 @@ fn xml_response(status: StatusCode, text: String, request_id: &str) -> Response<
 }
 
 /// IAM's RoleSessionName rule.
-fn valid_session_name(name: &str) -> bool {
+pub(crate) fn valid_session_name(name: &str) -> bool {
     (2..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 }
 

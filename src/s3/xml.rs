@@ -47,7 +47,10 @@ pub struct DeleteRequest {
 }
 
 /// Reads the text of leaf elements along their element path, e.g. `["Delete", "Object", "Key"]`.
-fn leaves(xml: &[u8], mut on_leaf: impl FnMut(&[String], String) -> Result<(), XmlError>) -> Result<(), XmlError> {
+pub(crate) fn leaves(
+    xml: &[u8],
+    mut on_leaf: impl FnMut(&[String], String) -> Result<(), XmlError>,
+) -> Result<(), XmlError> {
     let mut reader = Reader::from_reader(xml);
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();

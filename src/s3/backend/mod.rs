@@ -13,6 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use embedded::{Embedded, SEED_BUCKET};
+pub(crate) use remote::describe_client_error;
 pub use remote::{Remote, RemoteConfig};
 
 use crate::s3::sigv4::BoxError;

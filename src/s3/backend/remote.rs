@@ -154,7 +154,8 @@ impl Backend for Remote {
     }
 }
 
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+/// A client error with its chain of causes (hyper's own text is only "client error (Connect)").
+pub(crate) fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

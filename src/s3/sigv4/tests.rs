@@ -706,6 +706,42 @@ fn a_corrupted_chunk_byte_fails_the_chunk_signature_and_releases_nothing_of_it()
 }
 
 #[test]
+fn a_framing_only_decoder_ignores_chunk_signatures_but_not_the_framing_or_length() {
+    let ex = chunked_example();
+    let body: Vec<u8> = example_chunks(&ex).concat();
+    let framing_only = || AwsChunkedDecoder::framing_only(ChunkedMode::Signed, 66560, Vec::new());
+    // Signatures made with a key the decoder never sees (the sidecar's clients sign with dummy credentials).
+    let out = decode_all(&mut framing_only(), &[Bytes::from(body.clone())]).unwrap();
+    assert_eq!(out.len(), 66560);
+    assert!(out.iter().all(|b| *b == b'a'));
+    // A body shorter than the declared decoded length is still refused, and so is broken framing.
+    let short = decode_all(
+        &mut AwsChunkedDecoder::framing_only(ChunkedMode::Signed, 70000, Vec::new()),
+        &[Bytes::from(body.clone())],
+    );
+    assert!(matches!(short, Err(SigV4Error::IncompleteBody(_))), "{short:?}");
+    let mut broken = body;
+    broken[0] = b'x';
+    assert!(decode_all(&mut framing_only(), &[Bytes::from(broken)]).is_err());
+}
+
+#[test]
+fn a_framing_only_decoder_still_checks_the_trailing_checksum() {
+    let encoded = |checksum: &str| {
+        Bytes::from(format!(
+            "9;chunk-signature={z}\r\n123456789\r\n0;chunk-signature={z}\r\nx-amz-checksum-crc32:{checksum}\r\n\
+             x-amz-trailer-signature:{z}\r\n\r\n",
+            z = "0".repeat(64)
+        ))
+    };
+    let decoder =
+        || AwsChunkedDecoder::framing_only(ChunkedMode::SignedWithTrailer, 9, vec!["x-amz-checksum-crc32".into()]);
+    assert_eq!(decode_all(&mut decoder(), &[encoded(CHECK_CRC32)]).unwrap(), b"123456789");
+    let got = decode_all(&mut decoder(), &[encoded("AAAAAA==")]);
+    assert!(matches!(got, Err(SigV4Error::BadDigest(_))), "{got:?}");
+}
+
+#[test]
 fn reordered_chunks_fail_the_signature_chain() {
     let (ex, verified) = verified_example();
     let c = example_chunks(&ex);
