@@ -75,6 +75,10 @@ impl From<SessionError> for Refusal {
 
 impl From<UpstreamError> for Refusal {
     fn from(e: UpstreamError) -> Self {
+        if let UpstreamError::BodyRejected(refusal) = &e {
+            let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return Self { status, code: refusal.s3_code(), message: format!("lakegate sidecar: {e}") };
+        }
         let status = match e {
             UpstreamError::Request(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,

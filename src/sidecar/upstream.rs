@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::s3::backend::{BoxBody, describe_client_error};
+use crate::s3::sigv4::{PayloadError, SigV4Error};
 
 /// Largest answer read whole (token endpoint and STS answers are a few KiB).
 const MAX_ANSWER: usize = 256 * 1024;
@@ -28,6 +29,10 @@ pub enum UpstreamError {
     Timeout,
     #[error("the request to the central Lakegate could not be built: {0}")]
     Request(String),
+    /// The client's body failed while it was being forwarded (bad aws-chunked framing, checksum, length); the
+    /// upload was aborted, so the central Lakegate stored nothing.
+    #[error("the request body was refused: {0}")]
+    BodyRejected(SigV4Error),
 }
 
 /// The central Lakegate as seen from the sidecar.
@@ -90,7 +95,10 @@ impl Upstream {
         tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| UpstreamError::Unreachable(describe_client_error(&e)))
+            .map_err(|e| match rejected_body(&e) {
+                Some(refusal) => UpstreamError::BodyRejected(refusal),
+                None => UpstreamError::Unreachable(describe_client_error(&e)),
+            })
     }
 
     /// POSTs an `application/x-www-form-urlencoded` body to `url` (optionally with HTTP Basic client
@@ -122,4 +130,16 @@ impl Upstream {
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
         Ok((status, bytes))
     }
+}
+
+/// The refusal of the client's body, if that is what ended the request.
+fn rejected_body(e: &hyper_util::client::legacy::Error) -> Option<SigV4Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(PayloadError::Rejected(refusal)) = s.downcast_ref::<PayloadError>() {
+            return Some(refusal.clone());
+        }
+        source = s.source();
+    }
+    None
 }

@@ -5,6 +5,7 @@ mod identity;
 mod oidc;
 mod policy;
 mod s3;
+mod sidecar;
 mod sql;
 mod support;
 mod tokens;
