@@ -18,6 +18,7 @@
 mod error;
 mod grant;
 mod keyring;
+mod live;
 mod location;
 mod role;
 mod scope;
@@ -28,6 +29,7 @@ pub use crate::identity::{Actor, Principal};
 pub use error::{CredentialError, GrantError, KeyRingError, MintError, RoleError, TargetError};
 pub use grant::{DataAccess, Privilege, resolve_data_access};
 pub use keyring::{KeyId, KeyRing};
+pub use live::LiveKeyRing;
 pub use location::S3Location;
 pub use role::{
     DEFAULT_SESSION_SECONDS, MAX_SESSION_SECONDS, MIN_SESSION_SECONDS, RoleProfile, role_name_from_arn, select_role,

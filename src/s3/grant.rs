@@ -44,10 +44,11 @@ pub async fn handle(
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "target").map(|(_, v)| v.into_owned()))
         .unwrap_or_default();
-    let caller = match auth::authenticate(&front.gate, &front.keys, origin, &parts, s3_settings(front), None).await {
-        Ok(c) => c,
-        Err(e) => return refuse(front, origin, None, ACTION, &target_text, e, &parts.method).await,
-    };
+    let caller =
+        match auth::authenticate(&front.gate, &front.keys.current(), origin, &parts, s3_settings(front), None).await {
+            Ok(c) => c,
+            Err(e) => return refuse(front, origin, None, ACTION, &target_text, e, &parts.method).await,
+        };
     match vend(front, origin, &caller, &parts).await {
         Ok(r) => r,
         Err(e) => refuse(front, origin, Some(&caller), ACTION, &target_text, e, &parts.method).await,
@@ -132,7 +133,7 @@ async fn vend(
         expires_at,
         kind: CredentialKind::AccessGrant,
     };
-    let creds = credentials::mint(&front.keys, &claims)
+    let creds = credentials::mint(&front.keys.current(), &claims)
         .map_err(|e| S3Error::Backend(super::backend::BackendError::Request(e.to_string())))?;
     let text = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetDataAccessResult xmlns=\"{CONTROL_NS}\"><Credentials>\

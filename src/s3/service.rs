@@ -17,7 +17,7 @@ use super::classify::{self, HostStyle, OpKind, Operation};
 use super::error::S3Error;
 use super::xml;
 use crate::audit::{AuditEvent, AuditSlot, Front};
-use crate::credentials::{Access, KeyRing, RoleProfile, Scope};
+use crate::credentials::{Access, LiveKeyRing, RoleProfile, Scope};
 use crate::gate::{self, Gate, Origin};
 use crate::policy::{RequestContext, Resource};
 use crate::s3::sigv4::{AwsChunkedBody, PayloadMode, Sha256VerifiedBody};
@@ -80,7 +80,7 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 #[derive(Debug)]
 pub struct S3Front {
     pub gate: Arc<Gate>,
-    pub keys: Arc<KeyRing>,
+    pub keys: Arc<LiveKeyRing>,
     pub backend: Arc<dyn Backend>,
     pub roles: Vec<RoleProfile>,
     pub style: HostStyle,
@@ -122,10 +122,11 @@ pub(crate) fn s3_settings(front: &S3Front) -> SigV4Settings {
 async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts, body: Incoming) -> Response<BoxBody> {
     let path = parts.uri.path().to_owned();
     let method = parts.method.clone();
-    let caller = match auth::authenticate(&front.gate, &front.keys, origin, &parts, s3_settings(front), None).await {
-        Ok(c) => c,
-        Err(e) => return refuse(front, origin, None, "s3:Authenticate", &path, e, &method).await,
-    };
+    let caller =
+        match auth::authenticate(&front.gate, &front.keys.current(), origin, &parts, s3_settings(front), None).await {
+            Ok(c) => c,
+            Err(e) => return refuse(front, origin, None, "s3:Authenticate", &path, e, &method).await,
+        };
     let host = parts
         .headers
         .get(http::header::HOST)

@@ -140,8 +140,8 @@ async fn assume_role(front: &S3Front, origin: &Origin, params: &HashMap<String, 
             expires_at: now + i64::from(duration),
             kind: CredentialKind::Sts,
         };
-        let creds =
-            credentials::mint(&front.keys, &claims).map_err(|e| StsError::new("InternalError", 500, e.to_string()))?;
+        let creds = credentials::mint(&front.keys.current(), &claims)
+            .map_err(|e| StsError::new("InternalError", 500, e.to_string()))?;
         Ok((claims, creds, role.role_name().to_owned()))
     }
     .await;
@@ -194,7 +194,8 @@ async fn caller_identity(
     // STS signers hash the form body but do not send x-amz-content-sha256: the body is small and read already.
     let hash: [u8; 32] = Sha256::digest(body).into();
     let settings = SigV4Settings { max_skew: front.max_skew, services: &["sts"] };
-    let caller = match auth::authenticate(&front.gate, &front.keys, origin, parts, settings, Some(hash)).await {
+    let caller = match auth::authenticate(&front.gate, &front.keys.current(), origin, parts, settings, Some(hash)).await
+    {
         Ok(c) => c,
         Err(e) => {
             let err = StsError::new(

@@ -112,7 +112,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         move |outcome| report_reload(&auditor, &dir, outcome)
     });
 
-    let sql = crate::sql::SqlService::start(config, gate.clone()).await?;
+    // One credentials key ring for the S3 front and the SQL front's table credentials, re-read as often as the
+    // policies so that a rotation in the shared key directory needs no restart.
+    let keys = Arc::new(crate::credentials::LiveKeyRing::load_or_generate(&config.credentials_key_dir())?);
+    keys.watch(Duration::from_secs(config.policy.reload_interval_seconds.max(1)));
+    let sql = crate::sql::SqlService::start(config, gate.clone(), Some(keys.clone())).await?;
     let sql_tls = match &config.sql.tls {
         Some(tls) => Some(tls::server_config(tls, &[b"postgresql"]).map_err(StartError::Tls)?),
         None => None,
@@ -135,7 +139,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     })
     .await?;
 
-    let s3 = Arc::new(s3_front(config, gate.clone()).await?);
+    let s3 = Arc::new(s3_front(config, gate.clone(), keys).await?);
     let s3_backend = s3.backend.describe();
     let s3_addr = serve_http(&config.s3.listener(), move |req, peer| crate::s3::handle(s3.clone(), req, peer)).await?;
 
@@ -151,9 +155,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 }
 
 /// Builds the S3 front: credentials keys, the store, the role profiles.
-async fn s3_front(config: &Config, gate: Arc<Gate>) -> Result<crate::s3::S3Front, StartError> {
+async fn s3_front(
+    config: &Config,
+    gate: Arc<Gate>,
+    keys: Arc<crate::credentials::LiveKeyRing>,
+) -> Result<crate::s3::S3Front, StartError> {
     use crate::s3::backend::{Backend, Embedded, Remote};
-    let keys = Arc::new(crate::credentials::KeyRing::load_or_generate(&config.credentials_key_dir())?);
     let backend: Arc<dyn Backend> = match &config.s3.backend {
         crate::s3::BackendConfig::Embedded { dir, seed } => {
             let dir = dir.clone().unwrap_or_else(|| config.data_dir.join("store"));

@@ -129,7 +129,7 @@ pub async fn handle<B>(service: &SqlService, req: Request<B>, peer: SocketAddr, 
         kind: CredentialKind::AccessGrant,
     };
     let mut slot = allowed.slot;
-    match crate::credentials::mint(ring, &claims) {
+    match crate::credentials::mint(&ring.current(), &claims) {
         Ok(creds) => {
             slot.event_mut().outcome_mut().status = Some(200);
             slot.finish();

@@ -42,7 +42,7 @@ pub struct SqlService {
     pub backends: backend::Backends,
     pub settings: SqlSettings,
     /// Keys for full-table credentials (the same key ring the S3 front verifies, `[credentials] key_dir`).
-    pub keyring: Option<Arc<crate::credentials::KeyRing>>,
+    pub keyring: Option<Arc<crate::credentials::LiveKeyRing>>,
 }
 
 /// Why the SQL front could not start.
@@ -61,7 +61,12 @@ pub enum SqlStartError {
 impl SqlService {
     /// Opens the backends of `config` for the tables of the catalog in force, writing the demo warehouse on
     /// first start when the catalog has embedded tables.
-    pub async fn start(config: &Config, gate: Arc<Gate>) -> Result<Arc<SqlService>, SqlStartError> {
+    /// `keyring` mints full-table credentials; without one they are refused as unavailable.
+    pub async fn start(
+        config: &Config,
+        gate: Arc<Gate>,
+        keyring: Option<Arc<crate::credentials::LiveKeyRing>>,
+    ) -> Result<Arc<SqlService>, SqlStartError> {
         let store = gate.policy.store();
         let catalog = store.catalog();
         let warehouse = config.data_dir.join("warehouse");
@@ -91,13 +96,7 @@ impl SqlService {
                 plaintext_password_allowed: config.sql.plaintext_password_allowed(),
                 control_tls: config.control.tls.is_some(),
             },
-            keyring: match crate::credentials::KeyRing::load_or_generate(&config.credentials_key_dir()) {
-                Ok(ring) => Some(Arc::new(ring)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no credential keys: full-table credentials are unavailable");
-                    None
-                }
-            },
+            keyring,
         }))
     }
 }

@@ -101,3 +101,39 @@ fn a_prefix_limited_role_cannot_leave_its_prefix_even_where_policy_allows() {
         assert_eq!(aws_sdk_s3::error::ProvideErrorMetadata::meta(&service).code(), Some("AccessDenied"));
     });
 }
+
+/// Whether `credentials` may list `lake/sales/` on `lg` (false on an S3 error such as InvalidToken).
+async fn lists_sales(lg: &Lakegate, credentials: &Credentials) -> bool {
+    s3(lg, credentials.clone()).list_objects_v2().bucket("lake").prefix("sales/").send().await.is_ok()
+}
+
+#[test]
+fn replicas_sharing_the_credentials_keys_accept_each_others_credentials_and_rotate_without_restart() {
+    // In production the directory is one mounted Secret; here it is prepared before either replica starts.
+    let keys = tempfile::tempdir().expect("keys");
+    let first = lakegate::credentials::KeyRing::generate_key_file(keys.path()).expect("first key");
+    let key_dir = keys.path().display().to_string();
+    let shared = [("LAKEGATE__CREDENTIALS__KEY_DIR", key_dir.as_str())];
+    let (a, b) = (Lakegate::start(&shared), Lakegate::start(&shared));
+    runtime().block_on(async {
+        let old = assume(&a, "alice", &["analysts"], "lakegate").await;
+        assert!(lists_sales(&b, &old).await, "credentials vended by replica a work on replica b");
+
+        // Rotation, step 1: a new key appears in the shared directory; both replicas pick it up on their own.
+        let second = lakegate::credentials::KeyRing::generate_key_file(keys.path()).expect("second key");
+        assert!(second.as_str() > first.as_str(), "the new key sorts last, so it mints");
+        std::thread::sleep(Duration::from_millis(2500));
+        let new = assume(&a, "alice", &["analysts"], "lakegate").await;
+        assert!(lists_sales(&b, &new).await, "b verifies what a minted under the new key");
+        assert!(lists_sales(&b, &old).await, "the old key is still accepted until it is removed");
+
+        // Step 2: the old key is removed; its credentials stop working everywhere, the new ones keep working.
+        std::fs::remove_file(keys.path().join(first.as_str())).expect("remove old key");
+        let start = std::time::Instant::now();
+        while lists_sales(&b, &old).await || lists_sales(&a, &old).await {
+            assert!(start.elapsed() < Duration::from_secs(20), "the removed key is still accepted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(lists_sales(&b, &new).await && lists_sales(&a, &new).await);
+    });
+}
