@@ -157,7 +157,6 @@ pub fn front_name(front: Front) -> &'static str {
         Front::Sql => "sql",
         Front::Token => "token",
         Front::Policy => "policy",
-        Front::Sidecar => "sidecar",
     }
 }
 

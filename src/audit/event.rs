@@ -25,8 +25,6 @@ pub enum Front {
     Token,
     /// Policy administration (reloads, decisions asked for directly).
     Policy,
-    /// The sidecar mode.
-    Sidecar,
 }
 
 /// What policy (or the front) decided.
