@@ -12,6 +12,7 @@ use futures::Stream;
 use sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
 
 use super::SqlService;
+use super::backend::{Backend, Isolation, Transaction, TransactionOptions};
 use super::error::SqlError;
 use super::introspect;
 use super::rewrite::{
@@ -36,7 +37,21 @@ pub struct Session {
     source: Option<String>,
     /// Settings the client changed with SET (lower-case names).
     settings: BTreeMap<String, String>,
-    in_transaction: bool,
+    /// The client's open transaction block, if any.
+    transaction: Option<OpenTransaction>,
+}
+
+/// A transaction block the client opened with BEGIN.
+///
+/// Reads run on the pool as outside a block until the block needs a connection of its own: at its first write,
+/// or at its first statement when the client asked for more than READ COMMITTED (whose statements each take a
+/// fresh snapshot anyway, so reads before the first write see what they would see on the pinned connection).
+/// From then on every statement of the block runs on that connection, and COMMIT or ROLLBACK ends it there.
+#[derive(Debug)]
+struct OpenTransaction {
+    options: TransactionOptions,
+    /// The backend the block is pinned to and its transaction.
+    pinned: Option<(String, Arc<dyn Transaction>)>,
 }
 
 /// A statement ready to run: rewritten, or answered by the gateway itself.
@@ -105,7 +120,7 @@ pub enum Param {
 impl Session {
     /// A session for an authenticated principal.
     pub fn new(service: Arc<SqlService>, principal: Principal, source: Option<String>) -> Self {
-        Session { service, principal, source, settings: BTreeMap::new(), in_transaction: false }
+        Session { service, principal, source, settings: BTreeMap::new(), transaction: None }
     }
 
     /// The authenticated principal.
@@ -115,7 +130,7 @@ impl Session {
 
     /// Whether the client opened a transaction block.
     pub fn in_transaction(&self) -> bool {
-        self.in_transaction
+        self.transaction.is_some()
     }
 
     /// The search path for unqualified names.
@@ -264,6 +279,7 @@ impl Session {
     /// Runs one prepared statement with its parameters.
     pub async fn run(&mut self, prepared: &Prepared, params: &[Param], request_id: &str) -> Result<Outcome, SqlError> {
         match &prepared.kind {
+            PreparedKind::Session { command: SessionCommand::Transaction, text } => self.transaction(text).await,
             PreparedKind::Session { command, text } => self.session_command(command, text),
             PreparedKind::Introspect(sql) => {
                 let sql = bind_text(sql, params)?;
@@ -274,7 +290,7 @@ impl Session {
     }
 
     async fn governed(
-        &self,
+        &mut self,
         prepared: &Prepared,
         g: &Governed,
         params: &[Param],
@@ -295,7 +311,7 @@ impl Session {
         // No event, no access: the slot is reserved before the backend sees the statement.
         let mut slot =
             self.service.gate.auditor.begin(ev).await.map_err(|e| SqlError::AuditUnavailable(e.to_string()))?;
-        let backend = match self.backend(&g.backend) {
+        let backend = match self.statement_backend(&g.backend, g.statement.kind != StatementKind::Query).await {
             Ok(b) => b,
             Err(e) => return Err(fail(slot, e)),
         };
@@ -348,8 +364,69 @@ impl Session {
                 let schema = self.search_path().into_iter().next();
                 one_row("current_schema", schema.map(Cell::Text).unwrap_or(Cell::Null))
             }
-            SessionCommand::Transaction => transaction(text, &mut self.in_transaction),
+            SessionCommand::Transaction => return Err(SqlError::Unsupported(format!("{text}: not a session setting"))),
         })
+    }
+
+    /// Where a governed statement runs: the backend's pool, or the connection the open transaction block is
+    /// pinned to (pinning it now if the statement writes or the block asked for a stricter isolation level).
+    async fn statement_backend(&mut self, name: &str, writes: bool) -> Result<Arc<dyn Backend>, SqlError> {
+        let Some(open) = self.transaction.as_mut() else { return self.backend(name) };
+        if let Some((pinned, transaction)) = &open.pinned {
+            if pinned != name {
+                return Err(SqlError::Unsupported(format!(
+                    "this transaction block runs on backend {pinned:?}; a statement on {name:?} cannot join it"
+                )));
+            }
+            return Ok(transaction.clone() as Arc<dyn Backend>);
+        }
+        let needs_own_connection = writes || open.options.isolation != Isolation::ReadCommitted;
+        if !needs_own_connection {
+            return self.backend(name);
+        }
+        let backend = self
+            .service
+            .backends
+            .get(name)
+            .ok_or_else(|| SqlError::BackendUnavailable(format!("no backend named {name:?} is configured")))?;
+        match backend.begin(&open.options).await? {
+            Some(transaction) => {
+                open.pinned = Some((name.to_owned(), transaction.clone()));
+                Ok(transaction as Arc<dyn Backend>)
+            }
+            // No transactions on this engine: reads run as they would outside the block, writes fail there.
+            None => Ok(backend),
+        }
+    }
+
+    /// BEGIN / COMMIT / ROLLBACK (and their spellings). Savepoints are refused: a block is only pinned to a
+    /// connection at its first write, so a savepoint taken before it would not exist where it is rolled back to.
+    async fn transaction(&mut self, text: &str) -> Result<Outcome, SqlError> {
+        let upper = text.to_ascii_uppercase();
+        let word = upper.split_whitespace().next().unwrap_or("");
+        let tag = match word {
+            "BEGIN" | "START" => {
+                // As PostgreSQL: a BEGIN inside a block is a warning, not an error, and changes nothing.
+                if self.transaction.is_none() {
+                    self.transaction = Some(OpenTransaction { options: transaction_options(&upper), pinned: None });
+                }
+                "BEGIN"
+            }
+            "COMMIT" | "END" | "ROLLBACK" | "ABORT" if !upper.contains(" TO ") => {
+                let commit = matches!(word, "COMMIT" | "END");
+                if let Some((_, transaction)) = self.transaction.take().and_then(|t| t.pinned) {
+                    transaction.end(commit).await?;
+                }
+                if commit { "COMMIT" } else { "ROLLBACK" }
+            }
+            "SAVEPOINT" | "RELEASE" | "ROLLBACK" => {
+                return Err(SqlError::Unsupported(
+                    "savepoints are not supported by the gateway; use a transaction block without them".into(),
+                ));
+            }
+            _ => return Ok(Outcome::Command("SET".into())),
+        };
+        Ok(Outcome::Transaction { tag: tag.into(), open: self.transaction.is_some() })
     }
 
     fn show(&self, name: &str) -> Result<String, SqlError> {
@@ -410,31 +487,16 @@ fn session_columns(command: &SessionCommand) -> Vec<Column> {
     }
 }
 
-/// BEGIN/COMMIT/ROLLBACK are acknowledged by the gateway: every statement runs on the backend in its own
-/// transaction (autocommit), which the documentation states.
-fn transaction(text: &str, open: &mut bool) -> Outcome {
-    let word = text.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-    let tag = match word.as_str() {
-        "BEGIN" | "START" => {
-            *open = true;
-            "BEGIN"
-        }
-        "COMMIT" | "END" => {
-            *open = false;
-            "COMMIT"
-        }
-        "ROLLBACK" | "ABORT" => {
-            if text.to_ascii_uppercase().contains(" TO ") {
-                return Outcome::Command("ROLLBACK".into());
-            }
-            *open = false;
-            "ROLLBACK"
-        }
-        "SAVEPOINT" => return Outcome::Command("SAVEPOINT".into()),
-        "RELEASE" => return Outcome::Command("RELEASE".into()),
-        _ => return Outcome::Command("SET".into()),
+/// The isolation level and access mode a BEGIN or START TRANSACTION asks for (upper-cased text).
+fn transaction_options(upper: &str) -> TransactionOptions {
+    let isolation = if upper.contains("SERIALIZABLE") {
+        Isolation::Serializable
+    } else if upper.contains("REPEATABLE READ") {
+        Isolation::RepeatableRead
+    } else {
+        Isolation::ReadCommitted
     };
-    Outcome::Transaction { tag: tag.into(), open: *open }
+    TransactionOptions { isolation, read_only: upper.contains("READ ONLY") }
 }
 
 /// The statement's backend: every table it reads must live on the same one; a statement without tables

@@ -254,6 +254,81 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
     assert!(stderr.contains("sales.orders.card_number"), "{stderr}");
 }
 
+/// `hr.employees` on a real PostgreSQL behind the gateway, writable by the backend role; carol (hr) may edit it.
+fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
+    pg.psql(
+        "CREATE SCHEMA hr; CREATE TABLE hr.employees (id bigint, name text, department text, \
+         salary numeric(12,2), ssn text); INSERT INTO hr.employees VALUES (1, 'Ann', 'ops', 100, '111'); \
+         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA hr TO lakegate_backend; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON hr.employees TO lakegate_backend;",
+    );
+    let policies = tempfile::tempdir().expect("temp dir");
+    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
+        let text = if *name == "catalog.toml" {
+            text.replace(
+                "name = \"hr.employees\"\nbackend = \"embedded\"",
+                "name = \"hr.employees\"\nbackend = \"warehouse\"",
+            )
+        } else {
+            (*text).to_owned()
+        };
+        std::fs::write(policies.path().join(name), text).expect("write policy");
+    }
+    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
+    let policy_dir = policies.path().display().to_string();
+    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1}}]");
+    let lg = Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
+    (lg, policies)
+}
+
+fn names(pg: &Postgres) -> String {
+    pg.psql("SELECT string_agg(name, ',' ORDER BY id) FROM hr.employees").trim().to_owned()
+}
+
+#[tokio::test]
+async fn transaction_blocks_commit_or_roll_back_together_on_the_postgresql_backend() {
+    let pg = Postgres::start();
+    let (lg, _policies) = hr_on_postgres(&pg);
+    let carol = lg.token("carol", &["hr"], &[]);
+    let client = connect_gateway(&lg, "carol", &carol).await;
+
+    // ROLLBACK undoes every write of the block, and the block saw its own writes before that.
+    simple(&client, "BEGIN").await.expect("begin");
+    simple(&client, "INSERT INTO hr.employees (id, name, department) VALUES (2, 'Bo', 'ops')").await.expect("insert");
+    simple(&client, "UPDATE hr.employees SET department = 'sales' WHERE id = 1").await.expect("update");
+    let inside = simple(&client, "SELECT name, department FROM hr.employees ORDER BY id").await.expect("select");
+    assert_eq!(inside.len(), 2, "the block reads its own writes: {inside:?}");
+    assert_eq!(names(&pg), "Ann", "nothing is visible outside the block before COMMIT");
+    simple(&client, "ROLLBACK").await.expect("rollback");
+    assert_eq!(names(&pg), "Ann");
+    assert_eq!(pg.psql("SELECT department FROM hr.employees WHERE id = 1").trim(), "ops");
+
+    // COMMIT makes them durable at once (with a pool of one connection, the next statements reuse it cleanly).
+    simple(&client, "BEGIN ISOLATION LEVEL REPEATABLE READ").await.expect("begin");
+    simple(&client, "INSERT INTO hr.employees (id, name) VALUES (3, 'Cy')").await.expect("insert");
+    simple(&client, "INSERT INTO hr.employees (id, name) VALUES (4, 'Di')").await.expect("insert");
+    simple(&client, "COMMIT").await.expect("commit");
+    assert_eq!(names(&pg), "Ann,Cy,Di");
+
+    // Savepoints are refused rather than acknowledged and ignored.
+    simple(&client, "BEGIN").await.expect("begin");
+    assert_eq!(simple(&client, "SAVEPOINT s1").await, Err("0A000".into()));
+    simple(&client, "ROLLBACK").await.expect("rollback");
+
+    // A client that disconnects inside a block leaves nothing behind, and the connection is clean for the next.
+    simple(&client, "BEGIN").await.expect("begin");
+    simple(&client, "DELETE FROM hr.employees WHERE id = 4").await.expect("delete");
+    drop(client);
+    let next = connect_gateway(&lg, "carol", &carol).await;
+    let start = Instant::now();
+    while names(&pg) != "Ann,Cy,Di" {
+        assert!(start.elapsed() < Duration::from_secs(10), "the abandoned block was not rolled back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    simple(&next, "INSERT INTO hr.employees (id, name) VALUES (5, 'Ed')").await.expect("autocommit insert");
+    assert_eq!(names(&pg), "Ann,Cy,Di,Ed", "the reused connection is not inside the abandoned transaction");
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Differential test: rewriter on PostgreSQL as the backend role == original query under RLS as a matching role.
 

@@ -26,6 +26,47 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError>;
     /// Runs a write and returns the number of rows it touched.
     async fn execute(&self, sql: &str) -> Result<u64, SqlError>;
+    /// Opens a transaction on a connection of its own; statements run through the handle until it ends.
+    /// `None`: the engine has no transactions (the embedded engine, which is read-only).
+    async fn begin(&self, _options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
+        Ok(None)
+    }
+}
+
+/// A transaction on one backend connection. Dropping it unended rolls it back.
+#[async_trait]
+pub trait Transaction: Backend {
+    /// COMMIT (`true`) or ROLLBACK; the connection is released either way.
+    async fn end(&self, commit: bool) -> Result<(), SqlError>;
+}
+
+/// What the client asked for in its BEGIN, as far as the gateway passes it on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransactionOptions {
+    pub isolation: Isolation,
+    pub read_only: bool,
+}
+
+/// PostgreSQL's isolation levels (READ UNCOMMITTED behaves as READ COMMITTED there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    #[default]
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+impl TransactionOptions {
+    /// The BEGIN statement the gateway sends: built from these options, never from the client's text.
+    pub fn begin_sql(&self) -> String {
+        let level = match self.isolation {
+            Isolation::ReadCommitted => "READ COMMITTED",
+            Isolation::RepeatableRead => "REPEATABLE READ",
+            Isolation::Serializable => "SERIALIZABLE",
+        };
+        let access = if self.read_only { "READ ONLY" } else { "READ WRITE" };
+        format!("BEGIN ISOLATION LEVEL {level}, {access}")
+    }
 }
 
 /// The configured backends by name.

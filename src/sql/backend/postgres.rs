@@ -14,7 +14,9 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, Type};
 
-use super::Backend;
+use std::sync::{Arc, Mutex};
+
+use super::{Backend, Transaction, TransactionOptions};
 use crate::config::PostgresBackendConfig;
 use crate::policy::catalog::Catalog;
 use crate::sql::error::SqlError;
@@ -137,53 +139,162 @@ impl<'a> FromSql<'a> for PgCell {
     }
 }
 
+/// A connection statements can run on: a pooled one, or one pinned to a transaction (shared with the row
+/// streams it feeds).
+trait Connection: Send + Sync + 'static {
+    fn pg(&self) -> &tokio_postgres::Client;
+}
+
+impl Connection for deadpool_postgres::Object {
+    fn pg(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+impl Connection for Arc<deadpool_postgres::Object> {
+    fn pg(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+async fn query_on(connection: impl Connection, sql: &str) -> Result<RowSet, SqlError> {
+    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
+    let columns = statement
+        .columns()
+        .iter()
+        .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    let stream = connection.pg().query_raw(&statement, std::iter::empty::<i32>()).await.map_err(backend_error)?;
+    let width = columns.len();
+    // The connection travels with the stream, so a pooled one returns to the pool only when the client has read
+    // (or abandoned) every row.
+    let rows = stream
+        .map_err(backend_error)
+        .map(move |row| {
+            let row = row?;
+            (0..width)
+                .map(|i| row.try_get::<_, PgCell>(i).map(|c| c.0).map_err(backend_error))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map(move |r| {
+            let _keep = &connection;
+            r
+        });
+    Ok(RowSet { columns, rows: Box::pin(rows) })
+}
+
+async fn describe_on(connection: &impl Connection, sql: &str) -> Result<Vec<Column>, SqlError> {
+    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
+    statement.columns().iter().map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? })).collect()
+}
+
+async fn parameter_types_on(connection: &impl Connection, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
+    Ok(statement.params().iter().map(|t| column_type(t).ok()).collect())
+}
+
 #[async_trait]
 impl Backend for Postgres {
     async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
-        let client = self.client().await?;
-        let statement = client.prepare(sql).await.map_err(backend_error)?;
-        let columns = statement
-            .columns()
-            .iter()
-            .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
-            .collect::<Result<Vec<_>, SqlError>>()?;
-        let stream = client.query_raw(&statement, std::iter::empty::<i32>()).await.map_err(backend_error)?;
-        let width = columns.len();
-        // The pooled connection travels with the stream, so it returns to the pool only when the client has
-        // read (or abandoned) every row.
-        let rows = stream
-            .map_err(backend_error)
-            .map(move |row| {
-                let row = row?;
-                (0..width)
-                    .map(|i| row.try_get::<_, PgCell>(i).map(|c| c.0).map_err(backend_error))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map(move |r| {
-                let _keep = &client;
-                r
-            });
-        Ok(RowSet { columns, rows: Box::pin(rows) })
+        query_on(self.client().await?, sql).await
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
-        let client = self.client().await?;
-        let statement = client.prepare(sql).await.map_err(backend_error)?;
-        statement
-            .columns()
-            .iter()
-            .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
-            .collect()
+        describe_on(&self.client().await?, sql).await
     }
 
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
-        let client = self.client().await?;
-        let statement = client.prepare(sql).await.map_err(backend_error)?;
-        Ok(statement.params().iter().map(|t| column_type(t).ok()).collect())
+        parameter_types_on(&self.client().await?, sql).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+        self.client().await?.execute(sql, &[]).await.map_err(backend_error)
+    }
+
+    async fn begin(&self, options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
         let client = self.client().await?;
-        client.execute(sql, &[]).await.map_err(backend_error)
+        client.batch_execute(&options.begin_sql()).await.map_err(backend_error)?;
+        Ok(Some(Arc::new(PgTransaction { connection: Mutex::new(Some(Arc::new(client))) })))
+    }
+}
+
+/// A transaction pinned to one pooled connection until COMMIT or ROLLBACK.
+///
+/// The connection must never go back to the pool with the transaction open (the next session would run inside
+/// it): ending or dropping the handle rolls back, and a connection whose state is in doubt is detached from the
+/// pool and closed, which makes PostgreSQL roll back whatever was open.
+struct PgTransaction {
+    connection: Mutex<Option<Arc<deadpool_postgres::Object>>>,
+}
+
+impl std::fmt::Debug for PgTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTransaction").finish_non_exhaustive()
+    }
+}
+
+impl PgTransaction {
+    fn connection(&self) -> Result<Arc<deadpool_postgres::Object>, SqlError> {
+        let slot = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.clone().ok_or_else(|| SqlError::Unsupported("the transaction has ended".into()))
+    }
+
+    fn take(&self) -> Option<Arc<deadpool_postgres::Object>> {
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// Closes a connection instead of returning it to the pool (when nothing else holds it).
+fn discard(connection: Arc<deadpool_postgres::Object>) {
+    if let Ok(object) = Arc::try_unwrap(connection) {
+        drop(deadpool_postgres::Object::take(object));
+    }
+}
+
+#[async_trait]
+impl Backend for PgTransaction {
+    async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
+        query_on(self.connection()?, sql).await
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        describe_on(&self.connection()?, sql).await
+    }
+
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        parameter_types_on(&self.connection()?, sql).await
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+        self.connection()?.execute(sql, &[]).await.map_err(backend_error)
+    }
+}
+
+#[async_trait]
+impl Transaction for PgTransaction {
+    async fn end(&self, commit: bool) -> Result<(), SqlError> {
+        let Some(connection) = self.take() else { return Ok(()) };
+        let result = connection.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).await;
+        if result.is_err() {
+            discard(connection);
+        }
+        result.map_err(backend_error)
+    }
+}
+
+impl Drop for PgTransaction {
+    fn drop(&mut self) {
+        let Some(connection) = self.take() else { return };
+        // The client went away inside a transaction: roll back before the connection is reused.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if connection.batch_execute("ROLLBACK").await.is_err() {
+                        discard(connection);
+                    }
+                });
+            }
+            Err(_) => discard(connection),
+        }
     }
 }
