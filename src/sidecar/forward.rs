@@ -108,7 +108,7 @@ pub async fn handle(sidecar: &Sidecar, request: Request<Incoming>) -> Response<B
 async fn forward(sidecar: &Sidecar, request: Request<Incoming>) -> Result<Response<BoxBody>, Refusal> {
     let credentials = sidecar.session.credentials().await?;
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
+    let path = path_style(&parts)?;
     let query = without_presign_params(parts.uri.query());
     let mut headers = forwarded_headers(&parts.headers);
 
@@ -145,6 +145,34 @@ async fn forward(sidecar: &Sidecar, request: Request<Incoming>) -> Result<Respon
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+}
+
+/// The request path in path style (`/bucket/key`). A virtual-hosted request to `bucket.localhost` is turned into
+/// one; any other host name is refused, since the sidecar cannot know which part of it would be a bucket.
+fn path_style(parts: &http::request::Parts) -> Result<String, Refusal> {
+    let path = parts.uri.path();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.host())
+        .unwrap_or("127.0.0.1");
+    let authority: http::uri::Authority =
+        host.parse().map_err(|_| Refusal::bad_request(format!("lakegate sidecar: invalid Host {host:?}")))?;
+    let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(path.to_owned());
+    }
+    match name.to_ascii_lowercase().strip_suffix(".localhost") {
+        Some(bucket)
+            if !bucket.is_empty() && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) =>
+        {
+            Ok(format!("/{bucket}{path}"))
+        }
+        _ => Err(Refusal::bad_request(format!(
+            "lakegate sidecar: address it by IP or localhost with path-style requests (Host {host:?})"
+        ))),
+    }
 }
 
 /// The client's headers minus hop-by-hop headers and its own authentication.
@@ -285,6 +313,19 @@ mod tests {
         let mut names: Vec<&str> = out.keys().map(http::HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-type", "range", "x-amz-meta-owner"]);
+    }
+
+    #[test]
+    fn requests_are_path_style_and_a_bucket_dot_localhost_host_becomes_one() {
+        let path = |host: &str, uri: &str| {
+            let req = http::Request::builder().uri(uri).header("host", host).body(()).unwrap();
+            path_style(&req.into_parts().0).map_err(|r| r.code)
+        };
+        assert_eq!(path("127.0.0.1:9100", "/lake/sales/a.csv").unwrap(), "/lake/sales/a.csv");
+        assert_eq!(path("localhost:9100", "/lake/sales/").unwrap(), "/lake/sales/");
+        assert_eq!(path("[::1]:9100", "/lake").unwrap(), "/lake");
+        assert_eq!(path("lake.localhost:9100", "/sales/a.csv").unwrap(), "/lake/sales/a.csv");
+        assert_eq!(path("lake.s3.example.com", "/sales/a.csv"), Err("InvalidRequest"));
     }
 
     #[test]
