@@ -35,6 +35,9 @@ pub enum SqlError {
     /// A bound parameter could not be read.
     #[error("invalid parameter ${index}: {reason}")]
     Parameter { index: usize, reason: String },
+    /// Transaction control used out of place (a savepoint outside a block, an unknown savepoint).
+    #[error("{message}")]
+    Transaction { sqlstate: &'static str, message: String },
     /// Too much input (statement size, rows of a catalog view...).
     #[error("{0}")]
     Limit(String),
@@ -59,6 +62,7 @@ impl SqlError {
             SqlError::Unsupported(_) => "0A000",
             SqlError::Parameter { .. } => "22P02",
             SqlError::Limit(_) => "54000",
+            SqlError::Transaction { sqlstate, .. } => sqlstate,
         }
     }
 

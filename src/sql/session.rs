@@ -12,12 +12,12 @@ use futures::Stream;
 use sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
 
 use super::SqlService;
-use super::backend::{Backend, Isolation, Transaction, TransactionOptions};
+use super::backend::{Backend, IsolationLevel, SavepointOp, Transaction, TransactionOptions};
 use super::error::SqlError;
 use super::introspect;
 use super::rewrite::{
     AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableFilter,
-    TableName,
+    TableName, TransactionCommand,
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use crate::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
@@ -47,11 +47,16 @@ pub struct Session {
 /// or at its first statement when the client asked for more than READ COMMITTED (whose statements each take a
 /// fresh snapshot anyway, so reads before the first write see what they would see on the pinned connection).
 /// From then on every statement of the block runs on that connection, and COMMIT or ROLLBACK ends it there.
+///
+/// Savepoints taken before the block is pinned are only remembered: nothing has been written on any backend yet,
+/// so they are taken on the pinned connection right after its BEGIN, which is the same point in the block.
 #[derive(Debug)]
 struct OpenTransaction {
     options: TransactionOptions,
     /// The backend the block is pinned to and its transaction.
     pinned: Option<(String, Arc<dyn Transaction>)>,
+    /// Savepoints taken while not pinned, oldest first.
+    savepoints: Vec<String>,
 }
 
 /// A statement ready to run: rewritten, or answered by the gateway itself.
@@ -279,7 +284,9 @@ impl Session {
     /// Runs one prepared statement with its parameters.
     pub async fn run(&mut self, prepared: &Prepared, params: &[Param], request_id: &str) -> Result<Outcome, SqlError> {
         match &prepared.kind {
-            PreparedKind::Session { command: SessionCommand::Transaction, text } => self.transaction(text).await,
+            PreparedKind::Session { command: SessionCommand::Transaction(command), .. } => {
+                self.transaction(command).await
+            }
             PreparedKind::Session { command, text } => self.session_command(command, text),
             PreparedKind::Introspect(sql) => {
                 let sql = bind_text(sql, params)?;
@@ -364,7 +371,9 @@ impl Session {
                 let schema = self.search_path().into_iter().next();
                 one_row("current_schema", schema.map(Cell::Text).unwrap_or(Cell::Null))
             }
-            SessionCommand::Transaction => return Err(SqlError::Unsupported(format!("{text}: not a session setting"))),
+            SessionCommand::Transaction(_) => {
+                return Err(SqlError::Internal(format!("{text}: transaction control is not a session setting")));
+            }
         })
     }
 
@@ -380,7 +389,7 @@ impl Session {
             }
             return Ok(transaction.clone() as Arc<dyn Backend>);
         }
-        let needs_own_connection = writes || open.options.isolation != Isolation::ReadCommitted;
+        let needs_own_connection = writes || open.options.isolation != IsolationLevel::ReadCommitted;
         if !needs_own_connection {
             return self.backend(name);
         }
@@ -391,6 +400,9 @@ impl Session {
             .ok_or_else(|| SqlError::BackendUnavailable(format!("no backend named {name:?} is configured")))?;
         match backend.begin(&open.options).await? {
             Some(transaction) => {
+                for savepoint in std::mem::take(&mut open.savepoints) {
+                    transaction.savepoint(SavepointOp::Take, &savepoint).await?;
+                }
                 open.pinned = Some((name.to_owned(), transaction.clone()));
                 Ok(transaction as Arc<dyn Backend>)
             }
@@ -399,34 +411,65 @@ impl Session {
         }
     }
 
-    /// BEGIN / COMMIT / ROLLBACK (and their spellings). Savepoints are refused: a block is only pinned to a
-    /// connection at its first write, so a savepoint taken before it would not exist where it is rolled back to.
-    async fn transaction(&mut self, text: &str) -> Result<Outcome, SqlError> {
-        let upper = text.to_ascii_uppercase();
-        let word = upper.split_whitespace().next().unwrap_or("");
-        let tag = match word {
-            "BEGIN" | "START" => {
+    /// BEGIN, COMMIT, ROLLBACK and savepoints, with PostgreSQL's answers where no block is open.
+    async fn transaction(&mut self, command: &TransactionCommand) -> Result<Outcome, SqlError> {
+        let tag = match command {
+            TransactionCommand::Begin { isolation, read_only } => {
                 // As PostgreSQL: a BEGIN inside a block is a warning, not an error, and changes nothing.
                 if self.transaction.is_none() {
-                    self.transaction = Some(OpenTransaction { options: transaction_options(&upper), pinned: None });
+                    let options = TransactionOptions { isolation: *isolation, read_only: *read_only };
+                    self.transaction = Some(OpenTransaction { options, pinned: None, savepoints: Vec::new() });
                 }
                 "BEGIN"
             }
-            "COMMIT" | "END" | "ROLLBACK" | "ABORT" if !upper.contains(" TO ") => {
-                let commit = matches!(word, "COMMIT" | "END");
+            TransactionCommand::Commit | TransactionCommand::Rollback => {
+                let commit = *command == TransactionCommand::Commit;
                 if let Some((_, transaction)) = self.transaction.take().and_then(|t| t.pinned) {
                     transaction.end(commit).await?;
                 }
                 if commit { "COMMIT" } else { "ROLLBACK" }
             }
-            "SAVEPOINT" | "RELEASE" | "ROLLBACK" => {
-                return Err(SqlError::Unsupported(
-                    "savepoints are not supported by the gateway; use a transaction block without them".into(),
-                ));
+            TransactionCommand::Savepoint(name) => {
+                self.savepoint(SavepointOp::Take, name).await?;
+                "SAVEPOINT"
             }
-            _ => return Ok(Outcome::Command("SET".into())),
+            TransactionCommand::Release(name) => {
+                self.savepoint(SavepointOp::Release, name).await?;
+                "RELEASE"
+            }
+            TransactionCommand::RollbackTo(name) => {
+                self.savepoint(SavepointOp::RollbackTo, name).await?;
+                "ROLLBACK"
+            }
+            TransactionCommand::Set => return Ok(Outcome::Command("SET".into())),
         };
         Ok(Outcome::Transaction { tag: tag.into(), open: self.transaction.is_some() })
+    }
+
+    /// A savepoint statement: on the pinned connection, or kept in step in the block's list until it is pinned.
+    async fn savepoint(&mut self, op: SavepointOp, name: &str) -> Result<(), SqlError> {
+        let Some(open) = self.transaction.as_mut() else {
+            return Err(SqlError::Transaction {
+                sqlstate: "25P01",
+                message: "savepoints can only be used in transaction blocks".into(),
+            });
+        };
+        if let Some((_, transaction)) = &open.pinned {
+            return transaction.savepoint(op, name).await;
+        }
+        if op == SavepointOp::Take {
+            open.savepoints.push(name.to_owned());
+            return Ok(());
+        }
+        let Some(at) = open.savepoints.iter().rposition(|s| s == name) else {
+            return Err(SqlError::Transaction {
+                sqlstate: "3B001",
+                message: format!("savepoint \"{name}\" does not exist"),
+            });
+        };
+        // RELEASE removes the savepoint and every later one; ROLLBACK TO keeps it and removes the later ones.
+        open.savepoints.truncate(if op == SavepointOp::Release { at } else { at + 1 });
+        Ok(())
     }
 
     fn show(&self, name: &str) -> Result<String, SqlError> {
@@ -485,18 +528,6 @@ fn session_columns(command: &SessionCommand) -> Vec<Column> {
         SessionCommand::CurrentSchema => text("current_schema"),
         _ => Vec::new(),
     }
-}
-
-/// The isolation level and access mode a BEGIN or START TRANSACTION asks for (upper-cased text).
-fn transaction_options(upper: &str) -> TransactionOptions {
-    let isolation = if upper.contains("SERIALIZABLE") {
-        Isolation::Serializable
-    } else if upper.contains("REPEATABLE READ") {
-        Isolation::RepeatableRead
-    } else {
-        Isolation::ReadCommitted
-    };
-    TransactionOptions { isolation, read_only: upper.contains("READ ONLY") }
 }
 
 /// The statement's backend: every table it reads must live on the same one; a statement without tables

@@ -310,10 +310,21 @@ async fn transaction_blocks_commit_or_roll_back_together_on_the_postgresql_backe
     simple(&client, "COMMIT").await.expect("commit");
     assert_eq!(names(&pg), "Ann,Cy,Di");
 
-    // Savepoints are refused rather than acknowledged and ignored.
+    // Savepoints, taken before the block's first write (carried over when it is pinned) and after it.
+    assert_eq!(simple(&client, "SAVEPOINT outside").await, Err("25P01".into()), "only inside a block");
     simple(&client, "BEGIN").await.expect("begin");
-    assert_eq!(simple(&client, "SAVEPOINT s1").await, Err("0A000".into()));
-    simple(&client, "ROLLBACK").await.expect("rollback");
+    simple(&client, "SAVEPOINT before_write").await.expect("savepoint");
+    simple(&client, "INSERT INTO hr.employees (id, name) VALUES (6, 'Fay')").await.expect("insert");
+    simple(&client, "ROLLBACK TO SAVEPOINT before_write").await.expect("rollback to");
+    simple(&client, "INSERT INTO hr.employees (id, name) VALUES (7, 'Gus')").await.expect("insert");
+    simple(&client, "SAVEPOINT \"After\"").await.expect("savepoint");
+    simple(&client, "INSERT INTO hr.employees (id, name) VALUES (8, 'Hal')").await.expect("insert");
+    simple(&client, "ROLLBACK TO \"After\"").await.expect("rollback to");
+    assert_eq!(simple(&client, "RELEASE SAVEPOINT nowhere").await, Err("3B001".into()));
+    simple(&client, "ROLLBACK TO \"After\"").await.expect("the block is usable after ROLLBACK TO");
+    simple(&client, "COMMIT").await.expect("commit");
+    assert_eq!(names(&pg), "Ann,Cy,Di,Gus");
+    simple(&client, "DELETE FROM hr.employees WHERE id = 7").await.expect("autocommit delete");
 
     // A client that disconnects inside a block leaves nothing behind, and the connection is clean for the next.
     simple(&client, "BEGIN").await.expect("begin");

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::error::SqlError;
+pub use super::rewrite::IsolationLevel;
 use super::rows::{Column, ColumnType, RowSet};
 
 /// The backend name catalog entries use for the embedded engine.
@@ -36,33 +37,46 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 /// A transaction on one backend connection. Dropping it unended rolls it back.
 #[async_trait]
 pub trait Transaction: Backend {
+    /// Takes, releases or rolls back to a savepoint (the name as PostgreSQL folded it).
+    async fn savepoint(&self, op: SavepointOp, name: &str) -> Result<(), SqlError>;
     /// COMMIT (`true`) or ROLLBACK; the connection is released either way.
     async fn end(&self, commit: bool) -> Result<(), SqlError>;
+}
+
+/// What a savepoint statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavepointOp {
+    Take,
+    Release,
+    RollbackTo,
+}
+
+impl SavepointOp {
+    /// The statement for savepoint `name`, quoted (never the client's text).
+    pub fn sql(self, name: &str) -> String {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match self {
+            SavepointOp::Take => format!("SAVEPOINT {quoted}"),
+            SavepointOp::Release => format!("RELEASE SAVEPOINT {quoted}"),
+            SavepointOp::RollbackTo => format!("ROLLBACK TO SAVEPOINT {quoted}"),
+        }
+    }
 }
 
 /// What the client asked for in its BEGIN, as far as the gateway passes it on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransactionOptions {
-    pub isolation: Isolation,
+    pub isolation: IsolationLevel,
     pub read_only: bool,
-}
-
-/// PostgreSQL's isolation levels (READ UNCOMMITTED behaves as READ COMMITTED there).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Isolation {
-    #[default]
-    ReadCommitted,
-    RepeatableRead,
-    Serializable,
 }
 
 impl TransactionOptions {
     /// The BEGIN statement the gateway sends: built from these options, never from the client's text.
     pub fn begin_sql(&self) -> String {
         let level = match self.isolation {
-            Isolation::ReadCommitted => "READ COMMITTED",
-            Isolation::RepeatableRead => "REPEATABLE READ",
-            Isolation::Serializable => "SERIALIZABLE",
+            IsolationLevel::ReadCommitted => "READ COMMITTED",
+            IsolationLevel::RepeatableRead => "REPEATABLE READ",
+            IsolationLevel::Serializable => "SERIALIZABLE",
         };
         let access = if self.read_only { "READ ONLY" } else { "READ WRITE" };
         format!("BEGIN ISOLATION LEVEL {level}, {access}")

@@ -16,7 +16,7 @@ use tokio_postgres::types::{FromSql, Type};
 
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Transaction, TransactionOptions};
+use super::{Backend, SavepointOp, Transaction, TransactionOptions};
 use crate::config::PostgresBackendConfig;
 use crate::policy::catalog::Catalog;
 use crate::sql::error::SqlError;
@@ -157,18 +157,26 @@ impl Connection for Arc<deadpool_postgres::Object> {
     }
 }
 
+/// Runs a query in one round trip (parse, bind, execute pipelined; the rewritten SQL has its parameters inlined)
+/// and streams the rows. The columns come with the first row; only an empty result costs a second round trip
+/// to describe them.
 async fn query_on(connection: impl Connection, sql: &str) -> Result<RowSet, SqlError> {
-    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
-    let columns = statement
-        .columns()
-        .iter()
-        .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
-        .collect::<Result<Vec<_>, SqlError>>()?;
-    let stream = connection.pg().query_raw(&statement, std::iter::empty::<i32>()).await.map_err(backend_error)?;
+    let no_params = std::iter::empty::<(i32, Type)>();
+    let mut stream = Box::pin(connection.pg().query_typed_raw(sql, no_params).await.map_err(backend_error)?);
+    let first = stream.next().await.transpose().map_err(backend_error)?;
+    let columns = match &first {
+        Some(row) => row
+            .columns()
+            .iter()
+            .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
+            .collect::<Result<Vec<_>, SqlError>>()?,
+        None => describe_on(&connection, sql).await?,
+    };
     let width = columns.len();
     // The connection travels with the stream, so a pooled one returns to the pool only when the client has read
     // (or abandoned) every row.
-    let rows = stream
+    let rows = futures::stream::iter(first.map(Ok))
+        .chain(stream)
         .map_err(backend_error)
         .map(move |row| {
             let row = row?;
@@ -272,6 +280,10 @@ impl Backend for PgTransaction {
 
 #[async_trait]
 impl Transaction for PgTransaction {
+    async fn savepoint(&self, op: SavepointOp, name: &str) -> Result<(), SqlError> {
+        self.connection()?.batch_execute(&op.sql(name)).await.map_err(backend_error)
+    }
+
     async fn end(&self, commit: bool) -> Result<(), SqlError> {
         let Some(connection) = self.take() else { return Ok(()) };
         let result = connection.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).await;

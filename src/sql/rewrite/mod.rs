@@ -47,7 +47,7 @@ mod tests;
 pub use error::RewriteError;
 pub use filter::{Catalog, ColumnAccess, ColumnDef, Condition, Mask, Operation, TableDef, TableFilter, TableName};
 pub use policy::AppliedFilter;
-pub use session::SessionCommand;
+pub use session::{IsolationLevel, SessionCommand, TransactionCommand};
 
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;

@@ -2,7 +2,8 @@
 //! (roles, DDL, COPY, cursors, PREPARE, ...) are refused.
 
 use sqlparser::ast::{
-    ContextModifier, Expr, FunctionArguments, Query, Reset, SelectItem, Set, SetExpr, Statement, Value,
+    ContextModifier, Expr, FunctionArguments, Query, Reset, SelectItem, Set, SetExpr, Statement, TransactionAccessMode,
+    TransactionIsolationLevel, TransactionMode, Value,
 };
 
 use crate::sql::rewrite::ast::{fold, fold_name};
@@ -41,15 +42,63 @@ pub enum SessionCommand {
     Reset(Option<String>),
     /// `SHOW name` (`all` for `SHOW ALL`).
     Show(String),
-    /// Transaction control (BEGIN, START TRANSACTION, COMMIT, ROLLBACK, SAVEPOINT, RELEASE,
-    /// SET TRANSACTION): the statement text is in [`crate::sql::rewrite::RewrittenStatement::sql`].
-    Transaction,
+    /// Transaction control.
+    Transaction(TransactionCommand),
     /// `DISCARD ...`, as connection poolers send.
     Discard,
     /// `SELECT version()`.
     Version,
     /// `SELECT current_schema()` / `SELECT current_schema`.
     CurrentSchema,
+}
+
+/// A transaction control statement, with savepoint names folded as PostgreSQL folds identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionCommand {
+    /// `BEGIN` / `START TRANSACTION`, with the isolation level and access mode asked for.
+    Begin {
+        isolation: IsolationLevel,
+        read_only: bool,
+    },
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT`.
+    Rollback,
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+    /// `SET TRANSACTION ...`: acknowledged.
+    Set,
+}
+
+/// PostgreSQL's isolation levels (READ UNCOMMITTED behaves as READ COMMITTED there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IsolationLevel {
+    #[default]
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+fn begin(modes: &[TransactionMode]) -> Result<TransactionCommand, RewriteError> {
+    let (mut isolation, mut read_only) = (IsolationLevel::ReadCommitted, false);
+    for mode in modes {
+        match mode {
+            TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => read_only = true,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => read_only = false,
+            TransactionMode::IsolationLevel(level) => {
+                isolation = match level {
+                    TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted => {
+                        IsolationLevel::ReadCommitted
+                    }
+                    TransactionIsolationLevel::RepeatableRead => IsolationLevel::RepeatableRead,
+                    TransactionIsolationLevel::Serializable => IsolationLevel::Serializable,
+                    _ => return Err(unsupported("this isolation level")),
+                }
+            }
+        }
+    }
+    Ok(TransactionCommand::Begin { isolation, read_only })
 }
 
 /// `SELECT version()` and `SELECT current_schema()` alone (the probes drivers send on connect).
@@ -136,7 +185,7 @@ pub(crate) fn session_statement(statement: &Statement) -> Result<SessionCommand,
             Set::SetTimeZone { local, value } => {
                 Ok(SessionCommand::Set { name: "timezone".into(), values: vec![setting_value(value)?], local: *local })
             }
-            Set::SetTransaction { .. } => Ok(SessionCommand::Transaction),
+            Set::SetTransaction { .. } => Ok(SessionCommand::Transaction(TransactionCommand::Set)),
             Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
                 Err(not_allowed("changing the role or session authorization is not allowed through the gateway"))
             }
@@ -152,13 +201,23 @@ pub(crate) fn session_statement(statement: &Statement) -> Result<SessionCommand,
         Statement::ShowVariable { variable } => {
             Ok(SessionCommand::Show(variable.iter().map(fold).collect::<Vec<_>>().join(" ")))
         }
-        Statement::StartTransaction { statements, exception, .. } if statements.is_empty() && exception.is_none() => {
-            Ok(SessionCommand::Transaction)
+        Statement::StartTransaction { modes, statements, exception, .. }
+            if statements.is_empty() && exception.is_none() =>
+        {
+            Ok(SessionCommand::Transaction(begin(modes)?))
         }
-        Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => Ok(SessionCommand::Transaction),
+        Statement::Commit { chain: true, .. } | Statement::Rollback { chain: true, .. } => {
+            Err(unsupported("AND CHAIN"))
+        }
+        Statement::Commit { .. } => Ok(SessionCommand::Transaction(TransactionCommand::Commit)),
+        Statement::Rollback { savepoint: None, .. } => Ok(SessionCommand::Transaction(TransactionCommand::Rollback)),
+        Statement::Rollback { savepoint: Some(name), .. } => {
+            Ok(SessionCommand::Transaction(TransactionCommand::RollbackTo(fold(name))))
+        }
+        Statement::Savepoint { name } => Ok(SessionCommand::Transaction(TransactionCommand::Savepoint(fold(name)))),
+        Statement::ReleaseSavepoint { name } => {
+            Ok(SessionCommand::Transaction(TransactionCommand::Release(fold(name))))
+        }
         Statement::Discard { .. } => Ok(SessionCommand::Discard),
         Statement::Explain { .. } | Statement::ExplainTable { .. } => Err(not_allowed(
             "EXPLAIN is not allowed through the gateway: plans show the policies and the hidden rows' statistics",

@@ -35,8 +35,24 @@ fn search_path_is_a_gateway_setting() {
 #[test]
 fn show_and_transaction_control_are_session_statements() {
     assert_eq!(session("SHOW search_path"), SessionCommand::Show("search_path".into()));
-    for sql in ["BEGIN", "START TRANSACTION READ ONLY", "COMMIT", "ROLLBACK", "SAVEPOINT a", "RELEASE SAVEPOINT a"] {
-        assert_eq!(session(sql), SessionCommand::Transaction, "{sql}");
+    use crate::sql::rewrite::{IsolationLevel, TransactionCommand as T};
+    let cases = [
+        ("BEGIN", T::Begin { isolation: IsolationLevel::ReadCommitted, read_only: false }),
+        ("START TRANSACTION READ ONLY", T::Begin { isolation: IsolationLevel::ReadCommitted, read_only: true }),
+        (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+            T::Begin { isolation: IsolationLevel::Serializable, read_only: false },
+        ),
+        ("COMMIT", T::Commit),
+        ("END", T::Commit),
+        ("ROLLBACK", T::Rollback),
+        ("SAVEPOINT A", T::Savepoint("a".into())),
+        ("SAVEPOINT \"_pg3_1\"", T::Savepoint("_pg3_1".into())),
+        ("RELEASE SAVEPOINT a", T::Release("a".into())),
+        ("ROLLBACK TO SAVEPOINT \"Mixed\"", T::RollbackTo("Mixed".into())),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(session(sql), SessionCommand::Transaction(expected), "{sql}");
     }
 }
 
