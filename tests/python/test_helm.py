@@ -342,6 +342,20 @@ def test_tls_hpa_and_replicas_in_the_ha_render(rendered):
         assert not any(k.endswith("__TLS") for k in env(rendered[case]))
 
 
+def test_a_client_ca_makes_only_the_s3_listener_require_client_certificates(renderer, tmp_path):
+    values = tmp_path / "mtls.yaml"
+    values.write_text("tls:\n  enabled: true\n  existingSecret: lakegate-tls\n  clientCASecret: sidecar-ca\n")
+    out = render(renderer, [values])
+    assert volumes(out)["tls-client-ca"]["secret"]["secretName"] == "sidecar-ca"
+    assert mounts(out)["/etc/lakegate/tls-client-ca"]["readOnly"] is True
+    e = env(out)
+    s3 = tomllib.loads(f"v = {e['LAKEGATE__S3__TLS']}")["v"]
+    assert s3 == {"cert": "/etc/lakegate/tls/tls.crt", "key": "/etc/lakegate/tls/tls.key",
+                  "client_ca": "/etc/lakegate/tls-client-ca/ca.crt"}
+    for listener in ("CONTROL", "SQL"):
+        assert "client_ca" not in tomllib.loads(f"v = {e[f'LAKEGATE__{listener}__TLS']}")["v"]
+
+
 def test_tls_enabled_without_a_secret_fails_the_render(renderer, tmp_path):
     values = tmp_path / "tls.yaml"
     values.write_text("tls:\n  enabled: true\n")
