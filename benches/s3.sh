@@ -10,6 +10,8 @@
 # and, for serving bytes from local disk:
 #   embedded   client -> Lakegate with its embedded store (s3s-fs in-process)
 #   static     client -> nginx serving the same files as static files
+# and, for a pod's sidecar:
+#   sidecar    client -> `lakegate sidecar` (dummy keys; STS credentials, re-sign) -> Lakegate embedded
 #
 # Measures GET and PUT of a 256 MiB object (MiB/s, curl), 4 KiB GETs (req/s, p50, p99; `hey` at a few
 # concurrencies, each for BENCH_SECONDS) and Lakegate's peak RSS (VmHWM). Requests are presigned URLs, so the
@@ -61,6 +63,7 @@ fi
 AK=benchstore SK=benchstore-secret-key-0123456789
 mkdir -p "$WORK/s3s" "$WORK/static/lake/sales/bench" "$WORK/lg-remote" "$WORK/lg-embedded"
 P_S3S=$(free_port); P_NGINX=$(free_port); P_STATIC=$(free_port); P_LG=$(free_port); P_LGE=$(free_port)
+P_SC=$(free_port)
 
 "$S3SFS" --host 127.0.0.1 --port "$P_S3S" --access-key "$AK" --secret-key "$SK" "$WORK/s3s" >"$WORK/s3s.log" 2>&1 &
 PIDS+=($!)
@@ -114,6 +117,13 @@ LG_PID=$LAST_PID
 run_lakegate "$WORK/lg-embedded" "$P_LGE" ""
 LGE_PID=$LAST_PID
 for p in "$P_S3S" "$P_NGINX" "$P_STATIC" "$P_LG" "$P_LGE"; do wait_port "$p"; done
+# The sidecar holds a token of the embedded instance's dev issuer, as a pod holds its projected token.
+"$LAKEGATE" token --data-dir "$WORK/lg-embedded" --sub alice --groups analysts --ttl 2h >"$WORK/alice.jwt"
+LAKEGATE_LOG=warn "$LAKEGATE" sidecar --token-file "$WORK/alice.jwt" --upstream "http://127.0.0.1:$P_LGE" \
+  --listen "127.0.0.1:$P_SC" >"$WORK/sidecar.log" 2>&1 &
+SC_PID=$!
+PIDS+=("$SC_PID")
+wait_port "$P_SC"
 
 head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$WORK/big.bin"
 head -c 4096 /dev/urandom >"$WORK/small.bin"
@@ -123,10 +133,10 @@ cp "$WORK/big.bin" "$WORK/static/lake/sales/bench/big.bin"
 # Presigned URLs for each target: store credentials for direct and nginx, Lakegate credentials otherwise.
 "$LAKEGATE" credentials --data-dir "$WORK/lg-remote" --sub alice --groups analysts --ttl 2h >"$WORK/creds-remote.json"
 "$LAKEGATE" credentials --data-dir "$WORK/lg-embedded" --sub alice --groups analysts --ttl 2h >"$WORK/creds-embedded.json"
-"$PY" - "$WORK" "$AK" "$SK" "$P_S3S" "$P_NGINX" "$P_LG" "$P_LGE" <<'EOF'
+"$PY" - "$WORK" "$AK" "$SK" "$P_S3S" "$P_NGINX" "$P_LG" "$P_LGE" "$P_SC" <<'EOF'
 import json, sys, boto3
 from botocore.config import Config
-work, ak, sk, p_s3s, p_nginx, p_lg, p_lge = sys.argv[1:]
+work, ak, sk, p_s3s, p_nginx, p_lg, p_lge, p_sc = sys.argv[1:]
 def client(port, creds):
     return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}), **creds)
@@ -135,7 +145,8 @@ def vended(name):
     c = json.load(open(f"{work}/{name}"))
     return dict(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
 targets = {"direct": client(p_s3s, store), "nginx": client(p_nginx, store),
-           "lakegate": client(p_lg, vended("creds-remote.json")), "embedded": client(p_lge, vended("creds-embedded.json"))}
+           "lakegate": client(p_lg, vended("creds-remote.json")), "embedded": client(p_lge, vended("creds-embedded.json")),
+           "sidecar": client(p_sc, dict(aws_access_key_id="x", aws_secret_access_key="x"))}
 targets["direct"].create_bucket(Bucket="lake")
 targets["direct"].put_object(Bucket="lake", Key="sales/bench/small.bin", Body=open(f"{work}/small.bin", "rb").read())
 targets["embedded"].put_object(Bucket="lake", Key="sales/bench/small.bin", Body=open(f"{work}/small.bin", "rb").read())
@@ -167,7 +178,7 @@ hey_run() { # url concurrency -> "rps p50ms p99ms"
 
 echo "measuring ..." >&2
 declare -A PUT GET
-for t in direct nginx lakegate embedded; do
+for t in direct nginx lakegate embedded sidecar; do
   PUT[$t]=$(put_big "$(url "$t:put")")
   GET[$t]=$(get_big "$(url "$t:get")")
 done
@@ -175,16 +186,20 @@ GET[static]=$(get_big "http://127.0.0.1:$P_STATIC/lake/sales/bench/big.bin")
 
 declare -A SMALL
 for c in $CONCURRENCY; do
-  for t in direct nginx lakegate embedded; do SMALL[$t:$c]=$(hey_run "$(url "$t:small")" "$c"); done
+  for t in direct nginx lakegate embedded sidecar; do SMALL[$t:$c]=$(hey_run "$(url "$t:small")" "$c"); done
   SMALL[static:$c]=$(hey_run "http://127.0.0.1:$P_STATIC/lake/sales/bench/small.bin" "$c")
 done
 RSS_LG=$(awk '/VmHWM/ {print int($2/1024)}' /proc/"$LG_PID"/status)
 RSS_LGE=$(awk '/VmHWM/ {print int($2/1024)}' /proc/"$LGE_PID"/status)
+RSS_SC=$(awk '/VmHWM/ {print int($2/1024)}' /proc/"$SC_PID"/status)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 rps() { echo "$1" | cut -d' ' -f1; }
 p50() { echo "$1" | cut -d' ' -f2; }
 p99() { echo "$1" | cut -d' ' -f3; }
+small_row() { # label "rps p50 p99" of a, of b -> a table row with a / b
+  echo "| $1 | $(rps "$2") ($(p50 "$2")/$(p99 "$2")) | $(rps "$3") ($(p50 "$3")/$(p99 "$3")) | $(ratio "$(rps "$2")" "$(rps "$3")") |"
+}
 
 cat <<EOF
 Command: \`benches/s3.sh\` (BENCH_SECONDS=$SECONDS_EACH, concurrencies: $CONCURRENCY, big object: $BIG_MIB MiB)
@@ -212,12 +227,21 @@ cat <<EOF
 |---|---|---|---|
 | GET 256 MiB, MiB/s | ${GET[embedded]} | ${GET[static]} | $(ratio "${GET[embedded]}" "${GET[static]}") |
 EOF
-for c in $CONCURRENCY; do
-  e=${SMALL[embedded:$c]} s=${SMALL[static:$c]}
-  echo "| 4 KiB GET c=$c, req/s (p50/p99 ms) | $(rps "$e") ($(p50 "$e")/$(p99 "$e")) | $(rps "$s") ($(p50 "$s")/$(p99 "$s")) | $(ratio "$(rps "$e")" "$(rps "$s")") |"
-done
+for c in $CONCURRENCY; do small_row "4 KiB GET c=$c, req/s (p50/p99 ms)" "${SMALL[embedded:$c]}" "${SMALL[static:$c]}"; done
 cat <<EOF
 | PUT 256 MiB, MiB/s | ${PUT[embedded]} | (static files take no PUT) | |
 
 Lakegate peak RSS (VmHWM): ${RSS_LG} MiB in front of s3s-fs, ${RSS_LGE} MiB with the embedded store.
 EOF
+cat <<EOF
+
+### A pod's sidecar: client -> sidecar -> Lakegate (embedded store) vs client -> Lakegate directly
+
+| | via sidecar | direct to Lakegate | sidecar / direct |
+|---|---|---|---|
+| PUT 256 MiB, MiB/s | ${PUT[sidecar]} | ${PUT[embedded]} | $(ratio "${PUT[sidecar]}" "${PUT[embedded]}") |
+| GET 256 MiB, MiB/s | ${GET[sidecar]} | ${GET[embedded]} | $(ratio "${GET[sidecar]}" "${GET[embedded]}") |
+EOF
+for c in $CONCURRENCY; do small_row "4 KiB GET c=$c, req/s (p50/p99 ms)" "${SMALL[sidecar:$c]}" "${SMALL[embedded:$c]}"; done
+echo
+echo "Sidecar peak RSS (VmHWM): ${RSS_SC} MiB."

@@ -15,6 +15,7 @@ use super::session::SessionError;
 use super::upstream::UpstreamError;
 use crate::s3::backend::BoxBody;
 use crate::s3::sigv4::{AwsChunkedBody, AwsChunkedDecoder, ChunkedMode, UNSIGNED_PAYLOAD, sign_request};
+use crate::s3::classify::PRESIGN_PARAMS;
 use crate::s3::sts;
 use crate::s3::xml::s3_error;
 use crate::server::http::{new_request_id, read_limited};
@@ -37,16 +38,6 @@ const HOP_BY_HOP: &[&str] = &[
 /// The client's own authentication, replaced by the sidecar's.
 const CLIENT_AUTH: &[&str] =
     &["authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256", "host", "expect"];
-/// Query parameters of a presigned URL, replaced by a header signature.
-const PRESIGN_PARAMS: &[&str] = &[
-    "X-Amz-Algorithm",
-    "X-Amz-Credential",
-    "X-Amz-Date",
-    "X-Amz-Expires",
-    "X-Amz-SignedHeaders",
-    "X-Amz-Signature",
-    "X-Amz-Security-Token",
-];
 
 /// A refusal by the sidecar itself, answered as an S3 error.
 #[derive(Debug)]
@@ -198,7 +189,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The query without a presigned URL's authentication parameters (raw segments kept as the client encoded
+/// The query without a presigned URL's authentication parameters, replaced by a header signature (raw segments kept as the client encoded
 /// them, so the signature covers exactly what is sent).
 fn without_presign_params(query: Option<&str>) -> Option<String> {
     let kept: Vec<&str> = query?
