@@ -96,14 +96,17 @@ struct SidecarArgs {
     /// Requested lifetime of the session credentials (the role profile bounds it).
     #[arg(long)]
     duration_seconds: Option<u32>,
-    /// The central token endpoint (.../oauth2/token): exchange the token first with this workload's client
-    /// credentials, so the audit names the workload as the actor.
-    #[arg(long, requires_all = ["client_id", "client_secret_file"])]
+    /// The central token endpoint (.../oauth2/token): exchange the token first, authenticated as this workload
+    /// (client credentials, or its own token), so the audit names the workload as the actor.
+    #[arg(long)]
     token_endpoint: Option<url::Url>,
-    #[arg(long, requires = "token_endpoint")]
+    #[arg(long, requires_all = ["token_endpoint", "client_secret_file"], conflicts_with = "actor_token_file")]
     client_id: Option<String>,
-    #[arg(long, requires = "token_endpoint")]
+    #[arg(long, requires = "client_id")]
     client_secret_file: Option<PathBuf>,
+    /// The workload's own token (e.g. its projected service-account token) as the exchange's actor_token.
+    #[arg(long, requires = "token_endpoint")]
+    actor_token_file: Option<PathBuf>,
     /// CA certificate(s) for the central Lakegate (default: public web roots).
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -238,14 +241,20 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
 }
 
 fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
-    use lakegate::sidecar::{self, ExchangeClient, SidecarConfig};
+    use lakegate::sidecar::{self, ActorCredentials, ExchangeClient, SidecarConfig};
     init_logging();
-    let exchange = match (args.token_endpoint, args.client_id, args.client_secret_file) {
-        (Some(token_endpoint), Some(client_id), Some(file)) => {
+    let actor = match (args.client_id, args.client_secret_file, args.actor_token_file) {
+        (Some(id), Some(file), None) => {
             let secret = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            Some(ExchangeClient { token_endpoint, client_id, client_secret: secret.trim().to_owned() })
+            Some(ActorCredentials::Client { id, secret: secret.trim().to_owned() })
         }
+        (None, None, Some(file)) => Some(ActorCredentials::TokenFile(file)),
         _ => None,
+    };
+    let exchange = match (args.token_endpoint, actor) {
+        (Some(token_endpoint), Some(actor)) => Some(ExchangeClient { token_endpoint, actor }),
+        (Some(_), None) => bail!("--token-endpoint needs --client-id with --client-secret-file, or --actor-token-file"),
+        (None, _) => None,
     };
     let session_name = args.session_name.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME")

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use session::{ExchangeClient, Session, SessionConfig, SessionError};
+pub use session::{ActorCredentials, ExchangeClient, Session, SessionConfig, SessionError};
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::config::ListenerConfig;

@@ -39,21 +39,30 @@ pub struct SessionConfig {
     pub token_poll: Duration,
 }
 
-/// Client credentials for a token exchange before STS, so that the central Lakegate names this workload as
-/// the actor for the user whose token the pod holds.
-#[derive(Clone)]
+/// A token exchange before STS, so that the central Lakegate names this workload as the actor for the user
+/// whose token the pod holds.
+#[derive(Debug, Clone)]
 pub struct ExchangeClient {
     pub token_endpoint: url::Url,
-    pub client_id: String,
-    pub client_secret: String,
+    pub actor: ActorCredentials,
 }
 
-impl std::fmt::Debug for ExchangeClient {
+/// How the workload proves who it is at the token endpoint.
+#[derive(Clone)]
+pub enum ActorCredentials {
+    /// A confidential client of the token service.
+    Client { id: String, secret: String },
+    /// The workload's own token from a trusted issuer (e.g. its projected service-account token), re-read for
+    /// every exchange since it rotates too.
+    TokenFile(PathBuf),
+}
+
+impl std::fmt::Debug for ActorCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangeClient")
-            .field("token_endpoint", &self.token_endpoint.as_str())
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+        match self {
+            Self::Client { id, .. } => f.debug_struct("Client").field("id", id).finish_non_exhaustive(),
+            Self::TokenFile(path) => f.debug_tuple("TokenFile").field(path).finish(),
+        }
     }
 }
 
@@ -236,7 +245,7 @@ async fn obtain(config: &SessionConfig, upstream: &Upstream, token: &str) -> Res
     })
 }
 
-/// RFC 8693 exchange at the central token service with this workload's client credentials.
+/// RFC 8693 exchange at the central token service, the workload authenticated as the actor.
 async fn exchange(client: &ExchangeClient, upstream: &Upstream, token: &str) -> Result<String, SessionError> {
     #[derive(Deserialize)]
     struct Answer {
@@ -248,8 +257,16 @@ async fn exchange(client: &ExchangeClient, upstream: &Upstream, token: &str) -> 
         #[serde(default)]
         error_description: Option<String>,
     }
-    let form = [("grant_type", GRANT_TYPE), ("subject_token", token), ("subject_token_type", TOKEN_TYPE_JWT)];
-    let basic = Some((client.client_id.as_str(), client.client_secret.as_str()));
+    let mut form = vec![("grant_type", GRANT_TYPE), ("subject_token", token), ("subject_token_type", TOKEN_TYPE_JWT)];
+    let actor_token;
+    let basic = match &client.actor {
+        ActorCredentials::Client { id, secret } => Some((id.as_str(), secret.as_str())),
+        ActorCredentials::TokenFile(path) => {
+            actor_token = read_token(path).await?;
+            form.extend([("actor_token", actor_token.as_str()), ("actor_token_type", TOKEN_TYPE_JWT)]);
+            None
+        }
+    };
     let (status, body) = upstream.post_form(&client.token_endpoint, &form, basic).await?;
     if status.is_success() {
         let answer: Answer = serde_json::from_slice(&body)

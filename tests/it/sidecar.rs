@@ -159,6 +159,25 @@ fn with_a_token_exchange_the_central_audit_names_the_workload_as_actor() {
 }
 
 #[test]
+fn with_the_workloads_own_token_as_actor_token_no_client_secret_is_needed() {
+    let lg = Lakegate::start(&[]);
+    let token = write_token(lg.data(), "alice.jwt", &lg.token("alice", &["analysts"], &[]));
+    // The pod's own identity (in Kubernetes its projected service-account token; here a dev token).
+    let workload = write_token(lg.data(), "workload.jwt", &lg.token("spark-sa", &[], &[]));
+    let endpoint = format!("{}/oauth2/token", lg.control_url());
+    let workload = workload.display().to_string();
+    let sidecar =
+        Sidecar::start(&central(&lg), &token, &["--token-endpoint", &endpoint, "--actor-token-file", &workload]);
+    let resp = http().get(format!("{}/lake?list-type=2&prefix=sales/", sidecar.url())).send().expect("list");
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    let event = eventually("the listing in the audit log", || {
+        lg.audit_events().into_iter().find(|e| e["action"] == "s3:ListBucket" && e["decision"] == "allow")
+    });
+    assert_eq!(event["principal"]["subject"], "alice");
+    assert_eq!(event["actors"][0]["subject"], "spark-sa", "{event}");
+}
+
+#[test]
 fn a_token_the_central_lakegate_refuses_gives_the_client_an_s3_access_denied() {
     let lg = Lakegate::start(&[]);
     let token = write_token(lg.data(), "forged.jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.");
