@@ -19,7 +19,7 @@ import requests
 import sqlalchemy
 import trino
 
-from conftest import demo_token
+from conftest import demo_token, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
@@ -286,10 +286,10 @@ def test_every_query_is_audited_with_original_and_rewritten_sql(gw):
     marker = "audit_probe_4711"
     r = psql(gw, "alice", f"select count(*) as {marker} from sales.orders")
     assert r.returncode == 0, r.stderr
-    events = gw.audit_events()
-    mine = [e for e in events if e.get("sql") and marker in e["sql"]["original"]]
-    assert mine, "no audit event for the query"
-    e = mine[-1]
+    # The audit sink writes asynchronously (the event was committed before the rows were sent, flushed after).
+    e = eventually("the audit event of the query", lambda: next(
+        (e for e in reversed(gw.audit_events())
+         if e.get("sql") and marker in e["sql"]["original"] and e["sql"].get("rows") is not None), None))
     assert e["principal"]["subject"] == "alice" and e["decision"] == "allow"
     assert "'EU'" in e["sql"]["rewritten"] and e["sql"]["tables"] == ["sales.orders"]
     assert e["sql"]["rows"] == 1
