@@ -85,7 +85,10 @@ mod tests {
 
         let second = KeyRing::generate_key_file(dir.path()).unwrap();
         live.reload().unwrap();
-        assert_eq!(live.current().current_kid(), &second, "the newest key mints");
+        assert_eq!(live.current().accepted_kids().count(), 2, "the new key is picked up");
+        std::fs::write(dir.path().join("current"), second.as_str()).unwrap();
+        live.reload().unwrap();
+        assert_eq!(live.current().current_kid(), &second, "the key named current mints");
         assert!(live.current().accepted_kids().any(|k| *k == first), "the old key still verifies");
 
         std::fs::write(dir.path().join("not a kid!"), "x").unwrap();
