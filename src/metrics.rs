@@ -1,7 +1,8 @@
 //! Prometheus counters, rendered in the text exposition format at `GET /metrics`.
 //!
-//! A handful of labelled counters does not justify a metrics framework: each counter is a map from label
-//! values to a count, behind a mutex that is held for an increment.
+//! A handful of labelled counters and histograms does not justify a metrics framework: each is a map from label
+//! values to its value, behind a mutex that is held for an update. Label values must come from small fixed
+//! sets (operation names, decisions, status classes), never from request data.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -48,6 +49,73 @@ impl Counter {
     }
 }
 
+/// A histogram with labels and fixed bucket bounds (seconds, for latencies).
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'static [f64],
+    values: Mutex<BTreeMap<Vec<(&'static str, String)>, Observed>>,
+}
+
+/// Per label set: the count in each bucket (not cumulative; the last is `+Inf`), the sum and the count.
+#[derive(Default)]
+struct Observed {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    const fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
+        Self { name, help, bounds, values: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Records one observation for these label values.
+    pub fn observe(&self, labels: &[(&'static str, &str)], value: f64) {
+        let key = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        if let Ok(mut values) = self.values.lock() {
+            let observed = values.entry(key).or_default();
+            if observed.buckets.len() != self.bounds.len() + 1 {
+                observed.buckets = vec![0; self.bounds.len() + 1];
+            }
+            if let Some(n) = observed.buckets.get_mut(bucket) {
+                *n += 1;
+            }
+            observed.sum += value;
+            observed.count += 1;
+        }
+    }
+
+    /// How many observations were recorded for these label values (tests).
+    pub fn count(&self, labels: &[(&'static str, &str)]) -> u64 {
+        let key: Vec<_> = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        self.values.lock().ok().and_then(|v| v.get(&key).map(|o| o.count)).unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", self.name, self.help, self.name);
+        let Ok(values) = self.values.lock() else { return };
+        for (labels, observed) in values.iter() {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let with_le = |le: &str| {
+                let mut all = labels.clone();
+                all.push(format!("le=\"{le}\""));
+                all.join(",")
+            };
+            let mut cumulative = 0;
+            for (i, n) in observed.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = self.bounds.get(i).map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+                let _ = writeln!(out, "{}_bucket{{{}}} {cumulative}", self.name, with_le(&le));
+            }
+            let labels = labels.join(",");
+            let _ = writeln!(out, "{}_sum{{{labels}}} {}", self.name, observed.sum);
+            let _ = writeln!(out, "{}_count{{{labels}}} {}", self.name, observed.count);
+        }
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -63,11 +131,51 @@ pub static AUDIT_REFUSALS: Counter = Counter::new(
     "Requests refused because the audit sink could not accept their event.",
 );
 
-/// All counters in the text exposition format.
+pub static S3_REQUESTS: Counter = Counter::new(
+    "lakegate_s3_requests_total",
+    "S3 front requests, by operation, decision (allow, deny, error) and status class.",
+);
+pub static S3_REQUEST_SECONDS: Histogram = Histogram::new(
+    "lakegate_s3_request_seconds",
+    "S3 front requests from arrival to the last byte of the answer, by operation.",
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+);
+pub static S3_BYTES: Counter =
+    Counter::new("lakegate_s3_bytes_total", "Object and document bytes through the S3 front, by direction (in, out).");
+
+/// All metrics in the text exposition format.
 pub fn render() -> String {
     let mut out = String::new();
-    for c in [&REQUESTS, &DECISIONS, &TOKEN_FAILURES, &JWKS_FETCHES, &POLICY_RELOADS, &AUDIT_REFUSALS] {
+    for c in [&REQUESTS, &DECISIONS, &TOKEN_FAILURES, &JWKS_FETCHES, &POLICY_RELOADS, &AUDIT_REFUSALS, &S3_REQUESTS] {
         c.render(&mut out);
     }
+    S3_REQUEST_SECONDS.render(&mut out);
+    S3_BYTES.render(&mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        static H: Histogram = Histogram::new("t_seconds", "test", &[0.1, 1.0]);
+        H.observe(&[("operation", "GetObject")], 0.0625);
+        H.observe(&[("operation", "GetObject")], 0.5);
+        H.observe(&[("operation", "GetObject")], 4.0);
+        let mut out = String::new();
+        H.render(&mut out);
+        for line in [
+            "# TYPE t_seconds histogram",
+            "t_seconds_bucket{operation=\"GetObject\",le=\"0.1\"} 1",
+            "t_seconds_bucket{operation=\"GetObject\",le=\"1\"} 2",
+            "t_seconds_bucket{operation=\"GetObject\",le=\"+Inf\"} 3",
+            "t_seconds_sum{operation=\"GetObject\"} 4.5625",
+            "t_seconds_count{operation=\"GetObject\"} 3",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+        assert_eq!(H.count(&[("operation", "GetObject")]), 3);
+    }
 }

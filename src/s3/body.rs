@@ -55,6 +55,7 @@ where
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     this.tap.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    crate::metrics::S3_BYTES.add(&[("direction", "in")], d.len() as u64);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -162,5 +163,83 @@ impl Drop for AuditedBody {
         // hyper never polls a body it knows is empty (HEAD, 204, Content-Length: 0): that one did end.
         let ended = self.complete();
         self.finish(ended);
+    }
+}
+
+/// The labels of one S3 front request's metrics; an extension of its response until the body is wrapped.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricLabels {
+    /// The classified operation (`OpKind::name`), or a fixed name for what is not an S3 operation.
+    pub operation: &'static str,
+    /// `allow`, `deny` or `error`; `None` when the answer's status decides.
+    pub decision: Option<&'static str>,
+}
+
+/// A response body that counts the bytes going out and, when it is dropped (sent, or abandoned), records the
+/// request in the S3 metrics with its latency up to that moment.
+pub struct MeteredBody {
+    inner: BoxBody,
+    started: std::time::Instant,
+    operation: &'static str,
+    decision: &'static str,
+    status_class: &'static str,
+}
+
+impl MeteredBody {
+    /// Wraps `response`'s body; the labels come from its [`MetricLabels`] extension and status.
+    pub fn wrap(response: http::Response<BoxBody>, started: std::time::Instant) -> http::Response<BoxBody> {
+        let (mut head, inner) = response.into_parts();
+        let labels = head.extensions.remove::<MetricLabels>();
+        let status = head.status.as_u16();
+        let decision = labels.and_then(|l| l.decision).unwrap_or(match status {
+            401 | 403 => "deny",
+            400.. => "error",
+            _ => "allow",
+        });
+        let status_class = match status {
+            0..200 => "1xx",
+            200..300 => "2xx",
+            300..400 => "3xx",
+            400..500 => "4xx",
+            _ => "5xx",
+        };
+        let operation = labels.map_or("Unknown", |l| l.operation);
+        let body = Self { inner, started, operation, decision, status_class };
+        http::Response::from_parts(head, body.boxed_unsync())
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(d) = f.data_ref()
+        {
+            crate::metrics::S3_BYTES.add(&[("direction", "out")], d.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        crate::metrics::S3_REQUESTS.inc(&[
+            ("operation", self.operation),
+            ("decision", self.decision),
+            ("status", self.status_class),
+        ]);
+        crate::metrics::S3_REQUEST_SECONDS
+            .observe(&[("operation", self.operation)], self.started.elapsed().as_secs_f64());
     }
 }

@@ -151,6 +151,10 @@ impl Operation {
 pub enum ClassifyError {
     #[error("{0} is not supported by Lakegate")]
     NotImplemented(&'static str),
+    /// An `x-amz-*` request header Lakegate cannot carry out (object tagging, for one): refused rather than
+    /// dropped, so nothing is stored without what the client asked for.
+    #[error("the {0} header is not supported by Lakegate; nothing was stored or changed")]
+    UnsupportedHeader(String),
     #[error("the method is not allowed on this resource")]
     MethodNotAllowed,
     #[error("the bucket name is not valid")]

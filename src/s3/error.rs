@@ -44,7 +44,7 @@ impl S3Error {
             Self::Signature(e) => e.s3_code(),
             Self::Credential(e) => e.s3_code(),
             Self::Classify(e) => match e {
-                ClassifyError::NotImplemented(_) => "NotImplemented",
+                ClassifyError::NotImplemented(_) | ClassifyError::UnsupportedHeader(_) => "NotImplemented",
                 ClassifyError::MethodNotAllowed => "MethodNotAllowed",
                 ClassifyError::InvalidBucketName => "InvalidBucketName",
                 // A key that could mean another path is refused as S3 refuses what it will not serve.
@@ -71,7 +71,7 @@ impl S3Error {
         let code = match self {
             Self::Signature(e) => e.http_status(),
             Self::Credential(_) => 400,
-            Self::Classify(ClassifyError::NotImplemented(_)) => 501,
+            Self::Classify(ClassifyError::NotImplemented(_) | ClassifyError::UnsupportedHeader(_)) => 501,
             Self::Classify(ClassifyError::MethodNotAllowed) => 405,
             Self::Classify(ClassifyError::InvalidKey(_)) => 403,
             Self::Classify(_) => 400,

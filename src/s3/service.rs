@@ -12,13 +12,13 @@ use tracing::Instrument;
 
 use super::auth::{self, Caller, SigV4Settings};
 use super::backend::{Backend, BoxBody, ForwardRequest, encode_path};
-use super::body::{AuditedBody, RequestTap, tap_request};
+use super::body::{AuditedBody, MeteredBody, MetricLabels, RequestTap, tap_request};
 use super::classify::{self, HostStyle, OpKind, Operation};
 use super::error::S3Error;
 use super::xml;
 use crate::audit::{AuditEvent, AuditSlot, Front};
 use crate::credentials::{Access, LiveKeyRing, RoleProfile, Scope};
-use crate::gate::{self, Gate, Origin};
+use crate::gate::{self, Gate, GateError, Origin};
 use crate::policy::{RequestContext, Resource};
 use crate::s3::sigv4::{AwsChunkedBody, PayloadMode, Sha256VerifiedBody};
 use crate::server::http::{REQUEST_ID, new_request_id};
@@ -63,6 +63,27 @@ const FORWARDED_HEADERS: &[&str] = &[
 const REFUSED_HEADER_PREFIXES: &[&str] =
     &["x-amz-acl", "x-amz-grant-", "x-amz-server-side-encryption", "x-amz-object-lock-", "x-amz-website-"];
 
+/// `x-amz-*` request headers that are read by Lakegate itself or that SDKs send routinely and that change
+/// nothing about what is stored: neither forwarded nor refused. Any other `x-amz-*` header that is not
+/// forwarded is refused on an operation that writes, so nothing is stored without a part of what the client
+/// asked for (tags, for one); on reads and listings it is dropped.
+const CONSUMED_HEADERS: &[&str] = &[
+    // Signature V4 and its payload framing, checked by the front.
+    "x-amz-content-sha256",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-decoded-content-length",
+    "x-amz-trailer",
+    // Read by the classifier and forwarded in decoded form.
+    "x-amz-copy-source",
+    // SDK checksum bookkeeping: the checksum values themselves are forwarded and verified by the store.
+    "x-amz-sdk-checksum-algorithm",
+    "x-amz-checksum-algorithm",
+    "x-amz-checksum-type",
+    "x-amz-checksum-mode",
+    "x-amz-user-agent",
+    "x-amz-api-version",
+];
 /// Response headers never passed back from the store (hop-by-hop, or the store's own request ids).
 const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "connection",
@@ -95,7 +116,8 @@ pub struct S3Front {
 pub async fn handle(front: Arc<S3Front>, req: http::Request<Incoming>, peer: SocketAddr) -> Response<BoxBody> {
     let origin = Origin { front: Front::S3, request_id: new_request_id(), source: Some(peer.ip().to_string()) };
     let span = tracing::info_span!("s3", request_id = %origin.request_id, method = %req.method());
-    async move {
+    let started = std::time::Instant::now();
+    let response = async move {
         let (parts, body) = req.into_parts();
         let header_bytes: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
         if header_bytes > MAX_HEADER_BYTES {
@@ -103,15 +125,25 @@ pub async fn handle(front: Arc<S3Front>, req: http::Request<Incoming>, peer: Soc
             return refuse(&front, &origin, None, "s3:Request", parts.uri.path(), error, &parts.method).await;
         }
         if parts.uri.path() == super::grant::PATH {
-            return super::grant::handle(&front, &origin, parts, body).await;
+            let r = super::grant::handle(&front, &origin, parts, body).await;
+            return labelled(r, "GetDataAccess", None);
         }
         if super::sts::is_sts(&parts) {
-            return super::sts::handle(&front, origin.clone(), parts, body).await;
+            let r = super::sts::handle(&front, origin.clone(), parts, body).await;
+            return labelled(r, "STS", None);
         }
         serve_s3(&front, &origin, parts, body).await
     }
     .instrument(span)
-    .await
+    .await;
+    MeteredBody::wrap(response, started)
+}
+
+/// Sets the metric labels of a response, keeping a decision already set by [`refuse`].
+fn labelled(mut r: Response<BoxBody>, operation: &'static str, decision: Option<&'static str>) -> Response<BoxBody> {
+    let decision = decision.or_else(|| r.extensions().get::<MetricLabels>().and_then(|l| l.decision));
+    r.extensions_mut().insert(MetricLabels { operation, decision });
+    r
 }
 
 /// Signature settings for S3 requests.
@@ -136,10 +168,10 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
         Ok(op) => op,
         Err(e) => return refuse(front, origin, Some(&caller), "s3:Request", &path, e.into(), &method).await,
     };
-    if let Some(name) = parts.headers.keys().map(HeaderName::as_str).find(|n| refused_header(n)) {
-        let e = S3Error::Classify(classify::ClassifyError::NotImplemented("access-control and encryption headers"));
-        tracing::debug!(header = name, "refused header");
-        return refuse(front, origin, Some(&caller), op.kind.action(), &path, e, &method).await;
+    let writes = op.kind.access() == Access::Write;
+    if let Some(e) = parts.headers.keys().map(HeaderName::as_str).find_map(|n| refused_header(n, writes)) {
+        let r = refuse(front, origin, Some(&caller), op.kind.action(), &path, e.into(), &method).await;
+        return labelled(r, op.kind.name(), None);
     }
     let resource_text = display_resource(&op);
     let result = match op.kind {
@@ -147,14 +179,24 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
         OpKind::DeleteObjects => super::delete::delete_objects(front, origin, &caller, &op, parts, body).await,
         _ => forward(front, origin, &caller, &op, parts, body).await,
     };
-    match result {
+    let response = match result {
         Ok(r) => r,
         Err(e) => refuse(front, origin, Some(&caller), op.kind.action(), &resource_text, e, &method).await,
-    }
+    };
+    labelled(response, op.kind.name(), None)
 }
 
-fn refused_header(name: &str) -> bool {
-    REFUSED_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
+/// Why a request header makes Lakegate refuse the request (one that `writes`, or any), if it does.
+fn refused_header(name: &str, writes: bool) -> Option<classify::ClassifyError> {
+    use classify::ClassifyError::{NotImplemented, UnsupportedHeader};
+    if REFUSED_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Some(NotImplemented("access-control and encryption headers"));
+    }
+    let forwarded = FORWARDED_HEADERS.contains(&name) || name.starts_with("x-amz-meta-");
+    if writes && name.starts_with("x-amz-") && !forwarded && !CONSUMED_HEADERS.contains(&name) {
+        return Some(UnsupportedHeader(name.to_owned()));
+    }
+    None
 }
 
 fn display_resource(op: &Operation) -> String {
@@ -224,7 +266,16 @@ pub(crate) async fn refuse(
         }
     }
     tracing::info!(code = error.code(), %error, "refused");
-    error_response(&error, resource, &origin.request_id, method)
+    let decision = match &error {
+        S3Error::Signature(_)
+        | S3Error::Credential(_)
+        | S3Error::OutOfScope
+        | S3Error::Classify(classify::ClassifyError::InvalidKey(_))
+        | S3Error::Gate(GateError::Denied(_) | GateError::Identity(_)) => "deny",
+        _ => "error",
+    };
+    let r = error_response(&error, resource, &origin.request_id, method);
+    labelled(r, "Unknown", Some(decision))
 }
 
 /// Adds the session details of a SigV4 caller to an event.
@@ -486,7 +537,8 @@ fn finish_with_error(
         outcome.bytes_in = tap.bytes.load(std::sync::atomic::Ordering::Relaxed);
         slot.finish();
     }
-    error_response(error, resource, request_id, method)
+    // The access was allowed; the store's answer (or the body) failed.
+    labelled(error_response(error, resource, request_id, method), "Unknown", Some("allow"))
 }
 
 /// Turns a store's error response into an [`S3Error`] carrying its code and message.

@@ -254,6 +254,66 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
     assert!(stderr.contains("sales.orders.card_number"), "{stderr}");
 }
 
+#[tokio::test]
+async fn the_postgresql_backend_connects_over_verified_tls_when_the_server_accepts_nothing_else() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let generated = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/certs/gen-dev.sh"))
+        .arg(certs.path())
+        .arg("localhost,127.0.0.1")
+        .output()
+        .expect("run certs/gen-dev.sh");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let pg = Postgres::start_with_tls(Some(certs.path()));
+    let plain = tokio_postgres::connect(&format!("{} sslmode=disable", pg.url()), tokio_postgres::NoTls).await;
+    assert!(plain.is_err(), "pg_hba.conf accepts TLS connections only");
+    pg.psql(
+        "CREATE SCHEMA sales; CREATE TABLE sales.orders (order_id bigint, customer text, region text, \
+         amount numeric(12,2), card_number text); \
+         INSERT INTO sales.orders VALUES (1, 'Acme', 'EU', 10.50, '4000000000000001'), \
+         (2, 'Globex', 'US', 20.00, '4000000000000002'); \
+         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
+         GRANT SELECT ON sales.orders TO lakegate_backend;",
+    );
+    let policies = tempfile::tempdir().expect("temp dir");
+    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
+        let text = if *name == "catalog.toml" {
+            text.replacen("backend = \"embedded\"", "backend = \"warehouse\"", 1)
+        } else {
+            (*text).to_owned()
+        };
+        std::fs::write(policies.path().join(name), text).expect("write policy");
+    }
+    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
+    let policy_dir = policies.path().display().to_string();
+    let backend = |tls: &str| format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1, {tls}}}]");
+
+    let ca = certs.path().join("ca.crt").display().to_string();
+    let verified = backend(&format!("tls = true, ca_file = \"{ca}\""));
+    let env = [("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", verified.as_str())];
+    let lg = Lakegate::start(&env);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let rows = simple(&alice, "SELECT order_id, amount FROM sales.orders").await;
+    assert_eq!(rows, Ok(vec![vec![Some("1".into()), Some("10.50".into())]]));
+    drop(lg);
+
+    // The same server is not trusted without its CA: start-up fails rather than connect unverified.
+    let unverified = backend("tls = true");
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakegate"))
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .env("LAKEGATE__CONTROL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__S3__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__SQL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__POLICY__DIR", &policy_dir)
+        .env("LAKEGATE__SQL__POSTGRES", &unverified)
+        .output()
+        .expect("run lakegate serve");
+    assert!(!out.status.success(), "a backend certificate from an unknown CA must refuse start-up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
 /// `hr.employees` on a real PostgreSQL behind the gateway, writable by the backend role; carol (hr) may edit it.
 fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
     pg.psql(

@@ -154,6 +154,12 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// With `certs` (a `certs/gen-dev.sh` directory): `ssl = on` with its server certificate, and a `pg_hba.conf`
+    /// that accepts TCP connections over TLS only (`hostssl`), so a plain connection is refused.
+    pub fn start_with_tls(certs: Option<&Path>) -> Self {
         let bin = pg_bin_dir();
         let dir = tempfile::Builder::new().prefix("lakegate-pg").tempdir().expect("temp dir");
         let port = free_port();
@@ -164,7 +170,19 @@ impl Postgres {
         run(as_pg_user(&bin.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
             .arg(&data));
-        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
+        let mut opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
+        if let Some(certs) = certs {
+            for name in ["server.crt", "server.key"] {
+                std::fs::copy(certs.join(name), data.join(name)).expect("copy certificate");
+            }
+            std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+                .expect("write pg_hba.conf");
+            if is_root() {
+                run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data));
+            }
+            run(Command::new("chmod").arg("600").arg(data.join("server.key")));
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         run(as_pg_user(&bin.join("pg_ctl"))
             .args(["-w", "-t", "60", "-D"])
             .arg(&data)

@@ -219,11 +219,12 @@ def test_awscli_cp_ls_sync_with_web_identity_environment(gate, tmp_path):
     assert "AccessDenied" in refused.stderr
 
 
-def test_pyarrow_reads_the_public_csv(gate):
-    import pyarrow.csv as csv
+def test_pyarrow_reads_the_public_parquet_file_as_alice(gate):
+    import pyarrow as pa
     import pyarrow.fs as fs_mod
+    import pyarrow.parquet as pq
 
-    creds = gate.assume("bob", "")
+    creds = gate.assume("alice", "analysts")
     fs = fs_mod.S3FileSystem(
         access_key=creds["AccessKeyId"],
         secret_key=creds["SecretAccessKey"],
@@ -232,9 +233,18 @@ def test_pyarrow_reads_the_public_csv(gate):
         scheme="http",
         region=REGION,
     )
-    with fs.open_input_stream("lake/public/cities.csv") as f:
-        table = csv.read_csv(f)
-    assert table.column_names == ["city", "country", "population"]
-    assert table.num_rows == 4
+    table = pq.read_table("lake/public/cities.parquet", filesystem=fs)
+    assert table.schema.names == ["city", "country", "population", "area_km2", "capital"]
+    assert [table.schema.field(n).type for n in ("population", "area_km2", "capital")] == [
+        pa.int64(),
+        pa.float64(),
+        pa.bool_(),
+    ]
+    assert table.to_pylist() == [
+        {"city": "Lisbon", "country": "PT", "population": 545923, "area_km2": 100.05, "capital": True},
+        {"city": "Oslo", "country": "NO", "population": 709037, "area_km2": 454.0, "capital": True},
+        {"city": "Kyoto", "country": "JP", "population": 1463723, "area_km2": 827.83, "capital": False},
+        {"city": "Quito", "country": "EC", "population": 2011388, "area_km2": 372.39, "capital": True},
+    ]
     with pytest.raises(OSError):
-        fs.open_input_stream("lake/sales/2024/q1.csv").read()
+        fs.open_input_stream("lake/hr/salaries.csv").read()

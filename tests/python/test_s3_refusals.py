@@ -156,3 +156,50 @@ def test_vended_credentials_lose_sales_on_the_next_request_after_the_grant_is_re
     assert code == "AccessDenied", "the same credentials must stop working once the policy is reloaded"
     # public/ is untouched by the edit.
     assert s3.get_object(Bucket="lake", Key="public/cities.csv")["Body"].read()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda s3: s3.put_object(Bucket="lake", Key="sales/tagged.txt", Body=b"x", Tagging="a=b"),
+        lambda s3: s3.create_multipart_upload(Bucket="lake", Key="sales/tagged.txt", Tagging="a=b"),
+        lambda s3: s3.copy_object(
+            Bucket="lake",
+            Key="sales/tagged.txt",
+            CopySource={"Bucket": "lake", "Key": "public/cities.csv"},
+            Tagging="a=b",
+            TaggingDirective="REPLACE",
+        ),
+    ],
+    ids=["PutObject", "CreateMultipartUpload", "CopyObject"],
+)
+def test_object_tags_are_refused_not_dropped_and_nothing_is_stored(gate, creds, operation):
+    s3 = gate.client(creds)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        operation(s3)
+    assert e.value.response["Error"]["Code"] == "NotImplemented"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert "x-amz-tagging" in e.value.response["Error"]["Message"]
+    [event] = gate.audited(e.value.response["ResponseMetadata"]["RequestId"])
+    assert event["decision"] == "error" and event["outcome"]["error_code"] == "NotImplemented"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="lake", Key="sales/tagged.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket="lake", Prefix="sales/tagged.txt")
+
+
+def test_an_unknown_x_amz_header_is_refused_not_dropped(gate, creds):
+    s3 = gate.client(creds)
+
+    def add_header(request, **_):
+        request.headers["x-amz-write-offset-bytes"] = "0"
+
+    s3.meta.events.register("before-sign.s3.PutObject", add_header)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="lake", Key="sales/appended.txt", Body=b"x")
+    assert e.value.response["Error"]["Code"] == "NotImplemented"
+    assert "x-amz-write-offset-bytes" in e.value.response["Error"]["Message"]
+    s3.meta.events.unregister("before-sign.s3.PutObject", add_header)
+    # What SDKs send routinely still goes through.
+    s3.put_object(Bucket="lake", Key="sales/plain.txt", Body=b"x", ChecksumAlgorithm="SHA256", Metadata={"k": "v"})
+    assert s3.head_object(Bucket="lake", Key="sales/plain.txt")["Metadata"] == {"k": "v"}

@@ -6,13 +6,14 @@
 
 mod embedded;
 mod remote;
+mod uploads;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::combinators::UnsyncBoxBody;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-pub use embedded::{Embedded, SEED_BUCKET};
+pub use embedded::{Embedded, SEED_BUCKET, SEED_PARQUET};
 pub(crate) use remote::describe_client_error;
 pub use remote::{Remote, RemoteConfig};
 

@@ -22,6 +22,22 @@ use crate::policy::catalog::Catalog;
 use crate::sql::error::SqlError;
 use crate::sql::rows::{Cell, Column, ColumnType, RowSet, numeric};
 
+/// An error with its causes: tokio-postgres shows only its kind ("error performing TLS handshake"), and the
+/// operator needs the reason ("invalid peer certificate: UnknownIssuer").
+fn with_causes(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A pooled PostgreSQL backend.
 #[derive(Clone)]
 pub struct Postgres {
@@ -38,10 +54,20 @@ impl Postgres {
     /// Connects, then checks the catalog tables of this backend against its information_schema.
     pub async fn connect(config: &PostgresBackendConfig, catalog: &Catalog) -> Result<Self, String> {
         let pg: tokio_postgres::Config = config.url.parse().map_err(|e| format!("invalid url: {e}"))?;
-        if config.tls {
-            return Err("TLS to PostgreSQL backends is not supported yet; use a local socket or a tunnel".into());
-        }
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = if config.tls {
+            let tls = super::pg_tls::MakeRustlsConnect::new(config.ca_file.as_deref())
+                .map_err(|e| format!("TLS to the backend: {e}"))?;
+            // Without `sslmode=require` tokio-postgres would fall back to plain TCP when the server declines TLS.
+            let mut pg = pg;
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Manager::from_config(pg, tls, manager_config)
+        } else {
+            if config.ca_file.is_some() {
+                return Err("ca_file is set but tls is not: set tls = true to connect with TLS".into());
+            }
+            Manager::from_config(pg, NoTls, manager_config)
+        };
         let pool =
             Pool::builder(manager).max_size(config.pool_size.max(1)).build().map_err(|e| format!("pool: {e}"))?;
         let backend = Postgres { pool };
@@ -50,7 +76,7 @@ impl Postgres {
     }
 
     async fn check_catalog(&self, name: &str, catalog: &Catalog) -> Result<(), String> {
-        let client = self.pool.get().await.map_err(|e| format!("cannot connect: {e}"))?;
+        let client = self.pool.get().await.map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
         for table in catalog.tables.iter().filter(|t| t.backend == name) {
             let (db, t) = table.split_name().ok_or_else(|| format!("{}: not database.table", table.name))?;
             let rows = client
