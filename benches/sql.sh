@@ -24,6 +24,8 @@ LG_PID=""; BOUNCER_PID=""
 cleanup() {
   [ -n "$LG_PID" ] && kill "$LG_PID" 2>/dev/null || true
   [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  # runuser does not pass the signal on: end pgbouncer itself.
+  pkill -f "pgbouncer $WORK/pgbouncer.ini" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }

@@ -39,6 +39,46 @@ pub struct Session {
     settings: BTreeMap<String, String>,
     /// The client's open transaction block, if any.
     transaction: Option<OpenTransaction>,
+    /// Compiled table filters of this session's principal, for the policy set they were compiled under.
+    filters: std::sync::Mutex<FilterCache>,
+}
+
+/// The table filters a session has compiled, valid for one policy set.
+///
+/// A filter depends on the principal and the request context (the front and the actor chain), which are fixed
+/// for a session, on the operation and table, and on the policy set; nothing else goes into a decision (no
+/// clock, no request attributes). So a session reuses a filter until the policy set in force is a different
+/// one, which makes a revoked permission take effect on the very next statement, as without the cache.
+#[derive(Debug, Default)]
+struct FilterCache {
+    store: Option<Arc<crate::policy::PolicyStore>>,
+    entries: std::collections::HashMap<(crate::policy::TableOp, TableName), TableFilter>,
+}
+
+/// Most filters one session keeps (a session touching more tables than this recompiles some).
+const MAX_CACHED_FILTERS: usize = 256;
+
+impl FilterCache {
+    fn get_or_compile(
+        &mut self,
+        store: &Arc<crate::policy::PolicyStore>,
+        key: (crate::policy::TableOp, TableName),
+        compile: impl FnOnce() -> Result<TableFilter, crate::policy::PolicyError>,
+    ) -> Result<TableFilter, crate::policy::PolicyError> {
+        if !self.store.as_ref().is_some_and(|s| Arc::ptr_eq(s, store)) {
+            self.store = Some(store.clone());
+            self.entries.clear();
+        }
+        if let Some(filter) = self.entries.get(&key) {
+            return Ok(filter.clone());
+        }
+        let filter = compile()?;
+        if self.entries.len() >= MAX_CACHED_FILTERS {
+            self.entries.clear();
+        }
+        self.entries.insert(key, filter.clone());
+        Ok(filter)
+    }
 }
 
 /// A transaction block the client opened with BEGIN.
@@ -125,7 +165,14 @@ pub enum Param {
 impl Session {
     /// A session for an authenticated principal.
     pub fn new(service: Arc<SqlService>, principal: Principal, source: Option<String>) -> Self {
-        Session { service, principal, source, settings: BTreeMap::new(), transaction: None }
+        Session {
+            service,
+            principal,
+            source,
+            settings: BTreeMap::new(),
+            transaction: None,
+            filters: std::sync::Mutex::new(FilterCache::default()),
+        }
     }
 
     /// The authenticated principal.
@@ -176,8 +223,13 @@ impl Session {
         let context = RequestContext { front: "sql", ..Default::default() };
         let used: std::cell::RefCell<BTreeMap<TableName, Vec<String>>> = Default::default();
         let policy_error: std::cell::RefCell<Option<String>> = Default::default();
+        let mut filters = self.filters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let filters = std::cell::RefCell::new(&mut *filters);
         let lookup = |table: &TableName, op: Operation| -> Option<TableFilter> {
-            match crate::policy::table_filter_with(&store, &self.principal, op.table_op(), table, &context) {
+            let compiled = filters.borrow_mut().get_or_compile(&store, (op.table_op(), table.clone()), || {
+                crate::policy::table_filter_with(&store, &self.principal, op.table_op(), table, &context)
+            });
+            match compiled {
                 Ok(f) if !f.permissive.is_empty() => {
                     used.borrow_mut().entry(table.clone()).or_default().extend(f.policies.iter().cloned());
                     Some(f)

@@ -194,6 +194,28 @@ async fn refusals_carry_the_sqlstate_postgresql_would_use() {
 }
 
 #[tokio::test]
+async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let count = "SELECT count(*) FROM sales.orders";
+    // The same statement twice: the second is served with the filter the session compiled for the first.
+    let before = simple(&alice, count).await.expect("alice reads her orders");
+    assert_eq!(simple(&alice, count).await, Ok(before));
+    let sql_policies = lg.policy_dir().join("sql.cedar");
+    let text = std::fs::read_to_string(&sql_policies).expect("read sql.cedar");
+    let revoked = format!(
+        "{text}\n@id(\"no-orders-for-alice\")\nforbid (principal == User::\"alice\", action, resource in Table::\"sales.orders\");\n"
+    );
+    std::fs::write(&sql_policies, revoked).expect("write sql.cedar");
+    let start = Instant::now();
+    while simple(&alice, count).await.is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the open session still reads after the policy edit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(simple(&alice, count).await, Err("42501".into()));
+}
+
+#[tokio::test]
 async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at_start() {
     let pg = Postgres::start();
     pg.psql(
