@@ -215,6 +215,38 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
     assert_eq!(simple(&alice, count).await, Err("42501".into()));
 }
 
+/// The demo policy set with `table`'s catalog entry moved to the PostgreSQL backend named `warehouse`.
+fn policies_on_warehouse(table: &str) -> tempfile::TempDir {
+    let policies = tempfile::tempdir().expect("temp dir");
+    let embedded = format!("name = \"{table}\"\nbackend = \"embedded\"");
+    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
+        let text = if *name == "catalog.toml" {
+            assert!(text.contains(&embedded), "{table} is not an embedded table of the demo catalog");
+            text.replace(&embedded, &format!("name = \"{table}\"\nbackend = \"warehouse\""))
+        } else {
+            (*text).to_owned()
+        };
+        std::fs::write(policies.path().join(name), text).expect("write policy");
+    }
+    policies
+}
+
+/// Runs `lakegate serve` with `env` on free ports, expecting start-up to fail; its stderr.
+fn failed_start(env: &[(&str, &str)]) -> String {
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakegate"))
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .env("LAKEGATE__CONTROL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__S3__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .env("LAKEGATE__SQL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
+        .envs(env.iter().copied())
+        .output()
+        .expect("run lakegate serve");
+    assert!(!out.status.success(), "start-up must fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at_start() {
     let pg = Postgres::start();
@@ -226,16 +258,8 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
          CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
          GRANT SELECT ON sales.orders TO lakegate_backend;",
     );
-    let policies = tempfile::tempdir().expect("temp dir");
-    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
-        let text = if *name == "catalog.toml" {
-            // sales.orders moves to PostgreSQL; hr.employees stays embedded.
-            text.replacen("backend = \"embedded\"", "backend = \"warehouse\"", 1)
-        } else {
-            (*text).to_owned()
-        };
-        std::fs::write(policies.path().join(name), text).expect("write policy");
-    }
+    // sales.orders moves to PostgreSQL; hr.employees stays embedded.
+    let policies = policies_on_warehouse("sales.orders");
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
     let env = [
@@ -261,18 +285,7 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
 
     // A catalog column the backend lacks refuses start-up, naming it.
     pg.psql("ALTER TABLE sales.orders DROP COLUMN card_number");
-    let data = tempfile::tempdir().expect("temp dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakegate"))
-        .args(["serve", "--data-dir"])
-        .arg(data.path())
-        .env("LAKEGATE__CONTROL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
-        .env("LAKEGATE__S3__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
-        .env("LAKEGATE__SQL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
-        .envs(env.iter().copied())
-        .output()
-        .expect("run lakegate serve");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "start-up must fail when a catalog column is missing in the backend");
+    let stderr = failed_start(&env);
     assert!(stderr.contains("sales.orders.card_number"), "{stderr}");
 }
 
@@ -296,15 +309,7 @@ async fn the_postgresql_backend_connects_over_verified_tls_when_the_server_accep
          CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
          GRANT SELECT ON sales.orders TO lakegate_backend;",
     );
-    let policies = tempfile::tempdir().expect("temp dir");
-    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
-        let text = if *name == "catalog.toml" {
-            text.replacen("backend = \"embedded\"", "backend = \"warehouse\"", 1)
-        } else {
-            (*text).to_owned()
-        };
-        std::fs::write(policies.path().join(name), text).expect("write policy");
-    }
+    let policies = policies_on_warehouse("sales.orders");
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
     let backend = |tls: &str| format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1, {tls}}}]");
@@ -320,19 +325,7 @@ async fn the_postgresql_backend_connects_over_verified_tls_when_the_server_accep
 
     // The same server is not trusted without its CA: start-up fails rather than connect unverified.
     let unverified = backend("tls = true");
-    let data = tempfile::tempdir().expect("temp dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakegate"))
-        .args(["serve", "--data-dir"])
-        .arg(data.path())
-        .env("LAKEGATE__CONTROL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
-        .env("LAKEGATE__S3__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
-        .env("LAKEGATE__SQL__LISTEN", format!("127.0.0.1:{}", crate::support::free_port()))
-        .env("LAKEGATE__POLICY__DIR", &policy_dir)
-        .env("LAKEGATE__SQL__POSTGRES", &unverified)
-        .output()
-        .expect("run lakegate serve");
-    assert!(!out.status.success(), "a backend certificate from an unknown CA must refuse start-up");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_start(&[("LAKEGATE__POLICY__DIR", &policy_dir), ("LAKEGATE__SQL__POSTGRES", &unverified)]);
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
 
@@ -344,18 +337,7 @@ fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
          CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA hr TO lakegate_backend; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON hr.employees TO lakegate_backend;",
     );
-    let policies = tempfile::tempdir().expect("temp dir");
-    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
-        let text = if *name == "catalog.toml" {
-            text.replace(
-                "name = \"hr.employees\"\nbackend = \"embedded\"",
-                "name = \"hr.employees\"\nbackend = \"warehouse\"",
-            )
-        } else {
-            (*text).to_owned()
-        };
-        std::fs::write(policies.path().join(name), text).expect("write policy");
-    }
+    let policies = policies_on_warehouse("hr.employees");
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
     let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1}}]");
