@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use lakegate::config::Config;
 use lakegate::identity::{DevIssuer, Principal, Verifier};
 use lakegate::policy::{self, PolicyStore, RequestContext, Resource, TableName, TableOp};
+use lakegate::server::drain::{Drain, Outcome, Signals};
 
 #[derive(Parser)]
 #[command(name = "lakegate", version, about = "Identity-aware data access proxy")]
@@ -96,6 +97,9 @@ struct SidecarArgs {
     /// Requested lifetime of the session credentials (the role profile bounds it).
     #[arg(long)]
     duration_seconds: Option<u32>,
+    /// How long requests in flight get to finish after SIGTERM or SIGINT (humantime, e.g. 25s).
+    #[arg(long, env = "LAKEGATE_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
     /// The central token endpoint (.../oauth2/token): exchange the token first, authenticated as this workload
     /// (client credentials, or its own token), so the audit names the workload as the actor.
     #[arg(long)]
@@ -201,7 +205,9 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
     init_logging();
     let config = Config::load(config.as_deref(), data_dir.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
+        // Before anything listens: from here on SIGTERM drains instead of killing.
+        let mut signals = Signals::install().context("installing the signal handlers")?;
         let running = lakegate::server::start(&config).await?;
         let data = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
         println!("lakegate {} is running", env!("CARGO_PKG_VERSION"));
@@ -224,6 +230,10 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
         println!("  audit    {}", running.gate.auditor.current_file().display());
+        println!(
+            "  shutdown SIGTERM/SIGINT drain for up to {}; a second signal exits at once",
+            humantime::format_duration(config.shutdown.grace)
+        );
         if let Some(key) = &running.dev_issuer {
             println!();
             println!("  !! DEV TOKEN ISSUER ENABLED: anyone who can read {} can mint tokens. !!", key.display());
@@ -233,12 +243,34 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
                 data.display()
             );
         }
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
-        eprintln!("shutting down");
-        let _ = running.gate.auditor.flush().await;
+        let signal = signals.recv().await.context("waiting for SIGTERM or SIGINT")?;
+        tracing::info!(signal = signal.name(), "shutting down");
+        let auditor = running.gate.auditor.clone();
+        tokio::spawn(async move {
+            if let Some(second) = signals.recv().await {
+                tracing::error!(signal = second.name(), "second signal: exiting now, requests in flight are cut");
+                // Best effort: what is queued reaches the disk, records of requests still running do not.
+                match tokio::time::timeout(FORCED_FLUSH_WAIT, auditor.flush()).await {
+                    Ok(Ok(())) => tracing::info!("audit queue flushed"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "audit queue not flushed"),
+                    Err(_) => tracing::error!("audit queue not flushed in time"),
+                }
+                std::process::exit(i32::from(second.exit_code()));
+            }
+        });
+        running.shutdown(config.shutdown.grace).await?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Tasks still parked (policy watcher, token refresh) must not hold the exit up.
+    runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+    result
 }
+
+/// How long a second signal's audit flush may take before the process exits anyway.
+const FORCED_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long the runtime may take to stop its remaining tasks after a shutdown.
+const RUNTIME_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     use lakegate::sidecar::{self, ActorCredentials, ExchangeClient, SidecarConfig};
@@ -276,15 +308,40 @@ fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         client_identity: args.client_cert.zip(args.client_key),
         token_poll: std::time::Duration::from_secs(1),
     };
+    let grace = args.shutdown_grace;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let (addr, _sidecar) = sidecar::start(config).await?;
+    let result = runtime.block_on(async {
+        let mut signals = Signals::install().context("installing the signal handlers")?;
+        let drain = Drain::new();
+        let (addr, _sidecar) = sidecar::start(config, drain.watch()).await?;
         println!("lakegate sidecar {} is running", env!("CARGO_PKG_VERSION"));
         println!("  s3       http://{addr}   (any credentials; path-style)");
         println!("  upstream {}", args.upstream);
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+        let signal = signals.recv().await.context("waiting for SIGTERM or SIGINT")?;
+        tokio::spawn(async move {
+            if let Some(second) = signals.recv().await {
+                tracing::error!(signal = second.name(), "second signal: exiting now, requests in flight are cut");
+                std::process::exit(i32::from(second.exit_code()));
+            }
+        });
+        drain.start();
+        tracing::info!(
+            signal = signal.name(),
+            grace = %humantime::format_duration(grace),
+            in_flight = drain.in_flight(),
+            "draining: the listener stopped accepting, waiting for requests in flight"
+        );
+        match drain.wait(grace).await {
+            Outcome::Drained => tracing::info!("drained: no request in flight; stopped"),
+            Outcome::GraceExpired { in_flight } => {
+                tracing::warn!(in_flight, "grace period over: cutting the requests still in flight");
+                drain.close();
+            }
+        }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+    result
 }
 
 fn token(

@@ -1,6 +1,7 @@
 //! Listeners and start-up wiring: builds the core services from the configuration and serves the fronts.
 
 pub mod control;
+pub mod drain;
 pub mod http;
 pub mod tls;
 pub mod token;
@@ -11,9 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+use self::drain::{Drain, Guard, Outcome, Watch};
 
 use crate::audit::{AuditEvent, Auditor, Front};
 use crate::config::{Config, ListenerConfig};
@@ -42,6 +46,8 @@ pub struct Running {
     pub sql_addr: SocketAddr,
     pub policy_dir: PathBuf,
     pub dev_issuer: Option<PathBuf>,
+    /// The drain every listener and connection listens to.
+    pub drain: Drain,
 }
 
 /// Why start-up failed.
@@ -69,6 +75,7 @@ pub enum StartError {
 
 /// Builds the core services and starts every listener; returns once they are bound.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let drain = Drain::new();
     let data = &config.data_dir;
     std::fs::create_dir_all(data).map_err(|source| StartError::DataDir { path: data.clone(), source })?;
     let policy_dir = config.policy_dir();
@@ -121,18 +128,26 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(tls) => Some(tls::server_config(tls, &[b"postgresql"]).map_err(StartError::Tls)?),
         None => None,
     };
-    let sql_addr = crate::sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone())
+    let sql_addr = crate::sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone(), drain.watch())
         .await
         .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
 
     let control_gate = gate.clone();
-    let control_addr = serve_http(&config.control, move |req, peer| {
+    let control_drain = drain.watch();
+    let control_addr = serve_http(&config.control, drain.watch(), OnDrain::KeepServing, move |req, peer| {
         let gate = control_gate.clone();
         let sql = sql.clone();
+        let drain = control_drain.clone();
         async move {
+            if drain.is_draining() {
+                let continues = crate::sql::trino::continues_open_query(req.method(), req.uri().path());
+                if let Some(refused) = control::while_draining(&req, continues) {
+                    return refused;
+                }
+            }
             // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
             if crate::sql::trino::handles(req.uri().path()) {
-                return crate::sql::trino::handle(&sql, req, peer).await;
+                return crate::sql::trino::handle(&sql, req, peer, &drain).await;
             }
             control::handle(&gate, req, peer).await
         }
@@ -141,7 +156,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
     let s3 = Arc::new(s3_front(config, gate.clone(), keys).await?);
     let s3_backend = s3.backend.describe();
-    let s3_addr = serve_http(&config.s3.listener(), move |req, peer| crate::s3::handle(s3.clone(), req, peer)).await?;
+    let s3_addr = serve_http(&config.s3.listener(), drain.watch(), OnDrain::StopAccepting, move |req, peer| {
+        crate::s3::handle(s3.clone(), req, peer)
+    })
+    .await?;
 
     Ok(Running {
         gate,
@@ -151,7 +169,62 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         sql_addr,
         policy_dir,
         dev_issuer: dev.map(|d| d.path().to_owned()),
+        drain,
     })
+}
+
+/// Longest wait, after the drain is closed, for connections to drop what they still hold.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest wait for the audit log to be written and synced at the end of a shutdown. A writer that cannot
+/// write has already printed what it holds to stderr; the process must still end before Kubernetes kills it.
+const FLUSH_WAIT: Duration = Duration::from_secs(4);
+
+/// Why a shutdown did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("the audit log could not be flushed: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("the audit log was not flushed within {0:?} (the events it holds were printed to stderr)")]
+    FlushTimeout(Duration),
+}
+
+impl Running {
+    /// Shuts down gracefully: readiness turns 503 and listeners stop accepting (see [`OnDrain`]), requests in
+    /// flight get `grace` to finish, whatever is still open then is dropped (its audit record says
+    /// incomplete), and the audit queue is written and synced. Each phase is logged.
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), ShutdownError> {
+        self.drain.start();
+        tracing::info!(
+            grace = %humantime::format_duration(grace),
+            in_flight = self.drain.in_flight(),
+            "draining: /readyz answers 503, listeners stopped accepting, waiting for requests in flight"
+        );
+        match self.drain.wait(grace).await {
+            Outcome::Drained => tracing::info!("drained: no request in flight"),
+            Outcome::GraceExpired { in_flight } => tracing::warn!(
+                in_flight,
+                "grace period over: closing what is still open (its audit records are marked incomplete)"
+            ),
+        }
+        self.drain.close();
+        let abandoned = crate::sql::trino::close_open_queries().await;
+        if abandoned > 0 {
+            tracing::warn!(queries = abandoned, "closed Trino queries that were not fetched to their end");
+        }
+        if let Outcome::GraceExpired { in_flight } = self.drain.wait(CLOSE_WAIT).await {
+            tracing::warn!(in_flight, "connections still closing; flushing the audit log regardless");
+        }
+        tracing::info!("flushing the audit log");
+        match tokio::time::timeout(FLUSH_WAIT, self.gate.auditor.flush()).await {
+            Ok(Ok(())) => {
+                tracing::info!("audit log written and synced; stopped");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ShutdownError::FlushTimeout(FLUSH_WAIT)),
+        }
+    }
 }
 
 /// Builds the S3 front: credentials keys, the store, the role profiles.
@@ -220,9 +293,27 @@ pub fn seed_policies(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How an HTTP listener behaves once the drain starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDrain {
+    /// A data listener (S3, the sidecar): it stops accepting at once, every connection closes as soon as its
+    /// request in flight has finished (idle keep-alive connections at once), a request that starts after the
+    /// signal is answered 503, and every connection counts as work in flight until it closes.
+    StopAccepting,
+    /// The control listener: it keeps accepting until the drain is over, because the kubelet's readiness
+    /// probe must see `/readyz` turn 503 and clients page through open queries; its handler refuses new work.
+    /// Each request counts as work in flight while its handler runs; idle connections do not hold the drain.
+    KeepServing,
+}
+
 /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (TLS when configured) with `handler`, one task per
-/// connection. Returns the bound address (useful with port 0).
-pub async fn serve_http<F, Fut, B>(listener: &ListenerConfig, handler: F) -> Result<SocketAddr, StartError>
+/// connection, until `drain` says otherwise (see [`OnDrain`]). Returns the bound address (useful with port 0).
+pub async fn serve_http<F, Fut, B>(
+    listener: &ListenerConfig,
+    drain: Watch,
+    on_drain: OnDrain,
+    handler: F,
+) -> Result<SocketAddr, StartError>
 where
     F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
@@ -240,47 +331,139 @@ where
         None => None,
     };
     tokio::spawn(async move {
+        let stop = stop_accepting(&drain, on_drain);
+        tokio::pin!(stop);
         loop {
-            let (stream, peer) = match tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                accepted = tcp.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
             // Responses are written as a head and then body frames: without TCP_NODELAY a small response waits
             // for the client's delayed ACK (about 40 ms per request on Linux).
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
             }
-            let handler = handler.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req, peer).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let result = match acceptor {
-                    Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), service).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+            let guard = (on_drain == OnDrain::StopAccepting).then(|| drain.guard());
+            let connection = Connection { peer, drain: drain.clone(), on_drain, _guard: guard };
+            tokio::spawn(connection.serve(stream, acceptor.clone(), handler.clone()));
         }
+        drop(tcp);
+        tracing::info!(%addr, "listener closed");
     });
     Ok(addr)
+}
+
+/// Resolves when a listener of this kind stops accepting.
+async fn stop_accepting(drain: &Watch, on_drain: OnDrain) {
+    match on_drain {
+        OnDrain::StopAccepting => drain.draining().await,
+        OnDrain::KeepServing => drain.closed().await,
+    }
+}
+
+/// One accepted HTTP connection.
+struct Connection {
+    peer: SocketAddr,
+    drain: Watch,
+    on_drain: OnDrain,
+    /// Held until the connection closes (data listeners only).
+    _guard: Option<Guard>,
+}
+
+impl Connection {
+    async fn serve<F, Fut, B>(self, stream: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>, handler: F)
+    where
+        F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let peer = self.peer;
+        match acceptor {
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                let tls = tokio::select! {
+                    tls = handshake => tls,
+                    () = stop_accepting(&self.drain, self.on_drain) => return,
+                };
+                match tls {
+                    Ok(Ok(tls)) => self.http(TokioIo::new(tls), handler).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+            None => self.http(TokioIo::new(stream), handler).await,
+        }
+    }
+
+    async fn http<I, F, Fut, B>(&self, io: I, handler: F)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let peer = self.peer;
+        let drain = self.drain.clone();
+        let on_drain = self.on_drain;
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            let drain = drain.clone();
+            async move {
+                let response = match on_drain {
+                    // Between the signal and hyper closing the connection, a request can still arrive on it.
+                    OnDrain::StopAccepting if drain.is_draining() => draining_response(),
+                    OnDrain::StopAccepting => handler(req, peer).await.map(Either::Left),
+                    OnDrain::KeepServing => {
+                        let _in_flight = drain.guard();
+                        handler(req, peer).await.map(Either::Left)
+                    }
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop_accepting(&self.drain, self.on_drain) => {
+                // Finish the request in flight, then close; an idle connection closes at once.
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = self.drain.closed() => {
+                        tracing::debug!(%peer, "connection dropped at the end of the drain");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The answer to a request that arrives on a data listener after the drain started.
+fn draining_response<B>() -> ::http::Response<Either<B, Full<bytes::Bytes>>> {
+    let mut response = ::http::Response::new(Either::Right(Full::new(bytes::Bytes::from_static(
+        b"lakegate is shutting down; retry on another replica\n",
+    ))));
+    *response.status_mut() = ::http::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(::http::header::CONNECTION, ::http::HeaderValue::from_static("close"));
+    headers.insert(::http::header::RETRY_AFTER, ::http::HeaderValue::from_static("1"));
+    headers.insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("text/plain"));
+    response
 }
