@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::audit::AuditConfig;
+use crate::audit::{AuditConfig, Durability};
 use crate::identity::{IdentityConfig, TokenServiceConfig};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -222,6 +222,9 @@ pub struct AuditSinkSettings {
     pub fail_open: bool,
     #[serde(default = "default_audit_enqueue_ms")]
     pub enqueue_timeout_ms: u64,
+    /// `batch` (default) or `sync`: whether an access waits until its record is synced to disk.
+    #[serde(default)]
+    pub durability: Durability,
 }
 
 impl Default for AuditSinkSettings {
@@ -232,6 +235,7 @@ impl Default for AuditSinkSettings {
             stdout: false,
             fail_open: false,
             enqueue_timeout_ms: default_audit_enqueue_ms(),
+            durability: Durability::default(),
         }
     }
 }
@@ -334,6 +338,7 @@ impl Config {
             stdout: s.stdout,
             fail_open: s.fail_open,
             enqueue_timeout: std::time::Duration::from_millis(s.enqueue_timeout_ms),
+            durability: s.durability,
         }
     }
 
@@ -440,6 +445,21 @@ mod tests {
     fn a_shutdown_grace_without_a_unit_is_refused() {
         let err = Config::load_from(None, None, env(&[("LAKEGATE__SHUTDOWN__GRACE", "25")])).expect_err("no unit");
         assert!(err.to_string().contains("grace"), "{err}");
+    }
+
+    #[test]
+    fn audit_durability_is_batch_unless_sync_is_chosen() {
+        let c = Config::load_from(None, None, env(&[])).expect("defaults load");
+        assert_eq!(c.audit_config().durability, Durability::Batch);
+        let c = Config::load_from(None, None, env(&[("LAKEGATE__AUDIT__DURABILITY", "sync")])).expect("loads");
+        assert_eq!(c.audit_config().durability, Durability::Sync);
+    }
+
+    #[test]
+    fn an_unknown_audit_durability_is_refused() {
+        let err = Config::load_from(None, None, env(&[("LAKEGATE__AUDIT__DURABILITY", "fsync")]))
+            .expect_err("unknown durability");
+        assert!(err.to_string().contains("fsync"), "{err}");
     }
 
     #[test]

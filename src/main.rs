@@ -229,7 +229,11 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
-        println!("  audit    {}", running.gate.auditor.current_file().display());
+        println!(
+            "  audit    {} (durability {})",
+            running.gate.auditor.current_file().display(),
+            config.audit.sink.durability
+        );
         println!(
             "  shutdown SIGTERM/SIGINT drain for up to {}; a second signal exits at once",
             humantime::format_duration(config.shutdown.grace)

@@ -1,5 +1,5 @@
-//! Shutdown: `lakegate serve` under load, ended by SIGTERM (a Kubernetes rollout) or by a second signal. The rule
-//! in every case: a response that carried data has its audit record.
+//! Shutdown and audit durability: `lakegate serve` under load, ended by SIGTERM (a Kubernetes rollout), by a
+//! second signal, or by `kill -9`. The rule in every case: a response that carried data has its audit record.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::support::{Lakegate, eventually, http, read_audit, wait_for_port};
+use crate::support::{Lakegate, eventually, http, read_audit, verify_audit_dir, wait_for_port};
 
 /// Concurrent S3 readers.
 const READERS: usize = 16;
@@ -326,6 +326,40 @@ fn on_sigterm_requests_in_flight_finish_nothing_new_starts_and_every_response_wi
         assert!(*with_rows >= 3, "{user} ran statements");
         assert!(audited_sql(&events, user, None) >= *with_rows, "every statement of {user} that returned rows");
     }
+}
+
+#[test]
+fn with_sync_durability_kill_9_leaves_no_response_with_data_unaudited() {
+    let mut lg = Lakegate::start(&[("LAKEGATE__AUDIT__DURABILITY", "sync")]);
+    let s3 = S3::new(&lg);
+    let load = Load::start(&lg, &s3);
+    load.wait_for_traffic();
+
+    lg.signal("KILL");
+    assert!(!lg.wait_exit().success());
+    let seen = load.stop();
+
+    // The files as the crash left them: every response that carried data has its decision record.
+    let events = read_audit(&lg.data().join("audit"));
+    assert!(seen.s3.len() >= READERS * 3);
+    for (id, _) in &seen.s3 {
+        let records = events_of(&events, id);
+        let e = records.first().unwrap_or_else(|| panic!("response {id} carried data but has no record on disk"));
+        assert_eq!((e["action"].as_str(), e["decision"].as_str()), (Some("s3:GetObject"), Some("allow")), "{e}");
+    }
+    for (user, with_rows) in &seen.sql_rows {
+        assert!(*with_rows >= 3, "{user} ran statements");
+        // One per statement: the decision record (sync), or the only record (batch).
+        let audited = audited_sql(&events, user, Some("decision")) + audited_sql(&events, user, None);
+        assert!(audited >= *with_rows, "every statement of {user} with rows: {audited} < {with_rows}");
+    }
+    // A restart continues the chain (dropping a line the kill may have cut), and the whole log verifies.
+    let data = lg.stop();
+    let mut again = Lakegate::start_in(data, &[("LAKEGATE__AUDIT__DURABILITY", "sync")]);
+    again.signal("TERM");
+    assert!(again.wait_exit().success());
+    let (ok, report) = verify_audit_dir(&again.data().join("audit"));
+    assert!(ok, "{report}");
 }
 
 #[test]
