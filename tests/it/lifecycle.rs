@@ -126,15 +126,23 @@ impl Load {
         let sql_stop = stop.clone();
         let sql = std::thread::spawn(move || {
             runtime().block_on(async move {
-                let runs = users.into_iter().map(|(who, sql, done)| {
-                    let stop = sql_stop.clone();
-                    async move {
-                        let (user, token) = who.split_once('\n').expect("user and token");
-                        let n = query_until_refused(sql_port, user, token, &sql, &stop, &done).await;
-                        (user.to_owned(), n)
-                    }
-                });
-                futures::future::join_all(runs).await.into_iter().collect()
+                let runs: Vec<_> = users
+                    .into_iter()
+                    .map(|(who, sql, done)| {
+                        let stop = sql_stop.clone();
+                        tokio::spawn(async move {
+                            let (user, token) = who.split_once('\n').expect("user and token");
+                            let n = query_until_refused(sql_port, user, token, &sql, &stop, &done).await;
+                            (user.to_owned(), n)
+                        })
+                    })
+                    .collect();
+                let mut counts = BTreeMap::new();
+                for run in runs {
+                    let (user, n) = run.await.expect("SQL user task");
+                    counts.insert(user, n);
+                }
+                counts
             })
         });
         Load { stop, progress, readers, sql }
