@@ -502,3 +502,17 @@ fn sync_durability_needs_room_for_two_records() {
     let err = Auditor::start(AuditConfig { queue_capacity: 1, ..sync_config(tmp.path()) }).unwrap_err();
     assert!(matches!(err, AuditError::Config(_)), "{err}");
 }
+
+#[tokio::test]
+async fn without_a_flush_the_checkpoint_follows_the_log_once_it_is_quiet() {
+    let tmp = TempDir::new().unwrap();
+    let auditor = Auditor::start(config(tmp.path())).unwrap();
+    for n in 0..20 {
+        auditor.record(event(n)).await.unwrap();
+    }
+    let checkpoint_seq =
+        || chain::read_checkpoint(tmp.path()).ok().flatten().and_then(|c| c.tip().ok()).map(|tip| tip.seq);
+    eventually(|| checkpoint_seq() == Some(19)).await;
+    assert_eq!(checkpoint_seq(), Some(19));
+    assert_eq!(verify_dir(tmp.path()).unwrap().checkpoint_seq, Some(19));
+}

@@ -1,7 +1,7 @@
 //! [`Auditor`], the handle fronts use, and the writer thread that owns the log files.
 //!
 //! The request path only ever touches a bounded queue. One thread owns the files: it takes what is queued,
-//! chains it, writes it as one batch, syncs, then moves the checkpoint. It is an OS thread rather than a tokio
+//! chains it, writes it as one batch, syncs, then (in the next lull) moves the checkpoint. It is an OS thread rather than a tokio
 //! task because every step is blocking file I/O, and a blocking task that retries forever would also hold up
 //! runtime shutdown.
 
@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer};
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,14 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most events written in one batch (one sync).
 const MAX_BATCH: usize = 1024;
+
+/// Moving the checkpoint costs a sync and a rename, as much as writing a batch. While events keep coming it is
+/// held back, so that a busy log moves it once per lull instead of after every batch: it moves once no event has
+/// arrived for this long...
+const CHECKPOINT_LULL: Duration = Duration::from_millis(2);
+
+/// ...or, under continuous load, at least this often; and always before a flush is answered.
+const CHECKPOINT_MAX_LAG: Duration = Duration::from_millis(100);
 
 /// Audit settings (`[audit]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -177,6 +185,11 @@ impl Auditor {
             durability: cfg.durability,
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        // The writer thread's own clock, to wait for the next event with a timeout (see `CHECKPOINT_LULL`).
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|source| AuditError::Io { path: cfg.dir.clone(), source })?;
         let writer = Writer {
             rx,
             log,
@@ -185,6 +198,8 @@ impl Auditor {
             reported: 0,
             waiters: Vec::new(),
             synced_waiters: Vec::new(),
+            timer,
+            last_checkpoint: Instant::now(),
         };
         std::thread::Builder::new()
             .name("lakegate-audit".to_owned())
@@ -390,19 +405,39 @@ struct Writer {
     /// `begin` calls (durability `sync`) waiting for their decision record; answered as soon as the batch
     /// holding it is synced, dropped (an error for the waiter) when the write fails.
     synced_waiters: Vec<oneshot::Sender<()>>,
+    timer: tokio::runtime::Runtime,
+    last_checkpoint: Instant,
+}
+
+/// What arrived while the writer waited with only the checkpoint left to do.
+enum Next {
+    Msg(Msg),
+    /// Nothing: a lull, time for the checkpoint.
+    Lull,
+    /// Every sender is gone.
+    Closed,
 }
 
 impl Writer {
     fn run(mut self) {
         loop {
-            let idle = self.pending.is_empty() && !self.log.checkpoint_due && self.waiters.is_empty();
-            if idle {
+            let busy = !self.pending.is_empty() || !self.waiters.is_empty();
+            let mut lull = false;
+            if !busy && !self.log.checkpoint_due {
                 match self.rx.blocking_recv() {
                     Some(msg) => self.take(msg),
                     None => return,
                 }
             } else if self.shared.failed.load(Ordering::Acquire) {
                 std::thread::sleep(RETRY_INTERVAL);
+            } else if !busy {
+                // Only the checkpoint is left: let the next events come first.
+                let hold = CHECKPOINT_MAX_LAG.saturating_sub(self.last_checkpoint.elapsed()).min(CHECKPOINT_LULL);
+                match self.next_within(hold) {
+                    Next::Msg(msg) => self.take(msg),
+                    Next::Lull => lull = true,
+                    Next::Closed => return self.write(true),
+                }
             }
             // Bounded, so that a failing writer does not move the whole queue into memory: the queue stays full
             // and `begin` refuses further requests.
@@ -412,7 +447,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write();
+            self.write(lull);
+        }
+    }
+
+    fn next_within(&mut self, wait: Duration) -> Next {
+        let rx = &mut self.rx;
+        match self.timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+            Ok(Some(msg)) => Next::Msg(msg),
+            Ok(None) => Next::Closed,
+            Err(_elapsed) => Next::Lull,
         }
     }
 
@@ -444,7 +488,9 @@ impl Writer {
         self.pending.push(line);
     }
 
-    fn write(&mut self) {
+    /// Writes and syncs what is pending; moves the checkpoint in a `lull`, when a flush waits for it, when it
+    /// lags too far, or while the writer is failing (so that a failing checkpoint keeps the failed state).
+    fn write(&mut self, lull: bool) {
         if !self.pending.is_empty() {
             match self.log.append(&self.pending, &self.shared) {
                 Ok(()) => {
@@ -461,10 +507,15 @@ impl Writer {
                 Err(e) => return self.failed("write", &e),
             }
         }
-        if self.log.checkpoint_due
-            && let Err(e) = self.log.checkpoint()
-        {
-            return self.failed("checkpoint", &e);
+        let checkpoint_now = lull
+            || !self.waiters.is_empty()
+            || self.shared.failed.load(Ordering::Acquire)
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_MAX_LAG;
+        if self.log.checkpoint_due && checkpoint_now {
+            if let Err(e) = self.log.checkpoint() {
+                return self.failed("checkpoint", &e);
+            }
+            self.last_checkpoint = Instant::now();
         }
         if self.shared.failed.swap(false, Ordering::AcqRel) {
             tracing::info!("audit log writable again");
