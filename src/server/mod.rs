@@ -25,6 +25,7 @@ use crate::policy::{self, PolicyEngine, watch::ReloadOutcome};
 /// The demo policy set built into the binary, seeded into `<data_dir>/policies` on first start.
 pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
     ("lakegate.cedarschema", include_str!("../../policies/lakegate.cedarschema")),
+    ("identity.cedar", include_str!("../../policies/identity.cedar")),
     ("s3.cedar", include_str!("../../policies/s3.cedar")),
     ("sql.cedar", include_str!("../../policies/sql.cedar")),
     ("catalog.toml", include_str!("../../policies/catalog.toml")),
