@@ -223,7 +223,7 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
-        println!("  audit    {}", running.gate.auditor.current_file().display());
+        println!("  audit    {}", running.gate.audit_file().display());
         if let Some(key) = &running.dev_issuer {
             println!();
             println!("  !! DEV TOKEN ISSUER ENABLED: anyone who can read {} can mint tokens. !!", key.display());
@@ -235,7 +235,7 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         }
         tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
         eprintln!("shutting down");
-        let _ = running.gate.auditor.flush().await;
+        let _ = running.gate.flush_audit().await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -105,7 +105,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
 
     let auditor = Auditor::start(config.audit_config())?;
-    let gate = Arc::new(Gate { verifier, policy: engine.clone(), auditor: auditor.clone(), tokens });
+    let gate = Arc::new(Gate::new(verifier, engine.clone(), auditor.clone(), tokens));
 
     policy::watch(engine, policy_dir.clone(), Duration::from_secs(config.policy.reload_interval_seconds), {
         let auditor = auditor.clone();

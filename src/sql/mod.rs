@@ -67,8 +67,8 @@ impl SqlService {
         gate: Arc<Gate>,
         keyring: Option<Arc<crate::credentials::LiveKeyRing>>,
     ) -> Result<Arc<SqlService>, SqlStartError> {
-        let store = gate.policy.store();
-        let catalog = store.catalog();
+        let snapshot = gate.catalog();
+        let catalog: &crate::policy::catalog::Catalog = &snapshot;
         let warehouse = config.data_dir.join("warehouse");
         if catalog.tables.iter().any(|t| t.backend == backend::EMBEDDED) {
             demo::seed(&warehouse).map_err(|source| SqlStartError::Demo { path: warehouse.clone(), source })?;
