@@ -11,7 +11,7 @@
 #   embedded   client -> Lakegate with its embedded store (s3s-fs in-process)
 #   static     client -> nginx serving the same files as static files
 # and, for a pod's sidecar:
-#   sidecar    client -> `lakegate sidecar` (dummy keys; STS credentials, re-sign) -> Lakegate embedded
+#   sidecar    client -> `lakegate-sidecar` (dummy keys; STS credentials, re-sign) -> Lakegate embedded
 #
 # Measures GET and PUT of a 256 MiB object (MiB/s, curl), 4 KiB GETs (req/s, p50, p99; `hey` at a few
 # concurrencies, each for BENCH_SECONDS) and Lakegate's peak RSS (VmHWM). Requests are presigned URLs, so the
@@ -47,14 +47,15 @@ need curl curl
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-# LAKEGATE_BIN: a release binary already built (skips the build).
+# LAKEGATE_BIN: a release binary already built (skips the build); the sidecar binary is taken from beside it.
 if [ -n "${LAKEGATE_BIN:-}" ]; then
   LAKEGATE=$LAKEGATE_BIN
 else
   echo "building (release) ..." >&2
-  CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release --quiet
+  CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release --quiet --workspace
   LAKEGATE=${CARGO_TARGET_DIR:-target}/release/lakegate
 fi
+SIDECAR=$(dirname "$LAKEGATE")/lakegate-sidecar
 S3SFS=$ROOT/benches/.tools/bin/s3s-fs
 if [ ! -x "$S3SFS" ]; then
   cargo install --quiet s3s-fs --version 0.14.1 --features binary --root "$ROOT/benches/.tools"
@@ -119,7 +120,7 @@ LGE_PID=$LAST_PID
 for p in "$P_S3S" "$P_NGINX" "$P_STATIC" "$P_LG" "$P_LGE"; do wait_port "$p"; done
 # The sidecar holds a token of the embedded instance's dev issuer, as a pod holds its projected token.
 "$LAKEGATE" token --data-dir "$WORK/lg-embedded" --sub alice --groups analysts --ttl 2h >"$WORK/alice.jwt"
-LAKEGATE_LOG=warn "$LAKEGATE" sidecar --token-file "$WORK/alice.jwt" --upstream "http://127.0.0.1:$P_LGE" \
+LAKEGATE_LOG=warn "$SIDECAR" --token-file "$WORK/alice.jwt" --upstream "http://127.0.0.1:$P_LGE" \
   --listen "127.0.0.1:$P_SC" >"$WORK/sidecar.log" 2>&1 &
 SC_PID=$!
 PIDS+=("$SC_PID")

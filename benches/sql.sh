@@ -2,7 +2,7 @@
 # SQL gateway benchmark, in one run, loopback only, bounded in time (about 2 minutes plus the build):
 #   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
-#   3. rewrite time per query (criterion, benches/rewrite.rs).
+#   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 to change;
 # LAKEGATE_BIN=path to use an existing binary instead of building a release one; SKIP_CRITERION=1 to skip 3).
 set -euo pipefail
@@ -142,5 +142,5 @@ MD
 [ -n "${SKIP_CRITERION:-}" ] && exit 0
 echo
 echo "rewrite time per query (criterion, median):"
-cargo bench --quiet --bench rewrite -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
+cargo bench --quiet -p lakegate-sql --bench rewrite -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
   | grep -E '^(rewrite/|compile_)|time:' | paste - - | sed 's/ \+/ /g'

@@ -1,16 +1,22 @@
 //! Configuration: one TOML file, environment overrides, embedded defaults.
 //!
+//! Each section's type belongs to the crate that reads it (`[audit]` and `[policy]` to the core, `[s3]` to the S3
+//! front, `[sql]` to the SQL gateway, listeners to the networking crate); this file only assembles them.
+//!
 //! Precedence, lowest first: built-in defaults, the TOML file (`--config` or `LAKEGATE_CONFIG`), environment
 //! variables `LAKEGATE__SECTION__KEY=value` (double underscores separate the path; the value is read as a TOML
 //! literal when it parses as one, else as a string), and finally `--data-dir` / `LAKEGATE_DATA_DIR`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use lakegate_core::audit::{AuditConfig, AuditSection};
+use lakegate_core::identity::{IdentityConfig, TokenServiceConfig};
+use lakegate_core::policy::PolicyConfig;
+use lakegate_net::ListenerConfig;
+use lakegate_s3::config::CredentialsConfig;
+use lakegate_s3::{S3Config, StsConfig};
+use lakegate_sql::SqlConfig;
 use serde::Deserialize;
-
-use crate::audit::AuditConfig;
-use crate::identity::{IdentityConfig, TokenServiceConfig};
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "LAKEGATE__";
@@ -25,11 +31,11 @@ pub struct Config {
     #[serde(default)]
     pub control: ListenerConfig,
     #[serde(default)]
-    pub s3: crate::s3::S3Config,
+    pub s3: S3Config,
     #[serde(default)]
-    pub sts: crate::s3::StsConfig,
+    pub sts: StsConfig,
     #[serde(default)]
-    pub credentials: crate::s3::config::CredentialsConfig,
+    pub credentials: CredentialsConfig,
     #[serde(default)]
     pub sql: SqlConfig,
     #[serde(default)]
@@ -42,195 +48,8 @@ pub struct Config {
     pub token_service: TokenServiceConfig,
 }
 
-/// One listening socket, optionally with TLS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    pub listen: SocketAddr,
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-}
-
-/// The `[sql]` section: the PostgreSQL wire listener, its authentication rule, limits and backends.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlConfig {
-    /// Where the PostgreSQL wire protocol listens.
-    #[serde(default = "default_sql_listen")]
-    pub listen: SocketAddr,
-    /// TLS for the PostgreSQL wire listener (clients ask for it with `sslmode=require`).
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// Accept the token (sent as a cleartext password) over a connection without TLS. Unset: allowed exactly
-    /// when the listener is on a loopback address, where the token never leaves the machine.
-    #[serde(default)]
-    pub allow_plaintext_password: Option<bool>,
-    /// Longest statement text accepted, in bytes.
-    #[serde(default = "default_max_statement_bytes")]
-    pub max_statement_bytes: usize,
-    /// Rows per page of the Trino HTTP protocol.
-    #[serde(default = "default_trino_page_rows")]
-    pub trino_page_rows: usize,
-    /// PostgreSQL backends, referred to by name from the catalog's `backend`.
-    #[serde(default)]
-    pub postgres: Vec<PostgresBackendConfig>,
-}
-
-/// One PostgreSQL backend (`[[sql.postgres]]`).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresBackendConfig {
-    /// The name catalog tables use in `backend = "..."`.
-    pub name: String,
-    /// A libpq-style connection string or URL for the backend role, e.g.
-    /// `postgresql://lakegate_backend:secret@db.internal:5432/warehouse`.
-    pub url: String,
-    /// Connections kept in the pool.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
-    /// Connect with TLS (verifying the server against the system roots, or `ca_file`).
-    #[serde(default)]
-    pub tls: bool,
-    /// A PEM file of CA certificates to trust for the backend instead of the system roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for PostgresBackendConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry the backend role's password.
-        f.debug_struct("PostgresBackendConfig")
-            .field("name", &self.name)
-            .field("url", &"<redacted>")
-            .field("pool_size", &self.pool_size)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
-impl Default for SqlConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_sql_listen(),
-            tls: None,
-            allow_plaintext_password: None,
-            max_statement_bytes: default_max_statement_bytes(),
-            trino_page_rows: default_trino_page_rows(),
-            postgres: Vec::new(),
-        }
-    }
-}
-
-impl SqlConfig {
-    /// Whether a token may arrive over a connection without TLS (see `allow_plaintext_password`).
-    pub fn plaintext_password_allowed(&self) -> bool {
-        self.allow_plaintext_password.unwrap_or(self.listen.ip().is_loopback())
-    }
-}
-
-fn default_sql_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 5433))
-}
-fn default_max_statement_bytes() -> usize {
-    1 << 20
-}
-fn default_trino_page_rows() -> usize {
-    1000
-}
-fn default_pool_size() -> usize {
-    8
-}
-
-/// PEM certificate chain and private key for a listener, and optionally the CA that client certificates
-/// must chain to (mutual TLS, e.g. between sidecars and the central Lakegate).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// When set, every client must present a certificate issued by this CA; others fail the handshake.
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
-}
-
-/// Where policies live and how often they are re-read.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// Policy directory (schema, `*.cedar`, `catalog.toml`, optional `entities.json`). When unset, Lakegate
-    /// seeds `<data_dir>/policies` with the demo set built into the binary and uses that.
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// How often the directory is checked for changes.
-    #[serde(default = "default_reload_seconds")]
-    pub reload_interval_seconds: u64,
-}
-
-/// The audit section: the sink settings, with the directory defaulting to `<data_dir>/audit`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditSection {
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    #[serde(flatten)]
-    pub sink: AuditSinkSettings,
-}
-
-/// Sink settings that do not depend on the data directory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditSinkSettings {
-    #[serde(default = "default_audit_max_file_bytes")]
-    pub max_file_bytes: u64,
-    #[serde(default = "default_audit_queue")]
-    pub queue_capacity: usize,
-    #[serde(default)]
-    pub stdout: bool,
-    /// Serve requests even when the audit sink cannot accept events. Off by default: fail closed.
-    #[serde(default)]
-    pub fail_open: bool,
-    #[serde(default = "default_audit_enqueue_ms")]
-    pub enqueue_timeout_ms: u64,
-}
-
-impl Default for AuditSinkSettings {
-    fn default() -> Self {
-        Self {
-            max_file_bytes: default_audit_max_file_bytes(),
-            queue_capacity: default_audit_queue(),
-            stdout: false,
-            fail_open: false,
-            enqueue_timeout_ms: default_audit_enqueue_ms(),
-        }
-    }
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), tls: None }
-    }
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self { dir: None, reload_interval_seconds: default_reload_seconds() }
-    }
-}
-
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./lakegate-data")
-}
-fn default_reload_seconds() -> u64 {
-    2
-}
-fn default_audit_max_file_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_audit_queue() -> usize {
-    4096
-}
-fn default_audit_enqueue_ms() -> u64 {
-    100
 }
 
 /// Why a configuration could not be loaded.
@@ -243,10 +62,20 @@ pub enum ConfigError {
     #[error("environment variable {name}: {message}")]
     Env { name: String, message: String },
     #[error("configuration: {0}")]
-    Invalid(String),
+    Identity(#[from] lakegate_core::identity::ConfigError),
 }
 
 impl Config {
+    /// The policy directory in force (see [`PolicyConfig::dir`]).
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policy.dir_in(&self.data_dir)
+    }
+
+    /// The audit sink configuration, resolved against the data directory.
+    pub fn audit_config(&self) -> AuditConfig {
+        self.audit.resolve(&self.data_dir)
+    }
+
     /// Loads the configuration from an optional file, the process environment and an optional data dir.
     pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_from(file, data_dir, std::env::vars())
@@ -279,31 +108,13 @@ impl Config {
         if let Some(dir) = data_dir {
             config.data_dir = dir.to_owned();
         }
-        config.identity.check().map_err(ConfigError::Invalid)?;
+        config.identity.check()?;
         Ok(config)
-    }
-
-    /// The policy directory in force (see [`PolicyConfig::dir`]).
-    pub fn policy_dir(&self) -> PathBuf {
-        self.policy.dir.clone().unwrap_or_else(|| self.data_dir.join("policies"))
     }
 
     /// The credentials key directory in force.
     pub fn credentials_key_dir(&self) -> PathBuf {
         self.credentials.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys").join("credentials"))
-    }
-
-    /// The audit sink configuration, resolved against the data directory.
-    pub fn audit_config(&self) -> AuditConfig {
-        let s = &self.audit.sink;
-        AuditConfig {
-            dir: self.audit.dir.clone().unwrap_or_else(|| self.data_dir.join("audit")),
-            max_file_bytes: s.max_file_bytes,
-            queue_capacity: s.queue_capacity,
-            stdout: s.stdout,
-            fail_open: s.fail_open,
-            enqueue_timeout: std::time::Duration::from_millis(s.enqueue_timeout_ms),
-        }
     }
 
     /// The `iss` of Lakegate's own tokens: configured, or the control endpoint's URL.

@@ -6,9 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use lakegate::config::Config;
-use lakegate::identity::{DevIssuer, Principal, Verifier};
-use lakegate::policy::{self, PolicyStore, RequestContext, Resource, TableName, TableOp};
+use lakegate_core::identity::{DevIssuer, Principal, Verifier};
+use lakegate_core::policy::{self, PolicyStore, RequestContext, Resource, TableName, TableOp};
+
+use crate::config::Config;
+
+mod config;
+mod runtime;
 
 #[derive(Parser)]
 #[command(name = "lakegate", version, about = "Identity-aware data access proxy")]
@@ -61,7 +65,7 @@ enum Command {
     },
     /// Run as a sidecar: a loopback S3 endpoint that acts with the pod's identity token through a central
     /// Lakegate (for Spark's S3A and other S3 clients with dummy credentials).
-    Sidecar(Box<SidecarArgs>),
+    Sidecar(Box<lakegate_sidecar::cli::Args>),
     /// Validate and explain policies.
     Policy {
         #[command(subcommand)]
@@ -72,49 +76,6 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-}
-
-#[derive(clap::Args)]
-struct SidecarArgs {
-    /// The identity token file (a projected service-account token, or a token a notebook exchanged); re-read
-    /// when it changes.
-    #[arg(long, env = "LAKEGATE_TOKEN_FILE")]
-    token_file: PathBuf,
-    /// The central Lakegate's S3 + STS endpoint, e.g. https://lakegate.data.svc:9000.
-    #[arg(long, env = "LAKEGATE_UPSTREAM")]
-    upstream: url::Url,
-    /// Loopback address to serve S3 on.
-    #[arg(long, default_value = "127.0.0.1:9100")]
-    listen: std::net::SocketAddr,
-    #[arg(long, default_value = lakegate::sidecar::DEFAULT_ROLE_ARN)]
-    role_arn: String,
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
-    /// RoleSessionName recorded in the central audit log (default: this host's name, i.e. the pod).
-    #[arg(long)]
-    session_name: Option<String>,
-    /// Requested lifetime of the session credentials (the role profile bounds it).
-    #[arg(long)]
-    duration_seconds: Option<u32>,
-    /// The central token endpoint (.../oauth2/token): exchange the token first, authenticated as this workload
-    /// (client credentials, or its own token), so the audit names the workload as the actor.
-    #[arg(long)]
-    token_endpoint: Option<url::Url>,
-    #[arg(long, requires_all = ["token_endpoint", "client_secret_file"], conflicts_with = "actor_token_file")]
-    client_id: Option<String>,
-    #[arg(long, requires = "client_id")]
-    client_secret_file: Option<PathBuf>,
-    /// The workload's own token (e.g. its projected service-account token) as the exchange's actor_token.
-    #[arg(long, requires = "token_endpoint")]
-    actor_token_file: Option<PathBuf>,
-    /// CA certificate(s) for the central Lakegate (default: public web roots).
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS with the central Lakegate.
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -174,7 +135,10 @@ fn main() -> ExitCode {
         Command::Credentials { sub, groups, role, ttl, config, data_dir } => {
             credentials(&sub, &groups, &role, ttl, config, data_dir)
         }
-        Command::Sidecar(args) => sidecar(*args),
+        Command::Sidecar(args) => {
+            init_logging();
+            lakegate_sidecar::cli::run(*args)
+        }
         Command::Policy { command: PolicyCommand::Validate { dir } } => validate(&dir),
         Command::Policy {
             command:
@@ -202,7 +166,7 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
     let config = Config::load(config.as_deref(), data_dir.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let running = lakegate::server::start(&config).await?;
+        let running = runtime::start(&config).await?;
         let data = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
         println!("lakegate {} is running", env!("CARGO_PKG_VERSION"));
         println!(
@@ -240,53 +204,6 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
     })
 }
 
-fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
-    use lakegate::sidecar::{self, ActorCredentials, ExchangeClient, SidecarConfig};
-    init_logging();
-    let actor = match (args.client_id, args.client_secret_file, args.actor_token_file) {
-        (Some(id), Some(file), None) => {
-            let secret = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            Some(ActorCredentials::Client { id, secret: secret.trim().to_owned() })
-        }
-        (None, None, Some(file)) => Some(ActorCredentials::TokenFile(file)),
-        _ => None,
-    };
-    let exchange = match (args.token_endpoint, actor) {
-        (Some(token_endpoint), Some(actor)) => Some(ExchangeClient { token_endpoint, actor }),
-        (Some(_), None) => bail!("--token-endpoint needs --client-id with --client-secret-file, or --actor-token-file"),
-        (None, _) => None,
-    };
-    let session_name = args.session_name.unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .unwrap_or_default();
-        sidecar::session_name_from(host.trim())
-    });
-    let config = SidecarConfig {
-        listen: args.listen,
-        upstream: args.upstream.clone(),
-        token_file: args.token_file,
-        role_arn: args.role_arn,
-        region: args.region,
-        session_name,
-        duration_seconds: args.duration_seconds,
-        exchange,
-        ca_file: args.ca_file,
-        client_identity: args.client_cert.zip(args.client_key),
-        token_poll: std::time::Duration::from_secs(1),
-    };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let (addr, _sidecar) = sidecar::start(config).await?;
-        println!("lakegate sidecar {} is running", env!("CARGO_PKG_VERSION"));
-        println!("  s3       http://{addr}   (any credentials; path-style)");
-        println!("  upstream {}", args.upstream);
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
 fn token(
     sub: &str,
     groups: &[String],
@@ -310,7 +227,7 @@ fn credentials(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    use lakegate::credentials::{CredentialKind, KeyRing, SessionClaims, mint};
+    use lakegate_core::credentials::{CredentialKind, KeyRing, SessionClaims, mint};
     let config = Config::load(config.as_deref(), data_dir.as_deref())?;
     let profile = config.sts.roles.iter().find(|r| r.name() == role).with_context(|| format!("no role {role:?}"))?;
     let ring = KeyRing::load_or_generate(&config.credentials_key_dir())?;
@@ -379,7 +296,7 @@ fn explain(
             let config = Config::load(config.as_deref(), data_dir.as_deref())?;
             let dev =
                 if config.dev_issuer_enabled() { Some(DevIssuer::load_or_create(&config.data_dir)?) } else { None };
-            let verifier = Verifier::new(&config.identity, dev.as_ref()).map_err(anyhow::Error::msg)?;
+            let verifier = Verifier::new(&config.identity, dev.as_ref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(verifier.verify(&token)).context("token")?
         }
@@ -454,7 +371,7 @@ fn describe_rows(permissive: &[Option<String>]) -> String {
 }
 
 fn verify_audit(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    match lakegate::audit::verify_files(files) {
+    match lakegate_core::audit::verify_files(files) {
         Ok(report) => {
             println!("audit chain intact: {report}");
             Ok(ExitCode::SUCCESS)

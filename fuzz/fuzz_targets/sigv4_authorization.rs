@@ -2,6 +2,6 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = lakegate::s3::sigv4::parse_authorization_header(text);
+        let _ = lakegate_s3_protocol::sigv4::parse_authorization_header(text);
     }
 });

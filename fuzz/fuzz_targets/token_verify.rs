@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use lakegate::identity::{DevIssuer, IdentityConfig, Verifier};
+use lakegate_core::identity::{DevIssuer, IdentityConfig, Verifier};
 
 fn verifier() -> &'static (Verifier, tokio::runtime::Runtime) {
     static V: OnceLock<(Verifier, tokio::runtime::Runtime)> = OnceLock::new();

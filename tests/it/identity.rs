@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use lakegate::identity::{IdentityConfig, IdentityError, Verifier};
+use lakegate_core::identity::{IdentityConfig, IdentityError, Verifier};
 
 use crate::oidc::{TestIssuer, TestKey};
 

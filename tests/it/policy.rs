@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lakegate::identity::Principal;
-use lakegate::policy::{
+use lakegate_core::identity::Principal;
+use lakegate_core::policy::{
     Condition, Mask, PolicyEngine, PolicyStore, RequestContext, Resource, TableName, TableOp, watch,
 };
 

@@ -137,7 +137,7 @@ async fn lists_sales(lg: &Lakegate, credentials: &Credentials) -> bool {
 fn replicas_sharing_the_credentials_keys_accept_each_others_credentials_and_rotate_without_restart() {
     // In production the directory is one mounted Secret; here it is prepared before either replica starts.
     let keys = tempfile::tempdir().expect("keys");
-    let first = lakegate::credentials::KeyRing::generate_key_file(keys.path()).expect("first key");
+    let first = lakegate_core::credentials::KeyRing::generate_key_file(keys.path()).expect("first key");
     let key_dir = keys.path().display().to_string();
     let shared = [("LAKEGATE__CREDENTIALS__KEY_DIR", key_dir.as_str())];
     let (a, b) = (Lakegate::start(&shared), Lakegate::start(&shared));
@@ -146,7 +146,7 @@ fn replicas_sharing_the_credentials_keys_accept_each_others_credentials_and_rota
         assert!(lists_sales(&b, &old).await, "credentials vended by replica a work on replica b");
 
         // Rotation, step 1: a new key appears in the shared directory; both replicas pick it up on their own.
-        let second = lakegate::credentials::KeyRing::generate_key_file(keys.path()).expect("second key");
+        let second = lakegate_core::credentials::KeyRing::generate_key_file(keys.path()).expect("second key");
         // As an operator would once every replica has the new key: name it current (kids generated in the same
         // second would otherwise sort by their random suffix).
         std::fs::write(keys.path().join("current"), second.as_str()).expect("current");

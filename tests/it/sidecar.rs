@@ -1,4 +1,4 @@
-//! `lakegate sidecar` in front of a central `lakegate serve`: S3 clients with dummy credentials act as the user
+//! The `lakegate-sidecar` binary in front of a central `lakegate serve`: S3 clients with dummy credentials act as the user
 //! whose token the pod holds; the central Lakegate decides and audits, naming the user, the workload's session
 //! and (after an exchange) the workload as actor.
 
@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{Lakegate, eventually, free_port, http, wait_for_port};
 
-/// A running `lakegate sidecar`; killed on drop.
+/// A running `lakegate-sidecar`; killed on drop.
 struct Sidecar {
     child: Child,
     addr: SocketAddr,
@@ -22,8 +22,7 @@ struct Sidecar {
 impl Sidecar {
     fn start(upstream: &str, token_file: &Path, extra: &[&str]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_lakegate"))
-            .arg("sidecar")
+        let child = Command::new(sidecar_binary())
             .arg("--token-file")
             .arg(token_file)
             .args(["--upstream", upstream, "--listen", &addr.to_string(), "--session-name", "spark-exec-1"])
@@ -32,7 +31,7 @@ impl Sidecar {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn lakegate sidecar");
+            .expect("spawn lakegate-sidecar");
         wait_for_port(addr, Duration::from_secs(30));
         Self { child, addr }
     }
@@ -47,6 +46,14 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The slim sidecar binary, built beside `lakegate` by the sidecar crate (whose own integration test makes
+/// `cargo test` build it).
+fn sidecar_binary() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_lakegate")).with_file_name("lakegate-sidecar");
+    assert!(path.exists(), "{} is not built: run the workspace's tests (cargo test --workspace)", path.display());
+    path
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -242,7 +249,7 @@ fn an_aws_chunked_upload_is_decoded_and_stored_and_a_broken_one_stores_nothing()
 }
 
 #[test]
-fn the_sidecar_refuses_to_listen_beyond_loopback() {
+fn lakegate_sidecar_is_the_same_sidecar_and_refuses_to_listen_beyond_loopback() {
     let out = Command::new(env!("CARGO_BIN_EXE_lakegate"))
         .args(["sidecar", "--token-file", "/nonexistent", "--upstream", "http://127.0.0.1:9", "--listen", "0.0.0.0:0"])
         .output()

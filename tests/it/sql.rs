@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lakegate::sql::rewrite::{Catalog, ColumnAccess, ColumnDef, Operation, Rewriter, TableFilter, TableName};
+use lakegate_sql::rewrite::{Catalog, ColumnAccess, ColumnDef, Operation, Rewriter, TableFilter, TableName};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::support::{Lakegate, Postgres, decisions, eventually, replace_policy};
@@ -316,12 +316,17 @@ fn a_catalog_listing_that_may_show_nothing_is_recorded_as_a_default_deny() {
 fn policies_on_warehouse(table: &str) -> tempfile::TempDir {
     let policies = tempfile::tempdir().expect("temp dir");
     let embedded = format!("name = \"{table}\"\nbackend = \"embedded\"");
-    for (name, text) in lakegate::server::EMBEDDED_POLICIES {
-        let text = if *name == "catalog.toml" {
+    // The demo set is the repository's policies/ directory, built into the binary.
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(&demo).expect("the demo policies") {
+        let path = entry.expect("a policy file").path();
+        let name = path.file_name().expect("a file name");
+        let text = std::fs::read_to_string(&path).expect("read policy");
+        let text = if name == "catalog.toml" {
             assert!(text.contains(&embedded), "{table} is not an embedded table of the demo catalog");
             text.replace(&embedded, &format!("name = \"{table}\"\nbackend = \"warehouse\""))
         } else {
-            (*text).to_owned()
+            text
         };
         std::fs::write(policies.path().join(name), text).expect("write policy");
     }

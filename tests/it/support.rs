@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lakegate::identity::DevIssuer;
+use lakegate_core::identity::DevIssuer;
 
 /// A port nothing listens on right now (bound then released; the tiny race is acceptable in tests).
 pub fn free_port() -> u16 {

@@ -191,7 +191,7 @@ fn policies_can_require_a_particular_actor() {
 fn replicas_sharing_the_signing_keys_accept_each_others_tokens_and_rotate_without_restart() {
     // In production the keys come from one Secret; here the directory is prepared before either replica starts.
     let keys = tempfile::tempdir().expect("keys");
-    lakegate::identity::signer::generate_key_file(keys.path()).expect("first key");
+    lakegate_core::identity::signer::generate_key_file(keys.path()).expect("first key");
     let key_dir = keys.path().display().to_string();
     let shared = [
         ("LAKEGATE__TOKEN_SERVICE__KEY_DIR", key_dir.as_str()),
@@ -218,7 +218,7 @@ fn replicas_sharing_the_signing_keys_accept_each_others_tokens_and_rotate_withou
     assert_eq!(discovery["issuer"], "https://lakegate.test");
 
     // Rotation: a new key is added to the shared directory; a signs with it, b learns it on first sight.
-    let new_kid = lakegate::identity::signer::generate_key_file(keys.path()).expect("new key");
+    let new_kid = lakegate_core::identity::signer::generate_key_file(keys.path()).expect("new key");
     let (_, body) = exchange(&a, ("notebook", "notebook-secret"), &alice, &[]);
     let rotated = body["access_token"].as_str().expect("t").to_owned();
     let header: Value =

@@ -17,6 +17,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 BINARY = TARGET / "debug" / "lakegate"
+# The slim sidecar binary (crates/sidecar), built beside it by `cargo test --workspace`.
+SIDECAR_BINARY = TARGET / "debug" / "lakegate-sidecar"
 
 
 def free_port():

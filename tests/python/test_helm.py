@@ -604,7 +604,8 @@ def test_spark_pod_template_runs_the_sidecar_with_a_projected_token():
     pod = yaml.safe_load(text)
     (sidecar,) = pod["spec"]["initContainers"]
     assert sidecar["restartPolicy"] == "Always", "a native sidecar, so finished Spark pods complete"
-    assert sidecar["args"] == ["sidecar", "--token-file", "/var/run/secrets/tokens/lakegate",
+    assert sidecar["command"] == ["lakegate-sidecar"], "the slim sidecar binary, not the whole service"
+    assert sidecar["args"] == ["--token-file", "/var/run/secrets/tokens/lakegate",
                                "--upstream", "http://lakegate.lakegate.svc:9000", "--listen", "127.0.0.1:9100"]
     assert sidecar["startupProbe"]["tcpSocket"]["port"] == 9100
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "lakegate-token"]

@@ -1,4 +1,4 @@
-"""`lakegate sidecar` as a Spark pod runs it, driven by the clients a user would point at it: the AWS CLI and boto3
+"""The `lakegate-sidecar` binary as a Spark pod runs it, driven by the clients a user would point at it: the AWS CLI and boto3
 with static dummy keys, path style, endpoint override. The central Lakegate decides and audits.
 
 The last test is the whole chain with an independent OpenID provider: the provider's token for alice, exchanged
@@ -14,7 +14,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from conftest import BINARY, demo_token, eventually, free_port, wait_for_port
+from conftest import SIDECAR_BINARY, demo_token, eventually, free_port, wait_for_port
 from test_oidc_provider import exchange, lakegate_with_provider, provider  # noqa: F401 (fixtures)
 
 
@@ -22,7 +22,7 @@ class Sidecar:
     def __init__(self, upstream, token_file, *extra):
         self.port = free_port()
         self.process = subprocess.Popen(
-            [str(BINARY), "sidecar", "--token-file", str(token_file), "--upstream", upstream,
+            [str(SIDECAR_BINARY), "--token-file", str(token_file), "--upstream", upstream,
              "--listen", f"127.0.0.1:{self.port}", "--session-name", "spark-driver", *extra],
             env={**os.environ, "LAKEGATE_LOG": "warn"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)

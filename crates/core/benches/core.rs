@@ -1,0 +1,141 @@
+//! Core costs on the request path: a Cedar decision as the policy set grows, JWT validation with a cold and a
+//! warm key cache, and an audit append. Run with `cargo bench -p lakegate-core --bench core`; results in docs/benchmarks.md.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark set-up: a failed step ends the run"
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lakegate_core::audit::{AuditConfig, AuditEvent, Auditor, Front};
+use lakegate_core::identity::{DevIssuer, IdentityConfig, Principal, Verifier};
+use lakegate_core::policy::{PolicyEngine, RequestContext, Resource};
+
+fn alice() -> Principal {
+    Principal {
+        issuer: "bench".into(),
+        subject: "alice".into(),
+        groups: vec!["analysts".into()],
+        attributes: BTreeMap::from([("region".to_owned(), "EU".to_owned())]),
+        token_id: None,
+        expires_at: i64::MAX,
+        actors: Vec::new(),
+    }
+}
+
+/// A policy directory with the shipped schema and `n` policies: one that grants alice's request, the rest
+/// per-user grants on other prefixes that Cedar must still evaluate.
+fn policies(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    std::fs::copy(shipped.join("lakegate.cedarschema"), dir.path().join("lakegate.cedarschema")).expect("schema");
+    let mut text = String::from(
+        "@id(\"sales\") permit(principal in Group::\"analysts\", action in Action::\"Read\", resource in Prefix::\"lake/sales/\");\n",
+    );
+    for i in 1..n {
+        text.push_str(&format!(
+            "@id(\"user-{i}\") permit(principal == User::\"user{i}\", action in [Action::\"Read\", Action::\"Write\"], resource in Prefix::\"lake/home/user{i}/\");\n"
+        ));
+    }
+    std::fs::write(dir.path().join("bench.cedar"), text).expect("policies");
+    dir
+}
+
+fn cedar_decision(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cedar_decision");
+    let resource = Resource::parse("s3://lake/sales/2024/q1.parquet").expect("resource");
+    let context = RequestContext { front: "bench", ..Default::default() };
+    for n in [10usize, 1_000, 10_000] {
+        let dir = policies(n);
+        let engine = PolicyEngine::load(dir.path()).expect("load");
+        let p = alice();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
+                assert!(d.allowed);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn jwt_validation(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let data = tempfile::tempdir().expect("dir");
+    let dev = DevIssuer::load_or_create(data.path()).expect("dev issuer");
+    let token = dev
+        .mint(
+            "alice",
+            &["analysts".into()],
+            &BTreeMap::from([("region".into(), "EU".into())]),
+            Duration::from_secs(3600),
+        )
+        .expect("mint");
+    // The issuer's keys in a JWKS file: a cold verifier must read and parse them before its first validation.
+    let jwks = data.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_string(&dev.jwks()).expect("json")).expect("write jwks");
+    let config: IdentityConfig = toml::from_str(&format!(
+        "[[issuers]]\nissuer = \"lakegate-dev\"\njwks_file = \"{}\"\naudiences = [\"lakegate\"]\nalgorithms = [\"EdDSA\"]",
+        jwks.display()
+    ))
+    .expect("config");
+
+    let mut group = c.benchmark_group("jwt_validation");
+    let warm = Verifier::new(&config, None).expect("verifier");
+    runtime.block_on(warm.verify(&token)).expect("warm-up");
+    group.bench_function("warm_cache", |b| b.iter(|| runtime.block_on(warm.verify(&token)).expect("valid")));
+    group.bench_function("cold_cache", |b| {
+        b.iter(|| {
+            let cold = Verifier::new(&config, None).expect("verifier");
+            runtime.block_on(cold.verify(&token)).expect("valid")
+        })
+    });
+    group.finish();
+}
+
+fn audit_append(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+    let dir = tempfile::tempdir().expect("dir");
+    let auditor =
+        Auditor::start(AuditConfig { dir: dir.path().to_owned(), ..AuditConfig::default() }).expect("auditor");
+    let p = alice();
+    let mut group = c.benchmark_group("audit_append");
+    // Sustained throughput: enqueue n events, then wait until all are hashed, written and synced.
+    group.bench_function("record_and_flush", |b| {
+        b.iter_custom(|n| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                for i in 0..n {
+                    let event = AuditEvent::new(
+                        Front::S3,
+                        format!("req-{i}"),
+                        "s3:GetObject",
+                        "s3://lake/sales/2024/q1.parquet",
+                    )
+                    .principal(&p)
+                    .allow(["lake-sales-analysts"]);
+                    while auditor.record(event.clone()).await.is_err() {
+                        // Queue full: the writer is behind; wait for it rather than measure refusals.
+                        auditor.flush().await.expect("flush");
+                    }
+                }
+                auditor.flush().await.expect("flush");
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(30);
+    targets = cedar_decision, jwt_validation, audit_append
+}
+criterion_main!(benches);

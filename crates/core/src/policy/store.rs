@@ -1,0 +1,405 @@
+//! Loading a policy directory: schema, policies with stable ids, catalog, static entities — all validated
+//! together, so a set is either wholly usable or refused with errors that point into the files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{Entities, Entity, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+use super::catalog::Catalog;
+
+/// The schema file name inside a policy directory.
+pub const SCHEMA_FILE: &str = "lakegate.cedarschema";
+/// The catalog file name inside a policy directory.
+pub const CATALOG_FILE: &str = "catalog.toml";
+/// Optional static entities (e.g. group nesting) inside a policy directory.
+pub const ENTITIES_FILE: &str = "entities.json";
+
+/// Annotations Lakegate gives meaning to; any other annotation is kept and shown, never interpreted.
+pub const ROW_FILTER: &str = "row_filter";
+pub const MASK: &str = "mask";
+pub const MASK_EXPR: &str = "mask_expr";
+pub const MASKS: &[&str] = &["redact", "last4", "hash", "null"];
+
+/// One problem found while loading, located in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+/// All problems of a refused policy directory.
+#[derive(Debug, Clone)]
+pub struct LoadErrors(pub Vec<Problem>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// Where a policy came from.
+#[derive(Debug, Clone)]
+pub struct PolicyOrigin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// A validated, ready-to-use policy set.
+pub struct PolicyStore {
+    pub(super) schema: Schema,
+    pub(super) policies: PolicySet,
+    pub(super) origins: HashMap<PolicyId, PolicyOrigin>,
+    pub(super) catalog: Catalog,
+    /// Entities from `entities.json` (group nesting and the like), action entities excluded.
+    pub(super) static_entities: Vec<Entity>,
+    pub(super) dir: PathBuf,
+}
+
+impl fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyStore").field("dir", &self.dir).field("policies", &self.origins.len()).finish()
+    }
+}
+
+impl PolicyStore {
+    /// Loads and validates everything in `dir`; any problem refuses the whole set.
+    pub fn load(dir: &Path) -> Result<Self, LoadErrors> {
+        let mut problems = Vec::new();
+        let schema_path = dir.join(SCHEMA_FILE);
+        let schema = match std::fs::read_to_string(&schema_path) {
+            Ok(text) => match Schema::from_cedarschema_str(&text) {
+                Ok((schema, _warnings)) => Some(schema),
+                Err(e) => {
+                    problems.extend(diagnostics(&schema_path, &text, 0, &e));
+                    None
+                }
+            },
+            Err(e) => {
+                problems.push(whole_file(&schema_path, format!("cannot read schema: {e}")));
+                None
+            }
+        };
+
+        let mut policies = PolicySet::new();
+        let mut origins: HashMap<PolicyId, PolicyOrigin> = HashMap::new();
+        let mut sources: HashMap<PolicyId, (PathBuf, String, usize)> = HashMap::new();
+        for path in cedar_files(dir, &mut problems) {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(whole_file(&path, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            for (start, chunk) in split_statements(&text) {
+                let line = line_col(&text, start + leading_trivia(chunk)).0;
+                match Policy::parse(None, chunk) {
+                    Ok(policy) => {
+                        let id = policy.annotation("id").map(str::to_owned).unwrap_or_else(|| {
+                            format!("{}:{line}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+                        });
+                        let pid = PolicyId::new(&id);
+                        if let Some(previous) = origins.get(&pid) {
+                            problems.push(Problem {
+                                file: path.clone(),
+                                line,
+                                column: 1,
+                                message: format!(
+                                    "duplicate policy id {id:?} (first at {}:{})",
+                                    previous.file.display(),
+                                    previous.line
+                                ),
+                            });
+                            continue;
+                        }
+                        problems.extend(check_annotations(&policy, &path, line));
+                        if let Err(e) = policies.add(policy.new_id(pid.clone())) {
+                            problems.push(Problem { file: path.clone(), line, column: 1, message: e.to_string() });
+                            continue;
+                        }
+                        origins.insert(pid.clone(), PolicyOrigin { file: path.clone(), line });
+                        sources.insert(pid, (path.clone(), text.clone(), start));
+                    }
+                    Err(e) => problems.extend(diagnostics(&path, &text, start, &e)),
+                }
+            }
+        }
+
+        if let Some(schema) = &schema {
+            let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+            for error in result.validation_errors() {
+                match sources.get(error.policy_id()) {
+                    Some((path, text, start)) => problems.extend(diagnostics(path, text, *start, error)),
+                    None => problems.push(whole_file(dir, error.to_string())),
+                }
+            }
+        }
+
+        let catalog_path = dir.join(CATALOG_FILE);
+        let catalog = match std::fs::read_to_string(&catalog_path) {
+            Ok(text) => match toml::from_str::<Catalog>(&text) {
+                Ok(c) => {
+                    if let Err(e) = c.check() {
+                        problems.push(whole_file(&catalog_path, e.to_string()));
+                    }
+                    c
+                }
+                Err(e) => {
+                    let (line, column) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
+                    problems.push(Problem {
+                        file: catalog_path.clone(),
+                        line,
+                        column,
+                        message: e.message().to_owned(),
+                    });
+                    Catalog::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalog::default(),
+            Err(e) => {
+                problems.push(whole_file(&catalog_path, format!("cannot read: {e}")));
+                Catalog::default()
+            }
+        };
+
+        let entities_path = dir.join(ENTITIES_FILE);
+        let static_entities = match std::fs::read_to_string(&entities_path) {
+            Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(json) => match Entities::from_json_value(json, schema.as_ref()) {
+                    Ok(e) => e.iter().filter(|e| e.uid().type_name().basename() != "Action").cloned().collect(),
+                    Err(e) => {
+                        problems.push(whole_file(&entities_path, e.to_string()));
+                        Vec::new()
+                    }
+                },
+                Err(e) => {
+                    problems.push(Problem {
+                        file: entities_path.clone(),
+                        line: e.line(),
+                        column: e.column(),
+                        message: e.to_string(),
+                    });
+                    Vec::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                problems.push(whole_file(&entities_path, format!("cannot read: {e}")));
+                Vec::new()
+            }
+        };
+
+        match schema {
+            Some(schema) if problems.is_empty() => {
+                Ok(PolicyStore { schema, policies, origins, catalog, static_entities, dir: dir.to_owned() })
+            }
+            _ => Err(LoadErrors(problems)),
+        }
+    }
+
+    /// How many policies are loaded.
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// Whether no policy is loaded (everything is denied).
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// The catalog of governed tables.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Where a policy was defined.
+    pub fn origin(&self, id: &str) -> Option<&PolicyOrigin> {
+        self.origins.get(&PolicyId::new(id))
+    }
+
+    /// The annotations of a policy.
+    pub fn annotations(&self, id: &PolicyId) -> BTreeMap<String, String> {
+        self.policies
+            .policy(id)
+            .map(|p| p.annotations().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The `*.cedar` files of a directory, sorted so that load order (and thus error order) is stable.
+fn cedar_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    let mut files = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            problems.push(whole_file(dir, format!("cannot read policy directory: {e}")));
+            Vec::new()
+        }
+    };
+    files.sort();
+    files
+}
+
+/// Lakegate's own annotations must be well-formed where they are used.
+fn check_annotations(policy: &Policy, file: &Path, line: usize) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |message: String| problems.push(Problem { file: file.to_owned(), line, column: 1, message });
+    let forbid = policy.effect() == cedar_policy::Effect::Forbid;
+    for key in [ROW_FILTER, MASK, MASK_EXPR] {
+        if let Some(value) = policy.annotation(key) {
+            if forbid {
+                problem(format!("@{key} has no meaning on a forbid policy"));
+            }
+            if value.trim().is_empty() {
+                problem(format!("@{key} must not be empty"));
+            }
+        }
+    }
+    if let Some(mask) = policy.annotation(MASK)
+        && !MASKS.contains(&mask)
+    {
+        problem(format!("@mask({mask:?}) is not one of {} (use @mask_expr for an expression)", MASKS.join(", ")));
+    }
+    if policy.annotation(MASK).is_some() && policy.annotation(MASK_EXPR).is_some() {
+        problem("@mask and @mask_expr exclude each other".into());
+    }
+    let restricts = policy.to_string().contains("Action::\"RestrictRows\"");
+    if restricts && policy.annotation(ROW_FILTER).is_none() {
+        problem("a RestrictRows policy needs a @row_filter".into());
+    }
+    problems
+}
+
+/// Splits Cedar source into statements at top-level `;`, skipping strings and comments, so that each policy can
+/// be parsed alone and located by its own line. Returns (byte offset, text) pairs with non-empty content.
+fn split_statements(text: &str) -> Vec<(usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0usize, 0usize);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    i += if c == b'\\' { 2 } else { 1 };
+                    if c == b'"' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b';' => {
+                if let Some(chunk) = text.get(start..=i) {
+                    out.push((start, chunk));
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(rest) = text.get(start..) {
+        out.push((start, rest));
+    }
+    out.retain(|(_, chunk)| leading_trivia(chunk) < chunk.len());
+    out
+}
+
+/// Bytes of whitespace and `//` comments before the first token.
+fn leading_trivia(chunk: &str) -> usize {
+    let mut i = 0;
+    let bytes = chunk.as_bytes();
+    loop {
+        match bytes.get(i) {
+            Some(c) if c.is_ascii_whitespace() => i += 1,
+            Some(b'/') if bytes.get(i + 1) == Some(&b'/') => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+            }
+            _ => return i,
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// Turns a Cedar diagnostic into located problems; `base` is where the parsed text starts in the file.
+fn diagnostics(file: &Path, text: &str, base: usize, e: &(impl Diagnostic + ?Sized)) -> Vec<Problem> {
+    let mut message = e.to_string();
+    if let Some(help) = e.help() {
+        message = format!("{message} (help: {help})");
+    }
+    let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(0);
+    let mut out = Vec::new();
+    if let Some(related) = e.related() {
+        for r in related {
+            let offset = r.labels().and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(0);
+            let (line, column) = line_col(text, base + offset);
+            out.push(Problem { file: file.to_owned(), line, column, message: r.to_string() });
+        }
+    }
+    if out.is_empty() {
+        let (line, column) = line_col(text, base + offset);
+        out.push(Problem { file: file.to_owned(), line, column, message });
+    }
+    out
+}
+
+fn whole_file(file: &Path, message: String) -> Problem {
+    Problem { file: file.to_owned(), line: 1, column: 1, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_at_top_level_semicolons_only() {
+        let text = "// a;b\npermit(principal, action, resource) when { \"x;y\" == \"z\" };\n\nforbid(principal, action, resource);\n// tail";
+        let parts: Vec<&str> = split_statements(text).into_iter().map(|(_, s)| s.trim()).collect();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert!(parts[0].ends_with("};"));
+        assert!(parts[1].starts_with("forbid"));
+    }
+
+    #[test]
+    fn line_and_column_are_one_based() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}

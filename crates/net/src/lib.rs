@@ -1,0 +1,24 @@
+//! Networking shared by every front and the sidecar: listener settings, TLS (rustls), serving HTTP, request
+//! ids, small HTTP helpers and RFC 7807 problem responses.
+//!
+//! Knows nothing of Lakegate's policy or audit; fronts build on it.
+
+pub mod config;
+pub mod http;
+pub mod listener;
+pub mod tls;
+
+pub use config::{ListenerConfig, TlsConfig};
+pub use listener::{ListenError, serve_http};
+
+/// A client error with its chain of causes (hyper's own text is only "client error (Connect)").
+pub fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

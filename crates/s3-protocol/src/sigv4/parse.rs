@@ -1,0 +1,205 @@
+//! Pure parsers for what the client sends: the `Authorization` header, the credential scope,
+//! the signed-headers list and the timestamps. No I/O, no panics; these are the fuzz entry points.
+
+use time::{OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description};
+
+use super::error::SigV4Error;
+use super::key::parse_hex32;
+
+/// The only algorithm this verifier accepts.
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+/// Longest `Authorization` header accepted. Real ones are a few hundred bytes; a bound keeps a
+/// hostile header from costing more than a fixed amount of parsing.
+pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+
+/// Most names accepted in `SignedHeaders`.
+pub const MAX_SIGNED_HEADERS: usize = 64;
+
+const AMZ_DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const SCOPE_DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day]");
+const HTTP_DATE_FORMAT: &[FormatItem<'static>] =
+    format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
+
+/// The credential scope: `AKID/date/region/service/aws4_request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential<'a> {
+    /// The access key id, handed to the credential lookup.
+    pub access_key_id: &'a str,
+    /// The scope date, `YYYYMMDD`.
+    pub date: &'a str,
+    /// The scope region, not checked here (the caller may).
+    pub region: &'a str,
+    /// The scope service (`s3`, `sts`...).
+    pub service: &'a str,
+}
+
+impl<'a> Credential<'a> {
+    /// Parses `AKID/YYYYMMDD/region/service/aws4_request`. The error carries a detail only; the
+    /// caller picks the variant for header or query form.
+    pub fn parse(s: &'a str) -> Result<Self, &'static str> {
+        let mut parts = s.split('/');
+        let (Some(akid), Some(date), Some(region), Some(service), Some(term), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("the credential must have the form AKID/date/region/service/aws4_request");
+        };
+        if akid.is_empty() || !akid.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the access key id is empty or has invalid characters");
+        }
+        if date.len() != 8
+            || !date.bytes().all(|b| b.is_ascii_digit())
+            || time::Date::parse(date, SCOPE_DATE_FORMAT).is_err()
+        {
+            return Err("the credential date is not a valid YYYYMMDD date");
+        }
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("the credential region is empty or has invalid characters");
+        }
+        if service.is_empty() || !service.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("the credential service is empty or has invalid characters");
+        }
+        if term != "aws4_request" {
+            return Err("the credential must end with aws4_request");
+        }
+        Ok(Self { access_key_id: akid, date, region, service })
+    }
+
+    /// The scope string used in the string to sign: `date/region/service/aws4_request`.
+    pub fn scope(&self) -> String {
+        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
+    }
+}
+
+/// The parsed value of an `Authorization: AWS4-HMAC-SHA256 ...` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationHeader<'a> {
+    /// The credential scope.
+    pub credential: Credential<'a>,
+    /// The signed header names, lowercase, in the (sorted) order sent.
+    pub signed_headers: Vec<&'a str>,
+    /// The 32-byte signature.
+    pub signature: [u8; 32],
+}
+
+/// Parses an `Authorization` header value. Fuzz entry point: total on any input.
+///
+/// Accepts the spacing real clients send (`Credential=..., SignedHeaders=..., Signature=...`,
+/// with or without spaces after the commas and around `=`), requires each of the three parts
+/// exactly once and nothing else.
+pub fn parse_authorization_header(value: &str) -> Result<AuthorizationHeader<'_>, SigV4Error> {
+    use SigV4Error::AuthorizationHeaderMalformed as Malformed;
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return Err(Malformed("the authorization header is too long"));
+    }
+    let value = value.trim_matches(is_ows);
+    let Some(rest) = value.strip_prefix(ALGORITHM) else {
+        return Err(if value.starts_with("AWS4-ECDSA-P256-SHA256") {
+            SigV4Error::NotImplemented("SigV4a (AWS4-ECDSA-P256-SHA256) is not supported")
+        } else {
+            Malformed("the authorization algorithm must be AWS4-HMAC-SHA256")
+        });
+    };
+    // The algorithm must be followed by whitespace, else "AWS4-HMAC-SHA256X" would pass.
+    if !rest.starts_with(is_ows) {
+        return Err(Malformed("the authorization algorithm must be AWS4-HMAC-SHA256"));
+    }
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim_matches(is_ows);
+        let Some((key, val)) = part.split_once('=') else {
+            return Err(Malformed("each authorization component must be key=value"));
+        };
+        let slot = match key.trim_matches(is_ows) {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
+            _ => return Err(Malformed("unknown authorization component")),
+        };
+        if slot.replace(val.trim_matches(is_ows)).is_some() {
+            return Err(Malformed("an authorization component is repeated"));
+        }
+    }
+    let credential = credential.ok_or(Malformed("the Credential component is missing"))?;
+    let signed = signed.ok_or(Malformed("the SignedHeaders component is missing"))?;
+    let signature = signature.ok_or(Malformed("the Signature component is missing"))?;
+    Ok(AuthorizationHeader {
+        credential: Credential::parse(credential).map_err(Malformed)?,
+        signed_headers: parse_signed_headers(signed).map_err(Malformed)?,
+        signature: parse_signature(signature).map_err(Malformed)?,
+    })
+}
+
+/// Parses a 64-hex-digit signature.
+pub fn parse_signature(s: &str) -> Result<[u8; 32], &'static str> {
+    parse_hex32(s).ok_or("the signature must be 64 hexadecimal digits")
+}
+
+/// Parses `SignedHeaders`: lowercase header names joined by `;`, strictly ascending as every SDK
+/// sends them; an unsorted or repeated list would make two canonical requests possible.
+pub fn parse_signed_headers(s: &str) -> Result<Vec<&str>, &'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for name in s.split(';') {
+        if name.is_empty() || !name.bytes().all(is_lower_token_byte) {
+            return Err("signed header names must be non-empty lowercase tokens");
+        }
+        if out.last().is_some_and(|prev| *prev >= name) {
+            return Err("signed header names must be sorted and unique");
+        }
+        if out.len() >= MAX_SIGNED_HEADERS {
+            return Err("too many signed headers");
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+fn is_lower_token_byte(b: u8) -> bool {
+    b.is_ascii_lowercase()
+        || b.is_ascii_digit()
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+        )
+}
+
+fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Parses an ISO 8601 basic timestamp, `YYYYMMDDTHHMMSSZ`, as `x-amz-date` carries it.
+pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
+    // Check the shape first: the time crate accepts signed or longer years that no client sends.
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 16
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 => *c == b'T',
+            15 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok {
+        return None;
+    }
+    PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT).ok().map(PrimitiveDateTime::assume_utc)
+}
+
+/// Parses an IMF-fixdate `Date` header (`Fri, 24 May 2013 00:00:00 GMT`).
+pub fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
+    PrimitiveDateTime::parse(s.trim(), HTTP_DATE_FORMAT).ok().map(PrimitiveDateTime::assume_utc)
+}
+
+/// Formats a timestamp as `YYYYMMDDTHHMMSSZ` for the string to sign.
+pub fn format_amz_date(t: OffsetDateTime) -> Option<String> {
+    t.format(AMZ_DATE_FORMAT).ok()
+}
+
+/// Presigned-URL parameters: read by the SigV4 verifier, never forwarded.
+pub const PRESIGN_PARAMS: &[&str] = &[
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];

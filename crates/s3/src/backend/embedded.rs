@@ -1,0 +1,235 @@
+//! The embedded local store: `s3s-fs` under `<data_dir>/store`, served in-process by `s3s` with no
+//! authentication of its own (Lakegate is its only client, and has already decided every request).
+
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query, uploads};
+use lakegate_s3_protocol::xml::s3_error;
+
+/// The bucket created on first start, with sample objects.
+pub const SEED_BUCKET: &str = "lake";
+
+/// Sample objects of the seed bucket: readable by anyone signed in (`public/`), by analysts (`sales/`), by HR
+/// (`hr/`) under the demo policies. [`SEED_PARQUET`] is written beside them.
+const SEED_OBJECTS: &[(&str, &str, &str)] = &[
+    ("public/README.txt", "text/plain", "Lakegate demo lake. Everyone signed in may read public/.\n"),
+    (
+        "public/cities.csv",
+        "text/csv",
+        "city,country,population\nLisbon,PT,545923\nOslo,NO,709037\nKyoto,JP,1463723\nQuito,EC,2011388\n",
+    ),
+    ("sales/2024/q1.csv", "text/csv", "region,amount\nEU,1200\nUS,3400\n"),
+    ("hr/salaries.csv", "text/csv", "name,salary\nbob,1\n"),
+];
+
+/// A sample Parquet object of the seed bucket (the cities of `public/cities.csv`, with typed columns), written
+/// at seed time so that it always matches the Arrow and Parquet versions of this build.
+pub const SEED_PARQUET: &str = "public/cities.parquet";
+
+/// `(city, country, population, area in km², capital)` of [`SEED_PARQUET`].
+const SEED_CITIES: &[(&str, &str, i64, f64, bool)] = &[
+    ("Lisbon", "PT", 545_923, 100.05, true),
+    ("Oslo", "NO", 709_037, 454.0, true),
+    ("Kyoto", "JP", 1_463_723, 827.83, false),
+    ("Quito", "EC", 2_011_388, 372.39, true),
+];
+
+/// The bytes of [`SEED_PARQUET`].
+fn sample_parquet() -> Result<Vec<u8>, BackendError> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let failed = |e: &dyn std::fmt::Display| BackendError::Unavailable(format!("writing the sample Parquet file: {e}"));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("city", DataType::Utf8, false),
+        Field::new("country", DataType::Utf8, false),
+        Field::new("population", DataType::Int64, false),
+        Field::new("area_km2", DataType::Float64, false),
+        Field::new("capital", DataType::Boolean, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(SEED_CITIES.iter().map(|c| c.0))),
+        Arc::new(StringArray::from_iter_values(SEED_CITIES.iter().map(|c| c.1))),
+        Arc::new(Int64Array::from_iter_values(SEED_CITIES.iter().map(|c| c.2))),
+        Arc::new(Float64Array::from_iter_values(SEED_CITIES.iter().map(|c| c.3))),
+        Arc::new(BooleanArray::from(SEED_CITIES.iter().map(|c| c.4).collect::<Vec<_>>())),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(&e))?;
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, None).map_err(|e| failed(&e))?;
+    writer.write(&batch).map_err(|e| failed(&e))?;
+    writer.close().map_err(|e| failed(&e))?;
+    Ok(out)
+}
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct Embedded {
+    service: S3Service,
+    root: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded").field("root", &self.root).finish()
+    }
+}
+
+impl Embedded {
+    /// Opens (creating) the store under `root`.
+    pub fn open(root: &Path) -> Result<Self, BackendError> {
+        std::fs::create_dir_all(root).map_err(|e| BackendError::Unavailable(format!("{}: {e}", root.display())))?;
+        let fs = s3s_fs::FileSystem::new(root)
+            .map_err(|e| BackendError::Unavailable(format!("{}: {e:?}", root.display())))?;
+        let service = S3ServiceBuilder::new(fs).build();
+        Ok(Self { service, root: root.to_owned() })
+    }
+
+    /// Creates the seed bucket and its sample objects when the bucket does not exist yet (never overwrites).
+    pub async fn seed(&self) -> Result<(), BackendError> {
+        if self.root.join(SEED_BUCKET).exists() {
+            return Ok(());
+        }
+        self.put(http::Method::PUT, Some(SEED_BUCKET), None, "", Bytes::new()).await?;
+        for (key, content_type, body) in SEED_OBJECTS {
+            let body = Bytes::from_static(body.as_bytes());
+            self.put(http::Method::PUT, Some(SEED_BUCKET), Some(key), content_type, body).await?;
+        }
+        let parquet = Bytes::from(sample_parquet()?);
+        self.put(http::Method::PUT, Some(SEED_BUCKET), Some(SEED_PARQUET), "application/vnd.apache.parquet", parquet)
+            .await?;
+        Ok(())
+    }
+
+    async fn put(
+        &self,
+        method: http::Method,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(), BackendError> {
+        let mut headers = http::HeaderMap::new();
+        if !content_type.is_empty() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_str(content_type).map_err(|e| BackendError::Request(e.to_string()))?,
+            );
+        }
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        let request = ForwardRequest {
+            method,
+            bucket: bucket.map(str::to_owned),
+            key: key.map(str::to_owned),
+            query: Vec::new(),
+            headers,
+            body: Full::new(body).map_err(|never| match never {}).boxed_unsync(),
+        };
+        let response = self.forward(request).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(BackendError::Unavailable(format!("seeding the store failed with {}", response.status())))
+        }
+    }
+}
+
+impl Embedded {
+    /// ListMultipartUploads, answered from the store's files (`s3s-fs` answers NotImplemented).
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        query: &[(String, String)],
+    ) -> Result<http::Response<BoxBody>, BackendError> {
+        let resource = format!("/{bucket}");
+        let params = match uploads::ListParams::from_query(query) {
+            Ok(p) => p,
+            Err(e) => return xml_response(400, s3_error("InvalidArgument", &e.to_string(), &resource, "")),
+        };
+        // Bucket names were checked by the front; this only tells a missing bucket from an empty one.
+        if !self.root.join(bucket).is_dir() {
+            let message = "The specified bucket does not exist";
+            return xml_response(404, s3_error("NoSuchBucket", message, &resource, ""));
+        }
+        let (root, name) = (self.root.clone(), bucket.to_owned());
+        let found = tokio::task::spawn_blocking(move || uploads::scan(&root, &name))
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?
+            .map_err(|e| BackendError::Unavailable(format!("listing uploads: {e}")))?;
+        xml_response(200, uploads::render(bucket, &params, &found))
+    }
+}
+
+fn xml_response(status: u16, text: String) -> Result<http::Response<BoxBody>, BackendError> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/xml")
+        .header(http::header::CONTENT_LENGTH, text.len())
+        .body(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync())
+        .map_err(|e| BackendError::Request(e.to_string()))
+}
+
+impl Backend for Embedded {
+    fn forward(&self, request: ForwardRequest) -> BoxFuture<'_, Result<http::Response<BoxBody>, BackendError>> {
+        Box::pin(async move {
+            if request.method == http::Method::GET
+                && request.key.is_none()
+                && let Some(bucket) = &request.bucket
+                && request.query.iter().any(|(k, _)| k == "uploads")
+            {
+                return self.list_multipart_uploads(bucket, &request.query).await;
+            }
+            let path = encode_path(request.bucket.as_deref(), request.key.as_deref());
+            let uri = match encode_query(&request.query) {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut builder = http::Request::builder().method(request.method).uri(uri);
+            if let Some(h) = builder.headers_mut() {
+                *h = request.headers;
+                h.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+            }
+            let body = s3s::Body::http_body_unsync(request.body);
+            let req = builder.body(body).map_err(|e| BackendError::Request(e.to_string()))?;
+            let response = self.service.call(req).await.map_err(|e| BackendError::Unavailable(format!("{e:?}")))?;
+            Ok(response.map(|b| b.boxed_unsync()))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded store in {}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_sample_parquet_file_reads_back_with_its_typed_columns() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        use datafusion::arrow::record_batch::RecordBatchReader;
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let bytes = Bytes::from(sample_parquet().unwrap());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["city", "country", "population", "area_km2", "capital"]);
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+        let populations: Vec<i64> =
+            batches.iter().flat_map(|b| b.column(2).as_primitive::<Int64Type>().values().to_vec()).collect();
+        assert_eq!(populations, [545_923, 709_037, 1_463_723, 2_011_388]);
+    }
+}

@@ -1,0 +1,156 @@
+//! A remote S3-compatible store: every forwarded request is re-signed with the store's own credentials and
+//! sent over a pooled hyper client; bodies stream both ways.
+
+use lakegate_net::describe_client_error;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query};
+use lakegate_s3_protocol::sigv4::{SecretKey, StoreCredentials, UNSIGNED_PAYLOAD, sign_request};
+
+/// `[s3.backend]` when `kind = "remote"`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `http://host:port` or `https://host`.
+    pub endpoint: url::Url,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Path-style (`endpoint/bucket/key`, the default) or virtual-hosted (`bucket.endpoint/key`).
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the store's response head arrives (bodies stream without a deadline).
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> u64 {
+    5_000
+}
+fn default_response_timeout() -> u64 {
+    60
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The remote store.
+pub struct Remote {
+    client: Client<Connector, BoxBody>,
+    config: RemoteConfig,
+    credentials: StoreCredentials,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("config", &self.config).finish()
+    }
+}
+
+impl Remote {
+    /// A client for the configured store (no connection is made until the first request).
+    pub fn new(config: RemoteConfig) -> Result<Self, BackendError> {
+        if !matches!(config.endpoint.scheme(), "http" | "https") || config.endpoint.host_str().is_none() {
+            return Err(BackendError::Request("the endpoint must be an http(s) URL with a host".into()));
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|e| BackendError::Request(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        let credentials = StoreCredentials {
+            access_key_id: config.access_key_id.clone(),
+            secret: SecretKey::new(config.secret_access_key.clone()),
+            session_token: config.session_token.clone(),
+        };
+        Ok(Self { client, config, credentials })
+    }
+
+    /// The authority and path for a request, per the addressing style.
+    fn locate(&self, bucket: Option<&str>, key: Option<&str>) -> Result<(String, String), BackendError> {
+        let endpoint = &self.config.endpoint;
+        let host = endpoint.host_str().ok_or_else(|| BackendError::Request("endpoint without host".into()))?;
+        let port = endpoint.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let base = endpoint.path().trim_end_matches('/');
+        match (self.config.path_style, bucket) {
+            (false, Some(b)) => Ok((format!("{b}.{host}{port}"), format!("{base}{}", encode_path(None, key)))),
+            _ => Ok((format!("{host}{port}"), format!("{base}{}", encode_path(bucket, key)))),
+        }
+    }
+}
+
+impl Backend for Remote {
+    fn forward(&self, request: ForwardRequest) -> BoxFuture<'_, Result<http::Response<BoxBody>, BackendError>> {
+        Box::pin(async move {
+            let (authority, path) = self.locate(request.bucket.as_deref(), request.key.as_deref())?;
+            let query = encode_query(&request.query);
+            let mut headers = request.headers;
+            sign_request(
+                request.method.as_str(),
+                &path,
+                query.as_deref(),
+                &authority,
+                &mut headers,
+                &self.credentials,
+                &self.config.region,
+                "s3",
+                UNSIGNED_PAYLOAD,
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| BackendError::Request(e.to_string()))?;
+            let uri = match &query {
+                Some(q) => format!("{}://{authority}{path}?{q}", self.config.endpoint.scheme()),
+                None => format!("{}://{authority}{path}", self.config.endpoint.scheme()),
+            };
+            let mut builder = http::Request::builder().method(request.method).uri(uri);
+            if let Some(h) = builder.headers_mut() {
+                *h = headers;
+            }
+            let req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
+            let timeout = Duration::from_secs(self.config.response_timeout_seconds);
+            let response = tokio::time::timeout(timeout, self.client.request(req))
+                .await
+                .map_err(|_| BackendError::Timeout)?
+                .map_err(|e| BackendError::Unavailable(describe_client_error(&e)))?;
+            Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("remote store {} ({})", self.config.endpoint, self.config.region)
+    }
+}

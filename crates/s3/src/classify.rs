@@ -1,0 +1,458 @@
+//! From an HTTP request head to the S3 operation it asks for: which bucket, which key, which Cedar action.
+//!
+//! Fail closed: every query parameter must be one the operation is known to take, so the store can never read
+//! the request as an operation other than the one that was decided (`?acl`, `?policy`, `?versioning`... are
+//! refused, not passed through). Keys are decoded once and checked with the policy module's rules; a key that
+//! still holds a percent escape after decoding (double encoding) is refused, as is any `.`/`..` segment.
+
+use lakegate_s3_protocol::sigv4::PRESIGN_PARAMS;
+use percent_encoding::percent_decode_str;
+
+use lakegate_core::credentials::Access;
+use lakegate_core::policy::Resource;
+
+/// Longest raw path + query accepted (S3 keys are at most 1024 bytes; escapes can triple them).
+pub const MAX_URI_LEN: usize = 8 * 1024;
+/// Most query parameters accepted.
+const MAX_QUERY_PARAMS: usize = 32;
+
+/// The S3 operations Lakegate serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    ListBuckets,
+    HeadBucket,
+    GetBucketLocation,
+    ListObjectsV1,
+    ListObjectsV2,
+    ListMultipartUploads,
+    DeleteObjects,
+    GetObject,
+    HeadObject,
+    PutObject,
+    CopyObject,
+    DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+}
+
+impl OpKind {
+    /// The Cedar action decided for the request's own resource (the destination, for copies).
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::ListBuckets => "s3:ListAllMyBuckets",
+            Self::HeadBucket => "s3:HeadBucket",
+            Self::GetBucketLocation => "s3:GetBucketLocation",
+            Self::ListObjectsV1 | Self::ListObjectsV2 => "s3:ListBucket",
+            Self::ListMultipartUploads => "s3:ListBucketMultipartUploads",
+            Self::DeleteObjects | Self::DeleteObject => "s3:DeleteObject",
+            Self::GetObject => "s3:GetObject",
+            Self::HeadObject => "s3:HeadObject",
+            Self::PutObject | Self::CopyObject => "s3:PutObject",
+            Self::CreateMultipartUpload => "s3:CreateMultipartUpload",
+            Self::UploadPart | Self::UploadPartCopy => "s3:UploadPart",
+            Self::CompleteMultipartUpload => "s3:CompleteMultipartUpload",
+            Self::AbortMultipartUpload => "s3:AbortMultipartUpload",
+            Self::ListParts => "s3:ListMultipartUploadParts",
+        }
+    }
+
+    /// What the credential scope must allow.
+    pub fn access(self) -> Access {
+        match self {
+            Self::ListBuckets
+            | Self::HeadBucket
+            | Self::GetBucketLocation
+            | Self::ListObjectsV1
+            | Self::ListObjectsV2
+            | Self::ListMultipartUploads => Access::List,
+            Self::GetObject | Self::HeadObject => Access::Read,
+            _ => Access::Write,
+        }
+    }
+
+    /// The operation's name, as S3 spells it (audit `extra.operation`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ListBuckets => "ListBuckets",
+            Self::HeadBucket => "HeadBucket",
+            Self::GetBucketLocation => "GetBucketLocation",
+            Self::ListObjectsV1 => "ListObjects",
+            Self::ListObjectsV2 => "ListObjectsV2",
+            Self::ListMultipartUploads => "ListMultipartUploads",
+            Self::DeleteObjects => "DeleteObjects",
+            Self::GetObject => "GetObject",
+            Self::HeadObject => "HeadObject",
+            Self::PutObject => "PutObject",
+            Self::CopyObject => "CopyObject",
+            Self::DeleteObject => "DeleteObject",
+            Self::CreateMultipartUpload => "CreateMultipartUpload",
+            Self::UploadPart => "UploadPart",
+            Self::UploadPartCopy => "UploadPartCopy",
+            Self::CompleteMultipartUpload => "CompleteMultipartUpload",
+            Self::AbortMultipartUpload => "AbortMultipartUpload",
+            Self::ListParts => "ListParts",
+        }
+    }
+}
+
+/// A classified request. Query pairs are decoded; what is forwarded is rebuilt from these fields, so the store
+/// sees exactly what was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub kind: OpKind,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    /// The listing prefix (`prefix` parameter), `""` when absent.
+    pub prefix: String,
+    /// `x-amz-copy-source`, decoded and checked, for the two copy operations.
+    pub copy_source: Option<(String, String)>,
+    /// The decoded query, presigned parameters removed.
+    pub query: Vec<(String, String)>,
+}
+
+impl Operation {
+    /// The resource decided for this operation.
+    pub fn resource(&self) -> Result<Resource, ClassifyError> {
+        let bucket = self.bucket.as_deref().unwrap_or_default();
+        let result = match (self.kind, &self.key) {
+            (OpKind::ListBuckets, _) => return Ok(Resource::Bucket(String::new())),
+            (OpKind::ListObjectsV1 | OpKind::ListObjectsV2 | OpKind::ListMultipartUploads, _) => {
+                Resource::prefix(bucket, &self.prefix)
+            }
+            (OpKind::HeadBucket | OpKind::GetBucketLocation | OpKind::DeleteObjects, _) => Resource::prefix(bucket, ""),
+            (_, Some(key)) => Resource::object(bucket, key),
+            (_, None) => return Err(ClassifyError::InvalidRequest("the operation needs an object key")),
+        };
+        result.map_err(|e| ClassifyError::InvalidKey(e.to_string()))
+    }
+
+    /// The value of query parameter `name`, if present.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a request could not be classified. Mapped to S3 error codes at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("{0} is not supported by Lakegate")]
+    NotImplemented(&'static str),
+    /// An `x-amz-*` request header Lakegate cannot carry out (object tagging, for one): refused rather than
+    /// dropped, so nothing is stored without what the client asked for.
+    #[error("the {0} header is not supported by Lakegate; nothing was stored or changed")]
+    UnsupportedHeader(String),
+    #[error("the method is not allowed on this resource")]
+    MethodNotAllowed,
+    #[error("the bucket name is not valid")]
+    InvalidBucketName,
+    #[error("invalid object key or prefix: {0}")]
+    InvalidKey(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+}
+
+/// Where the bucket name comes from.
+#[derive(Debug, Clone, Default)]
+pub struct HostStyle {
+    /// Domains under which `bucket.<domain>` is a virtual-hosted bucket (e.g. `s3.localhost`).
+    pub virtual_host_domains: Vec<String>,
+}
+
+impl HostStyle {
+    /// The bucket named by `host` (without port), when it is `<bucket>.<domain>` for a configured domain.
+    fn bucket_from_host<'h>(&self, host: &'h str) -> Option<&'h str> {
+        let host = strip_port(host);
+        self.virtual_host_domains
+            .iter()
+            .find_map(|d| host.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty()))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host;
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Classifies a request head.
+pub fn classify(
+    method: &http::Method,
+    host: Option<&str>,
+    raw_path: &str,
+    raw_query: Option<&str>,
+    headers: &http::HeaderMap,
+    style: &HostStyle,
+) -> Result<Operation, ClassifyError> {
+    if raw_path.len() + raw_query.map_or(0, str::len) > MAX_URI_LEN {
+        return Err(ClassifyError::InvalidRequest("the request URI is too long"));
+    }
+    let query = decode_query(raw_query.unwrap_or(""))?;
+    let (bucket, raw_key) = match host.and_then(|h| style.bucket_from_host(h)) {
+        Some(bucket) => (Some(bucket.to_owned()), raw_path.strip_prefix('/').unwrap_or(raw_path)),
+        None => {
+            let rest = raw_path.strip_prefix('/').ok_or(ClassifyError::InvalidRequest("the path must start with /"))?;
+            match rest.split_once('/') {
+                Some((b, k)) => (Some(decode_bucket(b)?), k),
+                None if rest.is_empty() => (None, ""),
+                None => (Some(decode_bucket(rest)?), ""),
+            }
+        }
+    };
+    if let Some(b) = &bucket {
+        Resource::prefix(b, "").map_err(|_| ClassifyError::InvalidBucketName)?;
+    }
+    let key = if raw_key.is_empty() { None } else { Some(decode_key(raw_key)?) };
+    let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
+    let has = |n: &str| names.contains(&n);
+    let copy = headers.contains_key("x-amz-copy-source");
+
+    use OpKind::*;
+    let kind = match (bucket.is_some(), key.is_some(), method.as_str()) {
+        (false, _, "GET") => ListBuckets,
+        (false, _, _) => return Err(ClassifyError::MethodNotAllowed),
+        (true, false, "HEAD") => HeadBucket,
+        (true, false, "GET") if has("location") => GetBucketLocation,
+        (true, false, "GET") if has("uploads") => ListMultipartUploads,
+        (true, false, "GET") if query.iter().any(|(k, v)| k == "list-type" && v == "2") => ListObjectsV2,
+        (true, false, "GET") => ListObjectsV1,
+        (true, false, "POST") if has("delete") => DeleteObjects,
+        (true, _, "POST") if !has("uploads") && !has("uploadId") => {
+            return Err(ClassifyError::NotImplemented("this POST operation"));
+        }
+        (true, false, "PUT" | "DELETE") => return Err(ClassifyError::NotImplemented("creating or deleting buckets")),
+        (true, false, _) => return Err(ClassifyError::MethodNotAllowed),
+        (true, true, "GET") if has("uploadId") => ListParts,
+        (true, true, "GET") => GetObject,
+        (true, true, "HEAD") => HeadObject,
+        (true, true, "PUT") if has("uploadId") && copy => UploadPartCopy,
+        (true, true, "PUT") if has("uploadId") => UploadPart,
+        (true, true, "PUT") if copy => CopyObject,
+        (true, true, "PUT") => PutObject,
+        (true, true, "POST") if has("uploads") => CreateMultipartUpload,
+        (true, true, "POST") if has("uploadId") => CompleteMultipartUpload,
+        (true, true, "DELETE") if has("uploadId") => AbortMultipartUpload,
+        (true, true, "DELETE") => DeleteObject,
+        (true, true, _) => return Err(ClassifyError::MethodNotAllowed),
+    };
+    for name in &names {
+        if !allowed_params(kind).contains(name) && !matches!(*name, "x-id") {
+            return Err(ClassifyError::NotImplemented("this sub-resource or query parameter"));
+        }
+    }
+    if copy && !matches!(kind, CopyObject | UploadPartCopy) {
+        return Err(ClassifyError::InvalidArgument("x-amz-copy-source is only valid on a copy"));
+    }
+    let copy_source = if copy { Some(copy_source(headers)?) } else { None };
+    let prefix = query.iter().find(|(k, _)| k == "prefix").map(|(_, v)| v.clone()).unwrap_or_default();
+    if prefix.len() > 1024 || prefix.chars().any(char::is_control) || has_escape(&prefix) {
+        return Err(ClassifyError::InvalidKey("the listing prefix is not acceptable".into()));
+    }
+    Ok(Operation { kind, bucket, key, prefix, copy_source, query })
+}
+
+/// The query parameters each operation takes (besides the presigned ones and `x-id`).
+fn allowed_params(kind: OpKind) -> &'static [&'static str] {
+    const RESPONSE_OVERRIDES: &[&str] = &[
+        "partNumber",
+        "response-cache-control",
+        "response-content-disposition",
+        "response-content-encoding",
+        "response-content-language",
+        "response-content-type",
+        "response-expires",
+    ];
+    match kind {
+        OpKind::ListBuckets => &["max-buckets", "continuation-token", "prefix", "bucket-region"],
+        OpKind::HeadBucket => &[],
+        OpKind::GetBucketLocation => &["location"],
+        OpKind::ListObjectsV1 => &["delimiter", "encoding-type", "marker", "max-keys", "prefix"],
+        OpKind::ListObjectsV2 => &[
+            "list-type",
+            "continuation-token",
+            "delimiter",
+            "encoding-type",
+            "fetch-owner",
+            "max-keys",
+            "prefix",
+            "start-after",
+        ],
+        OpKind::ListMultipartUploads => {
+            &["uploads", "delimiter", "encoding-type", "key-marker", "max-uploads", "prefix", "upload-id-marker"]
+        }
+        OpKind::DeleteObjects => &["delete"],
+        OpKind::GetObject => RESPONSE_OVERRIDES,
+        OpKind::HeadObject => &["partNumber"],
+        OpKind::PutObject | OpKind::CopyObject | OpKind::DeleteObject => &[],
+        OpKind::CreateMultipartUpload => &["uploads"],
+        OpKind::UploadPart | OpKind::UploadPartCopy => &["partNumber", "uploadId"],
+        OpKind::CompleteMultipartUpload | OpKind::AbortMultipartUpload => &["uploadId"],
+        OpKind::ListParts => &["uploadId", "max-parts", "part-number-marker", "encoding-type"],
+    }
+}
+
+/// Decodes the query into pairs, dropping the presigned parameters. `+` is a literal plus, as in SigV4.
+pub fn decode_query(raw: &str) -> Result<Vec<(String, String)>, ClassifyError> {
+    let mut out = Vec::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode_str(k)
+            .decode_utf8()
+            .map_err(|_| ClassifyError::InvalidArgument("a query parameter is not UTF-8"))?;
+        if PRESIGN_PARAMS.contains(&k.as_ref()) {
+            continue;
+        }
+        let v = percent_decode_str(v)
+            .decode_utf8()
+            .map_err(|_| ClassifyError::InvalidArgument("a query parameter is not UTF-8"))?;
+        if out.iter().any(|(seen, _): &(String, String)| *seen == k) {
+            return Err(ClassifyError::InvalidArgument("a query parameter is repeated"));
+        }
+        out.push((k.into_owned(), v.into_owned()));
+        if out.len() > MAX_QUERY_PARAMS {
+            return Err(ClassifyError::InvalidArgument("too many query parameters"));
+        }
+    }
+    Ok(out)
+}
+
+fn decode_bucket(raw: &str) -> Result<String, ClassifyError> {
+    // Bucket names never need escapes; `lake%2Fhr` must not become a path.
+    if raw.contains('%') {
+        return Err(ClassifyError::InvalidBucketName);
+    }
+    Ok(raw.to_owned())
+}
+
+/// Decodes a key once; refuses what would decode again (double encoding) and what the policy module refuses.
+fn decode_key(raw: &str) -> Result<String, ClassifyError> {
+    let key = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ClassifyError::InvalidKey("the key is not UTF-8".into()))?
+        .into_owned();
+    if has_escape(&key) {
+        return Err(ClassifyError::InvalidKey("the key holds a percent escape after decoding".into()));
+    }
+    // Same rules as decisions use, checked here so a bad key is refused before any credential work.
+    Resource::object("aaa", &key).map_err(|e| ClassifyError::InvalidKey(e.to_string()))?;
+    if key.contains('\\') {
+        return Err(ClassifyError::InvalidKey("the key holds a backslash".into()));
+    }
+    Ok(key)
+}
+
+/// Whether `s` holds `%` followed by two hex digits.
+fn has_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(3).any(|w| matches!(w, [b'%', x, y] if x.is_ascii_hexdigit() && y.is_ascii_hexdigit()))
+}
+
+/// `x-amz-copy-source: [/]bucket/key` (URL-encoded); versions are not supported.
+fn copy_source(headers: &http::HeaderMap) -> Result<(String, String), ClassifyError> {
+    const BAD: ClassifyError = ClassifyError::InvalidArgument("x-amz-copy-source must be bucket/key");
+    let mut values = headers.get_all("x-amz-copy-source").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(BAD);
+    };
+    let raw = value.to_str().map_err(|_| BAD)?;
+    if raw.contains('?') {
+        return Err(ClassifyError::NotImplemented("copying a specific object version"));
+    }
+    let raw = raw.strip_prefix('/').unwrap_or(raw);
+    let (bucket, key) = raw.split_once('/').ok_or(BAD)?;
+    let bucket = decode_bucket(bucket)?;
+    Resource::prefix(&bucket, "").map_err(|_| ClassifyError::InvalidBucketName)?;
+    Ok((bucket, decode_key(key)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn op(method: &str, path: &str, query: Option<&str>) -> Result<Operation, ClassifyError> {
+        let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+        classify(&m, Some("127.0.0.1:9000"), path, query, &http::HeaderMap::new(), &HostStyle::default())
+    }
+
+    #[test]
+    fn path_style_requests_name_bucket_and_key() {
+        let o = op("GET", "/lake/sales/a%20b.csv", None).unwrap();
+        assert_eq!(
+            (o.kind, o.bucket.as_deref(), o.key.as_deref()),
+            (OpKind::GetObject, Some("lake"), Some("sales/a b.csv"))
+        );
+        assert_eq!(op("GET", "/", None).unwrap().kind, OpKind::ListBuckets);
+        let l = op("GET", "/lake", Some("list-type=2&prefix=sales%2F")).unwrap();
+        assert_eq!((l.kind, l.prefix.as_str()), (OpKind::ListObjectsV2, "sales/"));
+    }
+
+    #[test]
+    fn virtual_hosted_buckets_come_from_the_host() {
+        let style = HostStyle { virtual_host_domains: vec!["s3.localhost".into()] };
+        let o = classify(
+            &http::Method::GET,
+            Some("lake.s3.localhost:9000"),
+            "/sales/x",
+            None,
+            &http::HeaderMap::new(),
+            &style,
+        )
+        .unwrap();
+        assert_eq!((o.bucket.as_deref(), o.key.as_deref()), (Some("lake"), Some("sales/x")));
+    }
+
+    #[test]
+    fn unknown_sub_resources_are_refused_not_passed_through() {
+        for q in ["acl", "policy", "versioning", "tagging", "cors", "list-type=2&foo=1", "location&acl"] {
+            assert!(matches!(op("GET", "/lake", Some(q)), Err(ClassifyError::NotImplemented(_))), "bucket ?{q}");
+        }
+        for q in ["acl", "tagging", "versionId=3", "torrent", "retention", "uploadId=u&acl"] {
+            assert!(
+                matches!(op("GET", "/lake/sales/x", Some(q)), Err(ClassifyError::NotImplemented(_))),
+                "object ?{q}"
+            );
+        }
+        assert!(matches!(op("PUT", "/lake", None), Err(ClassifyError::NotImplemented(_))));
+        assert!(matches!(op("DELETE", "/lake", None), Err(ClassifyError::NotImplemented(_))));
+        assert!(matches!(op("POST", "/lake/k", Some("restore")), Err(ClassifyError::NotImplemented(_))));
+    }
+
+    #[test]
+    fn path_tricks_are_refused() {
+        for path in [
+            "/lake/sales/../hr/x",
+            "/lake/sales/%2E%2E/hr/x",
+            "/lake/sales%2F..%2Fhr/x",
+            "/lake/sales/%252E%252E/hr/x",
+            "/lake%2Fhr/x",
+            "/lake/sales//x",
+            "/lake/sales/%00x",
+            "/lake/sales/a%5C..%5Cb",
+        ] {
+            assert!(op("GET", path, None).is_err(), "{path}");
+        }
+    }
+
+    #[test]
+    fn multipart_and_copy_operations_are_told_apart() {
+        assert_eq!(op("POST", "/lake/k", Some("uploads")).unwrap().kind, OpKind::CreateMultipartUpload);
+        assert_eq!(op("PUT", "/lake/k", Some("partNumber=1&uploadId=u")).unwrap().kind, OpKind::UploadPart);
+        assert_eq!(op("POST", "/lake/k", Some("uploadId=u")).unwrap().kind, OpKind::CompleteMultipartUpload);
+        assert_eq!(op("DELETE", "/lake/k", Some("uploadId=u")).unwrap().kind, OpKind::AbortMultipartUpload);
+        let mut h = http::HeaderMap::new();
+        h.insert("x-amz-copy-source", http::HeaderValue::from_static("/lake/sales/a%20b"));
+        let c = classify(&http::Method::PUT, None, "/lake/sales/c", None, &h, &HostStyle::default()).unwrap();
+        assert_eq!(c.kind, OpKind::CopyObject);
+        assert_eq!(c.copy_source, Some(("lake".into(), "sales/a b".into())));
+        h.insert("x-amz-copy-source", http::HeaderValue::from_static("/lake/sales/../hr/x"));
+        assert!(classify(&http::Method::PUT, None, "/lake/sales/c", None, &h, &HostStyle::default()).is_err());
+    }
+}

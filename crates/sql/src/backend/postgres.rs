@@ -1,0 +1,359 @@
+//! The PostgreSQL backend: a small pool of connections as the configured backend role; statements are
+//! prepared unnamed (no per-connection cache that distinct query texts would grow without bound); rows stream from
+//! the server (`query_raw`) to the client one at a time.
+//!
+//! At start every catalog table assigned to this backend is checked against the backend's
+//! `information_schema.columns`: a missing table or column refuses start-up, so a governed view can never
+//! silently miss a column the policy relies on.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::{StreamExt, TryStreamExt};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{FromSql, Type};
+
+use std::sync::{Arc, Mutex};
+
+use super::{Backend, SavepointOp, Transaction, TransactionOptions};
+use crate::config::PostgresBackendConfig;
+use crate::error::SqlError;
+use crate::rows::{Cell, Column, ColumnType, RowSet, numeric};
+use lakegate_core::policy::catalog::Catalog;
+
+/// An error with its causes: tokio-postgres shows only its kind ("error performing TLS handshake"), and the
+/// operator needs the reason ("invalid peer certificate: UnknownIssuer").
+fn with_causes(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// A pooled PostgreSQL backend.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").field("status", &self.pool.status()).finish()
+    }
+}
+
+/// Why a PostgreSQL backend could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid url: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("TLS to the backend: {0}")]
+    Tls(#[from] lakegate_net::tls::TlsError),
+    #[error("ca_file is set but tls is not: set tls = true to connect with TLS")]
+    CaWithoutTls,
+    #[error("pool: {0}")]
+    Pool(String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("catalog table {0}: not database.table")]
+    NotQualified(String),
+    #[error("reading information_schema: {0}")]
+    InformationSchema(tokio_postgres::Error),
+    #[error("catalog table {0} does not exist in the backend (or the backend role cannot see it)")]
+    MissingTable(String),
+    #[error("catalog column {table}.{column} does not exist in the backend")]
+    MissingColumn { table: String, column: String },
+}
+
+impl Postgres {
+    /// Connects, then checks the catalog tables of this backend against its information_schema.
+    pub async fn connect(config: &PostgresBackendConfig, catalog: &Catalog) -> Result<Self, StartError> {
+        let pg: tokio_postgres::Config = config.url.parse().map_err(StartError::Url)?;
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = if config.tls {
+            let tls = super::pg_tls::MakeRustlsConnect::new(config.ca_file.as_deref())?;
+            // Without `sslmode=require` tokio-postgres would fall back to plain TCP when the server declines TLS.
+            let mut pg = pg;
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Manager::from_config(pg, tls, manager_config)
+        } else {
+            if config.ca_file.is_some() {
+                return Err(StartError::CaWithoutTls);
+            }
+            Manager::from_config(pg, NoTls, manager_config)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .build()
+            .map_err(|e| StartError::Pool(e.to_string()))?;
+        let backend = Postgres { pool };
+        backend.check_catalog(&config.name, catalog).await?;
+        Ok(backend)
+    }
+
+    async fn check_catalog(&self, name: &str, catalog: &Catalog) -> Result<(), StartError> {
+        let client = self.pool.get().await.map_err(|e| StartError::Connect(with_causes(&e)))?;
+        for table in catalog.tables.iter().filter(|t| t.backend == name) {
+            let (db, t) = table.split_name().ok_or_else(|| StartError::NotQualified(table.name.clone()))?;
+            let rows = client
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+                    &[&db, &t],
+                )
+                .await
+                .map_err(StartError::InformationSchema)?;
+            if rows.is_empty() {
+                return Err(StartError::MissingTable(table.name.clone()));
+            }
+            let present: Vec<String> = rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()).collect();
+            for c in &table.columns {
+                if !present.contains(&c.name) {
+                    return Err(StartError::MissingColumn { table: table.name.clone(), column: c.name.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, SqlError> {
+        self.pool.get().await.map_err(|e| SqlError::BackendUnavailable(e.to_string()))
+    }
+}
+
+fn backend_error(e: tokio_postgres::Error) -> SqlError {
+    match e.as_db_error() {
+        Some(db) => SqlError::Backend { sqlstate: db.code().code().to_owned(), message: db.message().to_owned() },
+        None if e.is_closed() => SqlError::BackendUnavailable(e.to_string()),
+        None => SqlError::Backend { sqlstate: "XX000".into(), message: e.to_string() },
+    }
+}
+
+fn column_type(ty: &Type) -> Result<ColumnType, SqlError> {
+    Ok(match *ty {
+        Type::BOOL => ColumnType::Bool,
+        Type::INT2 => ColumnType::Int2,
+        Type::INT4 => ColumnType::Int4,
+        Type::INT8 => ColumnType::Int8,
+        Type::FLOAT4 => ColumnType::Float4,
+        Type::FLOAT8 => ColumnType::Float8,
+        Type::NUMERIC => ColumnType::Numeric,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => ColumnType::Text,
+        Type::DATE => ColumnType::Date,
+        Type::TIMESTAMP => ColumnType::Timestamp,
+        ref other => {
+            return Err(SqlError::Unsupported(format!("result columns of type {other} (cast to text in the query)")));
+        }
+    })
+}
+
+/// Days and microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// One value decoded from PostgreSQL's binary format.
+struct PgCell(Cell);
+
+impl<'a> FromSql<'a> for PgCell {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(PgCell(match *ty {
+            Type::BOOL => Cell::Bool(bool::from_sql(ty, raw)?),
+            Type::INT2 => Cell::Int(i64::from(i16::from_sql(ty, raw)?)),
+            Type::INT4 => Cell::Int(i64::from(i32::from_sql(ty, raw)?)),
+            Type::INT8 => Cell::Int(i64::from_sql(ty, raw)?),
+            Type::FLOAT4 => Cell::Float(f64::from(f32::from_sql(ty, raw)?)),
+            Type::FLOAT8 => Cell::Float(f64::from_sql(ty, raw)?),
+            Type::NUMERIC => Cell::Numeric(numeric::decode(raw)?),
+            Type::DATE => Cell::Date(i32::from_sql(&Type::INT4, raw)?.saturating_add(PG_EPOCH_DAYS)),
+            Type::TIMESTAMP => Cell::Timestamp(i64::from_sql(&Type::INT8, raw)?.saturating_add(PG_EPOCH_MICROS)),
+            _ => Cell::Text(String::from_utf8(raw.to_vec())?),
+        }))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(PgCell(Cell::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A connection statements can run on: a pooled one, or one pinned to a transaction (shared with the row
+/// streams it feeds).
+trait Connection: Send + Sync + 'static {
+    fn pg(&self) -> &tokio_postgres::Client;
+}
+
+impl Connection for deadpool_postgres::Object {
+    fn pg(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+impl Connection for Arc<deadpool_postgres::Object> {
+    fn pg(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+/// Runs a query in one round trip (parse, bind, execute pipelined; the rewritten SQL has its parameters inlined)
+/// and streams the rows. The columns come with the first row; only an empty result costs a second round trip
+/// to describe them.
+async fn query_on(connection: impl Connection, sql: &str) -> Result<RowSet, SqlError> {
+    let no_params = std::iter::empty::<(i32, Type)>();
+    let mut stream = Box::pin(connection.pg().query_typed_raw(sql, no_params).await.map_err(backend_error)?);
+    let first = stream.next().await.transpose().map_err(backend_error)?;
+    let columns = match &first {
+        Some(row) => row
+            .columns()
+            .iter()
+            .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
+            .collect::<Result<Vec<_>, SqlError>>()?,
+        None => describe_on(&connection, sql).await?,
+    };
+    let width = columns.len();
+    // The connection travels with the stream, so a pooled one returns to the pool only when the client has read
+    // (or abandoned) every row.
+    let rows = futures::stream::iter(first.map(Ok))
+        .chain(stream)
+        .map_err(backend_error)
+        .map(move |row| {
+            let row = row?;
+            (0..width)
+                .map(|i| row.try_get::<_, PgCell>(i).map(|c| c.0).map_err(backend_error))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map(move |r| {
+            let _keep = &connection;
+            r
+        });
+    Ok(RowSet { columns, rows: Box::pin(rows) })
+}
+
+async fn describe_on(connection: &impl Connection, sql: &str) -> Result<Vec<Column>, SqlError> {
+    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
+    statement.columns().iter().map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? })).collect()
+}
+
+async fn parameter_types_on(connection: &impl Connection, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
+    Ok(statement.params().iter().map(|t| column_type(t).ok()).collect())
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
+        query_on(self.client().await?, sql).await
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        describe_on(&self.client().await?, sql).await
+    }
+
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        parameter_types_on(&self.client().await?, sql).await
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+        self.client().await?.execute(sql, &[]).await.map_err(backend_error)
+    }
+
+    async fn begin(&self, options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
+        let client = self.client().await?;
+        client.batch_execute(&options.begin_sql()).await.map_err(backend_error)?;
+        Ok(Some(Arc::new(PgTransaction { connection: Mutex::new(Some(Arc::new(client))) })))
+    }
+}
+
+/// A transaction pinned to one pooled connection until COMMIT or ROLLBACK.
+///
+/// The connection must never go back to the pool with the transaction open (the next session would run inside
+/// it): ending or dropping the handle rolls back, and a connection whose state is in doubt is detached from the
+/// pool and closed, which makes PostgreSQL roll back whatever was open.
+struct PgTransaction {
+    connection: Mutex<Option<Arc<deadpool_postgres::Object>>>,
+}
+
+impl std::fmt::Debug for PgTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTransaction").finish_non_exhaustive()
+    }
+}
+
+impl PgTransaction {
+    fn connection(&self) -> Result<Arc<deadpool_postgres::Object>, SqlError> {
+        let slot = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.clone().ok_or_else(|| SqlError::Unsupported("the transaction has ended".into()))
+    }
+
+    fn take(&self) -> Option<Arc<deadpool_postgres::Object>> {
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// Closes a connection instead of returning it to the pool (when nothing else holds it).
+fn discard(connection: Arc<deadpool_postgres::Object>) {
+    if let Ok(object) = Arc::try_unwrap(connection) {
+        drop(deadpool_postgres::Object::take(object));
+    }
+}
+
+#[async_trait]
+impl Backend for PgTransaction {
+    async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
+        query_on(self.connection()?, sql).await
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        describe_on(&self.connection()?, sql).await
+    }
+
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        parameter_types_on(&self.connection()?, sql).await
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+        self.connection()?.execute(sql, &[]).await.map_err(backend_error)
+    }
+}
+
+#[async_trait]
+impl Transaction for PgTransaction {
+    async fn savepoint(&self, op: SavepointOp, name: &str) -> Result<(), SqlError> {
+        self.connection()?.batch_execute(&op.sql(name)).await.map_err(backend_error)
+    }
+
+    async fn end(&self, commit: bool) -> Result<(), SqlError> {
+        let Some(connection) = self.take() else { return Ok(()) };
+        let result = connection.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).await;
+        if result.is_err() {
+            discard(connection);
+        }
+        result.map_err(backend_error)
+    }
+}
+
+impl Drop for PgTransaction {
+    fn drop(&mut self) {
+        let Some(connection) = self.take() else { return };
+        // The client went away inside a transaction: roll back before the connection is reused.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if connection.batch_execute("ROLLBACK").await.is_err() {
+                        discard(connection);
+                    }
+                });
+            }
+            Err(_) => discard(connection),
+        }
+    }
+}

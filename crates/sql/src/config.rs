@@ -1,0 +1,97 @@
+//! The `[sql]` section: the PostgreSQL wire listener, its authentication rule, limits and backends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lakegate_net::TlsConfig;
+use serde::Deserialize;
+
+/// The `[sql]` section: the PostgreSQL wire listener, its authentication rule, limits and backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Where the PostgreSQL wire protocol listens.
+    #[serde(default = "default_sql_listen")]
+    pub listen: SocketAddr,
+    /// TLS for the PostgreSQL wire listener (clients ask for it with `sslmode=require`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Accept the token (sent as a cleartext password) over a connection without TLS. Unset: allowed exactly
+    /// when the listener is on a loopback address, where the token never leaves the machine.
+    #[serde(default)]
+    pub allow_plaintext_password: Option<bool>,
+    /// Longest statement text accepted, in bytes.
+    #[serde(default = "default_max_statement_bytes")]
+    pub max_statement_bytes: usize,
+    /// Rows per page of the Trino HTTP protocol.
+    #[serde(default = "default_trino_page_rows")]
+    pub trino_page_rows: usize,
+    /// PostgreSQL backends, referred to by name from the catalog's `backend`.
+    #[serde(default)]
+    pub postgres: Vec<PostgresBackendConfig>,
+}
+
+/// One PostgreSQL backend (`[[sql.postgres]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresBackendConfig {
+    /// The name catalog tables use in `backend = "..."`.
+    pub name: String,
+    /// A libpq-style connection string or URL for the backend role, e.g.
+    /// `postgresql://lakegate_backend:secret@db.internal:5432/warehouse`.
+    pub url: String,
+    /// Connections kept in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Connect with TLS (verifying the server against the system roots, or `ca_file`).
+    #[serde(default)]
+    pub tls: bool,
+    /// A PEM file of CA certificates to trust for the backend instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PostgresBackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the backend role's password.
+        f.debug_struct("PostgresBackendConfig")
+            .field("name", &self.name)
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_sql_listen(),
+            tls: None,
+            allow_plaintext_password: None,
+            max_statement_bytes: default_max_statement_bytes(),
+            trino_page_rows: default_trino_page_rows(),
+            postgres: Vec::new(),
+        }
+    }
+}
+
+impl SqlConfig {
+    /// Whether a token may arrive over a connection without TLS (see `allow_plaintext_password`).
+    pub fn plaintext_password_allowed(&self) -> bool {
+        self.allow_plaintext_password.unwrap_or(self.listen.ip().is_loopback())
+    }
+}
+
+fn default_sql_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5433))
+}
+fn default_max_statement_bytes() -> usize {
+    1 << 20
+}
+fn default_trino_page_rows() -> usize {
+    1000
+}
+fn default_pool_size() -> usize {
+    8
+}

@@ -1,0 +1,105 @@
+//! The SQL front: governed query rewrite over PostgreSQL and the embedded engine, reachable by the
+//! PostgreSQL wire protocol and a subset of Trino's HTTP protocol.
+//!
+//! - [`rewrite`]: the rewriter (sqlparser AST): every governed table reference becomes its governed view.
+//! - [`session`]: the road of one statement: rewrite -> audit slot -> backend -> rows.
+//! - [`backend`]: where statements run ([`backend::embedded`] DataFusion, [`backend::postgres`]).
+//! - [`pgwire`] and [`trino`]: the fronts. [`introspect`]: catalog queries answered from the governed catalog.
+//! - [`credentials`]: full-table READ credentials for principals without fine-grained restrictions.
+
+pub mod backend;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod error;
+pub mod introspect;
+pub mod pgwire;
+pub mod rewrite;
+pub mod rows;
+pub mod session;
+pub mod trino;
+
+use std::sync::Arc;
+
+pub use config::{PostgresBackendConfig, SqlConfig};
+pub use error::SqlError;
+use lakegate_core::gate::Gate;
+pub use session::Session;
+
+/// Limits and rules of the SQL front.
+#[derive(Debug, Clone)]
+pub struct SqlSettings {
+    pub max_statement_bytes: usize,
+    pub trino_page_rows: usize,
+    pub plaintext_password_allowed: bool,
+    /// Whether the control endpoint (Trino protocol) is served over TLS, for the `nextUri` scheme.
+    pub control_tls: bool,
+}
+
+/// What every SQL session shares: the gate, the backends and the settings.
+#[derive(Debug)]
+pub struct SqlService {
+    pub gate: Arc<Gate>,
+    pub backends: backend::Backends,
+    pub settings: SqlSettings,
+    /// Keys for full-table credentials (the same key ring the S3 front verifies, `[credentials] key_dir`).
+    pub keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
+}
+
+/// Why the SQL front could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlStartError {
+    #[error("writing the demo warehouse in {path}: {source}")]
+    Demo { path: std::path::PathBuf, source: std::io::Error },
+    #[error("embedded engine: {0}")]
+    Embedded(#[from] backend::embedded::EmbeddedError),
+    #[error("PostgreSQL backend {name}: {reason}")]
+    Postgres { name: String, reason: backend::postgres::StartError },
+    #[error("catalog table {table} names backend {backend:?}, which is not configured")]
+    UnknownBackend { table: String, backend: String },
+}
+
+impl SqlService {
+    /// Opens the backends of `config` for the tables of the catalog in force, writing the demo warehouse into
+    /// `warehouse` on first start when the catalog has embedded tables. `control_tls` says whether the control
+    /// listener, which serves the Trino protocol, speaks TLS.
+    /// `keyring` mints full-table credentials; without one they are refused as unavailable.
+    pub async fn start(
+        config: &SqlConfig,
+        warehouse: &std::path::Path,
+        control_tls: bool,
+        gate: Arc<Gate>,
+        keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
+    ) -> Result<Arc<SqlService>, SqlStartError> {
+        let snapshot = gate.catalog();
+        let catalog: &lakegate_core::policy::catalog::Catalog = &snapshot;
+        if catalog.tables.iter().any(|t| t.backend == backend::EMBEDDED) {
+            demo::seed(warehouse).map_err(|source| SqlStartError::Demo { path: warehouse.to_owned(), source })?;
+        }
+        let mut backends = backend::Backends::default();
+        let embedded = backend::embedded::Embedded::open(warehouse, catalog).await?;
+        backends.insert(backend::EMBEDDED, Arc::new(embedded));
+        for pg in &config.postgres {
+            let b = backend::postgres::Postgres::connect(pg, catalog)
+                .await
+                .map_err(|reason| SqlStartError::Postgres { name: pg.name.clone(), reason })?;
+            backends.insert(pg.name.clone(), Arc::new(b));
+        }
+        for t in &catalog.tables {
+            if backends.get(&t.backend).is_none() {
+                return Err(SqlStartError::UnknownBackend { table: t.name.clone(), backend: t.backend.clone() });
+            }
+        }
+        Ok(Arc::new(SqlService {
+            gate,
+            backends,
+            settings: SqlSettings {
+                max_statement_bytes: config.max_statement_bytes,
+                trino_page_rows: config.trino_page_rows.max(1),
+                plaintext_password_allowed: config.plaintext_password_allowed(),
+                control_tls,
+            },
+            keyring,
+        }))
+    }
+}

@@ -1,0 +1,633 @@
+//! The PostgreSQL wire front: psql, pgJDBC, psycopg and SQLAlchemy connect here.
+//!
+//! Authentication: the client's password is an OIDC or Lakegate token, validated by the gate; the startup
+//! `user` must equal the token's subject (a mismatch is refused rather than ignored, so that a log line or a
+//! tool's connection label never names someone other than the caller). The token travels as a cleartext
+//! password, so it is refused over plain TCP unless the configuration allows it (by default only on a
+//! loopback listener).
+//!
+//! Every statement, simple or extended protocol, goes through [`Session`]: rewrite, audit, backend, rows.
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::{
+    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
+    Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::startup::Authentication;
+use pgwire::types::ToSqlText;
+use pgwire::types::format::FormatOptions;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_postgres::types::{IsNull, ToSql, to_sql_checked};
+
+use super::SqlService;
+use super::error::SqlError;
+use super::rows::{Cell, Column, ColumnType, numeric};
+use super::session::{Outcome, Param, Prepared, SERVER_VERSION, Session};
+use lakegate_core::audit::Front;
+use lakegate_core::gate::{GateError, Origin};
+use lakegate_net::http::new_request_id;
+
+/// Binds the PostgreSQL wire listener and serves it; returns the bound address.
+pub async fn serve(
+    listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    service: Arc<SqlService>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let acceptor = tls.map(pgwire::tokio::TlsAcceptor::from);
+    tokio::spawn(async move {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sql accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let handlers = Arc::new(Connection { service: service.clone(), peer, session: Arc::new(Mutex::new(None)) });
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, Handlers(handlers)).await {
+                    tracing::debug!(%peer, error = %e, "sql connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// One client connection: its session exists once the token is validated.
+#[derive(Debug, Clone)]
+struct Connection {
+    service: Arc<SqlService>,
+    peer: SocketAddr,
+    session: Arc<Mutex<Option<Session>>>,
+}
+
+struct Handlers(Arc<Connection>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.0.clone()
+    }
+}
+
+/// The PostgreSQL error of a gateway error.
+fn pg_error(e: &SqlError) -> PgWireError {
+    let severity = match e {
+        SqlError::Authentication(_) | SqlError::InsecureTransport(_) => "FATAL",
+        _ => "ERROR",
+    };
+    PgWireError::UserError(Box::new(ErrorInfo::new(severity.to_owned(), e.sqlstate().to_owned(), e.to_string())))
+}
+
+fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".to_owned(), code.to_owned(), message.into())))
+}
+
+/// The parameters every client receives after authentication.
+struct Parameters {
+    user: String,
+    application_name: Option<String>,
+}
+
+impl ServerParameterProvider for Parameters {
+    fn server_parameters<C: ClientInfo>(&self, _client: &C) -> Option<std::collections::HashMap<String, String>> {
+        let mut p = std::collections::HashMap::new();
+        for (k, v) in [
+            ("server_version", SERVER_VERSION),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("IntervalStyle", "postgres"),
+            ("TimeZone", "UTC"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("is_superuser", "off"),
+            ("in_hot_standby", "off"),
+            ("default_transaction_read_only", "off"),
+        ] {
+            p.insert(k.to_owned(), v.to_owned());
+        }
+        p.insert("session_authorization".into(), self.user.clone());
+        p.insert("application_name".into(), self.application_name.clone().unwrap_or_default());
+        Some(p)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Connection {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                if !client.is_secure() && !self.service.settings.plaintext_password_allowed {
+                    return Err(pg_error(&SqlError::InsecureTransport(
+                        "this server requires TLS: connect with sslmode=require (the password is a token)".into(),
+                    )));
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                Ok(())
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let password = message.into_password()?;
+                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
+                let origin =
+                    Origin { front: Front::Sql, request_id: new_request_id(), source: Some(self.peer.to_string()) };
+                let token = password.password.trim();
+                let principal = match self.service.gate.authenticate(&origin, Some(token), "sql:Connect", "").await {
+                    Ok(p) => p,
+                    Err(GateError::Audit(e)) => return Err(pg_error(&SqlError::AuditUnavailable(e.to_string()))),
+                    Err(e) => {
+                        return Err(pg_error(&SqlError::Authentication(format!(
+                            "the password must be a valid token for user \"{user}\" ({e})"
+                        ))));
+                    }
+                };
+                if principal.subject != user {
+                    return Err(fatal(
+                        "28000",
+                        format!(
+                            "user \"{user}\" does not match the token's subject \"{}\"; connect as user={}",
+                            principal.subject, principal.subject
+                        ),
+                    ));
+                }
+                let params = Parameters {
+                    user: user.clone(),
+                    application_name: client.metadata().get(pgwire::api::METADATA_APPLICATION_NAME).cloned(),
+                };
+                *self.session.lock().await =
+                    Some(Session::new(self.service.clone(), principal, Some(self.peer.to_string())));
+                finish_authentication(client, &params).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The wire response of one statement's outcome.
+fn response(outcome: Outcome, format: &Format) -> Response {
+    match outcome {
+        Outcome::Command(tag) => Response::Execution(command_tag(&tag)),
+        Outcome::Transaction { tag, open } => {
+            if open {
+                Response::TransactionStart(Tag::new(&tag))
+            } else {
+                Response::TransactionEnd(Tag::new(&tag))
+            }
+        }
+        Outcome::Rows(set) => {
+            let fields = Arc::new(fields(&set.columns, format));
+            let encoder_fields = fields.clone();
+            let types: Vec<ColumnType> = set.columns.iter().map(|c| c.ty).collect();
+            let rows = set.rows.map(move |row| {
+                let row = row.map_err(|e| pg_error(&e))?;
+                let mut encoder = DataRowEncoder::new(encoder_fields.clone());
+                for (i, cell) in row.iter().enumerate() {
+                    let ty = types.get(i).copied().unwrap_or(ColumnType::Text);
+                    encoder.encode_field(&WireCell { cell, ty })?;
+                }
+                Ok(encoder.take_row())
+            });
+            Response::Query(QueryResponse::new(fields, rows))
+        }
+    }
+}
+
+/// `INSERT 0 3` -> tag `INSERT 0` with 3 rows, as pgwire builds tags.
+fn command_tag(text: &str) -> Tag {
+    match text.rsplit_once(' ') {
+        Some((head, n)) if !head.is_empty() && n.parse::<usize>().is_ok() => {
+            Tag::new(head).with_rows(n.parse().unwrap_or(0))
+        }
+        _ => Tag::new(text),
+    }
+}
+
+/// The format of result column `i`: one code applies to all columns, as in PostgreSQL.
+fn format_of(format: &Format, i: usize) -> FieldFormat {
+    match format {
+        Format::UnifiedText => FieldFormat::Text,
+        Format::UnifiedBinary => FieldFormat::Binary,
+        Format::Individual(codes) => {
+            let code = if codes.len() == 1 { codes.first() } else { codes.get(i) };
+            code.map(|c| FieldFormat::from(*c)).unwrap_or(FieldFormat::Text)
+        }
+    }
+}
+
+fn fields(columns: &[Column], format: &Format) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| FieldInfo::new(c.name.clone(), None, None, pg_type(c.ty), format_of(format, i)))
+        .collect()
+}
+
+fn pg_type(ty: ColumnType) -> Type {
+    Type::from_oid(ty.oid()).unwrap_or(Type::TEXT)
+}
+
+/// A cell with the column type it is sent as.
+#[derive(Debug)]
+struct WireCell<'a> {
+    cell: &'a Cell,
+    ty: ColumnType,
+}
+
+impl ToSql for WireCell<'_> {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        match (self.cell, self.ty) {
+            (Cell::Null, _) => return Ok(IsNull::Yes),
+            (Cell::Bool(b), _) => out.put_u8(u8::from(*b)),
+            (Cell::Int(i), ColumnType::Int2) => out.put_i16(i16::try_from(*i)?),
+            (Cell::Int(i), ColumnType::Int4) => out.put_i32(i32::try_from(*i)?),
+            (Cell::Int(i), ColumnType::Int8) => out.put_i64(*i),
+            (Cell::Float(f), ColumnType::Float4) => out.put_f32(*f as f32),
+            (Cell::Float(f), ColumnType::Float8) => out.put_f64(*f),
+            (Cell::Numeric(n), ColumnType::Numeric) => {
+                let mut buf = Vec::new();
+                numeric::encode(n, &mut buf)?;
+                out.extend_from_slice(&buf);
+            }
+            (Cell::Date(d), ColumnType::Date) => out.put_i32(d.saturating_sub(10_957)),
+            (Cell::Timestamp(t), ColumnType::Timestamp) => out.put_i64(t.saturating_sub(946_684_800_000_000)),
+            (Cell::Int(i), ColumnType::Numeric) => {
+                let mut buf = Vec::new();
+                numeric::encode(&i.to_string(), &mut buf)?;
+                out.extend_from_slice(&buf);
+            }
+            (other, _) => out.extend_from_slice(other.to_text().unwrap_or_default().as_bytes()),
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+impl ToSqlText for WireCell<'_> {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _format_options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.cell.to_text() {
+            Some(text) => {
+                out.extend_from_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+}
+
+impl Connection {
+    async fn with_session<T>(&self, f: impl AsyncFnOnce(&mut Session) -> Result<T, SqlError>) -> PgWireResult<T> {
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(|| fatal("28000", "not authenticated"))?;
+        f(session).await.map_err(|e| pg_error(&e))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let request_id = new_request_id();
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(|| fatal("28000", "not authenticated"))?;
+        // Every statement of the request must pass the rewriter before any of them runs.
+        let prepared = session.prepare(query, &request_id).await.map_err(|e| pg_error(&e))?;
+        let mut responses = Vec::with_capacity(prepared.len());
+        for p in &prepared {
+            match session.run(p, &[], &request_id).await {
+                Ok(outcome) => responses.push(response(outcome, &Format::UnifiedText)),
+                Err(e) => {
+                    let PgWireError::UserError(info) = pg_error(&e) else { break };
+                    responses.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement of the extended protocol: prepared (rewritten) at Parse time.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    prepared: Prepared,
+    /// The types of its `$n` parameters as the backend infers them (TEXT where it cannot), used when the
+    /// client leaves a parameter's type unspecified.
+    params: Vec<Type>,
+}
+
+#[async_trait]
+impl QueryParser for Connection {
+    type Statement = Statement;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let request_id = new_request_id();
+        let mut prepared = self.with_session(async |s| s.prepare(sql, &request_id).await).await?;
+        if prepared.len() > 1 {
+            return Err(pg_error(&SqlError::Backend {
+                sqlstate: "42601".into(),
+                message: "cannot insert multiple commands into a prepared statement".into(),
+            }));
+        }
+        let Some(prepared) = prepared.pop() else { return Ok(None) };
+        let count = placeholder_count(sql);
+        let inferred = if count > 0 {
+            self.with_session(async |s| s.parameter_types(&prepared).await).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let params =
+            (0..count).map(|i| inferred.get(i).copied().flatten().map(pg_type).unwrap_or(Type::TEXT)).collect();
+        Ok(Some(Statement { prepared, params }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.params.clone())
+    }
+
+    fn get_result_schema(&self, _stmt: &Statement, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        // Describe is answered by `do_describe_*`, which can ask the backend.
+        Ok(Vec::new())
+    }
+}
+
+/// The highest `$n` in the text (outside quotes is not distinguished: an over-count only adds parameters the
+/// client will not bind, which binding then reports).
+fn placeholder_count(sql: &str) -> usize {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(tokens) = sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize() else { return 0 };
+    tokens
+        .iter()
+        .filter_map(|t| match t {
+            sqlparser::tokenizer::Token::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+        .min(u16::MAX as usize)
+}
+
+/// Reads the bound parameters of a portal.
+fn params(portal: &Portal<Statement>) -> Result<Vec<Param>, SqlError> {
+    let declared = &portal.statement.parameter_types;
+    portal
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let Some(raw) = raw else { return Ok(Param::Null) };
+            let ty = declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| portal.statement.statement.params.get(i).cloned())
+                .unwrap_or(Type::UNKNOWN);
+            let binary = format_of(&portal.parameter_format, i) == FieldFormat::Binary;
+            decode_param(raw, &ty, binary).map_err(|e| SqlError::Parameter { index: i + 1, reason: e.to_string() })
+        })
+        .collect()
+}
+
+/// Why a bound parameter's value was refused.
+#[derive(Debug, thiserror::Error)]
+enum ParamError {
+    #[error("{0}")]
+    Binary(Box<dyn std::error::Error + Sync + Send>),
+    #[error(transparent)]
+    Numeric(#[from] numeric::NumericError),
+    #[error("not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    #[error("binary parameters of type {0} are not supported")]
+    UnsupportedBinary(Type),
+    #[error("{0:?} is not a number")]
+    NotNumber(String),
+    #[error("{0:?} is not a boolean")]
+    NotBoolean(String),
+    #[error("non-finite floats are not supported")]
+    NonFinite,
+}
+
+fn decode_param(raw: &[u8], ty: &Type, binary: bool) -> Result<Param, ParamError> {
+    use tokio_postgres::types::FromSql;
+    let err = ParamError::Binary;
+    if binary {
+        return Ok(match *ty {
+            Type::BOOL => Param::Bool(bool::from_sql(ty, raw).map_err(err)?),
+            Type::INT2 => Param::Number(i16::from_sql(ty, raw).map_err(err)?.to_string()),
+            Type::INT4 => Param::Number(i32::from_sql(ty, raw).map_err(err)?.to_string()),
+            Type::INT8 => Param::Number(i64::from_sql(ty, raw).map_err(err)?.to_string()),
+            Type::FLOAT4 => float_param(f64::from(f32::from_sql(ty, raw).map_err(err)?))?,
+            Type::FLOAT8 => float_param(f64::from_sql(ty, raw).map_err(err)?)?,
+            Type::NUMERIC => Param::Number(numeric::decode(raw)?),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                Param::Text(std::str::from_utf8(raw)?.to_owned())
+            }
+            ref other => return Err(ParamError::UnsupportedBinary(other.clone())),
+        });
+    }
+    let text = std::str::from_utf8(raw)?.to_owned();
+    Ok(match *ty {
+        Type::INT2 | Type::INT4 | Type::INT8 | Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
+            // A number is inlined unquoted, so it must be exactly a number.
+            if is_number(&text) { Param::Number(text) } else { return Err(ParamError::NotNumber(text)) }
+        }
+        Type::BOOL => match text.to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "on" | "yes" => Param::Bool(true),
+            "f" | "false" | "0" | "off" | "no" => Param::Bool(false),
+            _ => return Err(ParamError::NotBoolean(text)),
+        },
+        _ => Param::Text(text),
+    })
+}
+
+fn float_param(f: f64) -> Result<Param, ParamError> {
+    if f.is_finite() { Ok(Param::Number(f.to_string())) } else { Err(ParamError::NonFinite) }
+}
+
+/// `-12`, `3.5`, `1e-3`: digits with at most one sign, point and exponent.
+fn is_number(text: &str) -> bool {
+    let t = text.trim();
+    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (mantissa, exponent) = match t.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['-', '+']).unwrap_or(e))),
+        None => (t, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    (!int.is_empty() || !frac.is_empty())
+        && digits(int)
+        && digits(frac)
+        && exponent.is_none_or(|e| !e.is_empty() && digits(e))
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Statement;
+    type QueryParser = Connection;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        // The parser needs the session: a clone shares it.
+        Arc::new(self.clone())
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let count = std::cmp::max(target.parameter_types.len(), target.statement.params.len());
+        let param_types: Vec<Type> = (0..count)
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .or_else(|| target.statement.params.get(i).cloned())
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        // The backends plan statements with placeholders; the columns do not depend on the values.
+        let columns = self.describe(&target.statement.prepared).await?;
+        Ok(DescribeStatementResponse::new(param_types, fields(&columns, &Format::UnifiedText)))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let columns = if target.parameters.is_empty() {
+            self.describe(&target.statement.statement.prepared).await?
+        } else {
+            // With parameters, describe the bound statement: its types are the ones it will run with.
+            let params = params(target).map_err(|e| pg_error(&e))?;
+            self.describe_bound(&target.statement.statement.prepared, &params).await?
+        };
+        Ok(DescribePortalResponse::new(fields(&columns, &target.result_column_format)))
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Statement>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let request_id = new_request_id();
+        let params = params(portal).map_err(|e| pg_error(&e))?;
+        let prepared = portal.statement.statement.prepared.clone();
+        let outcome = self.with_session(async |s| s.run(&prepared, &params, &request_id).await).await?;
+        Ok(response(outcome, &portal.result_column_format))
+    }
+}
+
+impl Connection {
+    async fn describe(&self, prepared: &Prepared) -> PgWireResult<Vec<Column>> {
+        self.with_session(async |s| s.describe(prepared).await).await
+    }
+
+    async fn describe_bound(&self, prepared: &Prepared, params: &[Param]) -> PgWireResult<Vec<Column>> {
+        self.with_session(async |s| s.describe_bound(prepared, params).await).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_numbers_are_inlined_unquoted() {
+        for ok in ["1", "-2", "3.5", ".5", "1e3", "-1.5E-3"] {
+            assert!(is_number(ok), "{ok}");
+        }
+        for bad in ["", "1;", "1 OR 1=1", "0x10", "1e", "--1", "1.2.3", "NaN"] {
+            assert!(!is_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_text_parameter_declared_as_integer_must_be_a_number() {
+        assert!(decode_param(b"1; DROP TABLE x", &Type::INT4, false).is_err());
+        assert_eq!(decode_param(b"42", &Type::INT4, false).ok(), Some(Param::Number("42".into())));
+        assert_eq!(decode_param(b"x'y", &Type::UNKNOWN, false).ok(), Some(Param::Text("x'y".into())));
+    }
+
+    #[test]
+    fn placeholders_are_counted_from_tokens() {
+        assert_eq!(placeholder_count("select * from t where a = $1 and b = $3"), 3);
+        assert_eq!(placeholder_count("select 1"), 0);
+    }
+}

@@ -1,0 +1,677 @@
+//! One client's session and the road every statement takes through the SQL front:
+//! parse and rewrite (with the principal's data filters) -> audit slot -> backend -> stream rows.
+//!
+//! Both fronts (PostgreSQL wire and Trino HTTP) drive a [`Session`]; they differ only in how they read
+//! statements and write rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::Stream;
+use sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
+
+use super::SqlService;
+use super::backend::{Backend, IsolationLevel, SavepointOp, Transaction, TransactionOptions};
+use super::error::SqlError;
+use super::introspect;
+use super::rewrite::{
+    AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableName,
+    TransactionCommand,
+};
+use super::rows::{Cell, Column, ColumnType, RowSet};
+use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
+use lakegate_core::gate::{FilterCache, Origin, Refusal, StatementDecision};
+use lakegate_core::identity::Principal;
+
+/// The server version reported to clients (`server_version`, `version()`): the PostgreSQL dialect Lakegate
+/// speaks, so drivers pick their PostgreSQL 16 code paths.
+pub const SERVER_VERSION: &str = "16.6";
+
+/// A connected, authenticated client.
+#[derive(Debug)]
+pub struct Session {
+    service: Arc<SqlService>,
+    principal: Principal,
+    source: Option<String>,
+    /// Settings the client changed with SET (lower-case names).
+    settings: BTreeMap<String, String>,
+    /// The client's open transaction block, if any.
+    transaction: Option<OpenTransaction>,
+    /// Compiled table filters of this session's principal, for the policy set they were compiled under.
+    filters: std::sync::Mutex<FilterCache>,
+}
+
+/// A transaction block the client opened with BEGIN.
+///
+/// Reads run on the pool as outside a block until the block needs a connection of its own: at its first write,
+/// or at its first statement when the client asked for more than READ COMMITTED (whose statements each take a
+/// fresh snapshot anyway, so reads before the first write see what they would see on the pinned connection).
+/// From then on every statement of the block runs on that connection, and COMMIT or ROLLBACK ends it there.
+///
+/// Savepoints taken before the block is pinned are only remembered: nothing has been written on any backend yet,
+/// so they are taken on the pinned connection right after its BEGIN, which is the same point in the block.
+#[derive(Debug)]
+struct OpenTransaction {
+    options: TransactionOptions,
+    /// The backend the block is pinned to and its transaction.
+    pinned: Option<(String, Arc<dyn Transaction>)>,
+    /// Savepoints taken while not pinned, oldest first.
+    savepoints: Vec<String>,
+}
+
+/// A statement ready to run: rewritten, or answered by the gateway itself.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The client's text of the whole request.
+    pub original: String,
+    pub kind: PreparedKind,
+}
+
+/// What a prepared statement does.
+#[derive(Debug, Clone)]
+pub enum PreparedKind {
+    /// A governed statement for a backend.
+    Governed(Box<Governed>),
+    /// A session statement the gateway answers itself.
+    Session { command: SessionCommand, text: String },
+    /// A catalog query answered from the governed catalog.
+    Introspect(String),
+}
+
+/// A rewritten statement and what is needed to audit it.
+#[derive(Debug, Clone)]
+pub struct Governed {
+    pub statement: RewrittenStatement,
+    pub backend: String,
+    /// What the gate decided for the statement's tables (the permits behind the filters used).
+    pub decision: StatementDecision,
+}
+
+/// The result of one statement.
+pub enum Outcome {
+    Rows(RowSet),
+    /// A command without rows: its tag (`SET`, `BEGIN`, `INSERT 0 3`...).
+    Command(String),
+    /// BEGIN / COMMIT / ROLLBACK, so the front can report the transaction state.
+    Transaction {
+        tag: String,
+        open: bool,
+    },
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Rows(r) => f.debug_tuple("Rows").field(&r.columns).finish(),
+            Outcome::Command(t) => f.debug_tuple("Command").field(t).finish(),
+            Outcome::Transaction { tag, open } => {
+                f.debug_struct("Transaction").field("tag", tag).field("open", open).finish()
+            }
+        }
+    }
+}
+
+/// A bound parameter as the client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    /// A number (sent typed as one): inlined unquoted.
+    Number(String),
+    Bool(bool),
+    /// Anything else: inlined as a string literal, which PostgreSQL and DataFusion type from its context.
+    Text(String),
+}
+
+impl Session {
+    /// A session for an authenticated principal.
+    pub fn new(service: Arc<SqlService>, principal: Principal, source: Option<String>) -> Self {
+        Session {
+            service,
+            principal,
+            source,
+            settings: BTreeMap::new(),
+            transaction: None,
+            filters: std::sync::Mutex::new(FilterCache::default()),
+        }
+    }
+
+    /// The authenticated principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Whether the client opened a transaction block.
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// The search path for unqualified names.
+    fn search_path(&self) -> Vec<String> {
+        let raw = self.settings.get("search_path").map(String::as_str).unwrap_or(DEFAULT_SEARCH_PATH);
+        raw.split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty() && s != "$user")
+            .collect()
+    }
+
+    fn origin(&self, request_id: &str) -> Origin {
+        Origin { front: Front::Sql, request_id: request_id.to_owned(), source: self.source.clone() }
+    }
+
+    /// Parses and rewrites a request. Every statement must pass; a refusal is audited and returned.
+    pub async fn prepare(&self, sql: &str, request_id: &str) -> Result<Vec<Prepared>, SqlError> {
+        if sql.len() > self.service.settings.max_statement_bytes {
+            let err = SqlError::Rewrite(RewriteError::TooLong {
+                len: sql.len(),
+                max: self.service.settings.max_statement_bytes,
+            });
+            return Err(self.refused(sql, request_id, None, err).await);
+        }
+        if introspect::is_catalog_query(sql) {
+            return Ok(vec![Prepared { original: sql.to_owned(), kind: PreparedKind::Introspect(sql.to_owned()) }]);
+        }
+        let (rewritten, decision) = self.rewrite(sql);
+        match rewritten {
+            Ok(list) => Ok(list),
+            Err(e) => Err(self.refused(sql, request_id, Some(&decision), e).await),
+        }
+    }
+
+    /// The synchronous part: rewriting with the filters the gate decides under the policy set in force now.
+    fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
+        let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
+        let catalog = super::rewrite::Catalog::from_policy(policy.catalog());
+        let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
+        let rewriter = Rewriter::new(&catalog, &lookup).with_search_path(self.search_path()).with_limits(
+            self.service.settings.max_statement_bytes,
+            super::rewrite::DEFAULT_PARSER_DEPTH,
+            super::rewrite::DEFAULT_MAX_DEPTH,
+            super::rewrite::DEFAULT_MAX_STACK,
+        );
+        let rewritten = rewriter.rewrite(sql);
+        let backends: Result<Vec<String>, SqlError> = match &rewritten {
+            Ok(r) => r.statements.iter().map(|s| backend_of(policy.catalog(), &s.tables)).collect(),
+            Err(_) => Ok(Vec::new()),
+        };
+        let decision = policy.finish();
+        if let Some(e) = decision.policy_error() {
+            // Fail closed: the tables concerned were treated as not permitted; the statement is refused.
+            let e = SqlError::Policy(e.to_string());
+            return (Err(e), decision);
+        }
+        let prepared = match (rewritten, backends) {
+            (Ok(rewritten), Ok(backends)) => Ok(rewritten
+                .statements
+                .into_iter()
+                .zip(backends)
+                .map(|(statement, backend)| {
+                    let kind = match &statement.kind {
+                        StatementKind::Session(cmd) => {
+                            PreparedKind::Session { command: cmd.clone(), text: statement.sql.clone() }
+                        }
+                        _ => {
+                            let decision = decision.for_tables(&statement.tables);
+                            PreparedKind::Governed(Box::new(Governed { statement, backend, decision }))
+                        }
+                    };
+                    Prepared { original: sql.to_owned(), kind }
+                })
+                .collect()),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
+        };
+        (prepared, decision)
+    }
+
+    /// Audits a refusal; if the audit log cannot take it, that is the error the client sees.
+    async fn refused(
+        &self,
+        sql: &str,
+        request_id: &str,
+        decision: Option<&StatementDecision>,
+        err: SqlError,
+    ) -> SqlError {
+        let audit = SqlAudit { original: sql.to_owned(), ..Default::default() };
+        let (reason, sqlstate) = (err.to_string(), err.sqlstate().to_owned());
+        let refusal =
+            if err.is_denial() { Refusal::Denied { reason, sqlstate } } else { Refusal::Invalid { reason, sqlstate } };
+        let origin = self.origin(request_id);
+        match self.service.gate.refuse_statement(&origin, &self.principal, decision, audit, refusal).await {
+            Ok(()) => err,
+            Err(e) => SqlError::AuditUnavailable(e.to_string()),
+        }
+    }
+
+    /// The result columns of a prepared statement, without running it.
+    pub async fn describe(&self, prepared: &Prepared) -> Result<Vec<Column>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) => match g.statement.kind {
+                StatementKind::Query => {
+                    let backend = self.backend(&g.backend)?;
+                    backend.describe(&g.statement.sql).await
+                }
+                _ => Ok(Vec::new()),
+            },
+            PreparedKind::Session { command, .. } => Ok(session_columns(command)),
+            PreparedKind::Introspect(sql) => introspect::describe(sql).await,
+        }
+    }
+
+    /// The types the backend infers for a prepared statement's `$n` parameters.
+    pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) => self.backend(&g.backend)?.parameter_types(&g.statement.sql).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The result columns of a prepared statement once its parameters are bound.
+    pub async fn describe_bound(&self, prepared: &Prepared, params: &[Param]) -> Result<Vec<Column>, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => {
+                let sql = bind(&g.statement.statement, params)?;
+                self.backend(&g.backend)?.describe(&sql).await
+            }
+            _ => self.describe(prepared).await,
+        }
+    }
+
+    fn backend(&self, name: &str) -> Result<Arc<dyn super::backend::Backend>, SqlError> {
+        self.service
+            .backends
+            .get(name)
+            .ok_or_else(|| SqlError::BackendUnavailable(format!("no backend named {name:?} is configured")))
+    }
+
+    /// Runs one prepared statement with its parameters.
+    pub async fn run(&mut self, prepared: &Prepared, params: &[Param], request_id: &str) -> Result<Outcome, SqlError> {
+        match &prepared.kind {
+            PreparedKind::Session { command: SessionCommand::Transaction(command), .. } => {
+                self.transaction(command).await
+            }
+            PreparedKind::Session { command, text } => self.session_command(command, text),
+            PreparedKind::Introspect(sql) => {
+                let sql = bind_text(sql, params)?;
+                let origin = self.origin(request_id);
+                introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql).await
+            }
+            PreparedKind::Governed(g) => self.governed(prepared, g, params, request_id).await,
+        }
+    }
+
+    async fn governed(
+        &mut self,
+        prepared: &Prepared,
+        g: &Governed,
+        params: &[Param],
+        request_id: &str,
+    ) -> Result<Outcome, SqlError> {
+        let sql = if params.is_empty() { g.statement.sql.clone() } else { bind(&g.statement.statement, params)? };
+        let (action, label) = match g.statement.kind {
+            StatementKind::Insert => ("sql:Insert", "INSERT 0"),
+            StatementKind::Update => ("sql:Update", "UPDATE"),
+            StatementKind::Delete => ("sql:Delete", "DELETE"),
+            _ => ("sql:Select", "SELECT"),
+        };
+        let tables: Vec<String> = g.statement.tables.iter().map(ToString::to_string).collect();
+        let audit = sql_audit(&prepared.original, &sql, &tables, &g.statement.applied);
+        // No event, no access: the slot is reserved before the backend sees the statement.
+        let mut slot = self
+            .service
+            .gate
+            .admit_statement(&self.origin(request_id), &self.principal, action, &g.decision, audit)
+            .await
+            .map_err(|e| SqlError::AuditUnavailable(e.to_string()))?;
+        let backend = match self.statement_backend(&g.backend, g.statement.kind != StatementKind::Query).await {
+            Ok(b) => b,
+            Err(e) => return Err(fail(slot, e)),
+        };
+        if g.statement.kind != StatementKind::Query {
+            return match backend.execute(&sql).await {
+                Ok(n) => {
+                    if let Some(s) = slot.event_mut().sql.as_mut() {
+                        s.rows = Some(n);
+                    }
+                    slot.finish();
+                    Ok(Outcome::Command(format!("{label} {n}")))
+                }
+                Err(e) => Err(fail(slot, e)),
+            };
+        }
+        match backend.query(&sql).await {
+            Ok(rows) => Ok(Outcome::Rows(RowSet {
+                columns: rows.columns,
+                rows: Box::pin(Audited { inner: rows.rows, slot: Some(slot), rows: 0 }),
+            })),
+            Err(e) => Err(fail(slot, e)),
+        }
+    }
+
+    fn session_command(&mut self, command: &SessionCommand, text: &str) -> Result<Outcome, SqlError> {
+        Ok(match command {
+            SessionCommand::Set { name, values, .. } => {
+                self.settings.insert(name.clone(), values.join(", "));
+                Outcome::Command("SET".into())
+            }
+            SessionCommand::Reset(Some(name)) => {
+                self.settings.remove(name);
+                Outcome::Command("RESET".into())
+            }
+            SessionCommand::Reset(None) | SessionCommand::Discard => {
+                self.settings.clear();
+                Outcome::Command(
+                    if matches!(command, SessionCommand::Discard) { "DISCARD ALL" } else { "RESET" }.into(),
+                )
+            }
+            SessionCommand::Show(name) => {
+                let value = self.show(name)?;
+                one_row(show_column(name), Cell::Text(value))
+            }
+            SessionCommand::Version => one_row(
+                "version",
+                Cell::Text(format!("PostgreSQL {SERVER_VERSION} (Lakegate {})", env!("CARGO_PKG_VERSION"))),
+            ),
+            SessionCommand::CurrentSchema => {
+                let schema = self.search_path().into_iter().next();
+                one_row("current_schema", schema.map(Cell::Text).unwrap_or(Cell::Null))
+            }
+            SessionCommand::Transaction(_) => {
+                return Err(SqlError::Internal(format!("{text}: transaction control is not a session setting")));
+            }
+        })
+    }
+
+    /// Where a governed statement runs: the backend's pool, or the connection the open transaction block is
+    /// pinned to (pinning it now if the statement writes or the block asked for a stricter isolation level).
+    async fn statement_backend(&mut self, name: &str, writes: bool) -> Result<Arc<dyn Backend>, SqlError> {
+        let Some(open) = self.transaction.as_mut() else { return self.backend(name) };
+        if let Some((pinned, transaction)) = &open.pinned {
+            if pinned != name {
+                return Err(SqlError::Unsupported(format!(
+                    "this transaction block runs on backend {pinned:?}; a statement on {name:?} cannot join it"
+                )));
+            }
+            return Ok(transaction.clone() as Arc<dyn Backend>);
+        }
+        let needs_own_connection = writes || open.options.isolation != IsolationLevel::ReadCommitted;
+        if !needs_own_connection {
+            return self.backend(name);
+        }
+        let backend = self
+            .service
+            .backends
+            .get(name)
+            .ok_or_else(|| SqlError::BackendUnavailable(format!("no backend named {name:?} is configured")))?;
+        match backend.begin(&open.options).await? {
+            Some(transaction) => {
+                for savepoint in std::mem::take(&mut open.savepoints) {
+                    transaction.savepoint(SavepointOp::Take, &savepoint).await?;
+                }
+                open.pinned = Some((name.to_owned(), transaction.clone()));
+                Ok(transaction as Arc<dyn Backend>)
+            }
+            // No transactions on this engine: reads run as they would outside the block, writes fail there.
+            None => Ok(backend),
+        }
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK and savepoints, with PostgreSQL's answers where no block is open.
+    async fn transaction(&mut self, command: &TransactionCommand) -> Result<Outcome, SqlError> {
+        let tag = match command {
+            TransactionCommand::Begin { isolation, read_only } => {
+                // As PostgreSQL: a BEGIN inside a block is a warning, not an error, and changes nothing.
+                if self.transaction.is_none() {
+                    let options = TransactionOptions { isolation: *isolation, read_only: *read_only };
+                    self.transaction = Some(OpenTransaction { options, pinned: None, savepoints: Vec::new() });
+                }
+                "BEGIN"
+            }
+            TransactionCommand::Commit | TransactionCommand::Rollback => {
+                let commit = *command == TransactionCommand::Commit;
+                if let Some((_, transaction)) = self.transaction.take().and_then(|t| t.pinned) {
+                    transaction.end(commit).await?;
+                }
+                if commit { "COMMIT" } else { "ROLLBACK" }
+            }
+            TransactionCommand::Savepoint(name) => {
+                self.savepoint(SavepointOp::Take, name).await?;
+                "SAVEPOINT"
+            }
+            TransactionCommand::Release(name) => {
+                self.savepoint(SavepointOp::Release, name).await?;
+                "RELEASE"
+            }
+            TransactionCommand::RollbackTo(name) => {
+                self.savepoint(SavepointOp::RollbackTo, name).await?;
+                "ROLLBACK"
+            }
+            TransactionCommand::Set => return Ok(Outcome::Command("SET".into())),
+        };
+        Ok(Outcome::Transaction { tag: tag.into(), open: self.transaction.is_some() })
+    }
+
+    /// A savepoint statement: on the pinned connection, or kept in step in the block's list until it is pinned.
+    async fn savepoint(&mut self, op: SavepointOp, name: &str) -> Result<(), SqlError> {
+        let Some(open) = self.transaction.as_mut() else {
+            return Err(SqlError::Transaction {
+                sqlstate: "25P01",
+                message: "savepoints can only be used in transaction blocks".into(),
+            });
+        };
+        if let Some((_, transaction)) = &open.pinned {
+            return transaction.savepoint(op, name).await;
+        }
+        if op == SavepointOp::Take {
+            open.savepoints.push(name.to_owned());
+            return Ok(());
+        }
+        let Some(at) = open.savepoints.iter().rposition(|s| s == name) else {
+            return Err(SqlError::Transaction {
+                sqlstate: "3B001",
+                message: format!("savepoint \"{name}\" does not exist"),
+            });
+        };
+        // RELEASE removes the savepoint and every later one; ROLLBACK TO keeps it and removes the later ones.
+        open.savepoints.truncate(if op == SavepointOp::Release { at } else { at + 1 });
+        Ok(())
+    }
+
+    fn show(&self, name: &str) -> Result<String, SqlError> {
+        let name = name.to_ascii_lowercase();
+        if let Some(v) = self.settings.get(&name) {
+            return Ok(v.clone());
+        }
+        Ok(match name.as_str() {
+            "server_version" => SERVER_VERSION.into(),
+            "server_version_num" => "160006".into(),
+            "search_path" => DEFAULT_SEARCH_PATH.into(),
+            "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => {
+                "read committed".into()
+            }
+            "transaction_read_only" | "default_transaction_read_only" => "off".into(),
+            "standard_conforming_strings" | "integer_datetimes" => "on".into(),
+            "client_encoding" | "server_encoding" => "UTF8".into(),
+            "datestyle" => "ISO, MDY".into(),
+            "intervalstyle" => "postgres".into(),
+            "timezone" => "UTC".into(),
+            "max_identifier_length" => "63".into(),
+            "application_name" => String::new(),
+            "extra_float_digits" => "1".into(),
+            "lc_collate" | "lc_ctype" => "C".into(),
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0".into(),
+            _ => {
+                return Err(SqlError::Backend {
+                    sqlstate: "42704".into(),
+                    message: format!("unrecognized configuration parameter \"{name}\""),
+                });
+            }
+        })
+    }
+}
+
+const DEFAULT_SEARCH_PATH: &str = "\"$user\", public";
+
+fn show_column(name: &str) -> &str {
+    match name {
+        "transaction isolation level" => "transaction_isolation",
+        other => other,
+    }
+}
+
+fn one_row(name: &str, cell: Cell) -> Outcome {
+    let columns = vec![Column { name: name.to_owned(), ty: ColumnType::Text }];
+    Outcome::Rows(RowSet { columns, rows: Box::pin(futures::stream::iter(vec![Ok(vec![cell])])) })
+}
+
+/// The columns a session statement answers with.
+fn session_columns(command: &SessionCommand) -> Vec<Column> {
+    let text = |n: &str| vec![Column { name: n.to_owned(), ty: ColumnType::Text }];
+    match command {
+        SessionCommand::Show(name) => text(show_column(name)),
+        SessionCommand::Version => text("version"),
+        SessionCommand::CurrentSchema => text("current_schema"),
+        _ => Vec::new(),
+    }
+}
+
+/// The statement's backend: every table it reads must live on the same one; a statement without tables
+/// runs on the embedded engine.
+fn backend_of(catalog: &lakegate_core::policy::catalog::Catalog, tables: &[TableName]) -> Result<String, SqlError> {
+    let names: BTreeSet<&str> =
+        tables.iter().filter_map(|t| catalog.table(&t.schema, &t.name)).map(|d| d.backend.as_str()).collect();
+    let mut it = names.into_iter();
+    match (it.next(), it.next()) {
+        (None, _) => Ok(super::backend::EMBEDDED.into()),
+        (Some(one), None) => Ok(one.to_owned()),
+        (Some(_), Some(_)) => {
+            Err(SqlError::Unsupported("a statement cannot combine tables of different backends".into()))
+        }
+    }
+}
+
+fn sql_audit(original: &str, rewritten: &str, tables: &[String], applied: &[AppliedFilter]) -> SqlAudit {
+    let mut filters = BTreeMap::new();
+    let mut masks = BTreeMap::new();
+    for a in applied {
+        let table = a.table.to_string();
+        filters.insert(table.clone(), a.row_filter.clone().unwrap_or_else(|| "TRUE".into()));
+        for (column, expr) in &a.columns {
+            // A clear column is shown as itself; anything else is a mask or a cell condition.
+            if !expr.ends_with(&format!(".\"{column}\"")) {
+                masks.insert(format!("{table}.{column}"), expr.clone());
+            }
+        }
+    }
+    SqlAudit {
+        original: original.to_owned(),
+        rewritten: Some(rewritten.to_owned()),
+        tables: tables.to_vec(),
+        filters,
+        masks,
+        rows: None,
+    }
+}
+
+/// Records a backend failure in the slot and returns the error.
+fn fail(mut slot: AuditSlot, e: SqlError) -> SqlError {
+    let ev: &mut AuditEvent = slot.event_mut();
+    ev.reason = Some(e.to_string());
+    ev.outcome_mut().error_code = Some(e.sqlstate().to_owned());
+    slot.finish();
+    e
+}
+
+/// Replaces `$n` placeholders by literal AST nodes: a value can never become syntax.
+fn bind(statement: &sqlparser::ast::Statement, params: &[Param]) -> Result<String, SqlError> {
+    struct Binder<'a> {
+        params: &'a [Param],
+        error: Option<SqlError>,
+    }
+    impl VisitorMut for Binder<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Value(v) = expr
+                && let Value::Placeholder(p) = &v.value
+            {
+                let index = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                let Some(param) = index.and_then(|i| i.checked_sub(1)).and_then(|i| self.params.get(i)) else {
+                    self.error = Some(SqlError::Parameter {
+                        index: index.unwrap_or(0),
+                        reason: format!("there is no parameter {p}"),
+                    });
+                    return std::ops::ControlFlow::Break(());
+                };
+                *expr = match param {
+                    Param::Null => Expr::value(Value::Null),
+                    Param::Bool(b) => Expr::value(Value::Boolean(*b)),
+                    Param::Number(n) => Expr::value(Value::Number(n.clone(), false)),
+                    Param::Text(t) => Expr::value(Value::SingleQuotedString(t.clone())),
+                };
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut statement = statement.clone();
+    let mut binder = Binder { params, error: None };
+    let _ = statement.visit(&mut binder);
+    match binder.error {
+        Some(e) => Err(e),
+        None => Ok(statement.to_string()),
+    }
+}
+
+/// [`bind`] for a statement kept as text (catalog queries).
+fn bind_text(sql: &str, params: &[Param]) -> Result<String, SqlError> {
+    if params.is_empty() {
+        return Ok(sql.to_owned());
+    }
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let statements = sqlparser::parser::Parser::parse_sql(&dialect, sql)
+        .map_err(|e| SqlError::Rewrite(RewriteError::Syntax(e.to_string())))?;
+    let parts = statements.iter().map(|s| bind(s, params)).collect::<Result<Vec<_>, _>>()?;
+    Ok(parts.join("; "))
+}
+
+/// Counts the rows a client reads and finishes the audit slot when the stream ends (or is dropped, in
+/// which case the slot records the access as incomplete).
+struct Audited {
+    inner: super::rows::RowStream,
+    slot: Option<AuditSlot>,
+    rows: u64,
+}
+
+impl Stream for Audited {
+    type Item = Result<Vec<Cell>, SqlError>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(row))) => {
+                this.rows += 1;
+                if let Some(slot) = this.slot.as_mut()
+                    && let Some(s) = slot.event_mut().sql.as_mut()
+                {
+                    s.rows = Some(this.rows);
+                }
+                Poll::Ready(Some(Ok(row)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(slot) = this.slot.take() {
+                    fail(slot, e.clone());
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if let Some(mut slot) = this.slot.take() {
+                    if let Some(s) = slot.event_mut().sql.as_mut() {
+                        s.rows = Some(this.rows);
+                    }
+                    slot.finish();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

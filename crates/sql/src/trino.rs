@@ -1,0 +1,267 @@
+//! A subset of Trino's client protocol on the control endpoint, enough for the `trino` Python client:
+//! `POST /v1/statement` (the SQL text as body, `Authorization: Bearer <token>`), then `GET nextUri` pages
+//! until a response has none, `DELETE nextUri` to cancel. `X-Trino-User` is ignored: the token says who
+//! the caller is. Errors use Trino's error JSON.
+//!
+//! The same [`Session`] road as the PostgreSQL front runs every statement; a query's row stream is kept
+//! between pages (bounded in number and idle time), so memory stays bounded by one page per query.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::SqlService;
+use super::error::SqlError;
+use super::rows::{Column, ColumnType, RowStream};
+use super::session::{Outcome, Session};
+use lakegate_core::audit::Front;
+use lakegate_core::gate::{GateError, Origin};
+use lakegate_net::http::{self as h, Body};
+
+/// Longest statement body read.
+const MAX_BODY: usize = 1 << 20;
+/// Queries kept open between pages at most; beyond, new queries are refused until some finish.
+const MAX_OPEN_QUERIES: usize = 256;
+/// An open query nobody fetched for this long is dropped (its audit event records it as incomplete).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Whether `path` belongs to the SQL front's HTTP routes.
+pub fn handles(path: &str) -> bool {
+    path == "/v1/statement" || path.starts_with("/v1/statement/") || super::credentials::handles(path)
+}
+
+struct OpenQuery {
+    owner: String,
+    columns: Vec<Column>,
+    rows: RowStream,
+    page: u64,
+    touched: Instant,
+}
+
+static OPEN: LazyLock<Mutex<HashMap<String, Arc<Mutex<OpenQuery>>>>> = LazyLock::new(Default::default);
+
+/// Routes one request of the SQL front's HTTP routes.
+pub async fn handle<B>(service: &Arc<SqlService>, req: Request<B>, peer: SocketAddr) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let request_id = h::new_request_id();
+    let path = req.uri().path().to_owned();
+    if super::credentials::handles(&path) {
+        return super::credentials::handle(service, req, peer, &request_id).await;
+    }
+    let origin = Origin { front: Front::Sql, request_id: request_id.clone(), source: Some(peer.to_string()) };
+    let base = base_uri(&req, service.settings.control_tls);
+    let token = h::bearer(req.headers()).map(str::to_owned);
+    let principal = match service.gate.authenticate(&origin, token.as_deref(), "sql:Connect", "").await {
+        Ok(p) => p,
+        Err(GateError::Audit(e)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, &SqlError::AuditUnavailable(e.to_string()), &request_id);
+        }
+        Err(e) => {
+            let mut r =
+                h::json(StatusCode::UNAUTHORIZED, &json!({"error": format!("invalid token: {e}")}), &request_id);
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    };
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/v1/statement") => {
+            let sql = match h::read_limited(req.into_body(), MAX_BODY).await {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &SqlError::Limit(e.to_string()), &request_id),
+            };
+            let mut session = Session::new(service.clone(), principal.clone(), Some(peer.to_string()));
+            let outcome = run(&mut session, &sql, &request_id).await;
+            match outcome {
+                Ok((columns, rows)) => {
+                    let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
+                    let query =
+                        OpenQuery { owner: principal.subject.clone(), columns, rows, page: 0, touched: Instant::now() };
+                    let query = Arc::new(Mutex::new(query));
+                    {
+                        let mut open = OPEN.lock().await;
+                        open.retain(|_, q| q.try_lock().map(|q| q.touched.elapsed() < IDLE_TIMEOUT).unwrap_or(true));
+                        if open.len() >= MAX_OPEN_QUERIES {
+                            return error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                &SqlError::Limit("too many open queries; fetch or cancel some".into()),
+                                &request_id,
+                            );
+                        }
+                        open.insert(id.clone(), query.clone());
+                    }
+                    page(service, &base, &id, &query, &request_id).await
+                }
+                Err(e) => query_error(&e, &request_id),
+            }
+        }
+        (method, p) => {
+            let Some(rest) = p.strip_prefix("/v1/statement/executing/") else {
+                return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such route"}), &request_id);
+            };
+            let id = rest.split('/').next().unwrap_or_default().to_owned();
+            let query = OPEN.lock().await.get(&id).cloned();
+            let Some(query) = query else {
+                return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such query"}), &request_id);
+            };
+            if query.lock().await.owner != principal.subject {
+                // Another user's query id: as good as absent.
+                return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such query"}), &request_id);
+            }
+            match method {
+                Method::DELETE => {
+                    OPEN.lock().await.remove(&id);
+                    h::json(StatusCode::NO_CONTENT, &json!({}), &request_id)
+                }
+                Method::GET => page(service, &base, &id, &query, &request_id).await,
+                _ => h::json(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}), &request_id),
+            }
+        }
+    }
+}
+
+/// Prepares and runs one request's statement(s); the last statement's rows are the result.
+async fn run(session: &mut Session, sql: &str, request_id: &str) -> Result<(Vec<Column>, RowStream), SqlError> {
+    let prepared = session.prepare(sql.trim().trim_end_matches(';'), request_id).await?;
+    let mut last = (Vec::new(), Box::pin(futures::stream::empty()) as RowStream);
+    for p in &prepared {
+        match session.run(p, &[], request_id).await? {
+            Outcome::Rows(set) => last = (set.columns, set.rows),
+            Outcome::Command(_) | Outcome::Transaction { .. } => {}
+        }
+    }
+    Ok(last)
+}
+
+/// One page of rows, with `nextUri` while more may follow.
+async fn page(
+    service: &SqlService,
+    base: &str,
+    id: &str,
+    query: &Arc<Mutex<OpenQuery>>,
+    request_id: &str,
+) -> Response<Body> {
+    let mut q = query.lock().await;
+    q.touched = Instant::now();
+    q.page += 1;
+    let mut data = Vec::new();
+    let mut done = false;
+    while data.len() < service.settings.trino_page_rows {
+        match q.rows.next().await {
+            Some(Ok(row)) => data.push(Value::Array(row.iter().map(|c| c.to_json()).collect())),
+            Some(Err(e)) => {
+                drop(q);
+                OPEN.lock().await.remove(id);
+                return query_error(&e, request_id);
+            }
+            None => {
+                done = true;
+                break;
+            }
+        }
+    }
+    let columns: Vec<Value> = q.columns.iter().map(column_json).collect();
+    let mut body = json!({
+        "id": id,
+        "infoUri": format!("{base}/ui/query.html?{id}"),
+        "columns": columns,
+        "stats": {"state": if done { "FINISHED" } else { "RUNNING" }, "queued": false, "scheduled": true},
+    });
+    if !data.is_empty() {
+        body["data"] = Value::Array(data);
+    }
+    if done {
+        drop(q);
+        OPEN.lock().await.remove(id);
+    } else {
+        body["nextUri"] = Value::String(format!("{base}/v1/statement/executing/{id}/{}", q.page));
+    }
+    h::json(StatusCode::OK, &body, request_id)
+}
+
+fn column_json(c: &Column) -> Value {
+    let (name, args): (&str, Vec<Value>) = match c.ty {
+        ColumnType::Bool => ("boolean", vec![]),
+        ColumnType::Int2 => ("smallint", vec![]),
+        ColumnType::Int4 => ("integer", vec![]),
+        ColumnType::Int8 => ("bigint", vec![]),
+        ColumnType::Float4 => ("real", vec![]),
+        ColumnType::Float8 => ("double", vec![]),
+        ColumnType::Numeric => {
+            ("decimal", vec![json!({"kind": "LONG", "value": 38}), json!({"kind": "LONG", "value": 10})])
+        }
+        ColumnType::Text => ("varchar", vec![json!({"kind": "LONG", "value": 2147483647})]),
+        ColumnType::Date => ("date", vec![]),
+        ColumnType::Timestamp => ("timestamp", vec![json!({"kind": "LONG", "value": 6})]),
+    };
+    let display = match c.ty {
+        ColumnType::Numeric => "decimal(38,10)".to_owned(),
+        ColumnType::Timestamp => "timestamp(6)".to_owned(),
+        _ => name.to_owned(),
+    };
+    json!({"name": c.name, "type": display, "typeSignature": {"rawType": name, "arguments": args}})
+}
+
+/// Trino's error JSON for a failed query (HTTP 200, as Trino answers).
+fn query_error(e: &SqlError, request_id: &str) -> Response<Body> {
+    let (name, kind, code) = match e.sqlstate() {
+        "42501" => ("PERMISSION_DENIED", "USER_ERROR", 4),
+        "42P01" => ("TABLE_NOT_FOUND", "USER_ERROR", 46),
+        "42703" => ("COLUMN_NOT_FOUND", "USER_ERROR", 47),
+        "42601" => ("SYNTAX_ERROR", "USER_ERROR", 1),
+        "0A000" => ("NOT_SUPPORTED", "USER_ERROR", 13),
+        "57P03" | "08006" => ("SERVER_SHUTTING_DOWN", "INTERNAL_ERROR", 65_541),
+        _ => ("GENERIC_INTERNAL_ERROR", "INTERNAL_ERROR", 65_536),
+    };
+    let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
+    let body = json!({
+        "id": id,
+        "stats": {"state": "FAILED"},
+        "error": {
+            "message": e.to_string(),
+            "errorCode": code,
+            "errorName": name,
+            "errorType": kind,
+            "sqlState": e.sqlstate(),
+            "failureInfo": {"type": "io.lakegate.SqlError", "message": e.to_string(), "suppressed": [], "stack": []},
+        },
+    });
+    h::json(StatusCode::OK, &body, request_id)
+}
+
+fn error(status: StatusCode, e: &SqlError, request_id: &str) -> Response<Body> {
+    h::json(status, &json!({"error": e.to_string(), "sqlState": e.sqlstate()}), request_id)
+}
+
+/// `http://host:port` as the client addressed us, for `nextUri`.
+fn base_uri<B>(req: &Request<B>, tls: bool) -> String {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')))
+        .unwrap_or("localhost");
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+fn time_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}_{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}

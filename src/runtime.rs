@@ -1,0 +1,228 @@
+//! Start-up wiring: builds the core services from the configuration and serves every front on its listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lakegate_core::audit::{AuditEvent, Auditor, Front};
+use lakegate_core::gate::Gate;
+use lakegate_core::identity::{DevIssuer, Signer, TokenService, Verifier};
+use lakegate_core::metrics;
+use lakegate_core::policy::{self, PolicyEngine, watch::ReloadOutcome};
+use lakegate_net::{ListenError, http, serve_http, tls};
+
+use crate::config::Config;
+
+/// The demo policy set built into the binary, seeded into `<data_dir>/policies` on first start.
+pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
+    ("lakegate.cedarschema", include_str!("../policies/lakegate.cedarschema")),
+    ("identity.cedar", include_str!("../policies/identity.cedar")),
+    ("s3.cedar", include_str!("../policies/s3.cedar")),
+    ("sql.cedar", include_str!("../policies/sql.cedar")),
+    ("catalog.toml", include_str!("../policies/catalog.toml")),
+];
+
+/// A running Lakegate: its core services and bound addresses.
+#[derive(Debug)]
+pub struct Running {
+    pub gate: Arc<Gate>,
+    pub control_addr: SocketAddr,
+    pub s3_addr: SocketAddr,
+    /// What the S3 front forwards to, for the start-up banner.
+    pub s3_backend: String,
+    /// The PostgreSQL wire listener of the SQL front.
+    pub sql_addr: SocketAddr,
+    pub policy_dir: PathBuf,
+    pub dev_issuer: Option<PathBuf>,
+}
+
+/// Why start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("policies in {dir} do not validate:\n{errors}")]
+    Policies { dir: PathBuf, errors: policy::LoadErrors },
+    #[error("identity: {0}")]
+    Identity(#[from] lakegate_core::identity::ConfigError),
+    #[error("dev issuer key in {path}: {source}")]
+    DevIssuer { path: PathBuf, source: std::io::Error },
+    #[error("signing keys in {path}: {source}")]
+    SigningKeys { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Audit(#[from] lakegate_core::audit::AuditError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Listener(#[from] ListenError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("credentials keys: {0}")]
+    Credentials(#[from] lakegate_core::credentials::KeyRingError),
+    #[error("S3 store: {0}")]
+    Store(#[from] lakegate_s3::backend::BackendError),
+    #[error("SQL front: {0}")]
+    Sql(#[from] lakegate_sql::SqlStartError),
+}
+
+/// Builds the core services and starts every listener; returns once they are bound.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).map_err(|source| StartError::DataDir { path: data.clone(), source })?;
+    let policy_dir = config.policy_dir();
+    if config.policy.dir.is_none() {
+        seed_policies(&policy_dir).map_err(|source| StartError::DataDir { path: policy_dir.clone(), source })?;
+    }
+    let engine =
+        PolicyEngine::load(&policy_dir).map_err(|errors| StartError::Policies { dir: policy_dir.clone(), errors })?;
+
+    let dev = if config.dev_issuer_enabled() {
+        Some(DevIssuer::load_or_create(data).map_err(|source| StartError::DevIssuer { path: data.clone(), source })?)
+    } else {
+        None
+    };
+    let key_dir = config.signing_key_dir();
+    let signer = Arc::new(
+        Signer::load_or_generate(&key_dir)
+            .map_err(|source| StartError::SigningKeys { path: key_dir.clone(), source })?,
+    );
+    let issuer = config.token_issuer();
+    let ts = &config.token_service;
+    let mut audiences = vec![ts.audience.clone()];
+    audiences.extend(ts.audiences.iter().cloned());
+    let verifier = Verifier::new(&config.identity, dev.as_ref())
+        .and_then(|v| v.trust_lakegate(&issuer, audiences, signer.clone(), ts.max_depth))?;
+    let tokens = TokenService::new(ts.clone(), issuer, signer)?;
+    for issuer in verifier.issuers() {
+        let issuer = issuer.clone();
+        // Pre-warm in the background: an IdP that is slow or down must not delay start-up.
+        tokio::spawn(async move {
+            let _ = issuer.warm().await;
+        });
+    }
+
+    let auditor = Auditor::start(config.audit_config())?;
+    let gate = Arc::new(Gate::new(verifier, engine.clone(), auditor.clone(), tokens));
+
+    policy::watch(engine, policy_dir.clone(), Duration::from_secs(config.policy.reload_interval_seconds), {
+        let auditor = auditor.clone();
+        let dir = policy_dir.display().to_string();
+        move |outcome| report_reload(&auditor, &dir, outcome)
+    });
+
+    // One credentials key ring for the S3 front and the SQL front's table credentials, re-read as often as the
+    // policies so that a rotation in the shared key directory needs no restart.
+    let keys = Arc::new(lakegate_core::credentials::LiveKeyRing::load_or_generate(&config.credentials_key_dir())?);
+    keys.watch(Duration::from_secs(config.policy.reload_interval_seconds.max(1)));
+    let sql = lakegate_sql::SqlService::start(
+        &config.sql,
+        &config.data_dir.join("warehouse"),
+        config.control.tls.is_some(),
+        gate.clone(),
+        Some(keys.clone()),
+    )
+    .await?;
+    let sql_tls = match &config.sql.tls {
+        Some(tls) => Some(tls::server_config(tls, &[b"postgresql"])?),
+        None => None,
+    };
+    let sql_addr = lakegate_sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone())
+        .await
+        .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
+
+    let control_gate = gate.clone();
+    let control_addr = serve_http(&config.control, move |req, peer| {
+        let gate = control_gate.clone();
+        let sql = sql.clone();
+        async move {
+            // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
+            if lakegate_sql::trino::handles(req.uri().path()) {
+                return lakegate_sql::trino::handle(&sql, req, peer).await;
+            }
+            lakegate_control::handle(&gate, req, peer).await
+        }
+    })
+    .await?;
+
+    let s3 = Arc::new(s3_front(config, gate.clone(), keys).await?);
+    let s3_backend = s3.backend.describe();
+    let s3_addr =
+        serve_http(&config.s3.listener(), move |req, peer| lakegate_s3::handle(s3.clone(), req, peer)).await?;
+
+    Ok(Running {
+        gate,
+        control_addr,
+        s3_addr,
+        s3_backend,
+        sql_addr,
+        policy_dir,
+        dev_issuer: dev.map(|d| d.path().to_owned()),
+    })
+}
+
+/// Builds the S3 front: credentials keys, the store, the role profiles.
+async fn s3_front(
+    config: &Config,
+    gate: Arc<Gate>,
+    keys: Arc<lakegate_core::credentials::LiveKeyRing>,
+) -> Result<lakegate_s3::S3Front, StartError> {
+    use lakegate_s3::backend::{Backend, Embedded, Remote};
+    let backend: Arc<dyn Backend> = match &config.s3.backend {
+        lakegate_s3::BackendConfig::Embedded { dir, seed } => {
+            let dir = dir.clone().unwrap_or_else(|| config.data_dir.join("store"));
+            let store = Embedded::open(&dir)?;
+            if *seed {
+                store.seed().await?;
+            }
+            Arc::new(store)
+        }
+        lakegate_s3::BackendConfig::Remote(remote) => Arc::new(Remote::new(remote.clone())?),
+    };
+    Ok(lakegate_s3::S3Front {
+        gate,
+        keys,
+        backend,
+        roles: config.sts.roles.clone(),
+        style: lakegate_s3::classify::HostStyle { virtual_host_domains: config.s3.virtual_host_domains.clone() },
+        max_skew: time::Duration::seconds(i64::from(config.s3.max_clock_skew_seconds)),
+        account_id: config.sts.account_id.clone(),
+        region: config.s3.region.clone(),
+    })
+}
+
+/// Audits and logs a reload attempt; a rejected set leaves the last good one in force.
+fn report_reload(auditor: &Auditor, dir: &str, outcome: &ReloadOutcome) {
+    let request_id = http::new_request_id();
+    let event = match outcome {
+        ReloadOutcome::Reloaded { policies } => {
+            tracing::info!(dir, policies, "policies reloaded");
+            metrics::POLICY_RELOADS.inc(&[("result", "ok")]);
+            AuditEvent::new(Front::Policy, request_id, "policy:Reload", dir).allow(Vec::<String>::new())
+        }
+        ReloadOutcome::Rejected(errors) => {
+            tracing::error!(dir, %errors, "policy reload rejected; keeping the last good set");
+            metrics::POLICY_RELOADS.inc(&[("result", "rejected")]);
+            AuditEvent::new(Front::Policy, request_id, "policy:Reload", dir)
+                .error(format!("rejected, last good set kept: {errors}"))
+        }
+    };
+    let auditor = auditor.clone();
+    tokio::spawn(async move {
+        if let Err(e) = auditor.record(event).await {
+            tracing::error!(error = %e, "could not audit a policy reload");
+        }
+    });
+}
+
+/// Writes the embedded demo policies into `dir` unless it already holds a schema (never overwrites edits).
+pub fn seed_policies(dir: &Path) -> std::io::Result<()> {
+    if dir.join(policy::store::SCHEMA_FILE).exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in EMBEDDED_POLICIES {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
