@@ -139,3 +139,55 @@ fn replicas_sharing_the_credentials_keys_accept_each_others_credentials_and_rota
         assert!(lists_sales(&b, &new).await && lists_sales(&a, &new).await);
     });
 }
+
+/// The S3 error code and HTTP status of a failed SDK call.
+fn code_and_status<E>(
+    err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> (Option<String>, Option<u16>)
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = match err {
+        aws_sdk_s3::error::SdkError::ServiceError(e) => e.err().code().map(str::to_owned),
+        other => panic!("not an S3 error answer: {other:?}"),
+    };
+    (code, status)
+}
+
+#[test]
+fn a_suffix_range_longer_than_the_object_is_the_whole_object_as_on_s3() {
+    // What object_store readers (polars, DataFusion) ask first for a Parquet footer: the last 8 KiB or so.
+    let lg = Lakegate::start(&[]);
+    runtime().block_on(async {
+        let client = s3(&lg, assume(&lg, "alice", &["analysts"], "lakegate").await);
+        client
+            .put_object()
+            .bucket("lake")
+            .key("sales/small.bin")
+            .body(ByteStream::from_static(b"0123456789"))
+            .send()
+            .await
+            .expect("put");
+        let get = |range: &'static str| client.get_object().bucket("lake").key("sales/small.bin").range(range).send();
+
+        let whole = get("bytes=-8192").await.expect("a suffix longer than the object");
+        assert_eq!(whole.content_range(), Some("bytes 0-9/10"));
+        assert_eq!(whole.body.collect().await.expect("body").into_bytes().as_ref(), b"0123456789");
+        let tail = get("bytes=-4").await.expect("a suffix shorter than the object");
+        assert_eq!(tail.content_range(), Some("bytes 6-9/10"));
+        assert_eq!(tail.body.collect().await.expect("body").into_bytes().as_ref(), b"6789");
+
+        client
+            .put_object()
+            .bucket("lake")
+            .key("sales/empty.bin")
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .expect("put");
+        let err = client.get_object().bucket("lake").key("sales/empty.bin").range("bytes=-8192").send().await;
+        let err = err.expect_err("an empty object has no suffix");
+        assert_eq!(code_and_status(err), (Some("InvalidRange".into()), Some(416)));
+    });
+}

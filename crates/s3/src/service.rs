@@ -528,6 +528,7 @@ pub(crate) async fn store_error(response: Response<BoxBody>, method: &Method) ->
         404 => ("NoSuchKey".to_owned(), "The specified key does not exist.".to_owned()),
         304 => ("NotModified".to_owned(), String::new()),
         412 => ("PreconditionFailed".to_owned(), "At least one of the preconditions did not hold.".to_owned()),
+        416 => ("InvalidRange".to_owned(), "The requested range is not satisfiable.".to_owned()),
         403 => ("AccessDenied".to_owned(), "Access Denied".to_owned()),
         _ => ("InternalError".to_owned(), format!("the store answered {status}")),
     };

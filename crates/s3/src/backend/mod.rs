@@ -5,6 +5,7 @@
 //! and returns the store's response with the body still streaming. Backends never see client credentials.
 
 mod embedded;
+mod fs;
 mod remote;
 mod uploads;
 
@@ -67,6 +68,11 @@ pub(crate) fn encode_path(bucket: Option<&str>, key: Option<&str>) -> String {
         out.push_str(&utf8_percent_encode(k, PATH_ENCODE).to_string());
     }
     out
+}
+
+/// A key, prefix or delimiter in a listing answered with `encoding-type=url`, encoded as S3 does (`/` kept).
+pub(crate) fn encode_key(key: &str) -> String {
+    utf8_percent_encode(key, PATH_ENCODE).to_string()
 }
 
 /// The query string for decoded pairs; `None` when there are none.
