@@ -46,13 +46,16 @@ pub(crate) async fn delete_objects(
     let mut allowed: Vec<(String, AuditSlot)> = Vec::new();
     let mut outcomes: Vec<xml::DeleteOutcome> = Vec::new();
     for key in &request.keys {
-        let decision = match Resource::object(&bucket, key) {
+        let resource = classify::check_key(key).and_then(|()| {
+            Resource::object(&bucket, key).map_err(|e| classify::ClassifyError::InvalidKey(e.to_string()))
+        });
+        let decision = match resource {
             Ok(resource) => {
                 let in_scope = caller.scope.allows(&bucket, key, Access::Write);
                 decide(front, origin, caller, "s3:DeleteObject", &resource, in_scope, "DeleteObjects").await
             }
             Err(e) => {
-                let error = S3Error::Classify(classify::ClassifyError::InvalidKey(e.to_string()));
+                let error = S3Error::Classify(e);
                 let event =
                     with_caller(gate::event(origin, "s3:DeleteObject", &format!("s3://{bucket}/{key}")), caller)
                         .principal(&caller.principal)
