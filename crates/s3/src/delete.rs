@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Response};
-use hyper::body::Incoming;
 
 use super::auth::Caller;
 use super::backend::{BoxBody, ForwardRequest};
-use super::body::RequestTap;
+use super::body::{Lingering, RequestTap};
 use super::classify::{self, Operation};
 use super::error::S3Error;
 use super::service::{
@@ -28,7 +27,7 @@ pub(crate) async fn delete_objects(
     caller: &Caller,
     op: &Operation,
     parts: http::request::Parts,
-    body: Incoming,
+    body: Lingering,
 ) -> Result<Response<BoxBody>, S3Error> {
     let bucket = op.bucket.clone().unwrap_or_default();
     if !touches_bucket(&caller.scope, &bucket) {
