@@ -26,14 +26,20 @@ const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Closing a connection whose request body is still arriving resets it, and a client still sending (one that
 /// does not wait for `100 Continue`, such as the AWS SDK for Rust) then sees a broken pipe instead of the answer
 /// already sent to it: the refusal, or the store's `412 PreconditionFailed`. S3 and nginx keep reading, so do we.
+///
+/// Except when the client asked `Expect: 100-continue` and the body was never read: hyper then never sent
+/// `100 Continue`, the client need not send the body at all (botocore does not, and reuses the connection), and
+/// reading it would eat the next request. hyper closes such a connection, which is right.
 #[derive(Debug)]
 pub struct Lingering {
     inner: Option<hyper::body::Incoming>,
+    awaits_continue: bool,
 }
 
 impl Lingering {
-    pub fn new(body: hyper::body::Incoming) -> Self {
-        Self { inner: Some(body) }
+    /// `expects_continue`: the request carried `Expect: 100-continue`.
+    pub fn new(body: hyper::body::Incoming, expects_continue: bool) -> Self {
+        Self { inner: Some(body), awaits_continue: expects_continue }
     }
 }
 
@@ -42,6 +48,8 @@ impl Body for Lingering {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // hyper answers `100 Continue` on this first read: from now on the client sends the body.
+        self.awaits_continue = false;
         match self.inner.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
@@ -60,7 +68,7 @@ impl Body for Lingering {
 impl Drop for Lingering {
     fn drop(&mut self) {
         let Some(mut body) = self.inner.take() else { return };
-        if body.is_end_stream() {
+        if body.is_end_stream() || self.awaits_continue {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };

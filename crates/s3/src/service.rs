@@ -154,7 +154,9 @@ pub(crate) fn s3_settings(front: &S3Front) -> SigV4Settings {
 
 async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts, body: Incoming) -> Response<BoxBody> {
     // From here on, a refusal or an early answer from the store leaves the rest of the body to be read.
-    let body = Lingering::new(body);
+    let expects_continue =
+        parts.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let body = Lingering::new(body, expects_continue);
     let path = parts.uri.path().to_owned();
     let method = parts.method.clone();
     let caller =
