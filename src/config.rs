@@ -46,10 +46,41 @@ pub struct Config {
     pub audit: AuditSection,
     #[serde(default)]
     pub token_service: TokenServiceConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./lakegate-data")
+}
+
+/// The `[shutdown]` section: what happens on SIGTERM or SIGINT (read by the runtime, which runs the drain).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long requests in flight get to finish once the drain starts; what is still open then is cut (and
+    /// audited as incomplete). Kubernetes kills a pod `terminationGracePeriodSeconds` (default 30 s) after
+    /// SIGTERM, so the default leaves 5 s to flush the audit log.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "de_humantime")]
+    pub grace: std::time::Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace: default_shutdown_grace() }
+    }
+}
+
+fn default_shutdown_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(25)
+}
+
+/// A duration written as humantime text (`"25s"`, `"1m 30s"`, `"500ms"`). A bare number is refused: its unit
+/// would be a guess.
+fn de_humantime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim())
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"25s\"")))
 }
 
 /// Why a configuration could not be loaded.
@@ -163,6 +194,8 @@ fn parse_env_value(raw: &str) -> toml::Value {
 
 #[cfg(test)]
 mod tests {
+    use lakegate_core::audit::Durability;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -206,6 +239,35 @@ mod tests {
         )
         .expect("issuer config loads");
         assert!(!c.dev_issuer_enabled());
+    }
+
+    #[test]
+    fn the_shutdown_grace_is_25s_unless_a_duration_is_given() {
+        let c = Config::load_from(None, None, env(&[])).expect("defaults load");
+        assert_eq!(c.shutdown.grace, std::time::Duration::from_secs(25));
+        let c = Config::load_from(None, None, env(&[("LAKEGATE__SHUTDOWN__GRACE", "1m 30s")])).expect("loads");
+        assert_eq!(c.shutdown.grace, std::time::Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_shutdown_grace_without_a_unit_is_refused() {
+        let err = Config::load_from(None, None, env(&[("LAKEGATE__SHUTDOWN__GRACE", "25")])).expect_err("no unit");
+        assert!(err.to_string().contains("grace"), "{err}");
+    }
+
+    #[test]
+    fn audit_durability_is_batch_unless_sync_is_chosen() {
+        let c = Config::load_from(None, None, env(&[])).expect("defaults load");
+        assert_eq!(c.audit_config().durability, Durability::Batch);
+        let c = Config::load_from(None, None, env(&[("LAKEGATE__AUDIT__DURABILITY", "sync")])).expect("loads");
+        assert_eq!(c.audit_config().durability, Durability::Sync);
+    }
+
+    #[test]
+    fn an_unknown_audit_durability_is_refused() {
+        let err = Config::load_from(None, None, env(&[("LAKEGATE__AUDIT__DURABILITY", "fsync")]))
+            .expect_err("unknown durability");
+        assert!(err.to_string().contains("fsync"), "{err}");
     }
 
     #[test]

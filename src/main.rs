@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use lakegate_core::identity::{DevIssuer, Principal, Verifier};
 use lakegate_core::policy::{self, PolicyStore, RequestContext, Resource, TableName, TableOp};
+use lakegate_net::drain::Signals;
 
 use crate::config::Config;
 
@@ -165,7 +166,9 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
     init_logging();
     let config = Config::load(config.as_deref(), data_dir.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
+        // Before anything listens: from here on SIGTERM drains instead of killing.
+        let mut signals = Signals::install().context("installing the signal handlers")?;
         let running = runtime::start(&config).await?;
         let data = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
         println!("lakegate {} is running", env!("CARGO_PKG_VERSION"));
@@ -187,7 +190,15 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
-        println!("  audit    {}", running.gate.auditor.current_file().display());
+        println!(
+            "  audit    {} (durability {})",
+            running.gate.auditor.current_file().display(),
+            config.audit.sink.durability
+        );
+        println!(
+            "  shutdown SIGTERM/SIGINT drain for up to {}; a second signal exits at once",
+            humantime::format_duration(config.shutdown.grace)
+        );
         if let Some(key) = &running.dev_issuer {
             println!();
             println!("  !! DEV TOKEN ISSUER ENABLED: anyone who can read {} can mint tokens. !!", key.display());
@@ -197,12 +208,34 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
                 data.display()
             );
         }
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
-        eprintln!("shutting down");
-        let _ = running.gate.auditor.flush().await;
+        let signal = signals.recv().await.context("waiting for SIGTERM or SIGINT")?;
+        tracing::info!(signal = signal.name(), "shutting down");
+        let auditor = running.gate.auditor.clone();
+        tokio::spawn(async move {
+            if let Some(second) = signals.recv().await {
+                tracing::error!(signal = second.name(), "second signal: exiting now, requests in flight are cut");
+                // Best effort: what is queued reaches the disk, records of requests still running do not.
+                match tokio::time::timeout(FORCED_FLUSH_WAIT, auditor.flush()).await {
+                    Ok(Ok(())) => tracing::info!("audit queue flushed"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "audit queue not flushed"),
+                    Err(_) => tracing::error!("audit queue not flushed in time"),
+                }
+                std::process::exit(i32::from(second.exit_code()));
+            }
+        });
+        running.shutdown(config.shutdown.grace).await?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Tasks still parked (policy watcher, token refresh) must not hold the exit up.
+    runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+    result
 }
+
+/// How long a second signal's audit flush may take before the process exits anyway.
+const FORCED_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long the runtime may take to stop its remaining tasks after a shutdown.
+const RUNTIME_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn token(
     sub: &str,

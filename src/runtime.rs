@@ -10,7 +10,8 @@ use lakegate_core::gate::Gate;
 use lakegate_core::identity::{DevIssuer, Signer, TokenService, Verifier};
 use lakegate_core::metrics;
 use lakegate_core::policy::{self, PolicyEngine, watch::ReloadOutcome};
-use lakegate_net::{ListenError, http, serve_http, tls};
+use lakegate_net::drain::{Drain, Outcome};
+use lakegate_net::{ListenError, OnDrain, http, serve_http, tls};
 
 use crate::config::Config;
 
@@ -34,6 +35,8 @@ pub struct Running {
     pub sql_addr: SocketAddr,
     pub policy_dir: PathBuf,
     pub dev_issuer: Option<PathBuf>,
+    /// The drain every listener and connection listens to.
+    pub drain: Drain,
 }
 
 /// Why start-up failed.
@@ -67,6 +70,7 @@ pub enum StartError {
 
 /// Builds the core services and starts every listener; returns once they are bound.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let drain = Drain::new();
     let data = &config.data_dir;
     std::fs::create_dir_all(data).map_err(|source| StartError::DataDir { path: data.clone(), source })?;
     let policy_dir = config.policy_dir();
@@ -126,18 +130,26 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(tls) => Some(tls::server_config(tls, &[b"postgresql"])?),
         None => None,
     };
-    let sql_addr = lakegate_sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone())
+    let sql_addr = lakegate_sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone(), drain.watch())
         .await
         .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
 
     let control_gate = gate.clone();
-    let control_addr = serve_http(&config.control, move |req, peer| {
+    let control_drain = drain.watch();
+    let control_addr = serve_http(&config.control, drain.watch(), OnDrain::KeepServing, move |req, peer| {
         let gate = control_gate.clone();
         let sql = sql.clone();
+        let drain = control_drain.clone();
         async move {
+            if drain.is_draining() {
+                let continues = lakegate_sql::trino::continues_open_query(req.method(), req.uri().path());
+                if let Some(refused) = lakegate_control::while_draining(&req, continues) {
+                    return refused;
+                }
+            }
             // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
             if lakegate_sql::trino::handles(req.uri().path()) {
-                return lakegate_sql::trino::handle(&sql, req, peer).await;
+                return lakegate_sql::trino::handle(&sql, req, peer, &drain).await;
             }
             lakegate_control::handle(&gate, req, peer).await
         }
@@ -146,8 +158,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
     let s3 = Arc::new(s3_front(config, gate.clone(), keys).await?);
     let s3_backend = s3.backend.describe();
-    let s3_addr =
-        serve_http(&config.s3.listener(), move |req, peer| lakegate_s3::handle(s3.clone(), req, peer)).await?;
+    let s3_addr = serve_http(&config.s3.listener(), drain.watch(), OnDrain::StopAccepting, move |req, peer| {
+        lakegate_s3::handle(s3.clone(), req, peer)
+    })
+    .await?;
 
     Ok(Running {
         gate,
@@ -157,7 +171,62 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         sql_addr,
         policy_dir,
         dev_issuer: dev.map(|d| d.path().to_owned()),
+        drain,
     })
+}
+
+/// Longest wait, after the drain is closed, for connections to drop what they still hold.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest wait for the audit log to be written and synced at the end of a shutdown. A writer that cannot
+/// write has already printed what it holds to stderr; the process must still end before Kubernetes kills it.
+const FLUSH_WAIT: Duration = Duration::from_secs(4);
+
+/// Why a shutdown did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("the audit log could not be flushed: {0}")]
+    Audit(#[from] lakegate_core::audit::AuditError),
+    #[error("the audit log was not flushed within {0:?} (the events it holds were printed to stderr)")]
+    FlushTimeout(Duration),
+}
+
+impl Running {
+    /// Shuts down gracefully: readiness turns 503 and listeners stop accepting (see [`OnDrain`]), requests in
+    /// flight get `grace` to finish, whatever is still open then is dropped (its audit record says
+    /// incomplete), and the audit queue is written and synced. Each phase is logged.
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), ShutdownError> {
+        self.drain.start();
+        tracing::info!(
+            grace = %humantime::format_duration(grace),
+            in_flight = self.drain.in_flight(),
+            "draining: /readyz answers 503, listeners stopped accepting, waiting for requests in flight"
+        );
+        match self.drain.wait(grace).await {
+            Outcome::Drained => tracing::info!("drained: no request in flight"),
+            Outcome::GraceExpired { in_flight } => tracing::warn!(
+                in_flight,
+                "grace period over: closing what is still open (its audit records are marked incomplete)"
+            ),
+        }
+        self.drain.close();
+        let abandoned = lakegate_sql::trino::close_open_queries().await;
+        if abandoned > 0 {
+            tracing::warn!(queries = abandoned, "closed Trino queries that were not fetched to their end");
+        }
+        if let Outcome::GraceExpired { in_flight } = self.drain.wait(CLOSE_WAIT).await {
+            tracing::warn!(in_flight, "connections still closing; flushing the audit log regardless");
+        }
+        tracing::info!("flushing the audit log");
+        match tokio::time::timeout(FLUSH_WAIT, self.gate.auditor.flush()).await {
+            Ok(Ok(())) => {
+                tracing::info!("audit log written and synced; stopped");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ShutdownError::FlushTimeout(FLUSH_WAIT)),
+        }
+    }
 }
 
 /// Builds the S3 front: credentials keys, the store, the role profiles.

@@ -4,6 +4,7 @@
 
 mod control;
 mod identity;
+mod lifecycle;
 mod oidc;
 mod policy;
 mod s3;

@@ -2,6 +2,7 @@
 //! whose token the pod holds; the central Lakegate decides and audits, naming the user, the workload's session
 //! and (after an exchange) the workload as actor.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Lakegate, eventually, free_port, http, wait_for_port};
+use crate::support::{Lakegate, eventually, free_port, http, send_signal, wait_exit, wait_for_port};
 
 /// A running `lakegate-sidecar`; killed on drop.
 struct Sidecar {
@@ -286,4 +287,31 @@ fn over_mutual_tls_the_sidecar_is_served_and_a_client_without_a_certificate_is_n
     let refused = http().get(format!("{}/lake?list-type=2&prefix=sales/", without.url())).send().expect("list");
     assert_eq!(refused.status(), 503, "the central Lakegate refuses the handshake");
     assert!(refused.text().expect("body").contains("ServiceUnavailable"));
+}
+
+#[test]
+fn on_sigterm_the_sidecar_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
+    let lg = Lakegate::start(&[]);
+    let token = write_token(lg.data(), "alice.jwt", &lg.token("alice", &["analysts"], &[]));
+    let mut sidecar = Sidecar::start(&central(&lg), &token, &[]);
+    let data: Vec<u8> = (0..32 * 1024 * 1024).map(|i: usize| (i % 251) as u8).collect();
+    let url = format!("{}/lake/sales/large.bin", sidecar.url());
+    let put = http().put(&url).body(data.clone()).send().expect("put through the sidecar");
+    assert_eq!(put.status(), 200, "{}", put.text().unwrap_or_default());
+    // A reader that stops after the first bytes keeps the response in flight.
+    let mut in_flight = http().get(&url).send().expect("get through the sidecar");
+    assert_eq!(in_flight.status(), 200);
+    let mut body = vec![0u8; 64 * 1024];
+    in_flight.read_exact(&mut body).expect("the first bytes");
+
+    send_signal(&sidecar.child, "TERM");
+
+    eventually("the sidecar to stop accepting", || {
+        let fresh = reqwest::blocking::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        fresh.get(format!("{}/lake/sales/other.bin", sidecar.url())).send().is_err().then_some(())
+    });
+    in_flight.read_to_end(&mut body).expect("the rest of the body");
+    assert!(body == data, "the request in flight is served to its end ({} bytes)", body.len());
+    let status = wait_exit(&mut sidecar.child);
+    assert!(status.success(), "exit status {status:?}");
 }

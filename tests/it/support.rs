@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use lakegate_core::identity::DevIssuer;
@@ -77,6 +77,21 @@ impl Lakegate {
         self.data_dir.path()
     }
 
+    /// Sends `signal` (`"TERM"`, `"INT"`, `"KILL"`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal);
+    }
+
+    /// Waits for the server process to exit on its own and returns how it ended.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child)
+    }
+
+    /// `lakegate audit verify` over every audit file the server wrote: its output, and whether it passed.
+    pub fn verify_audit(&self) -> (bool, String) {
+        verify_audit_dir(&self.data().join("audit"))
+    }
+
     /// `http://127.0.0.1:PORT` of the control endpoint.
     pub fn control_url(&self) -> String {
         format!("http://{}", self.control)
@@ -103,6 +118,38 @@ impl Drop for Lakegate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` (`"TERM"`, `"INT"`, `"KILL"`) to `child`, with kill(1).
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{signal} {} failed", child.id());
+}
+
+/// Waits (at most a minute, so that a hung process fails the test instead of hanging it) for `child` to exit.
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the process") {
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `lakegate audit verify` over every `audit-*.jsonl` file in `dir`: its output, and whether it passed.
+pub fn verify_audit_dir(dir: &Path) -> (bool, String) {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    assert!(!files.is_empty(), "no audit files in {}", dir.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_lakegate"))
+        .args(["audit", "verify"])
+        .args(&files)
+        .output()
+        .expect("run lakegate audit verify");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// A dev-issuer token minted in-process from the key in `data_dir` (as `lakegate token` does).

@@ -47,10 +47,11 @@ CASES = {
 }
 # The config.toml keys documented in docs/configuration.md that the chart writes.
 DOCUMENTED = {
-    "": {"data_dir", "control", "s3", "sql", "policy", "identity", "audit"},
+    "": {"data_dir", "control", "s3", "sql", "policy", "identity", "audit", "shutdown"},
     "policy": {"dir", "reload_interval_seconds"},
     "identity": {"dev_issuer", "max_token_bytes", "issuers"},
-    "audit": {"dir", "max_file_bytes", "queue_capacity", "enqueue_timeout_ms", "stdout", "fail_open"},
+    "audit": {"dir", "max_file_bytes", "queue_capacity", "enqueue_timeout_ms", "stdout", "fail_open", "durability"},
+    "shutdown": {"grace"},
 }
 
 
@@ -217,9 +218,11 @@ def test_values_schema_is_a_valid_draft7_schema_that_accepts_every_test_render(r
      "is not one of"),
     (lambda v: v["networkPolicy"]["ingress"].update(sql=[{"ports": [5433]}]), "was unexpected"),
     (lambda v: v["policies"].update(files={"../escape.cedar": ""}), "does not match"),
+    (lambda v: v["config"]["audit"].update(durability="fsync"), "is not one of"),
+    (lambda v: v["config"]["shutdown"].update(graceSeconds="25s"), "is not of type 'integer'"),
 ], ids=["negative-replicas", "string-replicas", "unknown-top-level-key", "unknown-config-key", "root-uid",
         "no-key-secret", "tls-without-secret", "service-type", "pull-policy", "two-key-sources", "no-audience",
-        "hmac-algorithm", "bad-peer", "bad-policy-file-name"])
+        "hmac-algorithm", "bad-peer", "bad-policy-file-name", "unknown-durability", "grace-as-text"])
 def test_values_schema_rejects_bad_values(renderer, tmp_path, change, expect):
     values = default_values()
     change(values)
@@ -284,6 +287,49 @@ def test_serve_args_ports_probes_and_resources(rendered, case):
     m = mounts(out)["/etc/lakegate/config.toml"]
     assert m["subPath"] == "config.toml" and m["readOnly"]
     assert volumes(out)[m["name"]]["configMap"]["name"] == "lakegate-config"
+
+
+def seconds(duration):
+    """Seconds of a humantime duration as the chart writes it ("25s")."""
+    assert duration.endswith("s") and duration[:-1].isdigit(), duration
+    return int(duration[:-1])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kubernetes_waits_for_the_drain_and_the_audit_flush_and_readiness_fails_fast(rendered, case):
+    out = rendered[case]
+    grace = seconds(tomllib.loads(config_toml(out))["shutdown"]["grace"])
+    termination = pod_spec(out)["terminationGracePeriodSeconds"]
+    # SIGKILL comes terminationGracePeriodSeconds after SIGTERM: the drain and then the audit flush must fit.
+    assert termination >= grace + 5, (termination, grace)
+    # A draining pod answers /readyz 503 at once; the probe must notice within seconds, not after the drain.
+    readiness = container(out)["readinessProbe"]
+    assert readiness["httpGet"]["path"] == "/readyz"
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] <= 5, readiness
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] < grace
+
+
+def test_the_default_shutdown_timings_are_25s_of_grace_within_30s(rendered):
+    assert tomllib.loads(config_toml(rendered["defaults"]))["shutdown"] == {"grace": "25s"}
+    assert pod_spec(rendered["defaults"])["terminationGracePeriodSeconds"] == 30
+
+
+def test_a_termination_grace_period_too_short_for_the_drain_fails_the_render(renderer, tmp_path):
+    values = tmp_path / "short.yaml"
+    values.write_text("terminationGracePeriodSeconds: 20\nconfig:\n  shutdown:\n    graceSeconds: 25\n")
+    with pytest.raises(RenderError, match="terminationGracePeriodSeconds must be at least"):
+        render(renderer, [values])
+    values.write_text("terminationGracePeriodSeconds: 65\nconfig:\n  shutdown:\n    graceSeconds: 60\n")
+    out = render(renderer, [values])
+    assert tomllib.loads(config_toml(out))["shutdown"]["grace"] == "60s"
+    assert pod_spec(out)["terminationGracePeriodSeconds"] == 65
+
+
+def test_audit_durability_is_written_to_the_config(renderer, rendered, tmp_path):
+    assert tomllib.loads(config_toml(rendered["defaults"]))["audit"]["durability"] == "batch"
+    values = tmp_path / "sync.yaml"
+    values.write_text("config:\n  audit:\n    durability: sync\n")
+    assert tomllib.loads(config_toml(render(renderer, [values])))["audit"]["durability"] == "sync"
 
 
 @pytest.mark.parametrize("case", CASES)

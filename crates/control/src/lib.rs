@@ -77,6 +77,32 @@ where
     response
 }
 
+/// The answer to `req` while Lakegate drains, or `None` to serve it as usual.
+///
+/// `/readyz` turns 503 and says `draining`, so the load balancer stops sending traffic here; `/healthz` and
+/// `/metrics` still answer (the process is healthy, only leaving); a request that `continues_open_work` (the next
+/// page of an open query) is served; anything that would start new work is refused with 503.
+pub fn while_draining<B>(req: &Request<B>, continues_open_work: bool) -> Option<Response<Body>> {
+    let request_id = h::new_request_id();
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/readyz") => {
+            h::json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "draining"}), &request_id)
+        }
+        (&Method::GET, "/healthz" | "/metrics") => return None,
+        _ if continues_open_work => return None,
+        _ => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "Shutting down",
+            "this replica is draining: retry on another",
+            &request_id,
+        )
+        .response(),
+    };
+    metrics::REQUESTS.inc(&[("front", "control"), ("status", response.status().as_str())]);
+    Some(response)
+}
+
 fn readiness(gate: &Gate, request_id: &str) -> Response<Body> {
     let audit = gate.auditor.healthy();
     let policies = gate.policy.store().len();

@@ -1,15 +1,16 @@
-//! Networking shared by every front and the sidecar: listener settings, TLS (rustls), serving HTTP, request
-//! ids, small HTTP helpers and RFC 7807 problem responses.
+//! Networking shared by every front and the sidecar: listener settings, TLS (rustls), serving HTTP, graceful
+//! shutdown (the drain), request ids, small HTTP helpers and RFC 7807 problem responses.
 //!
 //! Knows nothing of Lakegate's policy or audit; fronts build on it.
 
 pub mod config;
+pub mod drain;
 pub mod http;
 pub mod listener;
 pub mod tls;
 
 pub use config::{ListenerConfig, TlsConfig};
-pub use listener::{ListenError, serve_http};
+pub use listener::{ListenError, OnDrain, serve_http};
 
 /// A client error with its chain of causes (hyper's own text is only "client error (Connect)").
 pub fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {

@@ -1,14 +1,17 @@
-//! Serving HTTP on a listener: HTTP/1.1 and HTTP/2, TLS when configured, one task per connection.
+//! Serving HTTP on a listener: HTTP/1.1 and HTTP/2, TLS when configured, one task per connection, and a
+//! graceful end when the drain says so.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ListenerConfig;
+use crate::drain::{Guard, Watch};
 use crate::tls::{self, TlsError};
 
 /// Why a listener could not be started.
@@ -20,9 +23,27 @@ pub enum ListenError {
     Tls(#[from] TlsError),
 }
 
+/// How an HTTP listener behaves once the drain starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDrain {
+    /// A data listener (S3, the sidecar): it stops accepting at once, every connection closes as soon as its
+    /// request in flight has finished (idle keep-alive connections at once), a request that starts after the
+    /// signal is answered 503, and every connection counts as work in flight until it closes.
+    StopAccepting,
+    /// The control listener: it keeps accepting until the drain is over, because the kubelet's readiness
+    /// probe must see `/readyz` turn 503 and clients page through open queries; its handler refuses new work.
+    /// Each request counts as work in flight while its handler runs; idle connections do not hold the drain.
+    KeepServing,
+}
+
 /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (TLS when configured) with `handler`, one task per
-/// connection. Returns the bound address (useful with port 0).
-pub async fn serve_http<F, Fut, B>(listener: &ListenerConfig, handler: F) -> Result<SocketAddr, ListenError>
+/// connection, until `drain` says otherwise (see [`OnDrain`]). Returns the bound address (useful with port 0).
+pub async fn serve_http<F, Fut, B>(
+    listener: &ListenerConfig,
+    drain: Watch,
+    on_drain: OnDrain,
+    handler: F,
+) -> Result<SocketAddr, ListenError>
 where
     F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
@@ -37,47 +58,139 @@ where
         None => None,
     };
     tokio::spawn(async move {
+        let stop = stop_accepting(&drain, on_drain);
+        tokio::pin!(stop);
         loop {
-            let (stream, peer) = match tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                accepted = tcp.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
             // Responses are written as a head and then body frames: without TCP_NODELAY a small response waits
             // for the client's delayed ACK (about 40 ms per request on Linux).
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
             }
-            let handler = handler.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req, peer).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let result = match acceptor {
-                    Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), service).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+            let guard = (on_drain == OnDrain::StopAccepting).then(|| drain.guard());
+            let connection = Connection { peer, drain: drain.clone(), on_drain, _guard: guard };
+            tokio::spawn(connection.serve(stream, acceptor.clone(), handler.clone()));
         }
+        drop(tcp);
+        tracing::info!(%addr, "listener closed");
     });
     Ok(addr)
+}
+
+/// Resolves when a listener of this kind stops accepting.
+async fn stop_accepting(drain: &Watch, on_drain: OnDrain) {
+    match on_drain {
+        OnDrain::StopAccepting => drain.draining().await,
+        OnDrain::KeepServing => drain.closed().await,
+    }
+}
+
+/// One accepted HTTP connection.
+struct Connection {
+    peer: SocketAddr,
+    drain: Watch,
+    on_drain: OnDrain,
+    /// Held until the connection closes (data listeners only).
+    _guard: Option<Guard>,
+}
+
+impl Connection {
+    async fn serve<F, Fut, B>(self, stream: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>, handler: F)
+    where
+        F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let peer = self.peer;
+        match acceptor {
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                let tls = tokio::select! {
+                    tls = handshake => tls,
+                    () = stop_accepting(&self.drain, self.on_drain) => return,
+                };
+                match tls {
+                    Ok(Ok(tls)) => self.http(TokioIo::new(tls), handler).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+            None => self.http(TokioIo::new(stream), handler).await,
+        }
+    }
+
+    async fn http<I, F, Fut, B>(&self, io: I, handler: F)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        F: Fn(::http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ::http::Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let peer = self.peer;
+        let drain = self.drain.clone();
+        let on_drain = self.on_drain;
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            let drain = drain.clone();
+            async move {
+                let response = match on_drain {
+                    // Between the signal and hyper closing the connection, a request can still arrive on it.
+                    OnDrain::StopAccepting if drain.is_draining() => draining_response(),
+                    OnDrain::StopAccepting => handler(req, peer).await.map(Either::Left),
+                    OnDrain::KeepServing => {
+                        let _in_flight = drain.guard();
+                        handler(req, peer).await.map(Either::Left)
+                    }
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop_accepting(&self.drain, self.on_drain) => {
+                // Finish the request in flight, then close; an idle connection closes at once.
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = self.drain.closed() => {
+                        tracing::debug!(%peer, "connection dropped at the end of the drain");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The answer to a request that arrives on a data listener after the drain started.
+fn draining_response<B>() -> ::http::Response<Either<B, Full<bytes::Bytes>>> {
+    let mut response = ::http::Response::new(Either::Right(Full::new(bytes::Bytes::from_static(
+        b"lakegate is shutting down; retry on another replica\n",
+    ))));
+    *response.status_mut() = ::http::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(::http::header::CONNECTION, ::http::HeaderValue::from_static("close"));
+    headers.insert(::http::header::RETRY_AFTER, ::http::HeaderValue::from_static("1"));
+    headers.insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("text/plain"));
+    response
 }

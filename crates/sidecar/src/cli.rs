@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use lakegate_net::drain::{Drain, Outcome, Signals};
 
 /// Options of the sidecar: where the token is, where the central Lakegate is, how to name the workload.
 #[derive(clap::Args)]
@@ -47,9 +48,15 @@ pub struct Args {
     pub client_cert: Option<PathBuf>,
     #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// How long requests in flight get to finish after SIGTERM or SIGINT (humantime, e.g. 25s).
+    #[arg(long, env = "LAKEGATE_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
 }
 
-/// Runs the sidecar until it is told to stop.
+/// How long the runtime may take to stop its remaining tasks (the credential refresh) after the drain.
+const RUNTIME_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the sidecar until SIGTERM or SIGINT, then drains its clients (see [`lakegate_net::drain`]).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     use crate::{self as sidecar, ActorCredentials, ExchangeClient, SidecarConfig};
     let actor = match (args.client_id, args.client_secret_file, args.actor_token_file) {
@@ -85,13 +92,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         client_identity: args.client_cert.zip(args.client_key),
         token_poll: std::time::Duration::from_secs(1),
     };
+    let grace = args.shutdown_grace;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let (addr, _sidecar) = sidecar::start(config).await?;
+    let result = runtime.block_on(async {
+        let mut signals = Signals::install().context("installing the signal handlers")?;
+        let drain = Drain::new();
+        let (addr, _sidecar) = sidecar::start(config, drain.watch()).await?;
         println!("lakegate sidecar {} is running", env!("CARGO_PKG_VERSION"));
         println!("  s3       http://{addr}   (any credentials; path-style)");
         println!("  upstream {}", args.upstream);
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+        let signal = signals.recv().await.context("waiting for SIGTERM or SIGINT")?;
+        tokio::spawn(async move {
+            if let Some(second) = signals.recv().await {
+                tracing::error!(signal = second.name(), "second signal: exiting now, requests in flight are cut");
+                std::process::exit(i32::from(second.exit_code()));
+            }
+        });
+        drain.start();
+        tracing::info!(
+            signal = signal.name(),
+            grace = %humantime::format_duration(grace),
+            in_flight = drain.in_flight(),
+            "draining: the listener stopped accepting, waiting for requests in flight"
+        );
+        match drain.wait(grace).await {
+            Outcome::Drained => tracing::info!("drained: no request in flight; stopped"),
+            Outcome::GraceExpired { in_flight } => {
+                tracing::warn!(in_flight, "grace period over: cutting the requests still in flight");
+                drain.close();
+            }
+        }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+    result
 }

@@ -20,7 +20,8 @@ pub use session::{ActorCredentials, ExchangeClient, Session, SessionConfig, Sess
 pub use upstream::{Upstream, UpstreamError};
 
 use lakegate_net::ListenerConfig;
-use lakegate_net::{ListenError, serve_http, tls};
+use lakegate_net::drain::Watch;
+use lakegate_net::{ListenError, OnDrain, serve_http, tls};
 use lakegate_s3_protocol::sts::valid_session_name;
 
 /// The role a sidecar asks for unless told otherwise: the one where policy alone decides.
@@ -69,8 +70,9 @@ pub struct Sidecar {
     pub region: String,
 }
 
-/// Starts the credential refresh and the loopback listener; returns the bound address.
-pub async fn start(config: SidecarConfig) -> Result<(SocketAddr, Arc<Sidecar>), SidecarError> {
+/// Starts the credential refresh and the loopback listener; returns the bound address. Once `drain` starts, the
+/// listener stops accepting and its connections close as their requests in flight finish.
+pub async fn start(config: SidecarConfig, drain: Watch) -> Result<(SocketAddr, Arc<Sidecar>), SidecarError> {
     if !config.listen.ip().is_loopback() {
         return Err(SidecarError::NotLoopback(config.listen));
     }
@@ -103,7 +105,7 @@ pub async fn start(config: SidecarConfig) -> Result<(SocketAddr, Arc<Sidecar>), 
     let sidecar = Arc::new(Sidecar { session, upstream, region: config.region });
     let listener = ListenerConfig { listen: config.listen, tls: None };
     let handler = sidecar.clone();
-    let addr = serve_http(&listener, move |req, _peer| {
+    let addr = serve_http(&listener, drain, OnDrain::StopAccepting, move |req, _peer| {
         let sidecar = handler.clone();
         async move { forward::handle(&sidecar, req).await }
     })

@@ -27,7 +27,7 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireConnectionState, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::PgWireFrontendMessage;
@@ -44,38 +44,152 @@ use super::rows::{Cell, Column, ColumnType, numeric};
 use super::session::{Outcome, Param, Prepared, SERVER_VERSION, Session};
 use lakegate_core::audit::Front;
 use lakegate_core::gate::{GateError, Origin};
+use lakegate_net::drain::Watch;
 use lakegate_net::http::new_request_id;
 
-/// Binds the PostgreSQL wire listener and serves it; returns the bound address.
+/// Binds the PostgreSQL wire listener and serves it until `drain` starts; returns the bound address.
 pub async fn serve(
     listen: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     service: Arc<SqlService>,
+    drain: Watch,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let acceptor = tls.map(pgwire::tokio::TlsAcceptor::from);
     tokio::spawn(async move {
+        let stop = drain.draining();
+        tokio::pin!(stop);
         loop {
-            let (socket, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sql accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (socket, peer) = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sql accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
             let _ = socket.set_nodelay(true);
             let handlers = Arc::new(Connection { service: service.clone(), peer, session: Arc::new(Mutex::new(None)) });
             let acceptor = acceptor.clone();
+            let drain = drain.clone();
+            let in_flight = drain.guard();
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, Handlers(handlers)).await {
-                    tracing::debug!(%peer, error = %e, "sql connection ended with an error");
+                let _in_flight = in_flight;
+                tokio::select! {
+                    result = session_loop(socket, acceptor, Handlers(handlers), &drain) => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "sql connection ended with an error");
+                        }
+                    }
+                    () = drain.closed() => tracing::debug!(%peer, "sql connection dropped at the end of the drain"),
                 }
             });
         }
+        drop(listener);
+        tracing::info!(%addr, "sql listener closed");
     });
     Ok(addr)
+}
+
+/// How long a client may take to negotiate TLS and authenticate (as pgwire's own loop allows).
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One connection's message loop: pgwire's `process_socket`, plus the drain. While Lakegate drains, a session
+/// finishes the statement it is running; between statements it is ended with the FATAL error PostgreSQL sends
+/// on a shutdown (57P01 `admin_shutdown`; 57P03 `cannot_connect_now` to a client still authenticating).
+async fn session_loop(
+    tcp: tokio::net::TcpStream,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    handlers: Handlers,
+    drain: &Watch,
+) -> std::io::Result<()> {
+    use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+
+    let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_deadline);
+    let negotiated = tokio::select! {
+        () = &mut startup_deadline => return Ok(()),
+        () = drain.draining() => return Ok(()),
+        socket = negotiate_tls(tcp, tls) => socket?,
+    };
+    // A client that asked for direct TLS when none is configured.
+    let Some(mut socket) = negotiated else { return Ok(()) };
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let on_error = handlers.error_handler();
+    // True after a Query or a Sync (the end of a statement), false inside an extended-protocol exchange.
+    let mut between_statements = true;
+    loop {
+        let authenticating = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        );
+        let msg = tokio::select! {
+            // Before reading: a statement the client sent after the signal is not started.
+            biased;
+            () = drain.draining(), if between_statements || authenticating => {
+                let (code, message) = if authenticating {
+                    ("57P03", "the database system is shutting down")
+                } else {
+                    ("57P01", "terminating connection due to administrator command")
+                };
+                let info = ErrorInfo::new("FATAL".to_owned(), code.to_owned(), message.to_owned());
+                socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+                return socket.close().await;
+            }
+            () = &mut startup_deadline, if authenticating => return Ok(()),
+            msg = socket.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { return Ok(()) };
+        // The client is leaving: close, as PostgreSQL does.
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        between_statements = match &msg {
+            PgWireFrontendMessage::Query(_) | PgWireFrontendMessage::Sync(_) => true,
+            PgWireFrontendMessage::Parse(_)
+            | PgWireFrontendMessage::Bind(_)
+            | PgWireFrontendMessage::Describe(_)
+            | PgWireFrontendMessage::Execute(_)
+            | PgWireFrontendMessage::Close(_)
+            | PgWireFrontendMessage::Flush(_) => false,
+            _ => between_statements,
+        };
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => msg.is_extended_query(),
+        };
+        let cancel_request = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        let processed = process_message(
+            msg,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(mut e) = processed {
+            on_error.on_error(&socket, &mut e);
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, extended_query).await?;
+            if fatal {
+                return Ok(());
+            }
+        }
+        if cancel_request {
+            return Ok(());
+        }
+    }
 }
 
 /// One client connection: its session exists once the token is validated.

@@ -22,6 +22,7 @@ use super::rows::{Column, ColumnType, RowStream};
 use super::session::{Outcome, Session};
 use lakegate_core::audit::Front;
 use lakegate_core::gate::{GateError, Origin};
+use lakegate_net::drain::{Guard, Watch};
 use lakegate_net::http::{self as h, Body};
 
 /// Longest statement body read.
@@ -36,18 +37,35 @@ pub fn handles(path: &str) -> bool {
     path == "/v1/statement" || path.starts_with("/v1/statement/") || super::credentials::handles(path)
 }
 
+/// Whether a request only continues a query already open (the next page, or a cancel): such requests are
+/// still served while the process drains, so that clients can fetch what they started.
+pub fn continues_open_query(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::DELETE) && path.starts_with("/v1/statement/executing/")
+}
+
+/// Drops every open query, so that their audit records are submitted (as incomplete) before the process
+/// exits. Returns how many there were.
+pub async fn close_open_queries() -> usize {
+    let mut open = OPEN.lock().await;
+    let n = open.len();
+    open.clear();
+    n
+}
+
 struct OpenQuery {
     owner: String,
     columns: Vec<Column>,
     rows: RowStream,
     page: u64,
     touched: Instant,
+    /// Keeps a draining process alive until the client has fetched the query to its end (or the grace ends).
+    _in_flight: Guard,
 }
 
 static OPEN: LazyLock<Mutex<HashMap<String, Arc<Mutex<OpenQuery>>>>> = LazyLock::new(Default::default);
 
 /// Routes one request of the SQL front's HTTP routes.
-pub async fn handle<B>(service: &Arc<SqlService>, req: Request<B>, peer: SocketAddr) -> Response<Body>
+pub async fn handle<B>(service: &Arc<SqlService>, req: Request<B>, peer: SocketAddr, drain: &Watch) -> Response<Body>
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -83,8 +101,14 @@ where
             match outcome {
                 Ok((columns, rows)) => {
                     let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
-                    let query =
-                        OpenQuery { owner: principal.subject.clone(), columns, rows, page: 0, touched: Instant::now() };
+                    let query = OpenQuery {
+                        owner: principal.subject.clone(),
+                        columns,
+                        rows,
+                        page: 0,
+                        touched: Instant::now(),
+                        _in_flight: drain.guard(),
+                    };
                     let query = Arc::new(Mutex::new(query));
                     {
                         let mut open = OPEN.lock().await;

@@ -28,6 +28,10 @@ max_file_bytes = {{ include "lakegate.toml" .Values.config.audit.maxFileBytes }}
 queue_capacity = {{ include "lakegate.toml" .Values.config.audit.queueCapacity }}
 enqueue_timeout_ms = {{ include "lakegate.toml" .Values.config.audit.enqueueTimeoutMs }}
 fail_open = {{ include "lakegate.toml" .Values.config.audit.failOpen }}
+durability = {{ .Values.config.audit.durability | toJson }}
+
+[shutdown]
+grace = {{ printf "%ds" (int .Values.config.shutdown.graceSeconds) | toJson }}
 {{- with .Values.extraConfig }}
 
 # extraConfig

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::AuditConfig;
+use super::{AuditConfig, Durability};
 
 /// The audit section: the sink settings, with the directory defaulting to `<data_dir>/audit`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -28,6 +28,7 @@ impl AuditSection {
             stdout: s.stdout,
             fail_open: s.fail_open,
             enqueue_timeout: std::time::Duration::from_millis(s.enqueue_timeout_ms),
+            durability: s.durability,
         }
     }
 }
@@ -47,6 +48,9 @@ pub struct AuditSinkSettings {
     pub fail_open: bool,
     #[serde(default = "default_audit_enqueue_ms")]
     pub enqueue_timeout_ms: u64,
+    /// `batch` (default) or `sync`: whether an access waits until a record of its decision is synced to disk.
+    #[serde(default)]
+    pub durability: Durability,
 }
 
 impl Default for AuditSinkSettings {
@@ -57,6 +61,7 @@ impl Default for AuditSinkSettings {
             stdout: false,
             fail_open: false,
             enqueue_timeout_ms: default_audit_enqueue_ms(),
+            durability: Durability::default(),
         }
     }
 }

@@ -39,6 +39,17 @@ pub enum Decision {
     Error,
 }
 
+/// Which of a request's two records this is, with durability `sync`: the decision, synced before the access
+/// starts, then the outcome. Absent when the record is the request's only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Written and synced before the access began; `outcome` is `null`.
+    Decision,
+    /// How the access ended; everything else repeats the decision record.
+    Outcome,
+}
+
 /// The authenticated user as the audit log records it: only the fields an auditor needs, not the whole token
 /// (attributes and token expiry stay out of the log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +158,10 @@ pub struct AuditEvent {
     /// Front-specific details, e.g. `role_session_name` for STS.
     #[serde(default)]
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// With durability `sync`, which of the request's two records this is; absent otherwise, so that batch
+    /// records keep their form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
     /// When the request started, for `latency_ms`; not part of the record.
     #[serde(skip)]
     started: Option<Instant>,
@@ -181,6 +196,7 @@ impl AuditEvent {
             outcome: None,
             latency_ms: 0,
             extra: BTreeMap::new(),
+            stage: None,
             started: Some(Instant::now()),
         }
     }
@@ -250,6 +266,16 @@ impl AuditEvent {
     /// The outcome, created empty if the front has not set one yet.
     pub fn outcome_mut(&mut self) -> &mut Outcome {
         self.outcome.get_or_insert_with(Outcome::default)
+    }
+
+    /// The record of the decision alone, written before the access with durability `sync`: the event as it is
+    /// now, without an outcome, its latency the time to the decision.
+    pub(crate) fn decision_record(&self) -> AuditEvent {
+        let mut record = self.clone();
+        record.stage = Some(Stage::Decision);
+        record.outcome = None;
+        record.seal(true);
+        record
     }
 
     /// Called once when the event is handed to the writer: stamps the latency and, for an event whose

@@ -26,9 +26,9 @@ use std::io;
 use std::path::PathBuf;
 
 pub use config::AuditSection;
-pub use event::{AuditEvent, AuditPrincipal, Decision, Front, Outcome, SqlAudit};
+pub use event::{AuditEvent, AuditPrincipal, Decision, Front, Outcome, SqlAudit, Stage};
 pub use verify::{BreakKind, ChainBreak, VerifyReport, verify_files};
-pub use writer::{AuditConfig, AuditSlot, Auditor};
+pub use writer::{AuditConfig, AuditSlot, Auditor, Durability};
 
 /// Why the audit log refused to take an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

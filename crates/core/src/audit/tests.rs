@@ -408,3 +408,111 @@ async fn finished_slot_records_its_outcome_as_complete() {
     let outcome = events_in(tmp.path())[0].outcome.clone().unwrap();
     assert_eq!((outcome.status, outcome.incomplete), (Some(200), false));
 }
+
+// ---- durability ----------------------------------------------------------------------------------------
+
+fn sync_config(dir: &Path) -> AuditConfig {
+    AuditConfig { durability: Durability::Sync, ..config(dir) }
+}
+
+#[tokio::test]
+async fn with_sync_durability_begin_returns_once_the_decision_is_on_disk() {
+    let tmp = TempDir::new().unwrap();
+    let auditor = Auditor::start(sync_config(tmp.path())).unwrap();
+    let mut slot = auditor.begin(event(1)).await.unwrap();
+    // No flush: what `begin` waited for is already in the file.
+    let on_disk = events_in(tmp.path());
+    assert_eq!(on_disk.len(), 1);
+    assert_eq!((on_disk[0].request_id.as_str(), on_disk[0].stage), ("req-1", Some(Stage::Decision)));
+    assert_eq!((on_disk[0].decision, &on_disk[0].outcome), (Decision::Allow, &None));
+    slot.event_mut().outcome_mut().bytes_out = 4096;
+    slot.finish();
+    auditor.flush().await.unwrap();
+    let events = events_in(tmp.path());
+    assert_eq!(events.len(), 2);
+    let outcome = &events[1];
+    assert_eq!((outcome.request_id.as_str(), outcome.stage), ("req-1", Some(Stage::Outcome)));
+    assert_eq!(outcome.outcome.as_ref().map(|o| (o.bytes_out, o.incomplete)), Some((4096, false)));
+    assert_eq!(verify_dir(tmp.path()).unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn with_sync_durability_a_one_shot_record_is_a_single_record() {
+    let tmp = TempDir::new().unwrap();
+    let auditor = Auditor::start(sync_config(tmp.path())).unwrap();
+    auditor.record(event(2).deny("no policy permits", Vec::<String>::new())).await.unwrap();
+    auditor.flush().await.unwrap();
+    let events = events_in(tmp.path());
+    assert_eq!((events.len(), events[0].stage), (1, None));
+}
+
+#[tokio::test]
+async fn batch_records_carry_no_stage() {
+    let tmp = log_with(1).await;
+    let line = read_lines(&log_files(tmp.path())[0]).remove(0);
+    assert!(!line.contains("\"stage\""), "{line}");
+}
+
+#[tokio::test]
+async fn with_sync_durability_begin_is_refused_when_the_decision_cannot_be_synced() {
+    let tmp = TempDir::new().unwrap();
+    // One record per file, and a directory where the second file must go: the second decision record cannot
+    // be written.
+    let auditor = Auditor::start(AuditConfig { max_file_bytes: 1, ..sync_config(tmp.path()) }).unwrap();
+    let first = auditor.begin(event(0)).await.unwrap();
+    let blocker = tmp.path().join(chain::log_file_name(2));
+    fs::create_dir_all(&blocker).unwrap();
+    let err = auditor.begin(event(1)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable(Unavailable::WriterFailed)), "{err}");
+    // When the disk is back, the refused request's records say that its access never happened.
+    fs::remove_dir(blocker).unwrap();
+    first.finish();
+    auditor.flush().await.unwrap();
+    let refused: Vec<AuditEvent> = events_in(tmp.path()).into_iter().filter(|e| e.request_id == "req-1").collect();
+    assert_eq!(refused.iter().map(|e| e.stage).collect::<Vec<_>>(), [Some(Stage::Decision), Some(Stage::Outcome)]);
+    assert_eq!(refused[1].decision, Decision::Error);
+    assert!(refused[1].reason.as_deref().unwrap_or_default().contains("not carried out"), "{:?}", refused[1]);
+    assert_eq!(verify_dir(tmp.path()).unwrap().records, 4);
+}
+
+#[tokio::test]
+async fn with_sync_durability_concurrent_accesses_each_leave_a_decision_and_an_outcome() {
+    let tmp = TempDir::new().unwrap();
+    let auditor = Auditor::start(sync_config(tmp.path())).unwrap();
+    let begins = (0..20).map(|n| {
+        let auditor = auditor.clone();
+        tokio::spawn(async move { auditor.begin(event(n)).await.map(AuditSlot::finish) })
+    });
+    for begin in begins {
+        begin.await.unwrap().unwrap();
+    }
+    auditor.flush().await.unwrap();
+    let events = events_in(tmp.path());
+    assert_eq!(events.len(), 40);
+    for n in 0..20 {
+        let id = format!("req-{n}");
+        let stages: Vec<_> = events.iter().filter(|e| e.request_id == id).map(|e| e.stage).collect();
+        assert_eq!(stages, [Some(Stage::Decision), Some(Stage::Outcome)], "{id}");
+    }
+}
+
+#[test]
+fn sync_durability_needs_room_for_two_records() {
+    let tmp = TempDir::new().unwrap();
+    let err = Auditor::start(AuditConfig { queue_capacity: 1, ..sync_config(tmp.path()) }).unwrap_err();
+    assert!(matches!(err, AuditError::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn without_a_flush_the_checkpoint_follows_the_log_once_it_is_quiet() {
+    let tmp = TempDir::new().unwrap();
+    let auditor = Auditor::start(config(tmp.path())).unwrap();
+    for n in 0..20 {
+        auditor.record(event(n)).await.unwrap();
+    }
+    let checkpoint_seq =
+        || chain::read_checkpoint(tmp.path()).ok().flatten().and_then(|c| c.tip().ok()).map(|tip| tip.seq);
+    eventually(|| checkpoint_seq() == Some(19)).await;
+    assert_eq!(checkpoint_seq(), Some(19));
+    assert_eq!(verify_dir(tmp.path()).unwrap().checkpoint_seq, Some(19));
+}

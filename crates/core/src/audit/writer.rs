@@ -1,7 +1,7 @@
 //! [`Auditor`], the handle fronts use, and the writer thread that owns the log files.
 //!
 //! The request path only ever touches a bounded queue. One thread owns the files: it takes what is queued,
-//! chains it, writes it as one batch, syncs, then moves the checkpoint. It is an OS thread rather than a tokio
+//! chains it, writes it as one batch, syncs, then (in the next lull) moves the checkpoint. It is an OS thread rather than a tokio
 //! task because every step is blocking file I/O, and a blocking task that retries forever would also hold up
 //! runtime shutdown.
 
@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer};
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,14 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most events written in one batch (one sync).
 const MAX_BATCH: usize = 1024;
+
+/// Moving the checkpoint costs a sync and a rename, as much as writing a batch. While events keep coming it is
+/// held back, so that a busy log moves it once per lull instead of after every batch: it moves once no event has
+/// arrived for this long...
+const CHECKPOINT_LULL: Duration = Duration::from_millis(2);
+
+/// ...or, under continuous load, at least this often; and always before a flush is answered.
+const CHECKPOINT_MAX_LAG: Duration = Duration::from_millis(100);
 
 /// Audit settings (`[audit]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,6 +51,31 @@ pub struct AuditConfig {
     /// or a string such as `"100ms"` or `"2s"`.
     #[serde(deserialize_with = "de_duration")]
     pub enqueue_timeout: Duration,
+    /// When an allowed access's record must be on disk (see [`Durability`]).
+    pub durability: Durability,
+}
+
+/// When the record of an allowed access reaches the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The record is queued before the access and written (and synced) within milliseconds of the access's
+    /// end, together with whatever else is queued. A crash can lose the records of the last moments.
+    #[default]
+    Batch,
+    /// [`Auditor::begin`] returns only once a record of the decision is written and synced (group commit: the
+    /// writer takes everything queued, writes it, syncs once and wakes every waiter). The outcome follows as a
+    /// second record for the same request id. A crash cannot lose the record of an access that sent data.
+    Sync,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Batch => "batch",
+            Durability::Sync => "sync",
+        })
+    }
 }
 
 impl Default for AuditConfig {
@@ -54,6 +87,7 @@ impl Default for AuditConfig {
             stdout: false,
             fail_open: false,
             enqueue_timeout: Duration::from_millis(100),
+            durability: Durability::Batch,
         }
     }
 }
@@ -90,6 +124,8 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// What travels through the queue.
 enum Msg {
     Event(Box<AuditEvent>),
+    /// An event whose sender waits until it is written and synced (durability `sync`).
+    Synced(Box<AuditEvent>, oneshot::Sender<()>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -100,6 +136,7 @@ struct Shared {
     current_file: Mutex<PathBuf>,
     fail_open: bool,
     enqueue_timeout: Duration,
+    durability: Durability,
 }
 
 impl Shared {
@@ -135,15 +172,35 @@ impl Auditor {
         if cfg.max_file_bytes == 0 {
             return Err(AuditError::Config("max_file_bytes must be at least 1".to_owned()));
         }
+        if cfg.durability == Durability::Sync && cfg.queue_capacity < 2 {
+            // An access reserves room for its decision and its outcome record.
+            return Err(AuditError::Config("queue_capacity must be at least 2 with durability = \"sync\"".to_owned()));
+        }
         let log = LogFiles::open(&cfg)?;
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
             current_file: Mutex::new(log.current_path()),
             fail_open: cfg.fail_open,
             enqueue_timeout: cfg.enqueue_timeout,
+            durability: cfg.durability,
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-        let writer = Writer { rx, log, shared: shared.clone(), pending: Vec::new(), reported: 0, waiters: Vec::new() };
+        // The writer thread's own clock, to wait for the next event with a timeout (see `CHECKPOINT_LULL`).
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|source| AuditError::Io { path: cfg.dir.clone(), source })?;
+        let writer = Writer {
+            rx,
+            log,
+            shared: shared.clone(),
+            pending: Vec::new(),
+            reported: 0,
+            waiters: Vec::new(),
+            synced_waiters: Vec::new(),
+            timer,
+            last_checkpoint: Instant::now(),
+        };
         std::thread::Builder::new()
             .name("lakegate-audit".to_owned())
             .spawn(move || writer.run())
@@ -157,8 +214,18 @@ impl Auditor {
     /// Waits at most `enqueue_timeout` for room. Returns [`AuditError::Unavailable`] when the queue stays full,
     /// the writer is failing or has stopped, unless `fail_open` is set, in which case it logs a warning and
     /// returns a slot anyway.
+    ///
+    /// With durability `sync` it also writes a record of the decision (the event as it is now, with `stage`
+    /// `decision`) and returns only once that record is synced to disk; the slot's own record becomes the
+    /// `outcome` record.
     pub async fn begin(&self, event: AuditEvent) -> Result<AuditSlot, AuditError> {
-        let event = Box::new(event);
+        match self.shared.durability {
+            Durability::Batch => self.begin_queued(Box::new(event)).await,
+            Durability::Sync => self.begin_synced(Box::new(event)).await,
+        }
+    }
+
+    async fn begin_queued(&self, event: Box<AuditEvent>) -> Result<AuditSlot, AuditError> {
         let cause = if self.shared.failed.load(Ordering::Acquire) {
             Unavailable::WriterFailed
         } else {
@@ -170,6 +237,54 @@ impl Auditor {
                 Err(_elapsed) => Unavailable::QueueFull,
             }
         };
+        self.unavailable(event, cause)
+    }
+
+    async fn begin_synced(&self, mut event: Box<AuditEvent>) -> Result<AuditSlot, AuditError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return self.unavailable(event, Unavailable::WriterFailed);
+        }
+        // Room for both records up front, so that an access whose decision is on disk can always record its
+        // outcome.
+        let reserve = async {
+            let decision = self.tx.clone().reserve_owned().await?;
+            let outcome = self.tx.clone().reserve_owned().await?;
+            Ok::<_, mpsc::error::SendError<()>>((decision, outcome))
+        };
+        let (decision_room, outcome_room) = match tokio::time::timeout(self.shared.enqueue_timeout, reserve).await {
+            Ok(Ok(room)) => room,
+            Ok(Err(_closed)) => return self.unavailable(event, Unavailable::WriterStopped),
+            Err(_elapsed) => return self.unavailable(event, Unavailable::QueueFull),
+        };
+        let decision = Box::new(event.decision_record());
+        event.stage = Some(super::event::Stage::Outcome);
+        let (synced, on_disk) = oneshot::channel();
+        decision_room.send(Msg::Synced(decision, synced));
+        let mut slot = AuditSlot { event: Some(event), permit: Some(outcome_room), fallback: None };
+        if on_disk.await.is_ok() {
+            return Ok(slot);
+        }
+        // The writer failed (or stopped) before the decision record was synced.
+        let cause = if self.tx.is_closed() { Unavailable::WriterStopped } else { Unavailable::WriterFailed };
+        if self.shared.fail_open {
+            tracing::warn!(
+                request_id = %slot.event_mut().request_id,
+                %cause,
+                "audit record not synced; serving the request anyway because audit.fail_open is set"
+            );
+            return Ok(slot);
+        }
+        // The decision record is still queued and reaches the disk when the writer recovers; the outcome
+        // record says that the access never happened.
+        let outcome = slot.event_mut();
+        outcome.decision = super::Decision::Error;
+        outcome.reason = Some(format!("not carried out: audit log unavailable ({cause})"));
+        slot.finish();
+        Err(AuditError::Unavailable(cause))
+    }
+
+    /// The refusal of a request whose event found no room, or, with `fail_open`, a slot anyway.
+    fn unavailable(&self, event: Box<AuditEvent>, cause: Unavailable) -> Result<AuditSlot, AuditError> {
         if !self.shared.fail_open {
             return Err(AuditError::Unavailable(cause));
         }
@@ -186,9 +301,10 @@ impl Auditor {
         })
     }
 
-    /// Records a one-shot event (e.g. a denial): [`begin`](Self::begin) and [`AuditSlot::finish`].
+    /// Records a one-shot event (e.g. a denial) as one record: queued, never waited for, whatever the
+    /// durability, because no data goes out with it.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.begin(event).await?.finish();
+        self.begin_queued(Box::new(event)).await?.finish();
         Ok(())
     }
 
@@ -286,19 +402,42 @@ struct Writer {
     reported: usize,
     /// Flush calls to answer after the next successful write.
     waiters: Vec<oneshot::Sender<()>>,
+    /// `begin` calls (durability `sync`) waiting for their decision record; answered as soon as the batch
+    /// holding it is synced, dropped (an error for the waiter) when the write fails.
+    synced_waiters: Vec<oneshot::Sender<()>>,
+    timer: tokio::runtime::Runtime,
+    last_checkpoint: Instant,
+}
+
+/// What arrived while the writer waited with only the checkpoint left to do.
+enum Next {
+    Msg(Msg),
+    /// Nothing: a lull, time for the checkpoint.
+    Lull,
+    /// Every sender is gone.
+    Closed,
 }
 
 impl Writer {
     fn run(mut self) {
         loop {
-            let idle = self.pending.is_empty() && !self.log.checkpoint_due && self.waiters.is_empty();
-            if idle {
+            let busy = !self.pending.is_empty() || !self.waiters.is_empty();
+            let mut lull = false;
+            if !busy && !self.log.checkpoint_due {
                 match self.rx.blocking_recv() {
                     Some(msg) => self.take(msg),
                     None => return,
                 }
             } else if self.shared.failed.load(Ordering::Acquire) {
                 std::thread::sleep(RETRY_INTERVAL);
+            } else if !busy {
+                // Only the checkpoint is left: let the next events come first.
+                let hold = CHECKPOINT_MAX_LAG.saturating_sub(self.last_checkpoint.elapsed()).min(CHECKPOINT_LULL);
+                match self.next_within(hold) {
+                    Next::Msg(msg) => self.take(msg),
+                    Next::Lull => lull = true,
+                    Next::Closed => return self.write(true),
+                }
             }
             // Bounded, so that a failing writer does not move the whole queue into memory: the queue stays full
             // and `begin` refuses further requests.
@@ -308,36 +447,57 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write();
+            self.write(lull);
+        }
+    }
+
+    fn next_within(&mut self, wait: Duration) -> Next {
+        let rx = &mut self.rx;
+        match self.timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+            Ok(Some(msg)) => Next::Msg(msg),
+            Ok(None) => Next::Closed,
+            Err(_elapsed) => Next::Lull,
         }
     }
 
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(event) => {
-                let bytes = serde_json::to_vec(&event).unwrap_or_else(|e| {
-                    // Cannot happen with these types (string map keys only); still, record that an event
-                    // existed rather than nothing.
-                    serde_json::json!({
-                        "request_id": event.request_id,
-                        "decision": "error",
-                        "reason": format!("audit event could not be serialised: {e}"),
-                    })
-                    .to_string()
-                    .into_bytes()
-                });
-                let (line, tip) = chain::encode_line(self.log.tip, &bytes);
-                self.log.tip = Some(tip);
-                self.pending.push(line);
+            Msg::Event(event) => self.chain(&event),
+            Msg::Synced(event, synced) => {
+                self.chain(&event);
+                self.synced_waiters.push(synced);
             }
             Msg::Flush(done) => self.waiters.push(done),
         }
     }
 
-    fn write(&mut self) {
+    fn chain(&mut self, event: &AuditEvent) {
+        let bytes = serde_json::to_vec(event).unwrap_or_else(|e| {
+            // Cannot happen with these types (string map keys only); still, record that an event existed
+            // rather than nothing.
+            serde_json::json!({
+                "request_id": event.request_id,
+                "decision": "error",
+                "reason": format!("audit event could not be serialised: {e}"),
+            })
+            .to_string()
+            .into_bytes()
+        });
+        let (line, tip) = chain::encode_line(self.log.tip, &bytes);
+        self.log.tip = Some(tip);
+        self.pending.push(line);
+    }
+
+    /// Writes and syncs what is pending; moves the checkpoint in a `lull`, when a flush waits for it, when it
+    /// lags too far, or while the writer is failing (so that a failing checkpoint keeps the failed state).
+    fn write(&mut self, lull: bool) {
         if !self.pending.is_empty() {
             match self.log.append(&self.pending, &self.shared) {
                 Ok(()) => {
+                    // On disk: the requests waiting for their decision record go ahead before anything else.
+                    for synced in self.synced_waiters.drain(..) {
+                        let _ = synced.send(());
+                    }
                     if self.log.stdout {
                         print_lines(&self.pending);
                     }
@@ -347,10 +507,15 @@ impl Writer {
                 Err(e) => return self.failed("write", &e),
             }
         }
-        if self.log.checkpoint_due
-            && let Err(e) = self.log.checkpoint()
-        {
-            return self.failed("checkpoint", &e);
+        let checkpoint_now = lull
+            || !self.waiters.is_empty()
+            || self.shared.failed.load(Ordering::Acquire)
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_MAX_LAG;
+        if self.log.checkpoint_due && checkpoint_now {
+            if let Err(e) = self.log.checkpoint() {
+                return self.failed("checkpoint", &e);
+            }
+            self.last_checkpoint = Instant::now();
         }
         if self.shared.failed.swap(false, Ordering::AcqRel) {
             tracing::info!("audit log writable again");
@@ -363,6 +528,8 @@ impl Writer {
 
     fn failed(&mut self, what: &str, e: &io::Error) {
         self.shared.failed.store(true, Ordering::Release);
+        // Their requests are refused now rather than held until the disk comes back.
+        self.synced_waiters.clear();
         tracing::error!(
             error = %e,
             pending = self.pending.len(),
