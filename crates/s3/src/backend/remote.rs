@@ -176,7 +176,8 @@ fn transport_error(e: &hyper_util::client::legacy::Error) -> BackendError {
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        // hyper reports an error of the request body it was sending as a user error.
+        // hyper reports a failure of the request body it was sending (the client's upload broke off) as a user
+        // error; nothing else Lakegate hands it can fail so once the request is built.
         if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
             return BackendError::ClientBody(detail);
         }
