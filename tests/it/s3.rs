@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::support::{Lakegate, eventually, wait_for_port};
+use crate::support::{Lakegate, decisions, eventually, replace_policy, wait_for_port};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
@@ -19,6 +19,11 @@ fn endpoint(lg: &Lakegate) -> String {
 
 /// Credentials from AssumeRoleWithWebIdentity for `role`.
 async fn assume(lg: &Lakegate, sub: &str, groups: &[&str], role: &str) -> Credentials {
+    try_assume(lg, sub, groups, role).await.expect("AssumeRoleWithWebIdentity")
+}
+
+/// AssumeRoleWithWebIdentity for `role`: the credentials, or the STS error code.
+async fn try_assume(lg: &Lakegate, sub: &str, groups: &[&str], role: &str) -> Result<Credentials, String> {
     let config = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -32,9 +37,30 @@ async fn assume(lg: &Lakegate, sub: &str, groups: &[&str], role: &str) -> Creden
         .web_identity_token(lg.token(sub, groups, &[]))
         .send()
         .await
-        .expect("AssumeRoleWithWebIdentity");
-    let c = out.credentials().expect("credentials");
-    Credentials::new(c.access_key_id(), c.secret_access_key(), Some(c.session_token().to_owned()), None, "lakegate-sts")
+        .map_err(|e| {
+            let service = e.into_service_error();
+            aws_sdk_sts::error::ProvideErrorMetadata::code(&service).unwrap_or("no code").to_owned()
+        })?;
+    let c = out.credentials().ok_or("no credentials")?;
+    Ok(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "lakegate-sts",
+    ))
+}
+
+/// The audit record of an STS call of `sub`'s (their role session name) with `decision`.
+fn sts_record(lg: &Lakegate, sub: &str, decision: &str) -> serde_json::Value {
+    let session = format!("{sub}-sdk");
+    eventually(&format!("the STS record of {sub}"), || {
+        lg.audit_events().into_iter().find(|e| {
+            e["action"] == "sts:AssumeRoleWithWebIdentity"
+                && e["decision"] == decision
+                && e["extra"]["role_session_name"] == session.as_str()
+        })
+    })
 }
 
 fn s3(lg: &Lakegate, credentials: Credentials) -> aws_sdk_s3::Client {
@@ -138,6 +164,61 @@ fn replicas_sharing_the_credentials_keys_accept_each_others_credentials_and_rota
         }
         assert!(lists_sales(&b, &new).await && lists_sales(&a, &new).await);
     });
+}
+
+#[test]
+fn assuming_a_role_is_a_policy_decision_the_record_names_and_the_metrics_count() {
+    let lg = Lakegate::start(&[]);
+    let before = decisions(&lg, "sts", "allow");
+    runtime().block_on(assume(&lg, "alice", &["analysts"], "lakegate-sales"));
+    let record = sts_record(&lg, "alice", "allow");
+    assert_eq!(record["resource"], r#"Role::"lakegate-sales""#);
+    assert_eq!(record["policies"], serde_json::json!(["sts-any-role"]));
+    assert_eq!(record["principal"]["subject"], "alice");
+    assert!(record["extra"]["access_key_id"].is_string(), "the record names the credentials it vended: {record}");
+    assert_eq!(decisions(&lg, "sts", "allow"), before + 1);
+}
+
+#[test]
+fn a_user_no_policy_lets_assume_a_role_gets_access_denied_and_the_refusal_is_recorded() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    replace_policy(
+        &lg,
+        "identity.cedar",
+        r#"@id("sts-analysts-only")
+           permit (principal in Group::"analysts", action == Action::"sts:AssumeRoleWithWebIdentity", resource is Role);"#,
+        || rt.block_on(try_assume(&lg, "dave", &[], "lakegate")).is_err(),
+    );
+    let before = decisions(&lg, "sts", "deny");
+    assert_eq!(rt.block_on(try_assume(&lg, "dave", &[], "lakegate")).err().as_deref(), Some("AccessDenied"));
+    let record = sts_record(&lg, "dave", "deny");
+    assert_eq!(record["policies"], serde_json::json!([]));
+    assert!(record["reason"].as_str().is_some_and(|r| r.starts_with("default deny")), "{record}");
+    assert_eq!(decisions(&lg, "sts", "deny"), before + 1);
+    // The policy still lets analysts in, and says so.
+    rt.block_on(assume(&lg, "alice", &["analysts"], "lakegate"));
+    assert_eq!(sts_record(&lg, "alice", "allow")["policies"], serde_json::json!(["sts-analysts-only"]));
+}
+
+#[test]
+fn list_buckets_is_recorded_with_the_permits_behind_the_buckets_it_shows() {
+    let lg = Lakegate::start(&[]);
+    let before = decisions(&lg, "s3", "allow");
+    let buckets = runtime().block_on(async {
+        let client = s3(&lg, assume(&lg, "alice", &["analysts"], "lakegate").await);
+        let out = client.list_buckets().send().await.expect("ListBuckets");
+        out.buckets().iter().filter_map(|b| b.name().map(str::to_owned)).collect::<Vec<_>>()
+    });
+    assert_eq!(buckets, vec!["lake".to_owned()]);
+    let record = eventually("the ListBuckets record", || {
+        lg.audit_events().into_iter().find(|e| e["action"] == "s3:ListAllMyBuckets")
+    });
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["extra"]["buckets"], serde_json::json!(["lake"]));
+    // Alice may list nothing at the bucket's root; lake/public/ is the first place she may list.
+    assert_eq!(record["policies"], serde_json::json!(["lake-public-read"]));
+    assert_eq!(decisions(&lg, "s3", "allow"), before + 1);
 }
 
 /// The S3 error code and HTTP status of a failed SDK call.

@@ -276,7 +276,7 @@ pub(crate) async fn refuse(
         | S3Error::Credential(_)
         | S3Error::OutOfScope
         | S3Error::Classify(classify::ClassifyError::InvalidKey(_))
-        | S3Error::Gate(GateError::Denied(_) | GateError::Identity(_)) => "deny",
+        | S3Error::Gate(GateError::Denied(_) | GateError::NotGrantable(_) | GateError::Identity(_)) => "deny",
         _ => "error",
     };
     let r = error_response(&error, resource, &origin.request_id, method);
