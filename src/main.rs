@@ -190,11 +190,7 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         );
         println!("  data dir {}", data.display());
         println!("  policies {} (reloaded on change)", running.policy_dir.display());
-        println!(
-            "  audit    {} (durability {})",
-            running.gate.auditor.current_file().display(),
-            config.audit.sink.durability
-        );
+        println!("  audit    {} (durability {})", running.gate.audit_file().display(), config.audit.sink.durability);
         println!(
             "  shutdown SIGTERM/SIGINT drain for up to {}; a second signal exits at once",
             humantime::format_duration(config.shutdown.grace)
@@ -210,12 +206,12 @@ fn serve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<E
         }
         let signal = signals.recv().await.context("waiting for SIGTERM or SIGINT")?;
         tracing::info!(signal = signal.name(), "shutting down");
-        let auditor = running.gate.auditor.clone();
+        let gate = running.gate.clone();
         tokio::spawn(async move {
             if let Some(second) = signals.recv().await {
                 tracing::error!(signal = second.name(), "second signal: exiting now, requests in flight are cut");
                 // Best effort: what is queued reaches the disk, records of requests still running do not.
-                match tokio::time::timeout(FORCED_FLUSH_WAIT, auditor.flush()).await {
+                match tokio::time::timeout(FORCED_FLUSH_WAIT, gate.flush_audit()).await {
                     Ok(Ok(())) => tracing::info!("audit queue flushed"),
                     Ok(Err(e)) => tracing::error!(error = %e, "audit queue not flushed"),
                     Err(_) => tracing::error!("audit queue not flushed in time"),

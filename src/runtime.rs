@@ -18,6 +18,7 @@ use crate::config::Config;
 /// The demo policy set built into the binary, seeded into `<data_dir>/policies` on first start.
 pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
     ("lakegate.cedarschema", include_str!("../policies/lakegate.cedarschema")),
+    ("identity.cedar", include_str!("../policies/identity.cedar")),
     ("s3.cedar", include_str!("../policies/s3.cedar")),
     ("sql.cedar", include_str!("../policies/sql.cedar")),
     ("catalog.toml", include_str!("../policies/catalog.toml")),
@@ -106,7 +107,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
 
     let auditor = Auditor::start(config.audit_config())?;
-    let gate = Arc::new(Gate { verifier, policy: engine.clone(), auditor: auditor.clone(), tokens });
+    let gate = Arc::new(Gate::new(verifier, engine.clone(), auditor.clone(), tokens));
 
     policy::watch(engine, policy_dir.clone(), Duration::from_secs(config.policy.reload_interval_seconds), {
         let auditor = auditor.clone();
@@ -218,7 +219,7 @@ impl Running {
             tracing::warn!(in_flight, "connections still closing; flushing the audit log regardless");
         }
         tracing::info!("flushing the audit log");
-        match tokio::time::timeout(FLUSH_WAIT, self.gate.auditor.flush()).await {
+        match tokio::time::timeout(FLUSH_WAIT, self.gate.flush_audit()).await {
             Ok(Ok(())) => {
                 tracing::info!("audit log written and synced; stopped");
                 Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lakegate_sql::rewrite::{Catalog, ColumnAccess, ColumnDef, Operation, Rewriter, TableFilter, TableName};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::support::{Lakegate, Postgres};
+use crate::support::{Lakegate, Postgres, decisions, eventually, replace_policy};
 
 /// Rows of every result of a simple query, as text; or the SQLSTATE of its error.
 async fn simple(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
@@ -213,6 +213,103 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(simple(&alice, count).await, Err("42501".into()));
+}
+
+/// The audit record of the request whose SQL text contains `marker`, once it is on disk.
+fn record_of(lg: &Lakegate, action: &str, marker: &str) -> serde_json::Value {
+    eventually(&format!("the {action} record of {marker}"), || {
+        lg.audit_events()
+            .into_iter()
+            .find(|e| e["action"] == action && e["sql"]["original"].as_str().is_some_and(|sql| sql.contains(marker)))
+    })
+}
+
+/// A runtime for tests that also make blocking calls (metrics, audit polling) between their SQL statements.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+#[test]
+fn a_statement_is_recorded_with_the_permits_filters_and_masks_that_decided_it_and_counted() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let alice = rt.block_on(connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])));
+    let before = decisions(&lg, "sql", "allow");
+    rt.block_on(simple(&alice, "SELECT count(*) AS probe_0451 FROM sales.orders")).expect("alice reads her orders");
+    let record = record_of(&lg, "sql:Select", "probe_0451");
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(
+        record["policies"],
+        serde_json::json!(["orders-analysts-card-last4", "orders-analysts-own-region"]),
+        "the permits behind the row filter and the mask: {record}"
+    );
+    assert!(record["sql"]["filters"]["sales.orders"].as_str().is_some_and(|f| f.contains("'EU'")), "{record}");
+    assert!(record["sql"]["masks"]["sales.orders.card_number"].is_string(), "{record}");
+    assert_eq!(decisions(&lg, "sql", "allow"), before + 1);
+}
+
+#[test]
+fn a_statement_no_policy_permits_is_recorded_as_a_default_deny_and_counted() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let dave = rt.block_on(connect_gateway(&lg, "dave", &lg.token("dave", &[], &[])));
+    let before = decisions(&lg, "sql", "deny");
+    assert_eq!(rt.block_on(simple(&dave, "SELECT 1 AS probe_0452 FROM sales.orders")), Err("42501".into()));
+    let record = record_of(&lg, "sql:Statement", "probe_0452");
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["policies"], serde_json::json!([]));
+    assert!(record["reason"].as_str().is_some_and(|r| r.starts_with("default deny")), "{record}");
+    assert_eq!(decisions(&lg, "sql", "deny"), before + 1);
+}
+
+#[test]
+fn a_refusal_by_a_forbid_names_the_forbid() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let alice = rt.block_on(connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])));
+    let text = std::fs::read_to_string(lg.policy_dir().join("sql.cedar")).expect("read sql.cedar");
+    let forbid = "@id(\"no-orders-for-alice\")\nforbid (principal == User::\"alice\", action, resource in Table::\"sales.orders\");";
+    replace_policy(&lg, "sql.cedar", &format!("{text}\n{forbid}\n"), || {
+        rt.block_on(simple(&alice, "SELECT count(*) AS probe_0453 FROM sales.orders")).is_err()
+    });
+    let record = record_of(&lg, "sql:Statement", "probe_0453");
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["policies"], serde_json::json!(["no-orders-for-alice"]), "{record}");
+}
+
+#[test]
+fn a_catalog_listing_records_what_was_asked_what_it_showed_and_the_permits_behind_it() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let alice = rt.block_on(connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])));
+    let before = decisions(&lg, "sql", "allow");
+    let listing = "SELECT table_schema, table_name AS probe_0454 FROM information_schema.tables ORDER BY 1, 2";
+    let tables = rt.block_on(simple(&alice, listing)).expect("alice lists the catalog");
+    assert_eq!(tables.len(), 2, "{tables:?}");
+    let record = record_of(&lg, "sql:ListCatalog", "probe_0454");
+    assert_eq!(record["decision"], "allow");
+    // sales.orders shows all five columns (card_number masked), hr.employees three (no salary, no SSN).
+    assert_eq!((record["extra"]["relations"].as_u64(), record["extra"]["columns"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(
+        record["policies"],
+        serde_json::json!(["employees-analysts-directory", "orders-analysts-card-last4", "orders-analysts-own-region"]),
+        "{record}"
+    );
+    assert_eq!(decisions(&lg, "sql", "allow"), before + 1);
+}
+
+#[test]
+fn a_catalog_listing_that_may_show_nothing_is_recorded_as_a_default_deny() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let dave = rt.block_on(connect_gateway(&lg, "dave", &lg.token("dave", &[], &[])));
+    let before = decisions(&lg, "sql", "deny");
+    let listing = "SELECT table_name AS probe_0455 FROM information_schema.tables";
+    assert_eq!(rt.block_on(simple(&dave, listing)), Ok(vec![]), "an empty catalog, not an error");
+    let record = record_of(&lg, "sql:ListCatalog", "probe_0455");
+    assert_eq!((record["decision"].as_str(), record["extra"]["relations"].as_u64()), (Some("deny"), Some(0)));
+    assert!(record["reason"].as_str().is_some_and(|r| r.starts_with("default deny")), "{record}");
+    assert_eq!(decisions(&lg, "sql", "deny"), before + 1);
 }
 
 /// The demo policy set with `table`'s catalog entry moved to the PostgreSQL backend named `warehouse`.

@@ -299,3 +299,16 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `lakegate_decisions_total{front, decision}` as `lg` reports it on `/metrics` (0 before the first such decision).
+pub fn decisions(lg: &Lakegate, front: &str, decision: &str) -> u64 {
+    let text = http().get(format!("{}/metrics", lg.control_url())).send().expect("metrics").text().expect("text");
+    let series = format!("lakegate_decisions_total{{front=\"{front}\",decision=\"{decision}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// Replaces `file` in `lg`'s policy directory and waits until `in_force` says the new set decides.
+pub fn replace_policy(lg: &Lakegate, file: &str, text: &str, mut in_force: impl FnMut() -> bool) {
+    std::fs::write(lg.policy_dir().join(file), text).expect("write policy");
+    eventually(&format!("the new {file} in force"), || in_force().then_some(()));
+}

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Lakegate, eventually, http};
+use crate::support::{Lakegate, decisions, eventually, http, replace_policy};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -231,4 +231,75 @@ fn replicas_sharing_the_signing_keys_accept_each_others_tokens_and_rotate_withou
         "allow",
         "old key still accepted"
     );
+}
+
+/// The audit record of a token exchange for `sub` by `actor` with `decision`.
+fn exchange_record(lg: &Lakegate, sub: &str, actor: &str, decision: &str) -> Value {
+    eventually(&format!("the exchange record of {actor} for {sub}"), || {
+        lg.audit_events().into_iter().find(|e| {
+            e["action"] == "token:Exchange"
+                && e["decision"] == decision
+                && e["principal"]["subject"] == sub
+                && e["actors"][0]["subject"] == actor
+        })
+    })
+}
+
+#[test]
+fn an_exchange_is_a_policy_decision_the_record_names_and_the_metrics_count() {
+    let lg = start(&[]);
+    let before = decisions(&lg, "token", "allow");
+    let alice = lg.token("alice", &["analysts"], &[]);
+    let (status, body) = exchange(&lg, ("notebook", "notebook-secret"), &alice, &[]);
+    assert_eq!(status, 200, "{body}");
+    let record = exchange_record(&lg, "alice", "notebook", "allow");
+    assert_eq!(record["resource"], r#"Audience::"lakegate""#);
+    assert_eq!(record["policies"], json!(["token-exchange-any-actor"]));
+    assert_eq!(decisions(&lg, "token", "allow"), before + 1);
+}
+
+/// Only the notebook may act for users, and never for HR staff.
+const NOTEBOOK_ONLY: &str = r#"
+@id("sts-any-role")
+permit (principal, action == Action::"sts:AssumeRoleWithWebIdentity", resource is Role);
+
+@id("exchange-notebook-only")
+permit (principal, action == Action::"token:Exchange", resource is Audience)
+when { context has actor && context.actor == "notebook" };
+
+@id("no-delegation-for-hr")
+forbid (principal in Group::"hr", action == Action::"token:Exchange", resource);
+"#;
+
+#[test]
+fn an_application_no_policy_lets_act_for_the_user_is_refused_and_the_refusal_is_recorded() {
+    let lg = start(&[]);
+    let alice = lg.token("alice", &["analysts"], &[]);
+    replace_policy(&lg, "identity.cedar", NOTEBOOK_ONLY, || {
+        exchange(&lg, ("spark", "spark-secret"), &alice, &[]).0 != 200
+    });
+    let before = decisions(&lg, "token", "deny");
+    let (status, body) = exchange(&lg, ("spark", "spark-secret"), &alice, &[]);
+    assert_eq!((status, body["error"].as_str()), (400, Some("unauthorized_client")), "{body}");
+    let record = exchange_record(&lg, "alice", "spark", "deny");
+    assert_eq!(record["policies"], json!([]));
+    assert!(record["reason"].as_str().is_some_and(|r| r.starts_with("default deny")), "{record}");
+    assert_eq!(decisions(&lg, "token", "deny"), before + 1);
+
+    let (status, _) = exchange(&lg, ("notebook", "notebook-secret"), &alice, &[]);
+    assert_eq!(status, 200, "the notebook still may");
+    assert_eq!(exchange_record(&lg, "alice", "notebook", "allow")["policies"], json!(["exchange-notebook-only"]));
+}
+
+#[test]
+fn a_forbid_on_delegation_refuses_even_the_permitted_application_and_the_record_names_it() {
+    let lg = start(&[]);
+    let carol = lg.token("carol", &["hr"], &[]);
+    replace_policy(&lg, "identity.cedar", NOTEBOOK_ONLY, || {
+        exchange(&lg, ("notebook", "notebook-secret"), &carol, &[]).0 != 200
+    });
+    let (status, body) = exchange(&lg, ("notebook", "notebook-secret"), &carol, &[]);
+    assert_eq!((status, body["error"].as_str()), (400, Some("unauthorized_client")), "{body}");
+    let record = exchange_record(&lg, "carol", "notebook", "deny");
+    assert_eq!(record["policies"], json!(["no-delegation-for-hr"]));
 }

@@ -1,5 +1,5 @@
-"""The S3 front with real clients: boto3, the AWS CLI, curl and pyarrow, credentials from Lakegate's own STS,
-against the embedded store and the demo policies."""
+"""The S3 front with real clients: boto3, the AWS CLI, curl, pyarrow and polars, credentials from Lakegate's own
+STS, against the embedded store and the demo policies."""
 
 import os
 import shutil
@@ -183,15 +183,19 @@ def test_get_data_access_read_on_sales_vends_credentials_that_cannot_put(gate):
     assert code_of(e) == "AccessDenied"
 
 
-def test_awscli_cp_ls_sync_with_web_identity_environment(gate, tmp_path):
+def aws_cli(gate, tmp_path, config: str | None = None):
+    """`aws ...` as alice with her web identity token, with no configuration but `config` (a config file's text)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    config_file = tmp_path / "aws-config"
+    if config is not None:
+        config_file.write_text(config)
     env.update(
         {
             "AWS_ENDPOINT_URL": gate.endpoint,
             "AWS_REGION": REGION,
             "AWS_WEB_IDENTITY_TOKEN_FILE": gate.token_file("alice", "analysts"),
             "AWS_ROLE_ARN": ROLE_ARN,
-            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(config_file if config is not None else tmp_path / "none"),
             "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
         }
     )
@@ -203,6 +207,12 @@ def test_awscli_cp_ls_sync_with_web_identity_environment(gate, tmp_path):
 
     def aws(*args, check=True):
         return subprocess.run([cli, *args], env=env, capture_output=True, text=True, check=check)
+
+    return aws
+
+
+def test_awscli_cp_ls_sync_with_web_identity_environment(gate, tmp_path):
+    aws = aws_cli(gate, tmp_path)
 
     (tmp_path / "x.txt").write_text("hi\n")
     aws("s3", "cp", "--only-show-errors", str(tmp_path / "x.txt"), "s3://lake/sales/cli/x.txt")
@@ -248,3 +258,180 @@ def test_pyarrow_reads_the_public_parquet_file_as_alice(gate):
     ]
     with pytest.raises(OSError):
         fs.open_input_stream("lake/hr/salaries.csv").read()
+
+
+# --- ranges ---------------------------------------------------------------------------------------------------
+
+TEN = b"0123456789"
+
+
+@pytest.mark.parametrize(
+    "range_,status,content_range,body_or_code",
+    [
+        ("bytes=2-5", 206, "bytes 2-5/10", b"2345"),
+        ("bytes=2-", 206, "bytes 2-9/10", b"23456789"),
+        ("bytes=8-100", 206, "bytes 8-9/10", b"89"),
+        ("bytes=0-", 206, "bytes 0-9/10", TEN),
+        ("bytes=-3", 206, "bytes 7-9/10", b"789"),
+        ("bytes=-10", 206, "bytes 0-9/10", TEN),
+        # A suffix longer than the object is all of it: object_store readers (polars) open Parquet files so.
+        ("bytes=-65536", 206, "bytes 0-9/10", TEN),
+        ("bytes=10-", 416, None, "InvalidRange"),
+        ("bytes=10-20", 416, None, "InvalidRange"),
+        ("bytes=-0", 416, None, "InvalidRange"),
+        # What is not one byte range is ignored, as S3 ignores it: the whole object, 200.
+        ("bytes=0-1,4-5", 200, None, TEN),
+        ("bytes=5-2", 200, None, TEN),
+        ("chars=1-2", 200, None, TEN),
+    ],
+)
+def test_every_range_form_is_answered_as_s3_answers_it(alice, range_, status, content_range, body_or_code):
+    alice.put_object(Bucket="lake", Key="sales/ten.bin", Body=TEN)
+    if status == 416:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            alice.get_object(Bucket="lake", Key="sales/ten.bin", Range=range_)
+        assert (e.value.response["ResponseMetadata"]["HTTPStatusCode"], code_of(e)) == (416, body_or_code)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            alice.head_object(Bucket="lake", Key="sales/ten.bin", Range=range_)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416, "a HEAD answer has no body to name it"
+        return
+    got = alice.get_object(Bucket="lake", Key="sales/ten.bin", Range=range_)
+    assert (got["ResponseMetadata"]["HTTPStatusCode"], got.get("ContentRange")) == (status, content_range)
+    assert got["Body"].read() == body_or_code
+    # HEAD answers as the GET would, without the body.
+    head = alice.head_object(Bucket="lake", Key="sales/ten.bin", Range=range_)
+    assert (head["ResponseMetadata"]["HTTPStatusCode"], head.get("ContentRange")) == (status, content_range)
+    assert head["ContentLength"] == len(body_or_code)
+
+
+@pytest.mark.parametrize("range_", ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-65536"])
+def test_no_range_of_an_empty_object_is_satisfiable(alice, range_):
+    alice.put_object(Bucket="lake", Key="sales/empty.bin", Body=b"")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        alice.get_object(Bucket="lake", Key="sales/empty.bin", Range=range_)
+    assert (e.value.response["ResponseMetadata"]["HTTPStatusCode"], code_of(e)) == (416, "InvalidRange")
+    assert alice.get_object(Bucket="lake", Key="sales/empty.bin")["Body"].read() == b""
+
+
+# --- polars (the Rust object_store crate) ------------------------------------------------------------------------
+
+
+def polars_options(gate, creds):
+    return {
+        "aws_endpoint_url": gate.endpoint,
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+        "aws_region": REGION,
+        "aws_allow_http": "true",
+    }
+
+
+def test_polars_reads_the_small_public_parquet_file_as_alice(gate):
+    import polars as pl
+
+    # The file is smaller than the suffix object_store asks for first.
+    table = pl.read_parquet("s3://lake/public/cities.parquet", storage_options=polars_options(gate, gate.assume()))
+    assert table.columns == ["city", "country", "population", "area_km2", "capital"]
+    assert table["population"].to_list() == [545923, 709037, 1463723, 2011388]
+
+
+def test_polars_writes_and_scans_parquet_in_sales_and_is_refused_in_hr(gate):
+    import polars as pl
+
+    options = polars_options(gate, gate.assume())
+    pl.DataFrame({"region": ["EU", "US"], "amount": [1200, 3400]}).write_parquet(
+        "s3://lake/sales/polars/q2.parquet", storage_options=options
+    )
+    scanned = pl.scan_parquet("s3://lake/sales/polars/*.parquet", storage_options=options).collect()
+    assert scanned.sort("region").to_dicts() == [{"region": "EU", "amount": 1200}, {"region": "US", "amount": 3400}]
+    with pytest.raises(PermissionError, match="AccessDenied"):
+        pl.DataFrame({"x": [1]}).write_parquet("s3://lake/hr/polars.parquet", storage_options=options)
+    with pytest.raises(PermissionError, match="AccessDenied"):
+        pl.read_parquet("s3://lake/hr/salaries.parquet", storage_options=options)
+
+
+# --- presigned URLs as the clients make them by default ----------------------------------------------------------
+
+
+def test_boto3s_default_presigned_url_is_refused_with_the_setting_that_fixes_it(gate):
+    creds = gate.assume()
+    default = boto3.client(
+        "s3",
+        endpoint_url=gate.endpoint,
+        region_name=REGION,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    url = default.generate_presigned_url("get_object", Params={"Bucket": "lake", "Key": "public/README.txt"})
+    query = url.split("?", 1)[1]
+    assert "AWSAccessKeyId=" in query and "Signature=" in query and "X-Amz-Algorithm" not in query, "boto3 presigns SigV2"
+    status, headers, body = gate.raw("GET", url.removeprefix(gate.endpoint))
+    assert (status, error_code(body)) == (400, "InvalidRequest")
+    assert b"signature_version=&apos;s3v4&apos;" in body, body
+    [event] = gate.audited(headers["x-amz-request-id"])
+    assert event["decision"] == "deny" and event["outcome"]["error_code"] == "InvalidRequest"
+    # The setting the message names makes the same call work.
+    fixed = gate.client(creds)
+    url = fixed.generate_presigned_url("get_object", Params={"Bucket": "lake", "Key": "public/README.txt"})
+    assert gate.raw("GET", url.removeprefix(gate.endpoint))[0] == 200
+
+
+def test_the_aws_cli_presigns_usable_urls_once_set_to_sigv4(gate, tmp_path):
+    refused = aws_cli(gate, tmp_path)("s3", "presign", "s3://lake/public/README.txt").stdout.strip()
+    status, _, body = gate.raw("GET", refused.removeprefix(gate.endpoint))
+    assert (status, error_code(body)) == (400, "InvalidRequest")
+    assert b"aws configure set default.s3.signature_version s3v4" in body
+    configured = aws_cli(gate, tmp_path, config="[default]\ns3 =\n    signature_version = s3v4\n")
+    url = configured("s3", "presign", "s3://lake/public/README.txt").stdout.strip()
+    status, _, body = gate.raw("GET", url.removeprefix(gate.endpoint))
+    assert status == 200 and body.startswith(b"Lakegate demo lake")
+
+
+# --- keys holding a literal % (Hive and Spark partition escapes) ---------------------------------------------------
+
+HIVE_DIR = "sales/hive/ts=2024-01-01 00%3A00%3A00"
+HIVE_KEY = f"{HIVE_DIR}/part-0.parquet"
+
+
+def test_hive_escaped_keys_round_trip_with_boto3(alice):
+    alice.put_object(Bucket="lake", Key=HIVE_KEY, Body=b"partition")
+    assert alice.get_object(Bucket="lake", Key=HIVE_KEY)["Body"].read() == b"partition"
+    assert alice.head_object(Bucket="lake", Key=HIVE_KEY)["ContentLength"] == 9
+    # boto3 lists with encoding-type=url and decodes what it gets: the keys come back exactly as stored.
+    listed = alice.list_objects_v2(Bucket="lake", Prefix="sales/hive/ts=2024-01-01 00%3A", Delimiter="/")
+    assert [p["Prefix"] for p in listed["CommonPrefixes"]] == [f"{HIVE_DIR}/"]
+    listed = alice.list_objects(Bucket="lake", Prefix=f"{HIVE_DIR}/")
+    assert [o["Key"] for o in listed["Contents"]] == [HIVE_KEY]
+    copy = f"{HIVE_DIR}/part-1.parquet"
+    alice.copy_object(Bucket="lake", Key=copy, CopySource={"Bucket": "lake", "Key": HIVE_KEY})
+    deleted = alice.delete_objects(Bucket="lake", Delete={"Objects": [{"Key": HIVE_KEY}, {"Key": copy}]})
+    assert sorted(d["Key"] for d in deleted["Deleted"]) == [HIVE_KEY, copy]
+
+
+def test_listings_show_percent_keys_raw_or_url_encoded_as_asked(gate, alice):
+    alice.put_object(Bucket="lake", Key=HIVE_KEY, Body=b"partition")
+    bearer = {"Authorization": f"Bearer {gate.token('alice', 'analysts')}"}
+    prefix = "prefix=sales%2Fhive%2F"
+    raw = gate.raw("GET", f"/lake?list-type=2&{prefix}", bearer)[2]
+    assert f"<Key>{HIVE_KEY}</Key>".encode() in raw, raw
+    encoded = gate.raw("GET", f"/lake?list-type=2&encoding-type=url&{prefix}", bearer)[2]
+    assert b"<Key>sales/hive/ts%3D2024-01-01%2000%253A00%253A00/part-0.parquet</Key>" in encoded, encoded
+    assert b"<Prefix>sales/hive/</Prefix>" in encoded
+    v1 = gate.raw("GET", f"/lake?encoding-type=url&{prefix}", bearer)[2]
+    assert b"<Key>sales/hive/ts%3D2024-01-01%2000%253A00%253A00/part-0.parquet</Key>" in v1, v1
+
+
+def test_hive_escaped_keys_round_trip_with_the_aws_cli(gate, tmp_path):
+    aws = aws_cli(gate, tmp_path)
+    table = tmp_path / "table" / "ts=2024-01-01 00%3A00%3A00"
+    table.mkdir(parents=True)
+    (table / "part-0.parquet").write_bytes(b"cli partition")
+    aws("s3", "sync", "--only-show-errors", str(tmp_path / "table"), "s3://lake/sales/cli-hive/")
+    assert "part-0.parquet" in aws("s3", "ls", "s3://lake/sales/cli-hive/ts=2024-01-01 00%3A00%3A00/").stdout
+    back = tmp_path / "back.parquet"
+    aws("s3", "cp", "--only-show-errors", "s3://lake/sales/cli-hive/ts=2024-01-01 00%3A00%3A00/part-0.parquet", str(back))
+    assert back.read_bytes() == b"cli partition"
+    aws("s3", "rm", "--only-show-errors", "--recursive", "s3://lake/sales/cli-hive/")
+    assert aws("s3", "ls", "s3://lake/sales/cli-hive/", check=False).stdout == ""

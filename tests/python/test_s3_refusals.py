@@ -79,6 +79,28 @@ def test_a_presigned_url_past_its_expiry_is_refused_and_audited(gate, creds):
     assert_refused_and_audited(gate, gate.raw("GET", path), "AccessDenied", 403)
 
 
+@pytest.mark.parametrize("expires_in", [0, -7])
+def test_a_presigned_url_valid_for_no_time_is_access_denied_as_expired(gate, creds, expires_in):
+    s3 = gate.client(creds)
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "lake", "Key": "public/cities.csv"}, ExpiresIn=expires_in
+    )
+    assert f"X-Amz-Expires={expires_in}&" in url
+    [event] = assert_refused_and_audited(gate, gate.raw("GET", url.removeprefix(gate.endpoint)), "AccessDenied", 403)
+    assert "expired" in event["reason"]
+
+
+def test_a_refused_upload_leaves_its_connection_fit_for_the_next_request(gate, creds):
+    # botocore sends `Expect: 100-continue` and, refused, never sends the body; the next request on the same
+    # connection must be read as sent, not with its first bytes taken for that body.
+    s3 = gate.client(creds)
+    for _ in range(3):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.put_object(Bucket="lake", Key="hr/planted.txt", Body=b"x" * 1024)
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        assert s3.get_object(Bucket="lake", Key="sales/2024/q1.csv")["Body"].read().startswith(b"region,amount")
+
+
 def test_an_unsigned_x_amz_header_is_refused_and_audited(gate, creds):
     headers = signed_headers(gate, creds, "GET", "/lake/sales/2024/q1.csv")
     headers["x-amz-copy-source"] = "lake/hr/salaries.csv"

@@ -104,8 +104,8 @@ pub fn while_draining<B>(req: &Request<B>, continues_open_work: bool) -> Option<
 }
 
 fn readiness(gate: &Gate, request_id: &str) -> Response<Body> {
-    let audit = gate.auditor.healthy();
-    let policies = gate.policy.store().len();
+    let audit = gate.audit_healthy();
+    let policies = gate.policy_count();
     let body = serde_json::json!({"audit": if audit { "ok" } else { "unavailable" }, "policies": policies});
     h::json(if audit { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body, request_id)
 }
@@ -202,6 +202,12 @@ fn gate_problem(e: &GateError, rid: &str) -> Response<Body> {
         GateError::Denied(_) => {
             Problem::new(StatusCode::FORBIDDEN, "access-denied", "Access denied", "no policy permits this", rid)
                 .response()
+        }
+        GateError::NotGrantable(reason) => {
+            Problem::new(StatusCode::FORBIDDEN, "access-denied", "Access denied", reason.clone(), rid).response()
+        }
+        GateError::Exchange(e) => {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", e.to_string(), rid).response()
         }
         GateError::Audit(e) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::{Request, Response, StatusCode};
 use serde_json::json;
 
-use lakegate_core::gate::{Gate, Origin, event};
+use lakegate_core::gate::{Gate, GateError, Origin, event};
 use lakegate_core::identity::exchange::{ActorAuth, ExchangeError, ExchangeRequest, GRANT_TYPE, TOKEN_TYPE_JWT};
 use lakegate_net::http::{self as h, Body};
 
@@ -15,12 +15,12 @@ const MAX_TOKEN_REQUEST: usize = 64 * 1024;
 
 /// `GET /.well-known/jwks.json`
 pub fn jwks(gate: &Gate, rid: &str) -> Response<Body> {
-    h::json(StatusCode::OK, &gate.tokens.signer().jwks(), rid)
+    h::json(StatusCode::OK, &gate.jwks(), rid)
 }
 
 /// `GET /.well-known/openid-configuration`
 pub fn discovery(gate: &Gate, rid: &str) -> Response<Body> {
-    let iss = gate.tokens.issuer();
+    let iss = gate.token_issuer();
     h::json(
         StatusCode::OK,
         &json!({
@@ -96,15 +96,8 @@ where
             return oauth_error(StatusCode::BAD_REQUEST, code, &message, rid);
         }
     };
-    match gate.tokens.exchange(&gate.verifier, &request).await {
+    match gate.exchange_token(origin, &request).await {
         Ok(issued) => {
-            let resource = format!("User::{:?}", issued.principal.subject);
-            let ev =
-                event(origin, "token:Exchange", &resource).principal(&issued.principal).allow(Vec::<String>::new());
-            // No event, no token: the token is only handed out once its issuance is on record.
-            if gate.record(ev).await.is_err() {
-                return audit_unavailable(rid);
-            }
             let mut body = json!({
                 "access_token": issued.access_token,
                 "issued_token_type": TOKEN_TYPE_JWT,
@@ -118,11 +111,7 @@ where
             resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
             resp
         }
-        Err(e) => {
-            let ev = event(origin, "token:Exchange", "").deny(e.to_string(), Vec::<String>::new());
-            if gate.record(ev).await.is_err() {
-                return audit_unavailable(rid);
-            }
+        Err(GateError::Exchange(e)) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
             let mut resp = oauth_error(status, e.code(), &e.to_string(), rid);
             if matches!(e, ExchangeError::InvalidClient | ExchangeError::InvalidActor(_)) {
@@ -131,6 +120,19 @@ where
             }
             resp
         }
+        // The client authenticated, but the policy does not let it act for this user (RFC 6749 section 5.2: the
+        // client is not authorized for this grant). The gate has recorded which policy decided; the answer does
+        // not name it.
+        Err(GateError::Denied(decision)) => {
+            let description = if decision.policies.is_empty() {
+                "no policy permits this application to act for this user"
+            } else {
+                "a policy forbids this application to act for this user"
+            };
+            oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", description, rid)
+        }
+        Err(GateError::Audit(_)) => audit_unavailable(rid),
+        Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string(), rid),
     }
 }
 

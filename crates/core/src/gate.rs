@@ -1,25 +1,48 @@
 //! The one road every request takes: who is it (identity) -> may they (policy) -> write it down (audit).
 //!
-//! Fronts translate their protocol into a token, an action and a resource, call the [`Gate`], carry out what
-//! it allowed, and finish the audit slot it handed them. A front never calls the policy engine directly for an
-//! access decision, so no access can be decided without being recorded.
+//! The gate is the only door to the policy engine and the audit writer: its fields are private, and it has one
+//! method per kind of decision. Each method decides, counts the decision in `lakegate_decisions_total` (by front
+//! and outcome) and records it, naming the policies that decided or saying that it was a default deny.
+//!
+//! | decision | method |
+//! |---|---|
+//! | an object or prefix access, a decision API question | [`Gate::authorize`] |
+//! | the data filters of the tables of one SQL statement | [`Gate::statement_policy`], then [`Gate::admit_statement`] or [`Gate::refuse_statement`] |
+//! | what a listing may show (ListBuckets, a SQL catalog query) | [`Gate::list_buckets`], [`Gate::list_catalog`] |
+//! | vending credentials (STS, GetDataAccess, full-table credentials) | [`Gate::vend`] |
+//! | exchanging a token (RFC 8693) | [`Gate::exchange_token`] |
+//!
+//! Fronts translate their protocol into these calls, carry out what was allowed, and finish the audit slot they
+//! were handed. What is not a decision has narrow accessors: audit health and the policy count for readiness,
+//! the JWKS and issuer for the token endpoint, a catalog snapshot for start-up.
+
+mod exchange;
+mod listing;
+mod statement;
+mod vend;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditEvent, AuditSlot, Auditor, Front};
+use crate::identity::exchange::ExchangeError;
 use crate::identity::{IdentityError, Principal, TokenService, Verifier};
 use crate::metrics;
-use crate::policy::{Decision, PolicyEngine, PolicyError, RequestContext, Resource};
+use crate::policy::catalog::Catalog;
+use crate::policy::{Decision, PolicyEngine, PolicyError, PolicyStore, RequestContext, Resource};
 
-/// The core services every front composes.
+pub use listing::{BucketCandidate, BucketListing, CatalogListing, VisibleTable};
+pub use statement::{FilterCache, Refusal, StatementDecision, StatementPolicy};
+pub use vend::{Grant, Vend, Vending};
+
+/// The core services every front composes, reachable only through the gate's decisions.
 #[derive(Clone, Debug)]
 pub struct Gate {
-    pub verifier: Verifier,
-    pub policy: PolicyEngine,
-    pub auditor: Auditor,
+    verifier: Verifier,
+    policy: PolicyEngine,
+    auditor: Auditor,
     /// The token exchange service (RFC 8693) and Lakegate's signing keys.
-    pub tokens: TokenService,
+    tokens: TokenService,
 }
 
 /// Why the gate refused; fronts map this to their protocol's error form.
@@ -31,6 +54,14 @@ pub enum GateError {
     Policy(#[from] PolicyError),
     #[error("access denied")]
     Denied(Box<Decision>),
+    /// The policy lets the principal ask, but not for this much: full-table credentials for a principal with
+    /// row filters or masks, a GetDataAccess permission the policy does not allow at the target, credentials
+    /// wider than the caller's own. Recorded as a denial.
+    #[error("{0}")]
+    NotGrantable(String),
+    /// The token exchange itself was refused (client, subject token, audience, scope, chain length).
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
     #[error("audit log unavailable: {0}")]
     Audit(#[from] AuditError),
 }
@@ -50,7 +81,24 @@ pub struct Origin {
     pub source: Option<String>,
 }
 
+/// The governed catalog of the policy set in force when the snapshot was taken; it does not change while held.
+#[derive(Debug, Clone)]
+pub struct CatalogSnapshot(Arc<PolicyStore>);
+
+impl std::ops::Deref for CatalogSnapshot {
+    type Target = Catalog;
+
+    fn deref(&self) -> &Catalog {
+        self.0.catalog()
+    }
+}
+
 impl Gate {
+    /// A gate over these services. Only the binary's start-up builds one; fronts receive it shared.
+    pub fn new(verifier: Verifier, policy: PolicyEngine, auditor: Auditor, tokens: TokenService) -> Self {
+        Gate { verifier, policy, auditor, tokens }
+    }
+
     /// Validates a token; a failure is audited as a denial before it is returned.
     pub async fn authenticate(
         &self,
@@ -68,14 +116,15 @@ impl Gate {
             Err(e) => {
                 metrics::TOKEN_FAILURES.inc(&[("reason", e.reason())]);
                 let event = event(origin, action, resource).deny(format!("identity: {e}"), Vec::<String>::new());
-                self.auditor.record(event).await?;
+                self.write(origin.front, event).await?;
                 Err(e.into())
             }
         }
     }
 
-    /// Decides `action` on `resource` for `principal`. A denial is recorded and returned as an error; an
-    /// allow returns a reserved audit slot, so the access cannot start unless its record can be written.
+    /// Decides `action` on `resource` (an object, a prefix, a bucket, or any resource of the decision API) for
+    /// `principal`. A denial is recorded and returned as an error; an allow returns a reserved audit slot, so the
+    /// access cannot start unless its record can be written.
     pub async fn authorize(
         &self,
         origin: &Origin,
@@ -101,43 +150,134 @@ impl Gate {
         let mut base = event(origin, action, &resource.to_string()).principal(principal);
         base.extra.extend(details);
         let context = RequestContext { front: front_name(origin.front), ..context };
-        let decision = match self.policy.decide(principal, action, resource, &context) {
-            Ok(d) => d,
-            Err(e) => {
-                metrics::DECISIONS.inc(&[("front", front_name(origin.front)), ("decision", "error")]);
-                self.auditor.record(base.error(format!("policy: {e}"))).await?;
-                return Err(e.into());
+        let decision = self.policy.decide(principal, action, resource, &context);
+        self.settle(origin, base, decision).await
+    }
+
+    /// Records an event built by a front for a refusal that came before any decision (a malformed request, a
+    /// bad signature, a credential used outside its scope).
+    pub async fn record(&self, event: AuditEvent) -> Result<(), GateError> {
+        self.write(event.front, event).await
+    }
+
+    /// Whether the audit log is writing (readiness).
+    pub fn audit_healthy(&self) -> bool {
+        self.auditor.healthy()
+    }
+
+    /// The audit file being written (the start-up banner).
+    pub fn audit_file(&self) -> std::path::PathBuf {
+        self.auditor.current_file()
+    }
+
+    /// Waits until everything recorded so far is on disk (shutdown).
+    pub async fn flush_audit(&self) -> Result<(), AuditError> {
+        self.auditor.flush().await
+    }
+
+    /// How many policies are in force (readiness).
+    pub fn policy_count(&self) -> usize {
+        self.policy.store().len()
+    }
+
+    /// The public keys of the token service, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        self.tokens.signer().jwks()
+    }
+
+    /// The `iss` of tokens the token service issues, for the discovery document.
+    pub fn token_issuer(&self) -> &str {
+        self.tokens.issuer()
+    }
+
+    /// The governed catalog in force now (opening backends at start-up).
+    pub fn catalog(&self) -> CatalogSnapshot {
+        CatalogSnapshot(self.policy.store())
+    }
+
+    /// Counts one decision of `front` with `outcome` (`allow`, `deny` or `error`).
+    fn count(front: Front, outcome: &str) {
+        metrics::DECISIONS.inc(&[("front", front_name(front)), ("decision", outcome)]);
+    }
+
+    /// Counts, records and returns the outcome of one Cedar decision: a denial or a policy error is recorded
+    /// and returned as an error; an allow reserves the audit slot of the access.
+    async fn settle(
+        &self,
+        origin: &Origin,
+        base: AuditEvent,
+        decision: Result<Decision, PolicyError>,
+    ) -> Result<Allowed, GateError> {
+        match allowed(decision) {
+            Ok(decision) => {
+                Self::count(origin.front, "allow");
+                let slot = self.begin(origin.front, base.allow(decision.policy_ids())).await?;
+                Ok(Allowed { decision, slot })
+            }
+            Err(not) => Err(self.refuse(origin, base, not).await),
+        }
+    }
+
+    /// Counts and records a decision that did not allow; the error to return (the audit failure if the record
+    /// could not be written).
+    async fn refuse(&self, origin: &Origin, base: AuditEvent, not: NotAllowed) -> GateError {
+        let (event, error) = match not {
+            NotAllowed::Failed(e) => {
+                Self::count(origin.front, "error");
+                (base.error(format!("policy: {e}")), GateError::Policy(e))
+            }
+            NotAllowed::Denied(decision) => {
+                Self::count(origin.front, "deny");
+                let event = base.deny(denial_reason(&decision), decision.policy_ids());
+                (event, GateError::Denied(Box::new(decision)))
             }
         };
-        let label = if decision.allowed { "allow" } else { "deny" };
-        metrics::DECISIONS.inc(&[("front", front_name(origin.front)), ("decision", label)]);
-        if !decision.allowed {
-            let reason = if decision.policies.is_empty() { "no policy permits" } else { "forbidden by policy" };
-            self.auditor.record(base.deny(reason, decision.policy_ids())).await?;
-            return Err(GateError::Denied(Box::new(decision)));
+        match self.write(origin.front, event).await {
+            Ok(()) => error,
+            Err(e) => e,
         }
-        let slot = self.auditor.begin(base.allow(decision.policy_ids())).await.inspect_err(|_| {
-            metrics::AUDIT_REFUSALS.inc(&[("front", front_name(origin.front))]);
-        })?;
-        Ok(Allowed { decision, slot })
     }
 
-    /// Asks the live policy without recording anything. Only for narrowing what an answer that is itself
-    /// audited shows (the buckets a ListBuckets answer names, the granting prefix of GetDataAccess); never to let
-    /// an access happen: that is [`Gate::authorize`]'s job. Any error reads as "no".
-    pub fn permits(&self, principal: &Principal, action: &str, resource: &Resource, front: Front) -> bool {
-        let context = RequestContext { front: front_name(front), ..RequestContext::default() };
-        self.policy.decide(principal, action, resource, &context).is_ok_and(|d| d.allowed)
+    /// Reserves room for the record of an access about to start.
+    async fn begin(&self, front: Front, event: AuditEvent) -> Result<AuditSlot, GateError> {
+        self.auditor.begin(event).await.map_err(|e| {
+            metrics::AUDIT_REFUSALS.inc(&[("front", front_name(front))]);
+            GateError::Audit(e)
+        })
     }
 
-    /// Records an event built by a front (errors before a decision, e.g. a malformed request).
-    pub async fn record(&self, event: AuditEvent) -> Result<(), GateError> {
+    /// Writes a one-shot record (a refusal, or a decision that needs no access).
+    async fn write(&self, front: Front, event: AuditEvent) -> Result<(), GateError> {
         self.auditor.record(event).await.map_err(|e| {
-            metrics::AUDIT_REFUSALS.inc(&[("front", "any")]);
+            metrics::AUDIT_REFUSALS.inc(&[("front", front_name(front))]);
             GateError::Audit(e)
         })
     }
 }
+
+/// A decision that did not allow.
+enum NotAllowed {
+    Denied(Decision),
+    Failed(PolicyError),
+}
+
+/// Splits a decision into an allow and everything else.
+fn allowed(decision: Result<Decision, PolicyError>) -> Result<Decision, NotAllowed> {
+    match decision {
+        Ok(d) if d.allowed => Ok(d),
+        Ok(d) => Err(NotAllowed::Denied(d)),
+        Err(e) => Err(NotAllowed::Failed(e)),
+    }
+}
+
+/// The reason recorded for a denial: a default deny says so, a forbid is named in `policies`.
+fn denial_reason(decision: &Decision) -> String {
+    if decision.policies.is_empty() { DEFAULT_DENY.to_owned() } else { "forbidden by policy".to_owned() }
+}
+
+/// How a record says that no policy permitted the request. Fronts use it for refusals of their own that are
+/// denials by default, so an auditor can look for one phrase.
+pub const DEFAULT_DENY: &str = "default deny: no policy permits this";
 
 /// A fresh audit event for this origin.
 pub fn event(origin: &Origin, action: &str, resource: &str) -> AuditEvent {
@@ -148,7 +288,7 @@ pub fn event(origin: &Origin, action: &str, resource: &str) -> AuditEvent {
     }
 }
 
-/// The front's name as policies see it in `context.front`.
+/// The front's name as policies see it in `context.front` and metrics label it.
 pub fn front_name(front: Front) -> &'static str {
     match front {
         Front::Control => "control",

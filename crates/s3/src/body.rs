@@ -15,6 +15,77 @@ use super::backend::BoxBody;
 use lakegate_core::audit::AuditSlot;
 use lakegate_s3_protocol::sigv4::{BoxError, PayloadError, SigV4Error};
 
+/// How long the rest of a request body is read after Lakegate has answered without it, at most in all and at
+/// most between two pieces of it (nginx's `lingering_time` and `lingering_timeout` defaults).
+const LINGER_TOTAL: std::time::Duration = std::time::Duration::from_secs(30);
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A client's request body that, when dropped unread (the request was refused, or the store answered before it
+/// took the whole upload), is read to its end and discarded for a while before the connection is let go.
+///
+/// Closing a connection whose request body is still arriving resets it, and a client still sending (one that
+/// does not wait for `100 Continue`, such as the AWS SDK for Rust) then sees a broken pipe instead of the answer
+/// already sent to it: the refusal, or the store's `412 PreconditionFailed`. S3 and nginx keep reading, so do we.
+///
+/// Except when the client asked `Expect: 100-continue` and the body was never read: hyper then never sent
+/// `100 Continue`, the client need not send the body at all (botocore does not, and reuses the connection), and
+/// reading it would eat the next request. hyper closes such a connection, which is right.
+#[derive(Debug)]
+pub struct Lingering {
+    inner: Option<hyper::body::Incoming>,
+    awaits_continue: bool,
+}
+
+impl Lingering {
+    /// `expects_continue`: the request carried `Expect: 100-continue`.
+    pub fn new(body: hyper::body::Incoming, expects_continue: bool) -> Self {
+        Self { inner: Some(body), awaits_continue: expects_continue }
+    }
+}
+
+impl Body for Lingering {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // hyper answers `100 Continue` on this first read: from now on the client sends the body.
+        self.awaits_continue = false;
+        match self.inner.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else { return };
+        if body.is_end_stream() || self.awaits_continue {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+            loop {
+                let until = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
+                match tokio::time::timeout_at(until, body.frame()).await {
+                    Ok(Some(Ok(_))) => {}
+                    // The end, the client gone, or out of time: the connection is let go as before.
+                    _ => return,
+                }
+            }
+        });
+    }
+}
+
 /// What the request-body tap observed, shared with the handler.
 #[derive(Debug, Default)]
 pub struct RequestTap {

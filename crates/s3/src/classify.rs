@@ -2,8 +2,10 @@
 //!
 //! Fail closed: every query parameter must be one the operation is known to take, so the store can never read
 //! the request as an operation other than the one that was decided (`?acl`, `?policy`, `?versioning`... are
-//! refused, not passed through). Keys are decoded once and checked with the policy module's rules; a key that
-//! still holds a percent escape after decoding (double encoding) is refused, as is any `.`/`..` segment.
+//! refused, not passed through). Keys are decoded once and checked with the policy module's rules, `.`/`..`
+//! segments refused. A `%` left after decoding is part of the key (Hive and Spark escape partition values so:
+//! `ts=2024-01-01 00%3A00%3A00`), decided and stored as it is; only a key that a second decoding would turn into
+//! a path step (`%2E%2E`, `..%2F`, a leading `%2F`) is refused, in case a store ever decodes twice.
 
 use lakegate_s3_protocol::sigv4::PRESIGN_PARAMS;
 use percent_encoding::percent_decode_str;
@@ -251,7 +253,7 @@ pub fn classify(
     }
     let copy_source = if copy { Some(copy_source(headers)?) } else { None };
     let prefix = query.iter().find(|(k, _)| k == "prefix").map(|(_, v)| v.clone()).unwrap_or_default();
-    if prefix.len() > 1024 || prefix.chars().any(char::is_control) || has_escape(&prefix) {
+    if prefix.len() > 1024 || prefix.chars().any(char::is_control) || steps_if_decoded_again(&prefix) {
         return Err(ClassifyError::InvalidKey("the listing prefix is not acceptable".into()));
     }
     Ok(Operation { kind, bucket, key, prefix, copy_source, query })
@@ -330,27 +332,42 @@ fn decode_bucket(raw: &str) -> Result<String, ClassifyError> {
     Ok(raw.to_owned())
 }
 
-/// Decodes a key once; refuses what would decode again (double encoding) and what the policy module refuses.
+/// Decodes a key once and checks it with [`check_key`].
 fn decode_key(raw: &str) -> Result<String, ClassifyError> {
     let key = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ClassifyError::InvalidKey("the key is not UTF-8".into()))?
         .into_owned();
-    if has_escape(&key) {
-        return Err(ClassifyError::InvalidKey("the key holds a percent escape after decoding".into()));
-    }
-    // Same rules as decisions use, checked here so a bad key is refused before any credential work.
-    Resource::object("aaa", &key).map_err(|e| ClassifyError::InvalidKey(e.to_string()))?;
-    if key.contains('\\') {
-        return Err(ClassifyError::InvalidKey("the key holds a backslash".into()));
-    }
+    check_key(&key)?;
     Ok(key)
 }
 
-/// Whether `s` holds `%` followed by two hex digits.
-fn has_escape(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.windows(3).any(|w| matches!(w, [b'%', x, y] if x.is_ascii_hexdigit() && y.is_ascii_hexdigit()))
+/// The rules every object key meets, however it arrived (path, copy source, DeleteObjects body): the policy
+/// module's (no `.`/`..` or empty segments, no leading `/`, no control characters, at most 1024 bytes), no
+/// backslash (a separator to some file systems), and nothing a second decoding would turn into a path step.
+pub(crate) fn check_key(key: &str) -> Result<(), ClassifyError> {
+    // Same rules as decisions use, checked here so a bad key is refused before any credential work.
+    Resource::object("aaa", key).map_err(|e| ClassifyError::InvalidKey(e.to_string()))?;
+    if key.contains('\\') {
+        return Err(ClassifyError::InvalidKey("the key holds a backslash".into()));
+    }
+    if steps_if_decoded_again(key) {
+        return Err(ClassifyError::InvalidKey("the key would name another path if decoded twice".into()));
+    }
+    Ok(())
+}
+
+/// Whether decoding `s` once more would give a `.` or `..` segment or a leading separator. Both stores decode
+/// a key exactly once (it is forwarded with its `%` encoded as `%25`), so a literal `%` is harmless to them; this
+/// keeps a store that wrongly decoded twice from being led out of the prefix that was decided, while leaving
+/// Hive's escapes (`%3A`, `%3D`, `%2F`, `%25`...) alone.
+fn steps_if_decoded_again(s: &str) -> bool {
+    if !s.contains('%') {
+        return false;
+    }
+    let again: Vec<u8> = percent_decode_str(s).collect();
+    let separator = |b: &u8| *b == b'/' || *b == b'\\';
+    again.first().is_some_and(separator) || again.split(separator).any(|seg| seg == b"." || seg == b"..")
 }
 
 /// `x-amz-copy-source: [/]bucket/key` (URL-encoded); versions are not supported.
@@ -439,6 +456,33 @@ mod tests {
         ] {
             assert!(op("GET", path, None).is_err(), "{path}");
         }
+    }
+
+    #[test]
+    fn a_percent_left_after_decoding_is_part_of_the_key_as_hive_writes_it() {
+        let o = op("PUT", "/lake/sales/ts%3D2024-01-01%2000%253A00%253A00/part-0.parquet", None).unwrap();
+        assert_eq!(o.key.as_deref(), Some("sales/ts=2024-01-01 00%3A00%3A00/part-0.parquet"));
+        for key in ["sales/p=a%252Fb/x", "sales/100%25", "sales/50%", "sales/%zz", "sales/a%25%25b"] {
+            assert!(op("GET", &format!("/lake/{key}"), None).is_ok(), "{key}");
+        }
+        let l = op("GET", "/lake", Some("list-type=2&prefix=sales%2Fts%3D2024-01-01%2000%253A")).unwrap();
+        assert_eq!(l.prefix, "sales/ts=2024-01-01 00%3A");
+    }
+
+    #[test]
+    fn a_key_that_a_second_decoding_would_turn_into_a_path_step_is_refused() {
+        for path in [
+            "/lake/sales/%252E%252E/hr/x",
+            "/lake/sales/..%252Fhr/x",
+            "/lake/sales/a%252F..%252F..%252Fhr/x",
+            "/lake/%252Fhr/x",
+            "/lake/sales/%252e/x",
+            "/lake/sales/a%255C..%255Cb",
+        ] {
+            assert!(matches!(op("GET", path, None), Err(ClassifyError::InvalidKey(_))), "{path}");
+        }
+        assert!(op("GET", "/lake", Some("prefix=sales%2F%252E%252E%2F")).is_err());
+        assert!(check_key("sales/%2E%2E/hr/x").is_err(), "as a DeleteObjects key");
     }
 
     #[test]

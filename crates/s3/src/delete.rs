@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Response};
-use hyper::body::Incoming;
 
 use super::auth::Caller;
 use super::backend::{BoxBody, ForwardRequest};
-use super::body::RequestTap;
+use super::body::{Lingering, RequestTap};
 use super::classify::{self, Operation};
 use super::error::S3Error;
 use super::service::{
@@ -28,7 +27,7 @@ pub(crate) async fn delete_objects(
     caller: &Caller,
     op: &Operation,
     parts: http::request::Parts,
-    body: Incoming,
+    body: Lingering,
 ) -> Result<Response<BoxBody>, S3Error> {
     let bucket = op.bucket.clone().unwrap_or_default();
     if !touches_bucket(&caller.scope, &bucket) {
@@ -46,13 +45,16 @@ pub(crate) async fn delete_objects(
     let mut allowed: Vec<(String, AuditSlot)> = Vec::new();
     let mut outcomes: Vec<xml::DeleteOutcome> = Vec::new();
     for key in &request.keys {
-        let decision = match Resource::object(&bucket, key) {
+        let resource = classify::check_key(key).and_then(|()| {
+            Resource::object(&bucket, key).map_err(|e| classify::ClassifyError::InvalidKey(e.to_string()))
+        });
+        let decision = match resource {
             Ok(resource) => {
                 let in_scope = caller.scope.allows(&bucket, key, Access::Write);
                 decide(front, origin, caller, "s3:DeleteObject", &resource, in_scope, "DeleteObjects").await
             }
             Err(e) => {
-                let error = S3Error::Classify(classify::ClassifyError::InvalidKey(e.to_string()));
+                let error = S3Error::Classify(e);
                 let event =
                     with_caller(gate::event(origin, "s3:DeleteObject", &format!("s3://{bucket}/{key}")), caller)
                         .principal(&caller.principal)

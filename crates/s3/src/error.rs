@@ -56,6 +56,7 @@ impl S3Error {
             Self::Gate(GateError::Identity(IdentityError::Missing)) => "AccessDenied",
             Self::Gate(_) | Self::OutOfScope => "AccessDenied",
             Self::Backend(BackendError::Request(_)) => "InternalError",
+            Self::Backend(BackendError::ClientBody(_)) => "IncompleteBody",
             Self::Backend(_) => "ServiceUnavailable",
             Self::Xml(XmlError::VersionsNotSupported) => "NotImplemented",
             Self::Xml(_) => "MalformedXML",
@@ -78,6 +79,7 @@ impl S3Error {
             Self::Gate(GateError::Audit(_)) => 503,
             Self::Gate(_) | Self::OutOfScope => 403,
             Self::Backend(BackendError::Request(_)) => 500,
+            Self::Backend(BackendError::ClientBody(_)) => 400,
             Self::Backend(_) => 503,
             Self::Xml(XmlError::VersionsNotSupported) => 501,
             Self::Xml(_) | Self::BodyTooLarge(_) | Self::HeadersTooLarge(_) | Self::BodyRead(_) => 400,
@@ -92,6 +94,8 @@ impl S3Error {
             Self::Gate(GateError::Denied(_)) | Self::OutOfScope => "Access Denied".into(),
             Self::Gate(GateError::Audit(_)) => "the audit log is unavailable; the request was not served".into(),
             Self::Store { message, .. } => message.clone(),
+            // The transport's own words stay in the log and the audit record.
+            Self::Backend(e) => e.client_message().into(),
             other => other.to_string(),
         }
     }

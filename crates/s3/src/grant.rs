@@ -12,13 +12,11 @@ use super::auth::{self, Caller};
 use super::backend::BoxBody;
 use super::error::S3Error;
 use super::service::{S3Front, caller_details, full, refuse, s3_settings, stamp};
-use lakegate_core::audit::Front;
 use lakegate_core::credentials::{
-    self, CredentialKind, MAX_SESSION_SECONDS, MIN_SESSION_SECONDS, Permission, Privilege, S3Location, Scope,
-    SessionClaims,
+    self, CredentialKind, MAX_SESSION_SECONDS, MIN_SESSION_SECONDS, Permission, Privilege, S3Location, SessionClaims,
 };
-use lakegate_core::gate::Origin;
-use lakegate_core::policy::{RequestContext, Resource};
+use lakegate_core::gate::{Grant, Origin, Vend};
+use lakegate_core::policy::Resource;
 use lakegate_s3_protocol::xml::escape;
 
 /// The request path of GetDataAccess.
@@ -87,37 +85,18 @@ async fn vend(
         return Err(invalid("durationSeconds must be between 900 and 43200"));
     }
 
-    let Some(granting) = granting_location(front, caller, &target, permission) else {
-        // Decided on the target through the gate, so the refusal is recorded like any other.
-        let allowed = decide(front, origin, caller, &target).await?;
-        // Policy lets the caller ask here but does not allow the permission asked for: one event, a denial.
-        let mut slot = allowed.slot;
-        let event = slot.event_mut();
-        event.decision = lakegate_core::audit::Decision::Deny;
-        event.reason = Some(format!("the live policy does not allow {permission:?} on the target"));
-        event.outcome_mut().status = Some(403);
-        event.outcome_mut().error_code = Some("AccessDenied".into());
-        slot.finish();
-        return Err(S3Error::Gate(lakegate_core::gate::GateError::Denied(Box::new(allowed.decision))));
+    // A target that is no valid resource is the client's mistake, refused before any decision.
+    location_resource(&target)?;
+    let request = Vend::DataAccess { target: &target, permission, privilege, within: &caller.scope };
+    let mut details = caller_details(caller);
+    details.insert("operation".into(), "GetDataAccess".into());
+    details.insert("target".into(), target.to_string().into());
+    details.insert("permission".into(), format!("{permission:?}").into());
+    let vending = front.gate.vend(origin, &caller.principal, request, details).await?;
+    let Grant::DataAccess(access) = vending.grant else {
+        return Err(S3Error::Backend(super::backend::BackendError::Request("the gate granted no data access".into())));
     };
-    let allowed = decide(front, origin, caller, &granting).await?;
-    let mut slot = allowed.slot;
-
-    let mut access = credentials::resolve_data_access(&target, permission, privilege, &granting)
-        .map_err(|_| invalid("the target is not inside the granting location"))?;
-    // Never wider than the caller's own credential: fall back to exactly the target, else refuse.
-    if !within(&caller.scope, &access.scope) {
-        access = credentials::resolve_data_access(&target, permission, Privilege::Minimal, &granting)
-            .map_err(|_| invalid("the target is not inside the granting location"))?;
-        if !within(&caller.scope, &access.scope) {
-            let event = slot.event_mut();
-            event.decision = lakegate_core::audit::Decision::Deny;
-            event.reason = Some("wider than the caller's own credential scope".into());
-            event.outcome_mut().status = Some(403);
-            slot.finish();
-            return Err(S3Error::Gate(lakegate_core::gate::GateError::Denied(Box::new(allowed.decision))));
-        }
-    }
+    let mut slot = vending.slot;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut expires_at = now + seconds;
     if let Some(s) = &caller.session {
@@ -149,9 +128,6 @@ async fn vend(
         escape(&caller.principal.subject),
     );
     let event = slot.event_mut();
-    event.extra.insert("operation".into(), "GetDataAccess".into());
-    event.extra.insert("target".into(), target.to_string().into());
-    event.extra.insert("permission".into(), format!("{permission:?}").into());
     event.extra.insert("matched_grant_target".into(), access.matched_grant_target.clone().into());
     event.extra.insert("vended_access_key_id".into(), creds.access_key_id.clone().into());
     let outcome = event.outcome_mut();
@@ -164,76 +140,6 @@ async fn vend(
     Ok(stamp(r, &origin.request_id))
 }
 
-/// The widest location at or above `target` where the live policy allows both GetDataAccess and `permission`.
-fn granting_location(
-    front: &S3Front,
-    caller: &Caller,
-    target: &S3Location,
-    permission: Permission,
-) -> Option<S3Location> {
-    let prefix = target.prefix();
-    let mut candidates: Vec<String> = vec![String::new()];
-    candidates.extend(prefix.match_indices('/').map(|(i, _)| prefix.get(..=i).unwrap_or_default().to_owned()));
-    if target.is_object() {
-        candidates.push(prefix.to_owned());
-    }
-    candidates.into_iter().find_map(|p| {
-        let text = format!("s3://{}/{p}", target.bucket());
-        let location = if p.is_empty() || p.ends_with('/') {
-            S3Location::parse_prefix(&text).ok()?
-        } else {
-            S3Location::parse_target(&text).ok()?
-        };
-        let resource = location_resource(&location).ok()?;
-        let gate = &front.gate;
-        let granted = gate.permits(&caller.principal, ACTION, &resource, Front::S3);
-        (granted && permission_allowed(front, caller, &location, permission)).then_some(location)
-    })
-}
-
-/// Whether the live policy allows `permission` at `location`: reading (list and get) and/or writing (put).
-fn permission_allowed(front: &S3Front, caller: &Caller, location: &S3Location, permission: Permission) -> bool {
-    let bucket = location.bucket();
-    // A probe object inside the location stands for "any object under it"; for an object target, the object.
-    let probe_key = if location.is_object() { location.prefix().to_owned() } else { format!("{}*", location.prefix()) };
-    let Ok(object) = Resource::object(bucket, &probe_key) else { return false };
-    let gate = &front.gate;
-    let p = &caller.principal;
-    let read = || {
-        gate.permits(p, "s3:GetObject", &object, Front::S3)
-            && (location.is_object()
-                || Resource::prefix(bucket, location.prefix())
-                    .is_ok_and(|r| gate.permits(p, "s3:ListBucket", &r, Front::S3)))
-    };
-    let write = || gate.permits(p, "s3:PutObject", &object, Front::S3);
-    match permission {
-        Permission::Read => read(),
-        Permission::Write => write(),
-        Permission::ReadWrite => read() && write(),
-    }
-}
-
-/// Decides `GetDataAccess` on `location` through the gate (audited like any decision).
-async fn decide(
-    front: &S3Front,
-    origin: &Origin,
-    caller: &Caller,
-    location: &S3Location,
-) -> Result<lakegate_core::gate::Allowed, S3Error> {
-    let resource = location_resource(location)?;
-    Ok(front
-        .gate
-        .authorize_with_details(
-            origin,
-            &caller.principal,
-            ACTION,
-            &resource,
-            RequestContext::default(),
-            caller_details(caller),
-        )
-        .await?)
-}
-
 fn location_resource(location: &S3Location) -> Result<Resource, S3Error> {
     let r = if location.is_object() {
         Resource::object(location.bucket(), location.prefix())
@@ -241,9 +147,4 @@ fn location_resource(location: &S3Location) -> Result<Resource, S3Error> {
         Resource::prefix(location.bucket(), location.prefix())
     };
     r.map_err(|_| invalid("target is not a valid location"))
-}
-
-/// Whether `inner` allows nothing `outer` does not.
-fn within(outer: &Scope, inner: &Scope) -> bool {
-    outer.clone().narrow(inner.clone()) == *inner
 }

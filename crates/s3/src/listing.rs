@@ -6,12 +6,10 @@ use super::auth::Caller;
 use super::backend::{BoxBody, ForwardRequest};
 use super::error::S3Error;
 use super::service::{
-    MAX_STORE_XML, S3Front, empty, full, read_bounded, stamp, store_error, touches_bucket, with_caller,
+    MAX_STORE_XML, S3Front, caller_details, empty, full, read_bounded, stamp, store_error, touches_bucket,
 };
-use lakegate_core::audit::Front;
 use lakegate_core::credentials::Scope;
-use lakegate_core::gate::{self, Origin};
-use lakegate_core::policy::Resource;
+use lakegate_core::gate::{BucketCandidate, Origin};
 use lakegate_s3_protocol::xml;
 
 /// ListBuckets: the store's list, narrowed to the buckets the caller can see something in.
@@ -34,35 +32,30 @@ pub(crate) async fn list_buckets(
     }
     let bytes = read_bounded(response.into_body(), MAX_STORE_XML).await?;
     let all = xml::parse_list_buckets(&bytes)?;
-    let visible: Vec<xml::BucketEntry> = all.into_iter().filter(|b| bucket_visible(front, caller, &b.name)).collect();
+    // Only buckets the credential reaches are candidates; the gate decides which of them the policy shows.
+    let candidates = all
+        .iter()
+        .filter(|b| touches_bucket(&caller.scope, &b.name))
+        .map(|b| BucketCandidate { bucket: b.name.clone(), prefixes: scoped_prefixes(&caller.scope, &b.name) })
+        .collect();
+    let listing = front.gate.list_buckets(origin, &caller.principal, candidates, caller_details(caller)).await?;
+    let visible: Vec<xml::BucketEntry> = all.into_iter().filter(|b| listing.visible.contains(&b.name)).collect();
     let text = xml::list_buckets(&visible, &caller.principal.subject);
-    let mut event =
-        with_caller(gate::event(origin, "s3:ListAllMyBuckets", "s3://").principal(&caller.principal), caller)
-            .allow(Vec::<String>::new())
-            .extra("operation", "ListBuckets")
-            .extra("buckets", visible.iter().map(|b| b.name.clone()).collect::<Vec<_>>());
-    let outcome = event.outcome_mut();
+    let mut slot = listing.slot;
+    let outcome = slot.event_mut().outcome_mut();
     outcome.status = Some(200);
     outcome.bytes_out = text.len() as u64;
-    front.gate.record(event).await?;
+    slot.finish();
     let mut r = Response::new(full(text));
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     Ok(stamp(r, &origin.request_id))
 }
 
-/// A bucket is visible when the credential reaches into it and the live policy lets the caller list somewhere in
-/// it: at its root, at a prefix a policy names, or at a prefix the credential is scoped to.
-fn bucket_visible(front: &S3Front, caller: &Caller, bucket: &str) -> bool {
-    if !touches_bucket(&caller.scope, bucket) {
-        return false;
+/// The prefixes of `bucket` a credential scoped to grants reaches (where the policy may allow listing even when
+/// it does not at the bucket's root).
+fn scoped_prefixes(scope: &Scope, bucket: &str) -> Vec<String> {
+    match scope {
+        Scope::Grants(grants) => grants.iter().filter(|g| g.bucket == bucket).map(|g| g.prefix.clone()).collect(),
+        Scope::Unrestricted => Vec::new(),
     }
-    let mut candidates: Vec<String> = vec![String::new()];
-    candidates.extend(front.gate.policy.s3_prefixes().into_iter().filter(|(b, _)| b == bucket).map(|(_, p)| p));
-    if let Scope::Grants(grants) = &caller.scope {
-        candidates.extend(grants.iter().filter(|g| g.bucket == bucket).map(|g| g.prefix.clone()));
-    }
-    candidates.iter().any(|prefix| {
-        Resource::prefix(bucket, prefix)
-            .is_ok_and(|r| front.gate.permits(&caller.principal, "s3:ListBucket", &r, Front::S3))
-    })
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::auth::{self, Caller, SigV4Settings};
 use super::backend::{Backend, BoxBody, ForwardRequest, encode_path};
-use super::body::{AuditedBody, MeteredBody, MetricLabels, RequestTap, tap_request};
+use super::body::{AuditedBody, Lingering, MeteredBody, MetricLabels, RequestTap, tap_request};
 use super::classify::{self, HostStyle, OpKind, Operation};
 use super::error::S3Error;
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front};
@@ -153,6 +153,10 @@ pub(crate) fn s3_settings(front: &S3Front) -> SigV4Settings {
 }
 
 async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts, body: Incoming) -> Response<BoxBody> {
+    // From here on, a refusal or an early answer from the store leaves the rest of the body to be read.
+    let expects_continue =
+        parts.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let body = Lingering::new(body, expects_continue);
     let path = parts.uri.path().to_owned();
     let method = parts.method.clone();
     let caller =
@@ -272,7 +276,7 @@ pub(crate) async fn refuse(
         | S3Error::Credential(_)
         | S3Error::OutOfScope
         | S3Error::Classify(classify::ClassifyError::InvalidKey(_))
-        | S3Error::Gate(GateError::Denied(_) | GateError::Identity(_)) => "deny",
+        | S3Error::Gate(GateError::Denied(_) | GateError::NotGrantable(_) | GateError::Identity(_)) => "deny",
         _ => "error",
     };
     let r = error_response(&error, resource, &origin.request_id, method);
@@ -399,12 +403,12 @@ fn forward_headers(headers: &HeaderMap, op: &Operation, content_length: Option<u
 pub(crate) fn request_body(
     caller: &Caller,
     headers: &HeaderMap,
-    body: Incoming,
+    body: Lingering,
     tap: Arc<RequestTap>,
 ) -> Result<(BoxBody, Option<u64>), S3Error> {
     let declared =
         headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let plain = |b: Incoming| b.map_err(|e| lakegate_s3_protocol::sigv4::PayloadError::Body(Box::new(e)));
+    let plain = |b: Lingering| b.map_err(|e| lakegate_s3_protocol::sigv4::PayloadError::Body(Box::new(e)));
     Ok(match caller.payload() {
         PayloadMode::Unsigned => (tap_request(plain(body), tap), declared),
         PayloadMode::Sha256(hash) => (tap_request(Sha256VerifiedBody::new(body, hash), tap), declared),
@@ -430,7 +434,7 @@ async fn forward(
     caller: &Caller,
     op: &Operation,
     parts: http::request::Parts,
-    body: Incoming,
+    body: Lingering,
 ) -> Result<Response<BoxBody>, S3Error> {
     let mut slots = decide_operation(front, origin, caller, op).await?;
     let tap = Arc::new(RequestTap::default());
@@ -511,6 +515,9 @@ fn finish_with_error(
     tap: &RequestTap,
 ) -> Response<BoxBody> {
     for mut slot in slots {
+        // The decision stays an allow; the record says what went wrong after it, in the store's or the
+        // transport's own words (the client only hears the S3 error).
+        slot.event_mut().reason = Some(error.to_string());
         let outcome = slot.event_mut().outcome_mut();
         outcome.status = Some(error.status().as_u16());
         outcome.error_code = Some(error.code().to_owned());
@@ -528,6 +535,7 @@ pub(crate) async fn store_error(response: Response<BoxBody>, method: &Method) ->
         404 => ("NoSuchKey".to_owned(), "The specified key does not exist.".to_owned()),
         304 => ("NotModified".to_owned(), String::new()),
         412 => ("PreconditionFailed".to_owned(), "At least one of the preconditions did not hold.".to_owned()),
+        416 => ("InvalidRange".to_owned(), "The requested range is not satisfiable.".to_owned()),
         403 => ("AccessDenied".to_owned(), "Access Denied".to_owned()),
         _ => ("InternalError".to_owned(), format!("the store answered {status}")),
     };

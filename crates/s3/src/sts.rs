@@ -4,7 +4,7 @@
 //! The same port serves both because `AWS_ENDPOINT_URL` points every AWS SDK client, S3 and STS alike, at one
 //! endpoint. STS requests are `POST /` with a form body (or `GET /?Action=...`), which S3 never uses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
@@ -15,7 +15,7 @@ use super::backend::BoxBody;
 use super::service::{S3Front, full, stamp};
 use lakegate_core::audit::Front;
 use lakegate_core::credentials::{self, CredentialKind, RoleError, SessionClaims};
-use lakegate_core::gate::{self, GateError, Origin};
+use lakegate_core::gate::{self, GateError, Origin, Vend};
 use lakegate_core::identity::IdentityError;
 use lakegate_net::http::read_limited;
 use lakegate_s3_protocol::sts::valid_session_name;
@@ -31,11 +31,18 @@ struct StsError {
     code: &'static str,
     status: StatusCode,
     message: String,
+    /// Whether the gate has recorded the refusal already (it records its own: identity, policy, audit).
+    recorded: bool,
 }
 
 impl StsError {
     fn new(code: &'static str, status: u16, message: impl Into<String>) -> Self {
-        Self { code, status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), message: message.into() }
+        Self {
+            code,
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            message: message.into(),
+            recorded: false,
+        }
     }
 
     fn validation(message: impl Into<String>) -> Self {
@@ -52,14 +59,18 @@ impl From<RoleError> for StsError {
 
 impl From<GateError> for StsError {
     fn from(e: GateError) -> Self {
-        match e {
+        let e = match e {
             GateError::Identity(IdentityError::Expired) => {
                 Self::new("ExpiredTokenException", 400, "the web identity token has expired")
             }
             GateError::Identity(i) => Self::new("InvalidIdentityToken", 400, i.to_string()),
             GateError::Audit(_) => Self::new("ServiceUnavailable", 503, "the audit log is unavailable"),
-            GateError::Denied(_) | GateError::Policy(_) => Self::new("AccessDenied", 403, "Access Denied"),
-        }
+            GateError::Denied(_) => Self::new("AccessDenied", 403, "not authorized to assume this role"),
+            GateError::Policy(_) | GateError::NotGrantable(_) | GateError::Exchange(_) => {
+                Self::new("AccessDenied", 403, "Access Denied")
+            }
+        };
+        Self { recorded: true, ..e }
     }
 }
 
@@ -110,6 +121,11 @@ async fn assume_role(front: &S3Front, origin: &Origin, params: &HashMap<String, 
         let duration = role.session_duration(requested)?;
         let token = params.get("WebIdentityToken").map(String::as_str);
         let principal = front.gate.authenticate(origin, token, ACTION, &role_arn).await?;
+        let details = BTreeMap::from([
+            ("role_arn".to_owned(), serde_json::Value::from(role_arn.clone())),
+            ("role_session_name".to_owned(), serde_json::Value::from(session_name.clone())),
+        ]);
+        let vending = front.gate.vend(origin, &principal, Vend::Role(role.name()), details).await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = SessionClaims {
             principal,
@@ -120,12 +136,21 @@ async fn assume_role(front: &S3Front, origin: &Origin, params: &HashMap<String, 
             expires_at: now + i64::from(duration),
             kind: CredentialKind::Sts,
         };
-        let creds = credentials::mint(&front.keys.current(), &claims)
-            .map_err(|e| StsError::new("InternalError", 500, e.to_string()))?;
-        Ok((claims, creds, role.role_name().to_owned()))
+        let mut slot = vending.slot;
+        match credentials::mint(&front.keys.current(), &claims) {
+            Ok(creds) => Ok((claims, creds, role.role_name().to_owned(), slot)),
+            Err(e) => {
+                let event = slot.event_mut();
+                event.reason = Some(e.to_string());
+                event.outcome_mut().status = Some(500);
+                event.outcome_mut().error_code = Some("InternalError".into());
+                slot.finish();
+                Err(StsError { recorded: true, ..StsError::new("InternalError", 500, e.to_string()) })
+            }
+        }
     }
     .await;
-    let (claims, creds, role_name) = match result {
+    let (claims, creds, role_name, mut slot) = match result {
         Ok(r) => r,
         Err(e) => return error(front, origin, ACTION, &role_arn, e).await,
     };
@@ -149,18 +174,14 @@ async fn assume_role(front: &S3Front, origin: &Origin, params: &HashMap<String, 
         iss = escape(&claims.principal.issuer),
         rid = escape(&origin.request_id),
     );
-    let mut event = gate::event(origin, ACTION, &role_arn)
-        .principal(&claims.principal)
-        .allow(Vec::<String>::new())
-        .extra("role", claims.role.clone().unwrap_or_default())
-        .extra("role_session_name", session)
-        .extra("access_key_id", creds.access_key_id.clone())
-        .extra("expiration", creds.expiration_rfc3339());
+    // The slot was reserved before the credentials were minted: no record, no credentials.
+    let event = slot.event_mut();
+    event.extra.insert("role".into(), claims.role.clone().unwrap_or_default().into());
+    event.extra.insert("access_key_id".into(), creds.access_key_id.clone().into());
+    event.extra.insert("expiration".into(), creds.expiration_rfc3339().into());
     event.outcome_mut().status = Some(200);
     event.outcome_mut().bytes_out = text.len() as u64;
-    if let Err(e) = front.gate.record(event).await {
-        return error(front, origin, ACTION, &role_arn, StsError::from(e)).await;
-    }
+    slot.finish();
     xml_response(StatusCode::OK, text, &origin.request_id)
 }
 
@@ -222,8 +243,7 @@ async fn caller_identity(
 
 /// Audits a refused STS request (unless the gate already did) and answers with `<ErrorResponse>`.
 async fn error(front: &S3Front, origin: &Origin, action: &str, resource: &str, e: StsError) -> Response<BoxBody> {
-    // Identity failures were recorded by the gate's authenticate.
-    if !matches!(e.code, "InvalidIdentityToken" | "ExpiredTokenException") {
+    if !e.recorded {
         let mut event = gate::event(origin, action, resource).deny(e.message.clone(), Vec::<String>::new());
         event.outcome_mut().status = Some(e.status.as_u16());
         event.outcome_mut().error_code = Some(e.code.to_owned());

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
@@ -33,8 +33,8 @@ use super::backend::Backend as _;
 use super::error::SqlError;
 use super::rows::{Column, ColumnType};
 use super::session::Outcome;
+use lakegate_core::gate::{FilterCache, GateError, Origin, VisibleTable};
 use lakegate_core::identity::Principal;
-use lakegate_core::policy::{RequestContext, TableName, TableOp};
 
 /// Schemas whose relations are answered here.
 const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
@@ -90,22 +90,51 @@ fn folded(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-/// The columns a catalog query returns.
-pub async fn describe(service: &SqlService, principal: &Principal, sql: &str) -> Result<Vec<Column>, SqlError> {
+/// The columns a catalog query returns. They do not depend on what the principal may see, so describing
+/// decides nothing: the query runs over an empty catalog of the same shape.
+pub async fn describe(sql: &str) -> Result<Vec<Column>, SqlError> {
     if let Some(columns) = empty_result(sql) {
         return Ok(columns);
     }
-    let engine = Introspection::build(service, principal)?;
+    let engine = Introspection::build(&[])?;
     engine.describe(&normalize(sql)?).await
 }
 
-/// Runs a catalog query over the principal's view of the catalog.
-pub async fn query(service: &SqlService, principal: &Principal, sql: &str) -> Result<Outcome, SqlError> {
+/// Runs a catalog query over the principal's view of the catalog, which the gate decides and records.
+pub async fn query(
+    service: &SqlService,
+    origin: &Origin,
+    principal: &Principal,
+    cache: &Mutex<FilterCache>,
+    sql: &str,
+) -> Result<Outcome, SqlError> {
     if let Some(columns) = empty_result(sql) {
         return Ok(Outcome::Rows(super::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
     }
-    let engine = Introspection::build(service, principal)?;
-    engine.query(&normalize(sql)?).await.map(Outcome::Rows)
+    let normalized = normalize(sql)?;
+    let listing = service.gate.list_catalog(origin, principal, sql, cache).await.map_err(|e| match e {
+        GateError::Policy(e) => SqlError::Policy(e.to_string()),
+        other => SqlError::AuditUnavailable(other.to_string()),
+    })?;
+    let mut slot = listing.slot;
+    let result = match Introspection::build(&listing.tables) {
+        Ok(engine) => engine.query(&normalized).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(rows) => {
+            // Catalog answers are small and built in memory; the record is complete once they are planned.
+            slot.finish();
+            Ok(Outcome::Rows(rows))
+        }
+        Err(e) => {
+            let event = slot.event_mut();
+            event.reason = Some(e.to_string());
+            event.outcome_mut().error_code = Some(e.sqlstate().to_owned());
+            slot.finish();
+            Err(e)
+        }
+    }
 }
 
 /// A query whose FROM is a catalog Lakegate keeps empty (policies, triggers, publications...) has no rows:
@@ -322,29 +351,15 @@ struct Introspection {
 }
 
 impl Introspection {
-    fn build(service: &SqlService, principal: &Principal) -> Result<Self, SqlError> {
-        let store = service.gate.policy.store();
-        let context = RequestContext { front: "sql", ..Default::default() };
+    /// A catalog context showing `tables` (what the gate decided the principal may see).
+    fn build(tables: &[VisibleTable]) -> Result<Self, SqlError> {
         // Oids are stable per catalog position, so a tool may keep them between queries of one session.
         let mut visible = Vec::new();
         let mut schemas: BTreeMap<String, i64> = BTreeMap::new();
-        for (i, def) in store.catalog().tables.iter().enumerate() {
-            let Some((db, table)) = def.split_name() else { continue };
-            let filter = lakegate_core::policy::table_filter_with(
-                &store,
-                principal,
-                TableOp::Select,
-                &TableName::new(db, table),
-                &context,
-            )
-            .map_err(|e| SqlError::Policy(e.to_string()))?;
-            if filter.permissive.is_empty() || filter.columns.is_empty() {
-                continue;
-            }
-            let columns = filter
+        for t in tables {
+            let columns = t
                 .columns
                 .iter()
-                .filter_map(|a| def.columns.iter().find(|c| c.name == a.name))
                 .map(|c| {
                     (
                         c.name.clone(),
@@ -354,11 +369,11 @@ impl Introspection {
                 })
                 .collect();
             let next = NAMESPACE_OID_BASE + i64::try_from(schemas.len()).unwrap_or(0);
-            schemas.entry(db.to_owned()).or_insert(next);
+            schemas.entry(t.name.schema.clone()).or_insert(next);
             visible.push(Visible {
-                oid: TABLE_OID_BASE + i64::try_from(i).unwrap_or(0),
-                schema: db.to_owned(),
-                name: table.to_owned(),
+                oid: TABLE_OID_BASE + i64::try_from(t.position).unwrap_or(0),
+                schema: t.name.schema.clone(),
+                name: t.name.name.clone(),
                 columns,
             });
         }

@@ -71,8 +71,8 @@ impl SqlService {
         gate: Arc<Gate>,
         keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
     ) -> Result<Arc<SqlService>, SqlStartError> {
-        let store = gate.policy.store();
-        let catalog = store.catalog();
+        let snapshot = gate.catalog();
+        let catalog: &lakegate_core::policy::catalog::Catalog = &snapshot;
         if catalog.tables.iter().any(|t| t.backend == backend::EMBEDDED) {
             demo::seed(warehouse).map_err(|source| SqlStartError::Demo { path: warehouse.to_owned(), source })?;
         }

@@ -16,14 +16,13 @@ use super::backend::{Backend, IsolationLevel, SavepointOp, Transaction, Transact
 use super::error::SqlError;
 use super::introspect;
 use super::rewrite::{
-    AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableFilter,
-    TableName, TransactionCommand,
+    AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableName,
+    TransactionCommand,
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
-use lakegate_core::gate::{Origin, event};
+use lakegate_core::gate::{FilterCache, Origin, Refusal, StatementDecision};
 use lakegate_core::identity::Principal;
-use lakegate_core::policy::RequestContext;
 
 /// The server version reported to clients (`server_version`, `version()`): the PostgreSQL dialect Lakegate
 /// speaks, so drivers pick their PostgreSQL 16 code paths.
@@ -41,44 +40,6 @@ pub struct Session {
     transaction: Option<OpenTransaction>,
     /// Compiled table filters of this session's principal, for the policy set they were compiled under.
     filters: std::sync::Mutex<FilterCache>,
-}
-
-/// The table filters a session has compiled, valid for one policy set.
-///
-/// A filter depends on the principal and the request context (the front and the actor chain), which are fixed
-/// for a session, on the operation and table, and on the policy set; nothing else goes into a decision (no
-/// clock, no request attributes). So a session reuses a filter until the policy set in force is a different
-/// one, which makes a revoked permission take effect on the very next statement, as without the cache.
-#[derive(Debug, Default)]
-struct FilterCache {
-    store: Option<Arc<lakegate_core::policy::PolicyStore>>,
-    entries: std::collections::HashMap<(lakegate_core::policy::TableOp, TableName), TableFilter>,
-}
-
-/// Most filters one session keeps (a session touching more tables than this recompiles some).
-const MAX_CACHED_FILTERS: usize = 256;
-
-impl FilterCache {
-    fn get_or_compile(
-        &mut self,
-        store: &Arc<lakegate_core::policy::PolicyStore>,
-        key: (lakegate_core::policy::TableOp, TableName),
-        compile: impl FnOnce() -> Result<TableFilter, lakegate_core::policy::PolicyError>,
-    ) -> Result<TableFilter, lakegate_core::policy::PolicyError> {
-        if !self.store.as_ref().is_some_and(|s| Arc::ptr_eq(s, store)) {
-            self.store = Some(store.clone());
-            self.entries.clear();
-        }
-        if let Some(filter) = self.entries.get(&key) {
-            return Ok(filter.clone());
-        }
-        let filter = compile()?;
-        if self.entries.len() >= MAX_CACHED_FILTERS {
-            self.entries.clear();
-        }
-        self.entries.insert(key, filter.clone());
-        Ok(filter)
-    }
 }
 
 /// A transaction block the client opened with BEGIN.
@@ -123,8 +84,8 @@ pub enum PreparedKind {
 pub struct Governed {
     pub statement: RewrittenStatement,
     pub backend: String,
-    /// The policies that contributed to the filters used.
-    pub policies: Vec<String>,
+    /// What the gate decided for the statement's tables (the permits behind the filters used).
+    pub decision: StatementDecision,
 }
 
 /// The result of one statement.
@@ -205,43 +166,23 @@ impl Session {
                 len: sql.len(),
                 max: self.service.settings.max_statement_bytes,
             });
-            return Err(self.refused(sql, request_id, err).await);
+            return Err(self.refused(sql, request_id, None, err).await);
         }
         if introspect::is_catalog_query(sql) {
             return Ok(vec![Prepared { original: sql.to_owned(), kind: PreparedKind::Introspect(sql.to_owned()) }]);
         }
-        match self.rewrite(sql) {
+        let (rewritten, decision) = self.rewrite(sql);
+        match rewritten {
             Ok(list) => Ok(list),
-            Err(e) => Err(self.refused(sql, request_id, e).await),
+            Err(e) => Err(self.refused(sql, request_id, Some(&decision), e).await),
         }
     }
 
-    /// The synchronous part: rewriting with the filters of the policy set in force now.
-    fn rewrite(&self, sql: &str) -> Result<Vec<Prepared>, SqlError> {
-        let store = self.service.gate.policy.store();
-        let catalog = super::rewrite::Catalog::from_policy(store.catalog());
-        let context = RequestContext { front: "sql", ..Default::default() };
-        let used: std::cell::RefCell<BTreeMap<TableName, Vec<String>>> = Default::default();
-        let policy_error: std::cell::RefCell<Option<String>> = Default::default();
-        let mut filters = self.filters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let filters = std::cell::RefCell::new(&mut *filters);
-        let lookup = |table: &TableName, op: Operation| -> Option<TableFilter> {
-            let compiled = filters.borrow_mut().get_or_compile(&store, (op.table_op(), table.clone()), || {
-                lakegate_core::policy::table_filter_with(&store, &self.principal, op.table_op(), table, &context)
-            });
-            match compiled {
-                Ok(f) if !f.permissive.is_empty() => {
-                    used.borrow_mut().entry(table.clone()).or_default().extend(f.policies.iter().cloned());
-                    Some(f)
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    // Fail closed: the table is treated as not permitted, and the error reported.
-                    *policy_error.borrow_mut() = Some(e.to_string());
-                    None
-                }
-            }
-        };
+    /// The synchronous part: rewriting with the filters the gate decides under the policy set in force now.
+    fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
+        let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
+        let catalog = super::rewrite::Catalog::from_policy(policy.catalog());
+        let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
         let rewriter = Rewriter::new(&catalog, &lookup).with_search_path(self.search_path()).with_limits(
             self.service.settings.max_statement_bytes,
             super::rewrite::DEFAULT_PARSER_DEPTH,
@@ -249,44 +190,54 @@ impl Session {
             super::rewrite::DEFAULT_MAX_STACK,
         );
         let rewritten = rewriter.rewrite(sql);
-        if let Some(e) = policy_error.borrow_mut().take() {
-            return Err(SqlError::Policy(e));
+        let backends: Result<Vec<String>, SqlError> = match &rewritten {
+            Ok(r) => r.statements.iter().map(|s| backend_of(policy.catalog(), &s.tables)).collect(),
+            Err(_) => Ok(Vec::new()),
+        };
+        let decision = policy.finish();
+        if let Some(e) = decision.policy_error() {
+            // Fail closed: the tables concerned were treated as not permitted; the statement is refused.
+            let e = SqlError::Policy(e.to_string());
+            return (Err(e), decision);
         }
-        let rewritten = rewritten?;
-        let used = used.into_inner();
-        let mut out = Vec::new();
-        for statement in rewritten.statements {
-            let kind = match &statement.kind {
-                StatementKind::Session(cmd) => {
-                    PreparedKind::Session { command: cmd.clone(), text: statement.sql.clone() }
-                }
-                _ => {
-                    let backend = backend_of(store.catalog(), &statement.tables)?;
-                    let mut policies: BTreeSet<String> = BTreeSet::new();
-                    for t in &statement.tables {
-                        policies.extend(used.get(t).into_iter().flatten().cloned());
-                    }
-                    PreparedKind::Governed(Box::new(Governed {
-                        statement,
-                        backend,
-                        policies: policies.into_iter().collect(),
-                    }))
-                }
-            };
-            out.push(Prepared { original: sql.to_owned(), kind });
-        }
-        Ok(out)
+        let prepared = match (rewritten, backends) {
+            (Ok(rewritten), Ok(backends)) => Ok(rewritten
+                .statements
+                .into_iter()
+                .zip(backends)
+                .map(|(statement, backend)| {
+                    let kind = match &statement.kind {
+                        StatementKind::Session(cmd) => {
+                            PreparedKind::Session { command: cmd.clone(), text: statement.sql.clone() }
+                        }
+                        _ => {
+                            let decision = decision.for_tables(&statement.tables);
+                            PreparedKind::Governed(Box::new(Governed { statement, backend, decision }))
+                        }
+                    };
+                    Prepared { original: sql.to_owned(), kind }
+                })
+                .collect()),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
+        };
+        (prepared, decision)
     }
 
     /// Audits a refusal; if the audit log cannot take it, that is the error the client sees.
-    async fn refused(&self, sql: &str, request_id: &str, err: SqlError) -> SqlError {
-        let ev = event(&self.origin(request_id), "sql:Statement", "")
-            .principal(&self.principal)
-            .sql(SqlAudit { original: sql.to_owned(), ..Default::default() });
-        let mut ev =
-            if err.is_denial() { ev.deny(err.to_string(), Vec::<String>::new()) } else { ev.error(err.to_string()) };
-        ev.outcome_mut().error_code = Some(err.sqlstate().to_owned());
-        match self.service.gate.record(ev).await {
+    async fn refused(
+        &self,
+        sql: &str,
+        request_id: &str,
+        decision: Option<&StatementDecision>,
+        err: SqlError,
+    ) -> SqlError {
+        let audit = SqlAudit { original: sql.to_owned(), ..Default::default() };
+        let (reason, sqlstate) = (err.to_string(), err.sqlstate().to_owned());
+        let refusal =
+            if err.is_denial() { Refusal::Denied { reason, sqlstate } } else { Refusal::Invalid { reason, sqlstate } };
+        let origin = self.origin(request_id);
+        match self.service.gate.refuse_statement(&origin, &self.principal, decision, audit, refusal).await {
             Ok(()) => err,
             Err(e) => SqlError::AuditUnavailable(e.to_string()),
         }
@@ -303,7 +254,7 @@ impl Session {
                 _ => Ok(Vec::new()),
             },
             PreparedKind::Session { command, .. } => Ok(session_columns(command)),
-            PreparedKind::Introspect(sql) => introspect::describe(&self.service, &self.principal, sql).await,
+            PreparedKind::Introspect(sql) => introspect::describe(sql).await,
         }
     }
 
@@ -342,7 +293,8 @@ impl Session {
             PreparedKind::Session { command, text } => self.session_command(command, text),
             PreparedKind::Introspect(sql) => {
                 let sql = bind_text(sql, params)?;
-                introspect::query(&self.service, &self.principal, &sql).await
+                let origin = self.origin(request_id);
+                introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql).await
             }
             PreparedKind::Governed(g) => self.governed(prepared, g, params, request_id).await,
         }
@@ -363,13 +315,14 @@ impl Session {
             _ => ("sql:Select", "SELECT"),
         };
         let tables: Vec<String> = g.statement.tables.iter().map(ToString::to_string).collect();
-        let ev = event(&self.origin(request_id), action, &tables.join(","))
-            .principal(&self.principal)
-            .allow(g.policies.clone())
-            .sql(sql_audit(&prepared.original, &sql, &tables, &g.statement.applied));
+        let audit = sql_audit(&prepared.original, &sql, &tables, &g.statement.applied);
         // No event, no access: the slot is reserved before the backend sees the statement.
-        let mut slot =
-            self.service.gate.auditor.begin(ev).await.map_err(|e| SqlError::AuditUnavailable(e.to_string()))?;
+        let mut slot = self
+            .service
+            .gate
+            .admit_statement(&self.origin(request_id), &self.principal, action, &g.decision, audit)
+            .await
+            .map_err(|e| SqlError::AuditUnavailable(e.to_string()))?;
         let backend = match self.statement_backend(&g.backend, g.statement.kind != StatementKind::Query).await {
             Ok(b) => b,
             Err(e) => return Err(fail(slot, e)),

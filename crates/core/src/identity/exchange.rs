@@ -109,6 +109,16 @@ pub struct ExchangeRequest<'a> {
     pub requested_token_type: Option<&'a str>,
 }
 
+/// A checked exchange the gate has yet to decide: the principal the token would stand for (the subject's user,
+/// with the acting application in front of its actor chain) and the audience it would be issued for.
+#[derive(Debug)]
+pub struct PendingExchange {
+    pub principal: Principal,
+    pub audience: String,
+    scope: Option<String>,
+    expires_at: i64,
+}
+
 /// The issued token and the principal it stands for.
 #[derive(Debug)]
 pub struct Issued {
@@ -197,8 +207,14 @@ impl TokenService {
         &self.signer
     }
 
-    /// Performs one exchange.
-    pub async fn exchange(&self, verifier: &Verifier, req: &ExchangeRequest<'_>) -> Result<Issued, ExchangeError> {
+    /// Checks one exchange request: authenticates the actor, verifies the subject token, and works out what the
+    /// issued token would say (who, for whom, for which audience and scope, until when). Nothing is signed: the
+    /// gate decides the exchange first and then calls [`TokenService::issue`].
+    pub async fn prepare(
+        &self,
+        verifier: &Verifier,
+        req: &ExchangeRequest<'_>,
+    ) -> Result<PendingExchange, ExchangeError> {
         if !ACCEPTED_TOKEN_TYPES.contains(&req.subject_token_type) {
             return Err(ExchangeError::InvalidRequest(format!(
                 "subject_token_type {:?} is not supported",
@@ -207,10 +223,6 @@ impl TokenService {
         }
         if req.requested_token_type.is_some_and(|t| t != TOKEN_TYPE_JWT && t != ACCEPTED_TOKEN_TYPES[1]) {
             return Err(ExchangeError::InvalidRequest("only JWT access tokens are issued".into()));
-        }
-        // Pick up keys rotated in by an operator (or another replica's Secret update) before signing.
-        if let Err(e) = self.signer.reload() {
-            tracing::warn!(error = %e, "signing keys could not be re-read; using the loaded ones");
         }
         let actor = self.authenticate_actor(verifier, &req.actor).await?;
         let (subject, claims) =
@@ -231,8 +243,20 @@ impl TokenService {
         if expires_at <= now {
             return Err(ExchangeError::InvalidSubject(IdentityError::Expired));
         }
+        Ok(PendingExchange { principal: Principal { actors, ..subject }, audience, scope, expires_at })
+    }
 
-        let principal = Principal { actors, ..subject };
+    /// Signs the token of an exchange the gate allowed.
+    pub fn issue(&self, pending: PendingExchange) -> Result<Issued, ExchangeError> {
+        // Pick up keys rotated in by an operator (or another replica's Secret update) before signing.
+        if let Err(e) = self.signer.reload() {
+            tracing::warn!(error = %e, "signing keys could not be re-read; using the loaded ones");
+        }
+        let PendingExchange { principal, audience, scope, expires_at } = pending;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if expires_at <= now {
+            return Err(ExchangeError::InvalidSubject(IdentityError::Expired));
+        }
         let mut out = Map::new();
         out.insert("iss".into(), json!(self.issuer));
         out.insert("sub".into(), json!(principal.subject));

@@ -133,27 +133,7 @@ impl PolicyEngine {
     /// Bucket::"b"`...), as `(bucket, prefix)` with `""` for a bucket. Used to find where a principal might
     /// see something without enumerating keys; conditions in `when` clauses are not looked into.
     pub fn s3_prefixes(&self) -> Vec<(String, String)> {
-        let store = self.store();
-        let mut out: Vec<(String, String)> = store
-            .policies
-            .policies()
-            .filter_map(|p| match p.resource_constraint() {
-                cedar_policy::ResourceConstraint::In(uid)
-                | cedar_policy::ResourceConstraint::Eq(uid)
-                | cedar_policy::ResourceConstraint::IsIn(_, uid) => {
-                    let id = uid.id().unescaped().to_owned();
-                    match uid.type_name().to_string().as_str() {
-                        "Bucket" => Some((id, String::new())),
-                        "Prefix" => id.split_once('/').map(|(b, p)| (b.to_owned(), p.to_owned())),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        s3_prefixes_of(&self.store())
     }
 
     /// Compiles what `principal` may see of (or do to) `table` for `op`.
@@ -166,6 +146,30 @@ impl PolicyEngine {
     ) -> Result<TableFilter, PolicyError> {
         table_filter_with(&self.store(), principal, op, table, context)
     }
+}
+
+/// [`PolicyEngine::s3_prefixes`] of a given store.
+pub fn s3_prefixes_of(store: &PolicyStore) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = store
+        .policies
+        .policies()
+        .filter_map(|p| match p.resource_constraint() {
+            cedar_policy::ResourceConstraint::In(uid)
+            | cedar_policy::ResourceConstraint::Eq(uid)
+            | cedar_policy::ResourceConstraint::IsIn(_, uid) => {
+                let id = uid.id().unescaped().to_owned();
+                match uid.type_name().to_string().as_str() {
+                    "Bucket" => Some((id, String::new())),
+                    "Prefix" => id.split_once('/').map(|(b, p)| (b.to_owned(), p.to_owned())),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// [`PolicyEngine::decide`] against a given store.
@@ -229,16 +233,38 @@ pub fn table_filter_with(
     table: &TableName,
     context: &RequestContext,
 ) -> Result<TableFilter, PolicyError> {
+    explain_table_filter(store, principal, op, table, context).map(|e| e.filter)
+}
+
+/// A compiled table filter together with the forbids that took something out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplainedFilter {
+    pub filter: TableFilter,
+    /// Ids of the forbid policies that denied the table or one of its columns, sorted. Empty where what is
+    /// missing is missing by default (no permit holds), so a refusal can name what decided it.
+    pub forbidden_by: Vec<String>,
+}
+
+/// [`table_filter_with`], also naming the forbids behind whatever the filter leaves out.
+pub fn explain_table_filter(
+    store: &PolicyStore,
+    principal: &Principal,
+    op: TableOp,
+    table: &TableName,
+    context: &RequestContext,
+) -> Result<ExplainedFilter, PolicyError> {
     let def =
         store.catalog.table(&table.schema, &table.name).ok_or_else(|| PolicyError::UnknownTable(table.to_string()))?;
     let table_resource = Resource::Table { database: table.schema.clone(), table: table.name.clone() };
     let mut contributing: Vec<String> = Vec::new();
+    let mut forbidden_by: Vec<String> = Vec::new();
 
     let table_decision = decide_with(store, principal, op.action(), &table_resource, context)?;
     let permissive: Vec<Option<String>> = if table_decision.allowed {
         contributing.extend(table_decision.policy_ids());
         table_decision.policies.iter().map(|p| p.annotations.get(store::ROW_FILTER).cloned()).collect()
     } else {
+        forbidden_by.extend(table_decision.policy_ids());
         Vec::new()
     };
 
@@ -260,6 +286,7 @@ pub fn table_filter_with(
             };
             let d = decide_with(store, principal, op.action(), &resource, context)?;
             if !d.allowed {
+                forbidden_by.extend(d.policy_ids());
                 continue;
             }
             contributing.extend(d.policy_ids());
@@ -270,17 +297,20 @@ pub fn table_filter_with(
     }
     contributing.sort();
     contributing.dedup();
+    forbidden_by.sort();
+    forbidden_by.dedup();
 
     let mut attributes = principal.attributes.clone();
     attributes.insert("sub".into(), principal.subject.clone());
-    Ok(TableFilter {
+    let filter = TableFilter {
         table: table.clone(),
         permissive,
         restrictive,
         columns,
         principal: attributes,
         policies: contributing,
-    })
+    };
+    Ok(ExplainedFilter { filter, forbidden_by })
 }
 
 /// A column is clear where any unmasked permit holds, masked where only masked permits hold.

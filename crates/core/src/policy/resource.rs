@@ -2,6 +2,7 @@
 //!
 //! An object is `in` every prefix above it (`lake/sales/2024/` and `lake/sales/`) and its bucket, so a grant
 //! `resource in Prefix::"lake/sales/"` covers a subtree. A column is `in` its table, which is `in` its database.
+//! Roles (STS) and audiences (token exchange) stand alone.
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,6 +38,10 @@ pub enum Resource {
         table: String,
         column: String,
     },
+    /// An STS role profile, by its configured name.
+    Role(String),
+    /// The audience of a token the token service would issue.
+    Audience(String),
 }
 
 impl Resource {
@@ -92,6 +97,8 @@ impl Resource {
             ("Column", [db, t, c]) => {
                 Ok(Resource::Column { database: (*db).into(), table: (*t).into(), column: (*c).into() })
             }
+            ("Role", _) => Ok(Resource::Role(id)),
+            ("Audience", _) => Ok(Resource::Audience(id)),
             _ => Err(PolicyError::BadResource(format!("{text}: unknown resource type or id shape"))),
         }
     }
@@ -105,6 +112,8 @@ impl Resource {
             Resource::Database(d) => uid("Database", d),
             Resource::Table { database, table } => uid("Table", &format!("{database}.{table}")),
             Resource::Column { database, table, column } => uid("Column", &format!("{database}.{table}.{column}")),
+            Resource::Role(name) => uid("Role", name),
+            Resource::Audience(name) => uid("Audience", name),
         }
     }
 
@@ -124,6 +133,7 @@ impl Resource {
                 push_prefix_chain(&mut out, bucket, key, None);
             }
             Resource::Database(d) => out.push(Entity::new_no_attrs(uid("Database", d), Default::default())),
+            Resource::Role(_) | Resource::Audience(_) => out.push(Entity::new_no_attrs(self.uid(), Default::default())),
             Resource::Table { database, table } => {
                 out.push(table_entity(catalog, database, table)?);
                 out.push(Entity::new_no_attrs(uid("Database", database), Default::default()));
@@ -281,5 +291,13 @@ mod tests {
             Resource::Column { database: "sales".into(), table: "orders".into(), column: "card_number".into() }
         );
         assert!(Resource::parse(r#"Table::"nodot""#).is_err());
+    }
+
+    #[test]
+    fn roles_and_audiences_parse_from_literals_and_stand_alone() {
+        let role = Resource::parse(r#"Role::"lakegate-sales""#).expect("parses");
+        assert_eq!(role, Resource::Role("lakegate-sales".into()));
+        assert_eq!(ids(&role), vec![r#"Role::"lakegate-sales""#]);
+        assert_eq!(Resource::parse(r#"Audience::"lakegate""#).expect("parses"), Resource::Audience("lakegate".into()));
     }
 }

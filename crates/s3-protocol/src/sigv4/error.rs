@@ -62,6 +62,18 @@ pub enum SigV4Error {
     /// The credential lookup failed for a reason of its own (store unreachable).
     #[error("the credential store is unavailable")]
     ServiceUnavailable,
+    /// Signature Version 2: `Authorization: AWS <key>:<signature>`, or the query parameters `AWSAccessKeyId`,
+    /// `Signature` and `Expires` that botocore and the AWS CLI presign with unless told otherwise. Refused (it
+    /// signs neither the host nor most query parameters, and has no signing time); the message names the
+    /// client setting that switches to SigV4, since the client's own error would not.
+    #[error(
+        "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256. \
+         Lakegate accepts Signature Version 4 only; boto3 and the AWS CLI presign URLs with Signature Version 2 \
+         unless configured: set signature_version='s3v4' (boto3: Config(signature_version='s3v4'); \
+         django-storages: AWS_S3_SIGNATURE_VERSION = 's3v4'; AWS CLI: aws configure set \
+         default.s3.signature_version s3v4)"
+    )]
+    SignatureVersion2,
 }
 
 impl SigV4Error {
@@ -85,6 +97,8 @@ impl SigV4Error {
             Self::BadDigest(_) => "BadDigest",
             Self::NotImplemented(_) => "NotImplemented",
             Self::ServiceUnavailable => "ServiceUnavailable",
+            // What S3 answers a SigV2 request in a region that accepts SigV4 only.
+            Self::SignatureVersion2 => "InvalidRequest",
         }
     }
 
@@ -104,7 +118,8 @@ impl SigV4Error {
             | Self::MissingSecurityHeader(_)
             | Self::InvalidArgument(_)
             | Self::InvalidRequest(_)
-            | Self::BadDigest(_) => 400,
+            | Self::BadDigest(_)
+            | Self::SignatureVersion2 => 400,
             Self::MissingContentLength => 411,
             Self::NotImplemented(_) => 501,
             Self::ServiceUnavailable => 503,

@@ -22,6 +22,10 @@
 //! - The header that gives the request time (`x-amz-date`, else `date`) must be signed.
 //! - `SignedHeaders` must be sorted and unique, as every signer sends it.
 //! - A presigned URL may be used from `X-Amz-Date - max_skew` to `X-Amz-Date + X-Amz-Expires`.
+//!   `X-Amz-Expires` of zero or less is an expired URL (`AccessDenied`, as S3 answers), not a malformed one.
+//! - Signature Version 2 (`Authorization: AWS ...`, or `AWSAccessKeyId`/`Signature`/`Expires` presigned URLs,
+//!   which botocore makes by default) is refused with `InvalidRequest` and a message naming the client setting
+//!   for SigV4: it signs neither the host nor most query parameters and has no signing time.
 
 // Nothing a client sends may panic the process: these hold for the whole module, tests excepted.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]

@@ -1114,8 +1114,39 @@ fn a_presigned_url_may_last_seven_days_and_no_more() {
     assert!(verify_s3(&presign_s3("604800"), s3_now()).is_ok());
     let got = verify_s3(&presign_s3("604801"), s3_now());
     assert!(matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))), "{got:?}");
-    let got = verify_s3(&presign_s3("0"), s3_now());
-    assert!(matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))), "{got:?}");
+    for not_a_number in ["", "1.5", "-", "ten", "99999999999"] {
+        let got = verify_s3(&presign_s3(not_a_number), s3_now());
+        assert!(matches!(got, Err(SigV4Error::AuthorizationQueryParametersError(_))), "{not_a_number}: {got:?}");
+    }
+}
+
+#[test]
+fn a_presigned_url_valid_for_zero_or_fewer_seconds_has_expired_even_signed_in_the_future() {
+    for expires in ["0", "-7", "-1000"] {
+        for now in [s3_now(), s3_now() - time::Duration::minutes(10)] {
+            let got = verify_s3(&presign_s3(expires), now);
+            assert_eq!(got.err(), Some(SigV4Error::AccessDenied("the presigned request has expired")), "{expires}");
+        }
+    }
+}
+
+#[test]
+fn signature_version_2_is_refused_with_a_message_naming_the_fix() {
+    // As botocore presigns by default (1.44: `AWSAccessKeyId`, `Signature`, `x-amz-security-token`, `Expires`).
+    let mut presigned = s3_request("GET", "/b/k", &[]);
+    presigned.query = Some("AWSAccessKeyId=AKID&Signature=JBgXTkBS%2BUpZ%3D&x-amz-security-token=T&Expires=1".into());
+    let mut header = s3_request("GET", "/b/k", &[]);
+    header.set_header("authorization", "AWS AKID:JBgXTkBSBUpZmeRkUr0vGQZIhmY=");
+    for req in [presigned, header] {
+        let err = verify_s3(&req, s3_now()).unwrap_err();
+        assert_eq!(err, SigV4Error::SignatureVersion2);
+        assert_eq!((err.s3_code(), err.http_status()), ("InvalidRequest", 400));
+        assert!(err.to_string().contains("signature_version='s3v4'"), "{err}");
+    }
+    // A SigV4 presigned URL may carry a parameter of its own named `Signature`; it is signed like any other.
+    let mut v4 = presign_s3("3600");
+    v4.query = v4.query.map(|q| format!("Signature=mine&{q}"));
+    assert!(matches!(verify_s3(&v4, s3_now()), Err(SigV4Error::SignatureDoesNotMatch(_))));
 }
 
 #[test]

@@ -283,6 +283,9 @@ impl<'a> SignedRequest<'a> {
         let query_pairs = head.query.map(raw_query_pairs).unwrap_or_default();
         let presigned =
             query_pairs.iter().any(|(k, _)| matches!(*k, "X-Amz-Algorithm" | "X-Amz-Credential" | "X-Amz-Signature"));
+        if is_signature_v2(authorization, &query_pairs, presigned) {
+            return Err(SigV4Error::SignatureVersion2);
+        }
         match (authorization, presigned) {
             (Some(_), true) => Err(SigV4Error::InvalidArgument("only one auth mechanism allowed")),
             (None, false) => Err(SigV4Error::AccessDenied("the request is not signed")),
@@ -368,12 +371,15 @@ impl<'a> SignedRequest<'a> {
         if !amz_date.starts_with(credential.date) {
             return Err(Bad("the credential date is not the date of X-Amz-Date"));
         }
-        let expires = decode(required("X-Amz-Expires", "X-Amz-Expires is missing")?)?;
-        let expires: i64 = (expires.len() <= 7 && expires.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| expires.parse().ok())
-            .flatten()
-            .filter(|s| (1..=MAX_PRESIGNED_EXPIRES_SECS).contains(s))
-            .ok_or(Bad("X-Amz-Expires must be a number of seconds from 1 to 604800"))?;
+        let expires = parse_expires(&decode(required("X-Amz-Expires", "X-Amz-Expires is missing")?)?)?;
+        // A URL valid for no time at all (or less) has expired whatever the clocks say, as S3 answers it: without
+        // this, a signing clock ahead of ours would make `X-Amz-Expires=0` usable for up to the allowed skew.
+        if expires <= 0 {
+            return Err(SigV4Error::AccessDenied("the presigned request has expired"));
+        }
+        if expires > MAX_PRESIGNED_EXPIRES_SECS {
+            return Err(Bad("X-Amz-Expires must be less than a week (in seconds) that is 604800"));
+        }
         let expires_at = request_time + Duration::seconds(expires);
         if request_time - options.now > options.max_skew {
             return Err(SigV4Error::AccessDenied("the presigned request is not valid yet"));
@@ -486,6 +492,27 @@ impl<'a> SignedRequest<'a> {
             seed: ChunkSigner::new(key.clone(), self.signature, &self.amz_date, &scope),
         })
     }
+}
+
+/// Whether the request is signed with Signature Version 2: the `AWS ` authorization scheme, or SigV2's query
+/// parameters without SigV4's (a SigV4 presigned URL may carry a key named `Signature` of its own).
+fn is_signature_v2(authorization: Option<&http::HeaderValue>, query: &[(&str, &str)], presigned: bool) -> bool {
+    let header = authorization.is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
+    let query = !presigned && query.iter().any(|(k, _)| matches!(*k, "AWSAccessKeyId" | "Signature"));
+    header || (authorization.is_none() && query)
+}
+
+/// Reads `X-Amz-Expires`: a whole number of seconds, negative numbers included (they are expired, not
+/// malformed, as S3 answers them).
+fn parse_expires(s: &str) -> Result<i64, SigV4Error> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SigV4Error::AuthorizationQueryParametersError("X-Amz-Expires should be a number"));
+    }
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| SigV4Error::AuthorizationQueryParametersError("X-Amz-Expires should be a number"))?;
+    Ok(if digits.len() < s.len() { -n } else { n })
 }
 
 fn raw_query_pairs(query: &str) -> Vec<(&str, &str)> {

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use s3s::service::{S3Service, S3ServiceBuilder};
 
+use super::fs::FsStore;
 use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query, uploads};
 use lakegate_s3_protocol::xml::s3_error;
 
@@ -90,7 +91,7 @@ impl Embedded {
         std::fs::create_dir_all(root).map_err(|e| BackendError::Unavailable(format!("{}: {e}", root.display())))?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| BackendError::Unavailable(format!("{}: {e:?}", root.display())))?;
-        let service = S3ServiceBuilder::new(fs).build();
+        let service = S3ServiceBuilder::new(FsStore::new(fs, root.to_owned())).build();
         Ok(Self { service, root: root.to_owned() })
     }
 
@@ -169,6 +170,20 @@ impl Embedded {
     }
 }
 
+/// Removes a `Range` header that is not one satisfiable-or-not byte range (several ranges, another unit, a
+/// last byte before the first, bad syntax): S3 ignores such a header and answers the whole object, as HTTP
+/// allows, where s3s would refuse the request (400).
+fn drop_unreadable_range(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(http::header::RANGE).iter();
+    let readable = match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().is_ok_and(|v| s3s::dto::Range::parse(v).is_ok()),
+        _ => false,
+    };
+    if !readable {
+        headers.remove(http::header::RANGE);
+    }
+}
+
 fn xml_response(status: u16, text: String) -> Result<http::Response<BoxBody>, BackendError> {
     http::Response::builder()
         .status(status)
@@ -193,14 +208,26 @@ impl Backend for Embedded {
                 Some(q) => format!("{path}?{q}"),
                 None => path,
             };
+            let is_head = request.method == http::Method::HEAD;
+            let mut headers = request.headers;
+            if request.key.is_some() && (request.method == http::Method::GET || is_head) {
+                drop_unreadable_range(&mut headers);
+            }
             let mut builder = http::Request::builder().method(request.method).uri(uri);
             if let Some(h) = builder.headers_mut() {
-                *h = request.headers;
+                *h = headers;
                 h.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
             }
             let body = s3s::Body::http_body_unsync(request.body);
             let req = builder.body(body).map_err(|e| BackendError::Request(e.to_string()))?;
-            let response = self.service.call(req).await.map_err(|e| BackendError::Unavailable(format!("{e:?}")))?;
+            let mut response = self.service.call(req).await.map_err(|e| BackendError::Unavailable(format!("{e:?}")))?;
+            // A ranged HEAD (answered by `FsStore::head_object`) is partial content, as the GET would be.
+            if is_head
+                && response.status() == http::StatusCode::OK
+                && response.headers().contains_key(http::header::CONTENT_RANGE)
+            {
+                *response.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+            }
             Ok(response.map(|b| b.boxed_unsync()))
         })
     }

@@ -5,6 +5,8 @@
 //! and returns the store's response with the body still streaming. Backends never see client credentials.
 
 mod embedded;
+mod fs;
+mod keep_reading;
 mod remote;
 mod uploads;
 
@@ -30,6 +32,9 @@ pub struct ForwardRequest {
 }
 
 /// Why a store could not be reached or did not answer. The store's own S3 errors are responses, not these.
+///
+/// The texts carry the transport's details for the log and the audit record; clients get
+/// [`BackendError::client_message`], which names what happened and nothing of Lakegate's insides.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("the store is unavailable: {0}")]
@@ -38,6 +43,25 @@ pub enum BackendError {
     Timeout,
     #[error("the forwarded request could not be built: {0}")]
     Request(String),
+    /// The connection to the store broke after the request was sent, with no answer to read.
+    #[error("the store closed the connection without answering: {0}")]
+    Aborted(String),
+    /// The client's request body failed while it was forwarded (it ended early, or the client went away).
+    #[error("the request body could not be read to its end: {0}")]
+    ClientBody(String),
+}
+
+impl BackendError {
+    /// What the client is told.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "The store is unavailable; retry the request later.",
+            Self::Timeout => "The store did not answer in time; retry the request later.",
+            Self::Request(_) => "The request for the store could not be built.",
+            Self::Aborted(_) => "The store closed the connection without answering; retry the request.",
+            Self::ClientBody(_) => "The request body ended before it was complete.",
+        }
+    }
 }
 
 /// A store behind the S3 front.
@@ -67,6 +91,11 @@ pub(crate) fn encode_path(bucket: Option<&str>, key: Option<&str>) -> String {
         out.push_str(&utf8_percent_encode(k, PATH_ENCODE).to_string());
     }
     out
+}
+
+/// A key, prefix or delimiter in a listing answered with `encoding-type=url`, encoded as S3 does (`/` kept).
+pub(crate) fn encode_key(key: &str) -> String {
+    utf8_percent_encode(key, PATH_ENCODE).to_string()
 }
 
 /// The query string for decoded pairs; `None` when there are none.

@@ -4,6 +4,8 @@
 use lakegate_net::describe_client_error;
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::capture_connection;
+
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -11,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+use super::keep_reading::{KeepReadingConnector, WriteFailed};
 use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query};
 use lakegate_s3_protocol::sigv4::{SecretKey, StoreCredentials, UNSIGNED_PAYLOAD, sign_request};
 
@@ -60,7 +63,7 @@ fn default_response_timeout() -> u64 {
     60
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = KeepReadingConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
 
 /// The remote store.
 pub struct Remote {
@@ -91,6 +94,7 @@ impl Remote {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let https = KeepReadingConnector(https);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
         let credentials = StoreCredentials {
             access_key_id: config.access_key_id.clone(),
@@ -140,12 +144,20 @@ impl Backend for Remote {
             if let Some(h) = builder.headers_mut() {
                 *h = headers;
             }
-            let req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
+            let mut req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
+            let connection = capture_connection(&mut req);
             let timeout = Duration::from_secs(self.config.response_timeout_seconds);
             let response = tokio::time::timeout(timeout, self.client.request(req))
                 .await
                 .map_err(|_| BackendError::Timeout)?
-                .map_err(|e| BackendError::Unavailable(describe_client_error(&e)))?;
+                .map_err(|e| transport_error(&e))?;
+            if response.extensions().get::<WriteFailed>().is_some_and(WriteFailed::happened)
+                && let Some(connected) = connection.connection_metadata().as_ref()
+            {
+                // The store answered before it read the whole body and the rest of it was discarded: the
+                // connection is out of step and must not carry another request.
+                connected.poison();
+            }
             Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
         })
     }
@@ -153,4 +165,23 @@ impl Backend for Remote {
     fn describe(&self) -> String {
         format!("remote store {} ({})", self.config.endpoint, self.config.region)
     }
+}
+
+/// Tells why a request to the store failed without an answer: no connection, the client's body, or the
+/// store going away before it answered.
+fn transport_error(e: &hyper_util::client::legacy::Error) -> BackendError {
+    let detail = describe_client_error(e);
+    if e.is_connect() {
+        return BackendError::Unavailable(detail);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        // hyper reports a failure of the request body it was sending (the client's upload broke off) as a user
+        // error; nothing else Lakegate hands it can fail so once the request is built.
+        if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+            return BackendError::ClientBody(detail);
+        }
+        source = s.source();
+    }
+    BackendError::Aborted(detail)
 }
