@@ -185,11 +185,6 @@ impl Auditor {
             durability: cfg.durability,
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-        // The writer thread's own clock, to wait for the next event with a timeout (see `CHECKPOINT_LULL`).
-        let timer = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|source| AuditError::Io { path: cfg.dir.clone(), source })?;
         let writer = Writer {
             rx,
             log,
@@ -198,7 +193,7 @@ impl Auditor {
             reported: 0,
             waiters: Vec::new(),
             synced_waiters: Vec::new(),
-            timer,
+            timer: None,
             last_checkpoint: Instant::now(),
         };
         std::thread::Builder::new()
@@ -405,7 +400,9 @@ struct Writer {
     /// `begin` calls (durability `sync`) waiting for their decision record; answered as soon as the batch
     /// holding it is synced, dropped (an error for the waiter) when the write fails.
     synced_waiters: Vec<oneshot::Sender<()>>,
-    timer: tokio::runtime::Runtime,
+    /// The thread's own clock, to wait for the next event with a timeout (see `CHECKPOINT_LULL`). Made on the
+    /// thread, because a runtime may not be dropped inside the async code that starts the auditor.
+    timer: Option<tokio::runtime::Runtime>,
     last_checkpoint: Instant,
 }
 
@@ -420,6 +417,12 @@ enum Next {
 
 impl Writer {
     fn run(mut self) {
+        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(timer) => self.timer = Some(timer),
+            Err(e) => {
+                tracing::warn!(error = %e, "no timer for the audit writer; moving the checkpoint after every batch")
+            }
+        }
         loop {
             let busy = !self.pending.is_empty() || !self.waiters.is_empty();
             let mut lull = false;
@@ -452,8 +455,9 @@ impl Writer {
     }
 
     fn next_within(&mut self, wait: Duration) -> Next {
+        let Some(timer) = &self.timer else { return Next::Lull };
         let rx = &mut self.rx;
-        match self.timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+        match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
             Ok(Some(msg)) => Next::Msg(msg),
             Ok(None) => Next::Closed,
             Err(_elapsed) => Next::Lull,
