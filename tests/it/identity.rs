@@ -200,10 +200,47 @@ async fn a_rotated_key_is_picked_up_and_a_removed_key_stops_working() {
     let v = verifier(&idp, "jwks_min_refresh_seconds = 0");
     let old = idp.token("rsa-1", "alice");
     v.verify(&old).await.expect("old key works");
+    assert_eq!(v.cached_tokens(), 1, "the verified token is cached");
     idp.publish(TestKey::rsa("rsa-2"), true);
     let new = idp.token("rsa-2", "alice");
     v.verify(&new).await.expect("new key is fetched on first sight");
     assert!(matches!(v.verify(&old).await.unwrap_err(), IdentityError::UnknownKey { .. }));
+}
+
+#[tokio::test]
+async fn a_cached_token_never_serves_past_its_expiry() {
+    let idp = TestIssuer::start();
+    let v = verifier(&idp, "leeway_seconds = 0");
+    let mut claims = idp.claims("alice");
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 2;
+    claims.insert("exp".into(), exp.into());
+    let token = idp.sign(&idp.key("rsa-1"), Some("rsa-1"), &claims);
+    v.verify(&token).await.expect("valid now");
+    v.verify(&token).await.expect("valid again, from the cache");
+    assert_eq!(v.cached_tokens(), 1);
+    while time::OffsetDateTime::now_utc().unix_timestamp() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(v.verify(&token).await.unwrap_err(), IdentityError::Expired);
+    assert_eq!(v.cached_tokens(), 0, "the stale entry is dropped");
+}
+
+#[tokio::test]
+async fn the_token_cache_is_bounded_and_keeps_no_refused_token() {
+    let idp = TestIssuer::start();
+    let small = Verifier::new(&IdentityConfig { token_cache_entries: 16, ..config(&idp, "") }, None).expect("verifier");
+    for i in 0..200 {
+        small.verify(&idp.token("rsa-1", &format!("user{i}"))).await.expect("valid");
+    }
+    assert!(small.cached_tokens() <= 16, "{} cached", small.cached_tokens());
+
+    let v = verifier(&idp, "");
+    let stranger = TestKey::rsa("rsa-1");
+    for i in 0..50 {
+        let forged = idp.sign(&stranger, Some("rsa-1"), &idp.claims(&format!("mallory{i}")));
+        assert_eq!(v.verify(&forged).await.unwrap_err(), IdentityError::BadSignature);
+    }
+    assert_eq!(v.cached_tokens(), 0, "refused tokens are never cached");
 }
 
 #[tokio::test]

@@ -50,50 +50,14 @@ where
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string(), rid),
     };
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let param = |name: &str| -> Result<Option<&str>, String> {
-        let mut values = form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let first = values.next();
-        // RFC 6749 section 3.2: parameters must not be repeated.
-        if values.next().is_some() { Err(format!("parameter {name} is repeated")) } else { Ok(first) }
-    };
-    let parsed = (|| -> Result<(ExchangeRequest<'_>, Option<String>), String> {
-        if param("grant_type")? != Some(GRANT_TYPE) {
-            return Err("unsupported_grant_type".into());
-        }
-        let subject_token = param("subject_token")?.ok_or("subject_token is required")?;
-        let subject_token_type = param("subject_token_type")?.ok_or("subject_token_type is required")?;
-        let actor = match (&basic, param("client_id")?, param("client_secret")?, param("actor_token")?) {
-            (Some((id, secret)), None, None, None) => ActorAuth::Client { id, secret },
-            (None, Some(id), Some(secret), None) => ActorAuth::Client { id, secret },
-            (None, None, None, Some(token)) => {
-                let ty = param("actor_token_type")?.ok_or("actor_token_type is required with actor_token")?;
-                if ty != TOKEN_TYPE_JWT && !ty.starts_with("urn:ietf:params:oauth:token-type:") {
-                    return Err("actor_token_type is not supported".into());
-                }
-                ActorAuth::Token(token)
-            }
-            (None, None, None, None) => ActorAuth::Missing,
-            _ => return Err("authenticate the actor one way: client credentials or actor_token".into()),
-        };
-        let request = ExchangeRequest {
-            subject_token,
-            subject_token_type,
-            actor,
-            audience: param("audience")?,
-            scope: param("scope")?,
-            requested_token_type: param("requested_token_type")?,
-        };
-        Ok((request, param("resource")?.map(str::to_owned)))
-    })();
-    let (request, _resource) = match parsed {
+    let request = match parse_form(&form, basic.as_ref()) {
         Ok(r) => r,
-        Err(message) => {
-            let ev = event(origin, "token:Exchange", "").deny(message.clone(), Vec::<String>::new());
+        Err(e) => {
+            let ev = event(origin, "token:Exchange", "").deny(e.to_string(), Vec::<String>::new());
             if gate.record(ev).await.is_err() {
                 return audit_unavailable(rid);
             }
-            let code = if message == "unsupported_grant_type" { "unsupported_grant_type" } else { "invalid_request" };
-            return oauth_error(StatusCode::BAD_REQUEST, code, &message, rid);
+            return oauth_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string(), rid);
         }
     };
     match gate.exchange_token(origin, &request).await {
@@ -134,6 +98,74 @@ where
         Err(GateError::Audit(_)) => audit_unavailable(rid),
         Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string(), rid),
     }
+}
+
+/// Why a token request's form was refused before any decision.
+#[derive(Debug, thiserror::Error)]
+enum FormError {
+    #[error("grant_type must be {GRANT_TYPE}")]
+    UnsupportedGrantType,
+    /// RFC 6749 section 3.2: parameters must not be repeated.
+    #[error("parameter {0} is repeated")]
+    Repeated(&'static str),
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("actor_token_type is required with actor_token")]
+    MissingActorTokenType,
+    #[error("actor_token_type is not supported")]
+    UnsupportedActorTokenType,
+    #[error("authenticate the actor one way: client credentials or actor_token")]
+    AmbiguousActor,
+}
+
+impl FormError {
+    /// The RFC 6749 error code.
+    fn code(&self) -> &'static str {
+        match self {
+            FormError::UnsupportedGrantType => "unsupported_grant_type",
+            _ => "invalid_request",
+        }
+    }
+}
+
+/// Reads an RFC 8693 token exchange request from its form parameters and any HTTP Basic client credentials.
+fn parse_form<'a>(
+    form: &'a [(String, String)],
+    basic: Option<&'a (String, String)>,
+) -> Result<ExchangeRequest<'a>, FormError> {
+    let param = |name: &'static str| -> Result<Option<&'a str>, FormError> {
+        let mut values = form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() { Err(FormError::Repeated(name)) } else { Ok(first) }
+    };
+    if param("grant_type")? != Some(GRANT_TYPE) {
+        return Err(FormError::UnsupportedGrantType);
+    }
+    let subject_token = param("subject_token")?.ok_or(FormError::Missing("subject_token"))?;
+    let subject_token_type = param("subject_token_type")?.ok_or(FormError::Missing("subject_token_type"))?;
+    let actor = match (basic, param("client_id")?, param("client_secret")?, param("actor_token")?) {
+        (Some((id, secret)), None, None, None) => ActorAuth::Client { id, secret },
+        (None, Some(id), Some(secret), None) => ActorAuth::Client { id, secret },
+        (None, None, None, Some(token)) => {
+            let ty = param("actor_token_type")?.ok_or(FormError::MissingActorTokenType)?;
+            if ty != TOKEN_TYPE_JWT && !ty.starts_with("urn:ietf:params:oauth:token-type:") {
+                return Err(FormError::UnsupportedActorTokenType);
+            }
+            ActorAuth::Token(token)
+        }
+        (None, None, None, None) => ActorAuth::Missing,
+        _ => return Err(FormError::AmbiguousActor),
+    };
+    // `resource` is accepted and not used: a token is scoped by its audience.
+    param("resource")?;
+    Ok(ExchangeRequest {
+        subject_token,
+        subject_token_type,
+        actor,
+        audience: param("audience")?,
+        scope: param("scope")?,
+        requested_token_type: param("requested_token_type")?,
+    })
 }
 
 /// `Authorization: Basic` client credentials, form-urlencoded inside as RFC 6749 section 2.3.1 says.

@@ -95,21 +95,37 @@ pub struct Record {
     pub hash_ok: bool,
 }
 
+/// Why a line of the log is not a record.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("empty line")]
+    Empty,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("{field}: {source}")]
+    Hash { field: &'static str, source: BadHash },
+}
+
+/// A hash field that is not 64 hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("not a 64-digit hex SHA-256 ({0})")]
+pub struct BadHash(hex::FromHexError);
+
 /// Parses one line (without its newline). The error says what is wrong, for the report.
-pub fn parse_line(line: &[u8]) -> Result<Record, String> {
+pub fn parse_line(line: &[u8]) -> Result<Record, LineError> {
     if line.is_empty() {
-        return Err("empty line".to_owned());
+        return Err(LineError::Empty);
     }
-    let stored: StoredLine<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let prev = decode_hash(stored.prev).map_err(|e| format!("prev: {e}"))?;
-    let hash = decode_hash(stored.hash).map_err(|e| format!("hash: {e}"))?;
+    let stored: StoredLine<'_> = serde_json::from_slice(line)?;
+    let prev = decode_hash(stored.prev).map_err(|source| LineError::Hash { field: "prev", source })?;
+    let hash = decode_hash(stored.hash).map_err(|source| LineError::Hash { field: "hash", source })?;
     let computed = record_hash(&prev, stored.seq, stored.event.get().as_bytes());
     Ok(Record { seq: stored.seq, prev, hash, hash_ok: computed == hash })
 }
 
-fn decode_hash(text: &str) -> Result<Hash, String> {
+fn decode_hash(text: &str) -> Result<Hash, BadHash> {
     let mut out = GENESIS;
-    hex::decode_to_slice(text, &mut out).map_err(|e| format!("not a 64-digit hex SHA-256 ({e})"))?;
+    hex::decode_to_slice(text, &mut out).map_err(BadHash)?;
     Ok(out)
 }
 
@@ -156,25 +172,51 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// The checkpoint's link, if its hash is well formed.
-    pub fn tip(&self) -> Result<Tip, String> {
+    pub fn tip(&self) -> Result<Tip, BadHash> {
         Ok(Tip { seq: self.seq, hash: decode_hash(&self.hash)? })
     }
 }
 
+/// Why the checkpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: too large for a checkpoint", .path.display())]
+    TooLarge { path: PathBuf },
+    #[error("{}: {source}", .path.display())]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{}: hash: {source}", .path.display())]
+    Hash { path: PathBuf, source: BadHash },
+}
+
 /// Reads the checkpoint in `dir`; `Ok(None)` when there is none.
-pub fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, String> {
+pub fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let path = dir.join(CHECKPOINT_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => return Err(CheckpointError::Read { path, source }),
     };
     if bytes.len() > 4096 {
-        return Err(format!("{}: too large for a checkpoint", path.display()));
+        return Err(CheckpointError::TooLarge { path });
     }
-    let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    cp.tip().map_err(|e| format!("{}: {e}", path.display()))?;
+    let cp: Checkpoint = match serde_json::from_slice(&bytes) {
+        Ok(cp) => cp,
+        Err(source) => return Err(CheckpointError::Parse { path, source }),
+    };
+    if let Err(source) = cp.tip() {
+        return Err(CheckpointError::Hash { path, source });
+    }
     Ok(Some(cp))
+}
+
+/// The link the checkpoint in `dir` vouches for; `Ok(None)` when there is none.
+pub fn read_checkpoint_tip(dir: &Path) -> Result<Option<Tip>, CheckpointError> {
+    let path = || dir.join(CHECKPOINT_FILE);
+    read_checkpoint(dir)?
+        .map(|cp| cp.tip().map_err(|source| CheckpointError::Hash { path: path(), source }))
+        .transpose()
 }
 
 /// Replaces the checkpoint atomically: write a temporary file, sync it, rename it over the old one. A reader

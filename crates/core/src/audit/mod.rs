@@ -68,6 +68,24 @@ pub enum AuditError {
         /// The audit directory.
         dir: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: RecoveryError,
     },
+}
+
+/// Why the end of an existing audit log cannot be found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Checkpoint(#[from] chain::CheckpointError),
+    #[error("{}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: ends inside a line", .path.display())]
+    Torn { path: PathBuf },
+    #[error("{}: line too long", .path.display())]
+    TooLong { path: PathBuf },
+    #[error("{}: last record unparsable: {source}", .path.display())]
+    Unparsable { path: PathBuf, source: chain::LineError },
+    #[error("{}: last record (seq {seq}) does not match its hash", .path.display())]
+    HashMismatch { path: PathBuf, seq: u64 },
 }

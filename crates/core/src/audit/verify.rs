@@ -203,7 +203,7 @@ impl Iterator for Records<'_> {
                 Ok(Line::Complete) => {
                     return match chain::parse_line(&self.buf) {
                         Ok(record) => Some(Ok(Located { file: self.index, line: self.line, record })),
-                        Err(e) => self.fail(BreakKind::Unparsable(e)),
+                        Err(e) => self.fail(BreakKind::Unparsable(e.to_string())),
                     };
                 }
             }
@@ -219,7 +219,9 @@ fn first_record(path: &Path) -> Result<Option<Record>, ChainBreak> {
     match chain::read_line(&mut reader, &mut buf) {
         Err(e) => Err(brk(None, BreakKind::Unreadable(e.to_string()))),
         Ok(Line::End) => Ok(None),
-        Ok(Line::Complete) => chain::parse_line(&buf).map(Some).map_err(|e| brk(Some(1), BreakKind::Unparsable(e))),
+        Ok(Line::Complete) => {
+            chain::parse_line(&buf).map(Some).map_err(|e| brk(Some(1), BreakKind::Unparsable(e.to_string())))
+        }
         Ok(Line::TooLong | Line::Torn) => {
             Err(brk(Some(1), BreakKind::Unparsable("incomplete or over-long first line".to_owned())))
         }
@@ -248,8 +250,11 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, ChainBreak> {
     let checkpoint_dir = files.last().or(paths.last()).and_then(|p| p.parent()).map(Path::to_path_buf);
     let checkpoint_path = checkpoint_dir.as_deref().unwrap_or(Path::new(".")).join(CHECKPOINT_FILE);
     let checkpoint = match &checkpoint_dir {
-        Some(dir) => chain::read_checkpoint(dir).and_then(|cp| cp.map(|c| c.tip()).transpose()).map_err(|e| {
-            ChainBreak { file: checkpoint_path.clone(), line: None, seq: None, kind: BreakKind::BadCheckpoint(e) }
+        Some(dir) => chain::read_checkpoint_tip(dir).map_err(|e| ChainBreak {
+            file: checkpoint_path.clone(),
+            line: None,
+            seq: None,
+            kind: BreakKind::BadCheckpoint(e.to_string()),
         })?,
         None => None,
     };

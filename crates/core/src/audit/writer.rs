@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, Line, Record, Tip};
 use super::event::AuditEvent;
-use super::{AuditError, Unavailable};
+use super::{AuditError, RecoveryError, Unavailable};
 
 /// How long the writer waits before retrying after a failed write.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -591,11 +591,10 @@ impl LogFiles {
             let path = path.to_path_buf();
             move |source: io::Error| AuditError::Io { path, source }
         };
-        let recovery = |reason: String| AuditError::Recovery { dir: dir.clone(), reason };
+        let recovery = |reason| AuditError::Recovery { dir: dir.clone(), reason };
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let files = chain::list_log_files(&dir).map_err(io_err(&dir))?;
-        let checkpoint =
-            chain::read_checkpoint(&dir).and_then(|cp| cp.map(|c| c.tip()).transpose()).map_err(&recovery)?;
+        let checkpoint = chain::read_checkpoint_tip(&dir).map_err(|e| recovery(RecoveryError::Checkpoint(e)))?;
 
         let mut disk: Option<Tip> = None;
         let newest = files.last().map(|(n, _)| *n);
@@ -749,14 +748,14 @@ fn sync_dir(dir: &Path) {
 
 /// The last record of a file, `None` if it is empty. In the newest file, bytes after the last newline are the
 /// remains of a write cut short (they were never checkpointed) and are removed; anywhere else they are damage.
-fn last_record(path: &Path, newest: bool) -> Result<Option<Record>, String> {
-    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mut reader = chain::open_read(path).map_err(|e| at(&e))?;
+fn last_record(path: &Path, newest: bool) -> Result<Option<Record>, RecoveryError> {
+    let read = |source| RecoveryError::Read { path: path.to_owned(), source };
+    let mut reader = chain::open_read(path).map_err(read)?;
     let mut buf = Vec::new();
     let mut last = Vec::new();
     let mut complete_len: u64 = 0;
     loop {
-        match chain::read_line(&mut reader, &mut buf).map_err(|e| at(&e))? {
+        match chain::read_line(&mut reader, &mut buf).map_err(read)? {
             Line::Complete => {
                 let line_len = u64::try_from(buf.len()).unwrap_or(u64::MAX).saturating_add(1);
                 complete_len = complete_len.saturating_add(line_len);
@@ -765,21 +764,21 @@ fn last_record(path: &Path, newest: bool) -> Result<Option<Record>, String> {
             Line::End => break,
             Line::Torn if newest => {
                 tracing::warn!(file = %path.display(), "removing an incomplete last line left by an interrupted write");
-                let f = OpenOptions::new().write(true).open(path).map_err(|e| at(&e))?;
-                f.set_len(complete_len).map_err(|e| at(&e))?;
-                f.sync_data().map_err(|e| at(&e))?;
+                let f = OpenOptions::new().write(true).open(path).map_err(read)?;
+                f.set_len(complete_len).map_err(read)?;
+                f.sync_data().map_err(read)?;
                 break;
             }
-            Line::Torn => return Err(at(&"ends inside a line")),
-            Line::TooLong => return Err(at(&"line too long")),
+            Line::Torn => return Err(RecoveryError::Torn { path: path.to_owned() }),
+            Line::TooLong => return Err(RecoveryError::TooLong { path: path.to_owned() }),
         }
     }
     if complete_len == 0 {
         return Ok(None);
     }
-    let rec = chain::parse_line(&last).map_err(|e| at(&format!("last record unparsable: {e}")))?;
+    let rec = chain::parse_line(&last).map_err(|source| RecoveryError::Unparsable { path: path.to_owned(), source })?;
     if !rec.hash_ok {
-        return Err(at(&format!("last record (seq {}) does not match its hash", rec.seq)));
+        return Err(RecoveryError::HashMismatch { path: path.to_owned(), seq: rec.seq });
     }
     Ok(Some(rec))
 }

@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use openidconnect::IssuerUrl;
 use openidconnect::core::CoreProviderMetadata;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::jwt::{Peeked, parse_algorithm};
 use super::{ConfigError, IdentityError, IssuerConfig, Principal, claims};
@@ -53,6 +54,10 @@ struct RefreshState {
 
 #[derive(Default)]
 struct KeySet {
+    /// Bumped whenever the issuer's keys change, which makes every cached token it verified stale.
+    generation: u64,
+    /// The SHA-256 of the JWKS the set was built from; a refresh that brings the same keys changes nothing.
+    fingerprint: Option<[u8; 32]>,
     by_kid: HashMap<String, CachedKey>,
     /// Keys without a `kid`; usable by a token without `kid` when there is exactly one.
     anonymous: Vec<CachedKey>,
@@ -170,6 +175,12 @@ impl TrustedIssuer {
         self.fetches.clone()
     }
 
+    /// Changes whenever the key set does; tokens cached under an older generation are verified again.
+    pub(super) fn key_generation(&self) -> u64 {
+        // A poisoned lock yields a generation no entry has, so nothing serves from the cache.
+        self.keys.read().map_or(u64::MAX, |keys| keys.generation)
+    }
+
     /// Fetches the keys now unless they were fetched within the refresh interval (start-up pre-warming).
     pub async fn warm(&self) -> Result<(), IdentityError> {
         if matches!(self.source, KeySource::Static) {
@@ -258,9 +269,12 @@ impl TrustedIssuer {
         crate::metrics::JWKS_FETCHES.inc(&[("issuer", &self.config.issuer)]);
         match self.fetch(&mut state).await {
             Ok(jwks) => {
-                let set = KeySet::from_jwks(&jwks);
-                tracing::info!(issuer = %self.config.issuer, keys = set.by_kid.len() + set.anonymous.len(), "JWKS loaded");
-                if let Ok(mut keys) = self.keys.write() {
+                let mut set = KeySet::from_jwks(&jwks);
+                if let Ok(mut keys) = self.keys.write()
+                    && (keys.fingerprint != set.fingerprint || set.fingerprint.is_none())
+                {
+                    tracing::info!(issuer = %self.config.issuer, keys = set.by_kid.len() + set.anonymous.len(), "JWKS loaded");
+                    set.generation = keys.generation.wrapping_add(1);
                     *keys = Arc::new(set);
                 }
                 Ok(())
@@ -324,7 +338,10 @@ impl TrustedIssuer {
 impl KeySet {
     /// Keeps the signature keys jsonwebtoken can use; skips encryption keys, symmetric keys and unknown types.
     fn from_jwks(jwks: &JwkSet) -> Self {
-        let mut set = KeySet::default();
+        let mut set = KeySet {
+            fingerprint: serde_json::to_vec(jwks).ok().map(|json| Sha256::digest(json).into()),
+            ..KeySet::default()
+        };
         for jwk in &jwks.keys {
             if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
                 continue;

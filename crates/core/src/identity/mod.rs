@@ -4,6 +4,7 @@
 //! signature, then the registered claims (expiry, not-before, audience). Every failure is an
 //! [`IdentityError`] whose [`IdentityError::reason`] is a stable code for audit and metrics.
 
+mod cache;
 mod claims;
 mod dev;
 pub mod exchange;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use cache::{TokenCache, Verified};
 pub use dev::{DEV_AUDIENCE, DEV_ISSUER, DevIssuer};
 pub use exchange::{TokenService, TokenServiceConfig};
 pub use issuer::{JwksFetches, TrustedIssuer};
@@ -39,18 +41,31 @@ pub struct IdentityConfig {
     /// Tokens longer than this are refused before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Verified tokens remembered (by hash) until they expire, so a token sent again skips its signature check;
+    /// 0 turns the cache off. About 1 KiB each.
+    #[serde(default = "default_token_cache_entries")]
+    pub token_cache_entries: usize,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
 }
 
 impl Default for IdentityConfig {
     fn default() -> Self {
-        Self { dev_issuer: None, max_token_bytes: default_max_token_bytes(), issuers: Vec::new() }
+        Self {
+            dev_issuer: None,
+            max_token_bytes: default_max_token_bytes(),
+            token_cache_entries: default_token_cache_entries(),
+            issuers: Vec::new(),
+        }
     }
 }
 
 fn default_max_token_bytes() -> usize {
     16 * 1024
+}
+
+fn default_token_cache_entries() -> usize {
+    10_000
 }
 
 /// One trusted OIDC issuer.
@@ -233,6 +248,7 @@ impl IdentityError {
 pub struct Verifier {
     issuers: Arc<HashMap<String, Arc<TrustedIssuer>>>,
     max_token_bytes: usize,
+    cache: Option<Arc<TokenCache>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -254,7 +270,11 @@ impl Verifier {
             let issuer = TrustedIssuer::with_static_keys(dev.issuer_config(), dev.jwks())?;
             issuers.insert(DEV_ISSUER.to_owned(), Arc::new(issuer));
         }
-        Ok(Self { issuers: Arc::new(issuers), max_token_bytes: config.max_token_bytes })
+        Ok(Self {
+            issuers: Arc::new(issuers),
+            max_token_bytes: config.max_token_bytes,
+            cache: TokenCache::new(config.token_cache_entries).map(Arc::new),
+        })
     }
 
     /// The issuers trusted, for the start-up banner and key pre-warming.
@@ -299,7 +319,7 @@ impl Verifier {
 
     /// Validates `token` and maps its claims to a principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, IdentityError> {
-        self.verify_with_claims(token).await.map(|(p, _)| p)
+        self.verified(token).await.map(|v| v.principal.clone())
     }
 
     /// As [`Verifier::verify`], also returning the verified claims (the token service needs `aud` and `scope`).
@@ -307,6 +327,15 @@ impl Verifier {
         &self,
         token: &str,
     ) -> Result<(Principal, serde_json::Map<String, serde_json::Value>), IdentityError> {
+        self.verified(token).await.map(|v| (v.principal.clone(), v.claims.clone()))
+    }
+
+    /// How many verified tokens are cached now.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    async fn verified(&self, token: &str) -> Result<Arc<Verified>, IdentityError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(IdentityError::Missing);
@@ -314,10 +343,37 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(IdentityError::TooLarge { size: token.len(), max: self.max_token_bytes });
         }
+        let key = self.cache.as_ref().map(|cache| (cache, TokenCache::key(token)));
+        if let Some((cache, key)) = &key
+            && let Some(hit) = cache.get(key)
+        {
+            let keys = self.issuers.get(&hit.issuer).map(|issuer| issuer.key_generation());
+            if keys.is_some_and(|keys| hit.holds(cache::now(), keys)) {
+                return Ok(hit);
+            }
+            cache.remove(key);
+        }
+
         let parts = jwt::peek(token)?;
         let issuer =
             self.issuers.get(&parts.issuer).ok_or_else(|| IdentityError::UntrustedIssuer(parts.issuer.clone()))?;
-        issuer.verify(token, &parts).await
+        // Read before verifying: if the keys change meanwhile, the entry is stale at once rather than trusted.
+        let keys = issuer.key_generation();
+        let (principal, claims) = issuer.verify(token, &parts).await?;
+        let verified = Arc::new(Verified {
+            not_before: claims.get("nbf").and_then(serde_json::Value::as_i64).unwrap_or(i64::MIN),
+            expires_at: principal.expires_at,
+            principal,
+            claims,
+            issuer: parts.issuer,
+            keys,
+        });
+        if let Some((cache, key)) = key
+            && verified.holds(cache::now(), keys)
+        {
+            cache.insert(key, verified.clone());
+        }
+        Ok(verified)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod filter;
 mod resource;
+mod slice;
 pub mod store;
 pub mod watch;
 
@@ -14,7 +15,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
-use cedar_policy::{Authorizer, Context, Effect, Entities, Entity, EntityUid, PolicyId, Request, RestrictedExpression};
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
+};
 use serde::Serialize;
 
 use crate::identity::Principal;
@@ -183,8 +186,10 @@ pub fn decide_with(
     let action_uid = action_uid(store, action)?;
     let principal_uid = user_uid(&principal.subject);
     let context = build_context(store, principal, context, &action_uid)?;
-    let request = Request::new(principal_uid, action_uid, resource.uid(), context, Some(&store.schema))
-        .map_err(|e| PolicyError::Request(e.to_string()))?;
+    let resource_uid = resource.uid();
+    let request =
+        Request::new(principal_uid.clone(), action_uid.clone(), resource_uid.clone(), context, Some(&store.schema))
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
     let mut entities = vec![user_entity(principal)?];
     entities.extend(resource.entities(&store.catalog)?);
     // Built per request from few entities; with the schema given, Cedar adds the action hierarchy itself.
@@ -192,27 +197,27 @@ pub fn decide_with(
     let statics = store.static_entities.iter().filter(|e| !request_uids.contains(&e.uid())).cloned();
     let entities = Entities::from_entities(dedup(entities).into_iter().chain(statics), Some(&store.schema))
         .map_err(|e| PolicyError::Entities(e.to_string()))?;
-    Ok(evaluate(store, &request, &entities))
+    let slice = store.index.slice(&entities, &principal_uid, &action_uid, &resource_uid);
+    Ok(evaluate(store, &slice, &request, &entities))
 }
 
-fn evaluate(store: &PolicyStore, request: &Request, entities: &Entities) -> Decision {
-    let response = Authorizer::new().is_authorized(request, &store.policies, entities);
+/// Decides `request` by the policies of `slice` (those of `store` that can apply to it).
+fn evaluate(store: &PolicyStore, slice: &PolicySet, request: &Request, entities: &Entities) -> Decision {
+    let response = Authorizer::new().is_authorized(request, slice, entities);
+    let is_forbid = |id: &PolicyId| store.described.get(id).is_some_and(|d| d.forbid);
     let mut errors = Vec::new();
     let mut failed_forbid = Vec::new();
     for e in response.diagnostics().errors() {
         errors.push(e.to_string());
         let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
         let id = pe.policy_id();
-        if store.policies.policy(id).is_some_and(|p| p.effect() == Effect::Forbid) {
+        if is_forbid(id) {
             failed_forbid.push(id.clone());
         }
     }
     let describe = |id: &PolicyId| DeterminingPolicy {
         id: id.to_string(),
-        effect: match store.policies.policy(id).map(|p| p.effect()) {
-            Some(Effect::Forbid) => "forbid",
-            _ => "permit",
-        },
+        effect: if is_forbid(id) { "forbid" } else { "permit" },
         annotations: store.annotations(id),
     };
     if !failed_forbid.is_empty() {

@@ -9,6 +9,7 @@ use cedar_policy::{Entities, Entity, Policy, PolicyId, PolicySet, Schema, Valida
 use miette::Diagnostic;
 
 use super::catalog::Catalog;
+use super::slice::PolicyIndex;
 
 /// The schema file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "lakegate.cedarschema";
@@ -72,6 +73,16 @@ pub struct PolicyStore {
     /// Entities from `entities.json` (group nesting and the like), action entities excluded.
     pub(super) static_entities: Vec<Entity>,
     pub(super) dir: PathBuf,
+    /// The policies by the entities their scopes name, so a decision evaluates only those that can apply.
+    pub(super) index: PolicyIndex,
+    /// Annotations and effect of each policy, read once at load instead of on every decision.
+    pub(super) described: HashMap<PolicyId, Described>,
+}
+
+/// What a decision says of a policy that decided it.
+pub(super) struct Described {
+    pub(super) forbid: bool,
+    pub(super) annotations: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for PolicyStore {
@@ -210,7 +221,24 @@ impl PolicyStore {
 
         match schema {
             Some(schema) if problems.is_empty() => {
-                Ok(PolicyStore { schema, policies, origins, catalog, static_entities, dir: dir.to_owned() })
+                let index = PolicyIndex::new(&policies);
+                let described = policies
+                    .policies()
+                    .map(|p| {
+                        let annotations = p.annotations().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                        (p.id().clone(), Described { forbid: p.effect() == cedar_policy::Effect::Forbid, annotations })
+                    })
+                    .collect();
+                Ok(PolicyStore {
+                    schema,
+                    policies,
+                    origins,
+                    catalog,
+                    static_entities,
+                    dir: dir.to_owned(),
+                    index,
+                    described,
+                })
             }
             _ => Err(LoadErrors(problems)),
         }
@@ -238,10 +266,7 @@ impl PolicyStore {
 
     /// The annotations of a policy.
     pub fn annotations(&self, id: &PolicyId) -> BTreeMap<String, String> {
-        self.policies
-            .policy(id)
-            .map(|p| p.annotations().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-            .unwrap_or_default()
+        self.described.get(id).map(|d| d.annotations.clone()).unwrap_or_default()
     }
 }
 
