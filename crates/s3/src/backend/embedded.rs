@@ -259,4 +259,83 @@ mod tests {
             batches.iter().flat_map(|b| b.column(2).as_primitive::<Int64Type>().values().to_vec()).collect();
         assert_eq!(populations, [545_923, 709_037, 1_463_723, 2_011_388]);
     }
+
+    /// The store's own GET (read from s3s-fs's files) answers with the same status, headers and bytes as
+    /// s3s-fs itself, for a whole object, every kind of range, a small and a large body.
+    #[tokio::test]
+    async fn a_get_answers_what_s3s_fs_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
+        let plain = S3ServiceBuilder::new(s3s_fs::FileSystem::new(dir.path()).unwrap()).build();
+        store.put(http::Method::PUT, Some("bkt"), None, "", Bytes::new()).await.unwrap();
+        let small: Bytes = (0..100u8).collect::<Vec<u8>>().into();
+        let large: Bytes = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        for (key, body) in [("dir/small.bin", small), ("large.bin", large)] {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in [
+                ("content-type", "application/x-test"),
+                ("cache-control", "max-age=60"),
+                ("content-disposition", "attachment"),
+                ("content-language", "pt"),
+                ("expires", "Thu, 01 Dec 2094 16:00:00 GMT"),
+                ("x-amz-meta-colour", "blue"),
+                ("x-amz-checksum-sha256", &sha256_base64(&body)),
+            ] {
+                headers.insert(http::HeaderName::from_static(name), http::HeaderValue::from_str(value).unwrap());
+            }
+            headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+            let put = ForwardRequest {
+                method: http::Method::PUT,
+                bucket: Some("bkt".into()),
+                key: Some(key.into()),
+                query: Vec::new(),
+                headers,
+                body: Full::new(body.clone()).map_err(|never| match never {}).boxed_unsync(),
+            };
+            assert!(store.forward(put).await.unwrap().status().is_success());
+
+            for range in [None, Some("bytes=0-9"), Some("bytes=5-"), Some("bytes=-7"), Some("bytes=1048570-2097160")] {
+                let mut headers = http::HeaderMap::new();
+                if let Some(r) = range {
+                    headers.insert(http::header::RANGE, http::HeaderValue::from_static(r));
+                }
+                let get = ForwardRequest {
+                    method: http::Method::GET,
+                    bucket: Some("bkt".into()),
+                    key: Some(key.into()),
+                    query: Vec::new(),
+                    headers: headers.clone(),
+                    body: Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync(),
+                };
+                let ours = store.forward(get).await.unwrap();
+                let mut request = http::Request::builder().method("GET").uri(format!("/bkt/{key}"));
+                if let Some(h) = request.headers_mut() {
+                    *h = headers;
+                    h.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+                }
+                let theirs = plain.call(request.body(s3s::Body::empty()).unwrap()).await.unwrap();
+                let what = format!("{key} {range:?}");
+                assert_eq!(ours.status(), theirs.status(), "{what}");
+                let shown = |h: &http::HeaderMap| {
+                    let mut v: Vec<(String, String)> = h
+                        .iter()
+                        .filter(|(n, _)| !matches!(n.as_str(), "date" | "x-amz-request-id" | "x-amz-id-2"))
+                        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                        .collect();
+                    v.sort();
+                    v
+                };
+                assert_eq!(shown(ours.headers()), shown(theirs.headers()), "{what}");
+                let ours = ours.into_body().collect().await.unwrap().to_bytes();
+                let theirs = theirs.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(ours, theirs, "{what}");
+            }
+        }
+    }
+
+    fn sha256_base64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+    }
 }

@@ -1,7 +1,8 @@
 //! `s3s-fs` behind the S3 operations the front forwards, with its departures from S3 put right:
 //!
-//! - a suffix range longer than the object (`bytes=-N`, N > size: what `object_store` readers such as polars ask
-//!   for first) is the whole object as `206` with `Content-Range: bytes 0-(size-1)/size`, where s3s-fs fails
+//! - `GetObject` is read from s3s-fs's files by [`super::object_file`], which is many times faster and answers
+//!   a suffix range longer than the object (`bytes=-N`, N > size: what `object_store` readers such as polars ask
+//!   for first) with the whole object as `206` and `Content-Range: bytes 0-(size-1)/size`, where s3s-fs fails
 //!   (500, and an arithmetic overflow on an empty object);
 //! - `HeadObject` with a `Range` answers `206` with the range's `Content-Length` and `Content-Range`, or `416`;
 //! - listings with `encoding-type=url` have their keys, prefixes, delimiter and markers URL-encoded, where s3s-fs
@@ -18,14 +19,11 @@ use s3s::dto::{
     EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput,
     HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput,
     ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput,
-    PutObjectOutput, Range, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+    PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
-use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 use super::encode_key;
-
-/// How often a suffix read is tried when the object is replaced between sizing it and reading it.
-const SUFFIX_ATTEMPTS: usize = 3;
 
 /// The embedded store's S3 implementation: s3s-fs, corrected where it is not S3.
 pub(super) struct FsStore {
@@ -37,41 +35,6 @@ impl FsStore {
     pub(super) fn new(fs: s3s_fs::FileSystem, root: PathBuf) -> Self {
         Self { fs, root }
     }
-
-    /// The last `length` bytes (`length` > 0), or the whole object when it is shorter.
-    ///
-    /// s3s-fs seeks `length` bytes back from the end, which fails when the object is shorter, so the suffix is
-    /// read as `bytes=first-` from the object's size. The size is looked up before s3s-fs opens the file and
-    /// the object may be replaced in between; s3s-fs reports the size of the file it read in `Content-Range`, so
-    /// an answer is only given when it is the suffix of that file, and otherwise the read is tried again.
-    async fn get_suffix(&self, req: S3Request<GetObjectInput>, length: u64) -> S3Result<S3Response<GetObjectOutput>> {
-        // Keys reaching here passed the front's key rules (no `..`, no leading `/`): this is s3s-fs's own layout.
-        let path = self.root.join(&req.input.bucket).join(&req.input.key);
-        for _ in 0..SUFFIX_ATTEMPTS {
-            // A missing object reads as empty here; s3s-fs answers NoSuchKey for it below.
-            let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-            let first = size.saturating_sub(length);
-            let mut attempt = req.clone();
-            attempt.input.range = Some(Range::Int { first, last: None });
-            match self.fs.get_object(attempt).await {
-                Ok(response) => {
-                    let total = response.output.content_range.as_deref().and_then(content_range_total);
-                    if total.is_some_and(|total| total.saturating_sub(length) == first) {
-                        return Ok(response);
-                    }
-                }
-                // An empty object has no suffix to give: S3 answers InvalidRange too.
-                Err(e) if *e.code() == S3ErrorCode::InvalidRange && size > 0 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(s3_error!(ServiceUnavailable, "the object was replaced while it was read; retry the request"))
-    }
-}
-
-/// The total size in a `Content-Range: bytes first-last/total` value.
-fn content_range_total(value: &str) -> Option<u64> {
-    value.rsplit_once('/').and_then(|(_, total)| total.parse().ok())
 }
 
 fn url_encoded(requested: Option<&EncodingType>) -> bool {
@@ -87,11 +50,8 @@ fn encode_opt(value: &mut Option<String>) {
 #[async_trait::async_trait]
 impl S3 for FsStore {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        match req.input.range {
-            // `bytes=-0` is unsatisfiable, which s3s-fs answers (416) before it seeks.
-            Some(Range::Suffix { length }) if length > 0 => self.get_suffix(req, length).await,
-            _ => self.fs.get_object(req).await,
-        }
+        let input = &req.input;
+        super::object_file::get_object(&self.root, &input.bucket, &input.key, input.range).await.map(S3Response::new)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
@@ -220,18 +180,5 @@ impl S3 for FsStore {
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         self.fs.list_parts(req).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_total_is_read_from_a_content_range() {
-        assert_eq!(content_range_total("bytes 0-9/10"), Some(10));
-        assert_eq!(content_range_total("bytes 0-0/1"), Some(1));
-        assert_eq!(content_range_total("bytes */0"), Some(0));
-        assert_eq!(content_range_total("garbage"), None);
     }
 }

@@ -7,6 +7,7 @@
 mod embedded;
 mod fs;
 mod keep_reading;
+mod object_file;
 mod remote;
 mod uploads;
 

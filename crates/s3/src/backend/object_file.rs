@@ -1,0 +1,230 @@
+//! GetObject on the embedded store, read straight from s3s-fs's files.
+//!
+//! s3s-fs answers a GET with six blocking-pool round trips (open, stat, two metadata files, their existence
+//! checks) and streams the body in 4 KiB reads, each one more round trip: a 4 KiB object cost more in
+//! scheduling than in bytes, and a 256 MiB object took 65,536 reads. Here one blocking task opens the file,
+//! reads the two metadata files beside it and, for a small object, the bytes themselves; a large body is read
+//! in 1 MiB positioned reads from the file already open, so the bytes sent are the bytes of the file whose size
+//! and ETag the headers state, even if the object is replaced meanwhile.
+//!
+//! The files are s3s-fs's own layout (s3s-fs is pinned to one version): the object at `<root>/<bucket>/<key>`,
+//! its attributes (content type, user metadata, ...) in `<root>/.bucket-<b64>.object-<b64>.metadata.json` and
+//! its ETag and checksums in `<root>/.bucket-<b64>.object-<b64>.internal.json`, names in unpadded URL-safe
+//! base64. The tests compare every header against s3s-fs's own answer for the same object.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range as Span;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use s3s::dto::{ETag, GetObjectOutput, Range, StreamingBlob, Timestamp, TimestampFormat};
+use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
+
+/// Bodies up to this size are read in the same blocking task that opens the file.
+const INLINE_BYTES: u64 = 256 * 1024;
+/// Size of each positioned read of a larger body.
+const CHUNK_BYTES: u64 = 1024 * 1024;
+/// Largest metadata file read; s3s-fs writes a few hundred bytes.
+const MAX_METADATA_BYTES: u64 = 1024 * 1024;
+
+/// The attributes s3s-fs stores beside an object (its `ObjectAttributes`); unknown fields are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StoredAttributes {
+    user_metadata: Option<HashMap<String, String>>,
+    content_encoding: Option<String>,
+    content_type: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<String>,
+    website_redirect_location: Option<String>,
+}
+
+/// Reads `bucket/key` under `root` for a GET with an optional range.
+pub(super) async fn get_object(
+    root: &Path,
+    bucket: &str,
+    key: &str,
+    range: Option<Range>,
+) -> S3Result<GetObjectOutput> {
+    let object = object_path(root, bucket, key)?;
+    let names = (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
+    let opened = tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range))
+        .await
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
+    Ok(opened.into_output())
+}
+
+/// An object opened for reading, with what its headers say.
+struct Opened {
+    file: Arc<File>,
+    size: u64,
+    span: Span<u64>,
+    ranged: bool,
+    modified: Option<std::time::SystemTime>,
+    attributes: StoredAttributes,
+    internal: serde_json::Map<String, serde_json::Value>,
+    e_tag: String,
+    /// The body, when it was small enough to read at once.
+    inline: Option<Bytes>,
+}
+
+fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -> S3Result<Opened> {
+    let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
+    let stat = file.metadata().map_err(internal_error)?;
+    // A directory is where keys below a prefix live, not an object.
+    if !stat.is_file() {
+        return Err(s3_error!(NoSuchKey));
+    }
+    let size = stat.len();
+    let (span, ranged) = match range {
+        None => (0..size, false),
+        Some(range) => {
+            let span = range.check(size)?;
+            // A suffix of an empty object is as unsatisfiable as any other range of it.
+            if span.is_empty() {
+                return Err(s3_error!(InvalidRange));
+            }
+            (span, true)
+        }
+    };
+    let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
+    let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
+    let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
+        Some(e_tag) => e_tag.to_owned(),
+        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
+        None => md5_of(&file).map_err(internal_error)?,
+    };
+    let inline = if span.end - span.start <= INLINE_BYTES { Some(read_span(&file, &span)?) } else { None };
+    Ok(Opened {
+        file: Arc::new(file),
+        size,
+        span,
+        ranged,
+        modified: stat.modified().ok(),
+        attributes,
+        internal,
+        e_tag,
+        inline,
+    })
+}
+
+impl Opened {
+    fn into_output(self) -> GetObjectOutput {
+        let length = self.span.end - self.span.start;
+        let checksum = |name: &str| {
+            // S3 leaves out the whole-object checksums when only a part of the object is sent.
+            (!self.ranged || length == self.size)
+                .then(|| self.internal.get(name).and_then(serde_json::Value::as_str).map(str::to_owned))
+                .flatten()
+        };
+        let content_range =
+            self.ranged.then(|| format!("bytes {}-{}/{}", self.span.start, self.span.end.saturating_sub(1), self.size));
+        let a = &self.attributes;
+        let expires = a.expires.as_deref().and_then(|s| Timestamp::parse(TimestampFormat::DateTime, s).ok());
+        let body = match self.inline {
+            Some(bytes) => StreamingBlob::wrap(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) })),
+            None => StreamingBlob::wrap(chunks(self.file, self.span.clone())),
+        };
+        GetObjectOutput {
+            body: Some(body),
+            content_length: i64::try_from(length).ok(),
+            content_range,
+            last_modified: self.modified.map(Timestamp::from),
+            metadata: a.user_metadata.clone(),
+            content_encoding: a.content_encoding.clone(),
+            content_type: a.content_type.clone(),
+            content_disposition: a.content_disposition.clone(),
+            content_language: a.content_language.clone(),
+            cache_control: a.cache_control.clone(),
+            expires,
+            website_redirect_location: a.website_redirect_location.clone(),
+            e_tag: Some(ETag::Strong(self.e_tag)),
+            checksum_crc32: checksum("checksum_crc32"),
+            checksum_crc32c: checksum("checksum_crc32c"),
+            checksum_sha1: checksum("checksum_sha1"),
+            checksum_sha256: checksum("checksum_sha256"),
+            checksum_crc64nvme: checksum("checksum_crc64nvme"),
+            ..Default::default()
+        }
+    }
+}
+
+/// The body of a large span: 1 MiB positioned reads, each on the blocking pool, one at a time (the client's
+/// pace sets how many are read ahead: none).
+fn chunks(
+    file: Arc<File>,
+    span: Span<u64>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+    futures::stream::try_unfold((file, span), |(file, span)| async move {
+        if span.is_empty() {
+            return Ok(None);
+        }
+        let next = span.start..span.end.min(span.start.saturating_add(CHUNK_BYTES));
+        let (file, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = read_span(&file, &next).map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok::<_, std::io::Error>((file, bytes))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let start = span.start + bytes.len() as u64;
+        Ok(Some((bytes, (file, start..span.end))))
+    })
+}
+
+/// Exactly the bytes of `span`; a file that shrank under the read is an error, never a short body.
+fn read_span(file: &File, span: &Span<u64>) -> S3Result<Bytes> {
+    let len = usize::try_from(span.end - span.start).map_err(internal_error)?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, span.start).map_err(internal_error)?;
+    Ok(Bytes::from(buf))
+}
+
+fn md5_of(mut file: &File) -> std::io::Result<String> {
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(md5.finalize()));
+        }
+        md5.update(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// A small JSON file beside the object; `None` when there is none.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result<Option<T>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(internal_error(e)),
+    };
+    let mut text = Vec::new();
+    file.take(MAX_METADATA_BYTES).read_to_end(&mut text).map_err(internal_error)?;
+    serde_json::from_slice(&text).map(Some).map_err(internal_error)
+}
+
+/// `<root>/<bucket>/<key>`, refusing anything that is not plain path segments (the front refuses such keys
+/// already; this keeps a read inside the store whatever reaches it).
+fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
+    let relative = Path::new(bucket).join(key);
+    if key.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(s3_error!(NoSuchKey));
+    }
+    Ok(root.join(relative))
+}
+
+fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
+    root.join(format!(".bucket-{}.object-{}.{kind}.json", URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(key)))
+}
+
+fn internal_error(e: impl std::fmt::Display) -> S3Error {
+    S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+}
