@@ -192,13 +192,22 @@ pub fn decide_with(
             .map_err(|e| PolicyError::Request(e.to_string()))?;
     let mut entities = vec![user_entity(principal)?];
     entities.extend(resource.entities(&store.catalog)?);
-    // Built per request from few entities; with the schema given, Cedar adds the action hierarchy itself.
-    let request_uids: HashSet<EntityUid> = entities.iter().map(Entity::uid).collect();
-    let statics = store.static_entities.iter().filter(|e| !request_uids.contains(&e.uid())).cloned();
-    let entities = Entities::from_entities(dedup(entities).into_iter().chain(statics), Some(&store.schema))
-        .map_err(|e| PolicyError::Entities(e.to_string()))?;
+    let entities = request_entities(store, dedup(entities), &action_uid)?;
     let slice = store.index.slice(&entities, &principal_uid, &action_uid, &resource_uid);
     Ok(evaluate(store, &slice, &request, &entities))
+}
+
+/// The entities of one decision: the request's own (the user, the resource and its parents), the static ones
+/// (validated at load), and the action with the actions it is in. Built without the schema: every part was
+/// checked against it where it was made, and Cedar would otherwise add every action of the schema and compute
+/// their ancestors again on each decision.
+fn request_entities(store: &PolicyStore, own: Vec<Entity>, action: &EntityUid) -> Result<Entities, PolicyError> {
+    let uids: HashSet<EntityUid> = own.iter().map(Entity::uid).collect();
+    // A static entity with the uid of a request's own (a user given groups in entities.json, say) yields to it.
+    let statics = store.static_entities.iter().filter(|e| !uids.contains(&e.uid())).cloned();
+    let actions = store.action_chains.get(action).into_iter().flatten().cloned();
+    Entities::from_entities(own.into_iter().chain(statics).chain(actions), None)
+        .map_err(|e| PolicyError::Entities(e.to_string()))
 }
 
 /// Decides `request` by the policies of `slice` (those of `store` that can apply to it).
@@ -392,6 +401,20 @@ fn build_context(
     context: &RequestContext,
     action: &EntityUid,
 ) -> Result<Context, PolicyError> {
+    if context.extra.is_empty() {
+        // Lakegate's own attributes only, built directly (`Request::new` checks them against the schema): parsing
+        // them from JSON through the schema cost a quarter of a decision.
+        let actors = principal.actors.iter().map(|a| RestrictedExpression::new_string(a.subject.clone()));
+        let pairs = [
+            ("front".to_owned(), RestrictedExpression::new_string(context.front.to_owned())),
+            ("actors".to_owned(), RestrictedExpression::new_set(actors)),
+        ]
+        .into_iter()
+        .chain(
+            principal.actors.first().map(|a| ("actor".to_owned(), RestrictedExpression::new_string(a.subject.clone()))),
+        );
+        return Context::from_pairs(pairs).map_err(|e| PolicyError::BadContext(e.to_string()));
+    }
     let mut map = serde_json::Map::new();
     for (k, v) in &context.extra {
         if matches!(k.as_str(), "front" | "actor" | "actors") {

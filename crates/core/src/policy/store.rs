@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use cedar_policy::{Entities, Entity, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
 use super::catalog::Catalog;
@@ -73,6 +73,9 @@ pub struct PolicyStore {
     /// Entities from `entities.json` (group nesting and the like), action entities excluded.
     pub(super) static_entities: Vec<Entity>,
     pub(super) dir: PathBuf,
+    /// Each action with the actions it is in, so a request carries only its own action's hierarchy (Cedar would
+    /// otherwise add and close over every action of the schema on every decision).
+    pub(super) action_chains: HashMap<EntityUid, Vec<Entity>>,
     /// The policies by the entities their scopes name, so a decision evaluates only those that can apply.
     pub(super) index: PolicyIndex,
     /// Annotations and effect of each policy, read once at load instead of on every decision.
@@ -221,6 +224,10 @@ impl PolicyStore {
 
         match schema {
             Some(schema) if problems.is_empty() => {
+                let action_chains = match schema.action_entities() {
+                    Ok(actions) => action_chains(&actions),
+                    Err(e) => return Err(LoadErrors(vec![whole_file(&schema_path, e.to_string())])),
+                };
                 let index = PolicyIndex::new(&policies);
                 let described = policies
                     .policies()
@@ -236,6 +243,7 @@ impl PolicyStore {
                     catalog,
                     static_entities,
                     dir: dir.to_owned(),
+                    action_chains,
                     index,
                     described,
                 })
@@ -268,6 +276,19 @@ impl PolicyStore {
     pub fn annotations(&self, id: &PolicyId) -> BTreeMap<String, String> {
         self.described.get(id).map(|d| d.annotations.clone()).unwrap_or_default()
     }
+}
+
+/// Every action with itself and its ancestors, as entities.
+fn action_chains(actions: &Entities) -> HashMap<EntityUid, Vec<Entity>> {
+    actions
+        .iter()
+        .map(|action| {
+            let uid = action.uid();
+            let ancestors = actions.ancestors(&uid).into_iter().flatten().filter_map(|a| actions.get(a)).cloned();
+            let chain = std::iter::once(action.clone()).chain(ancestors).collect();
+            (uid, chain)
+        })
+        .collect()
 }
 
 /// The `*.cedar` files of a directory, sorted so that load order (and thus error order) is stable.
