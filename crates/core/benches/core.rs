@@ -47,8 +47,10 @@ fn policies(n: usize) -> tempfile::TempDir {
     dir
 }
 
-fn cedar_decision(c: &mut Criterion) {
-    let mut group = c.benchmark_group("cedar_decision");
+/// The same request again and again (served by the decision cache after the first), then a new request each
+/// time (Cedar's evaluation over the policies the index leaves).
+fn decisions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decision_repeated");
     let resource = Resource::parse("s3://lake/sales/2024/q1.parquet").expect("resource");
     let context = RequestContext { front: "bench", ..Default::default() };
     for n in [10usize, 1_000, 10_000] {
@@ -57,6 +59,24 @@ fn cedar_decision(c: &mut Criterion) {
         let p = alice();
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
+                let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
+                assert!(d.allowed);
+            })
+        });
+    }
+    group.finish();
+
+    // A different object on every request: no decision repeats, so each one is Cedar's (and the cache's insert).
+    let mut group = c.benchmark_group("decision_new");
+    for n in [10usize, 1_000, 10_000] {
+        let dir = policies(n);
+        let engine = PolicyEngine::load(dir.path()).expect("load");
+        let p = alice();
+        let mut i = 0u64;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i += 1;
+                let resource = Resource::parse(&format!("s3://lake/sales/2024/{i}.parquet")).expect("resource");
                 let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
                 assert!(d.allowed);
             })
@@ -136,6 +156,6 @@ fn audit_append(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(30);
-    targets = cedar_decision, jwt_validation, audit_append
+    targets = decisions, jwt_validation, audit_append
 }
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod config;
+mod decisions;
 pub mod filter;
 mod resource;
 mod slice;
@@ -177,6 +178,23 @@ pub fn s3_prefixes_of(store: &PolicyStore) -> Vec<(String, String)> {
 
 /// [`PolicyEngine::decide`] against a given store.
 pub fn decide_with(
+    store: &PolicyStore,
+    principal: &Principal,
+    action: &str,
+    resource: &Resource,
+    context: &RequestContext,
+) -> Result<Decision, PolicyError> {
+    let key = decisions::key(principal, action, resource, context);
+    if let Some(decision) = store.decisions.get(&key) {
+        return Ok(decision);
+    }
+    let decision = decide_afresh(store, principal, action, resource, context)?;
+    store.decisions.insert(key, &decision);
+    Ok(decision)
+}
+
+/// A decision made by Cedar, without the cache.
+fn decide_afresh(
     store: &PolicyStore,
     principal: &Principal,
     action: &str,

@@ -9,6 +9,7 @@ use cedar_policy::{Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Sch
 use miette::Diagnostic;
 
 use super::catalog::Catalog;
+use super::decisions::DecisionCache;
 use super::slice::PolicyIndex;
 
 /// The schema file name inside a policy directory.
@@ -80,6 +81,8 @@ pub struct PolicyStore {
     pub(super) index: PolicyIndex,
     /// Annotations and effect of each policy, read once at load instead of on every decision.
     pub(super) described: HashMap<PolicyId, Described>,
+    /// Decisions already made against this store (a reload starts with an empty one).
+    pub(super) decisions: DecisionCache,
 }
 
 /// What a decision says of a policy that decided it.
@@ -245,6 +248,7 @@ impl PolicyStore {
                     dir: dir.to_owned(),
                     action_chains,
                     index,
+                    decisions: DecisionCache::new(),
                     described,
                 })
             }
