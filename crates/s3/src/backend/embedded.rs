@@ -333,6 +333,169 @@ mod tests {
         }
     }
 
+    fn request(method: http::Method, key: &str, headers: &[(&'static str, String)], body: Bytes) -> ForwardRequest {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(http::HeaderName::from_static(name), http::HeaderValue::from_str(value).unwrap());
+        }
+        map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        ForwardRequest {
+            method,
+            bucket: Some("bkt".into()),
+            key: Some(key.into()),
+            query: Vec::new(),
+            headers: map,
+            body: Full::new(body).map_err(|never| match never {}).boxed_unsync(),
+        }
+    }
+
+    /// GET and HEAD evaluate `If-Match`, `If-None-Match`, `If-Modified-Since` and `If-Unmodified-Since` (s3s-fs
+    /// ignored them and sent the object): 304 and 412 come without the object's bytes.
+    #[tokio::test]
+    async fn conditional_gets_and_heads_answer_304_or_412() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
+        store.put(http::Method::PUT, Some("bkt"), None, "", Bytes::new()).await.unwrap();
+        let put = store.forward(request(http::Method::PUT, "k", &[], Bytes::from_static(b"hello"))).await.unwrap();
+        let e_tag = put.headers()[http::header::ETAG].to_str().unwrap().to_owned();
+        let head = store.forward(request(http::Method::HEAD, "k", &[], Bytes::new())).await.unwrap();
+        let modified = head.headers()[http::header::LAST_MODIFIED].to_str().unwrap().to_owned();
+        let past = "Sat, 29 Oct 1994 19:43:31 GMT".to_owned();
+        let future = "Tue, 29 Oct 2100 19:43:31 GMT".to_owned();
+        let cases: [(&[(&'static str, String)], u16); 9] = [
+            (&[("if-match", e_tag.clone())], 200),
+            (&[("if-match", "\"other\"".into())], 412),
+            (&[("if-none-match", e_tag.clone())], 304),
+            (&[("if-none-match", "\"other\"".into())], 200),
+            (&[("if-modified-since", modified.clone())], 304),
+            (&[("if-modified-since", past.clone())], 200),
+            (&[("if-unmodified-since", past.clone())], 412),
+            (&[("if-unmodified-since", future)], 200),
+            (&[("if-match", e_tag.clone()), ("if-unmodified-since", past)], 200),
+        ];
+        for (headers, status) in cases {
+            for method in [http::Method::GET, http::Method::HEAD] {
+                let response = store.forward(request(method.clone(), "k", headers, Bytes::new())).await.unwrap();
+                assert_eq!(response.status().as_u16(), status, "{method} {headers:?}");
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                if method == http::Method::GET && status == 200 {
+                    assert_eq!(body, Bytes::from_static(b"hello"));
+                } else {
+                    assert!(!body.starts_with(b"hello"), "{method} {headers:?}");
+                }
+            }
+        }
+    }
+
+    async fn store_with_bucket() -> (tempfile::TempDir, Embedded) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
+        store.put(http::Method::PUT, Some("bkt"), None, "", Bytes::new()).await.unwrap();
+        (dir, store)
+    }
+
+    async fn send(store: &Embedded, mut request: ForwardRequest, query: &[(&str, &str)]) -> (u16, String) {
+        request.query = query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let response = store.forward(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn xml_value(doc: &str, tag: &str) -> String {
+        let start = doc.find(&format!("<{tag}>")).unwrap() + tag.len() + 2;
+        doc[start..].split('<').next().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_put_into_a_bucket_that_does_not_exist_is_no_such_bucket_and_makes_none() {
+        let (dir, store) = store_with_bucket().await;
+        let mut put = request(http::Method::PUT, "k", &[], Bytes::from_static(b"x"));
+        put.bucket = Some("nobucket".into());
+        let (status, body) = send(&store, put, &[]).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("NoSuchBucket"), "{body}");
+        assert!(!dir.path().join("nobucket").exists());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_upload_id_is_no_such_upload() {
+        let (_dir, store) = store_with_bucket().await;
+        for id in ["56788", "6d1f4b7e-8a47-4c55-9d1e-3f1f1f1f1f1f"] {
+            let (status, body) =
+                send(&store, request(http::Method::DELETE, "k", &[], Bytes::new()), &[("uploadId", id)]).await;
+            assert_eq!(status, 404, "{id}");
+            assert!(body.contains("NoSuchUpload"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn copying_an_object_onto_itself_unchanged_is_refused_but_replacing_its_metadata_is_not() {
+        let (_dir, store) = store_with_bucket().await;
+        send(&store, request(http::Method::PUT, "k", &[], Bytes::from_static(b"x")), &[]).await;
+        let copy = |extra: &[(&'static str, String)]| {
+            let mut headers = vec![("x-amz-copy-source", "bkt/k".to_owned())];
+            headers.extend_from_slice(extra);
+            request(http::Method::PUT, "k", &headers, Bytes::new())
+        };
+        let (status, body) = send(&store, copy(&[]), &[]).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("InvalidRequest"), "{body}");
+        let (status, _) = send(&store, copy(&[("x-amz-metadata-directive", "REPLACE".into())]), &[]).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn an_empty_delimiter_groups_nothing_and_is_not_echoed() {
+        let (_dir, store) = store_with_bucket().await;
+        for key in ["bar", "baz", "cab"] {
+            send(&store, request(http::Method::PUT, key, &[], Bytes::from_static(b"x")), &[]).await;
+        }
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (status, body) = send(&store, list, &[("list-type", "2"), ("delimiter", "")]).await;
+        assert_eq!(status, 200);
+        assert!(!body.contains("CommonPrefixes") && !body.contains("<Delimiter>"), "{body}");
+        assert_eq!(body.matches("<Key>").count(), 3, "{body}");
+    }
+
+    /// A multipart upload completes only with the parts the client uploaded (by number and ETag), and the
+    /// object it replaces leaves no checksum behind (s3s-fs kept them, and boto3 refused the new bytes).
+    #[tokio::test]
+    async fn completing_an_upload_checks_its_parts_and_leaves_no_stale_checksum() {
+        let (_dir, store) = store_with_bucket().await;
+        let old = Bytes::from_static(b"old object");
+        let checksum = ("x-amz-checksum-sha256", sha256_base64(&old));
+        send(&store, request(http::Method::PUT, "k", &[checksum], old), &[]).await;
+        let before = store.forward(request(http::Method::GET, "k", &[], Bytes::new())).await.unwrap();
+        assert!(before.headers().contains_key("x-amz-checksum-sha256"), "the old object has a checksum");
+        let (_, created) = send(&store, request(http::Method::POST, "k", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let part = request(http::Method::PUT, "k", &[], Bytes::from_static(b"new bytes"));
+        let response = {
+            let mut part = part;
+            part.query = vec![("partNumber".into(), "1".into()), ("uploadId".into(), id.clone())];
+            store.forward(part).await.unwrap()
+        };
+        let e_tag = response.headers()[http::header::ETAG].to_str().unwrap().to_owned();
+        let complete = |e_tag: &str, number: u32| {
+            let xml = format!(
+                "<CompleteMultipartUpload><Part><PartNumber>{number}</PartNumber><ETag>{e_tag}</ETag></Part></CompleteMultipartUpload>"
+            );
+            request(http::Method::POST, "k", &[], Bytes::from(xml))
+        };
+        for (tag, number) in [("\"0123456789abcdef0123456789abcdef\"", 1), (e_tag.as_str(), 2)] {
+            let (status, body) = send(&store, complete(tag, number), &[("uploadId", &id)]).await;
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("InvalidPart"), "{body}");
+        }
+        let (status, body) = send(&store, complete(&e_tag, 1), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{body}");
+        let get = store.forward(request(http::Method::GET, "k", &[], Bytes::new())).await.unwrap();
+        assert!(!get.headers().contains_key("x-amz-checksum-sha256"), "{:?}", get.headers());
+        assert_eq!(get.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"new bytes"));
+    }
+
     fn sha256_base64(bytes: &[u8]) -> String {
         use base64::Engine;
         use sha2::Digest;

@@ -4,25 +4,28 @@
 //!   a suffix range longer than the object (`bytes=-N`, N > size: what `object_store` readers such as polars ask
 //!   for first) with the whole object as `206` and `Content-Range: bytes 0-(size-1)/size`, where s3s-fs fails
 //!   (500, and an arithmetic overflow on an empty object);
+//! - `GetObject` and `HeadObject` evaluate their conditional headers ([`super::conditions`]), which s3s-fs
+//!   ignored (it sent the object with 200);
 //! - `HeadObject` with a `Range` answers `206` with the range's `Content-Length` and `Content-Range`, or `416`;
 //! - listings with `encoding-type=url` have their keys, prefixes, delimiter and markers URL-encoded, where s3s-fs
 //!   echoes the encoding type over raw keys (which SDKs would then decode a second time).
 //!
 //! Only the operations the front can forward are passed on; every other one is `NotImplemented` here too.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
-    CopyObjectInput, CopyObjectOutput, CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput,
+    CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput,
     CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput,
     EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput,
     HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput,
-    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput,
-    PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective,
+    PutObjectInput, PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
-use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::conditions::{Preconditions, unix_seconds};
 use super::encode_key;
 
 /// The embedded store's S3 implementation: s3s-fs, corrected where it is not S3.
@@ -34,6 +37,28 @@ pub(super) struct FsStore {
 impl FsStore {
     pub(super) fn new(fs: s3s_fs::FileSystem, root: PathBuf) -> Self {
         Self { fs, root }
+    }
+
+    /// `NoSuchBucket` unless `bucket` is a bucket of the store. s3s-fs creates every directory on a key's path,
+    /// the bucket's included, so a PutObject, copy or upload into a bucket that does not exist made it.
+    async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        let mut parts = Path::new(bucket).components();
+        let single = matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none();
+        match tokio::fs::metadata(self.root.join(bucket)).await {
+            Ok(meta) if single && meta.is_dir() => Ok(()),
+            _ => Err(s3_error!(NoSuchBucket)),
+        }
+    }
+
+    /// `NoSuchUpload` (404) unless `upload_id` is an upload in progress (s3s-fs's `.upload-<id>.json`), as S3
+    /// answers; s3s-fs says `400 InvalidRequest` for an id that is not a UUID and `403 AccessDenied` for an
+    /// unknown one, which clients read as a fault of their own or a permission problem.
+    async fn require_upload(&self, upload_id: &str) -> S3Result<uuid::Uuid> {
+        let id = uuid::Uuid::parse_str(upload_id).map_err(|_| s3_error!(NoSuchUpload))?;
+        match tokio::fs::try_exists(self.root.join(format!(".upload-{id}.json"))).await {
+            Ok(true) => Ok(id),
+            _ => Err(s3_error!(NoSuchUpload)),
+        }
     }
 }
 
@@ -47,16 +72,101 @@ fn encode_opt(value: &mut Option<String>) {
     }
 }
 
+/// S3 omits an empty delimiter from a listing and groups nothing by it; s3s-fs echoed it and grouped keys by
+/// their first character.
+fn no_empty_delimiter(delimiter: &mut Option<String>) {
+    if delimiter.as_deref() == Some("") {
+        *delimiter = None;
+    }
+}
+
+/// A CopyObject onto its own source that changes nothing S3 lets a copy change, which S3 refuses (400
+/// InvalidRequest) and s3s-fs carried out.
+fn copies_onto_itself_unchanged(input: &CopyObjectInput) -> bool {
+    let CopySource::Bucket { bucket, key, .. } = &input.copy_source else { return false };
+    **bucket == *input.bucket
+        && **key == *input.key
+        && input.metadata_directive.as_ref().is_none_or(|d| d.as_str() != MetadataDirective::REPLACE)
+        && input.storage_class.is_none()
+        && input.website_redirect_location.is_none()
+}
+
+/// What S3 checks of the parts named by a CompleteMultipartUpload and s3s-fs did not: each was uploaded
+/// (s3s-fs's `.upload_id-<id>.part-<n>`) and, when the request gives its ETag, has that ETag (the MD5 of its
+/// bytes: one more read of every part, the price of not assembling an object from parts the client did not
+/// mean). Otherwise `InvalidPart`, and the upload stays as it was.
+fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> S3Result<()> {
+    let invalid = || {
+        s3_error!(
+            InvalidPart,
+            "One or more of the specified parts could not be found. The part may not have been uploaded, or the \
+             specified entity tag may not have matched the part's entity tag."
+        )
+    };
+    for (number, e_tag) in parts {
+        let path = root.join(format!(".upload_id-{id}.part-{number}"));
+        let Ok(file) = std::fs::File::open(&path) else { return Err(invalid()) };
+        if let Some(e_tag) = e_tag
+            && super::object_file::md5_of(&file)
+                .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?
+                != *e_tag
+        {
+            return Err(invalid());
+        }
+    }
+    Ok(())
+}
+
+/// Removes the `checksum_*` entries of an object's stored internal attributes, keeping its ETag.
+fn drop_checksums(internal: &Path) -> S3Result<()> {
+    let failed = |e: &dyn std::fmt::Display| S3Error::with_message(S3ErrorCode::InternalError, e.to_string());
+    let text = match std::fs::read(internal) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(failed(&e)),
+    };
+    let mut info: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).map_err(|e| failed(&e))?;
+    let before = info.len();
+    info.retain(|name, _| !name.starts_with("checksum_"));
+    if info.len() == before {
+        return Ok(());
+    }
+    let text = serde_json::to_vec(&info).map_err(|e| failed(&e))?;
+    // Written beside and renamed over, so a reader sees the old or the new attributes, never half of them.
+    let tmp = internal.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| failed(&e))?;
+    std::fs::rename(&tmp, internal).map_err(|e| failed(&e))
+}
+
 #[async_trait::async_trait]
 impl S3 for FsStore {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let input = &req.input;
-        super::object_file::get_object(&self.root, &input.bucket, &input.key, input.range).await.map(S3Response::new)
+        let input = req.input;
+        let conditions = Preconditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        };
+        super::object_file::get_object(&self.root, &input.bucket, &input.key, input.range, conditions)
+            .await
+            .map(S3Response::new)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let range = req.input.range;
+        let conditions = Preconditions {
+            if_match: req.input.if_match.clone(),
+            if_none_match: req.input.if_none_match.clone(),
+            if_modified_since: req.input.if_modified_since.clone(),
+            if_unmodified_since: req.input.if_unmodified_since.clone(),
+        };
         let mut response = self.fs.head_object(req).await?;
+        if !conditions.is_empty() {
+            let out = &response.output;
+            let e_tag = out.e_tag.as_ref().map(|e| e.value().to_owned()).unwrap_or_default();
+            conditions.evaluate(&e_tag, out.last_modified.clone().map(unix_seconds))?;
+        }
         if let Some(range) = range {
             let size = response.output.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
             let span = range.check(size)?;
@@ -72,7 +182,11 @@ impl S3 for FsStore {
         Ok(response)
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        mut req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        no_empty_delimiter(&mut req.input.delimiter);
         let encode = url_encoded(req.input.encoding_type.as_ref());
         let mut response = self.fs.list_objects_v2(req).await?;
         if encode {
@@ -90,7 +204,8 @@ impl S3 for FsStore {
         Ok(response)
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(&self, mut req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        no_empty_delimiter(&mut req.input.delimiter);
         let encode = url_encoded(req.input.encoding_type.as_ref());
         let mut response = self.fs.list_objects(req).await?;
         if encode {
@@ -131,10 +246,19 @@ impl S3 for FsStore {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.put_object(req).await
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        if copies_onto_itself_unchanged(&req.input) {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the \
+                 object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
         self.fs.copy_object(req).await
     }
 
@@ -150,10 +274,12 @@ impl S3 for FsStore {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.create_multipart_upload(req).await
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.require_upload(&req.input.upload_id).await?;
         self.fs.upload_part(req).await
     }
 
@@ -161,6 +287,7 @@ impl S3 for FsStore {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.require_upload(&req.input.upload_id).await?;
         self.fs.upload_part_copy(req).await
     }
 
@@ -168,17 +295,40 @@ impl S3 for FsStore {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        self.fs.complete_multipart_upload(req).await
+        let id = self.require_upload(&req.input.upload_id).await?;
+        let parts: Vec<(i32, Option<String>)> = req
+            .input
+            .multipart_upload
+            .iter()
+            .flat_map(|m| m.parts.iter().flatten())
+            .filter_map(|p| Some((p.part_number?, p.e_tag.as_ref().map(|e| e.value().to_owned()))))
+            .collect();
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || check_parts(&root, id, &parts))
+            .await
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.fs.complete_multipart_upload(req).await?;
+        // s3s-fs keeps the stored attributes of the object it replaces and sets only the new ETag: the old
+        // object's checksums would be sent with the new bytes, and SDKs that validate them (boto3 does by
+        // default) would refuse every read of the new object.
+        let internal = super::object_file::metadata_path(&self.root, &bucket, &key, "internal");
+        tokio::task::spawn_blocking(move || drop_checksums(&internal))
+            .await
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
+        Ok(response)
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.require_upload(&req.input.upload_id).await?;
         self.fs.abort_multipart_upload(req).await
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.require_upload(&req.input.upload_id).await?;
         self.fs.list_parts(req).await
     }
 }

@@ -27,6 +27,8 @@ use md5::{Digest, Md5};
 use s3s::dto::{ETag, GetObjectOutput, Range, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
+use super::conditions::{Preconditions, unix_seconds};
+
 /// Bodies up to this size are read in the same blocking task that opens the file.
 const INLINE_BYTES: u64 = 256 * 1024;
 /// Size of each positioned read of a larger body.
@@ -47,16 +49,17 @@ struct StoredAttributes {
     website_redirect_location: Option<String>,
 }
 
-/// Reads `bucket/key` under `root` for a GET with an optional range.
+/// Reads `bucket/key` under `root` for a GET with an optional range, if its conditional headers hold.
 pub(super) async fn get_object(
     root: &Path,
     bucket: &str,
     key: &str,
     range: Option<Range>,
+    conditions: Preconditions,
 ) -> S3Result<GetObjectOutput> {
     let object = object_path(root, bucket, key)?;
     let names = (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
-    let opened = tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range))
+    let opened = tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range, &conditions))
         .await
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
     Ok(opened.into_output())
@@ -76,7 +79,13 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
-fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -> S3Result<Opened> {
+fn open(
+    object: &Path,
+    metadata: &Path,
+    internal: &Path,
+    range: Option<Range>,
+    conditions: &Preconditions,
+) -> S3Result<Opened> {
     let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
     // A directory is where keys below a prefix live, not an object.
@@ -84,6 +93,18 @@ fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -
         return Err(s3_error!(NoSuchKey));
     }
     let size = stat.len();
+    let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
+    let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
+    let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
+        Some(e_tag) => e_tag.to_owned(),
+        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
+        None => md5_of(&file).map_err(internal_error)?,
+    };
+    let modified = stat.modified().ok();
+    // Conditions before the range (RFC 9110 §13.2.2): a failed one is 412 or 304 even for an unsatisfiable range.
+    if !conditions.is_empty() {
+        conditions.evaluate(&e_tag, modified.map(unix_seconds))?;
+    }
     let (span, ranged) = match range {
         None => (0..size, false),
         Some(range) => {
@@ -95,25 +116,8 @@ fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -
             (span, true)
         }
     };
-    let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
-    let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
-    let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
-        Some(e_tag) => e_tag.to_owned(),
-        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
-        None => md5_of(&file).map_err(internal_error)?,
-    };
     let inline = if span.end - span.start <= INLINE_BYTES { Some(read_span(&file, &span)?) } else { None };
-    Ok(Opened {
-        file: Arc::new(file),
-        size,
-        span,
-        ranged,
-        modified: stat.modified().ok(),
-        attributes,
-        internal,
-        e_tag,
-        inline,
-    })
+    Ok(Opened { file: Arc::new(file), size, span, ranged, modified, attributes, internal, e_tag, inline })
 }
 
 impl Opened {
@@ -187,7 +191,8 @@ fn read_span(file: &File, span: &Span<u64>) -> S3Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-fn md5_of(mut file: &File) -> std::io::Result<String> {
+/// The hex MD5 of a file's bytes (an S3 ETag of a single-part upload).
+pub(super) fn md5_of(mut file: &File) -> std::io::Result<String> {
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -221,7 +226,8 @@ fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
     Ok(root.join(relative))
 }
 
-fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
+/// s3s-fs's `metadata` or `internal` attribute file of an object.
+pub(super) fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
     root.join(format!(".bucket-{}.object-{}.{kind}.json", URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(key)))
 }
 
