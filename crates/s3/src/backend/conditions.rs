@@ -14,8 +14,8 @@
 //! HTTP dates have whole seconds, so the object's time is compared truncated to its second: a client that sends
 //! back the `Last-Modified` it was given gets `304` (or passes `If-Unmodified-Since`), as on S3.
 
-use s3s::dto::{ETag, ETagCondition, Timestamp};
-use s3s::{S3Result, s3_error};
+use s3s::dto::{ETag, ETagCondition, Timestamp, TimestampFormat};
+use s3s::{S3Error, S3Result, s3_error};
 
 /// The conditional headers of a GET or HEAD, as s3s parsed them.
 #[derive(Debug, Default, Clone)]
@@ -63,19 +63,39 @@ impl Preconditions {
         match &self.if_none_match {
             Some(condition) => {
                 if holds(condition, &current, ETag::weak_cmp) {
-                    return Err(s3_error!(NotModified));
+                    return Err(not_modified(e_tag, modified));
                 }
             }
             None => {
                 if let (Some(date), Some(modified)) = (&self.if_modified_since, modified)
                     && modified <= seconds(date)
                 {
-                    return Err(s3_error!(NotModified));
+                    return Err(not_modified(e_tag, Some(modified)));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// `304 Not Modified` with the validators of the object the client already has (RFC 9110 §15.4.5: a 304
+/// carries the `ETag` and `Last-Modified` a 200 would have, so a cache can update its entry).
+fn not_modified(e_tag: &str, modified: Option<i64>) -> S3Error {
+    let mut error = s3_error!(NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_str(&format!("\"{e_tag}\"")) {
+        headers.insert(http::header::ETAG, value);
+    }
+    let date = modified.and_then(|m| time::OffsetDateTime::from_unix_timestamp(m).ok()).and_then(|m| {
+        let mut text = Vec::new();
+        Timestamp::from(m).format(TimestampFormat::HttpDate, &mut text).ok()?;
+        http::HeaderValue::from_bytes(&text).ok()
+    });
+    if let Some(date) = date {
+        headers.insert(http::header::LAST_MODIFIED, date);
+    }
+    error.set_headers(headers);
+    error
 }
 
 fn holds(condition: &ETagCondition, current: &ETag, compare: fn(&ETag, &ETag) -> bool) -> bool {
@@ -146,6 +166,15 @@ mod tests {
         assert_eq!(outcome(p), Err(S3ErrorCode::NotModified));
         let p = Preconditions { if_none_match: Some(ETagCondition::Any), ..Default::default() };
         assert_eq!(outcome(p), Err(S3ErrorCode::NotModified));
+    }
+
+    #[test]
+    fn not_modified_carries_the_etag_and_last_modified_of_the_object() {
+        let p = Preconditions { if_none_match: tag(E_TAG), ..Default::default() };
+        let error = p.evaluate(E_TAG, Some(MODIFIED)).err().unwrap_or_else(|| S3Error::new(S3ErrorCode::InternalError));
+        let headers = error.headers().cloned().unwrap_or_default();
+        assert_eq!(headers.get("etag").and_then(|v| v.to_str().ok()), Some(format!("\"{E_TAG}\"").as_str()));
+        assert_eq!(headers.get("last-modified").and_then(|v| v.to_str().ok()), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
     }
 
     #[test]

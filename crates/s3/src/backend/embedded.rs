@@ -377,6 +377,9 @@ mod tests {
             for method in [http::Method::GET, http::Method::HEAD] {
                 let response = store.forward(request(method.clone(), "k", headers, Bytes::new())).await.unwrap();
                 assert_eq!(response.status().as_u16(), status, "{method} {headers:?}");
+                if status == 304 {
+                    assert_eq!(response.headers().get(http::header::ETAG).unwrap().to_str().unwrap(), e_tag);
+                }
                 let body = response.into_body().collect().await.unwrap().to_bytes();
                 if method == http::Method::GET && status == 200 {
                     assert_eq!(body, Bytes::from_static(b"hello"));
@@ -416,6 +419,15 @@ mod tests {
         assert_eq!(status, 404);
         assert!(body.contains("NoSuchBucket"), "{body}");
         assert!(!dir.path().join("nobucket").exists());
+    }
+
+    #[tokio::test]
+    async fn a_put_if_match_on_a_missing_key_is_no_such_key() {
+        let (_dir, store) = store_with_bucket().await;
+        let put = request(http::Method::PUT, "k", &[("if-match", "\"abc\"".into())], Bytes::from_static(b"x"));
+        let (status, body) = send(&store, put, &[]).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("NoSuchKey"), "{body}");
     }
 
     #[tokio::test]
@@ -491,6 +503,10 @@ mod tests {
         }
         let (status, body) = send(&store, complete(&e_tag, 1), &[("uploadId", &id)]).await;
         assert_eq!(status, 200, "{body}");
+        // A repeated complete (an SDK retrying a lost answer) gets the same answer, as on S3.
+        let (status, again) = send(&store, complete(&e_tag, 1), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(xml_value(&again, "ETag"), xml_value(&body, "ETag"));
         let get = store.forward(request(http::Method::GET, "k", &[], Bytes::new())).await.unwrap();
         assert!(!get.headers().contains_key("x-amz-checksum-sha256"), "{:?}", get.headers());
         assert_eq!(get.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"new bytes"));

@@ -12,12 +12,14 @@
 //!
 //! Only the operations the front can forward are passed on; every other one is `NotImplemented` here too.
 
+use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
     CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput,
-    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput,
+    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag,
     EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput,
     HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput,
     ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective,
@@ -32,11 +34,32 @@ use super::encode_key;
 pub(super) struct FsStore {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
+    /// The uploads completed last (at most [`REMEMBERED_COMPLETIONS`], since start), to answer a repeated
+    /// CompleteMultipartUpload as S3 does: with the same result. SDKs retry a complete whose answer was lost
+    /// (a timeout, a reset connection); s3s-fs has forgotten the upload by then and said it never existed.
+    completed: Mutex<VecDeque<Completed>>,
+}
+
+/// How many completed uploads are remembered for repeated completes.
+const REMEMBERED_COMPLETIONS: usize = 1024;
+
+/// A completed upload: its id, bucket, key and the ETag of the object it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Completed {
+    upload_id: String,
+    bucket: String,
+    key: String,
+    e_tag: String,
 }
 
 impl FsStore {
     pub(super) fn new(fs: s3s_fs::FileSystem, root: PathBuf) -> Self {
-        Self { fs, root }
+        Self { fs, root, completed: Mutex::new(VecDeque::new()) }
+    }
+
+    fn completions(&self) -> std::sync::MutexGuard<'_, VecDeque<Completed>> {
+        // The list is only pushed to and read: a panic elsewhere cannot leave it half changed.
+        self.completed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `NoSuchBucket` unless `bucket` is a bucket of the store. s3s-fs creates every directory on a key's path,
@@ -117,25 +140,27 @@ fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> 
     Ok(())
 }
 
-/// Removes the `checksum_*` entries of an object's stored internal attributes, keeping its ETag.
-fn drop_checksums(internal: &Path) -> S3Result<()> {
+/// Removes the `checksum_*` entries of an object's stored internal attributes, keeping its ETag (returned).
+fn drop_checksums(internal: &Path) -> S3Result<Option<String>> {
     let failed = |e: &dyn std::fmt::Display| S3Error::with_message(S3ErrorCode::InternalError, e.to_string());
     let text = match std::fs::read(internal) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(failed(&e)),
     };
     let mut info: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).map_err(|e| failed(&e))?;
+    let e_tag = info.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
     let before = info.len();
     info.retain(|name, _| !name.starts_with("checksum_"));
     if info.len() == before {
-        return Ok(());
+        return Ok(e_tag);
     }
     let text = serde_json::to_vec(&info).map_err(|e| failed(&e))?;
     // Written beside and renamed over, so a reader sees the old or the new attributes, never half of them.
     let tmp = internal.with_extension("json.tmp");
     std::fs::write(&tmp, text).map_err(|e| failed(&e))?;
-    std::fs::rename(&tmp, internal).map_err(|e| failed(&e))
+    std::fs::rename(&tmp, internal).map_err(|e| failed(&e))?;
+    Ok(e_tag)
 }
 
 #[async_trait::async_trait]
@@ -247,6 +272,13 @@ impl S3 for FsStore {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         self.require_bucket(&req.input.bucket).await?;
+        // An If-Match on a key that holds no object is S3's 404 NoSuchKey (s3s-fs: 412).
+        if req.input.if_match.is_some() {
+            let path = super::object_file::object_path(&self.root, &req.input.bucket, &req.input.key)?;
+            if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+                return Err(s3_error!(NoSuchKey));
+            }
+        }
         self.fs.put_object(req).await
     }
 
@@ -295,7 +327,24 @@ impl S3 for FsStore {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let id = self.require_upload(&req.input.upload_id).await?;
+        let id = match self.require_upload(&req.input.upload_id).await {
+            Ok(id) => id,
+            Err(e) => {
+                let input = &req.input;
+                let again = self
+                    .completions()
+                    .iter()
+                    .find(|c| c.upload_id == input.upload_id && c.bucket == input.bucket && c.key == input.key)
+                    .cloned();
+                let Some(done) = again else { return Err(e) };
+                return Ok(S3Response::new(CompleteMultipartUploadOutput {
+                    bucket: Some(done.bucket),
+                    key: Some(done.key),
+                    e_tag: Some(ETag::Strong(done.e_tag)),
+                    ..Default::default()
+                }));
+            }
+        };
         let parts: Vec<(i32, Option<String>)> = req
             .input
             .multipart_upload
@@ -313,9 +362,16 @@ impl S3 for FsStore {
         // object's checksums would be sent with the new bytes, and SDKs that validate them (boto3 does by
         // default) would refuse every read of the new object.
         let internal = super::object_file::metadata_path(&self.root, &bucket, &key, "internal");
-        tokio::task::spawn_blocking(move || drop_checksums(&internal))
+        let e_tag = tokio::task::spawn_blocking(move || drop_checksums(&internal))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
+        if let Some(e_tag) = e_tag {
+            let mut completed = self.completions();
+            if completed.len() >= REMEMBERED_COMPLETIONS {
+                completed.pop_front();
+            }
+            completed.push_back(Completed { upload_id: id.to_string(), bucket, key, e_tag });
+        }
         Ok(response)
     }
 

@@ -218,7 +218,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result<Option<T>>
 
 /// `<root>/<bucket>/<key>`, refusing anything that is not plain path segments (the front refuses such keys
 /// already; this keeps a read inside the store whatever reaches it).
-fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
+pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
     let relative = Path::new(bucket).join(key);
     if key.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(s3_error!(NoSuchKey));
