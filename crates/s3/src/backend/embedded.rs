@@ -471,6 +471,21 @@ mod tests {
         assert_eq!(body.matches("<Key>").count(), 3, "{body}");
     }
 
+    #[tokio::test]
+    async fn a_v2_listing_shows_owners_only_when_asked_to() {
+        let (_dir, store) = store_with_bucket().await;
+        send(&store, request(http::Method::PUT, "k", &[], Bytes::from_static(b"x")), &[]).await;
+        let list = || {
+            let mut list = request(http::Method::GET, "", &[], Bytes::new());
+            list.key = None;
+            list
+        };
+        let (_, plain) = send(&store, list(), &[("list-type", "2")]).await;
+        assert!(!plain.contains("<Owner>"), "{plain}");
+        let (_, owned) = send(&store, list(), &[("list-type", "2"), ("fetch-owner", "true")]).await;
+        assert!(owned.contains("<Owner><DisplayName>lakegate</DisplayName><ID>lakegate</ID></Owner>"), "{owned}");
+    }
+
     /// A multipart upload completes only with the parts the client uploaded (by number and ETag), and the
     /// object it replaces leaves no checksum behind (s3s-fs kept them, and boto3 refused the new bytes).
     #[tokio::test]

@@ -23,7 +23,8 @@ use s3s::dto::{
     EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput,
     HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput,
     ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective,
-    PutObjectInput, PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+    Owner, PutObjectInput, PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput,
+    UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
@@ -93,6 +94,12 @@ fn encode_opt(value: &mut Option<String>) {
     if let Some(v) = value.as_mut() {
         *v = encode_key(v);
     }
+}
+
+/// The owner shown for every object and upload: the embedded store has one, itself (S3 shows the bucket
+/// owner's account; ListObjectsV2 only with `fetch-owner=true`, which s3s-fs ignored).
+fn store_owner() -> Owner {
+    Owner { id: Some(super::uploads::OWNER.to_owned()), display_name: Some(super::uploads::OWNER.to_owned()) }
 }
 
 /// S3 omits an empty delimiter from a listing and groups nothing by it; s3s-fs echoed it and grouped keys by
@@ -213,7 +220,13 @@ impl S3 for FsStore {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         no_empty_delimiter(&mut req.input.delimiter);
         let encode = url_encoded(req.input.encoding_type.as_ref());
+        let fetch_owner = req.input.fetch_owner == Some(true);
         let mut response = self.fs.list_objects_v2(req).await?;
+        if fetch_owner {
+            for object in response.output.contents.iter_mut().flatten() {
+                object.owner = Some(store_owner());
+            }
+        }
         if encode {
             let out = &mut response.output;
             encode_opt(&mut out.prefix);
