@@ -486,6 +486,57 @@ mod tests {
         assert!(owned.contains("<Owner><DisplayName>lakegate</DisplayName><ID>lakegate</ID></Owner>"), "{owned}");
     }
 
+    /// GetObject and HeadObject with `partNumber` read that part, as S3 does (s3s-fs sent the whole object):
+    /// a multipart object's parts as they were uploaded, an object uploaded whole as its own part 1.
+    #[tokio::test]
+    async fn a_part_number_reads_that_part() {
+        let (_dir, store) = store_with_bucket().await;
+        let first: Bytes = vec![b'a'; 5 * 1024 * 1024].into();
+        let (_, created) = send(&store, request(http::Method::POST, "mp", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let mut tags = Vec::new();
+        for (number, body) in [("1", first.clone()), ("2", Bytes::from_static(b"xyz"))] {
+            let mut part = request(http::Method::PUT, "mp", &[], body);
+            part.query = vec![("partNumber".into(), number.into()), ("uploadId".into(), id.clone())];
+            let response = store.forward(part).await.unwrap();
+            tags.push(response.headers()[http::header::ETAG].to_str().unwrap().to_owned());
+        }
+        let xml = format!(
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+            tags.first().unwrap(),
+            tags.get(1).unwrap()
+        );
+        let (status, body) =
+            send(&store, request(http::Method::POST, "mp", &[], Bytes::from(xml)), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{body}");
+        send(&store, request(http::Method::PUT, "whole", &[], Bytes::from_static(b"hello")), &[]).await;
+
+        let read = |method: http::Method, key: &str, number: &str| {
+            let mut r = request(method, key, &[], Bytes::new());
+            r.query = vec![("partNumber".into(), number.into())];
+            r
+        };
+        for method in [http::Method::GET, http::Method::HEAD] {
+            let r = store.forward(read(method.clone(), "mp", "2")).await.unwrap();
+            assert_eq!(r.status(), 206, "{method}");
+            assert_eq!(r.headers()["content-range"], "bytes 5242880-5242882/5242883", "{method}");
+            assert_eq!(r.headers()["content-length"], "3", "{method}");
+            assert_eq!(r.headers()["x-amz-mp-parts-count"], "2", "{method}");
+            if method == http::Method::GET {
+                assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"xyz"));
+            }
+            let r = store.forward(read(method.clone(), "whole", "1")).await.unwrap();
+            assert_eq!(r.status(), 206, "{method}");
+            assert_eq!(r.headers()["content-range"], "bytes 0-4/5", "{method}");
+            assert!(!r.headers().contains_key("x-amz-mp-parts-count"), "{method}");
+            for (key, number) in [("mp", "3"), ("whole", "2")] {
+                let r = store.forward(read(method.clone(), key, number)).await.unwrap();
+                assert_eq!(r.status(), 416, "{method} {key} part {number}");
+            }
+        }
+    }
+
     /// A multipart upload completes only with the parts the client uploaded (by number and ETag), and the
     /// object it replaces leaves no checksum behind (s3s-fs kept them, and boto3 refused the new bytes).
     #[tokio::test]

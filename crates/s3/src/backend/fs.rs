@@ -124,8 +124,8 @@ fn copies_onto_itself_unchanged(input: &CopyObjectInput) -> bool {
 /// What S3 checks of the parts named by a CompleteMultipartUpload and s3s-fs did not: each was uploaded
 /// (s3s-fs's `.upload_id-<id>.part-<n>`) and, when the request gives its ETag, has that ETag (the MD5 of its
 /// bytes: one more read of every part, the price of not assembling an object from parts the client did not
-/// mean). Otherwise `InvalidPart`, and the upload stays as it was.
-fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> S3Result<()> {
+/// mean). Otherwise `InvalidPart`, and the upload stays as it was. Returns the parts' sizes, in order.
+fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> S3Result<Vec<u64>> {
     let invalid = || {
         s3_error!(
             InvalidPart,
@@ -133,9 +133,11 @@ fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> 
              specified entity tag may not have matched the part's entity tag."
         )
     };
+    let mut sizes = Vec::with_capacity(parts.len());
     for (number, e_tag) in parts {
         let path = root.join(format!(".upload_id-{id}.part-{number}"));
         let Ok(file) = std::fs::File::open(&path) else { return Err(invalid()) };
+        sizes.push(file.metadata().map_err(super::object_file::internal_error)?.len());
         if let Some(e_tag) = e_tag
             && super::object_file::md5_of(&file)
                 .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?
@@ -144,11 +146,13 @@ fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> 
             return Err(invalid());
         }
     }
-    Ok(())
+    Ok(sizes)
 }
 
-/// Removes the `checksum_*` entries of an object's stored internal attributes, keeping its ETag (returned).
-fn drop_checksums(internal: &Path) -> S3Result<Option<String>> {
+/// Settles the stored internal attributes of an object a multipart upload just made: removes the `checksum_*`
+/// entries of the object it replaced and records the sizes of its parts (to read it by part number). Returns
+/// its ETag.
+fn settle_completed(internal: &Path, part_sizes: &[u64]) -> S3Result<Option<String>> {
     let failed = |e: &dyn std::fmt::Display| S3Error::with_message(S3ErrorCode::InternalError, e.to_string());
     let text = match std::fs::read(internal) {
         Ok(text) => text,
@@ -157,11 +161,8 @@ fn drop_checksums(internal: &Path) -> S3Result<Option<String>> {
     };
     let mut info: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).map_err(|e| failed(&e))?;
     let e_tag = info.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
-    let before = info.len();
     info.retain(|name, _| !name.starts_with("checksum_"));
-    if info.len() == before {
-        return Ok(e_tag);
-    }
+    info.insert(super::object_file::PART_SIZES.to_owned(), serde_json::json!(part_sizes));
     let text = serde_json::to_vec(&info).map_err(|e| failed(&e))?;
     // Written beside and renamed over, so a reader sees the old or the new attributes, never half of them.
     let tmp = internal.with_extension("json.tmp");
@@ -180,9 +181,16 @@ impl S3 for FsStore {
             if_modified_since: input.if_modified_since,
             if_unmodified_since: input.if_unmodified_since,
         };
-        super::object_file::get_object(&self.root, &input.bucket, &input.key, input.range, conditions)
-            .await
-            .map(S3Response::new)
+        super::object_file::get_object(
+            &self.root,
+            &input.bucket,
+            &input.key,
+            input.range,
+            input.part_number,
+            conditions,
+        )
+        .await
+        .map(S3Response::new)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
@@ -193,7 +201,26 @@ impl S3 for FsStore {
             if_modified_since: req.input.if_modified_since.clone(),
             if_unmodified_since: req.input.if_unmodified_since.clone(),
         };
+        let part_number = req.input.part_number;
+        if range.is_some() && part_number.is_some() {
+            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+        }
+        let internal = super::object_file::metadata_path(&self.root, &req.input.bucket, &req.input.key, "internal");
         let mut response = self.fs.head_object(req).await?;
+        if let Some(number) = part_number {
+            // s3s-fs ignored the part number and described the whole object.
+            let out = &mut response.output;
+            let size = out.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+            let e_tag = out.e_tag.as_ref().map(|e| e.value().to_owned()).unwrap_or_default();
+            let info = tokio::task::spawn_blocking(move || super::object_file::read_json(&internal))
+                .await
+                .map_err(super::object_file::internal_error)??
+                .unwrap_or_default();
+            let part = super::object_file::part_span(&info, &e_tag, size, number)?;
+            out.content_length = i64::try_from(part.span.end - part.span.start).ok();
+            out.parts_count = part.count;
+            out.content_range = Some(format!("bytes {}-{}/{size}", part.span.start, part.span.end.saturating_sub(1)));
+        }
         if !conditions.is_empty() {
             let out = &response.output;
             let e_tag = out.e_tag.as_ref().map(|e| e.value().to_owned()).unwrap_or_default();
@@ -366,7 +393,7 @@ impl S3 for FsStore {
             .filter_map(|p| Some((p.part_number?, p.e_tag.as_ref().map(|e| e.value().to_owned()))))
             .collect();
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || check_parts(&root, id, &parts))
+        let sizes = tokio::task::spawn_blocking(move || check_parts(&root, id, &parts))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
@@ -375,7 +402,7 @@ impl S3 for FsStore {
         // object's checksums would be sent with the new bytes, and SDKs that validate them (boto3 does by
         // default) would refuse every read of the new object.
         let internal = super::object_file::metadata_path(&self.root, &bucket, &key, "internal");
-        let e_tag = tokio::task::spawn_blocking(move || drop_checksums(&internal))
+        let e_tag = tokio::task::spawn_blocking(move || settle_completed(&internal, &sizes))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
         if let Some(e_tag) = e_tag {
