@@ -138,6 +138,9 @@ def run_suite(workdir: pathlib.Path, endpoint: str, main: dict, alt: dict, bucke
     args += ["-p", "no:cacheprovider", "-q", "--junitxml", str(junit), "-o", "junit_family=xunit1"]
     with open(workdir / "pytest.log", "wb") as log:
         subprocess.run(args, cwd=suite, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=900)
+    if not junit.exists():
+        tail = (workdir / "pytest.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"s3-tests wrote no report against {endpoint}; its output ends:\n{tail}")
     return outcomes(junit)
 
 

@@ -472,6 +472,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_v1_listing_always_has_its_marker() {
+        let (_dir, store) = store_with_bucket().await;
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (status, body) = send(&store, list, &[]).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("<Marker></Marker>") || body.contains("<Marker/>"), "{body}");
+    }
+
+    #[tokio::test]
     async fn a_v2_listing_shows_owners_only_when_asked_to() {
         let (_dir, store) = store_with_bucket().await;
         send(&store, request(http::Method::PUT, "k", &[], Bytes::from_static(b"x")), &[]).await;

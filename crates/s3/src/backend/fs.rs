@@ -273,6 +273,8 @@ impl S3 for FsStore {
         no_empty_delimiter(&mut req.input.delimiter);
         let encode = url_encoded(req.input.encoding_type.as_ref());
         let mut response = self.fs.list_objects(req).await?;
+        // S3 always answers a V1 listing with its `Marker`, empty when none was given; s3s-fs left it out.
+        response.output.marker.get_or_insert_with(String::new);
         if encode {
             let out = &mut response.output;
             encode_opt(&mut out.prefix);
