@@ -472,13 +472,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_v1_listing_always_has_its_marker() {
+    async fn a_v1_listing_answers_with_the_marker_it_was_given() {
         let (_dir, store) = store_with_bucket().await;
         let mut list = request(http::Method::GET, "", &[], Bytes::new());
         list.key = None;
         let (status, body) = send(&store, list, &[]).await;
         assert_eq!(status, 200);
         assert!(body.contains("<Marker></Marker>") || body.contains("<Marker/>"), "{body}");
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (_, body) = send(&store, list, &[("marker", "zzz")]).await;
+        assert!(body.contains("<Marker>zzz</Marker>"), "{body}");
     }
 
     #[tokio::test]

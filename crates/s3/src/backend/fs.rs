@@ -272,9 +272,10 @@ impl S3 for FsStore {
     async fn list_objects(&self, mut req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         no_empty_delimiter(&mut req.input.delimiter);
         let encode = url_encoded(req.input.encoding_type.as_ref());
+        let marker = req.input.marker.clone().unwrap_or_default();
         let mut response = self.fs.list_objects(req).await?;
-        // S3 always answers a V1 listing with its `Marker`, empty when none was given; s3s-fs left it out.
-        response.output.marker.get_or_insert_with(String::new);
+        // S3 answers a V1 listing with the `Marker` it was given, empty when none; s3s-fs left it out.
+        response.output.marker = Some(marker);
         if encode {
             let out = &mut response.output;
             encode_opt(&mut out.prefix);
