@@ -14,7 +14,8 @@ named by `LAKEGATE_S3TESTS_TARGET` (written by s3_conformance.py):
   `get_new_bucket_resource` and the clean-up (`nuke_prefixed_buckets`) are replaced by an out-of-band
   provisioner: the store's own S3 API with the store's key (moto), or a directory under the embedded store
   (s3s-fs keeps a bucket as a directory). The direct run uses the same provisioner, so all runs start each test
-  from the same state and only the object-level requests differ.
+  from the same state and only the object-level requests differ. A bucket the suite asks for as `alt` is made
+  the same way: the store owns every bucket, and Lakegate's policy, not ownership, decides who may use it.
 - **Selection.** Only the tests whose names match one of `include` and none of `exclude` run; the others are
   deselected (reported as such, not as passes).
 """
@@ -25,6 +26,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 
 import boto3
 import botocore.session
@@ -125,8 +127,6 @@ def _selected(name: str) -> bool:
 def pytest_collection_modifyitems(config, items):
     # The test modules bound the helpers by name at import (`from . import get_new_bucket`): replace them
     # in every s3-tests module that has them, now that collection has imported them all.
-    import sys
-
     global _ORIGINAL_SETUP_ACL
     import s3tests.functional.test_s3 as t
 
