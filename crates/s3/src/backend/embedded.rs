@@ -441,6 +441,35 @@ mod tests {
         }
     }
 
+    /// An upload belongs to its bucket and key: its id used with another key is `NoSuchUpload`, so its parts
+    /// cannot be completed into (or listed from) a key the caller may write but the upload was not for.
+    #[tokio::test]
+    async fn an_upload_id_works_only_with_its_own_key() {
+        let (_dir, store) = store_with_bucket().await;
+        let (_, created) =
+            send(&store, request(http::Method::POST, "hr/k", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let mut part = request(http::Method::PUT, "hr/k", &[], Bytes::from_static(b"secret"));
+        part.query = vec![("partNumber".into(), "1".into()), ("uploadId".into(), id.clone())];
+        assert_eq!(store.forward(part).await.unwrap().status(), 200);
+        for method in [http::Method::GET, http::Method::POST, http::Method::DELETE] {
+            let body = if method == http::Method::POST {
+                Bytes::from_static(
+                    b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>",
+                )
+            } else {
+                Bytes::new()
+            };
+            let (status, answer) =
+                send(&store, request(method.clone(), "sales/k", &[], body), &[("uploadId", &id)]).await;
+            assert_eq!(status, 404, "{method} {answer}");
+            assert!(answer.contains("NoSuchUpload"), "{method} {answer}");
+        }
+        let (status, _) =
+            send(&store, request(http::Method::GET, "hr/k", &[], Bytes::new()), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "ListParts with its own key");
+    }
+
     #[tokio::test]
     async fn copying_an_object_onto_itself_unchanged_is_refused_but_replacing_its_metadata_is_not() {
         let (_dir, store) = store_with_bucket().await;

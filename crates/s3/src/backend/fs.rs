@@ -74,15 +74,21 @@ impl FsStore {
         }
     }
 
-    /// `NoSuchUpload` (404) unless `upload_id` is an upload in progress (s3s-fs's `.upload-<id>.json`), as S3
-    /// answers; s3s-fs says `400 InvalidRequest` for an id that is not a UUID and `403 AccessDenied` for an
-    /// unknown one, which clients read as a fault of their own or a permission problem.
-    async fn require_upload(&self, upload_id: &str) -> S3Result<uuid::Uuid> {
+    /// `NoSuchUpload` (404) unless `upload_id` is an upload in progress **of this bucket and key**, as S3
+    /// answers. s3s-fs said `400 InvalidRequest` for an id that is not a UUID and `403 AccessDenied` for an
+    /// unknown one (which clients read as their own fault or a permission problem), and did not check the key
+    /// at all: whoever may write one key and knew the id of an upload to another could complete that upload's
+    /// parts into their own key, and read bytes the policy let them write but never read. An upload is s3s-fs's
+    /// `.upload-<id>.json` and the attributes it keeps for it beside its bucket and key.
+    async fn require_upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<uuid::Uuid> {
         let id = uuid::Uuid::parse_str(upload_id).map_err(|_| s3_error!(NoSuchUpload))?;
-        match tokio::fs::try_exists(self.root.join(format!(".upload-{id}.json"))).await {
-            Ok(true) => Ok(id),
-            _ => Err(s3_error!(NoSuchUpload)),
+        let of_key = super::object_file::metadata_path(&self.root, bucket, key, &format!("upload-{id}.metadata"));
+        for file in [self.root.join(format!(".upload-{id}.json")), of_key] {
+            if !tokio::fs::try_exists(&file).await.unwrap_or(false) {
+                return Err(s3_error!(NoSuchUpload));
+            }
         }
+        Ok(id)
     }
 }
 
@@ -354,7 +360,7 @@ impl S3 for FsStore {
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        self.require_upload(&req.input.upload_id).await?;
+        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
         self.fs.upload_part(req).await
     }
 
@@ -362,7 +368,7 @@ impl S3 for FsStore {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        self.require_upload(&req.input.upload_id).await?;
+        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
         self.fs.upload_part_copy(req).await
     }
 
@@ -370,7 +376,7 @@ impl S3 for FsStore {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let id = match self.require_upload(&req.input.upload_id).await {
+        let id = match self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await {
             Ok(id) => id,
             Err(e) => {
                 let input = &req.input;
@@ -422,12 +428,12 @@ impl S3 for FsStore {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.require_upload(&req.input.upload_id).await?;
+        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
         self.fs.abort_multipart_upload(req).await
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        self.require_upload(&req.input.upload_id).await?;
+        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
         self.fs.list_parts(req).await
     }
 }
