@@ -55,6 +55,19 @@ def assert_refused_and_audited(gate, response, code, status=None):
     return events
 
 
+def test_a_browser_form_upload_is_not_implemented_and_audited(gate):
+    # POST Object: the signature is in the form (here a SigV4 one, unchecked), so no Authorization header.
+    boundary = "lakegateboundary"
+    fields = {"key": "sales/form.txt", "x-amz-algorithm": "AWS4-HMAC-SHA256", "policy": "e30=", "x-amz-signature": "00"}
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\nhello\r\n')
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = gate.raw("POST", "/lake", headers, body)
+    assert b"POST Object" in response[2], response
+    assert_refused_and_audited(gate, response, "NotImplemented", 501)
+
+
 def test_an_altered_signature_is_refused_and_audited(gate, creds):
     headers = signed_headers(gate, creds, "GET", "/lake/sales/2024/q1.csv")
     assert gate.raw("GET", "/lake/sales/2024/q1.csv", headers)[0] == 200, "the unaltered request works"

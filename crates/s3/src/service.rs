@@ -159,6 +159,12 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
     let body = Lingering::new(body, expects_continue);
     let path = parts.uri.path().to_owned();
     let method = parts.method.clone();
+    // A browser form upload (POST Object) carries its signature in the form, not in the request: without this
+    // it would be refused as unauthenticated (403), which sends the client looking for a permission problem.
+    if is_form_upload(&parts) {
+        let e = classify::ClassifyError::NotImplemented("POST Object (browser form upload; use a presigned PUT URL)");
+        return refuse(front, origin, None, "s3:PostObject", &path, e.into(), &method).await;
+    }
     let caller =
         match auth::authenticate(&front.gate, &front.keys.current(), origin, &parts, s3_settings(front), None).await {
             Ok(c) => c,
@@ -189,6 +195,16 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
         Err(e) => refuse(front, origin, Some(&caller), op.kind.action(), &resource_text, e, &method).await,
     };
     labelled(response, op.kind.name(), None)
+}
+
+/// A POST of an HTML form (`multipart/form-data`), S3's POST Object, which Lakegate does not offer.
+fn is_form_upload(parts: &http::request::Parts) -> bool {
+    parts.method == Method::POST
+        && parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
 /// Why a request header makes Lakegate refuse the request (one that `writes`, or any), if it does.

@@ -333,6 +333,294 @@ mod tests {
         }
     }
 
+    fn request(method: http::Method, key: &str, headers: &[(&'static str, String)], body: Bytes) -> ForwardRequest {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(http::HeaderName::from_static(name), http::HeaderValue::from_str(value).unwrap());
+        }
+        map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        ForwardRequest {
+            method,
+            bucket: Some("bkt".into()),
+            key: Some(key.into()),
+            query: Vec::new(),
+            headers: map,
+            body: Full::new(body).map_err(|never| match never {}).boxed_unsync(),
+        }
+    }
+
+    /// GET and HEAD evaluate `If-Match`, `If-None-Match`, `If-Modified-Since` and `If-Unmodified-Since` (s3s-fs
+    /// ignored them and sent the object): 304 and 412 come without the object's bytes.
+    #[tokio::test]
+    async fn conditional_gets_and_heads_answer_304_or_412() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
+        store.put(http::Method::PUT, Some("bkt"), None, "", Bytes::new()).await.unwrap();
+        let put = store.forward(request(http::Method::PUT, "k", &[], Bytes::from_static(b"hello"))).await.unwrap();
+        let e_tag = put.headers()[http::header::ETAG].to_str().unwrap().to_owned();
+        let head = store.forward(request(http::Method::HEAD, "k", &[], Bytes::new())).await.unwrap();
+        let modified = head.headers()[http::header::LAST_MODIFIED].to_str().unwrap().to_owned();
+        let past = "Sat, 29 Oct 1994 19:43:31 GMT".to_owned();
+        let future = "Tue, 29 Oct 2100 19:43:31 GMT".to_owned();
+        let cases: [(&[(&'static str, String)], u16); 9] = [
+            (&[("if-match", e_tag.clone())], 200),
+            (&[("if-match", "\"other\"".into())], 412),
+            (&[("if-none-match", e_tag.clone())], 304),
+            (&[("if-none-match", "\"other\"".into())], 200),
+            (&[("if-modified-since", modified.clone())], 304),
+            (&[("if-modified-since", past.clone())], 200),
+            (&[("if-unmodified-since", past.clone())], 412),
+            (&[("if-unmodified-since", future)], 200),
+            (&[("if-match", e_tag.clone()), ("if-unmodified-since", past)], 200),
+        ];
+        for (headers, status) in cases {
+            for method in [http::Method::GET, http::Method::HEAD] {
+                let response = store.forward(request(method.clone(), "k", headers, Bytes::new())).await.unwrap();
+                assert_eq!(response.status().as_u16(), status, "{method} {headers:?}");
+                if status == 304 {
+                    assert_eq!(response.headers().get(http::header::ETAG).unwrap().to_str().unwrap(), e_tag);
+                }
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                if method == http::Method::GET && status == 200 {
+                    assert_eq!(body, Bytes::from_static(b"hello"));
+                } else {
+                    assert!(!body.starts_with(b"hello"), "{method} {headers:?}");
+                }
+            }
+        }
+    }
+
+    async fn store_with_bucket() -> (tempfile::TempDir, Embedded) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
+        store.put(http::Method::PUT, Some("bkt"), None, "", Bytes::new()).await.unwrap();
+        (dir, store)
+    }
+
+    async fn send(store: &Embedded, mut request: ForwardRequest, query: &[(&str, &str)]) -> (u16, String) {
+        request.query = query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let response = store.forward(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn xml_value(doc: &str, tag: &str) -> String {
+        let start = doc.find(&format!("<{tag}>")).unwrap() + tag.len() + 2;
+        doc[start..].split('<').next().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_put_into_a_bucket_that_does_not_exist_is_no_such_bucket_and_makes_none() {
+        let (dir, store) = store_with_bucket().await;
+        let mut put = request(http::Method::PUT, "k", &[], Bytes::from_static(b"x"));
+        put.bucket = Some("nobucket".into());
+        let (status, body) = send(&store, put, &[]).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("NoSuchBucket"), "{body}");
+        assert!(!dir.path().join("nobucket").exists());
+    }
+
+    #[tokio::test]
+    async fn a_put_if_match_on_a_missing_key_is_no_such_key() {
+        let (_dir, store) = store_with_bucket().await;
+        let put = request(http::Method::PUT, "k", &[("if-match", "\"abc\"".into())], Bytes::from_static(b"x"));
+        let (status, body) = send(&store, put, &[]).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("NoSuchKey"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_upload_id_is_no_such_upload() {
+        let (_dir, store) = store_with_bucket().await;
+        for id in ["56788", "6d1f4b7e-8a47-4c55-9d1e-3f1f1f1f1f1f"] {
+            let (status, body) =
+                send(&store, request(http::Method::DELETE, "k", &[], Bytes::new()), &[("uploadId", id)]).await;
+            assert_eq!(status, 404, "{id}");
+            assert!(body.contains("NoSuchUpload"), "{body}");
+        }
+    }
+
+    /// An upload belongs to its bucket and key: its id used with another key is `NoSuchUpload`, so its parts
+    /// cannot be completed into (or listed from) a key the caller may write but the upload was not for.
+    #[tokio::test]
+    async fn an_upload_id_works_only_with_its_own_key() {
+        let (_dir, store) = store_with_bucket().await;
+        let (_, created) =
+            send(&store, request(http::Method::POST, "hr/k", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let mut part = request(http::Method::PUT, "hr/k", &[], Bytes::from_static(b"secret"));
+        part.query = vec![("partNumber".into(), "1".into()), ("uploadId".into(), id.clone())];
+        assert_eq!(store.forward(part).await.unwrap().status(), 200);
+        for method in [http::Method::GET, http::Method::POST, http::Method::DELETE] {
+            let body = if method == http::Method::POST {
+                Bytes::from_static(
+                    b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>",
+                )
+            } else {
+                Bytes::new()
+            };
+            let (status, answer) =
+                send(&store, request(method.clone(), "sales/k", &[], body), &[("uploadId", &id)]).await;
+            assert_eq!(status, 404, "{method} {answer}");
+            assert!(answer.contains("NoSuchUpload"), "{method} {answer}");
+        }
+        let (status, _) =
+            send(&store, request(http::Method::GET, "hr/k", &[], Bytes::new()), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "ListParts with its own key");
+    }
+
+    #[tokio::test]
+    async fn copying_an_object_onto_itself_unchanged_is_refused_but_replacing_its_metadata_is_not() {
+        let (_dir, store) = store_with_bucket().await;
+        send(&store, request(http::Method::PUT, "k", &[], Bytes::from_static(b"x")), &[]).await;
+        let copy = |extra: &[(&'static str, String)]| {
+            let mut headers = vec![("x-amz-copy-source", "bkt/k".to_owned())];
+            headers.extend_from_slice(extra);
+            request(http::Method::PUT, "k", &headers, Bytes::new())
+        };
+        let (status, body) = send(&store, copy(&[]), &[]).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("InvalidRequest"), "{body}");
+        let (status, _) = send(&store, copy(&[("x-amz-metadata-directive", "REPLACE".into())]), &[]).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn an_empty_delimiter_groups_nothing_and_is_not_echoed() {
+        let (_dir, store) = store_with_bucket().await;
+        for key in ["bar", "baz", "cab"] {
+            send(&store, request(http::Method::PUT, key, &[], Bytes::from_static(b"x")), &[]).await;
+        }
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (status, body) = send(&store, list, &[("list-type", "2"), ("delimiter", "")]).await;
+        assert_eq!(status, 200);
+        assert!(!body.contains("CommonPrefixes") && !body.contains("<Delimiter>"), "{body}");
+        assert_eq!(body.matches("<Key>").count(), 3, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_v1_listing_answers_with_the_marker_it_was_given() {
+        let (_dir, store) = store_with_bucket().await;
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (status, body) = send(&store, list, &[]).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("<Marker></Marker>") || body.contains("<Marker/>"), "{body}");
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (_, body) = send(&store, list, &[("marker", "zzz")]).await;
+        assert!(body.contains("<Marker>zzz</Marker>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_v2_listing_shows_owners_only_when_asked_to() {
+        let (_dir, store) = store_with_bucket().await;
+        send(&store, request(http::Method::PUT, "k", &[], Bytes::from_static(b"x")), &[]).await;
+        let list = || {
+            let mut list = request(http::Method::GET, "", &[], Bytes::new());
+            list.key = None;
+            list
+        };
+        let (_, plain) = send(&store, list(), &[("list-type", "2")]).await;
+        assert!(!plain.contains("<Owner>"), "{plain}");
+        let (_, owned) = send(&store, list(), &[("list-type", "2"), ("fetch-owner", "true")]).await;
+        assert!(owned.contains("<Owner><DisplayName>lakegate</DisplayName><ID>lakegate</ID></Owner>"), "{owned}");
+    }
+
+    /// GetObject and HeadObject with `partNumber` read that part, as S3 does (s3s-fs sent the whole object):
+    /// a multipart object's parts as they were uploaded, an object uploaded whole as its own part 1.
+    #[tokio::test]
+    async fn a_part_number_reads_that_part() {
+        let (_dir, store) = store_with_bucket().await;
+        let first: Bytes = vec![b'a'; 5 * 1024 * 1024].into();
+        let (_, created) = send(&store, request(http::Method::POST, "mp", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let mut tags = Vec::new();
+        for (number, body) in [("1", first.clone()), ("2", Bytes::from_static(b"xyz"))] {
+            let mut part = request(http::Method::PUT, "mp", &[], body);
+            part.query = vec![("partNumber".into(), number.into()), ("uploadId".into(), id.clone())];
+            let response = store.forward(part).await.unwrap();
+            tags.push(response.headers()[http::header::ETAG].to_str().unwrap().to_owned());
+        }
+        let xml = format!(
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+            tags.first().unwrap(),
+            tags.get(1).unwrap()
+        );
+        let (status, body) =
+            send(&store, request(http::Method::POST, "mp", &[], Bytes::from(xml)), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{body}");
+        send(&store, request(http::Method::PUT, "whole", &[], Bytes::from_static(b"hello")), &[]).await;
+
+        let read = |method: http::Method, key: &str, number: &str| {
+            let mut r = request(method, key, &[], Bytes::new());
+            r.query = vec![("partNumber".into(), number.into())];
+            r
+        };
+        for method in [http::Method::GET, http::Method::HEAD] {
+            let r = store.forward(read(method.clone(), "mp", "2")).await.unwrap();
+            assert_eq!(r.status(), 206, "{method}");
+            assert_eq!(r.headers()["content-range"], "bytes 5242880-5242882/5242883", "{method}");
+            assert_eq!(r.headers()["content-length"], "3", "{method}");
+            assert_eq!(r.headers()["x-amz-mp-parts-count"], "2", "{method}");
+            if method == http::Method::GET {
+                assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"xyz"));
+            }
+            let r = store.forward(read(method.clone(), "whole", "1")).await.unwrap();
+            assert_eq!(r.status(), 206, "{method}");
+            assert_eq!(r.headers()["content-range"], "bytes 0-4/5", "{method}");
+            assert!(!r.headers().contains_key("x-amz-mp-parts-count"), "{method}");
+            for (key, number) in [("mp", "3"), ("whole", "2")] {
+                let r = store.forward(read(method.clone(), key, number)).await.unwrap();
+                assert_eq!(r.status(), 416, "{method} {key} part {number}");
+            }
+        }
+    }
+
+    /// A multipart upload completes only with the parts the client uploaded (by number and ETag), and the
+    /// object it replaces leaves no checksum behind (s3s-fs kept them, and boto3 refused the new bytes).
+    #[tokio::test]
+    async fn completing_an_upload_checks_its_parts_and_leaves_no_stale_checksum() {
+        let (_dir, store) = store_with_bucket().await;
+        let old = Bytes::from_static(b"old object");
+        let checksum = ("x-amz-checksum-sha256", sha256_base64(&old));
+        send(&store, request(http::Method::PUT, "k", &[checksum], old), &[]).await;
+        let before = store.forward(request(http::Method::GET, "k", &[], Bytes::new())).await.unwrap();
+        assert!(before.headers().contains_key("x-amz-checksum-sha256"), "the old object has a checksum");
+        let (_, created) = send(&store, request(http::Method::POST, "k", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let part = request(http::Method::PUT, "k", &[], Bytes::from_static(b"new bytes"));
+        let response = {
+            let mut part = part;
+            part.query = vec![("partNumber".into(), "1".into()), ("uploadId".into(), id.clone())];
+            store.forward(part).await.unwrap()
+        };
+        let e_tag = response.headers()[http::header::ETAG].to_str().unwrap().to_owned();
+        let complete = |e_tag: &str, number: u32| {
+            let xml = format!(
+                "<CompleteMultipartUpload><Part><PartNumber>{number}</PartNumber><ETag>{e_tag}</ETag></Part></CompleteMultipartUpload>"
+            );
+            request(http::Method::POST, "k", &[], Bytes::from(xml))
+        };
+        for (tag, number) in [("\"0123456789abcdef0123456789abcdef\"", 1), (e_tag.as_str(), 2)] {
+            let (status, body) = send(&store, complete(tag, number), &[("uploadId", &id)]).await;
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("InvalidPart"), "{body}");
+        }
+        let (status, body) = send(&store, complete(&e_tag, 1), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{body}");
+        // A repeated complete (an SDK retrying a lost answer) gets the same answer, as on S3.
+        let (status, again) = send(&store, complete(&e_tag, 1), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(xml_value(&again, "ETag"), xml_value(&body, "ETag"));
+        let get = store.forward(request(http::Method::GET, "k", &[], Bytes::new())).await.unwrap();
+        assert!(!get.headers().contains_key("x-amz-checksum-sha256"), "{:?}", get.headers());
+        assert_eq!(get.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"new bytes"));
+    }
+
     fn sha256_base64(bytes: &[u8]) -> String {
         use base64::Engine;
         use sha2::Digest;

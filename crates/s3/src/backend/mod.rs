@@ -4,6 +4,7 @@
 //! of headers, a body that is already decoded and verifying); the backend turns it into a request for its store
 //! and returns the store's response with the body still streaming. Backends never see client credentials.
 
+mod conditions;
 mod embedded;
 mod fs;
 mod keep_reading;

@@ -27,6 +27,8 @@ use md5::{Digest, Md5};
 use s3s::dto::{ETag, GetObjectOutput, Range, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
+use super::conditions::{Preconditions, unix_seconds};
+
 /// Bodies up to this size are read in the same blocking task that opens the file.
 const INLINE_BYTES: u64 = 256 * 1024;
 /// Size of each positioned read of a larger body.
@@ -47,18 +49,21 @@ struct StoredAttributes {
     website_redirect_location: Option<String>,
 }
 
-/// Reads `bucket/key` under `root` for a GET with an optional range.
+/// Reads `bucket/key` under `root` for a GET with an optional range, if its conditional headers hold.
 pub(super) async fn get_object(
     root: &Path,
     bucket: &str,
     key: &str,
     range: Option<Range>,
+    part_number: Option<i32>,
+    conditions: Preconditions,
 ) -> S3Result<GetObjectOutput> {
     let object = object_path(root, bucket, key)?;
     let names = (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
-    let opened = tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range))
-        .await
-        .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
+    let opened =
+        tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range, part_number, &conditions))
+            .await
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
     Ok(opened.into_output())
 }
 
@@ -69,6 +74,8 @@ struct Opened {
     span: Span<u64>,
     ranged: bool,
     modified: Option<std::time::SystemTime>,
+    /// The parts of a multipart object, when one of them was asked for (`x-amz-mp-parts-count`).
+    parts_count: Option<i32>,
     attributes: StoredAttributes,
     internal: serde_json::Map<String, serde_json::Value>,
     e_tag: String,
@@ -76,7 +83,14 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
-fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -> S3Result<Opened> {
+fn open(
+    object: &Path,
+    metadata: &Path,
+    internal: &Path,
+    range: Option<Range>,
+    part_number: Option<i32>,
+    conditions: &Preconditions,
+) -> S3Result<Opened> {
     let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
     // A directory is where keys below a prefix live, not an object.
@@ -84,9 +98,30 @@ fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -
         return Err(s3_error!(NoSuchKey));
     }
     let size = stat.len();
-    let (span, ranged) = match range {
-        None => (0..size, false),
-        Some(range) => {
+    let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
+    let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
+    let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
+        Some(e_tag) => e_tag.to_owned(),
+        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
+        None => md5_of(&file).map_err(internal_error)?,
+    };
+    let modified = stat.modified().ok();
+    // Conditions before the range (RFC 9110 §13.2.2): a failed one is 412 or 304 even for an unsatisfiable range.
+    if !conditions.is_empty() {
+        conditions.evaluate(&e_tag, modified.map(unix_seconds))?;
+    }
+    let mut parts_count = None;
+    let (span, ranged) = match (range, part_number) {
+        (Some(_), Some(_)) => {
+            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+        }
+        (None, Some(number)) => {
+            let part = part_span(&internal, &e_tag, size, number)?;
+            parts_count = part.count;
+            (part.span, true)
+        }
+        (None, None) => (0..size, false),
+        (Some(range), None) => {
             let span = range.check(size)?;
             // A suffix of an empty object is as unsatisfiable as any other range of it.
             if span.is_empty() {
@@ -95,25 +130,8 @@ fn open(object: &Path, metadata: &Path, internal: &Path, range: Option<Range>) -
             (span, true)
         }
     };
-    let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
-    let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
-    let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
-        Some(e_tag) => e_tag.to_owned(),
-        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
-        None => md5_of(&file).map_err(internal_error)?,
-    };
     let inline = if span.end - span.start <= INLINE_BYTES { Some(read_span(&file, &span)?) } else { None };
-    Ok(Opened {
-        file: Arc::new(file),
-        size,
-        span,
-        ranged,
-        modified: stat.modified().ok(),
-        attributes,
-        internal,
-        e_tag,
-        inline,
-    })
+    Ok(Opened { file: Arc::new(file), size, span, ranged, modified, parts_count, attributes, internal, e_tag, inline })
 }
 
 impl Opened {
@@ -137,6 +155,7 @@ impl Opened {
             body: Some(body),
             content_length: i64::try_from(length).ok(),
             content_range,
+            parts_count: self.parts_count,
             last_modified: self.modified.map(Timestamp::from),
             metadata: a.user_metadata.clone(),
             content_encoding: a.content_encoding.clone(),
@@ -155,6 +174,60 @@ impl Opened {
             ..Default::default()
         }
     }
+}
+
+/// Where Lakegate records the sizes of a multipart object's parts in s3s-fs's internal attributes, at
+/// CompleteMultipartUpload (s3s-fs keeps no part boundaries).
+pub(super) const PART_SIZES: &str = "lakegate_part_sizes";
+
+/// One part of an object (GetObject or HeadObject with `partNumber`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Part {
+    pub(super) span: Span<u64>,
+    /// The object's number of parts, for a multipart object (S3 sends `x-amz-mp-parts-count` only for those).
+    pub(super) count: Option<i32>,
+}
+
+/// The bytes of part `number` of an object of `size` bytes, as S3 reads a part: an object uploaded whole is its
+/// own part 1; a multipart object's parts have the sizes recorded when it was completed. A part the object does
+/// not have is `416 InvalidPartNumber`. A multipart object completed before Lakegate recorded part sizes cannot
+/// be read by part: `501 NotImplemented`, never a wrong span.
+pub(super) fn part_span(
+    internal: &serde_json::Map<String, serde_json::Value>,
+    e_tag: &str,
+    size: u64,
+    number: i32,
+) -> S3Result<Part> {
+    let no_such_part = || {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    let index = usize::try_from(number).ok().and_then(|n| n.checked_sub(1)).ok_or_else(no_such_part)?;
+    let sizes: Option<Vec<u64>> = internal
+        .get(PART_SIZES)
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect());
+    let (sizes, count) = match sizes {
+        Some(sizes) => {
+            let count = i32::try_from(sizes.len()).ok();
+            (sizes, count)
+        }
+        None if e_tag.contains('-') => {
+            return Err(s3_error!(NotImplemented, "This multipart object cannot be read by part number"));
+        }
+        None => (vec![size], None),
+    };
+    let part = *sizes.get(index).ok_or_else(no_such_part)?;
+    let start: u64 = sizes.iter().take(index).sum();
+    let end = start.saturating_add(part);
+    if end > size {
+        return Err(internal_error("the recorded part sizes do not fit the object"));
+    }
+    Ok(Part { span: start..end, count })
 }
 
 /// The body of a large span: 1 MiB positioned reads, each on the blocking pool, one at a time (the client's
@@ -187,7 +260,8 @@ fn read_span(file: &File, span: &Span<u64>) -> S3Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-fn md5_of(mut file: &File) -> std::io::Result<String> {
+/// The hex MD5 of a file's bytes (an S3 ETag of a single-part upload).
+pub(super) fn md5_of(mut file: &File) -> std::io::Result<String> {
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -200,7 +274,7 @@ fn md5_of(mut file: &File) -> std::io::Result<String> {
 }
 
 /// A small JSON file beside the object; `None` when there is none.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result<Option<T>> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result<Option<T>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -213,7 +287,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result<Option<T>>
 
 /// `<root>/<bucket>/<key>`, refusing anything that is not plain path segments (the front refuses such keys
 /// already; this keeps a read inside the store whatever reaches it).
-fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
+pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
     let relative = Path::new(bucket).join(key);
     if key.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(s3_error!(NoSuchKey));
@@ -221,10 +295,11 @@ fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
     Ok(root.join(relative))
 }
 
-fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
+/// s3s-fs's `metadata` or `internal` attribute file of an object.
+pub(super) fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
     root.join(format!(".bucket-{}.object-{}.{kind}.json", URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(key)))
 }
 
-fn internal_error(e: impl std::fmt::Display) -> S3Error {
+pub(super) fn internal_error(e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
 }

@@ -18,7 +18,7 @@ use lakegate_s3_protocol::xml::{S3_NS, escape};
 /// S3's default and largest page.
 const MAX_UPLOADS: usize = 1000;
 /// Owner and initiator shown for every upload: the embedded store does not know who started one.
-const OWNER: &str = "lakegate";
+pub(super) const OWNER: &str = "lakegate";
 
 const INITIATED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
