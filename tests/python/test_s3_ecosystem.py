@@ -136,6 +136,22 @@ def test_pyarrow_writes_reads_and_deletes_a_parquet_file_in_sales(gate, creds):
     assert fs.get_file_info("lake/sales/arrow-one/q1.parquet").type == pyarrow.fs.FileType.NotFound
 
 
+def test_pyarrow_writes_and_reads_a_partitioned_dataset_in_sales(gate, creds):
+    import pyarrow.dataset as ds
+
+    fs = arrow_fs(gate, creds)
+    ds.write_dataset(SALES, "lake/sales/arrow", filesystem=fs, format="parquet", partitioning=["region"],
+                     partitioning_flavor="hive", existing_data_behavior="delete_matching")
+    back = ds.dataset("lake/sales/arrow", filesystem=fs, format="parquet", partitioning="hive").to_table()
+    assert rows(back.select(["region", "amount"])) == rows(SALES)
+    files = fs.get_file_info(pyarrow.fs.FileSelector("lake/sales/arrow", recursive=True))
+    assert sorted(f.path for f in files if f.is_file) == [
+        "lake/sales/arrow/region=EU/part-0.parquet",
+        "lake/sales/arrow/region=US/part-0.parquet",
+    ]
+    fs.delete_dir_contents("lake/sales/arrow")
+
+
 def test_pyarrow_is_refused_in_hr_and_writes_nothing(gate, creds, henry):
     import pyarrow.dataset as ds
 
@@ -220,6 +236,18 @@ def rclone(gate, creds, tmp_path):
                               capture_output=True, check=check, timeout=60)
 
     return run
+
+
+def test_rclone_copies_lists_cats_and_deletes_parquet_in_sales(rclone, tmp_path):
+    local = tmp_path / "up"
+    local.mkdir()
+    (local / "q1.parquet").write_bytes(parquet_bytes())
+    rclone("copy", str(local), "lg:lake/sales/rclone/")
+    assert rclone("ls", "lg:lake/sales/rclone/").stdout.split() == [str(len(parquet_bytes())).encode(), b"q1.parquet"]
+    cat = rclone("cat", "lg:lake/sales/rclone/q1.parquet").stdout
+    assert rows(pq.read_table(io.BytesIO(cat))) == rows(SALES)
+    rclone("delete", "lg:lake/sales/rclone/")
+    assert rclone("ls", "lg:lake/sales/rclone/").stdout == b""
 
 
 def test_rclone_is_refused_in_hr_and_writes_nothing(rclone, tmp_path, henry):
