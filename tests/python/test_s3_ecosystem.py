@@ -4,6 +4,7 @@ credentials. Each is alice with credentials from Lakegate's STS: she reads and w
 is refused under `hr/` with the client's own permission error, with nothing written there (henry of HR looks)."""
 
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -16,7 +17,8 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
 
-from s3_support import REGION, S3Gate
+from conftest import REPO, Lakegate, wait_for_port
+from s3_support import REGION, ROLE_ARN, S3Gate
 
 SALES = pa.table({"region": ["EU", "US"], "amount": [1200, 3400]})
 
@@ -312,6 +314,8 @@ def test_the_aws_cli_as_it_comes_uploads_in_parts_and_downloads_in_sales(gate, t
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(9 * 1024 * 1024))
     aws("s3", "cp", "--only-show-errors", str(big), "s3://lake/sales/cli-default/big.bin")
+    head = json.loads(aws("s3api", "head-object", "--bucket", "lake", "--key", "sales/cli-default/big.bin").stdout)
+    assert head["ETag"].strip('"').endswith("-2"), "the CLI's default 8 MiB parts"
     aws("s3", "cp", "--only-show-errors", "s3://lake/sales/cli-default/big.bin", str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
     (tmp_path / "q1.parquet").write_bytes(parquet_bytes())
@@ -330,3 +334,65 @@ def test_the_aws_cli_as_it_comes_is_refused_in_hr_and_writes_nothing(gate, tmp_p
     refused = aws("s3", "cp", "--only-show-errors", str(big), "s3://lake/hr/cli-default/big.bin", check=False)
     assert refused.returncode != 0 and "AccessDenied" in refused.stderr, refused.stderr
     assert nothing_under(henry, "hr/cli-default/")
+
+
+@pytest.fixture(scope="module")
+def tls_lakegate(tmp_path_factory):
+    """A server whose S3 port serves HTTPS with a dev CA (certs/gen-dev.sh), as production does."""
+    certs = tmp_path_factory.mktemp("certs")
+    subprocess.run(["bash", str(REPO / "certs" / "gen-dev.sh"), str(certs), "127.0.0.1"], check=True,
+                   capture_output=True)
+    server = Lakegate(config=f'[s3]\ntls = {{ cert = "{certs}/server.crt", key = "{certs}/server.key" }}\n')
+    wait_for_port(server.s3_port)
+    yield server, f"https://127.0.0.1:{server.s3_port}", str(certs / "ca.crt")
+    server.stop()
+
+
+def default_boto3_over_tls(tls_lakegate, sub, groups):
+    server, endpoint, ca = tls_lakegate
+    sts = boto3.client("sts", endpoint_url=endpoint, region_name=REGION, verify=ca)
+    creds = sts.assume_role_with_web_identity(
+        RoleArn=ROLE_ARN, RoleSessionName=f"{sub}-tls", WebIdentityToken=server.token(sub, groups)
+    )["Credentials"]
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        verify=ca,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def sent_streaming_trailer(client) -> list[str]:
+    """Records the x-amz-content-sha256 of every upload the client sends."""
+    seen = []
+    client.meta.events.register(
+        "before-send.s3", lambda request, **_: seen.append(request.headers.get("X-Amz-Content-SHA256", b"").decode())
+    )
+    return seen
+
+
+def test_default_boto3_over_https_uploads_aws_chunked_with_a_checksum_trailer_in_sales(tls_lakegate, tmp_path):
+    s3 = default_boto3_over_tls(tls_lakegate, "alice", ["analysts"])
+    sent = sent_streaming_trailer(s3)
+    s3.put_object(Bucket="lake", Key="sales/tls/q1.parquet", Body=parquet_bytes())
+    assert sent[-1] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "over HTTPS, botocore sends the CRC32 as a trailer"
+    got = s3.get_object(Bucket="lake", Key="sales/tls/q1.parquet")["Body"].read()
+    assert rows(pq.read_table(io.BytesIO(got))) == rows(SALES)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * 1024 * 1024))
+    s3.upload_file(str(big), "lake", "sales/tls/big.bin")
+    assert sent.count("STREAMING-UNSIGNED-PAYLOAD-TRAILER") == 3, "the object and its two parts"
+    assert s3.head_object(Bucket="lake", Key="sales/tls/big.bin")["ETag"].strip('"').endswith("-2")
+    assert s3.get_object(Bucket="lake", Key="sales/tls/big.bin")["Body"].read() == big.read_bytes()
+
+
+def test_default_boto3_over_https_is_refused_in_hr_and_writes_nothing(tls_lakegate):
+    s3 = default_boto3_over_tls(tls_lakegate, "alice", ["analysts"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="lake", Key="hr/tls/q1.parquet", Body=parquet_bytes())
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    henry = default_boto3_over_tls(tls_lakegate, "henry", ["hr"])
+    assert henry.list_objects_v2(Bucket="lake", Prefix="hr/tls/")["KeyCount"] == 0
