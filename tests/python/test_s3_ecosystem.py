@@ -69,6 +69,7 @@ def s3fs_as(gate, creds, **kwargs):
         client_kwargs={"region_name": REGION},
         skip_instance_cache=True,
         use_listings_cache=False,
+        config_kwargs={"retries": {"max_attempts": 1}},  # an error shows at once, not after botocore's backoff
         **kwargs,
     )
 
@@ -198,6 +199,23 @@ def test_duckdb_copies_parquet_to_sales_and_reads_it_back_by_glob(duck):
     assert one == [("EU", 1200)]
     every = duck.execute("SELECT region, amount FROM read_parquet('s3://lake/sales/duckdb/*.parquet') ORDER BY 1")
     assert every.fetchall() == [("EU", 1200), ("US", 3400)]
+
+
+def test_duckdb_writes_a_hive_partitioned_table_to_sales_and_reads_it_back(duck):
+    duck.execute(
+        "COPY (SELECT * FROM (VALUES ('EU', 1200), ('US', 3400)) t(region, amount)) "
+        "TO 's3://lake/sales/duckdb-hive' (FORMAT parquet, PARTITION_BY (region))"
+    )
+    files = duck.execute("SELECT file FROM glob('s3://lake/sales/duckdb-hive/**') ORDER BY 1").fetchall()
+    assert [f for (f,) in files] == [
+        "s3://lake/sales/duckdb-hive/region=EU/data_0.parquet",
+        "s3://lake/sales/duckdb-hive/region=US/data_0.parquet",
+    ]
+    back = duck.execute(
+        "SELECT region, amount FROM read_parquet('s3://lake/sales/duckdb-hive/*/*.parquet', hive_partitioning=true) "
+        "ORDER BY 1"
+    )
+    assert back.fetchall() == [("EU", 1200), ("US", 3400)]
 
 
 def test_duckdb_is_refused_in_hr_and_writes_nothing(duck, henry):
