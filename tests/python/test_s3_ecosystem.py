@@ -92,6 +92,21 @@ def test_s3fs_writes_lists_reads_and_removes_parquet_in_sales(gate, creds):
     assert not fs.exists("lake/sales/s3fs/q3.parquet")
 
 
+def test_s3fs_puts_finds_globs_and_removes_a_tree_in_sales(gate, creds, tmp_path):
+    tree = tmp_path / "tree"
+    for part in ("region=EU", "region=US"):
+        (tree / part).mkdir(parents=True)
+        (tree / part / "part-0.parquet").write_bytes(parquet_bytes())
+    fs = s3fs_as(gate, creds)
+    fs.put(str(tree) + "/", "lake/sales/s3fs-tree/", recursive=True)
+    uploaded = ["lake/sales/s3fs-tree/region=EU/part-0.parquet", "lake/sales/s3fs-tree/region=US/part-0.parquet"]
+    # find lists the whole prefix (delimiter= empty); glob asks what the pattern's root is (HEAD, then a listing).
+    assert fs.find("lake/sales/s3fs-tree/") == uploaded
+    assert sorted(fs.glob("lake/sales/s3fs-tree/*/*.parquet")) == uploaded
+    fs.rm("lake/sales/s3fs-tree/", recursive=True)
+    assert fs.find("lake/sales/s3fs-tree/") == []
+
+
 def test_s3fs_uploads_a_file_larger_than_its_block_size_in_parts(gate, creds):
     data = os.urandom(6 * 1024 * 1024)
     fs = s3fs_as(gate, creds, default_block_size=5 * 1024 * 1024)
