@@ -351,11 +351,6 @@ def test_the_aws_cli_as_it_comes_uploads_in_parts_and_downloads_in_sales(gate, t
     assert head["ETag"].strip('"').endswith("-2"), "the CLI's default 8 MiB parts"
     aws("s3", "cp", "--only-show-errors", "s3://lake/sales/cli-default/big.bin", str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
-    (tmp_path / "q1.parquet").write_bytes(parquet_bytes())
-    aws("s3api", "put-object", "--bucket", "lake", "--key", "sales/cli-default/q1.parquet", "--body",
-        str(tmp_path / "q1.parquet"))
-    listing = aws("s3", "ls", "s3://lake/sales/cli-default/").stdout
-    assert "big.bin" in listing and "q1.parquet" in listing
 
 
 def test_the_aws_cli_as_it_comes_is_refused_in_hr_and_writes_nothing(gate, tmp_path, henry):
