@@ -262,3 +262,51 @@ def test_pandas_read_sql_table_of_a_hidden_table_finds_no_table(gw, user, table)
     schema = "sales" if table == "orders" else "hr"
     with pytest.raises(ValueError, match="not found"):
         pandas.read_sql_table(table, engine(gw, user), schema=schema)
+
+
+# ---------------------------------------------------------------- pgJDBC DatabaseMetaData
+
+
+@pytest.fixture(scope="module")
+def jdbc_classes(tmp_path_factory):
+    if not JDBC_JAR.exists() or shutil.which("javac") is None:
+        pytest.fail("pgJDBC (libpostgresql-jdbc-java) and javac are required: run scripts/install-test-deps")
+    out = tmp_path_factory.mktemp("jdbc")
+    subprocess.run(["javac", "-d", str(out), str(REPO / "tests/java/LakegateJdbc.java")], check=True, timeout=120)
+    return out
+
+
+def jdbc_browse(gw, classes, user):
+    """DatabaseMetaData walked as an editor does: {method label: [row fields]}; fails on any failed method."""
+    cmd = ["java", "-cp", f"{JDBC_JAR}:{classes}", "LakegateJdbc",
+           f"jdbc:postgresql://127.0.0.1:{gw.sql_port}/lakegate", user, token(gw, user), "browse"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "FAILED" not in r.stdout, r.stdout + r.stderr
+    assert_nothing_hidden(user, r.stdout)
+    rows = {}
+    for line in r.stdout.splitlines():
+        label, *fields = line.split("\t")
+        rows.setdefault(label, []).append(fields)
+    return rows
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_jdbc_metadata_walk_shows_exactly_what_the_user_may_see(gw, jdbc_classes, user):
+    rows = jdbc_browse(gw, jdbc_classes, user)
+    assert rows["USER"] == [[user]] and rows["CATALOG"] == [["lakegate"]]
+    schemas = [s for (s,) in rows["SCHEMA"] if s not in ("pg_catalog", "public", "information_schema")]
+    assert sorted(schemas) == visible_schemas(user)
+    assert sorted(f"{s}.{t}" for s, t, kind, _ in rows.get("TABLE", [])) == visible_tables(user)
+    assert all(kind == "TABLE" for _, _, kind, _ in rows.get("TABLE", []))
+    columns = {}
+    for schema, table, column, _type, position, nullable in rows.get("COLUMN", []):
+        columns.setdefault(f"{schema}.{table}", []).append(column)
+    assert columns == VISIBLE[user]
+    # Lakegate's catalog has no keys, indexes, views or functions: the calls answer, with no rows.
+    for label in ("VIEW", "PK", "IMPORTED", "EXPORTED", "INDEX", "FUNCTION", "PROCEDURE"):
+        assert label not in rows, rows.get(label)
+
+
+def test_jdbc_type_info_lists_the_types_the_gateway_carries(gw, jdbc_classes):
+    types = {name for name, _ in jdbc_browse(gw, jdbc_classes, "alice")["TYPEINFO"]}
+    assert {"int8", "numeric", "text", "varchar", "bool", "date", "timestamp"} <= types

@@ -307,11 +307,20 @@ fn normalize(sql: &str) -> Result<String, SqlError> {
                     {
                         f.name = ObjectName::from(vec![Ident::new(name.value.to_ascii_lowercase())]);
                     }
-                    // One-dimensional arrays only here: the upper bound is the length.
+                    // One-dimensional arrays only here: the upper bound is the length (as a bigint, which
+                    // `generate_series` takes; DataFusion's length is unsigned).
                     if f.name.to_string().eq_ignore_ascii_case("array_upper") {
                         f.name = ObjectName::from(vec![Ident::new("array_length")]);
+                        Some(Expr::Cast {
+                            kind: CastKind::Cast,
+                            expr: Box::new(Expr::Function(f.clone())),
+                            data_type: SqlType::BigInt(None),
+                            array: false,
+                            format: None,
+                        })
+                    } else {
+                        None
                     }
-                    None
                 }
                 Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(parts), .. } => {
                     let op = match parts.last().map(String::as_str) {
