@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pandas
-import psycopg
+import pyodbc
 import pytest
 import requests
 import sqlalchemy
@@ -310,3 +310,146 @@ def test_jdbc_metadata_walk_shows_exactly_what_the_user_may_see(gw, jdbc_classes
 def test_jdbc_type_info_lists_the_types_the_gateway_carries(gw, jdbc_classes):
     types = {name for name, _ in jdbc_browse(gw, jdbc_classes, "alice")["TYPEINFO"]}
     assert {"int8", "numeric", "text", "varchar", "bool", "date", "timestamp"} <= types
+
+
+# ---------------------------------------------------------------- Trino: SHOW, information_schema, SQLAlchemy
+
+
+def trino_session(gw, user):
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + token(gw, user)
+    return session
+
+
+def trino_rows(gw, user, sql, params=None, schema="sales"):
+    conn = trino.dbapi.connect(host="127.0.0.1", port=gw.control_port, user=user, http_scheme="http",
+                               http_session=trino_session(gw, user), catalog="lakegate", schema=schema)
+    cur = conn.cursor()
+    if params is None:
+        cur.execute(sql)
+    else:
+        cur.execute(sql, params)
+    return cur.fetchall()
+
+
+def trino_engine(gw, user):
+    return sqlalchemy.create_engine(f"trino://{user}@127.0.0.1:{gw.control_port}/lakegate",
+                                    connect_args={"http_scheme": "http", "http_session": trino_session(gw, user)})
+
+
+def test_trino_show_catalogs_lists_the_gateway(gw):
+    assert trino_rows(gw, "dave", "SHOW CATALOGS") == [["lakegate"]]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_trino_show_schemas_and_tables_list_only_what_the_user_may_see(gw, user):
+    assert [s for (s,) in trino_rows(gw, user, "SHOW SCHEMAS FROM lakegate")] == visible_schemas(user)
+    listed = []
+    for schema in ("sales", "hr"):
+        listed += [f"{schema}.{t}" for (t,) in trino_rows(gw, user, f"SHOW TABLES FROM {schema}")]
+    assert sorted(listed) == visible_tables(user)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_trino_describe_shows_visible_columns_with_trino_types_and_hides_tables(gw, user):
+    for table, columns in VISIBLE[user].items():
+        rows = trino_rows(gw, user, f"DESCRIBE {table}")
+        assert [r[0] for r in rows] == columns
+        assert_nothing_hidden(user, str(rows))
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        with pytest.raises(trino.exceptions.TrinoUserError) as e:
+            trino_rows(gw, user, f"SHOW COLUMNS FROM lakegate.{table}")
+        assert e.value.error_name == "TABLE_NOT_FOUND"
+
+
+def test_trino_information_schema_uses_trino_type_names(gw):
+    rows = trino_rows(gw, "carol", "SELECT column_name, data_type FROM lakegate.information_schema.columns "
+                      "WHERE table_schema = 'hr' ORDER BY ordinal_position")
+    assert rows == [["id", "bigint"], ["name", "varchar"], ["department", "varchar"],
+                    ["salary", "decimal(12,2)"], ["ssn", "varchar"]]
+
+
+def test_trino_prepared_statements_bind_parameters_and_stay_governed(gw):
+    assert trino_rows(gw, "alice", "SELECT count(*) FROM sales.orders WHERE region = ?", ["US"]) == [[0]]
+    assert trino_rows(gw, "carol", "SELECT ssn FROM hr.employees WHERE id = ? AND name <> ?", [1, "O'Brien?"]) \
+        != []
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SELECT ssn FROM hr.employees WHERE id = ?", [1])
+    assert e.value.error_name == "PERMISSION_DENIED"
+
+
+def test_trino_refusals_are_trino_errors(gw):
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SHOW TABLES FROM hive.default")
+    assert e.value.error_name == "CATALOG_NOT_FOUND"
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SELECT * FROM information_schema.tables, sales.orders")
+    assert e.value.error_name == "NOT_SUPPORTED"
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SHOW FUNCTIONS")
+    assert e.value.error_name == "NOT_SUPPORTED"
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_trino_sqlalchemy_inspector_lists_only_visible_objects(gw, user):
+    insp = sqlalchemy.inspect(trino_engine(gw, user))
+    assert sorted(insp.get_schema_names()) == visible_schemas(user)
+    for schema in ("sales", "hr"):
+        assert [f"{schema}.{t}" for t in insp.get_table_names(schema=schema)] == \
+            [t for t in visible_tables(user) if t.startswith(schema + ".")]
+        assert insp.get_view_names(schema=schema) == []
+    for table, columns in VISIBLE[user].items():
+        schema, name = table.split(".")
+        reflected = insp.get_columns(name, schema=schema)
+        assert [c["name"] for c in reflected] == columns
+        assert not any(isinstance(c["type"], sqlalchemy.types.NullType) for c in reflected)
+        assert insp.get_pk_constraint(name, schema=schema)["constrained_columns"] == []
+        assert insp.get_table_comment(name, schema=schema) == {"text": None}
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        schema, name = table.split(".")
+        assert not insp.has_table(name, schema=schema)
+
+
+def test_trino_pandas_read_sql_table_reads_the_governed_view(gw):
+    orders = pandas.read_sql_table("orders", trino_engine(gw, "bob"), schema="sales")
+    assert list(orders.columns) == VISIBLE["bob"]["sales.orders"]
+    assert len(orders) > 0 and set(orders["region"]) == {"US"}
+    assert all(re.fullmatch(r"\*{12}\d{4}", c) for c in orders["card_number"])
+
+
+# ---------------------------------------------------------------- psqlODBC through pyodbc
+
+
+def odbc(gw, user):
+    if "PostgreSQL Unicode" not in pyodbc.drivers():
+        pytest.fail("psqlODBC (odbc-postgresql, unixodbc) is required: run scripts/install-test-deps")
+    return pyodbc.connect(f"DRIVER={{PostgreSQL Unicode}};SERVER=127.0.0.1;PORT={gw.sql_port};DATABASE=lakegate;"
+                          f"UID={user};PWD={token(gw, user)};SSLMODE=disable", timeout=10)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_odbc_catalog_functions_show_only_what_the_user_may_see(gw, user):
+    cur = odbc(gw, user).cursor()
+    tables = cur.tables(tableType="TABLE").fetchall()
+    assert sorted(f"{t.table_schem}.{t.table_name}" for t in tables) == visible_tables(user)
+    seen = []
+    for table, columns in VISIBLE[user].items():
+        schema, name = table.split(".")
+        rows = cur.columns(table=name, schema=schema).fetchall()
+        assert [c.column_name for c in rows] == columns
+        seen += [str(tuple(r)) for r in rows]
+        assert cur.primaryKeys(name, schema=schema).fetchall() == []
+        assert cur.foreignKeys(name, schema=schema).fetchall() == []
+        assert cur.statistics(name, schema=schema).fetchall() == []
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        schema, name = table.split(".")
+        assert cur.columns(table=name, schema=schema).fetchall() == []
+    assert cur.procedures().fetchall() == []
+    assert_nothing_hidden(user, str([tuple(t) for t in tables]) + "".join(seen))
+
+
+def test_odbc_queries_are_governed(gw):
+    cur = odbc(gw, "alice").cursor()
+    assert [tuple(r) for r in cur.execute("select distinct region from sales.orders").fetchall()] == [("EU",)]
+    with pytest.raises(pyodbc.Error, match="42501"):
+        cur.execute("select ssn from hr.employees")

@@ -29,6 +29,14 @@ use crate::session::Outcome;
 use lakegate_core::gate::{FilterCache, GateError, Origin, VisibleTable};
 use lakegate_core::identity::Principal;
 
+/// How the catalog names types: PostgreSQL's names (`int8`, `text`, `numeric`) for the wire front, Trino's
+/// (`bigint`, `varchar`, `decimal(12,2)`) in `information_schema.columns` for the Trino front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogForm {
+    Postgres,
+    Trino,
+}
+
 /// Schemas whose relations are answered here.
 const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
 
@@ -90,7 +98,7 @@ pub async fn describe(sql: &str) -> Result<Vec<Column>, SqlError> {
     if let Some(columns) = empty_result(sql) {
         return Ok(columns);
     }
-    let engine = Introspection::build(&[], "")?;
+    let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
     engine.describe(&normalized).await.map_err(unsupported)
 }
 
@@ -112,6 +120,7 @@ pub async fn query(
     principal: &Principal,
     cache: &Mutex<FilterCache>,
     sql: &str,
+    form: CatalogForm,
 ) -> Result<Outcome, SqlError> {
     let normalized = normalize(sql)?;
     if let Some(columns) = empty_result(sql) {
@@ -122,7 +131,7 @@ pub async fn query(
         other => SqlError::AuditUnavailable(other.to_string()),
     })?;
     let mut slot = listing.slot;
-    let result = match Introspection::build(&listing.tables, &principal.subject) {
+    let result = match Introspection::build(&listing.tables, &principal.subject, form) {
         Ok(engine) => engine.query(&normalized).await.map_err(unsupported),
         Err(e) => Err(e),
     };
@@ -449,8 +458,8 @@ struct Introspection {
 
 impl Introspection {
     /// A catalog context showing `tables` (what the gate decided the principal may see).
-    fn build(tables: &[VisibleTable], user: &str) -> Result<Self, SqlError> {
-        let view = tables::View::new(tables, user);
+    fn build(tables: &[VisibleTable], user: &str, form: CatalogForm) -> Result<Self, SqlError> {
+        let view = tables::View::new(tables, user, form);
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_default_catalog_and_schema("lakegate", "pg_catalog")

@@ -20,10 +20,11 @@ pub(super) struct View {
     pub(super) schemas: BTreeMap<String, i64>,
     /// The caller, the one role the context shows.
     pub(super) user: String,
+    pub(super) form: super::CatalogForm,
 }
 
 impl View {
-    pub(super) fn new(tables: &[VisibleTable], user: &str) -> Self {
+    pub(super) fn new(tables: &[VisibleTable], user: &str, form: super::CatalogForm) -> Self {
         // Oids are stable per catalog position, so a tool may keep them between queries of one session.
         let mut visible = Vec::new();
         let mut schemas: BTreeMap<String, i64> = BTreeMap::new();
@@ -48,7 +49,7 @@ impl View {
                 columns,
             });
         }
-        View { visible, schemas, user: user.to_owned() }
+        View { visible, schemas, user: user.to_owned(), form }
     }
 }
 
@@ -64,7 +65,7 @@ const FILLED: &[&str] = &[
     "pg_settings",
     "pg_am",
 ];
-const INFORMATION_SCHEMA: &[&str] = &["schemata", "tables", "columns"];
+const INFORMATION_SCHEMA: &[&str] = &["schemata", "tables", "columns", "views"];
 
 /// Whether the catalog context has `schema.table` (`schema` folded: `pg_catalog` or `information_schema`).
 pub(super) fn exists(schema: &str, table: &str) -> bool {
@@ -104,7 +105,17 @@ pub(super) fn register(ctx: &SessionContext, view: &View) -> Result<(), SqlError
     }
     put(&info, "schemata", schemata(schemas)?)?;
     put(&info, "tables", info_tables(visible)?)?;
-    put(&info, "columns", info_columns(visible)?)?;
+    put(&info, "columns", info_columns(visible, view.form)?)?;
+    put(
+        &info,
+        "views",
+        empty(&[
+            ("table_catalog", DataType::Utf8),
+            ("table_schema", DataType::Utf8),
+            ("table_name", DataType::Utf8),
+            ("view_definition", DataType::Utf8),
+        ])?,
+    )?;
     Ok(())
 }
 
@@ -548,7 +559,34 @@ fn info_tables(visible: &[Visible]) -> Result<RecordBatch, SqlError> {
     ])
 }
 
-fn info_columns(visible: &[Visible]) -> Result<RecordBatch, SqlError> {
+/// A column's type as Trino names it in `information_schema.columns`.
+fn trino_type(t: ColumnType, sql_type: &str) -> String {
+    match t {
+        ColumnType::Bool => "boolean".into(),
+        ColumnType::Int2 => "smallint".into(),
+        ColumnType::Int4 => "integer".into(),
+        ColumnType::Int8 => "bigint".into(),
+        ColumnType::Float4 => "real".into(),
+        ColumnType::Float8 => "double".into(),
+        ColumnType::Numeric => {
+            let m = typmod_of(sql_type);
+            if m >= 4 {
+                format!("decimal({},{})", ((m - 4) >> 16) & 0xffff, (m - 4) & 0xffff)
+            } else {
+                // What the Trino front declares for an unconstrained numeric result.
+                "decimal(38,10)".into()
+            }
+        }
+        ColumnType::Text => match typmod_of(sql_type) {
+            m if m >= 4 => format!("varchar({})", m - 4),
+            _ => "varchar".into(),
+        },
+        ColumnType::Date => "date".into(),
+        ColumnType::Timestamp => "timestamp(6)".into(),
+    }
+}
+
+fn info_columns(visible: &[Visible], form: super::CatalogForm) -> Result<RecordBatch, SqlError> {
     let (mut schema, mut table, mut column, mut pos, mut ty, mut udt, mut precision, mut scale) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for v in visible {
@@ -557,7 +595,10 @@ fn info_columns(visible: &[Visible]) -> Result<RecordBatch, SqlError> {
             table.push(v.name.clone());
             column.push(c.clone());
             pos.push(i32::try_from(i + 1).unwrap_or(i32::MAX));
-            ty.push(t.pg_name().to_owned());
+            ty.push(match form {
+                super::CatalogForm::Postgres => t.pg_name().to_owned(),
+                super::CatalogForm::Trino => trino_type(*t, sql_type),
+            });
             udt.push(TYPES.iter().find(|x| x.0 == i64::from(t.oid())).map(|x| x.1).unwrap_or("text").to_owned());
             let m = typmod_of(sql_type);
             let numeric = *t == ColumnType::Numeric && m >= 4;
@@ -566,7 +607,7 @@ fn info_columns(visible: &[Visible]) -> Result<RecordBatch, SqlError> {
         }
     }
     let n = column.len();
-    batch(vec![
+    let mut columns = vec![
         ("table_catalog", text(vec!["lakegate".into(); n])),
         ("table_schema", text(schema)),
         ("table_name", text(table)),
@@ -579,5 +620,11 @@ fn info_columns(visible: &[Visible]) -> Result<RecordBatch, SqlError> {
         ("character_maximum_length", Arc::new(Int32Array::from(vec![None::<i32>; n])) as ArrayRef),
         ("numeric_precision", Arc::new(Int32Array::from(precision)) as ArrayRef),
         ("numeric_scale", Arc::new(Int32Array::from(scale)) as ArrayRef),
-    ])
+    ];
+    if form == super::CatalogForm::Trino {
+        // Trino's own columns of the view (no column has a comment here).
+        columns.push(("comment", opt_text(vec![None; n])));
+        columns.push(("extra_info", opt_text(vec![None; n])));
+    }
+    batch(columns)
 }
