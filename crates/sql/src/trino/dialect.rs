@@ -163,6 +163,10 @@ fn bind(sql: &str, params: &[String]) -> Result<String, SqlError> {
     Ok(out)
 }
 
+/// Trino's other SHOW statements, which the gateway does not answer.
+const TRINO_SHOW: &[&str] =
+    &["FUNCTIONS", "SESSION", "CREATE", "GRANTS", "ROLES", "ROLE", "CURRENT", "STATS", "BRANCHES"];
+
 /// `SHOW ...` and `DESCRIBE`.
 fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError> {
     let tokens = words(sql)?;
@@ -179,6 +183,10 @@ fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError>
         }
     };
     let what = what.to_ascii_uppercase();
+    // Anything else (`SHOW search_path`...) is the session's, as on the PostgreSQL front.
+    if !["CATALOGS", "SCHEMAS", "TABLES", "COLUMNS"].contains(&what.as_str()) {
+        return if TRINO_SHOW.contains(&what.as_str()) { Err(unsupported(format!("SHOW {what}"))) } else { Ok(None) };
+    }
     // [FROM | IN] name [LIKE 'pattern']
     let rest = match rest.first() {
         Some(Token::Word(w)) if !describe && ["FROM", "IN"].contains(&w.value.to_ascii_uppercase().as_str()) => {
@@ -384,6 +392,7 @@ mod tests {
         assert!(t("SHOW COLUMNS FROM lakegate.hr.employees").contains("table_name = 'employees'"));
         assert!(t("SHOW TABLES FROM other.hr").starts_with("error 3D000"));
         assert!(t("SHOW FUNCTIONS").starts_with("error 0A000"));
+        assert_eq!(t("SHOW search_path"), "SHOW search_path");
     }
 
     #[test]
