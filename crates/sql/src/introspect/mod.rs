@@ -5,6 +5,12 @@
 //! query, holding synthetic `pg_catalog` and `information_schema` tables filled from the principal's view of
 //! the catalog, and nothing else: no data table is registered there, so a query mixing catalog and data
 //! cannot read data, and catalog queries never reach a backend.
+//!
+//! - `tables`: every catalog table, filled from the principal's view or kept empty.
+//! - `functions`: every function catalog queries call.
+//! - `empty`: which queries have no rows by their shape (answered without planning).
+//! - here: recognising catalog queries, refusing the relations they may not name, and normalising
+//!   PostgreSQL-only syntax into what DataFusion plans.
 
 use std::ops::ControlFlow;
 use std::sync::Mutex;
@@ -512,6 +518,42 @@ mod tests {
         .expect("normalises");
         assert!(sql.contains("~ '^(orders)$'"), "{sql}");
         assert!(sql.contains("pg_table_is_visible(c.oid)") && !sql.contains("pg_catalog.pg_table"), "{sql}");
+    }
+
+    #[test]
+    fn a_query_that_must_inner_join_an_empty_catalog_has_no_rows() {
+        // SQLAlchemy's primary-key reflection: pg_index is inner-joined inside a derived table.
+        let pk = "SELECT attr.conrelid, attr.conname FROM (SELECT con.conrelid, con.conname FROM pg_catalog.pg_attribute \
+                  JOIN (SELECT c.conrelid, c.conname FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_index i \
+                  ON c.conindid = i.indexrelid) AS con ON true) AS attr GROUP BY attr.conrelid, attr.conname";
+        let columns = empty_result(pk).expect("empty by shape");
+        assert_eq!(columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["conrelid", "conname"]);
+        // A LEFT JOIN to an empty catalog keeps the left side's rows; an aggregate without GROUP BY has a row.
+        assert!(empty_result("SELECT c.relname FROM pg_class c LEFT JOIN pg_index i ON i.indrelid = c.oid").is_none());
+        assert!(empty_result("SELECT count(*) FROM pg_catalog.pg_index").is_none());
+        // An aggregate inside a scalar subquery does not make the outer SELECT an aggregate.
+        assert!(empty_result("SELECT (SELECT max(oid) FROM pg_class) FROM pg_catalog.pg_proc").is_some());
+        assert!(empty_result("SELECT relname FROM pg_class UNION SELECT proname FROM pg_proc").is_none());
+    }
+
+    #[test]
+    fn catalog_queries_name_only_catalog_relations() {
+        let code = |sql: &str| normalize(sql).err().map(|e| e.sqlstate().to_owned());
+        assert_eq!(code("SELECT * FROM pg_catalog.pg_stat_activity"), Some("42P01".into()));
+        assert_eq!(code("SELECT * FROM pg_class, sales.orders"), Some("0A000".into()));
+        assert_eq!(code("SELECT * FROM pg_class WHERE oid IN (SELECT 1 FROM hr.employees)"), Some("0A000".into()));
+        assert_eq!(code("SELECT * FROM information_schema.role_table_grants"), Some("42P01".into()));
+        assert_eq!(code("WITH t AS (SELECT relname FROM pg_class) SELECT * FROM t"), None);
+        assert_eq!(code("SELECT x FROM pg_catalog.unnest(ARRAY[1]) x, pg_class"), None);
+    }
+
+    #[test]
+    fn like_patterns_with_another_escape_character_are_re_escaped() {
+        let sql = normalize("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'")
+            .expect("normalises");
+        assert!(sql.contains(r"NOT LIKE 'pg\_' || '%'") && !sql.contains("ESCAPE"), "{sql}");
+        let sql = normalize(r"SELECT 1 FROM pg_class WHERE relname LIKE 'a\b#%' ESCAPE '#'").expect("normalises");
+        assert!(sql.contains(r"LIKE 'a\\b\%'"), "{sql}");
     }
 
     #[test]
