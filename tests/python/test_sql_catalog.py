@@ -7,6 +7,7 @@ what a tool lists must be the same on both; data reads (pandas) go to the backen
 hr.employees, nothing of sales) and dave (nothing at all).
 """
 
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ import requests
 import sqlalchemy
 import trino
 
-from conftest import REPO, Lakegate, demo_token
+from conftest import REPO, Lakegate, demo_token, eventually
 
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 HIDDEN_FROM_ANALYSTS = ("salary", "ssn")
@@ -191,6 +192,16 @@ def test_psql_a_catalog_query_cannot_read_data(gw, sql):
     r = psql(gw, "carol", sql, "-v", "VERBOSITY=verbose")
     assert r.returncode != 0 and "ERROR:  0A000: " in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_psql_a_refused_catalog_query_is_audited(gw):
+    marker = "probe_catalog_4712"
+    r = psql(gw, "alice", f"select relname as {marker} from pg_catalog.pg_class, sales.orders")
+    assert r.returncode != 0
+    event = eventually("the refusal's audit event", lambda: next(
+        (e for e in reversed(gw.audit_events()) if marker in json.dumps(e.get("sql") or {})), None))
+    assert event["principal"]["subject"] == "alice" and event["decision"] != "allow"
+    assert "0A000" in json.dumps(event), event
 
 
 # ---------------------------------------------------------------- SQLAlchemy inspector and pandas

@@ -178,6 +178,11 @@ impl Session {
             return Err(self.refused(sql, request_id, None, err).await);
         }
         if introspect::is_catalog_query(sql) {
+            // A catalog query naming a data table or a catalog the gateway lacks is refused here, so that the
+            // refusal is recorded like any other.
+            if let Err(e) = introspect::check(sql) {
+                return Err(self.refused(sql, request_id, None, e).await);
+            }
             return Ok(vec![Prepared { original: sql.to_owned(), kind: PreparedKind::Introspect(sql.to_owned()) }]);
         }
         let (rewritten, decision) = self.rewrite(sql);

@@ -97,6 +97,12 @@ fn folded(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
+/// Checks a catalog query before it is run or described: the relations it names and the syntax the
+/// emulation needs. The session records a failure as a refusal.
+pub fn check(sql: &str) -> Result<(), SqlError> {
+    normalize(sql).map(|_| ())
+}
+
 /// The columns a catalog query returns. They do not depend on what the principal may see, so describing
 /// decides nothing: the query runs over an empty catalog of the same shape.
 pub async fn describe(sql: &str) -> Result<Vec<Column>, SqlError> {
