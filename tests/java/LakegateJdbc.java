@@ -4,6 +4,10 @@
 // usage: java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> query <sql>
 //        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> prepared <sql> <int-param>
 //        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> meta
+//        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> browse
+// "browse" walks DatabaseMetaData as a SQL editor does on connect and when a user opens schemas and tables,
+// printing one line per row ("<METHOD>\t<values>") and "FAILED\t<method>\t<SQLSTATE>\t<message>" for a
+// method that fails; it goes on with the next method, and exits 4 if any failed.
 // On a SQL error it prints "SQLSTATE <code> <message>" and exits with status 3.
 import java.sql.*;
 import java.util.Properties;
@@ -42,6 +46,9 @@ public class LakegateJdbc {
                         while (rs.next()) System.out.println("COLUMN\t" + rs.getString("TABLE_SCHEM") + "\t" + rs.getString("TABLE_NAME") + "\t" + rs.getString("COLUMN_NAME") + "\t" + rs.getString("TYPE_NAME"));
                     }
                     break;
+                case "browse":
+                    if (!browse(c.getMetaData())) System.exit(4);
+                    break;
                 default:
                     throw new IllegalArgumentException(args[3]);
             }
@@ -49,6 +56,56 @@ public class LakegateJdbc {
             System.out.println("SQLSTATE " + e.getSQLState() + " " + e.getMessage());
             System.exit(3);
         }
+    }
+
+    interface Call { ResultSet run() throws SQLException; }
+
+    static boolean ok = true;
+
+    /** Prints every row of one metadata call as "<label>\t<col>\t<col>..." (the named columns only). */
+    static java.util.List<String[]> walk(String label, Call call, String... columns) {
+        java.util.List<String[]> rows = new java.util.ArrayList<>();
+        try (ResultSet rs = call.run()) {
+            while (rs.next()) {
+                String[] row = new String[columns.length];
+                StringBuilder line = new StringBuilder(label);
+                for (int i = 0; i < columns.length; i++) {
+                    row[i] = rs.getString(columns[i]);
+                    line.append('\t').append(row[i]);
+                }
+                rows.add(row);
+                System.out.println(line);
+            }
+        } catch (SQLException e) {
+            ok = false;
+            System.out.println("FAILED\t" + label + "\t" + e.getSQLState() + "\t" + e.getMessage().replace('\n', ' '));
+        }
+        return rows;
+    }
+
+    static boolean browse(DatabaseMetaData md) throws SQLException {
+        System.out.println("PRODUCT\t" + md.getDatabaseProductName() + "\t" + md.getDatabaseProductVersion());
+        System.out.println("USER\t" + md.getUserName());
+        walk("CATALOG", md::getCatalogs, "TABLE_CAT");
+        walk("SCHEMA", md::getSchemas, "TABLE_SCHEM");
+        walk("TABLETYPE", md::getTableTypes, "TABLE_TYPE");
+        walk("TYPEINFO", md::getTypeInfo, "TYPE_NAME", "DATA_TYPE");
+        java.util.List<String[]> tables =
+            walk("TABLE", () -> md.getTables(null, null, "%", null), "TABLE_SCHEM", "TABLE_NAME", "TABLE_TYPE", "REMARKS");
+        walk("VIEW", () -> md.getTables(null, null, "%", new String[] {"VIEW"}), "TABLE_SCHEM", "TABLE_NAME");
+        for (String[] t : tables) {
+            String schema = t[0], table = t[1];
+            walk("COLUMN", () -> md.getColumns(null, schema, table, "%"),
+                 "TABLE_SCHEM", "TABLE_NAME", "COLUMN_NAME", "TYPE_NAME", "ORDINAL_POSITION", "IS_NULLABLE");
+            walk("PK", () -> md.getPrimaryKeys(null, schema, table), "TABLE_NAME", "COLUMN_NAME");
+            walk("IMPORTED", () -> md.getImportedKeys(null, schema, table), "FKTABLE_NAME", "FKCOLUMN_NAME");
+            walk("EXPORTED", () -> md.getExportedKeys(null, schema, table), "PKTABLE_NAME", "PKCOLUMN_NAME");
+            walk("INDEX", () -> md.getIndexInfo(null, schema, table, false, true), "TABLE_NAME", "INDEX_NAME");
+            walk("TABLEPRIV", () -> md.getTablePrivileges(null, schema, table), "TABLE_NAME", "PRIVILEGE");
+        }
+        walk("FUNCTION", () -> md.getFunctions(null, null, "%"), "FUNCTION_SCHEM", "FUNCTION_NAME");
+        walk("PROCEDURE", () -> md.getProcedures(null, null, "%"), "PROCEDURE_SCHEM", "PROCEDURE_NAME");
+        return ok;
     }
 
     static void print(ResultSet rs) throws SQLException {

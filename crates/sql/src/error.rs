@@ -41,6 +41,9 @@ pub enum SqlError {
     /// Too much input (statement size, rows of a catalog view...).
     #[error("{0}")]
     Limit(String),
+    /// A name outside what the gateway serves: a catalog (3D000) or schema (3F000) that does not exist.
+    #[error("{message}")]
+    Catalog { sqlstate: &'static str, message: String },
     /// A fault of the gateway itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,7 +65,7 @@ impl SqlError {
             SqlError::Unsupported(_) => "0A000",
             SqlError::Parameter { .. } => "22P02",
             SqlError::Limit(_) => "54000",
-            SqlError::Transaction { sqlstate, .. } => sqlstate,
+            SqlError::Transaction { sqlstate, .. } | SqlError::Catalog { sqlstate, .. } => sqlstate,
         }
     }
 

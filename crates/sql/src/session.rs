@@ -40,6 +40,8 @@ pub struct Session {
     transaction: Option<OpenTransaction>,
     /// Compiled table filters of this session's principal, for the policy set they were compiled under.
     filters: std::sync::Mutex<FilterCache>,
+    /// How catalog queries name types: as PostgreSQL (the wire front) or as Trino (the HTTP front).
+    catalog_form: introspect::CatalogForm,
 }
 
 /// A transaction block the client opened with BEGIN.
@@ -133,7 +135,14 @@ impl Session {
             settings: BTreeMap::new(),
             transaction: None,
             filters: std::sync::Mutex::new(FilterCache::default()),
+            catalog_form: introspect::CatalogForm::Postgres,
         }
+    }
+
+    /// The session of a front whose clients read the catalog in `form`.
+    pub fn with_catalog_form(mut self, form: introspect::CatalogForm) -> Self {
+        self.catalog_form = form;
+        self
     }
 
     /// The authenticated principal.
@@ -169,6 +178,11 @@ impl Session {
             return Err(self.refused(sql, request_id, None, err).await);
         }
         if introspect::is_catalog_query(sql) {
+            // A catalog query naming a data table or a catalog the gateway lacks is refused here, so that the
+            // refusal is recorded like any other.
+            if let Err(e) = introspect::check(sql) {
+                return Err(self.refused(sql, request_id, None, e).await);
+            }
             return Ok(vec![Prepared { original: sql.to_owned(), kind: PreparedKind::Introspect(sql.to_owned()) }]);
         }
         let (rewritten, decision) = self.rewrite(sql);
@@ -294,7 +308,7 @@ impl Session {
             PreparedKind::Introspect(sql) => {
                 let sql = bind_text(sql, params)?;
                 let origin = self.origin(request_id);
-                introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql).await
+                introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql, self.catalog_form).await
             }
             PreparedKind::Governed(g) => self.governed(prepared, g, params, request_id).await,
         }

@@ -16,6 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+pub mod dialect;
+
 use super::SqlService;
 use super::error::SqlError;
 use super::rows::{Column, ColumnType, RowStream};
@@ -77,6 +79,8 @@ where
     }
     let origin = Origin { front: Front::Sql, request_id: request_id.clone(), source: Some(peer.to_string()) };
     let base = base_uri(&req, service.settings.control_tls);
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let defaults = dialect::Defaults { catalog: header("x-trino-catalog"), schema: header("x-trino-schema") };
     let token = h::bearer(req.headers()).map(str::to_owned);
     let principal = match service.gate.authenticate(&origin, token.as_deref(), "sql:Connect", "").await {
         Ok(p) => p,
@@ -96,8 +100,12 @@ where
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => return error(StatusCode::BAD_REQUEST, &SqlError::Limit(e.to_string()), &request_id),
             };
-            let mut session = Session::new(service.clone(), principal.clone(), Some(peer.to_string()));
-            let outcome = run(&mut session, &sql, &request_id).await;
+            let mut session = Session::new(service.clone(), principal.clone(), Some(peer.to_string()))
+                .with_catalog_form(crate::introspect::CatalogForm::Trino);
+            let outcome = match dialect::translate(&sql, &defaults) {
+                Ok(translation) => run(&mut session, &translation, &request_id).await,
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok((columns, rows)) => {
                     let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
@@ -153,14 +161,27 @@ where
 }
 
 /// Prepares and runs one request's statement(s); the last statement's rows are the result.
-async fn run(session: &mut Session, sql: &str, request_id: &str) -> Result<(Vec<Column>, RowStream), SqlError> {
-    let prepared = session.prepare(sql.trim().trim_end_matches(';'), request_id).await?;
+async fn run(
+    session: &mut Session,
+    translation: &dialect::Translation,
+    request_id: &str,
+) -> Result<(Vec<Column>, RowStream), SqlError> {
+    let prepared = session.prepare(&translation.sql, request_id).await?;
     let mut last = (Vec::new(), Box::pin(futures::stream::empty()) as RowStream);
     for p in &prepared {
         match session.run(p, &[], request_id).await? {
             Outcome::Rows(set) => last = (set.columns, set.rows),
             Outcome::Command(_) | Outcome::Transaction { .. } => {}
         }
+    }
+    if let Some(table) = &translation.table {
+        // Trino's DESCRIBE of a table the user cannot see (or that does not exist) is an error, not an empty
+        // listing; the catalog query shows every visible column, so no rows means no such table.
+        let (columns, mut rows) = last;
+        let Some(first) = rows.next().await else {
+            return Err(SqlError::Rewrite(crate::rewrite::RewriteError::UndefinedTable(table.clone())));
+        };
+        return Ok((columns, Box::pin(futures::stream::once(async move { first }).chain(rows))));
     }
     Ok(last)
 }
@@ -242,6 +263,9 @@ fn query_error(e: &SqlError, request_id: &str) -> Response<Body> {
         "42703" => ("COLUMN_NOT_FOUND", "USER_ERROR", 47),
         "42601" => ("SYNTAX_ERROR", "USER_ERROR", 1),
         "0A000" => ("NOT_SUPPORTED", "USER_ERROR", 13),
+        "3D000" => ("CATALOG_NOT_FOUND", "USER_ERROR", 44),
+        "3F000" => ("SCHEMA_NOT_FOUND", "USER_ERROR", 45),
+        "22P02" => ("INVALID_PARAMETER_USAGE", "USER_ERROR", 57),
         "57P03" | "08006" => ("SERVER_SHUTTING_DOWN", "INTERNAL_ERROR", 65_541),
         _ => ("GENERIC_INTERNAL_ERROR", "INTERNAL_ERROR", 65_536),
     };

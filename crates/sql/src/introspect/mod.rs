@@ -1,0 +1,570 @@
+//! Catalog introspection as tools do it (psql's `\dt`, JDBC DatabaseMetaData, SQLAlchemy's inspector),
+//! answered from the governed catalog: only the relations and columns the principal may see.
+//!
+//! A query that names `pg_catalog` or `information_schema` runs on a DataFusion context built for this one
+//! query, holding synthetic `pg_catalog` and `information_schema` tables filled from the principal's view of
+//! the catalog, and nothing else: no data table is registered there, so a query mixing catalog and data
+//! cannot read data, and catalog queries never reach a backend.
+//!
+//! - `tables`: every catalog table, filled from the principal's view or kept empty.
+//! - `functions`: every function catalog queries call.
+//! - `empty`: which queries have no rows by their shape (answered without planning).
+//! - here: recognising catalog queries, refusing the relations they may not name, and normalising
+//!   PostgreSQL-only syntax into what DataFusion plans.
+
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use sqlparser::ast::{
+    BinaryOperator, CastKind, DataType as SqlType, Expr, Ident, ObjectName, ObjectNamePart, Statement, VisitMut,
+    VisitorMut, visit_relations,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+mod empty;
+mod functions;
+mod tables;
+
+use crate::SqlService;
+use crate::backend::Backend as _;
+use crate::error::SqlError;
+use crate::rows::{Column, ColumnType};
+use crate::session::Outcome;
+use lakegate_core::gate::{FilterCache, GateError, Origin, VisibleTable};
+use lakegate_core::identity::Principal;
+
+/// How the catalog names types: PostgreSQL's names (`int8`, `text`, `numeric`) for the wire front, Trino's
+/// (`bigint`, `varchar`, `decimal(12,2)`) in `information_schema.columns` for the Trino front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogForm {
+    Postgres,
+    Trino,
+}
+
+/// Schemas whose relations are answered here.
+const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
+
+/// Whether `sql` reads the system catalogs (`pg_catalog`, `information_schema`, or an unqualified `pg_*`
+/// relation, which PostgreSQL finds in `pg_catalog` first), or calls a `pg_catalog.` function.
+pub fn is_catalog_query(sql: &str) -> bool {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return false };
+    let mut found = false;
+    for s in &statements {
+        let _ = visit_relations(s, |name: &ObjectName| {
+            let parts = folded(name);
+            let system = match parts.as_slice() {
+                [schema, _] => SYSTEM_SCHEMAS.contains(&schema.as_str()),
+                [table] => table.starts_with("pg_"),
+                _ => false,
+            };
+            if system {
+                found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if !found {
+            let _ = sqlparser::ast::visit_expressions(s, |e: &Expr| {
+                if let Expr::Function(f) = e
+                    && let [schema, _] = folded(&f.name).as_slice()
+                    && schema == "pg_catalog"
+                {
+                    found = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+        }
+    }
+    found
+}
+
+fn folded(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => {
+                if i.quote_style.is_some() {
+                    i.value.clone()
+                } else {
+                    i.value.to_ascii_lowercase()
+                }
+            }
+            ObjectNamePart::Function(f) => f.name.value.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Checks a catalog query before it is run or described: the relations it names and the syntax the
+/// emulation needs. The session records a failure as a refusal.
+pub fn check(sql: &str) -> Result<(), SqlError> {
+    normalize(sql).map(|_| ())
+}
+
+/// The columns a catalog query returns. They do not depend on what the principal may see, so describing
+/// decides nothing: the query runs over an empty catalog of the same shape.
+pub async fn describe(sql: &str) -> Result<Vec<Column>, SqlError> {
+    let normalized = normalize(sql)?;
+    if let Some(columns) = empty_result(sql) {
+        return Ok(columns);
+    }
+    let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
+    engine.describe(&normalized).await.map_err(unsupported)
+}
+
+/// A catalog query the engine cannot plan is a feature the emulation lacks (0A000), not a fault of the gateway;
+/// the message says so and keeps the engine's reason.
+fn unsupported(e: SqlError) -> SqlError {
+    match e {
+        SqlError::Backend { sqlstate, message } if sqlstate == "XX000" || sqlstate == "42000" => {
+            SqlError::Unsupported(format!("this catalog query is beyond the gateway's catalog emulation ({message})"))
+        }
+        other => other,
+    }
+}
+
+/// Runs a catalog query over the principal's view of the catalog, which the gate decides and records.
+pub async fn query(
+    service: &SqlService,
+    origin: &Origin,
+    principal: &Principal,
+    cache: &Mutex<FilterCache>,
+    sql: &str,
+    form: CatalogForm,
+) -> Result<Outcome, SqlError> {
+    let normalized = normalize(sql)?;
+    if let Some(columns) = empty_result(sql) {
+        return Ok(Outcome::Rows(crate::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
+    }
+    let listing = service.gate.list_catalog(origin, principal, sql, cache).await.map_err(|e| match e {
+        GateError::Policy(e) => SqlError::Policy(e.to_string()),
+        other => SqlError::AuditUnavailable(other.to_string()),
+    })?;
+    let mut slot = listing.slot;
+    let result = match Introspection::build(&listing.tables, &principal.subject, form) {
+        Ok(engine) => engine.query(&normalized).await.map_err(unsupported),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(rows) => {
+            // Catalog answers are small and built in memory; the record is complete once they are planned.
+            slot.finish();
+            Ok(Outcome::Rows(rows))
+        }
+        Err(e) => {
+            let event = slot.event_mut();
+            event.reason = Some(e.to_string());
+            event.outcome_mut().error_code = Some(e.sqlstate().to_owned());
+            slot.finish();
+            Err(e)
+        }
+    }
+}
+
+/// A query that can have no rows because it must read a catalog Lakegate keeps empty (constraints, indexes,
+/// functions, policies...; see [`empty`]) is answered without planning, with its output names as text columns.
+fn empty_result(sql: &str) -> Option<Vec<Column>> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Query(query)] = statements.as_slice() else { return None };
+    let select = empty::empty_select(query)?;
+    let columns = select
+        .projection
+        .iter()
+        .map(|item| {
+            let name = match item {
+                sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } => output_name(alias),
+                sqlparser::ast::SelectItem::UnnamedExpr(Expr::Identifier(i)) => output_name(i),
+                sqlparser::ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                    parts.last().map(output_name).unwrap_or_default()
+                }
+                sqlparser::ast::SelectItem::UnnamedExpr(Expr::Function(f)) => {
+                    f.name.0.last().map(|p| p.to_string().to_ascii_lowercase()).unwrap_or_default()
+                }
+                _ => "?column?".to_owned(),
+            };
+            Column { name, ty: ColumnType::Text }
+        })
+        .collect();
+    Some(columns)
+}
+
+/// The character of a one-character string literal.
+fn single_char(v: &sqlparser::ast::Value) -> Option<char> {
+    let sqlparser::ast::Value::SingleQuotedString(s) = v else { return None };
+    let mut chars = s.chars();
+    let c = chars.next()?;
+    chars.next().is_none().then_some(c)
+}
+
+/// Rewrites the string literals of a LIKE pattern (a literal or a concatenation of literals) from escape
+/// character `esc` to the backslash. False, leaving the pattern as it is, when it is anything else.
+fn reescape(pattern: &mut Expr, esc: char) -> bool {
+    fn literals(e: &Expr) -> bool {
+        match e {
+            Expr::Value(v) => matches!(v.value, sqlparser::ast::Value::SingleQuotedString(_)),
+            Expr::BinaryOp { left, op: BinaryOperator::StringConcat, right } => literals(left) && literals(right),
+            Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => literals(inner),
+            _ => false,
+        }
+    }
+    fn rewrite(e: &mut Expr, esc: char) {
+        match e {
+            Expr::Value(v) => {
+                if let sqlparser::ast::Value::SingleQuotedString(s) = &mut v.value {
+                    let mut out = String::with_capacity(s.len());
+                    let mut chars = s.chars();
+                    while let Some(c) = chars.next() {
+                        if c == esc {
+                            if let Some(next) = chars.next() {
+                                out.push('\\');
+                                out.push(next);
+                            }
+                        } else if c == '\\' {
+                            out.push_str("\\\\");
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    *s = out;
+                }
+            }
+            Expr::BinaryOp { left, right, .. } => {
+                rewrite(left, esc);
+                rewrite(right, esc);
+            }
+            Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => rewrite(inner, esc),
+            _ => {}
+        }
+    }
+    if !literals(pattern) {
+        return false;
+    }
+    rewrite(pattern, esc);
+    true
+}
+
+/// Refuses a catalog query that names a relation the catalog context does not have, before anything runs: a
+/// system catalog Lakegate does not emulate is 42P01 (as PostgreSQL reports an unknown relation, which tools
+/// handle), and a data table is 0A000, since catalog queries never read data.
+fn check_relations(statement: &Statement) -> Result<(), SqlError> {
+    #[derive(Default)]
+    struct Names {
+        ctes: std::collections::BTreeSet<String>,
+        relations: Vec<Vec<String>>,
+    }
+    impl sqlparser::ast::Visitor for Names {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> ControlFlow<()> {
+            for cte in query.with.iter().flat_map(|w| w.cte_tables.iter()) {
+                self.ctes.insert(output_name(&cte.alias.name));
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, factor: &sqlparser::ast::TableFactor) -> ControlFlow<()> {
+            // Table functions (`unnest(...)`, `generate_series(...)`) are not relations.
+            if let sqlparser::ast::TableFactor::Table { name, args: None, .. } = factor {
+                self.relations.push(folded(name));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names::default();
+    let _ = sqlparser::ast::Visit::visit(statement, &mut names);
+    for parts in &names.relations {
+        let known = match parts.as_slice() {
+            [table] => names.ctes.contains(table) || tables::exists("pg_catalog", table),
+            [schema, table] if SYSTEM_SCHEMAS.contains(&schema.as_str()) => tables::exists(schema, table),
+            _ => {
+                return Err(SqlError::Rewrite(crate::rewrite::RewriteError::Unsupported(format!(
+                    "a catalog query cannot read {}: it sees only pg_catalog and information_schema; query data \
+                     tables in statements of their own",
+                    parts.join(".")
+                ))));
+            }
+        };
+        if !known {
+            return Err(SqlError::Rewrite(crate::rewrite::RewriteError::UndefinedTable(parts.join("."))));
+        }
+    }
+    Ok(())
+}
+
+/// A column's name as PostgreSQL reports it: unquoted identifiers fold to lower case.
+fn output_name(i: &Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_ascii_lowercase() }
+}
+
+/// Rewrites PostgreSQL-only catalog syntax into what DataFusion plans: `pg_catalog.f()` -> `f()`,
+/// `OPERATOR(pg_catalog.~)` -> `~`, `COLLATE ...` dropped, casts to `regclass`/`oid`-like types -> lookups.
+fn normalize(sql: &str) -> Result<String, SqlError> {
+    struct Normalizer;
+    impl VisitorMut for Normalizer {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let replacement = match expr {
+                // `ARRAY(SELECT ...)`: every array a catalog holds here (options, ACLs, role memberships) is
+                // NULL or empty, and DataFusion has no array subqueries.
+                Expr::Function(f)
+                    if matches!(f.args, sqlparser::ast::FunctionArguments::Subquery(_))
+                        && f.name.to_string().eq_ignore_ascii_case("array") =>
+                {
+                    Some(Expr::value(sqlparser::ast::Value::Null))
+                }
+                // DataFusion's LIKE knows only the backslash as escape character: re-escape literal patterns.
+                Expr::Like { pattern, escape_char, .. } | Expr::ILike { pattern, escape_char, .. } => {
+                    if let Some(esc) = escape_char.as_ref().and_then(|v| single_char(&v.value))
+                        && esc != '\\'
+                        && reescape(pattern, esc)
+                    {
+                        *escape_char = None;
+                    }
+                    None
+                }
+                Expr::Function(f) => {
+                    if let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(name)] = f.name.0.as_slice()
+                        && schema.value.eq_ignore_ascii_case("pg_catalog")
+                    {
+                        f.name = ObjectName::from(vec![Ident::new(name.value.to_ascii_lowercase())]);
+                    }
+                    // One-dimensional arrays only here: the upper bound is the length (as a bigint, which
+                    // `generate_series` takes; DataFusion's length is unsigned).
+                    if f.name.to_string().eq_ignore_ascii_case("array_upper") {
+                        f.name = ObjectName::from(vec![Ident::new("array_length")]);
+                        Some(Expr::Cast {
+                            kind: CastKind::Cast,
+                            expr: Box::new(Expr::Function(f.clone())),
+                            data_type: SqlType::BigInt(None),
+                            array: false,
+                            format: None,
+                        })
+                    } else {
+                        None
+                    }
+                }
+                Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(parts), .. } => {
+                    let op = match parts.last().map(String::as_str) {
+                        Some("~") => Some(BinaryOperator::PGRegexMatch),
+                        Some("!~") => Some(BinaryOperator::PGRegexNotMatch),
+                        Some("~*") => Some(BinaryOperator::PGRegexIMatch),
+                        Some("=") => Some(BinaryOperator::Eq),
+                        _ => None,
+                    };
+                    if let (Some(new), Expr::BinaryOp { op, .. }) = (op, &mut *expr) {
+                        *op = new;
+                    }
+                    None
+                }
+                Expr::Collate { expr: inner, .. } => Some((**inner).clone()),
+                Expr::Subquery(query) if empty::query_is_empty(query) => Some(Expr::value(sqlparser::ast::Value::Null)),
+                Expr::Subquery(query) => {
+                    // DataFusion plans a correlated scalar subquery only when it is aggregated; PostgreSQL
+                    // requires at most one row anyway, so `max(x)` of that row is the same value.
+                    if let sqlparser::ast::SetExpr::Select(select) = query.body.as_mut()
+                        && let [
+                            sqlparser::ast::SelectItem::UnnamedExpr(e)
+                            | sqlparser::ast::SelectItem::ExprWithAlias { expr: e, .. },
+                        ] = select.projection.as_mut_slice()
+                        && !is_aggregate(e)
+                    {
+                        *e = call("max", vec![e.clone()]);
+                    }
+                    None
+                }
+                Expr::Cast { expr: inner, data_type, kind, .. } => {
+                    let full = data_type.to_string().to_ascii_lowercase();
+                    match full.trim_start_matches("pg_catalog.") {
+                        "regclass" => Some(call("lakegate_regclass", vec![(**inner).clone()])),
+                        "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" => {
+                            Some(call("lakegate_text", vec![(**inner).clone()]))
+                        }
+                        "oid" | "xid" | "cid" | "int2vector" | "oidvector" => Some(Expr::Cast {
+                            kind: CastKind::Cast,
+                            expr: inner.clone(),
+                            data_type: SqlType::BigInt(None),
+                            array: false,
+                            format: None,
+                        }),
+                        "name" | "char" | "\"char\"" => Some(Expr::Cast {
+                            kind: CastKind::Cast,
+                            expr: inner.clone(),
+                            data_type: SqlType::Text,
+                            array: false,
+                            format: None,
+                        }),
+                        _ => full.strip_prefix("pg_catalog.").and_then(|_| {
+                            // `x::pg_catalog.text`: the same type without the schema, which DataFusion knows.
+                            let bare = data_type.to_string();
+                            let bare = bare.split_once('.').map(|(_, t)| t.to_owned()).unwrap_or(bare);
+                            let ty =
+                                Parser::new(&PostgreSqlDialect {}).try_with_sql(&bare).ok()?.parse_data_type().ok()?;
+                            let _ = kind;
+                            Some(Expr::Cast {
+                                kind: CastKind::Cast,
+                                expr: inner.clone(),
+                                data_type: ty,
+                                array: false,
+                                format: None,
+                            })
+                        }),
+                    }
+                }
+                _ => None,
+            };
+            if let Some(r) = replacement {
+                *expr = r;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| SqlError::Rewrite(crate::rewrite::RewriteError::Syntax(e.to_string())))?;
+    let [statement] = statements.as_mut_slice() else {
+        return Err(SqlError::Unsupported("one catalog query at a time".into()));
+    };
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(SqlError::Rewrite(crate::rewrite::RewriteError::NotAllowed(
+            "only queries may read the system catalogs".into(),
+        )));
+    }
+    check_relations(statement)?;
+    let _ = statement.visit(&mut Normalizer);
+    Ok(statement.to_string())
+}
+
+pub(super) fn is_aggregate(e: &Expr) -> bool {
+    match e {
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            ["count", "max", "min", "sum", "avg", "array_agg", "string_agg", "bool_and", "bool_or", "json_agg", "every"]
+                .contains(&name.trim_start_matches("pg_catalog."))
+        }
+        _ => false,
+    }
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(sqlparser::ast::Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: sqlparser::ast::FunctionArguments::None,
+        args: sqlparser::ast::FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+struct Introspection {
+    ctx: SessionContext,
+}
+
+impl Introspection {
+    /// A catalog context showing `tables` (what the gate decided the principal may see).
+    fn build(tables: &[VisibleTable], user: &str, form: CatalogForm) -> Result<Self, SqlError> {
+        let view = tables::View::new(tables, user, form);
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_default_catalog_and_schema("lakegate", "pg_catalog")
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+        let ctx = SessionContext::new_with_config(config);
+        tables::register(&ctx, &view)?;
+        functions::register(&ctx, &view);
+        Ok(Introspection { ctx })
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        let backend = crate::backend::embedded::Embedded::from_context(self.ctx.clone());
+        backend.describe(sql).await
+    }
+
+    async fn query(&self, sql: &str) -> Result<crate::rows::RowSet, SqlError> {
+        let backend = crate::backend::embedded::Embedded::from_context(self.ctx.clone());
+        backend.query(sql).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::functions::format_type;
+    use super::tables::typmod_of;
+    use super::*;
+
+    #[test]
+    fn system_catalog_references_are_recognised_in_any_spelling() {
+        for sql in [
+            "select * from pg_catalog.pg_class",
+            "SELECT * FROM PG_CATALOG.PG_CLASS",
+            "select * from pg_class",
+            "select table_name from information_schema.tables",
+            "select pg_catalog.version()",
+        ] {
+            assert!(is_catalog_query(sql), "{sql}");
+        }
+        assert!(!is_catalog_query("select * from sales.orders"));
+        // Text that merely mentions a catalog is not a catalog query.
+        assert!(!is_catalog_query("select * from sales.orders where customer = 'pg_catalog.pg_class'"));
+    }
+
+    #[test]
+    fn catalog_syntax_is_normalised_for_the_engine() {
+        let sql = normalize(
+            "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(orders)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid)",
+        )
+        .expect("normalises");
+        assert!(sql.contains("~ '^(orders)$'"), "{sql}");
+        assert!(sql.contains("pg_table_is_visible(c.oid)") && !sql.contains("pg_catalog.pg_table"), "{sql}");
+    }
+
+    #[test]
+    fn a_query_that_must_inner_join_an_empty_catalog_has_no_rows() {
+        // SQLAlchemy's primary-key reflection: pg_index is inner-joined inside a derived table.
+        let pk = "SELECT attr.conrelid, attr.conname FROM (SELECT con.conrelid, con.conname FROM pg_catalog.pg_attribute \
+                  JOIN (SELECT c.conrelid, c.conname FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_index i \
+                  ON c.conindid = i.indexrelid) AS con ON true) AS attr GROUP BY attr.conrelid, attr.conname";
+        let columns = empty_result(pk).expect("empty by shape");
+        assert_eq!(columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["conrelid", "conname"]);
+        // A LEFT JOIN to an empty catalog keeps the left side's rows; an aggregate without GROUP BY has a row.
+        assert!(empty_result("SELECT c.relname FROM pg_class c LEFT JOIN pg_index i ON i.indrelid = c.oid").is_none());
+        assert!(empty_result("SELECT count(*) FROM pg_catalog.pg_index").is_none());
+        // An aggregate inside a scalar subquery does not make the outer SELECT an aggregate.
+        assert!(empty_result("SELECT (SELECT max(oid) FROM pg_class) FROM pg_catalog.pg_proc").is_some());
+        assert!(empty_result("SELECT relname FROM pg_class UNION SELECT proname FROM pg_proc").is_none());
+    }
+
+    #[test]
+    fn catalog_queries_name_only_catalog_relations() {
+        let code = |sql: &str| normalize(sql).err().map(|e| e.sqlstate().to_owned());
+        assert_eq!(code("SELECT * FROM pg_catalog.pg_stat_activity"), Some("42P01".into()));
+        assert_eq!(code("SELECT * FROM pg_class, sales.orders"), Some("0A000".into()));
+        assert_eq!(code("SELECT * FROM pg_class WHERE oid IN (SELECT 1 FROM hr.employees)"), Some("0A000".into()));
+        assert_eq!(code("SELECT * FROM information_schema.role_table_grants"), Some("42P01".into()));
+        assert_eq!(code("WITH t AS (SELECT relname FROM pg_class) SELECT * FROM t"), None);
+        assert_eq!(code("SELECT x FROM pg_catalog.unnest(ARRAY[1]) x, pg_class"), None);
+    }
+
+    #[test]
+    fn like_patterns_with_another_escape_character_are_re_escaped() {
+        let sql = normalize("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'")
+            .expect("normalises");
+        assert!(sql.contains(r"NOT LIKE 'pg\_' || '%'") && !sql.contains("ESCAPE"), "{sql}");
+        let sql = normalize(r"SELECT 1 FROM pg_class WHERE relname LIKE 'a\b#%' ESCAPE '#'").expect("normalises");
+        assert!(sql.contains(r"LIKE 'a\\b\%'"), "{sql}");
+    }
+
+    #[test]
+    fn type_modifiers_follow_postgresql() {
+        assert_eq!(format_type("numeric", typmod_of("numeric(12,2)")), "numeric(12,2)");
+        assert_eq!(typmod_of("text"), -1);
+    }
+}

@@ -1,0 +1,466 @@
+"""The catalog SQL tools read when they connect and browse, governed, on both backends.
+
+Every test runs twice: on the embedded engine (the demo warehouse) and with both demo tables moved to a real
+PostgreSQL. Catalog queries are answered by the gateway from the principal's governed view of the catalog, so
+what a tool lists must be the same on both; data reads (pandas) go to the backend. The users: alice and bob
+(analysts: sales.orders with cards masked, hr.employees without salary and SSN), carol (hr: all of
+hr.employees, nothing of sales) and dave (nothing at all).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas
+import pyodbc
+import pytest
+import requests
+import sqlalchemy
+import trino
+
+from conftest import REPO, Lakegate, demo_token, eventually
+
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+HIDDEN_FROM_ANALYSTS = ("salary", "ssn")
+
+# What each user may see: {schema.table: [visible columns in catalog order]}.
+VISIBLE = {
+    "alice": {
+        "sales.orders": ["order_id", "customer", "region", "amount", "card_number"],
+        "hr.employees": ["id", "name", "department"],
+    },
+    "carol": {"hr.employees": ["id", "name", "department", "salary", "ssn"]},
+    "dave": {},
+}
+VISIBLE["bob"] = VISIBLE["alice"]
+
+PG_SCHEMA = """
+CREATE SCHEMA sales; CREATE SCHEMA hr;
+CREATE TABLE sales.orders (order_id bigint, customer text, region text, amount numeric(12,2), card_number text);
+INSERT INTO sales.orders VALUES (1, 'Acme', 'EU', 10.50, '4000000000000001'),
+  (2, 'Globex', 'US', 20.00, '4000000000000002'), (3, 'Hooli', 'EU', 30.25, '4000000000000003');
+CREATE TABLE hr.employees (id bigint, name text, department text, salary numeric(12,2), ssn text);
+INSERT INTO hr.employees VALUES (1, 'Ada', 'engineering', 56250.00, '101-11-1111');
+CREATE TABLE hr.secret_bonuses (id bigint, bonus numeric);
+CREATE ROLE lakegate_backend LOGIN;
+GRANT USAGE ON SCHEMA sales, hr TO lakegate_backend;
+GRANT SELECT ON sales.orders, hr.employees TO lakegate_backend;
+"""
+
+
+def on_postgres(tmp_root, pg):
+    """A gateway whose demo tables live on `pg` (the demo policies, catalog entries moved to backend `warehouse`).
+
+    The PostgreSQL database also holds a table that is in no catalog (hr.secret_bonuses): it must never show."""
+    pg.psql(PG_SCHEMA)
+    policies = tmp_root / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    catalog = policies / "catalog.toml"
+    text = catalog.read_text()
+    assert text.count('backend = "embedded"') == 2
+    catalog.write_text(text.replace('backend = "embedded"', 'backend = "warehouse"'))
+    url = f"host=127.0.0.1 port={pg.port} user=lakegate_backend dbname=postgres"
+    return Lakegate(env={
+        "LAKEGATE__POLICY__DIR": str(policies),
+        "LAKEGATE__SQL__POSTGRES": f'[{{name = "warehouse", url = "{url}", pool_size = 2}}]',
+    })
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def gw(request, tmp_path_factory):
+    if request.param == "embedded":
+        lg = Lakegate()
+    else:
+        pg = request.getfixturevalue("postgres")
+        lg = on_postgres(tmp_path_factory.mktemp("pg-policies"), pg)
+    yield lg
+    lg.stop()
+
+
+USERS = ["alice", "carol", "dave"]
+
+
+def token(gw, user):
+    return demo_token(gw, user)
+
+
+def visible_tables(user):
+    return sorted(VISIBLE[user])
+
+
+def visible_schemas(user):
+    return sorted({t.split(".")[0] for t in VISIBLE[user]})
+
+
+def assert_nothing_hidden(user, text):
+    """Nothing the user may not see appears in `text` (a tool's whole output)."""
+    visible = VISIBLE[user]
+    if "sales.orders" not in visible:
+        assert "orders" not in text and "card_number" not in text, text
+    if "hr.employees" not in visible:
+        assert "employees" not in text, text
+    for column in HIDDEN_FROM_ANALYSTS:
+        if column not in visible.get("hr.employees", []):
+            assert column not in text, text
+    assert "secret_bonuses" not in text, text
+
+
+# ---------------------------------------------------------------- psql meta-commands
+
+
+def psql(gw, user, command, *flags):
+    env = dict(os.environ, PGPASSWORD=token(gw, user), PGCONNECT_TIMEOUT="10")
+    dsn = f"host=127.0.0.1 port={gw.sql_port} dbname=lakegate user={user} sslmode=disable"
+    return subprocess.run(["psql", dsn, "-X", "-A", "-t", "-F", "|", *flags, "-c", command], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def psql_ok(gw, user, command):
+    """The rows psql shows for `command` (tuples only, no titles or footers), each split into its fields."""
+    r = psql(gw, user, command)
+    assert r.returncode == 0 and "ERROR" not in r.stderr, f"{command}: {r.stderr}"
+    assert_nothing_hidden(user, r.stdout)
+    return [line.split("|") for line in r.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_psql_dt_lists_exactly_the_visible_tables(gw, user):
+    rows = psql_ok(gw, user, r"\dt *.*")
+    assert sorted(f"{schema}.{name}" for schema, name, *_ in rows) == visible_tables(user)
+    assert all(kind == "table" for _, _, kind, *_ in rows)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_psql_dn_lists_the_schemas_of_visible_tables(gw, user):
+    rows = psql_ok(gw, user, r"\dn")
+    assert sorted(row[0] for row in rows if row[0] != "public") == visible_schemas(user)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_psql_d_describes_only_visible_columns_and_refuses_hidden_tables(gw, user):
+    for table, columns in VISIBLE[user].items():
+        rows = psql_ok(gw, user, rf"\d+ {table}")
+        assert [row[0] for row in rows] == columns
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        r = psql(gw, user, rf"\d {table}")
+        assert "Did not find any relation" in r.stderr, r.stderr
+        assert_nothing_hidden(user, r.stdout)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_psql_d_lists_visible_relations(gw, user):
+    rows = psql_ok(gw, user, r"\d")
+    assert sorted(f"{schema}.{name}" for schema, name, *_ in rows) == visible_tables(user)
+
+
+@pytest.mark.parametrize("command", [r"\dv", r"\df", r"\l", r"\du", r"\dT", r"\di *.*", r"\dm", r"\ds", r"\dx"])
+def test_psql_other_listings_answer_without_error(gw, command):
+    for user in USERS:
+        psql_ok(gw, user, command)
+
+
+def test_psql_l_lists_the_gateway_database(gw):
+    rows = psql_ok(gw, "alice", r"\l")
+    assert [row[0] for row in rows] == ["lakegate"]
+
+
+def test_psql_du_shows_the_caller_only(gw):
+    for user in USERS:
+        assert [row[0] for row in psql_ok(gw, user, r"\du")] == [user]
+
+
+def test_psql_conninfo_names_the_gateway(gw):
+    r = psql(gw, "alice", r"\conninfo")
+    assert r.returncode == 0 and 'database "lakegate" as user "alice"' in r.stdout, r.stderr
+
+
+def test_psql_a_system_catalog_the_gateway_does_not_emulate_is_an_unknown_relation(gw):
+    r = psql(gw, "alice", "select * from pg_catalog.pg_stat_activity", "-v", "VERBOSITY=verbose")
+    assert r.returncode != 0
+    assert 'ERROR:  42P01: relation "pg_catalog.pg_stat_activity" does not exist' in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("sql", [
+    "select n.nspname, (select count(*) from sales.orders) from pg_catalog.pg_namespace n",
+    "select * from pg_catalog.pg_class c join hr.employees e on true",
+    "select ssn from information_schema.tables, hr.employees",
+])
+def test_psql_a_catalog_query_cannot_read_data(gw, sql):
+    r = psql(gw, "carol", sql, "-v", "VERBOSITY=verbose")
+    assert r.returncode != 0 and "ERROR:  0A000: " in r.stderr, r.stderr
+    assert r.stdout == ""
+
+
+def test_psql_a_refused_catalog_query_is_audited(gw):
+    marker = "probe_catalog_4712"
+    r = psql(gw, "alice", f"select relname as {marker} from pg_catalog.pg_class, sales.orders")
+    assert r.returncode != 0
+    event = eventually("the refusal's audit event", lambda: next(
+        (e for e in reversed(gw.audit_events()) if marker in json.dumps(e.get("sql") or {})), None))
+    assert event["principal"]["subject"] == "alice" and event["decision"] != "allow"
+    assert "0A000" in json.dumps(event), event
+
+
+# ---------------------------------------------------------------- SQLAlchemy inspector and pandas
+
+
+def engine(gw, user):
+    return sqlalchemy.create_engine(
+        f"postgresql+psycopg://{user}:{token(gw, user)}@127.0.0.1:{gw.sql_port}/lakegate?sslmode=disable"
+    )
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_sqlalchemy_inspector_lists_only_visible_schemas_tables_and_columns(gw, user):
+    insp = sqlalchemy.inspect(engine(gw, user))
+    assert sorted(s for s in insp.get_schema_names() if s != "public") == visible_schemas(user)
+    for schema in ("sales", "hr"):
+        listed = [f"{schema}.{t}" for t in insp.get_table_names(schema=schema)]
+        assert listed == [t for t in visible_tables(user) if t.startswith(schema + ".")]
+        assert insp.get_view_names(schema=schema) == []
+        assert insp.get_materialized_view_names(schema=schema) == []
+    for table, columns in VISIBLE[user].items():
+        schema, name = table.split(".")
+        assert [c["name"] for c in insp.get_columns(name, schema=schema)] == columns
+        assert insp.has_table(name, schema=schema)
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        schema, name = table.split(".")
+        assert not insp.has_table(name, schema=schema)
+        with pytest.raises(sqlalchemy.exc.NoSuchTableError):
+            insp.get_columns(name, schema=schema)
+    assert not insp.has_table("secret_bonuses", schema="hr")
+
+
+def test_sqlalchemy_inspector_reports_column_types(gw):
+    insp = sqlalchemy.inspect(engine(gw, "carol"))
+    types = {c["name"]: c["type"] for c in insp.get_columns("employees", schema="hr")}
+    assert isinstance(types["id"], sqlalchemy.BIGINT)
+    assert isinstance(types["salary"], sqlalchemy.NUMERIC) and (types["salary"].precision, types["salary"].scale) == (12, 2)
+    assert isinstance(types["name"], sqlalchemy.TEXT)
+
+
+@pytest.mark.parametrize("user", ["alice", "carol"])
+def test_sqlalchemy_inspector_constraints_indexes_and_comments_are_empty_not_errors(gw, user):
+    insp = sqlalchemy.inspect(engine(gw, user))
+    for table in VISIBLE[user]:
+        schema, name = table.split(".")
+        assert insp.get_pk_constraint(name, schema=schema)["constrained_columns"] == []
+        assert insp.get_foreign_keys(name, schema=schema) == []
+        assert insp.get_indexes(name, schema=schema) == []
+        assert insp.get_unique_constraints(name, schema=schema) == []
+        assert insp.get_check_constraints(name, schema=schema) == []
+        assert insp.get_table_comment(name, schema=schema) == {"text": None}
+    assert insp.get_sequence_names(schema="sales") == []
+    assert insp.get_enums(schema="sales") == []
+
+
+def test_pandas_read_sql_table_reads_the_governed_view(gw):
+    orders = pandas.read_sql_table("orders", engine(gw, "alice"), schema="sales")
+    assert list(orders.columns) == VISIBLE["alice"]["sales.orders"]
+    assert len(orders) > 0 and set(orders["region"]) == {"EU"}
+    assert all(re.fullmatch(r"\*{12}\d{4}", c) for c in orders["card_number"])
+    employees = pandas.read_sql_table("employees", engine(gw, "alice"), schema="hr")
+    assert list(employees.columns) == VISIBLE["alice"]["hr.employees"]
+    employees = pandas.read_sql_table("employees", engine(gw, "carol"), schema="hr")
+    assert list(employees.columns) == VISIBLE["carol"]["hr.employees"] and employees["ssn"].notna().all()
+
+
+@pytest.mark.parametrize("user,table", [("carol", "orders"), ("dave", "orders"), ("dave", "employees")])
+def test_pandas_read_sql_table_of_a_hidden_table_finds_no_table(gw, user, table):
+    schema = "sales" if table == "orders" else "hr"
+    with pytest.raises(ValueError, match="not found"):
+        pandas.read_sql_table(table, engine(gw, user), schema=schema)
+
+
+# ---------------------------------------------------------------- pgJDBC DatabaseMetaData
+
+
+@pytest.fixture(scope="module")
+def jdbc_classes(tmp_path_factory):
+    if not JDBC_JAR.exists() or shutil.which("javac") is None:
+        pytest.fail("pgJDBC (libpostgresql-jdbc-java) and javac are required: run scripts/install-test-deps")
+    out = tmp_path_factory.mktemp("jdbc")
+    subprocess.run(["javac", "-d", str(out), str(REPO / "tests/java/LakegateJdbc.java")], check=True, timeout=120)
+    return out
+
+
+def jdbc_browse(gw, classes, user):
+    """DatabaseMetaData walked as an editor does: {method label: [row fields]}; fails on any failed method."""
+    cmd = ["java", "-cp", f"{JDBC_JAR}:{classes}", "LakegateJdbc",
+           f"jdbc:postgresql://127.0.0.1:{gw.sql_port}/lakegate", user, token(gw, user), "browse"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "FAILED" not in r.stdout, r.stdout + r.stderr
+    assert_nothing_hidden(user, r.stdout)
+    rows = {}
+    for line in r.stdout.splitlines():
+        label, *fields = line.split("\t")
+        rows.setdefault(label, []).append(fields)
+    return rows
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_jdbc_metadata_walk_shows_exactly_what_the_user_may_see(gw, jdbc_classes, user):
+    rows = jdbc_browse(gw, jdbc_classes, user)
+    assert rows["USER"] == [[user]] and rows["CATALOG"] == [["lakegate"]]
+    schemas = [s for (s,) in rows["SCHEMA"] if s not in ("pg_catalog", "public", "information_schema")]
+    assert sorted(schemas) == visible_schemas(user)
+    assert sorted(f"{s}.{t}" for s, t, kind, _ in rows.get("TABLE", [])) == visible_tables(user)
+    assert all(kind == "TABLE" for _, _, kind, _ in rows.get("TABLE", []))
+    columns = {}
+    for schema, table, column, _type, position, nullable in rows.get("COLUMN", []):
+        columns.setdefault(f"{schema}.{table}", []).append(column)
+    assert columns == VISIBLE[user]
+    # Lakegate's catalog has no keys, indexes, views or functions: the calls answer, with no rows.
+    for label in ("VIEW", "PK", "IMPORTED", "EXPORTED", "INDEX", "FUNCTION", "PROCEDURE"):
+        assert label not in rows, rows.get(label)
+
+
+def test_jdbc_type_info_lists_the_types_the_gateway_carries(gw, jdbc_classes):
+    types = {name for name, _ in jdbc_browse(gw, jdbc_classes, "alice")["TYPEINFO"]}
+    assert {"int8", "numeric", "text", "varchar", "bool", "date", "timestamp"} <= types
+
+
+# ---------------------------------------------------------------- Trino: SHOW, information_schema, SQLAlchemy
+
+
+def trino_session(gw, user):
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + token(gw, user)
+    return session
+
+
+def trino_rows(gw, user, sql, params=None, schema="sales"):
+    conn = trino.dbapi.connect(host="127.0.0.1", port=gw.control_port, user=user, http_scheme="http",
+                               http_session=trino_session(gw, user), catalog="lakegate", schema=schema)
+    cur = conn.cursor()
+    if params is None:
+        cur.execute(sql)
+    else:
+        cur.execute(sql, params)
+    return cur.fetchall()
+
+
+def trino_engine(gw, user):
+    return sqlalchemy.create_engine(f"trino://{user}@127.0.0.1:{gw.control_port}/lakegate",
+                                    connect_args={"http_scheme": "http", "http_session": trino_session(gw, user)})
+
+
+def test_trino_show_catalogs_lists_the_gateway(gw):
+    assert trino_rows(gw, "dave", "SHOW CATALOGS") == [["lakegate"]]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_trino_show_schemas_and_tables_list_only_what_the_user_may_see(gw, user):
+    assert [s for (s,) in trino_rows(gw, user, "SHOW SCHEMAS FROM lakegate")] == visible_schemas(user)
+    listed = []
+    for schema in ("sales", "hr"):
+        listed += [f"{schema}.{t}" for (t,) in trino_rows(gw, user, f"SHOW TABLES FROM {schema}")]
+    assert sorted(listed) == visible_tables(user)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_trino_describe_shows_visible_columns_with_trino_types_and_hides_tables(gw, user):
+    for table, columns in VISIBLE[user].items():
+        rows = trino_rows(gw, user, f"DESCRIBE {table}")
+        assert [r[0] for r in rows] == columns
+        assert_nothing_hidden(user, str(rows))
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        with pytest.raises(trino.exceptions.TrinoUserError) as e:
+            trino_rows(gw, user, f"SHOW COLUMNS FROM lakegate.{table}")
+        assert e.value.error_name == "TABLE_NOT_FOUND"
+
+
+def test_trino_information_schema_uses_trino_type_names(gw):
+    rows = trino_rows(gw, "carol", "SELECT column_name, data_type FROM lakegate.information_schema.columns "
+                      "WHERE table_schema = 'hr' ORDER BY ordinal_position")
+    assert rows == [["id", "bigint"], ["name", "varchar"], ["department", "varchar"],
+                    ["salary", "decimal(12,2)"], ["ssn", "varchar"]]
+
+
+def test_trino_prepared_statements_bind_parameters_and_stay_governed(gw):
+    assert trino_rows(gw, "alice", "SELECT count(*) FROM sales.orders WHERE region = ?", ["US"]) == [[0]]
+    assert trino_rows(gw, "carol", "SELECT ssn FROM hr.employees WHERE id = ? AND name <> ?", [1, "O'Brien?"]) \
+        != []
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SELECT ssn FROM hr.employees WHERE id = ?", [1])
+    assert e.value.error_name == "PERMISSION_DENIED"
+
+
+def test_trino_refusals_are_trino_errors(gw):
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SHOW TABLES FROM hive.default")
+    assert e.value.error_name == "CATALOG_NOT_FOUND"
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SELECT * FROM information_schema.tables, sales.orders")
+    assert e.value.error_name == "NOT_SUPPORTED"
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SHOW FUNCTIONS")
+    assert e.value.error_name == "NOT_SUPPORTED"
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_trino_sqlalchemy_inspector_lists_only_visible_objects(gw, user):
+    insp = sqlalchemy.inspect(trino_engine(gw, user))
+    assert sorted(insp.get_schema_names()) == visible_schemas(user)
+    for schema in ("sales", "hr"):
+        assert [f"{schema}.{t}" for t in insp.get_table_names(schema=schema)] == \
+            [t for t in visible_tables(user) if t.startswith(schema + ".")]
+        assert insp.get_view_names(schema=schema) == []
+    for table, columns in VISIBLE[user].items():
+        schema, name = table.split(".")
+        reflected = insp.get_columns(name, schema=schema)
+        assert [c["name"] for c in reflected] == columns
+        assert not any(isinstance(c["type"], sqlalchemy.types.NullType) for c in reflected)
+        assert insp.get_pk_constraint(name, schema=schema)["constrained_columns"] == []
+        assert insp.get_table_comment(name, schema=schema) == {"text": None}
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        schema, name = table.split(".")
+        assert not insp.has_table(name, schema=schema)
+
+
+def test_trino_pandas_read_sql_table_reads_the_governed_view(gw):
+    orders = pandas.read_sql_table("orders", trino_engine(gw, "bob"), schema="sales")
+    assert list(orders.columns) == VISIBLE["bob"]["sales.orders"]
+    assert len(orders) > 0 and set(orders["region"]) == {"US"}
+    assert all(re.fullmatch(r"\*{12}\d{4}", c) for c in orders["card_number"])
+
+
+# ---------------------------------------------------------------- psqlODBC through pyodbc
+
+
+def odbc(gw, user):
+    if "PostgreSQL Unicode" not in pyodbc.drivers():
+        pytest.fail("psqlODBC (odbc-postgresql, unixodbc) is required: run scripts/install-test-deps")
+    return pyodbc.connect(f"DRIVER={{PostgreSQL Unicode}};SERVER=127.0.0.1;PORT={gw.sql_port};DATABASE=lakegate;"
+                          f"UID={user};PWD={token(gw, user)};SSLMODE=disable", timeout=10)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_odbc_catalog_functions_show_only_what_the_user_may_see(gw, user):
+    cur = odbc(gw, user).cursor()
+    tables = cur.tables(tableType="TABLE").fetchall()
+    assert sorted(f"{t.table_schem}.{t.table_name}" for t in tables) == visible_tables(user)
+    seen = []
+    for table, columns in VISIBLE[user].items():
+        schema, name = table.split(".")
+        rows = cur.columns(table=name, schema=schema).fetchall()
+        assert [c.column_name for c in rows] == columns
+        seen += [str(tuple(r)) for r in rows]
+        assert cur.primaryKeys(name, schema=schema).fetchall() == []
+        assert cur.foreignKeys(name, schema=schema).fetchall() == []
+        assert cur.statistics(name, schema=schema).fetchall() == []
+    for table in {"sales.orders", "hr.employees"} - set(VISIBLE[user]):
+        schema, name = table.split(".")
+        assert cur.columns(table=name, schema=schema).fetchall() == []
+    assert cur.procedures().fetchall() == []
+    assert_nothing_hidden(user, str([tuple(t) for t in tables]) + "".join(seen))
+
+
+def test_odbc_queries_are_governed(gw):
+    cur = odbc(gw, "alice").cursor()
+    assert [tuple(r) for r in cur.execute("select distinct region from sales.orders").fetchall()] == [("EU",)]
+    with pytest.raises(pyodbc.Error, match="42501"):
+        cur.execute("select ssn from hr.employees")
