@@ -204,6 +204,18 @@ def test_psql_a_refused_catalog_query_is_audited(gw):
     assert "0A000" in json.dumps(event), event
 
 
+def test_psql_a_catalog_query_answered_empty_is_audited_too(gw):
+    # Constraints are a catalog the gateway keeps empty; the answer is known without planning, but the query is
+    # still a decision about what alice may see, and recorded as one.
+    marker = "probe_constraints_5821"
+    out = psql_ok(gw, "alice", f"select c.conname as {marker} from pg_catalog.pg_constraint c "
+                               "join pg_catalog.pg_class r on r.oid = c.conrelid")
+    assert out == []
+    event = eventually("the catalog query's audit event", lambda: next(
+        (e for e in reversed(gw.audit_events()) if marker in json.dumps(e)), None))
+    assert event["principal"]["subject"] == "alice" and event["decision"] == "allow", event
+
+
 # ---------------------------------------------------------------- SQLAlchemy inspector and pandas
 
 

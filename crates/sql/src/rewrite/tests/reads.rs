@@ -113,6 +113,15 @@ fn quoted_uppercase_name_is_a_different_unknown_relation() {
 }
 
 #[test]
+fn a_system_catalog_spelled_with_unicode_escapes_is_refused_here() {
+    // The gateway sends a statement to the catalog emulation only when its text shows `pg_` or
+    // `information_schema`; one that hides the name in escapes reaches the rewriter and must be refused there:
+    // as a syntax error while the parser reads no `U&` identifiers, as an unknown relation once it does.
+    let e = err("SELECT * FROM U&\"pg\\005fcatalog\".U&\"pg\\005fauthid\"");
+    assert!(["42601", "42P01"].contains(&e.sqlstate()), "{e}: {}", e.sqlstate());
+}
+
+#[test]
 fn unquoted_uppercase_name_folds_to_the_governed_table() {
     assert_all_wrapped(&ok("SELECT ID FROM SALES.ORDERS"), 1);
 }
