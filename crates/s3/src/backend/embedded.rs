@@ -524,6 +524,32 @@ mod tests {
         assert_eq!((status, body.as_str()), (200, "x"), "the keys below are left in place");
     }
 
+    /// DeleteObjects that names a "directory" beside the keys in it (s3fs's recursive `rm` does) deletes the keys
+    /// and reports the directory deleted, as S3 reports a key without an object (s3s-fs failed the whole request
+    /// at the directory, 500, and deleted nothing after it).
+    #[tokio::test]
+    async fn deleting_objects_with_a_directory_among_them_deletes_the_objects() {
+        use base64::Engine;
+        use md5::Digest;
+
+        let (_dir, store) = store_with_bucket().await;
+        for key in ["tree/a/k1", "tree/a/k2"] {
+            send(&store, request(http::Method::PUT, key, &[], Bytes::from_static(b"x")), &[]).await;
+        }
+        let xml = "<Delete><Object><Key>tree/a</Key></Object><Object><Key>tree/a/k1</Key></Object>\
+                   <Object><Key>tree/a/k2</Key></Object></Delete>";
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(xml.as_bytes()));
+        let mut delete = request(http::Method::POST, "", &[("content-md5", md5)], Bytes::from(xml));
+        delete.key = None;
+        let (status, body) = send(&store, delete, &[("delete", "")]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.matches("<Deleted>").count(), 3, "{body}");
+        for key in ["tree/a/k1", "tree/a/k2"] {
+            let (status, _) = send(&store, request(http::Method::HEAD, key, &[], Bytes::new()), &[]).await;
+            assert_eq!(status, 404, "{key} is deleted");
+        }
+    }
+
     /// A zero-byte `PUT a/b/` (pyarrow's `create_dir`) is read back as the empty object S3 stores; s3s-fs keeps
     /// it as a directory, so so is every directory read with a trailing `/`.
     #[tokio::test]

@@ -19,12 +19,12 @@ use std::sync::Mutex;
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
     CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput,
-    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag,
-    EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput,
-    HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput,
-    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective,
-    Owner, PutObjectInput, PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput,
-    UploadPartOutput,
+    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput,
+    DeletedObject, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
+    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
+    ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput,
+    ListPartsOutput, MetadataDirective, Owner, PutObjectInput, PutObjectOutput, UploadPartCopyInput,
+    UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
@@ -395,8 +395,36 @@ impl S3 for FsStore {
         self.fs.delete_object(req).await
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.fs.delete_objects(req).await
+    async fn delete_objects(
+        &self,
+        mut req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        // As for DeleteObject: a key without a trailing `/` that is a directory holds no object, and deleting it
+        // is a success that removes nothing. s3s-fs tried to remove it as a file and failed the whole request
+        // (500) at that key, so s3fs's recursive `rm`, which names the "directories" beside the files, removed
+        // nothing after it.
+        let bucket = req.input.bucket.clone();
+        let mut directories = Vec::new();
+        let mut objects = Vec::with_capacity(req.input.delete.objects.len());
+        for object in std::mem::take(&mut req.input.delete.objects) {
+            let directory = !object.key.ends_with('/')
+                && matches!(self.entry(&bucket, &object.key).await?, Entry::Directory { .. });
+            if directory {
+                directories.push(DeletedObject { key: Some(object.key), ..Default::default() });
+            } else {
+                objects.push(object);
+            }
+        }
+        if objects.is_empty() {
+            let output = DeleteObjectsOutput { deleted: Some(directories), ..Default::default() };
+            return Ok(S3Response::new(output));
+        }
+        req.input.delete.objects = objects;
+        let mut response = self.fs.delete_objects(req).await?;
+        if !directories.is_empty() {
+            response.output.deleted.get_or_insert_with(Vec::new).extend(directories);
+        }
+        Ok(response)
     }
 
     async fn create_multipart_upload(
