@@ -7,6 +7,9 @@
 //! - `GetObject` and `HeadObject` evaluate their conditional headers ([`super::conditions`]), which s3s-fs
 //!   ignored (it sent the object with 200);
 //! - `HeadObject` with a `Range` answers `206` with the range's `Content-Length` and `Content-Range`, or `416`;
+//! - a key that is a directory of other keys (`a/b` of `a/b/c`) holds no object: HEAD, GET and copies from it
+//!   are `404 NoSuchKey`, deleting it is a success that removes nothing (s3s-fs opened the directory: 500), and
+//!   `a/b/` (s3s-fs's layout for a zero-byte `PUT a/b/`) reads as the empty object;
 //! - listings with `encoding-type=url` have their keys, prefixes, delimiter and markers URL-encoded, where s3s-fs
 //!   echoes the encoding type over raw keys (which SDKs would then decode a second time).
 //!
