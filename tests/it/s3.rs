@@ -245,8 +245,10 @@ fn creating_a_bucket_the_caller_sees_is_already_owned_and_any_other_is_access_de
     });
     let seen = records.iter().find(|e| e["resource"] == "s3://lake/").expect("the record of lake");
     assert_eq!((seen["decision"].as_str(), seen["outcome"]["status"].as_u64()), (Some("allow"), Some(409)));
+    assert_eq!(seen["reason"], "the bucket exists; nothing was created");
     let hidden = records.iter().find(|e| e["resource"] == "s3://elsewhere/").expect("the record of elsewhere");
-    assert_eq!(hidden["decision"], "deny");
+    assert_eq!((hidden["decision"].as_str(), hidden["outcome"]["status"].as_u64()), (Some("deny"), Some(403)));
+    assert!(hidden["reason"].as_str().is_some_and(|r| r.starts_with("default deny")), "{hidden}");
 }
 
 /// The S3 error code and HTTP status of a failed SDK call.

@@ -78,7 +78,9 @@ pub(crate) async fn create_bucket(
         .see_bucket(origin, &caller.principal, candidate, op.kind.action(), op.kind.name(), caller_details(caller))
         .await?;
     let mut slot = seen.slot;
-    let error = if seen.visible.is_empty() {
+    let visible = !seen.visible.is_empty();
+    let error = if !visible {
+        // The record already says why (the default deny of `see_bucket`); the client hears S3's plain denial.
         S3Error::OutOfScope
     } else {
         let head = ForwardRequest {
@@ -98,8 +100,16 @@ pub(crate) async fn create_bucket(
             Err(e) => S3Error::Backend(e),
         }
     };
-    // Nothing was created: the record says how the request was answered.
-    slot.event_mut().reason = Some(error.to_string());
+    // Nothing was created: the record of an allowed request says how it was answered.
+    if visible {
+        let reason = match &error {
+            S3Error::Store { code, .. } if code == "BucketAlreadyOwnedByYou" => {
+                "the bucket exists; nothing was created".to_owned()
+            }
+            other => other.to_string(),
+        };
+        slot.event_mut().reason = Some(reason);
+    }
     let outcome = slot.event_mut().outcome_mut();
     outcome.status = Some(error.status().as_u16());
     outcome.error_code = Some(error.code().to_owned());
