@@ -221,6 +221,36 @@ fn list_buckets_is_recorded_with_the_permits_behind_the_buckets_it_shows() {
     assert_eq!(decisions(&lg, "s3", "allow"), before + 1);
 }
 
+/// CreateBucket creates nothing: a bucket the caller may see into is `409 BucketAlreadyOwnedByYou` (tools such as
+/// rclone go on), one they may not `403 AccessDenied`; both decided and recorded as `s3:CreateBucket`.
+#[test]
+fn creating_a_bucket_the_caller_sees_is_already_owned_and_any_other_is_access_denied() {
+    let lg = Lakegate::start(&[]);
+    let answers = runtime().block_on(async {
+        let client = s3(&lg, assume(&lg, "alice", &["analysts"], "lakegate").await);
+        let mut answers = Vec::new();
+        for bucket in ["lake", "elsewhere"] {
+            let err = client.create_bucket().bucket(bucket).send().await.expect_err("no bucket is created");
+            answers.push(code_and_status(err));
+        }
+        answers
+    });
+    assert_eq!(
+        answers,
+        vec![(Some("BucketAlreadyOwnedByYou".to_owned()), Some(409)), (Some("AccessDenied".to_owned()), Some(403))]
+    );
+    let records = eventually("both CreateBucket records", || {
+        let found: Vec<_> = lg.audit_events().into_iter().filter(|e| e["action"] == "s3:CreateBucket").collect();
+        (found.len() == 2).then_some(found)
+    });
+    let seen = records.iter().find(|e| e["resource"] == "s3://lake/").expect("the record of lake");
+    assert_eq!((seen["decision"].as_str(), seen["outcome"]["status"].as_u64()), (Some("allow"), Some(409)));
+    assert_eq!(seen["reason"], "the bucket exists; nothing was created");
+    let hidden = records.iter().find(|e| e["resource"] == "s3://elsewhere/").expect("the record of elsewhere");
+    assert_eq!((hidden["decision"].as_str(), hidden["outcome"]["status"].as_u64()), (Some("deny"), Some(403)));
+    assert!(hidden["reason"].as_str().is_some_and(|r| r.starts_with("default deny")), "{hidden}");
+}
+
 /// The S3 error code and HTTP status of a failed SDK call.
 fn code_and_status<E>(
     err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,

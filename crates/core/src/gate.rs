@@ -9,6 +9,7 @@
 //! | an object or prefix access, a decision API question | [`Gate::authorize`] |
 //! | the data filters of the tables of one SQL statement | [`Gate::statement_policy`], then [`Gate::admit_statement`] or [`Gate::refuse_statement`] |
 //! | what a listing may show (ListBuckets, a SQL catalog query) | [`Gate::list_buckets`], [`Gate::list_catalog`] |
+//! | whether a caller may see into one bucket (S3 CreateBucket on a bucket that exists) | [`Gate::see_bucket`] |
 //! | vending credentials (STS, GetDataAccess, full-table credentials) | [`Gate::vend`] |
 //! | exchanging a token (RFC 8693) | [`Gate::exchange_token`] |
 //!

@@ -22,6 +22,9 @@ const MAX_QUERY_PARAMS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
     ListBuckets,
+    /// `PUT /<bucket>`: answered by Lakegate itself (`409 BucketAlreadyOwnedByYou` for a bucket that exists and
+    /// the caller may see into, `403` otherwise); no bucket is ever created.
+    CreateBucket,
     HeadBucket,
     GetBucketLocation,
     ListObjectsV1,
@@ -46,6 +49,7 @@ impl OpKind {
     pub fn action(self) -> &'static str {
         match self {
             Self::ListBuckets => "s3:ListAllMyBuckets",
+            Self::CreateBucket => "s3:CreateBucket",
             Self::HeadBucket => "s3:HeadBucket",
             Self::GetBucketLocation => "s3:GetBucketLocation",
             Self::ListObjectsV1 | Self::ListObjectsV2 => "s3:ListBucket",
@@ -66,6 +70,7 @@ impl OpKind {
     pub fn access(self) -> Access {
         match self {
             Self::ListBuckets
+            | Self::CreateBucket
             | Self::HeadBucket
             | Self::GetBucketLocation
             | Self::ListObjectsV1
@@ -80,6 +85,7 @@ impl OpKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::ListBuckets => "ListBuckets",
+            Self::CreateBucket => "CreateBucket",
             Self::HeadBucket => "HeadBucket",
             Self::GetBucketLocation => "GetBucketLocation",
             Self::ListObjectsV1 => "ListObjects",
@@ -125,7 +131,9 @@ impl Operation {
             (OpKind::ListObjectsV1 | OpKind::ListObjectsV2 | OpKind::ListMultipartUploads, _) => {
                 Resource::prefix(bucket, &self.prefix)
             }
-            (OpKind::HeadBucket | OpKind::GetBucketLocation | OpKind::DeleteObjects, _) => Resource::prefix(bucket, ""),
+            (OpKind::CreateBucket | OpKind::HeadBucket | OpKind::GetBucketLocation | OpKind::DeleteObjects, _) => {
+                Resource::prefix(bucket, "")
+            }
             (_, Some(key)) => Resource::object(bucket, key),
             (_, None) => return Err(ClassifyError::InvalidRequest("the operation needs an object key")),
         };
@@ -228,7 +236,11 @@ pub fn classify(
         (true, _, "POST") if !has("uploads") && !has("uploadId") => {
             return Err(ClassifyError::NotImplemented("this POST operation"));
         }
-        (true, false, "PUT" | "DELETE") => return Err(ClassifyError::NotImplemented("creating or deleting buckets")),
+        // A bare PUT of an existing bucket is what rclone (and other tools) send to make sure the bucket is there;
+        // it is decided and answered, never forwarded. With a sub-resource (`?acl`, `?versioning`...) it is bucket
+        // administration, refused below by the parameter check.
+        (true, false, "PUT") => CreateBucket,
+        (true, false, "DELETE") => return Err(ClassifyError::NotImplemented("deleting buckets")),
         (true, false, _) => return Err(ClassifyError::MethodNotAllowed),
         (true, true, "GET") if has("uploadId") => ListParts,
         (true, true, "GET") => GetObject,
@@ -252,6 +264,13 @@ pub fn classify(
         return Err(ClassifyError::InvalidArgument("x-amz-copy-source is only valid on a copy"));
     }
     let copy_source = if copy { Some(copy_source(headers)?) } else { None };
+    // S3 reads an empty `delimiter=` (rclone and s3fs send it to list a whole prefix) as no delimiter: it groups
+    // nothing and is not echoed. Dropped here so that every store, remote ones included, sees no delimiter at all
+    // (s3s-fs grouped keys by their first character; other stores echo an empty `<Delimiter/>`).
+    let mut query = query;
+    if matches!(kind, ListObjectsV1 | ListObjectsV2 | ListMultipartUploads) {
+        query.retain(|(k, v)| !(k == "delimiter" && v.is_empty()));
+    }
     let prefix = query.iter().find(|(k, _)| k == "prefix").map(|(_, v)| v.clone()).unwrap_or_default();
     if prefix.len() > 1024 || prefix.chars().any(char::is_control) || steps_if_decoded_again(&prefix) {
         return Err(ClassifyError::InvalidKey("the listing prefix is not acceptable".into()));
@@ -272,7 +291,7 @@ fn allowed_params(kind: OpKind) -> &'static [&'static str] {
     ];
     match kind {
         OpKind::ListBuckets => &["max-buckets", "continuation-token", "prefix", "bucket-region"],
-        OpKind::HeadBucket => &[],
+        OpKind::CreateBucket | OpKind::HeadBucket => &[],
         OpKind::GetBucketLocation => &["location"],
         OpKind::ListObjectsV1 => &["delimiter", "encoding-type", "marker", "max-keys", "prefix"],
         OpKind::ListObjectsV2 => &[
@@ -437,7 +456,9 @@ mod tests {
                 "object ?{q}"
             );
         }
-        assert!(matches!(op("PUT", "/lake", None), Err(ClassifyError::NotImplemented(_))));
+        for q in ["acl", "versioning", "policy", "tagging", "cors"] {
+            assert!(matches!(op("PUT", "/lake", Some(q)), Err(ClassifyError::NotImplemented(_))), "PUT bucket ?{q}");
+        }
         assert!(matches!(op("DELETE", "/lake", None), Err(ClassifyError::NotImplemented(_))));
         assert!(matches!(op("POST", "/lake/k", Some("restore")), Err(ClassifyError::NotImplemented(_))));
     }
@@ -498,5 +519,33 @@ mod tests {
         assert_eq!(c.copy_source, Some(("lake".into(), "sales/a b".into())));
         h.insert("x-amz-copy-source", http::HeaderValue::from_static("/lake/sales/../hr/x"));
         assert!(classify(&http::Method::PUT, None, "/lake/sales/c", None, &h, &HostStyle::default()).is_err());
+    }
+
+    #[test]
+    fn a_bare_put_of_a_bucket_is_create_bucket_decided_on_the_bucket() {
+        let o = op("PUT", "/lake", None).unwrap();
+        assert_eq!((o.kind, o.bucket.as_deref(), o.key.as_deref()), (OpKind::CreateBucket, Some("lake"), None));
+        assert_eq!(o.kind.action(), "s3:CreateBucket");
+        assert_eq!(o.resource().unwrap(), Resource::prefix("lake", "").unwrap());
+        let style = HostStyle { virtual_host_domains: vec!["s3.localhost".into()] };
+        let h = http::HeaderMap::new();
+        let v = classify(&http::Method::PUT, Some("lake.s3.localhost:9000"), "/", None, &h, &style).unwrap();
+        assert_eq!((v.kind, v.bucket.as_deref()), (OpKind::CreateBucket, Some("lake")));
+        assert!(matches!(op("DELETE", "/lake", None), Err(ClassifyError::NotImplemented(_))));
+    }
+
+    #[test]
+    fn an_empty_delimiter_is_no_delimiter_on_every_listing() {
+        for (query, kind) in [
+            ("list-type=2&prefix=sales%2F&delimiter=", OpKind::ListObjectsV2),
+            ("prefix=sales%2F&delimiter=", OpKind::ListObjectsV1),
+            ("uploads&delimiter=", OpKind::ListMultipartUploads),
+        ] {
+            let o = op("GET", "/lake", Some(query)).unwrap();
+            assert_eq!(o.kind, kind);
+            assert_eq!(o.param("delimiter"), None, "{query}");
+        }
+        let o = op("GET", "/lake", Some("list-type=2&delimiter=%2F")).unwrap();
+        assert_eq!(o.param("delimiter"), Some("/"));
     }
 }

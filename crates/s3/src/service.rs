@@ -179,8 +179,18 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
         Ok(op) => op,
         Err(e) => return refuse(front, origin, Some(&caller), "s3:Request", &path, e.into(), &method).await,
     };
+    // CreateBucket never creates or changes anything (see `listing::create_bucket`), so the headers that would
+    // shape a new bucket (`x-amz-acl`, which rclone sends, object lock, ownership) have nothing to act on: they
+    // must not refuse the answer that the bucket is already there.
+    if op.kind == OpKind::CreateBucket {
+        let r = match super::listing::create_bucket(front, origin, &caller, &op).await {
+            Ok(r) => r,
+            Err(e) => refuse(front, origin, Some(&caller), op.kind.action(), &display_resource(&op), e, &method).await,
+        };
+        return labelled(r, op.kind.name(), None);
+    }
     let writes = op.kind.access() == Access::Write;
-    if let Some(e) = parts.headers.keys().map(HeaderName::as_str).find_map(|n| refused_header(n, writes)) {
+    if let Some(e) = parts.headers.iter().find_map(|(n, v)| refused_header(n, v, writes)) {
         let r = refuse(front, origin, Some(&caller), op.kind.action(), &path, e.into(), &method).await;
         return labelled(r, op.kind.name(), None);
     }
@@ -208,8 +218,17 @@ fn is_form_upload(parts: &http::request::Parts) -> bool {
 }
 
 /// Why a request header makes Lakegate refuse the request (one that `writes`, or any), if it does.
-fn refused_header(name: &str, writes: bool) -> Option<classify::ClassifyError> {
+///
+/// `x-amz-acl: private` is accepted, and not forwarded: it is S3's default canned ACL (the owner alone has
+/// access), grants nothing, and is what an object gets on both stores without it; rclone and other tools send it
+/// on every upload. Not forwarding it keeps every ACL header away from the store whatever its configuration (a
+/// bucket with ACLs disabled refuses some values, and no store behind Lakegate is meant to hold grants).
+fn refused_header(name: &HeaderName, value: &HeaderValue, writes: bool) -> Option<classify::ClassifyError> {
     use classify::ClassifyError::{NotImplemented, UnsupportedHeader};
+    let name = name.as_str();
+    if name == "x-amz-acl" && value.as_bytes() == CANNED_PRIVATE.as_bytes() {
+        return None;
+    }
     if REFUSED_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return Some(NotImplemented("access-control and encryption headers"));
     }
@@ -219,6 +238,9 @@ fn refused_header(name: &str, writes: bool) -> Option<classify::ClassifyError> {
     }
     None
 }
+
+/// The one canned ACL accepted (see [`refused_header`]).
+const CANNED_PRIVATE: &str = "private";
 
 fn display_resource(op: &Operation) -> String {
     match (&op.bucket, &op.key) {
@@ -234,7 +256,7 @@ fn scope_allows(scope: &Scope, op: &Operation) -> bool {
     match op.kind {
         OpKind::ListBuckets => true,
         // Knowing where a bucket is (or that it exists) is allowed to any credential that reaches into it.
-        OpKind::HeadBucket | OpKind::GetBucketLocation => touches_bucket(scope, bucket),
+        OpKind::CreateBucket | OpKind::HeadBucket | OpKind::GetBucketLocation => touches_bucket(scope, bucket),
         OpKind::ListObjectsV1 | OpKind::ListObjectsV2 | OpKind::ListMultipartUploads => {
             scope.allows(bucket, &op.prefix, Access::List)
         }
@@ -579,4 +601,44 @@ pub(crate) async fn read_bounded(mut body: BoxBody, limit: usize) -> Result<Byte
         }
     }
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn refused(name: &'static str, value: &'static str, writes: bool) -> bool {
+        refused_header(&HeaderName::from_static(name), &HeaderValue::from_static(value), writes).is_some()
+    }
+
+    #[test]
+    fn the_private_canned_acl_is_accepted_and_not_forwarded() {
+        assert!(!refused("x-amz-acl", "private", true));
+        assert!(!refused("x-amz-acl", "private", false));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-acl", HeaderValue::from_static("private"));
+        let op = Operation {
+            kind: OpKind::PutObject,
+            bucket: Some("lake".into()),
+            key: Some("sales/k".into()),
+            prefix: String::new(),
+            copy_source: None,
+            query: Vec::new(),
+        };
+        assert!(!forward_headers(&headers, &op, Some(0)).contains_key("x-amz-acl"));
+    }
+
+    #[test]
+    fn every_other_acl_value_and_grant_header_is_refused() {
+        for value in ["public-read", "public-read-write", "authenticated-read", "bucket-owner-full-control", "Private"]
+        {
+            assert!(refused("x-amz-acl", value, true), "x-amz-acl: {value}");
+            assert!(refused("x-amz-acl", value, false), "x-amz-acl: {value} on a read");
+        }
+        for name in ["x-amz-grant-read", "x-amz-grant-full-control", "x-amz-server-side-encryption"] {
+            assert!(refused(name, "private", true), "{name}");
+        }
+    }
 }

@@ -56,6 +56,58 @@ impl Gate {
         candidates: Vec<BucketCandidate>,
         details: BTreeMap<String, serde_json::Value>,
     ) -> Result<BucketListing, GateError> {
+        let (visible, policies) = self.visible_buckets(origin, principal, candidates);
+        let mut ev = event(origin, "s3:ListAllMyBuckets", "s3://").principal(principal);
+        ev.extra.extend(details);
+        let ev = ev.extra("operation", "ListBuckets").extra("buckets", visible.clone());
+        let ev = if visible.is_empty() {
+            Self::count(origin.front, "deny");
+            ev.deny(format!("{DEFAULT_DENY}: no bucket may be listed"), Vec::<String>::new())
+        } else {
+            Self::count(origin.front, "allow");
+            ev.allow(policies)
+        };
+        let slot = self.begin(origin.front, ev).await?;
+        Ok(BucketListing { visible, slot })
+    }
+
+    /// Decides whether the caller may see into one bucket by the rule of [`Gate::list_buckets`], for an
+    /// operation that answers about the bucket itself without reaching into it (S3 CreateBucket on a bucket
+    /// that exists: `409 BucketAlreadyOwnedByYou` to whoever may see it, `403` to everyone else, so the answer
+    /// tells no more than ListBuckets would). Recorded under `action` and `operation`, on `s3://<bucket>/`;
+    /// `visible` is empty when the bucket may not be seen (recorded as a denial).
+    pub async fn see_bucket(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        candidate: BucketCandidate,
+        action: &str,
+        operation: &str,
+        details: BTreeMap<String, serde_json::Value>,
+    ) -> Result<BucketListing, GateError> {
+        let resource = format!("s3://{}/", candidate.bucket);
+        let (visible, policies) = self.visible_buckets(origin, principal, vec![candidate]);
+        let mut ev = event(origin, action, &resource).principal(principal);
+        ev.extra.extend(details);
+        let ev = ev.extra("operation", operation);
+        let ev = if visible.is_empty() {
+            Self::count(origin.front, "deny");
+            ev.deny(format!("{DEFAULT_DENY}: nothing in the bucket may be listed"), Vec::<String>::new())
+        } else {
+            Self::count(origin.front, "allow");
+            ev.allow(policies)
+        };
+        let slot = self.begin(origin.front, ev).await?;
+        Ok(BucketListing { visible, slot })
+    }
+
+    /// The candidates the live policy lets `principal` list somewhere in, and the permits that show them.
+    fn visible_buckets(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        candidates: Vec<BucketCandidate>,
+    ) -> (Vec<String>, BTreeSet<String>) {
         let store = self.policy.store();
         let named = crate::policy::s3_prefixes_of(&store);
         let context = RequestContext { front: front_name(origin.front), ..Default::default() };
@@ -75,18 +127,7 @@ impl Gate {
                 visible.push(candidate.bucket);
             }
         }
-        let mut ev = event(origin, "s3:ListAllMyBuckets", "s3://").principal(principal);
-        ev.extra.extend(details);
-        let ev = ev.extra("operation", "ListBuckets").extra("buckets", visible.clone());
-        let ev = if visible.is_empty() {
-            Self::count(origin.front, "deny");
-            ev.deny(format!("{DEFAULT_DENY}: no bucket may be listed"), Vec::<String>::new())
-        } else {
-            Self::count(origin.front, "allow");
-            ev.allow(policies)
-        };
-        let slot = self.begin(origin.front, ev).await?;
-        Ok(BucketListing { visible, slot })
+        (visible, policies)
     }
 
     /// Decides what a catalog query (`\dt`, JDBC `getTables`, an inspector) may show of the governed catalog:

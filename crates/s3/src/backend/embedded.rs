@@ -500,6 +500,74 @@ mod tests {
         assert_eq!(body.matches("<Key>").count(), 3, "{body}");
     }
 
+    /// A key that is a "directory" of other keys (`dir/sub` once `dir/sub/k` exists) holds no object: HEAD, GET
+    /// and CopyObject are `404 NoSuchKey` and DeleteObject is `204`, leaving the keys below in place, as on S3
+    /// (s3s-fs opened the directory and answered 500).
+    #[tokio::test]
+    async fn a_key_that_is_a_directory_of_other_keys_is_no_object() {
+        let (_dir, store) = store_with_bucket().await;
+        send(&store, request(http::Method::PUT, "dir/sub/k", &[], Bytes::from_static(b"x")), &[]).await;
+        for method in [http::Method::HEAD, http::Method::GET] {
+            let (status, body) = send(&store, request(method.clone(), "dir/sub", &[], Bytes::new()), &[]).await;
+            assert_eq!(status, 404, "{method} {body}");
+            if method == http::Method::GET {
+                assert!(body.contains("NoSuchKey"), "{body}");
+            }
+        }
+        let copy = request(http::Method::PUT, "copy", &[("x-amz-copy-source", "bkt/dir/sub".into())], Bytes::new());
+        let (status, body) = send(&store, copy, &[]).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("NoSuchKey"), "{body}");
+        let (status, body) = send(&store, request(http::Method::DELETE, "dir/sub", &[], Bytes::new()), &[]).await;
+        assert_eq!(status, 204, "{body}");
+        let (status, body) = send(&store, request(http::Method::GET, "dir/sub/k", &[], Bytes::new()), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "x"), "the keys below are left in place");
+    }
+
+    /// DeleteObjects that names a "directory" beside the keys in it (s3fs's recursive `rm` does) deletes the keys
+    /// and reports the directory deleted, as S3 reports a key without an object (s3s-fs failed the whole request
+    /// at the directory, 500, and deleted nothing after it).
+    #[tokio::test]
+    async fn deleting_objects_with_a_directory_among_them_deletes_the_objects() {
+        use base64::Engine;
+        use md5::Digest;
+
+        let (_dir, store) = store_with_bucket().await;
+        for key in ["tree/a/k1", "tree/a/k2"] {
+            send(&store, request(http::Method::PUT, key, &[], Bytes::from_static(b"x")), &[]).await;
+        }
+        let xml = "<Delete><Object><Key>tree/a</Key></Object><Object><Key>tree/a/k1</Key></Object>\
+                   <Object><Key>tree/a/k2</Key></Object></Delete>";
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(xml.as_bytes()));
+        let mut delete = request(http::Method::POST, "", &[("content-md5", md5)], Bytes::from(xml));
+        delete.key = None;
+        let (status, body) = send(&store, delete, &[("delete", "")]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.matches("<Deleted>").count(), 3, "{body}");
+        for key in ["tree/a/k1", "tree/a/k2"] {
+            let (status, _) = send(&store, request(http::Method::HEAD, key, &[], Bytes::new()), &[]).await;
+            assert_eq!(status, 404, "{key} is deleted");
+        }
+    }
+
+    /// A zero-byte `PUT a/b/` (pyarrow's `create_dir`) is read back as the empty object S3 stores; s3s-fs keeps
+    /// it as a directory, so so is every directory read with a trailing `/`.
+    #[tokio::test]
+    async fn a_key_ending_in_a_slash_reads_as_an_empty_object() {
+        let (_dir, store) = store_with_bucket().await;
+        let (status, body) = send(&store, request(http::Method::PUT, "marker/", &[], Bytes::new()), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        for method in [http::Method::HEAD, http::Method::GET] {
+            let response = store.forward(request(method.clone(), "marker/", &[], Bytes::new())).await.unwrap();
+            assert_eq!(response.status(), 200, "{method}");
+            assert_eq!(response.headers()[http::header::CONTENT_LENGTH], "0", "{method}");
+            assert_eq!(response.headers()[http::header::ETAG], "\"d41d8cd98f00b204e9800998ecf8427e\"", "{method}");
+            assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty(), "{method}");
+        }
+        let (status, _) = send(&store, request(http::Method::HEAD, "marker", &[], Bytes::new()), &[]).await;
+        assert_eq!(status, 404, "without the slash it is no object");
+    }
+
     #[tokio::test]
     async fn a_v1_listing_answers_with_the_marker_it_was_given() {
         let (_dir, store) = store_with_bucket().await;

@@ -7,6 +7,9 @@
 //! - `GetObject` and `HeadObject` evaluate their conditional headers ([`super::conditions`]), which s3s-fs
 //!   ignored (it sent the object with 200);
 //! - `HeadObject` with a `Range` answers `206` with the range's `Content-Length` and `Content-Range`, or `416`;
+//! - a key that is a directory of other keys (`a/b` of `a/b/c`) holds no object: HEAD, GET and copies from it
+//!   are `404 NoSuchKey`, deleting it is a success that removes nothing (s3s-fs opened the directory: 500), and
+//!   `a/b/` (s3s-fs's layout for a zero-byte `PUT a/b/`) reads as the empty object;
 //! - listings with `encoding-type=url` have their keys, prefixes, delimiter and markers URL-encoded, where s3s-fs
 //!   echoes the encoding type over raw keys (which SDKs would then decode a second time).
 //!
@@ -19,12 +22,12 @@ use std::sync::Mutex;
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
     CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput,
-    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag,
-    EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput,
-    HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput,
-    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective,
-    Owner, PutObjectInput, PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput,
-    UploadPartOutput,
+    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput,
+    DeletedObject, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
+    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
+    ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput,
+    ListPartsOutput, MetadataDirective, Owner, PutObjectInput, PutObjectOutput, UploadPartCopyInput,
+    UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
@@ -74,6 +77,23 @@ impl FsStore {
         }
     }
 
+    /// What is at `bucket/key` in the store, as far as a read of the key must know: s3s-fs keeps an object as a
+    /// file at its key's path, so the "directory" `a/b` of keys `a/b/c...` is a directory, and so is the zero-byte
+    /// object `a/b/` (s3s-fs stores a key ending in `/` as a directory). S3 answers a HEAD of `a/b` with 404 and
+    /// clients (pyarrow, s3fs) then list `a/b/` as a directory; s3s-fs opened the directory and answered 500.
+    async fn entry(&self, bucket: &str, key: &str) -> S3Result<Entry> {
+        let path = super::object_file::object_path(&self.root, bucket, key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_dir() => {
+                // The layout cannot tell a directory made by `PUT a/b/` from one made by keys below it, so every
+                // directory read as `a/b/` is the empty object S3 would have after `PUT a/b/`.
+                let marker = key.ends_with('/').then(|| meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH));
+                Ok(Entry::Directory { marker })
+            }
+            _ => Ok(Entry::Other),
+        }
+    }
+
     /// `NoSuchUpload` (404) unless `upload_id` is an upload in progress **of this bucket and key**, as S3
     /// answers. s3s-fs said `400 InvalidRequest` for an id that is not a UUID and `403 AccessDenied` for an
     /// unknown one (which clients read as their own fault or a permission problem), and did not check the key
@@ -90,6 +110,14 @@ impl FsStore {
         }
         Ok(id)
     }
+}
+
+/// What [`FsStore::entry`] found at a key's path.
+enum Entry {
+    /// A directory; for a key ending in `/`, the modification time of the empty object it stands for.
+    Directory { marker: Option<std::time::SystemTime> },
+    /// A file, nothing, or something s3s-fs answers for itself.
+    Other,
 }
 
 fn url_encoded(requested: Option<&EncodingType>) -> bool {
@@ -212,7 +240,16 @@ impl S3 for FsStore {
             return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
         }
         let internal = super::object_file::metadata_path(&self.root, &req.input.bucket, &req.input.key, "internal");
-        let mut response = self.fs.head_object(req).await?;
+        let mut response = match self.entry(&req.input.bucket, &req.input.key).await? {
+            Entry::Directory { marker: Some(modified) } => S3Response::new(HeadObjectOutput {
+                content_length: Some(0),
+                e_tag: Some(ETag::Strong(super::object_file::EMPTY_MD5.to_owned())),
+                last_modified: Some(modified.into()),
+                ..Default::default()
+            }),
+            Entry::Directory { marker: None } => return Err(s3_error!(NoSuchKey)),
+            Entry::Other => self.fs.head_object(req).await?,
+        };
         if let Some(number) = part_number {
             // s3s-fs ignored the part number and described the whole object.
             let out = &mut response.output;
@@ -340,15 +377,57 @@ impl S3 for FsStore {
                  object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
+        // A directory is where keys below a prefix live, not an object (s3s-fs read it as one and failed, 500).
+        if let CopySource::Bucket { bucket, key, .. } = &req.input.copy_source
+            && matches!(self.entry(bucket, key).await?, Entry::Directory { .. })
+        {
+            return Err(s3_error!(NoSuchKey));
+        }
         self.fs.copy_object(req).await
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        // Deleting a key that holds no object is 204 on S3. A key without a trailing `/` that is a directory here
+        // names no object: s3s-fs tried to remove it as a file (500). It must never remove the keys below it.
+        // (`key/` is s3s-fs's own case: it removes the directory only when it is empty.)
+        if !req.input.key.ends_with('/')
+            && matches!(self.entry(&req.input.bucket, &req.input.key).await?, Entry::Directory { .. })
+        {
+            return Ok(S3Response::new(DeleteObjectOutput::default()));
+        }
         self.fs.delete_object(req).await
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.fs.delete_objects(req).await
+    async fn delete_objects(
+        &self,
+        mut req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        // As for DeleteObject: a key without a trailing `/` that is a directory holds no object, and deleting it
+        // is a success that removes nothing. s3s-fs tried to remove it as a file and failed the whole request
+        // (500) at that key, so s3fs's recursive `rm`, which names the "directories" beside the files, removed
+        // nothing after it.
+        let bucket = req.input.bucket.clone();
+        let mut directories = Vec::new();
+        let mut objects = Vec::with_capacity(req.input.delete.objects.len());
+        for object in std::mem::take(&mut req.input.delete.objects) {
+            let directory = !object.key.ends_with('/')
+                && matches!(self.entry(&bucket, &object.key).await?, Entry::Directory { .. });
+            if directory {
+                directories.push(DeletedObject { key: Some(object.key), ..Default::default() });
+            } else {
+                objects.push(object);
+            }
+        }
+        if objects.is_empty() {
+            let output = DeleteObjectsOutput { deleted: Some(directories), ..Default::default() };
+            return Ok(S3Response::new(output));
+        }
+        req.input.delete.objects = objects;
+        let mut response = self.fs.delete_objects(req).await?;
+        if !directories.is_empty() {
+            response.output.deleted.get_or_insert_with(Vec::new).extend(directories);
+        }
+        Ok(response)
     }
 
     async fn create_multipart_upload(

@@ -60,8 +60,9 @@ pub(super) async fn get_object(
 ) -> S3Result<GetObjectOutput> {
     let object = object_path(root, bucket, key)?;
     let names = (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
+    let marker = key.ends_with('/');
     let opened =
-        tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range, part_number, &conditions))
+        tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, marker, range, part_number, &conditions))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
     Ok(opened.into_output())
@@ -83,24 +84,32 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
+/// The ETag of an empty object (the MD5 of no bytes), as S3 gives a zero-byte `a/b/` "directory" object.
+pub(super) const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+/// Opens the object at `object`; `marker` when its key ends in `/`, which s3s-fs stores as a directory and S3
+/// as an empty object (pyarrow's `create_dir` makes such keys).
 fn open(
     object: &Path,
     metadata: &Path,
     internal: &Path,
+    marker: bool,
     range: Option<Range>,
     part_number: Option<i32>,
     conditions: &Preconditions,
 ) -> S3Result<Opened> {
     let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
-    // A directory is where keys below a prefix live, not an object.
-    if !stat.is_file() {
+    // A directory is where keys below a prefix live, not an object; read as `a/b/`, it is the empty object.
+    let directory = stat.is_dir() && marker;
+    if !stat.is_file() && !directory {
         return Err(s3_error!(NoSuchKey));
     }
-    let size = stat.len();
+    let size = if directory { 0 } else { stat.len() };
     let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
     let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
     let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
+        _ if directory => EMPTY_MD5.to_owned(),
         Some(e_tag) => e_tag.to_owned(),
         // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
         None => md5_of(&file).map_err(internal_error)?,
