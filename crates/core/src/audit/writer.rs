@@ -438,16 +438,17 @@ impl Writer {
                     Some(msg) => self.take(msg),
                     None => return,
                 }
-                if self.shared.durability == Durability::Batch && self.waiters.is_empty() {
-                    std::thread::sleep(BATCH_WINDOW);
-                }
+                self.gather();
             } else if self.shared.failed.load(Ordering::Acquire) {
                 std::thread::sleep(RETRY_INTERVAL);
             } else if !busy {
                 // Only the checkpoint is left: let the next events come first.
                 let hold = CHECKPOINT_MAX_LAG.saturating_sub(self.last_checkpoint.elapsed()).min(CHECKPOINT_LULL);
                 match self.next_within(hold) {
-                    Next::Msg(msg) => self.take(msg),
+                    Next::Msg(msg) => {
+                        self.take(msg);
+                        self.gather();
+                    }
                     Next::Lull => lull = true,
                     Next::Closed => return self.write(true),
                 }
@@ -461,6 +462,14 @@ impl Writer {
                 }
             }
             self.write(lull);
+        }
+    }
+
+    /// With durability `batch`, after the first event of a batch: let others join it for [`BATCH_WINDOW`]
+    /// (unless someone waits for a flush, which is answered at once).
+    fn gather(&self) {
+        if self.shared.durability == Durability::Batch && self.waiters.is_empty() {
+            std::thread::sleep(BATCH_WINDOW);
         }
     }
 
