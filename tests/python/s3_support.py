@@ -100,3 +100,17 @@ def error_code(xml: bytes) -> str | None:
 
     m = re.search(rb"<Code>([^<]*)</Code>", xml)
     return m.group(1).decode() if m else None
+
+
+def arrow_fs(gate, creds):
+    """pyarrow's own S3 filesystem on Lakegate's endpoint with STS credentials (as `gate.assume` returns them)."""
+    import pyarrow.fs
+
+    return pyarrow.fs.S3FileSystem(
+        access_key=creds["AccessKeyId"],
+        secret_key=creds["SecretAccessKey"],
+        session_token=creds["SessionToken"],
+        endpoint_override=gate.endpoint.removeprefix("http://"),
+        scheme="http",
+        region=REGION,
+    )

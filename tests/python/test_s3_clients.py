@@ -11,7 +11,7 @@ import botocore
 import pytest
 from botocore.config import Config
 
-from s3_support import REGION, ROLE_ARN, S3Gate, error_code
+from s3_support import REGION, ROLE_ARN, S3Gate, arrow_fs, error_code
 
 
 @pytest.fixture(scope="module")
@@ -231,18 +231,10 @@ def test_awscli_cp_ls_sync_with_web_identity_environment(gate, tmp_path):
 
 def test_pyarrow_reads_the_public_parquet_file_as_alice(gate):
     import pyarrow as pa
-    import pyarrow.fs as fs_mod
     import pyarrow.parquet as pq
 
     creds = gate.assume("alice", "analysts")
-    fs = fs_mod.S3FileSystem(
-        access_key=creds["AccessKeyId"],
-        secret_key=creds["SecretAccessKey"],
-        session_token=creds["SessionToken"],
-        endpoint_override=gate.endpoint.removeprefix("http://"),
-        scheme="http",
-        region=REGION,
-    )
+    fs = arrow_fs(gate, creds)
     table = pq.read_table("lake/public/cities.parquet", filesystem=fs)
     assert table.schema.names == ["city", "country", "population", "area_km2", "capital"]
     assert [table.schema.field(n).type for n in ("population", "area_km2", "capital")] == [

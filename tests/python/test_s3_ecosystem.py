@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, Lakegate, wait_for_port
-from s3_support import REGION, ROLE_ARN, S3Gate
+from s3_support import REGION, ROLE_ARN, S3Gate, arrow_fs
 
 SALES = pa.table({"region": ["EU", "US"], "amount": [1200, 3400]})
 
@@ -131,19 +131,6 @@ def test_s3fs_is_refused_in_hr_with_permission_error_and_writes_nothing(gate, cr
 
 
 # --- pyarrow's own S3 filesystem ------------------------------------------------------------------------------------
-
-
-def arrow_fs(gate, creds):
-    import pyarrow.fs
-
-    return pyarrow.fs.S3FileSystem(
-        access_key=creds["AccessKeyId"],
-        secret_key=creds["SecretAccessKey"],
-        session_token=creds["SessionToken"],
-        endpoint_override=gate.endpoint.removeprefix("http://"),
-        scheme="http",
-        region=REGION,
-    )
 
 
 def test_pyarrow_writes_reads_and_deletes_a_parquet_file_in_sales(gate, creds):
