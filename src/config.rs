@@ -48,6 +48,8 @@ pub struct Config {
     pub token_service: TokenServiceConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub iceberg: lakegate_iceberg::IcebergConfig,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -279,6 +279,7 @@ fn credentials(
         issued_at: now,
         expires_at: now.saturating_add(ttl),
         kind: CredentialKind::Sts,
+        table: None,
     };
     let creds = mint(&ring, &claims)?;
     let out = serde_json::json!({

@@ -21,6 +21,7 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
     ("identity.cedar", include_str!("../policies/identity.cedar")),
     ("s3.cedar", include_str!("../policies/s3.cedar")),
     ("sql.cedar", include_str!("../policies/sql.cedar")),
+    ("iceberg.cedar", include_str!("../policies/iceberg.cedar")),
     ("catalog.toml", include_str!("../policies/catalog.toml")),
 ];
 
@@ -67,6 +68,8 @@ pub enum StartError {
     Store(#[from] lakegate_s3::backend::BackendError),
     #[error("SQL front: {0}")]
     Sql(#[from] lakegate_sql::SqlStartError),
+    #[error("Iceberg catalog: {0}")]
+    Iceberg(#[from] lakegate_iceberg::state::StateError),
 }
 
 /// Builds the core services and starts every listener; returns once they are bound.
@@ -135,11 +138,41 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .await
         .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
 
+    let backend = s3_backend(config).await?;
+    let s3 = Arc::new(s3_front(config, gate.clone(), keys.clone(), backend.clone()));
+    let s3_backend = s3.backend.describe();
+    let s3_addr = serve_http(&config.s3.listener(), drain.watch(), OnDrain::StopAccepting, move |req, peer| {
+        lakegate_s3::handle(s3.clone(), req, peer)
+    })
+    .await?;
+    // Vended credentials name the S3 front as clients reach it; a wildcard listener is reached on loopback.
+    let s3_host = if s3_addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], s3_addr.port()))
+    } else {
+        s3_addr
+    };
+    let scheme = if config.s3.listener().tls.is_some() { "https" } else { "http" };
+    let catalog = if config.iceberg.enabled {
+        let started = lakegate_iceberg::Catalog::start(
+            config.iceberg.clone(),
+            &config.data_dir,
+            gate.clone(),
+            backend.clone(),
+            keys.clone(),
+            format!("{scheme}://{s3_host}"),
+        )
+        .await?;
+        Some(started)
+    } else {
+        None
+    };
+
     let control_gate = gate.clone();
     let control_drain = drain.watch();
     let control_addr = serve_http(&config.control, drain.watch(), OnDrain::KeepServing, move |req, peer| {
         let gate = control_gate.clone();
         let sql = sql.clone();
+        let catalog = catalog.clone();
         let drain = control_drain.clone();
         async move {
             if drain.is_draining() {
@@ -152,15 +185,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             if lakegate_sql::trino::handles(req.uri().path()) {
                 return lakegate_sql::trino::handle(&sql, req, peer, &drain).await;
             }
+            // So do the Iceberg REST catalog's.
+            if let Some(catalog) = catalog.as_ref().filter(|_| lakegate_iceberg::handles(req.uri().path())) {
+                return catalog.handle(req, peer).await;
+            }
             lakegate_control::handle(&gate, req, peer).await
         }
-    })
-    .await?;
-
-    let s3 = Arc::new(s3_front(config, gate.clone(), keys).await?);
-    let s3_backend = s3.backend.describe();
-    let s3_addr = serve_http(&config.s3.listener(), drain.watch(), OnDrain::StopAccepting, move |req, peer| {
-        lakegate_s3::handle(s3.clone(), req, peer)
     })
     .await?;
 
@@ -230,12 +260,8 @@ impl Running {
     }
 }
 
-/// Builds the S3 front: credentials keys, the store, the role profiles.
-async fn s3_front(
-    config: &Config,
-    gate: Arc<Gate>,
-    keys: Arc<lakegate_core::credentials::LiveKeyRing>,
-) -> Result<lakegate_s3::S3Front, StartError> {
+/// Opens the store behind the S3 front (and the Iceberg catalog's metadata files).
+async fn s3_backend(config: &Config) -> Result<Arc<dyn lakegate_s3::backend::Backend>, StartError> {
     use lakegate_s3::backend::{Backend, Embedded, Remote};
     let backend: Arc<dyn Backend> = match &config.s3.backend {
         lakegate_s3::BackendConfig::Embedded { dir, seed } => {
@@ -248,7 +274,17 @@ async fn s3_front(
         }
         lakegate_s3::BackendConfig::Remote(remote) => Arc::new(Remote::new(remote.clone())?),
     };
-    Ok(lakegate_s3::S3Front {
+    Ok(backend)
+}
+
+/// Builds the S3 front: credentials keys, the store, the role profiles.
+fn s3_front(
+    config: &Config,
+    gate: Arc<Gate>,
+    keys: Arc<lakegate_core::credentials::LiveKeyRing>,
+    backend: Arc<dyn lakegate_s3::backend::Backend>,
+) -> lakegate_s3::S3Front {
+    lakegate_s3::S3Front {
         gate,
         keys,
         backend,
@@ -257,7 +293,7 @@ async fn s3_front(
         max_skew: time::Duration::seconds(i64::from(config.s3.max_clock_skew_seconds)),
         account_id: config.sts.account_id.clone(),
         region: config.s3.region.clone(),
-    })
+    }
 }
 
 /// Audits and logs a reload attempt; a rejected set leaves the last good one in force.

@@ -8,9 +8,10 @@
 //! |---|---|
 //! | an object or prefix access, a decision API question | [`Gate::authorize`] |
 //! | the data filters of the tables of one SQL statement | [`Gate::statement_policy`], then [`Gate::admit_statement`] or [`Gate::refuse_statement`] |
-//! | what a listing may show (ListBuckets, a SQL catalog query) | [`Gate::list_buckets`], [`Gate::list_catalog`] |
+//! | what a listing may show (ListBuckets, a SQL catalog query, an Iceberg listing) | [`Gate::list_buckets`], [`Gate::list_catalog`], [`Gate::list_visible`] |
 //! | whether a caller may see into one bucket (S3 CreateBucket on a bucket that exists) | [`Gate::see_bucket`] |
 //! | vending credentials (STS, GetDataAccess, full-table credentials) | [`Gate::vend`] |
+//! | an S3 access made with full-table credentials (decided as an access to their table) | [`Gate::authorize_table_files`] |
 //! | exchanging a token (RFC 8693) | [`Gate::exchange_token`] |
 //!
 //! Fronts translate their protocol into these calls, carry out what was allowed, and finish the audit slot they
@@ -32,9 +33,9 @@ use crate::metrics;
 use crate::policy::catalog::Catalog;
 use crate::policy::{Decision, PolicyEngine, PolicyError, PolicyStore, RequestContext, Resource};
 
-pub use listing::{BucketCandidate, BucketListing, CatalogListing, VisibleTable};
+pub use listing::{BucketCandidate, BucketListing, CatalogListing, Listing, ListingCandidate, VisibleTable};
 pub use statement::{FilterCache, Refusal, StatementDecision, StatementPolicy};
-pub use vend::{Grant, Vend, Vending};
+pub use vend::{Grant, TableAsk, TableShape, Vend, Vending};
 
 /// The core services every front composes, reachable only through the gate's decisions.
 #[derive(Clone, Debug)]
@@ -151,6 +152,26 @@ impl Gate {
         let mut base = event(origin, action, &resource.to_string()).principal(principal);
         base.extra.extend(details);
         let context = RequestContext { front: front_name(origin.front), ..context };
+        let decision = self.policy.decide(principal, action, resource, &context);
+        self.settle(origin, base, decision).await
+    }
+
+    /// [`Gate::authorize_with_details`] for a front whose operations are not Cedar actions one to one (the
+    /// Iceberg catalog decides `LoadTable` with `SelectTable`): recorded under `operation`, with the Cedar
+    /// action that decided it in `extra.policy_action`.
+    pub async fn authorize_operation(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        operation: &str,
+        action: &str,
+        resource: &Resource,
+        details: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Allowed, GateError> {
+        let mut base = event(origin, operation, &resource.to_string()).principal(principal);
+        base.extra.extend(details);
+        let base = base.extra("policy_action", action);
+        let context = RequestContext { front: front_name(origin.front), ..RequestContext::default() };
         let decision = self.policy.decide(principal, action, resource, &context);
         self.settle(origin, base, decision).await
     }
@@ -298,6 +319,7 @@ pub fn front_name(front: Front) -> &'static str {
         Front::Sql => "sql",
         Front::Token => "token",
         Front::Policy => "policy",
+        Front::Catalog => "catalog",
     }
 }
 

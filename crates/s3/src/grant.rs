@@ -111,6 +111,7 @@ async fn vend(
         issued_at: now,
         expires_at,
         kind: CredentialKind::AccessGrant,
+        table: None,
     };
     let creds = credentials::mint(&front.keys.current(), &claims)
         .map_err(|e| S3Error::Backend(super::backend::BackendError::Request(e.to_string())))?;

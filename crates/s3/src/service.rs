@@ -378,11 +378,33 @@ pub(crate) async fn decide(
     }
     let mut details = caller_details(caller);
     details.insert("operation".into(), operation.into());
+    if let Some(binding) = caller.session.as_ref().and_then(|s| s.table.as_ref()) {
+        // Full-table credentials: decided as an access to their table, not by S3 prefix policies.
+        let access = (action, resource);
+        let gate = &front.gate;
+        return Ok(gate
+            .authorize_table_files(origin, &caller.principal, binding, access, writes(action), details)
+            .await?);
+    }
     let allowed = front
         .gate
         .authorize_with_details(origin, &caller.principal, action, resource, RequestContext::default(), details)
         .await?;
     Ok(allowed.slot)
+}
+
+/// Whether `action` changes the store (anything not known to only read or list counts as a write).
+fn writes(action: &str) -> bool {
+    !matches!(
+        action,
+        "s3:GetObject"
+            | "s3:HeadObject"
+            | "s3:GetObjectAttributes"
+            | "s3:ListBucket"
+            | "s3:ListBucketMultipartUploads"
+            | "s3:HeadBucket"
+            | "s3:GetBucketLocation"
+    )
 }
 
 /// Decides an operation on its own resource and, for copies, the read of the source.

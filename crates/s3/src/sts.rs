@@ -135,6 +135,7 @@ async fn assume_role(front: &S3Front, origin: &Origin, params: &HashMap<String, 
             issued_at: now,
             expires_at: now + i64::from(duration),
             kind: CredentialKind::Sts,
+            table: None,
         };
         let mut slot = vending.slot;
         match credentials::mint(&front.keys.current(), &claims) {

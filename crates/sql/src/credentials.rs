@@ -16,7 +16,7 @@ use serde_json::json;
 use super::SqlService;
 use lakegate_core::audit::Front;
 use lakegate_core::credentials::{CredentialKind, Permission, Scope, ScopeGrant, SessionClaims};
-use lakegate_core::gate::{GateError, Grant, Origin, Vend};
+use lakegate_core::gate::{GateError, Grant, Origin, TableAsk, Vend};
 use lakegate_core::policy::{PolicyError, TableName};
 use lakegate_net::http::{self as h, Body, Problem};
 
@@ -62,7 +62,8 @@ pub async fn handle<B>(service: &SqlService, req: Request<B>, peer: SocketAddr, 
             .response();
     };
     let table_name = TableName::new(db, table);
-    let vending = match service.gate.vend(&origin, &principal, Vend::Table(&table_name), BTreeMap::new()).await {
+    let ask = TableAsk { table: &table_name, shape: None, write: false };
+    let vending = match service.gate.vend(&origin, &principal, Vend::Table(ask), BTreeMap::new()).await {
         Ok(v) => v,
         Err(GateError::Audit(e)) => return unavailable(&e.to_string(), rid),
         Err(GateError::Policy(PolicyError::UnknownTable(_))) => {
@@ -94,7 +95,7 @@ pub async fn handle<B>(service: &SqlService, req: Request<B>, peer: SocketAddr, 
                 .response();
         }
     };
-    let Grant::Table { location } = vending.grant else {
+    let Grant::Table { location, binding } = vending.grant else {
         return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "no table grant", rid)
             .response();
     };
@@ -114,7 +115,8 @@ pub async fn handle<B>(service: &SqlService, req: Request<B>, peer: SocketAddr, 
         role: None,
         session_name: Some(format!("table:{name}")),
         issued_at: now,
-        kind: CredentialKind::AccessGrant,
+        kind: CredentialKind::Table,
+        table: Some(binding),
     };
     match lakegate_core::credentials::mint(&ring.current(), &claims) {
         Ok(creds) => {

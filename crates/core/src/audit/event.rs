@@ -25,6 +25,8 @@ pub enum Front {
     Token,
     /// Policy administration (reloads, decisions asked for directly).
     Policy,
+    /// The Iceberg REST catalog.
+    Catalog,
 }
 
 /// What policy (or the front) decided.

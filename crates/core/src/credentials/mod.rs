@@ -36,7 +36,7 @@ pub use role::{
 };
 pub use scope::{Access, Permission, Scope, ScopeGrant};
 pub use session::{
-    CredentialKind, MAX_SESSION_TOKEN_LEN, SecretString, SessionClaims, VendedCredentials,
+    CredentialKind, MAX_SESSION_TOKEN_LEN, SecretString, SessionClaims, TableBinding, VendedCredentials,
     looks_like_lakegate_access_key_id, mint, verify,
 };
 

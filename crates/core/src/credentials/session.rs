@@ -50,6 +50,22 @@ pub enum CredentialKind {
     Sts,
     /// GetDataAccess.
     AccessGrant,
+    /// Full-table credentials (the SQL front's table credentials, the Iceberg catalog's vended credentials).
+    Table,
+}
+
+/// The governed table a full-table credential was vended for. Every S3 request made with it is decided as an
+/// access to that table under the live policy (full access still held; `CommitTable` too for writes), the way
+/// Lake Formation governs the credentials it vends, rather than by S3 prefix policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableBinding {
+    /// `database.table`.
+    pub table: String,
+    /// The table's columns when the credential was vended: full access is checked on each of them again.
+    pub columns: Vec<String>,
+    /// Whether the credential may write (its scope says so too).
+    pub write: bool,
 }
 
 /// Everything a session credential asserts, sealed inside its token.
@@ -71,6 +87,9 @@ pub struct SessionClaims {
     /// Unix seconds; the credential is expired from this second on.
     pub expires_at: i64,
     pub kind: CredentialKind,
+    /// For [`CredentialKind::Table`]: the table every request is decided against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableBinding>,
 }
 
 /// A secret (the secret access key) whose `Debug` and `Display` never show it.

@@ -45,7 +45,58 @@ pub struct CatalogListing {
     pub slot: AuditSlot,
 }
 
+/// One entry a listing might show, and the questions any one of which, allowed, shows it.
+#[derive(Debug, Clone)]
+pub struct ListingCandidate {
+    pub name: String,
+    pub shown_if: Vec<(&'static str, Resource)>,
+}
+
+/// The names a listing may show, in the order asked, and the slot of its record.
+#[derive(Debug)]
+pub struct Listing {
+    pub visible: Vec<String>,
+    pub slot: AuditSlot,
+}
+
 impl Gate {
+    /// Decides which of `candidates` a listing may show (the Iceberg catalog's namespaces and tables): each is
+    /// shown when any of its questions is allowed. One record under `operation` on `resource`, naming what is
+    /// shown and the permits that show it; a listing that shows nothing is recorded as a denial.
+    pub async fn list_visible(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        operation: &str,
+        resource: &str,
+        candidates: Vec<ListingCandidate>,
+    ) -> Result<Listing, GateError> {
+        let store = self.policy.store();
+        let context = RequestContext { front: front_name(origin.front), ..Default::default() };
+        let mut visible = Vec::new();
+        let mut policies = BTreeSet::new();
+        for candidate in candidates {
+            // The first question allowed shows the entry; a policy error reads as "not shown".
+            let shown = candidate.shown_if.iter().find_map(|(action, r)| {
+                crate::policy::decide_with(&store, principal, action, r, &context).ok().filter(|d| d.allowed)
+            });
+            if let Some(decision) = shown {
+                policies.extend(decision.policy_ids());
+                visible.push(candidate.name);
+            }
+        }
+        let ev = event(origin, operation, resource).principal(principal).extra("shown", visible.clone());
+        let ev = if visible.is_empty() {
+            Self::count(origin.front, "deny");
+            ev.deny(format!("{DEFAULT_DENY}: nothing may be shown"), Vec::<String>::new())
+        } else {
+            Self::count(origin.front, "allow");
+            ev.allow(policies)
+        };
+        let slot = self.begin(origin.front, ev).await?;
+        Ok(Listing { visible, slot })
+    }
+
     /// Decides which of `candidates` a ListBuckets answer may name: a bucket is shown when the live policy lets
     /// the caller list somewhere in it (at its root, at a prefix a policy names, or at a prefix of the caller's
     /// credential). The record names the shown buckets and the permits that let each be shown.

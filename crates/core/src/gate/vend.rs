@@ -1,15 +1,16 @@
-//! Vending credentials: STS AssumeRoleWithWebIdentity, GetDataAccess, and the SQL front's full-table READ
-//! credentials.
+//! Vending credentials: STS AssumeRoleWithWebIdentity, GetDataAccess, and full-table credentials (the SQL
+//! front's, the Iceberg catalog's).
 //!
 //! Each decides whether the principal may have credentials at all and how far they may reach; the front then
 //! mints them and finishes the slot with what it handed out. Credentials never replace the per-request decision:
-//! every S3 request made with them is decided again against the live policy.
+//! every S3 request made with them is decided again against the live policy, full-table credentials as an
+//! access to their table ([`Gate::authorize_table_files`]).
 
 use std::collections::BTreeMap;
 
 use super::{Allowed, DEFAULT_DENY, Gate, GateError, NotAllowed, Origin, allowed, event, front_name};
-use crate::audit::{AuditEvent, AuditSlot};
-use crate::credentials::{self, DataAccess, Permission, Privilege, S3Location, Scope};
+use crate::audit::{AuditEvent, AuditSlot, Front};
+use crate::credentials::{self, DataAccess, Permission, Privilege, S3Location, Scope, TableBinding};
 use crate::identity::Principal;
 use crate::policy::{
     Condition, Decision, PolicyError, PolicyStore, RequestContext, Resource, TableFilter, TableName, TableOp,
@@ -19,8 +20,16 @@ use crate::policy::{
 pub const ASSUME_ROLE: &str = "sts:AssumeRoleWithWebIdentity";
 /// The Cedar action of GetDataAccess.
 const GET_DATA_ACCESS: &str = "GetDataAccess";
-/// The audit action of full-table credentials (decided with `SelectTable` on the table and its columns).
-const TABLE_CREDENTIALS: &str = "sql:TableCredentials";
+/// The audit action of full-table credentials (decided with `SelectTable` on the table and its columns), by
+/// the front that vends them.
+fn table_credentials_action(front: Front) -> &'static str {
+    match front {
+        Front::Catalog => "iceberg:VendCredentials",
+        _ => "sql:TableCredentials",
+    }
+}
+/// The Cedar action that lets full-table credentials write.
+const COMMIT_TABLE: &str = "CommitTable";
 
 /// Credentials asked for.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +38,27 @@ pub enum Vend<'a> {
     Role(&'a str),
     /// GetDataAccess: `permission` on `target`, never wider than `within`, the caller's own credential scope.
     DataAccess { target: &'a S3Location, permission: Permission, privilege: Privilege, within: &'a Scope },
-    /// Full-table READ credentials for a governed table.
-    Table(&'a TableName),
+    /// Full-table credentials for a governed table.
+    Table(TableAsk<'a>),
+}
+
+/// Full-table credentials asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct TableAsk<'a> {
+    pub table: &'a TableName,
+    /// The table's location and columns where the front knows them (an Iceberg table's current metadata);
+    /// `None` reads them from `catalog.toml`.
+    pub shape: Option<&'a TableShape>,
+    /// Read-write credentials, granted where the policy also allows `CommitTable` (else read-only).
+    pub write: bool,
+}
+
+/// Where a table's files are and what its columns are.
+#[derive(Debug, Clone)]
+pub struct TableShape {
+    /// `s3://bucket/prefix/`.
+    pub location: String,
+    pub columns: Vec<String>,
 }
 
 /// What the credentials may reach, besides what the front already knows.
@@ -40,8 +68,8 @@ pub enum Grant {
     Role,
     /// The scope to seal and the location to report.
     DataAccess(DataAccess),
-    /// The table's storage location, to read.
-    Table { location: S3Location },
+    /// The table's storage location, and the binding to seal into the credentials (with `write`, read-write).
+    Table { location: S3Location, binding: TableBinding },
 }
 
 /// An allowed vending: mint the credentials, fill in the slot (outcome, access key id), finish it.
@@ -81,10 +109,11 @@ impl Gate {
                 let asked = DataAccessAsk { target, permission, privilege, within };
                 self.vend_data_access(origin, principal, &store, &context, asked, base).await
             }
-            Vend::Table(table) => {
+            Vend::Table(ask) => {
+                let table = ask.table;
                 let resource = Resource::Table { database: table.schema.clone(), table: table.name.clone() };
-                let ev = base(TABLE_CREDENTIALS, &resource);
-                self.vend_table(origin, principal, &store, &context, table, ev).await
+                let ev = base(table_credentials_action(origin.front), &resource);
+                self.vend_table(origin, principal, &store, &context, ask, ev).await
             }
         }
     }
@@ -150,13 +179,23 @@ impl Gate {
         principal: &Principal,
         store: &PolicyStore,
         context: &RequestContext,
-        table: &TableName,
+        ask: TableAsk<'_>,
         ev: AuditEvent,
     ) -> Result<Vending, GateError> {
-        let Some(def) = store.catalog().table(&table.schema, &table.name) else {
-            let e = PolicyError::UnknownTable(table.to_string());
-            self.write(origin.front, ev.error(e.to_string())).await?;
-            return Err(e.into());
+        let table = ask.table;
+        let shape = match ask.shape {
+            Some(shape) => shape.clone(),
+            None => match store.catalog().table(&table.schema, &table.name) {
+                Some(def) => TableShape {
+                    location: def.location.clone().unwrap_or_default(),
+                    columns: def.columns.iter().map(|c| c.name.clone()).collect(),
+                },
+                None => {
+                    let e = PolicyError::UnknownTable(table.to_string());
+                    self.write(origin.front, ev.error(e.to_string())).await?;
+                    return Err(e.into());
+                }
+            },
         };
         let resource = Resource::Table { database: table.schema.clone(), table: table.name.clone() };
         let decision = crate::policy::decide_with(store, principal, TableOp::Select.action(), &resource, context);
@@ -164,15 +203,18 @@ impl Gate {
             Ok(d) => d,
             Err(not) => return Err(self.refuse(origin, ev, not).await),
         };
-        let filter = match crate::policy::table_filter_with(store, principal, TableOp::Select, table, context) {
-            Ok(f) => f,
-            Err(e) => return Err(self.refuse(origin, ev, NotAllowed::Failed(e)).await),
-        };
-        let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
-        let location = def.location.as_deref().and_then(|l| S3Location::parse_prefix(l).ok());
-        let Some(location) = location.filter(|_| is_full_access(&filter, &columns)) else {
-            let reason = if def.location.is_none() {
+        let columns: Vec<&str> = shape.columns.iter().map(String::as_str).collect();
+        let filter =
+            match crate::policy::explain_filter_over(store, principal, TableOp::Select, table, &columns, context) {
+                Ok(f) => f.filter,
+                Err(e) => return Err(self.refuse(origin, ev, NotAllowed::Failed(e)).await),
+            };
+        let location = S3Location::parse_prefix(&shape.location).ok();
+        let Some(location) = location.filter(|_| is_full_access(&filter, &shape.columns)) else {
+            let reason = if shape.location.is_empty() {
                 format!("table {table} has no storage location in the catalog")
+            } else if S3Location::parse_prefix(&shape.location).is_err() {
+                format!("table {table} has a storage location credentials cannot be scoped to")
             } else {
                 format!(
                     "{} has fine-grained restrictions on {table} (rows, columns or masks); query it through the SQL gateway instead",
@@ -182,9 +224,72 @@ impl Gate {
             // The permits whose row filters or masks make the access fine-grained decided this refusal.
             return Err(self.not_grantable(origin, ev, reason, filter.policies).await);
         };
+        let mut policies = filter.policies;
+        let write = ask.write
+            && match crate::policy::decide_with(store, principal, COMMIT_TABLE, &resource, context) {
+                Ok(d) if d.allowed => {
+                    policies.extend(d.policy_ids());
+                    true
+                }
+                _ => false,
+            };
+        policies.sort();
+        policies.dedup();
         Self::count(origin.front, "allow");
-        let slot = self.begin(origin.front, ev.allow(filter.policies)).await?;
-        Ok(Vending { decision, slot, grant: Grant::Table { location } })
+        let ev = ev.extra("permission", if write { "READ_WRITE" } else { "READ" });
+        let slot = self.begin(origin.front, ev.allow(policies)).await?;
+        let binding = TableBinding { table: table.to_string(), columns: shape.columns, write };
+        Ok(Vending { decision, slot, grant: Grant::Table { location, binding } })
+    }
+
+    /// Decides one S3 access made with full-table credentials, as an access to their table under the live
+    /// policy: the principal must still have full access to it (every column the credentials were vended for
+    /// clear, no row filter) and, to write, `CommitTable` on it. Recorded like any S3 access, naming the table.
+    pub async fn authorize_table_files(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        binding: &TableBinding,
+        access: (&str, &Resource),
+        write: bool,
+        details: BTreeMap<String, serde_json::Value>,
+    ) -> Result<AuditSlot, GateError> {
+        let (action, resource) = access;
+        let store = self.policy.store();
+        let context = RequestContext { front: front_name(origin.front), ..Default::default() };
+        let mut ev = event(origin, action, &resource.to_string()).principal(principal);
+        ev.extra.extend(details);
+        let ev = ev.extra("table", binding.table.clone());
+        let Some((db, name)) = binding.table.split_once('.') else {
+            let e = PolicyError::UnknownTable(binding.table.clone());
+            return Err(self.refuse(origin, ev, NotAllowed::Failed(e)).await);
+        };
+        let table = TableName::new(db, name);
+        let columns: Vec<&str> = binding.columns.iter().map(String::as_str).collect();
+        let filter =
+            match crate::policy::explain_filter_over(&store, principal, TableOp::Select, &table, &columns, &context) {
+                Ok(f) => f.filter,
+                Err(e) => return Err(self.refuse(origin, ev, NotAllowed::Failed(e)).await),
+            };
+        if !is_full_access(&filter, &binding.columns) {
+            let reason = format!("{} no longer has full access to {table}", principal.subject);
+            return Err(self.not_grantable(origin, ev, reason, filter.policies).await);
+        }
+        let mut policies = filter.policies;
+        if write {
+            if !binding.write {
+                return Err(self.not_grantable(origin, ev, "read-only table credentials".into(), policies).await);
+            }
+            let resource = Resource::Table { database: table.schema.clone(), table: table.name.clone() };
+            match allowed(crate::policy::decide_with(&store, principal, COMMIT_TABLE, &resource, &context)) {
+                Ok(d) => policies.extend(d.policy_ids()),
+                Err(not) => return Err(self.refuse(origin, ev, not).await),
+            }
+        }
+        policies.sort();
+        policies.dedup();
+        Self::count(origin.front, "allow");
+        self.begin(origin.front, ev.allow(policies)).await
     }
 
     /// Counts and records a refusal of credentials the policy would allow in some narrower form.

@@ -287,6 +287,21 @@ pub fn explain_table_filter(
 ) -> Result<ExplainedFilter, PolicyError> {
     let def =
         store.catalog.table(&table.schema, &table.name).ok_or_else(|| PolicyError::UnknownTable(table.to_string()))?;
+    let columns: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+    explain_filter_over(store, principal, op, table, &columns, context)
+}
+
+/// [`explain_table_filter`] for a table whose columns are given rather than read from `catalog.toml` (an Iceberg
+/// table's current schema). Column tags still come from `catalog.toml` where it declares the table: tags are
+/// the policy author's, never the table writer's.
+pub fn explain_filter_over(
+    store: &PolicyStore,
+    principal: &Principal,
+    op: TableOp,
+    table: &TableName,
+    column_names: &[&str],
+    context: &RequestContext,
+) -> Result<ExplainedFilter, PolicyError> {
     let table_resource = Resource::Table { database: table.schema.clone(), table: table.name.clone() };
     let mut contributing: Vec<String> = Vec::new();
     let mut forbidden_by: Vec<String> = Vec::new();
@@ -308,13 +323,13 @@ pub fn explain_table_filter(
         Vec::new()
     };
 
-    let mut columns = Vec::new();
+    let mut columns: Vec<ColumnAccess> = Vec::new();
     if !permissive.is_empty() {
-        for column in &def.columns {
+        for &column in column_names {
             let resource = Resource::Column {
                 database: table.schema.clone(),
                 table: table.name.clone(),
-                column: column.name.clone(),
+                column: column.to_owned(),
             };
             let d = decide_with(store, principal, op.action(), &resource, context)?;
             if !d.allowed {
@@ -322,7 +337,7 @@ pub fn explain_table_filter(
                 continue;
             }
             contributing.extend(d.policy_ids());
-            if let Some(access) = column_access(&column.name, &d, &permissive) {
+            if let Some(access) = column_access(column, &d, &permissive) {
                 columns.push(access);
             }
         }

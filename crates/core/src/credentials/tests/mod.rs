@@ -69,5 +69,6 @@ fn claims() -> SessionClaims {
         issued_at: NOW,
         expires_at: NOW + 3600,
         kind: CredentialKind::Sts,
+        table: None,
     }
 }
