@@ -13,6 +13,7 @@ use lakegate_net::drain::Signals;
 use crate::config::Config;
 
 mod config;
+mod lake_files;
 mod runtime;
 
 #[derive(Parser)]

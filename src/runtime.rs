@@ -157,7 +157,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             config.iceberg.clone(),
             &config.data_dir,
             gate.clone(),
-            backend.clone(),
+            Arc::new(crate::lake_files::BackendFiles(backend.clone())),
             keys.clone(),
             format!("{scheme}://{s3_host}"),
         )

@@ -1,18 +1,15 @@
-//! Metadata files in the lake store, read and written through the backend the S3 front forwards to: the
-//! catalog acts as Lakegate itself here, after the gate decided the call, so no client credential is involved.
+//! Metadata files in the lake store. The catalog acts as Lakegate itself here, after the gate decided the call,
+//! so no client credential is involved. The store is whatever the binary plugs in ([`LakeFiles`]): the same
+//! backend the S3 front forwards to, so a front never depends on another front.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 
-use lakegate_s3::backend::{Backend, ForwardRequest};
-use lakegate_s3_protocol::body::{empty, full_bytes};
-
 /// Largest metadata file read (tables with long histories reach megabytes; this is far beyond).
-const MAX_METADATA: usize = 64 * 1024 * 1024;
+pub const MAX_METADATA: usize = 64 * 1024 * 1024;
 
 /// Why a metadata file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -27,60 +24,41 @@ pub enum FileError {
     Store(String),
 }
 
-/// The lake store, for metadata files.
+/// Objects of the lake store, by `(bucket, key)`.
+pub trait LakeFiles: Send + Sync + std::fmt::Debug {
+    /// The object's bytes (at most [`MAX_METADATA`]), `None` when it does not exist.
+    fn get<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, FileError>>;
+    fn put<'a>(&'a self, bucket: &'a str, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<(), FileError>>;
+    fn delete<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), FileError>>;
+}
+
+/// Table metadata files in the lake store.
 #[derive(Debug, Clone)]
 pub struct Files {
-    backend: Arc<dyn Backend>,
+    store: Arc<dyn LakeFiles>,
 }
 
 /// `s3://bucket/key` -> `(bucket, key)`.
-fn split(location: &str) -> Result<(String, String), FileError> {
+fn split(location: &str) -> Result<(&str, &str), FileError> {
     let rest = location.strip_prefix("s3://").ok_or_else(|| FileError::BadLocation(location.to_owned()))?;
     match rest.split_once('/') {
-        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_owned(), k.to_owned())),
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b, k)),
         _ => Err(FileError::BadLocation(location.to_owned())),
     }
 }
 
 impl Files {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Files { backend }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        location: &str,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), FileError> {
-        let (bucket, key) = split(location)?;
-        let body = if body.is_empty() { empty() } else { full_bytes(body) };
-        let request = ForwardRequest { method, bucket: Some(bucket), key: Some(key), query: Vec::new(), headers, body };
-        let response = self.backend.forward(request).await.map_err(|e| FileError::Store(e.to_string()))?;
-        let status = response.status();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| FileError::Store(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > MAX_METADATA {
-                    return Err(FileError::Invalid(format!("{location} is larger than {MAX_METADATA} bytes")));
-                }
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok((status, Bytes::from(bytes)))
+    pub fn new(store: Arc<dyn LakeFiles>) -> Self {
+        Files { store }
     }
 
     /// Reads and parses a metadata file.
     pub async fn read_metadata(&self, location: &str) -> Result<Value, FileError> {
-        let (status, bytes) = self.send(Method::GET, location, HeaderMap::new(), Bytes::new()).await?;
-        match status {
-            StatusCode::OK => serde_json::from_slice(&bytes)
+        let (bucket, key) = split(location)?;
+        match self.store.get(bucket, key).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| FileError::Invalid(format!("metadata file {location} is not valid JSON: {e}"))),
-            StatusCode::NOT_FOUND => Err(FileError::NotFound(location.to_owned())),
-            s => Err(FileError::Store(format!("reading {location}: the store answered {s}"))),
+            None => Err(FileError::NotFound(location.to_owned())),
         }
     }
 
@@ -98,20 +76,18 @@ impl Files {
             uuid::Uuid::new_v4()
         );
         let body = Bytes::from(serde_json::to_vec(metadata).map_err(|e| FileError::Invalid(e.to_string()))?);
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let (status, _) = self.send(Method::PUT, &file, headers, body).await?;
-        if status.is_success() {
-            Ok(file)
-        } else {
-            Err(FileError::Store(format!("writing {file}: the store answered {status}")))
-        }
+        let (bucket, key) = split(&file)?;
+        self.store.put(bucket, key, body).await?;
+        Ok(file)
     }
 
     /// Deletes a file nobody will point at (a commit that lost its race); a failure only leaves an orphan.
     pub async fn delete(&self, location: &str) {
-        if let Err(e) = self.send(Method::DELETE, location, HeaderMap::new(), Bytes::new()).await {
+        let result = match split(location) {
+            Ok((bucket, key)) => self.store.delete(bucket, key).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             tracing::warn!(location, error = %e, "could not delete an unused metadata file");
         }
     }

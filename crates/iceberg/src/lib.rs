@@ -14,11 +14,12 @@
 //! column restriction is refused raw credentials and pointed at the SQL gateway.
 //!
 //! State lives in [`state::State`] (SQLite or PostgreSQL: the pointer to each table's current metadata file);
-//! metadata files are written to the lake store through the same backend the S3 front forwards to.
+//! metadata files are written to the lake store through the same backend the S3 front forwards to (plugged in
+//! by the binary as [`LakeFiles`]).
 
 pub mod config;
 mod error;
-mod files;
+pub mod files;
 pub mod metadata;
 pub mod state;
 
@@ -39,12 +40,12 @@ use lakegate_core::gate::{Gate, GateError, Grant, ListingCandidate, Origin, Tabl
 use lakegate_core::identity::Principal;
 use lakegate_core::policy::{Resource, TableName};
 use lakegate_net::http::{self as h, Body};
-use lakegate_s3::backend::Backend;
 
 pub use config::IcebergConfig;
 pub use error::IcebergError;
 use error::IcebergError as E;
 use files::Files;
+pub use files::{FileError, LakeFiles, MAX_METADATA};
 use state::{State, StateError};
 
 /// Largest request body (a commit with many snapshots' worth of updates stays far below).
@@ -77,7 +78,7 @@ impl Catalog {
         config: IcebergConfig,
         data_dir: &std::path::Path,
         gate: Arc<Gate>,
-        backend: Arc<dyn Backend>,
+        lake: Arc<dyn LakeFiles>,
         keys: Arc<LiveKeyRing>,
         s3_endpoint: String,
     ) -> Result<Self, StateError> {
@@ -89,7 +90,7 @@ impl Catalog {
             state.ensure_namespace(ns).await?;
         }
         let s3_endpoint = config.s3_endpoint.clone().unwrap_or(s3_endpoint);
-        Ok(Catalog { gate, state, files: Files::new(backend), keys, config: Arc::new(config), s3_endpoint })
+        Ok(Catalog { gate, state, files: Files::new(lake), keys, config: Arc::new(config), s3_endpoint })
     }
 
     /// Serves one request.
