@@ -176,6 +176,46 @@ impl Gate {
         self.settle(origin, base, decision).await
     }
 
+    /// Several Cedar questions that must all be allowed for one operation (renaming a table takes it from one
+    /// name and creates it under another), decided against one policy set and recorded once under `operation`
+    /// on `resource`: an allow names the permits of every answer, a denial the first question refused.
+    pub async fn authorize_all(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        operation: &str,
+        resource: &str,
+        questions: &[(&str, Resource)],
+    ) -> Result<Allowed, GateError> {
+        let store = self.policy.store();
+        let context = RequestContext { front: front_name(origin.front), ..RequestContext::default() };
+        let base = event(origin, operation, resource).principal(principal);
+        let mut policies = Vec::new();
+        let mut last = None;
+        for (action, r) in questions {
+            let decision = crate::policy::decide_with(&store, principal, action, r, &context);
+            match allowed(decision) {
+                Ok(d) => {
+                    policies.extend(d.policy_ids());
+                    last = Some(d);
+                }
+                Err(not) => {
+                    let base = base.extra("refused", format!("{action} on {r}"));
+                    return Err(self.refuse(origin, base, not).await);
+                }
+            }
+        }
+        let Some(decision) = last else {
+            let e = PolicyError::Request("no question to decide".into());
+            return Err(self.refuse(origin, base, NotAllowed::Failed(e)).await);
+        };
+        policies.sort();
+        policies.dedup();
+        Self::count(origin.front, "allow");
+        let slot = self.begin(origin.front, base.allow(policies)).await?;
+        Ok(Allowed { decision, slot })
+    }
+
     /// Records an event built by a front for a refusal that came before any decision (a malformed request, a
     /// bad signature, a credential used outside its scope).
     pub async fn record(&self, event: AuditEvent) -> Result<(), GateError> {

@@ -54,6 +54,8 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 const CREDENTIALS_SECONDS: i64 = 3600;
 /// Where the routes live on the control endpoint.
 const ROOT: &str = "/iceberg";
+/// Hex digits of the id that makes a table's location its own.
+const LOCATION_ID_LEN: usize = 8;
 
 /// The catalog service.
 #[derive(Debug, Clone)]
@@ -537,31 +539,51 @@ impl Call<'_> {
     }
 
     async fn list_tables(&self, ns: &str, rid: &str) -> Result<Response<Body>, IcebergError> {
-        // The namespace must be one the caller may see; then the tables in it that the caller may read.
-        let seen = self.see_namespace(ns, "iceberg:LoadNamespace").await?;
-        seen.finish();
-        let candidates = self
-            .state()
-            .tables(ns)
-            .await?
-            .into_iter()
-            .map(|t| ListingCandidate {
-                name: t.clone(),
-                shown_if: vec![("SelectTable", table_resource(&TableName::new(ns, &t)))],
-            })
-            .collect();
+        // One listing decides both whether the namespace may be seen (its own entry: may create tables in it) and
+        // which of its tables may be read; the namespace is seen when anything in the listing is.
+        let namespace_entry = database(ns).to_string();
+        let mut candidates =
+            vec![ListingCandidate { name: namespace_entry.clone(), shown_if: vec![("CreateTable", database(ns))] }];
+        for t in self.state().tables(ns).await? {
+            let shown_if = vec![("SelectTable", table_resource(&TableName::new(ns, &t)))];
+            candidates.push(ListingCandidate { name: t, shown_if });
+        }
         let listing = self
             .gate()
-            .list_visible(self.origin, self.principal, "iceberg:ListTables", &database(ns).to_string(), candidates)
+            .list_visible(self.origin, self.principal, "iceberg:ListTables", &namespace_entry, candidates)
             .await?;
-        let identifiers: Vec<Value> = listing.visible.iter().map(|t| identifier(&TableName::new(ns, t))).collect();
+        let exists = self.state().namespace(ns).await?.is_some();
+        if listing.visible.is_empty() || !exists {
+            return finish(listing.slot, Err(E::NoSuchNamespace(ns.to_owned())), rid);
+        }
+        let identifiers: Vec<Value> = listing
+            .visible
+            .iter()
+            .filter(|t| **t != namespace_entry)
+            .map(|t| identifier(&TableName::new(ns, t)))
+            .collect();
         finish(listing.slot, Ok(h::json(StatusCode::OK, &json!({"identifiers": identifiers}), rid)), rid)
     }
 
     /// Where a new table lives: under the warehouse, named for the table and a fresh id, so that no two tables
     /// ever share files.
+    ///
+    /// The id is short because keys under it get long (`metadata/snap-<19 digits>-<n>-<uuid>.avro`) and the
+    /// embedded store keeps keys of about 130 bytes at most; creating checks that no table lives there yet.
     fn assigned_location(&self, t: &TableName) -> String {
-        format!("{}{}/{}-{}", self.catalog.config.location_prefix(), t.schema, t.name, uuid::Uuid::new_v4().simple())
+        let id: String = uuid::Uuid::new_v4().simple().to_string().chars().take(LOCATION_ID_LEN).collect();
+        format!("{}{}/{}-{id}", self.catalog.config.location_prefix(), t.schema, t.name)
+    }
+
+    /// A location for a new table that no table holds.
+    async fn fresh_location(&self, t: &TableName) -> Result<String, IcebergError> {
+        for _ in 0..4 {
+            let location = self.assigned_location(t);
+            if !self.state().any_table_under(&format!("{location}/")).await? {
+                return Ok(location);
+            }
+        }
+        Err(E::Internal("no free location for the table".into()))
     }
 
     /// Whether `location` is one Lakegate would assign to `t` (a stage-create's commit repeats it).
@@ -570,7 +592,7 @@ impl Call<'_> {
         location
             .trim_end_matches('/')
             .strip_prefix(&base)
-            .is_some_and(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+            .is_some_and(|id| id.len() == LOCATION_ID_LEN && id.chars().all(|c| c.is_ascii_hexdigit()))
     }
 
     async fn create_table(&self, ns: &str, body: Value, rid: &str) -> Result<Response<Body>, IcebergError> {
@@ -631,7 +653,7 @@ impl Call<'_> {
         if self.state().table(&t.schema, &t.name).await?.is_some() {
             return Err(E::AlreadyExists(format!("table {t} already exists")));
         }
-        let location = self.assigned_location(t);
+        let location = self.fresh_location(t).await?;
         let new = metadata::NewTable {
             location: &location,
             schema: &schema,
@@ -837,8 +859,17 @@ impl Call<'_> {
         metadata::check_requirements(existing.as_ref().map(|(_, m)| m), requirements)?;
         let mut m = metadata::empty_for_create();
         metadata::apply_updates(&mut m, updates, &|loc| self.is_assigned_location(t, loc))?;
-        let location =
-            m.get("location").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| self.assigned_location(t));
+        let location = match m.get("location").and_then(Value::as_str) {
+            // The location the stage-create answered (checked by set-location's rule), if no table took it since.
+            Some(given) => {
+                let given = given.trim_end_matches('/').to_owned();
+                if self.state().any_table_under(&format!("{given}/")).await? {
+                    return Err(E::CommitFailed(format!("another table already lives at {given}")));
+                }
+                given
+            }
+            None => self.fresh_location(t).await?,
+        };
         if let Some(obj) = m.as_object_mut() {
             obj.insert("location".into(), json!(location));
             if !obj.get("table-uuid").is_some_and(Value::is_string) {
@@ -922,24 +953,19 @@ impl Call<'_> {
             _ => Err(E::BadRequest("multi-level namespaces are not supported: use one level".into())),
         };
         let (from, to) = (ident(&req.source)?, ident(&req.destination)?);
-        // Renaming takes the table away from one name and creates it under the other: both are decided.
-        let first = self
-            .decide(
-                "iceberg:RenameTable",
-                "RenameTable",
-                &table_resource(&from),
-                E::Forbidden(format!("{} may not rename table {from}", self.principal.subject)),
-            )
-            .await?;
-        first.finish();
-        let slot = self
-            .decide(
-                "iceberg:RenameTable",
-                "CreateTable",
-                &table_resource(&to),
-                E::Forbidden(format!("{} may not create table {to}", self.principal.subject)),
-            )
-            .await?;
+        // Renaming takes the table away from one name and creates it under the other: both are decided, in one
+        // record.
+        let questions = [("RenameTable", table_resource(&from)), ("CreateTable", table_resource(&to))];
+        let label = format!("{} -> {}", table_resource(&from), table_resource(&to));
+        let gate = self.gate();
+        let slot =
+            match gate.authorize_all(self.origin, self.principal, "iceberg:RenameTable", &label, &questions).await {
+                Ok(allowed) => allowed.slot,
+                Err(GateError::Denied(_)) => {
+                    return Err(E::Forbidden(format!("{} may not rename {from} to {to}", self.principal.subject)));
+                }
+                Err(e) => return Err(e.into()),
+            };
         let result = self
             .state()
             .rename_table((&from.schema, &from.name), (&to.schema, &to.name))
@@ -983,7 +1009,7 @@ impl Call<'_> {
             let inside = format!("{}/", location.trim_end_matches('/'));
             if !self.is_assigned_location(&t, location) || !req.metadata_location.starts_with(&inside) {
                 return Err(E::BadRequest(format!(
-                    "a registered table must live at {base}-<32 hex digits> in this warehouse, its metadata file inside it"
+                    "a registered table must live at {base}-<8 hex digits> in this warehouse, its metadata file inside it"
                 )));
             }
             if self.state().any_table_under(&inside).await? {

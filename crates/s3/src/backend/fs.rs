@@ -144,6 +144,31 @@ fn no_empty_delimiter(delimiter: &mut Option<String>) {
     }
 }
 
+/// Longest file name the file system takes.
+const NAME_MAX: usize = 255;
+
+/// Refuses, as S3's `KeyTooLongError`, a key this store cannot keep: s3s-fs stores an object's and an upload's
+/// attributes in files named after the base64 of bucket and key (`.bucket-<b64>.object-<b64>.upload-<id>
+/// .metadata.json`), so longer keys failed half-way as 500 InternalError. A remote store has no such limit.
+fn key_fits(bucket: &str, key: &str) -> S3Result<()> {
+    let b64 = |n: usize| (n * 4).div_ceil(3);
+    let longest = ".bucket-".len()
+        + b64(bucket.len())
+        + ".object-".len()
+        + b64(key.len())
+        + ".upload-".len()
+        + 36
+        + ".metadata.json".len();
+    if longest > NAME_MAX || key.split('/').any(|segment| segment.len() > NAME_MAX) {
+        return Err(s3_error!(
+            KeyTooLongError,
+            "The embedded store keeps keys of at most about 130 bytes (this one has {}); a remote store has no such limit.",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
 /// A CopyObject onto its own source that changes nothing S3 lets a copy change, which S3 refuses (400
 /// InvalidRequest) and s3s-fs carried out.
 fn copies_onto_itself_unchanged(input: &CopyObjectInput) -> bool {
@@ -358,6 +383,7 @@ impl S3 for FsStore {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         self.require_bucket(&req.input.bucket).await?;
+        key_fits(&req.input.bucket, &req.input.key)?;
         // An If-Match on a key that holds no object is S3's 404 NoSuchKey (s3s-fs: 412).
         if req.input.if_match.is_some() {
             let path = super::object_file::object_path(&self.root, &req.input.bucket, &req.input.key)?;
@@ -370,6 +396,7 @@ impl S3 for FsStore {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         self.require_bucket(&req.input.bucket).await?;
+        key_fits(&req.input.bucket, &req.input.key)?;
         if copies_onto_itself_unchanged(&req.input) {
             return Err(s3_error!(
                 InvalidRequest,
@@ -435,6 +462,7 @@ impl S3 for FsStore {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         self.require_bucket(&req.input.bucket).await?;
+        key_fits(&req.input.bucket, &req.input.key)?;
         self.fs.create_multipart_upload(req).await
     }
 
