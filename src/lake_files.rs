@@ -90,3 +90,42 @@ impl LakeFiles for BackendFiles {
         })
     }
 }
+
+/// The Iceberg catalog's tables as local files of the embedded store, for the embedded SQL engine.
+#[derive(Debug, Clone)]
+pub struct CatalogFiles {
+    pub catalog: lakegate_iceberg::Catalog,
+    /// The embedded store's directory (`<dir>/<bucket>/<key>`); `None` when the store is remote.
+    pub store_dir: Option<std::path::PathBuf>,
+}
+
+impl lakegate_sql::backend::iceberg::IcebergFiles for CatalogFiles {
+    fn data_files<'a>(
+        &'a self,
+        database: &'a str,
+        table: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<std::path::PathBuf>, String>> {
+        Box::pin(async move {
+            let Some(root) = &self.store_dir else {
+                return Err("the embedded engine reads Iceberg tables from the embedded store only".to_owned());
+            };
+            let files = self.catalog.data_files(database, table).await.map_err(|e| e.to_string())?;
+            files
+                .into_iter()
+                .map(|f| {
+                    let (bucket, key) = f
+                        .path
+                        .strip_prefix("s3://")
+                        .and_then(|rest| rest.split_once('/'))
+                        .ok_or_else(|| format!("{} is not an s3:// location", f.path))?;
+                    let relative = std::path::Path::new(bucket).join(key);
+                    // A path that would leave the store's directory is never read.
+                    if !relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+                        return Err(format!("{} does not name an object of the store", f.path));
+                    }
+                    Ok(root.join(relative))
+                })
+                .collect()
+        })
+    }
+}

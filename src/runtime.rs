@@ -70,6 +70,8 @@ pub enum StartError {
     Sql(#[from] lakegate_sql::SqlStartError),
     #[error("Iceberg catalog: {0}")]
     Iceberg(#[from] lakegate_iceberg::state::StateError),
+    #[error("writing the demo table {table} as an Iceberg table: {reason}")]
+    Seed { table: String, reason: String },
 }
 
 /// Builds the core services and starts every listener; returns once they are bound.
@@ -122,22 +124,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // policies so that a rotation in the shared key directory needs no restart.
     let keys = Arc::new(lakegate_core::credentials::LiveKeyRing::load_or_generate(&config.credentials_key_dir())?);
     keys.watch(Duration::from_secs(config.policy.reload_interval_seconds.max(1)));
-    let sql = lakegate_sql::SqlService::start(
-        &config.sql,
-        &config.data_dir.join("warehouse"),
-        config.control.tls.is_some(),
-        gate.clone(),
-        Some(keys.clone()),
-    )
-    .await?;
-    let sql_tls = match &config.sql.tls {
-        Some(tls) => Some(tls::server_config(tls, &[b"postgresql"])?),
-        None => None,
-    };
-    let sql_addr = lakegate_sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone(), drain.watch())
-        .await
-        .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
-
     let backend = s3_backend(config).await?;
     let s3 = Arc::new(s3_front(config, gate.clone(), keys.clone(), backend.clone()));
     let s3_backend = s3.backend.describe();
@@ -166,6 +152,33 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     } else {
         None
     };
+
+    // The demo world: on first start the catalog's Iceberg tables with demo rows are written to the embedded
+    // store and registered, for every road (S3, SQL, the catalog) to reach the same files.
+    if let (Some(c), lakegate_s3::BackendConfig::Embedded { seed: true, .. }) = (&catalog, &config.s3.backend) {
+        seed_demo_tables(c, &gate).await?;
+    }
+    // The embedded engine reads the catalog's Iceberg tables from the embedded store's files.
+    let iceberg_files: Option<Arc<dyn lakegate_sql::backend::iceberg::IcebergFiles>> = catalog.as_ref().map(|c| {
+        let files = crate::lake_files::CatalogFiles { catalog: c.clone(), store_dir: embedded_store_dir(config) };
+        Arc::new(files) as Arc<dyn lakegate_sql::backend::iceberg::IcebergFiles>
+    });
+    let sql = lakegate_sql::SqlService::start(
+        &config.sql,
+        &config.data_dir.join("warehouse"),
+        config.control.tls.is_some(),
+        gate.clone(),
+        Some(keys.clone()),
+        iceberg_files,
+    )
+    .await?;
+    let sql_tls = match &config.sql.tls {
+        Some(tls) => Some(tls::server_config(tls, &[b"postgresql"])?),
+        None => None,
+    };
+    let sql_addr = lakegate_sql::pgwire::serve(config.sql.listen, sql_tls, sql.clone(), drain.watch())
+        .await
+        .map_err(|source| StartError::Listen { addr: config.sql.listen, source })?;
 
     let control_gate = gate.clone();
     let control_drain = drain.watch();
@@ -260,12 +273,45 @@ impl Running {
     }
 }
 
+/// Writes the demo rows of the governed catalog's `format = "iceberg"` tables as Iceberg tables, once.
+async fn seed_demo_tables(catalog: &lakegate_iceberg::Catalog, gate: &Gate) -> Result<(), StartError> {
+    use lakegate_core::policy::catalog::TableFormat;
+    let snapshot = gate.catalog();
+    for def in snapshot.tables.iter().filter(|t| t.format == Some(TableFormat::Iceberg)) {
+        let failed = |reason: String| StartError::Seed { table: def.name.clone(), reason };
+        let (Some((ns, name)), Some(location)) = (def.split_name(), def.location.as_deref()) else { continue };
+        let Some(seed) = lakegate_sql::demo::iceberg_seed(def).map_err(failed)? else { continue };
+        let table = lakegate_iceberg::seed::SeedTable {
+            namespace: ns,
+            name,
+            location,
+            schema: seed.schema,
+            parquet: seed.parquet.into(),
+            rows: seed.rows,
+        };
+        if catalog.seed_table(table).await.map_err(|e| failed(e.to_string()))? {
+            tracing::info!(table = %def.name, location, "wrote the demo table as an Iceberg table");
+        }
+    }
+    Ok(())
+}
+
+/// The directory of the embedded store, `None` for a remote one.
+fn embedded_store_dir(config: &Config) -> Option<std::path::PathBuf> {
+    match &config.s3.backend {
+        lakegate_s3::BackendConfig::Embedded { dir, .. } => {
+            Some(dir.clone().unwrap_or_else(|| config.data_dir.join("store")))
+        }
+        lakegate_s3::BackendConfig::Remote(_) => None,
+    }
+}
+
 /// Opens the store behind the S3 front (and the Iceberg catalog's metadata files).
 async fn s3_backend(config: &Config) -> Result<Arc<dyn lakegate_s3::backend::Backend>, StartError> {
     use lakegate_s3::backend::{Backend, Embedded, Remote};
     let backend: Arc<dyn Backend> = match &config.s3.backend {
-        lakegate_s3::BackendConfig::Embedded { dir, seed } => {
-            let dir = dir.clone().unwrap_or_else(|| config.data_dir.join("store"));
+        lakegate_s3::BackendConfig::Embedded { seed, .. } => {
+            let dir = embedded_store_dir(config).unwrap_or_else(|| config.data_dir.join("store"));
             let store = Embedded::open(&dir)?;
             if *seed {
                 store.seed().await?;

@@ -20,6 +20,7 @@ Each test uses tables of its own (unique names), so they share one server; tests
 import json
 import pathlib
 import re
+import shutil
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from conftest import Lakegate, demo_token, eventually
+from conftest import REPO, Lakegate, demo_token, eventually
 
 WAREHOUSE = "lake"
 REGION = "us-east-1"
@@ -812,3 +813,114 @@ def test_catalog_state_in_postgresql_survives_a_restart_and_keeps_commits_atomic
     assert_error(r, 409, "CommitFailedException")
     assert rows(cat.load_table(ident).scan().to_arrow()) == rows([ROWS, batch(10)])
     assert "stale" not in cat.load_table(ident).properties
+
+
+# --- The same table through the SQL gateway ----------------------------------------------------------------------
+
+PAYROLL_CATALOG = """
+[[tables]]
+name = "hr.payroll"
+backend = "embedded"
+format = "iceberg"
+columns = [
+  { name = "id", type = "bigint" },
+  { name = "name", type = "text" },
+  { name = "department", type = "text" },
+  { name = "salary", type = "bigint" },
+]
+"""
+
+PAYROLL_POLICY = """
+@id("payroll-analysts-sales-rows")
+@row_filter("department = 'sales'")
+permit (
+  principal in Group::"analysts",
+  action == Action::"SelectTable",
+  resource in Table::"hr.payroll"
+);
+"""
+
+
+def payroll(*rows):
+    return pa.table({
+        "id": pa.array([r[0] for r in rows], pa.int64()),
+        "name": pa.array([r[1] for r in rows], pa.string()),
+        "department": pa.array([r[2] for r in rows], pa.string()),
+        "salary": pa.array([r[3] for r in rows], pa.int64()),
+    })
+
+
+def sql(lg, user, query):
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=lg.sql_port, dbname="lakegate", user=user,
+                         password=token(lg, user), sslmode="disable", connect_timeout=10) as c:
+        return c.execute(query).fetchall()
+
+
+def test_a_row_filtered_user_is_refused_the_files_and_reads_the_same_iceberg_table_governed_through_sql(
+        start_lakegate, tmp_path):
+    import psycopg
+    from pyiceberg.exceptions import ForbiddenError
+
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    (policies / "catalog.toml").write_text((policies / "catalog.toml").read_text() + PAYROLL_CATALOG)
+    (policies / "payroll.cedar").write_text(PAYROLL_POLICY)
+    lg = start_lakegate(env={"LAKEGATE__POLICY__DIR": str(policies)})
+
+    # HR writes the table with PyIceberg, with read-write credentials for its files.
+    hr = catalog(lg, "carol")
+    table = hr.create_table(("hr", "payroll"), schema=payroll((1, "a", "x", 1)).schema)
+    table.append(payroll((1, "Ada", "engineering", 100), (2, "Chen", "sales", 80), (3, "Dana", "sales", 85)))
+
+    # Alice is under a row filter: no credentials for the raw files, a pointer to the SQL gateway instead...
+    with pytest.raises(ForbiddenError, match="SQL gateway"):
+        catalog(lg, "alice").load_table(("hr", "payroll"))
+    # ...where the same table, read from the files its current snapshot lists, shows her only the sales rows.
+    assert sql(lg, "alice", "select id, name from hr.payroll order by id") == [(2, "Chen"), (3, "Dana")]
+    assert sql(lg, "carol", "select count(*), sum(salary) from hr.payroll") == [(3, 265)]
+
+    # A commit is seen by the very next statement.
+    hr.load_table(("hr", "payroll")).append(payroll((4, "Eve", "sales", 90)))
+    assert sql(lg, "alice", "select id from hr.payroll order by id") == [(2,), (3,), (4,)]
+    assert sql(lg, "carol", "select count(*) from hr.payroll") == [(4,)]
+
+    # Dave may read none of it, by either road.
+    with pytest.raises(psycopg.errors.Error):
+        sql(lg, "dave", "select * from hr.payroll")
+    assert_error(rest(lg, "dave", "GET", "namespaces/hr/tables/payroll", headers=VENDED), 404, "NoSuchTableException")
+
+
+# --- The demo world ----------------------------------------------------------------------------------------------
+
+
+def test_demo_orders_send_alice_to_the_sql_gateway_where_she_reads_the_same_files_filtered(lg):
+    import psycopg
+    from pyiceberg.exceptions import ForbiddenError
+
+    r = rest(lg, "alice", "GET", "namespaces/sales/tables")
+    assert r.status_code == 200, show(r)
+    assert {"namespace": ["sales"], "name": "orders"} in r.json()["identifiers"]
+    # Metadata, yes; the raw files, no: a row filter and a mask apply to her.
+    assert rest(lg, "alice", "GET", "namespaces/sales/tables/orders").status_code == 200
+    error = assert_error(rest(lg, "alice", "GET", "namespaces/sales/tables/orders", headers=VENDED),
+                         403, "ForbiddenException")
+    assert "SQL gateway" in error["message"]
+    with pytest.raises(ForbiddenError, match="SQL gateway"):
+        catalog(lg, "alice").load_table(("sales", "orders"))
+    with psycopg.connect(host="127.0.0.1", port=lg.sql_port, dbname="lakegate", user="alice",
+                         password=token(lg, "alice"), sslmode="disable", connect_timeout=10) as c:
+        got = c.execute("select region, card_number from sales.orders").fetchall()
+    assert len(got) == 12 and {region for region, _ in got} == {"EU"}
+    assert all(re.fullmatch(r"\*{12}\d{4}", card) for _, card in got)
+
+
+def test_demo_employees_are_scanned_whole_by_carol_with_pyiceberg(lg):
+    table = catalog(lg, "carol").load_table(("hr", "employees"))
+    got = table.scan().to_arrow()
+    assert got.num_rows == 8
+    assert {"id", "name", "department", "salary", "ssn"} <= set(got.column_names)
+    assert "101-11-1111" in got.column("ssn").to_pylist()
+    # dave still sees nothing of it.
+    assert_error(rest(lg, "dave", "GET", "namespaces/hr/tables/employees", headers=VENDED), 404, "NoSuchTableException")

@@ -13,6 +13,8 @@ import subprocess
 from decimal import Decimal
 from pathlib import Path
 
+import boto3
+import botocore
 import psycopg
 import pytest
 import requests
@@ -276,8 +278,19 @@ def test_full_table_credentials_only_for_unrestricted_principals(gw):
     r = requests.post(url, headers={"Authorization": "Bearer " + token(gw, "carol")}, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["location"].startswith("s3://lake/warehouse/hr/employees/") and body["permission"] == "READ"
+    assert body["location"].startswith("s3://lake/iceberg/hr/employees-") and body["permission"] == "READ"
     assert body["credentials"]["accessKeyId"] and body["credentials"]["sessionToken"]
+    # They read the table's files (the demo table is an Iceberg table in the embedded store), and nothing else.
+    creds = body["credentials"]
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{gw.s3_port}", region_name="us-east-1",
+                      aws_access_key_id=creds["accessKeyId"], aws_secret_access_key=creds["secretAccessKey"],
+                      aws_session_token=creds["sessionToken"])
+    prefix = body["location"].removeprefix("s3://lake/").rstrip("*")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix=prefix)["Contents"]]
+    parquet = [k for k in keys if k.endswith(".parquet")]
+    assert parquet and s3.get_object(Bucket="lake", Key=parquet[0])["Body"].read()[:4] == b"PAR1"
+    with pytest.raises(botocore.exceptions.ClientError):
+        s3.get_object(Bucket="lake", Key="sales/2024/q1.parquet")
     r = requests.post(url, headers={"Authorization": "Bearer " + token(gw, "alice")}, timeout=30)
     assert r.status_code == 403 and "SQL gateway" in r.json()["detail"]
 

@@ -52,14 +52,17 @@ impl Files {
         Files { store }
     }
 
+    /// Reads a whole file (a metadata file, a manifest list, a manifest).
+    pub async fn read_bytes(&self, location: &str) -> Result<Bytes, FileError> {
+        let (bucket, key) = split(location)?;
+        self.store.get(bucket, key).await?.ok_or_else(|| FileError::NotFound(location.to_owned()))
+    }
+
     /// Reads and parses a metadata file.
     pub async fn read_metadata(&self, location: &str) -> Result<Value, FileError> {
-        let (bucket, key) = split(location)?;
-        match self.store.get(bucket, key).await? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| FileError::Invalid(format!("metadata file {location} is not valid JSON: {e}"))),
-            None => Err(FileError::NotFound(location.to_owned())),
-        }
+        let bytes = self.read_bytes(location).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| FileError::Invalid(format!("metadata file {location} is not valid JSON: {e}")))
     }
 
     /// Writes version `version` of a table's metadata under `<table location>/metadata/` and returns its
@@ -79,6 +82,12 @@ impl Files {
         let (bucket, key) = split(&file)?;
         self.store.put(bucket, key, body).await?;
         Ok(file)
+    }
+
+    /// Writes a whole file.
+    pub async fn write_bytes(&self, location: &str, body: Bytes) -> Result<(), FileError> {
+        let (bucket, key) = split(location)?;
+        self.store.put(bucket, key, body).await
     }
 
     /// Deletes a file nobody will point at (a commit that lost its race); a failure only leaves an orphan.

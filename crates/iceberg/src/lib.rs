@@ -21,6 +21,8 @@ pub mod config;
 mod error;
 pub mod files;
 pub mod metadata;
+pub mod scan;
+pub mod seed;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -93,6 +95,18 @@ impl Catalog {
         }
         let s3_endpoint = config.s3_endpoint.clone().unwrap_or(s3_endpoint);
         Ok(Catalog { gate, state, files: Files::new(lake), keys, config: Arc::new(config), s3_endpoint })
+    }
+
+    /// The data files of table `namespace.name`'s current snapshot, for an engine Lakegate runs itself after
+    /// the gate decided the statement that reads them (no decision here: the catalog only locates files).
+    pub async fn data_files(&self, namespace: &str, name: &str) -> Result<Vec<scan::DataFile>, IcebergError> {
+        let file =
+            self.state.table(namespace, name).await?.ok_or_else(|| E::NoSuchTable(format!("{namespace}.{name}")))?;
+        let metadata = self.files.read_metadata(&file).await?;
+        scan::data_files(&self.files, &metadata).await.map_err(|e| match e {
+            scan::ScanError::File(e) => e.into(),
+            e => E::Unprocessable(e.to_string()),
+        })
     }
 
     /// Serves one request.

@@ -65,6 +65,66 @@ pub fn seed(warehouse: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A demo table as one Parquet file of an Iceberg table: its Iceberg schema, the file, and its row count.
+#[derive(Debug)]
+pub struct IcebergSeed {
+    pub schema: serde_json::Value,
+    pub parquet: Vec<u8>,
+    pub rows: i64,
+}
+
+/// The demo rows of `def` (`sales.orders` or `hr.employees`, with the catalog's column types) as an Iceberg
+/// table's data file, with the field ids Iceberg readers resolve columns by; `None` for any other table.
+pub fn iceberg_seed(def: &lakegate_core::policy::catalog::TableDef) -> Result<Option<IcebergSeed>, String> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let csv = match def.name.as_str() {
+        "sales.orders" => orders_csv(),
+        "hr.employees" => employees_csv(),
+        _ => return Ok(None),
+    };
+    let plain = crate::backend::embedded::arrow_schema(def).map_err(|e| e.to_string())?;
+    let mut fields = Vec::new();
+    let mut iceberg = Vec::new();
+    for (id, f) in (1..).zip(plain.fields().iter()) {
+        let ty = match f.data_type() {
+            DataType::Boolean => "boolean".to_owned(),
+            DataType::Int32 => "int".to_owned(),
+            DataType::Int64 => "long".to_owned(),
+            DataType::Float32 => "float".to_owned(),
+            DataType::Float64 => "double".to_owned(),
+            DataType::Decimal128(p, s) => format!("decimal({p}, {s})"),
+            DataType::Utf8 => "string".to_owned(),
+            DataType::Date32 => "date".to_owned(),
+            DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp".to_owned(),
+            other => return Err(format!("column {}: {other} has no Iceberg type here", f.name())),
+        };
+        iceberg.push(serde_json::json!({"id": id, "name": f.name(), "required": false, "type": ty}));
+        let metadata = HashMap::from([("PARQUET:field_id".to_owned(), id.to_string())]);
+        fields.push(Field::new(f.name(), f.data_type().clone(), true).with_metadata(metadata));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let reader = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .build(std::io::Cursor::new(csv.into_bytes()))
+        .map_err(|e| e.to_string())?;
+    let mut parquet = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut parquet, schema, None).map_err(|e| e.to_string())?;
+    let mut rows = 0i64;
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        rows += batch.num_rows() as i64;
+        writer.write(&batch).map_err(|e| e.to_string())?;
+    }
+    writer.close().map_err(|e| e.to_string())?;
+    let schema = serde_json::json!({"type": "struct", "schema-id": 0, "fields": iceberg});
+    Ok(Some(IcebergSeed { schema, parquet, rows }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

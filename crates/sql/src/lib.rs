@@ -63,13 +63,15 @@ impl SqlService {
     /// Opens the backends of `config` for the tables of the catalog in force, writing the demo warehouse into
     /// `warehouse` on first start when the catalog has embedded tables. `control_tls` says whether the control
     /// listener, which serves the Trino protocol, speaks TLS.
-    /// `keyring` mints full-table credentials; without one they are refused as unavailable.
+    /// `keyring` mints full-table credentials; without one they are refused as unavailable. `iceberg` finds the
+    /// data files of the catalog's `format = "iceberg"` tables.
     pub async fn start(
         config: &SqlConfig,
         warehouse: &std::path::Path,
         control_tls: bool,
         gate: Arc<Gate>,
         keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
+        iceberg: Option<Arc<dyn backend::iceberg::IcebergFiles>>,
     ) -> Result<Arc<SqlService>, SqlStartError> {
         let snapshot = gate.catalog();
         let catalog: &lakegate_core::policy::catalog::Catalog = &snapshot;
@@ -77,7 +79,7 @@ impl SqlService {
             demo::seed(warehouse).map_err(|source| SqlStartError::Demo { path: warehouse.to_owned(), source })?;
         }
         let mut backends = backend::Backends::default();
-        let embedded = backend::embedded::Embedded::open(warehouse, catalog).await?;
+        let embedded = backend::embedded::Embedded::open(warehouse, catalog, iceberg).await?;
         backends.insert(backend::EMBEDDED, Arc::new(embedded));
         for pg in &config.postgres {
             let b = backend::postgres::Postgres::connect(pg, catalog)

@@ -23,9 +23,20 @@ pub struct TableDef {
     /// Where its files live, as `s3://bucket/prefix/`.
     #[serde(default)]
     pub location: Option<String>,
+    /// How the embedded engine reads it: `iceberg` reads the data files of the current snapshot of the Iceberg
+    /// catalog's table of the same name; absent, the CSV or Parquet files of its warehouse directory.
+    #[serde(default)]
+    pub format: Option<TableFormat>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub columns: Vec<ColumnDef>,
+}
+
+/// A table's storage format, where the catalog names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    Iceberg,
 }
 
 /// One column.

@@ -19,9 +19,10 @@ use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, Ses
 use futures::StreamExt;
 
 use super::Backend;
+use super::iceberg::{IcebergFiles, IcebergTable};
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet};
-use lakegate_core::policy::catalog::{Catalog, TableDef};
+use lakegate_core::policy::catalog::{Catalog, TableDef, TableFormat};
 
 /// DataFusion over the warehouse directory.
 #[derive(Clone)]
@@ -48,8 +49,13 @@ pub fn table_dir(warehouse: &Path, db: &str, table: &str) -> PathBuf {
 }
 
 impl Embedded {
-    /// Registers every embedded table of `catalog` whose directory exists under `warehouse`.
-    pub async fn open(warehouse: &Path, catalog: &Catalog) -> Result<Self, EmbeddedError> {
+    /// Registers every embedded table of `catalog`: Iceberg tables through `iceberg`, the others from their
+    /// directory under `warehouse`.
+    pub async fn open(
+        warehouse: &Path,
+        catalog: &Catalog,
+        iceberg: Option<Arc<dyn IcebergFiles>>,
+    ) -> Result<Self, EmbeddedError> {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
@@ -58,7 +64,7 @@ impl Embedded {
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
         let ctx = SessionContext::new_with_config(config);
         for def in catalog.tables.iter().filter(|t| t.backend == super::EMBEDDED) {
-            register(&ctx, warehouse, def).await?;
+            register(&ctx, warehouse, def, iceberg.as_ref()).await?;
         }
         Ok(Embedded { ctx })
     }
@@ -69,9 +75,29 @@ impl Embedded {
     }
 }
 
-async fn register(ctx: &SessionContext, warehouse: &Path, def: &TableDef) -> Result<(), EmbeddedError> {
+async fn register(
+    ctx: &SessionContext,
+    warehouse: &Path,
+    def: &TableDef,
+    iceberg: Option<&Arc<dyn IcebergFiles>>,
+) -> Result<(), EmbeddedError> {
     let err = |reason: String| EmbeddedError::Table { table: def.name.clone(), reason };
     let (db, table) = def.split_name().ok_or_else(|| err("name must be database.table".into()))?;
+    if def.format == Some(TableFormat::Iceberg) {
+        let files = iceberg.ok_or_else(|| err("format iceberg, but the Iceberg catalog is not enabled".into()))?;
+        let provider = IcebergTable {
+            database: db.to_owned(),
+            table: table.to_owned(),
+            schema: Arc::new(arrow_schema(def)?),
+            files: files.clone(),
+        };
+        let catalog = ctx.catalog("datafusion").ok_or_else(|| err("default catalog missing".into()))?;
+        if catalog.schema(db).is_none() {
+            catalog.register_schema(db, Arc::new(MemorySchemaProvider::new())).map_err(|e| err(e.to_string()))?;
+        }
+        let reference = datafusion::common::TableReference::partial(db, table);
+        return ctx.register_table(reference, Arc::new(provider)).map(|_| ()).map_err(|e| err(e.to_string()));
+    }
     let dir = table_dir(warehouse, db, table);
     if !dir.is_dir() {
         return Err(err(format!("no data directory {}", dir.display())));
@@ -96,7 +122,7 @@ async fn register(ctx: &SessionContext, warehouse: &Path, def: &TableDef) -> Res
 }
 
 /// The Arrow schema of a catalog table (all columns nullable, as in SQL).
-fn arrow_schema(def: &TableDef) -> Result<Schema, EmbeddedError> {
+pub(crate) fn arrow_schema(def: &TableDef) -> Result<Schema, EmbeddedError> {
     let fields = def
         .columns
         .iter()

@@ -2,6 +2,7 @@
 //! in the data directory, and PostgreSQL). A backend only ever sees rewritten SQL.
 
 pub mod embedded;
+pub mod iceberg;
 mod pg_tls;
 pub mod postgres;
 
