@@ -924,3 +924,41 @@ def test_demo_employees_are_scanned_whole_by_carol_with_pyiceberg(lg):
     assert "101-11-1111" in got.column("ssn").to_pylist()
     # dave still sees nothing of it.
     assert_error(rest(lg, "dave", "GET", "namespaces/hr/tables/employees", headers=VENDED), 404, "NoSuchTableException")
+
+
+# --- Identity propagation ----------------------------------------------------------------------------------------
+
+NOTEBOOK_SECRET = "notebook-secret-for-iceberg-tests"
+
+
+def test_a_notebook_acting_for_alice_works_as_alice_and_every_record_names_the_chain(start_lakegate):
+    import hashlib
+
+    digest = hashlib.sha256(NOTEBOOK_SECRET.encode()).hexdigest()
+    lg = start_lakegate(config=f'[token_service]\nclients = [{{ id = "notebook", secret_sha256 = "{digest}" }}]\n')
+    r = requests.post(f"{lg.control_url}/oauth2/token", auth=("notebook", NOTEBOOK_SECRET), timeout=10, data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": demo_token(lg, "alice"),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+    })
+    assert r.status_code == 200, r.text
+    delegated = r.json()["access_token"]
+
+    from pyiceberg.catalog.rest import RestCatalog
+
+    cat = RestCatalog("lakegate", uri=base_url(lg), warehouse=WAREHOUSE, token=delegated)
+    ident = ("scratch", unique("nb"))
+    cat.create_table(ident, schema=ROWS.schema).append(ROWS)
+    assert rows(cat.load_table(ident).scan().to_arrow()) == rows(ROWS)
+
+    # The catalog's records, the vending and the S3 requests made with the vended credentials all name alice
+    # and the notebook acting for her.
+    def records(action):
+        return [e for e in lg.audit_events() if e["action"].startswith(action) and ident[1] in e["resource"]]
+
+    # ("s3:" is every S3 request pyarrow made with the vended credentials: multipart uploads, reads.)
+    for action in ("iceberg:CreateTable", "iceberg:LoadTable", "iceberg:VendCredentials", "s3:"):
+        events = eventually(f"{action} records", lambda a=action: records(a))
+        for e in events:
+            assert e["principal"]["subject"] == "alice", e
+            assert "notebook" in json.dumps(e["actors"]), e
