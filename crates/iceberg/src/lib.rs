@@ -301,6 +301,11 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A request body as the specification's `what` (`CreateTableRequest`, ...); anything else is a 400.
+fn request<T: serde::de::DeserializeOwned>(body: Value, what: &str) -> Result<T, IcebergError> {
+    serde_json::from_value(body).map_err(|e| E::BadRequest(format!("{what}: {e}")))
+}
+
 fn database(ns: &str) -> Resource {
     Resource::Database(ns.to_owned())
 }
@@ -350,6 +355,11 @@ fn no_content(rid: &str) -> Response<Body> {
 }
 
 impl Call<'_> {
+    /// The refusal of something the principal may not do.
+    fn forbidden(&self, what: String) -> IcebergError {
+        E::Forbidden(format!("{} may not {what}", self.principal.subject))
+    }
+
     fn gate(&self) -> &Gate {
         &self.catalog.gate
     }
@@ -475,8 +485,7 @@ impl Call<'_> {
             #[serde(default)]
             properties: BTreeMap<String, String>,
         }
-        let req: Req =
-            serde_json::from_value(body).map_err(|e| E::BadRequest(format!("CreateNamespaceRequest: {e}")))?;
+        let req: Req = request(body, "CreateNamespaceRequest")?;
         let [ns] = req.namespace.as_slice() else {
             return Err(E::BadRequest("multi-level namespaces are not supported: use one level".into()));
         };
@@ -486,7 +495,7 @@ impl Call<'_> {
                 "iceberg:CreateNamespace",
                 "CreateNamespace",
                 &database(&ns),
-                E::Forbidden(format!("{} may not create namespace {ns}", self.principal.subject)),
+                self.forbidden(format!("create namespace {ns}")),
             )
             .await?;
         let result = match self.state().create_namespace(&ns, &req.properties).await {
@@ -513,7 +522,7 @@ impl Call<'_> {
                 "iceberg:DropNamespace",
                 "DropNamespace",
                 &database(ns),
-                E::Forbidden(format!("{} may not drop namespace {ns}", self.principal.subject)),
+                self.forbidden(format!("drop namespace {ns}")),
             )
             .await?;
         let result = self.state().drop_namespace(ns).await.map(|()| no_content(rid)).map_err(E::from);
@@ -528,8 +537,7 @@ impl Call<'_> {
             #[serde(default)]
             updates: BTreeMap<String, String>,
         }
-        let req: Req = serde_json::from_value(body)
-            .map_err(|e| E::BadRequest(format!("UpdateNamespacePropertiesRequest: {e}")))?;
+        let req: Req = request(body, "UpdateNamespacePropertiesRequest")?;
         if req.removals.iter().any(|k| req.updates.contains_key(k)) {
             return Err(E::Unprocessable("a key is both removed and updated".into()));
         }
@@ -538,7 +546,7 @@ impl Call<'_> {
                 "iceberg:UpdateNamespaceProperties",
                 "UpdateNamespace",
                 &database(ns),
-                E::Forbidden(format!("{} may not change namespace {ns}", self.principal.subject)),
+                self.forbidden(format!("change namespace {ns}")),
             )
             .await?;
         let result = match self.state().update_namespace(ns, &req.removals, &req.updates).await {
@@ -626,14 +634,14 @@ impl Call<'_> {
             #[serde(default)]
             properties: Map<String, Value>,
         }
-        let req: Req = serde_json::from_value(body).map_err(|e| E::BadRequest(format!("CreateTableRequest: {e}")))?;
+        let req: Req = request(body, "CreateTableRequest")?;
         let t = TableName::new(ns, &name(&req.name)?);
         let slot = self
             .decide(
                 "iceberg:CreateTable",
                 "CreateTable",
                 &table_resource(&t),
-                E::Forbidden(format!("{} may not create table {t}", self.principal.subject)),
+                self.forbidden(format!("create table {t}")),
             )
             .await?;
         let result = self
@@ -838,18 +846,12 @@ impl Call<'_> {
             #[serde(default)]
             updates: Vec<Value>,
         }
-        let req: Req = serde_json::from_value(body).map_err(|e| E::BadRequest(format!("CommitTableRequest: {e}")))?;
+        let req: Req = request(body, "CommitTableRequest")?;
         let creates = req.requirements.iter().any(|r| r.get("type").and_then(Value::as_str) == Some("assert-create"));
         let (operation, action) =
             if creates { ("iceberg:CreateTable", "CreateTable") } else { ("iceberg:CommitTable", "CommitTable") };
-        let slot = self
-            .decide(
-                operation,
-                action,
-                &table_resource(t),
-                E::Forbidden(format!("{} may not commit to table {t}", self.principal.subject)),
-            )
-            .await?;
+        let slot =
+            self.decide(operation, action, &table_resource(t), self.forbidden(format!("commit to table {t}"))).await?;
         let result = if creates {
             self.commit_create(t, &req.requirements, &req.updates, rid).await
         } else {
@@ -939,12 +941,7 @@ impl Call<'_> {
 
     async fn drop_table(&self, t: &TableName, rid: &str) -> Result<Response<Body>, IcebergError> {
         let slot = self
-            .decide(
-                "iceberg:DropTable",
-                "DropTable",
-                &table_resource(t),
-                E::Forbidden(format!("{} may not drop table {t}", self.principal.subject)),
-            )
+            .decide("iceberg:DropTable", "DropTable", &table_resource(t), self.forbidden(format!("drop table {t}")))
             .await?;
         let result = self.state().drop_table(&t.schema, &t.name).await.map(|()| no_content(rid)).map_err(E::from);
         finish(slot, result, rid)
@@ -961,7 +958,7 @@ impl Call<'_> {
             source: Ident,
             destination: Ident,
         }
-        let req: Req = serde_json::from_value(body).map_err(|e| E::BadRequest(format!("RenameTableRequest: {e}")))?;
+        let req: Req = request(body, "RenameTableRequest")?;
         let ident = |i: &Ident| match i.namespace.as_slice() {
             [ns] => table(ns, &i.name),
             _ => Err(E::BadRequest("multi-level namespaces are not supported: use one level".into())),
@@ -976,7 +973,7 @@ impl Call<'_> {
             match gate.authorize_all(self.origin, self.principal, "iceberg:RenameTable", &label, &questions).await {
                 Ok(allowed) => allowed.slot,
                 Err(GateError::Denied(_)) => {
-                    return Err(E::Forbidden(format!("{} may not rename {from} to {to}", self.principal.subject)));
+                    return Err(self.forbidden(format!("rename {from} to {to}")));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -1001,14 +998,14 @@ impl Call<'_> {
             #[serde(default)]
             overwrite: bool,
         }
-        let req: Req = serde_json::from_value(body).map_err(|e| E::BadRequest(format!("RegisterTableRequest: {e}")))?;
+        let req: Req = request(body, "RegisterTableRequest")?;
         let t = TableName::new(ns, &name(&req.name)?);
         let slot = self
             .decide(
                 "iceberg:RegisterTable",
                 "RegisterTable",
                 &table_resource(&t),
-                E::Forbidden(format!("{} may not register table {t}", self.principal.subject)),
+                self.forbidden(format!("register table {t}")),
             )
             .await?;
         let result = async {

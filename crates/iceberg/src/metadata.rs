@@ -100,29 +100,20 @@ pub fn create(table: NewTable<'_>) -> Result<Value, MetadataError> {
         Some(Value::String(v)) if v == "2" => {}
         Some(v) => return Err(invalid(format!("format-version {v} is not supported: Lakegate writes version 2"))),
     }
-    Ok(json!({
-        "format-version": 2,
-        "table-uuid": uuid::Uuid::new_v4().to_string(),
-        "location": table.location,
-        "last-sequence-number": 0,
-        "last-updated-ms": now_ms(),
-        "last-column-id": max_field_id(&schema),
-        "current-schema-id": 0,
-        "schemas": [schema],
-        "default-spec-id": 0,
-        "partition-specs": [spec],
-        "last-partition-id": last_partition_id,
-        "default-sort-order-id": order_id,
-        "sort-orders": [order],
-        "properties": properties,
-        "current-snapshot-id": null,
-        "refs": {},
-        "snapshots": [],
-        "snapshot-log": [],
-        "metadata-log": [],
-        "statistics": [],
-        "partition-statistics": [],
-    }))
+    let mut metadata = empty_for_create();
+    if let Some(m) = metadata.as_object_mut() {
+        m.insert("table-uuid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("location".into(), json!(table.location));
+        m.insert("last-updated-ms".into(), json!(now_ms()));
+        m.insert("last-column-id".into(), json!(max_field_id(&schema)));
+        m.insert("schemas".into(), json!([schema]));
+        m.insert("partition-specs".into(), json!([spec]));
+        m.insert("last-partition-id".into(), json!(last_partition_id));
+        m.insert("default-sort-order-id".into(), json!(order_id));
+        m.insert("sort-orders".into(), json!([order]));
+        m.insert("properties".into(), Value::Object(properties));
+    }
+    Ok(metadata)
 }
 
 fn int(v: &Value, key: &str) -> Option<i64> {
@@ -482,7 +473,8 @@ fn unreachable_object() -> &'static mut Map<String, Value> {
     panic!("not an object")
 }
 
-/// The metadata a stage-create commit starts from: nothing but the format version, filled in by its updates.
+/// The metadata a stage-create commit starts from (and a new table is made on): empty lists and the format
+/// version, filled in by its updates.
 pub fn empty_for_create() -> Value {
     json!({
         "format-version": 2,

@@ -147,22 +147,19 @@ fn no_empty_delimiter(delimiter: &mut Option<String>) {
 /// Longest file name the file system takes.
 const NAME_MAX: usize = 255;
 
-/// Refuses, as S3's `KeyTooLongError`, a key this store cannot keep: s3s-fs stores an object's and an upload's
-/// attributes in files named after the base64 of bucket and key (`.bucket-<b64>.object-<b64>.upload-<id>
-/// .metadata.json`), so longer keys failed half-way as 500 InternalError. A remote store has no such limit.
-fn key_fits(bucket: &str, key: &str) -> S3Result<()> {
+/// Refuses, as S3's `KeyTooLongError`, a key this store cannot keep: s3s-fs stores an object's attributes in
+/// `.bucket-<b64>.object-<b64>.metadata.json` and an upload's in `.bucket-<b64>.object-<b64>.upload-<id>
+/// .metadata.json`, so keys over about 164 bytes (130 for multipart uploads) failed half-way as 500
+/// InternalError. A remote store has no such limit.
+fn key_fits(bucket: &str, key: &str, upload: bool) -> S3Result<()> {
     let b64 = |n: usize| (n * 4).div_ceil(3);
-    let longest = ".bucket-".len()
-        + b64(bucket.len())
-        + ".object-".len()
-        + b64(key.len())
-        + ".upload-".len()
-        + 36
-        + ".metadata.json".len();
+    let kind = if upload { ".upload-".len() + 36 + ".metadata.json".len() } else { ".metadata.json".len() };
+    let longest = ".bucket-".len() + b64(bucket.len()) + ".object-".len() + b64(key.len()) + kind;
     if longest > NAME_MAX || key.split('/').any(|segment| segment.len() > NAME_MAX) {
+        let most = if upload { "about 130 bytes for multipart uploads" } else { "about 160 bytes" };
         return Err(s3_error!(
             KeyTooLongError,
-            "The embedded store keeps keys of at most about 130 bytes (this one has {}); a remote store has no such limit.",
+            "The embedded store keeps keys of at most {most} (this one has {}); a remote store has no such limit.",
             key.len()
         ));
     }
@@ -383,7 +380,7 @@ impl S3 for FsStore {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         self.require_bucket(&req.input.bucket).await?;
-        key_fits(&req.input.bucket, &req.input.key)?;
+        key_fits(&req.input.bucket, &req.input.key, false)?;
         // An If-Match on a key that holds no object is S3's 404 NoSuchKey (s3s-fs: 412).
         if req.input.if_match.is_some() {
             let path = super::object_file::object_path(&self.root, &req.input.bucket, &req.input.key)?;
@@ -396,7 +393,7 @@ impl S3 for FsStore {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         self.require_bucket(&req.input.bucket).await?;
-        key_fits(&req.input.bucket, &req.input.key)?;
+        key_fits(&req.input.bucket, &req.input.key, false)?;
         if copies_onto_itself_unchanged(&req.input) {
             return Err(s3_error!(
                 InvalidRequest,
@@ -462,7 +459,7 @@ impl S3 for FsStore {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         self.require_bucket(&req.input.bucket).await?;
-        key_fits(&req.input.bucket, &req.input.key)?;
+        key_fits(&req.input.bucket, &req.input.key, true)?;
         self.fs.create_multipart_upload(req).await
     }
 
@@ -542,5 +539,19 @@ impl S3 for FsStore {
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
         self.fs.list_parts(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_fits;
+
+    #[test]
+    fn keys_whose_attribute_files_the_file_system_cannot_name_are_refused() {
+        // `.bucket-bGFrZQ.object-<b64 key>` plus `.metadata.json`, or `.upload-<uuid>.metadata.json`, in 255 bytes.
+        assert!(key_fits("lake", &"k".repeat(164), false).is_ok());
+        assert!(key_fits("lake", &"k".repeat(165), false).is_err());
+        assert!(key_fits("lake", &"k".repeat(131), true).is_ok());
+        assert!(key_fits("lake", &"k".repeat(132), true).is_err());
     }
 }
