@@ -355,6 +355,17 @@ fn no_content(rid: &str) -> Response<Body> {
 }
 
 impl Call<'_> {
+    /// Decides `operation` on table `t` with Cedar `action`; refused, a 403 saying the principal may not `what` it.
+    async fn decide_on_table(
+        &self,
+        operation: &str,
+        action: &str,
+        t: &TableName,
+        what: &str,
+    ) -> Result<AuditSlot, IcebergError> {
+        self.decide(operation, action, &table_resource(t), self.forbidden(format!("{what} {t}"))).await
+    }
+
     /// The refusal of something the principal may not do.
     fn forbidden(&self, what: String) -> IcebergError {
         E::Forbidden(format!("{} may not {what}", self.principal.subject))
@@ -636,14 +647,7 @@ impl Call<'_> {
         }
         let req: Req = request(body, "CreateTableRequest")?;
         let t = TableName::new(ns, &name(&req.name)?);
-        let slot = self
-            .decide(
-                "iceberg:CreateTable",
-                "CreateTable",
-                &table_resource(&t),
-                self.forbidden(format!("create table {t}")),
-            )
-            .await?;
+        let slot = self.decide_on_table("iceberg:CreateTable", "CreateTable", &t, "create table").await?;
         let result = self
             .create_table_allowed(
                 &t,
@@ -850,8 +854,7 @@ impl Call<'_> {
         let creates = req.requirements.iter().any(|r| r.get("type").and_then(Value::as_str) == Some("assert-create"));
         let (operation, action) =
             if creates { ("iceberg:CreateTable", "CreateTable") } else { ("iceberg:CommitTable", "CommitTable") };
-        let slot =
-            self.decide(operation, action, &table_resource(t), self.forbidden(format!("commit to table {t}"))).await?;
+        let slot = self.decide_on_table(operation, action, t, "commit to table").await?;
         let result = if creates {
             self.commit_create(t, &req.requirements, &req.updates, rid).await
         } else {
@@ -940,9 +943,7 @@ impl Call<'_> {
     }
 
     async fn drop_table(&self, t: &TableName, rid: &str) -> Result<Response<Body>, IcebergError> {
-        let slot = self
-            .decide("iceberg:DropTable", "DropTable", &table_resource(t), self.forbidden(format!("drop table {t}")))
-            .await?;
+        let slot = self.decide_on_table("iceberg:DropTable", "DropTable", t, "drop table").await?;
         let result = self.state().drop_table(&t.schema, &t.name).await.map(|()| no_content(rid)).map_err(E::from);
         finish(slot, result, rid)
     }
@@ -1000,14 +1001,7 @@ impl Call<'_> {
         }
         let req: Req = request(body, "RegisterTableRequest")?;
         let t = TableName::new(ns, &name(&req.name)?);
-        let slot = self
-            .decide(
-                "iceberg:RegisterTable",
-                "RegisterTable",
-                &table_resource(&t),
-                self.forbidden(format!("register table {t}")),
-            )
-            .await?;
+        let slot = self.decide_on_table("iceberg:RegisterTable", "RegisterTable", &t, "register table").await?;
         let result = async {
             if req.overwrite {
                 return Err(E::BadRequest("overwrite is not supported: drop the table first".into()));
