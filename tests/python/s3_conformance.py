@@ -53,7 +53,7 @@ INCLUDE = [
     r"test_(abort_multipart_upload.*|list_multipart_upload.*|upload_part_copy_percent_encoded_key)",
     r"test_atomic_.*",
     # Not POST Object (browser form upload): s3-tests signs its forms with Signature Version 2, which Lakegate
-    # refuses on purpose, and the store (moto) answers them 500; Lakegate refuses form uploads (docs/s3.md).
+    # refuses on purpose, and the store (moto) answers them 500; test_s3_post_object.py covers SigV4 forms.
     # keys with every legal character (test_bucket_create_special_key_names also sets ACLs: excluded below)
     r"test_bucket_create_special_key_names",
 ]

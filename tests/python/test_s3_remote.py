@@ -128,3 +128,16 @@ def test_hive_escaped_keys_reach_the_store_as_they_are(gate, store):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         store["direct"].head_object(Bucket="lake", Key=key)
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_a_browser_form_upload_reaches_the_store_as_a_put(gate, store):
+    import requests
+
+    alice = gate.client(gate.assume("alice", "analysts"))
+    form = alice.generate_presigned_post("lake", "sales/form.csv", Fields={"Content-Type": "text/csv"},
+                                         Conditions=[{"Content-Type": "text/csv"}])
+    r = requests.post(form["url"], data=form["fields"], files={"file": ("f.csv", b"a,b\n1,2\n")}, timeout=30)
+    assert r.status_code == 204, r.text
+    stored = store["direct"].get_object(Bucket="lake", Key="sales/form.csv")
+    assert stored["Body"].read() == b"a,b\n1,2\n" and stored["ContentType"] == "text/csv"
+    assert r.headers["ETag"] == stored["ETag"]

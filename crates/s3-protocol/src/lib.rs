@@ -4,6 +4,7 @@
 //! Knows nothing of Lakegate's identity, policy or audit.
 
 pub mod body;
+pub mod post_policy;
 pub mod sigv4;
 pub mod sts;
 pub mod xml;

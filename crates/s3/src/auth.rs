@@ -1,4 +1,5 @@
-//! Who is calling: SigV4 with Lakegate session credentials (header or presigned), or an OIDC bearer token.
+//! Who is calling: SigV4 with Lakegate session credentials (header, presigned, or a POST Object form's policy
+//! signature), or an OIDC bearer token.
 //!
 //! The secret for a SigV4 request is not looked up anywhere: it is recomputed from the session token by the
 //! credentials module, which also yields the principal and scope the token carries.
@@ -9,7 +10,10 @@ use super::error::S3Error;
 use lakegate_core::credentials::{self, KeyRing, Scope, SessionClaims};
 use lakegate_core::gate::{Gate, Origin};
 use lakegate_core::identity::Principal;
-use lakegate_s3_protocol::sigv4::{PayloadMode, RequestHead, SecretKey, SignedRequest, Verified, VerifyOptions};
+use lakegate_s3_protocol::post_policy::FormSignature;
+use lakegate_s3_protocol::sigv4::{
+    PayloadMode, RequestHead, SecretKey, SignedRequest, Verified, VerifyOptions, derive_signing_key,
+};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -77,5 +81,28 @@ pub async fn authenticate(
         session: Some(claims),
         access_key_id: Some(access_key_id),
         verified: Some(verified),
+    })
+}
+
+/// Authenticates a POST Object form by its policy signature: the secret is recomputed from the form's session
+/// token as for any SigV4 request, and the policy's signature checked with the day's signing key. The policy's
+/// own rules are checked by the caller once the signature holds.
+pub fn authenticate_form(keys: &KeyRing, form: &FormSignature<'_>) -> Result<Caller, S3Error> {
+    let now = OffsetDateTime::now_utc();
+    let access_key_id = form.credential.access_key_id;
+    let (claims, secret) = credentials::verify(keys, access_key_id, form.session_token, now.unix_timestamp())?;
+    let key = derive_signing_key(
+        &SecretKey::new(secret.expose()),
+        form.credential.date,
+        form.credential.region,
+        form.credential.service,
+    );
+    form.verify(&key)?;
+    Ok(Caller {
+        principal: claims.principal.clone(),
+        scope: claims.scope.clone(),
+        session: Some(claims),
+        access_key_id: Some(access_key_id.to_owned()),
+        verified: None,
     })
 }

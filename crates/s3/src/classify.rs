@@ -204,20 +204,7 @@ pub fn classify(
         return Err(ClassifyError::InvalidRequest("the request URI is too long"));
     }
     let query = decode_query(raw_query.unwrap_or(""))?;
-    let (bucket, raw_key) = match host.and_then(|h| style.bucket_from_host(h)) {
-        Some(bucket) => (Some(bucket.to_owned()), raw_path.strip_prefix('/').unwrap_or(raw_path)),
-        None => {
-            let rest = raw_path.strip_prefix('/').ok_or(ClassifyError::InvalidRequest("the path must start with /"))?;
-            match rest.split_once('/') {
-                Some((b, k)) => (Some(decode_bucket(b)?), k),
-                None if rest.is_empty() => (None, ""),
-                None => (Some(decode_bucket(rest)?), ""),
-            }
-        }
-    };
-    if let Some(b) = &bucket {
-        Resource::prefix(b, "").map_err(|_| ClassifyError::InvalidBucketName)?;
-    }
+    let (bucket, raw_key) = locate(host, raw_path, style)?;
     let key = if raw_key.is_empty() { None } else { Some(decode_key(raw_key)?) };
     let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
     let has = |n: &str| names.contains(&n);
@@ -276,6 +263,29 @@ pub fn classify(
         return Err(ClassifyError::InvalidKey("the listing prefix is not acceptable".into()));
     }
     Ok(Operation { kind, bucket, key, prefix, copy_source, query })
+}
+
+/// The bucket a request addresses (by its host, or else its first path segment) and the still-encoded key.
+pub(crate) fn locate<'p>(
+    host: Option<&str>,
+    raw_path: &'p str,
+    style: &HostStyle,
+) -> Result<(Option<String>, &'p str), ClassifyError> {
+    let (bucket, raw_key) = match host.and_then(|h| style.bucket_from_host(h)) {
+        Some(bucket) => (Some(bucket.to_owned()), raw_path.strip_prefix('/').unwrap_or(raw_path)),
+        None => {
+            let rest = raw_path.strip_prefix('/').ok_or(ClassifyError::InvalidRequest("the path must start with /"))?;
+            match rest.split_once('/') {
+                Some((b, k)) => (Some(decode_bucket(b)?), k),
+                None if rest.is_empty() => (None, ""),
+                None => (Some(decode_bucket(rest)?), ""),
+            }
+        }
+    };
+    if let Some(b) = &bucket {
+        Resource::prefix(b, "").map_err(|_| ClassifyError::InvalidBucketName)?;
+    }
+    Ok((bucket, raw_key))
 }
 
 /// The query parameters each operation takes (besides the presigned ones and `x-id`).

@@ -7,6 +7,7 @@ use super::classify::ClassifyError;
 use lakegate_core::credentials::CredentialError;
 use lakegate_core::gate::GateError;
 use lakegate_core::identity::IdentityError;
+use lakegate_s3_protocol::post_policy::PostError;
 use lakegate_s3_protocol::sigv4::SigV4Error;
 use lakegate_s3_protocol::xml::XmlError;
 
@@ -17,6 +18,9 @@ pub enum S3Error {
     Signature(#[from] SigV4Error),
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// A POST Object form that cannot be served as sent, or that its own policy refuses.
+    #[error(transparent)]
+    Post(#[from] PostError),
     #[error(transparent)]
     Classify(#[from] ClassifyError),
     #[error(transparent)]
@@ -43,6 +47,7 @@ impl S3Error {
         match self {
             Self::Signature(e) => e.s3_code(),
             Self::Credential(e) => e.s3_code(),
+            Self::Post(e) => e.s3_code(),
             Self::Classify(e) => match e {
                 ClassifyError::NotImplemented(_) | ClassifyError::UnsupportedHeader(_) => "NotImplemented",
                 ClassifyError::MethodNotAllowed => "MethodNotAllowed",
@@ -72,6 +77,7 @@ impl S3Error {
         let code = match self {
             Self::Signature(e) => e.http_status(),
             Self::Credential(_) => 400,
+            Self::Post(e) => e.http_status(),
             Self::Classify(ClassifyError::NotImplemented(_) | ClassifyError::UnsupportedHeader(_)) => 501,
             Self::Classify(ClassifyError::MethodNotAllowed) => 405,
             Self::Classify(ClassifyError::InvalidKey(_)) => 403,

@@ -18,6 +18,7 @@ mod delete;
 pub mod error;
 pub mod grant;
 mod listing;
+mod post_object;
 pub mod service;
 pub mod sts;
 

@@ -141,7 +141,11 @@ pub async fn handle(front: Arc<S3Front>, req: http::Request<Incoming>, peer: Soc
 }
 
 /// Sets the metric labels of a response, keeping a decision already set by [`refuse`].
-fn labelled(mut r: Response<BoxBody>, operation: &'static str, decision: Option<&'static str>) -> Response<BoxBody> {
+pub(crate) fn labelled(
+    mut r: Response<BoxBody>,
+    operation: &'static str,
+    decision: Option<&'static str>,
+) -> Response<BoxBody> {
     let decision = decision.or_else(|| r.extensions().get::<MetricLabels>().and_then(|l| l.decision));
     r.extensions_mut().insert(MetricLabels { operation, decision });
     r
@@ -159,11 +163,9 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
     let body = Lingering::new(body, expects_continue);
     let path = parts.uri.path().to_owned();
     let method = parts.method.clone();
-    // A browser form upload (POST Object) carries its signature in the form, not in the request: without this
-    // it would be refused as unauthenticated (403), which sends the client looking for a permission problem.
+    // A browser form upload (POST Object) carries its signature in the form, not in the request.
     if is_form_upload(&parts) {
-        let e = classify::ClassifyError::NotImplemented("POST Object (browser form upload; use a presigned PUT URL)");
-        return refuse(front, origin, None, "s3:PostObject", &path, e.into(), &method).await;
+        return super::post_object::handle(front, origin, parts, body).await;
     }
     let caller =
         match auth::authenticate(&front.gate, &front.keys.current(), origin, &parts, s3_settings(front), None).await {
@@ -207,7 +209,7 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
     labelled(response, op.kind.name(), None)
 }
 
-/// A POST of an HTML form (`multipart/form-data`), S3's POST Object, which Lakegate does not offer.
+/// A POST of an HTML form (`multipart/form-data`): S3's POST Object.
 fn is_form_upload(parts: &http::request::Parts) -> bool {
     parts.method == Method::POST
         && parts
@@ -223,7 +225,7 @@ fn is_form_upload(parts: &http::request::Parts) -> bool {
 /// access), grants nothing, and is what an object gets on both stores without it; rclone and other tools send it
 /// on every upload. Not forwarding it keeps every ACL header away from the store whatever its configuration (a
 /// bucket with ACLs disabled refuses some values, and no store behind Lakegate is meant to hold grants).
-fn refused_header(name: &HeaderName, value: &HeaderValue, writes: bool) -> Option<classify::ClassifyError> {
+pub(crate) fn refused_header(name: &HeaderName, value: &HeaderValue, writes: bool) -> Option<classify::ClassifyError> {
     use classify::ClassifyError::{NotImplemented, UnsupportedHeader};
     let name = name.as_str();
     if name == "x-amz-acl" && value.as_bytes() == CANNED_PRIVATE.as_bytes() {
@@ -251,7 +253,7 @@ fn display_resource(op: &Operation) -> String {
 }
 
 /// Whether `scope` allows `op`'s own access (not the copy source).
-fn scope_allows(scope: &Scope, op: &Operation) -> bool {
+pub(crate) fn scope_allows(scope: &Scope, op: &Operation) -> bool {
     let bucket = op.bucket.as_deref().unwrap_or_default();
     match op.kind {
         OpKind::ListBuckets => true,
@@ -430,7 +432,7 @@ async fn decide_operation(
 }
 
 /// The headers forwarded for `op`, with the body's real length.
-fn forward_headers(headers: &HeaderMap, op: &Operation, content_length: Option<u64>) -> HeaderMap {
+pub(crate) fn forward_headers(headers: &HeaderMap, op: &Operation, content_length: Option<u64>) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let n = name.as_str();
@@ -566,7 +568,7 @@ async fn forward(
 }
 
 /// Finishes the slots of an allowed access that failed, and answers with the error.
-fn finish_with_error(
+pub(crate) fn finish_with_error(
     slots: Vec<AuditSlot>,
     error: &S3Error,
     resource: &str,

@@ -40,7 +40,7 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// HMAC-SHA256 of `data` under this key.
-    pub(super) fn sign(&self, data: &[u8]) -> [u8; 32] {
+    pub(crate) fn sign(&self, data: &[u8]) -> [u8; 32] {
         tag_bytes(hmac::sign(&self.0, data).as_ref())
     }
 }
