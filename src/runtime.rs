@@ -318,7 +318,7 @@ async fn s3_backend(config: &Config) -> Result<Arc<dyn lakegate_s3::backend::Bac
             }
             Arc::new(store)
         }
-        lakegate_s3::BackendConfig::Remote(remote) => Arc::new(Remote::new(remote.clone())?),
+        lakegate_s3::BackendConfig::Remote(remote) => Arc::new(Remote::connect(remote.clone()).await?),
     };
     Ok(backend)
 }

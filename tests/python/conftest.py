@@ -63,7 +63,12 @@ class Lakegate:
             "LAKEGATE__POLICY__RELOAD_INTERVAL_SECONDS": "1",
             "LAKEGATE_LOG": "warn",
         })
-        environ.update(env or {})
+        # A value of None removes the variable: some programs read an empty variable as set.
+        for name, value in (env or {}).items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value
         args = [str(BINARY), "serve", "--data-dir", str(self.data_dir)]
         if config is not None:
             path = self.data_dir / "config.toml"

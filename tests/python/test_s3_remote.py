@@ -141,3 +141,170 @@ def test_a_browser_form_upload_reaches_the_store_as_a_put(gate, store):
     stored = store["direct"].get_object(Bucket="lake", Key="sales/form.csv")
     assert stored["Body"].read() == b"a,b\n1,2\n" and stored["ContentType"] == "text/csv"
     assert r.headers["ETag"] == stored["ETag"]
+
+
+# ------------------------------------------------------------------ the store's credentials from the AWS chain
+
+# A Lakegate given no keys for the store takes them from the standard AWS chain. Each test below gives it one
+# source only: the others are pointed at nothing, so a pass proves that source was used (the store refuses
+# requests not signed with credentials it issued).
+NO_OTHER_SOURCE = {
+    "AWS_ACCESS_KEY_ID": None,
+    "AWS_SECRET_ACCESS_KEY": None,
+    "AWS_SESSION_TOKEN": None,
+    "AWS_PROFILE": None,
+    "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+    "AWS_WEB_IDENTITY_TOKEN_FILE": None,
+    "AWS_ROLE_ARN": None,
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": None,
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": None,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def chain_config(store):
+    return f"""
+[s3.backend]
+kind = "remote"
+endpoint = "{store['endpoint']}"
+region = "{REGION}"
+"""
+
+
+def store_role(store):
+    """An IAM role in the store's account that may do anything, to be assumed by web identity or by IMDS."""
+    iam = boto3.client("iam", endpoint_url=store["endpoint"], region_name=REGION,
+                       aws_access_key_id=store["key"]["AccessKeyId"],
+                       aws_secret_access_key=store["key"]["SecretAccessKey"])
+    name = "lakegate-store"
+    try:
+        return iam.get_role(RoleName=name)["Role"]["Arn"]
+    except botocore.exceptions.ClientError:
+        pass
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Federated": "lakegate"}, "Action": "sts:AssumeRoleWithWebIdentity"},
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:user/lakegate"}, "Action": "sts:AssumeRole"},
+    ]}
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_role_policy(RoleName=name, PolicyName="all", PolicyDocument=json.dumps(everything))
+    return arn
+
+
+def round_trip(server, store, key):
+    gate = S3Gate(server)
+    alice = gate.client(gate.assume("alice", "analysts"))
+    alice.put_object(Bucket="lake", Key=key, Body=b"via the chain")
+    assert store["direct"].get_object(Bucket="lake", Key=key)["Body"].read() == b"via the chain"
+    assert alice.get_object(Bucket="lake", Key=key)["Body"].read() == b"via the chain"
+
+
+def test_store_credentials_from_the_environment(store):
+    env = dict(NO_OTHER_SOURCE, AWS_ACCESS_KEY_ID=store["key"]["AccessKeyId"],
+               AWS_SECRET_ACCESS_KEY=store["key"]["SecretAccessKey"])
+    server = Lakegate(env=env, config=chain_config(store))
+    try:
+        round_trip(server, store, "sales/chain/env.txt")
+    finally:
+        server.stop()
+
+
+def test_store_credentials_from_a_named_profile(store, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[default]\naws_access_key_id = AKIAWRONG\naws_secret_access_key = wrong\n\n"
+                           f"[lake-store]\naws_access_key_id = {store['key']['AccessKeyId']}\n"
+                           f"aws_secret_access_key = {store['key']['SecretAccessKey']}\n")
+    env = dict(NO_OTHER_SOURCE, AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="lake-store")
+    server = Lakegate(env=env, config=chain_config(store))
+    try:
+        round_trip(server, store, "sales/chain/profile.txt")
+    finally:
+        server.stop()
+
+
+def test_store_credentials_by_web_identity_as_on_eks(store, tmp_path):
+    # What EKS injects into a pod with a service account role: a projected token file and the role's ARN. The
+    # STS here is the store's own (moto), reached through the SDK's standard AWS_ENDPOINT_URL_STS; moto does not
+    # check the token's signature, so any JWT-shaped token stands in for the cluster's.
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJsYWtlZ2F0ZSJ9.")
+    env = dict(NO_OTHER_SOURCE, AWS_WEB_IDENTITY_TOKEN_FILE=str(token), AWS_ROLE_ARN=store_role(store),
+               AWS_ROLE_SESSION_NAME="lakegate", AWS_ENDPOINT_URL_STS=store["endpoint"])
+    # AssumeRoleWithWebIdentity is unsigned by design, and moto's signature enforcement does not exempt it (it
+    # answers 500): moto is told to let exactly one request through unsigned, Lakegate's call at its start.
+    import requests
+
+    requests.post(f"{store['endpoint']}/moto-api/reset-auth", data=b"1", timeout=10).raise_for_status()
+    server = Lakegate(env=env, config=chain_config(store))
+    try:
+        round_trip(server, store, "sales/chain/web-identity.txt")
+    finally:
+        server.stop()
+
+
+def test_store_credentials_from_instance_metadata(store):
+    # EC2's instance metadata service cannot run here: this is a mock of its IMDSv2 protocol (token, role name,
+    # role credentials), serving temporary credentials the store's own STS issued for the role.
+    import http.server
+    import threading
+
+    sts = boto3.client("sts", endpoint_url=store["endpoint"], region_name=REGION,
+                       aws_access_key_id=store["key"]["AccessKeyId"],
+                       aws_secret_access_key=store["key"]["SecretAccessKey"])
+    assumed = sts.assume_role(RoleArn=store_role(store), RoleSessionName="imds")["Credentials"]
+    document = json.dumps({
+        "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": assumed["AccessKeyId"],
+        "SecretAccessKey": assumed["SecretAccessKey"], "Token": assumed["SessionToken"],
+        "Expiration": assumed["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "LastUpdated": "2026-01-01T00:00:00Z",
+    }).encode()
+    asked = []
+
+    class MockImds(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            asked.append(("PUT", self.path))
+            ttl = self.headers.get("x-aws-ec2-metadata-token-ttl-seconds")
+            self._answer(b"imds-session-token" if self.path == "/latest/api/token" and ttl else None, ttl=ttl)
+
+        def do_GET(self):
+            asked.append(("GET", self.path))
+            if self.headers.get("x-aws-ec2-metadata-token") != "imds-session-token":
+                return self._answer(None, 401)
+            base = "/latest/meta-data/iam/security-credentials/"
+            self._answer({base: b"lakegate-store", base + "lakegate-store": document}.get(self.path))
+
+        def _answer(self, body, status=200, ttl=None):
+            self.send_response(404 if body is None and status == 200 else status)
+            if ttl:
+                self.send_header("x-aws-ec2-metadata-token-ttl-seconds", ttl)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MockImds)
+    threading.Thread(target=imds.serve_forever, daemon=True).start()
+    env = dict(NO_OTHER_SOURCE, AWS_EC2_METADATA_DISABLED="false",
+               AWS_EC2_METADATA_SERVICE_ENDPOINT=f"http://127.0.0.1:{imds.server_address[1]}/")
+    server = Lakegate(env=env, config=chain_config(store))
+    try:
+        round_trip(server, store, "sales/chain/imds.txt")
+        assert ("PUT", "/latest/api/token") in asked, asked
+    finally:
+        server.stop()
+        imds.shutdown()
+
+
+def test_no_credentials_anywhere_stops_the_start_with_the_chains_reason(store, tmp_path):
+    from conftest import BINARY
+
+    config = tmp_path / "config.toml"
+    config.write_text(chain_config(store))
+    env = {k: v for k, v in dict(os.environ, **NO_OTHER_SOURCE).items() if v is not None}
+    r = subprocess.run([str(BINARY), "serve", "--data-dir", str(tmp_path / "data"), "--config", str(config)],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "no credentials for the store from the AWS chain" in r.stdout + r.stderr, r.stdout + r.stderr

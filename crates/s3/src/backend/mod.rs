@@ -10,6 +10,7 @@ mod fs;
 mod keep_reading;
 mod object_file;
 mod remote;
+mod store_keys;
 mod uploads;
 
 use futures::future::BoxFuture;
@@ -51,6 +52,9 @@ pub enum BackendError {
     /// The client's request body failed while it was forwarded (it ended early, or the client went away).
     #[error("the request body could not be read to its end: {0}")]
     ClientBody(String),
+    /// No credentials for the store (the AWS chain failed to give any).
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl BackendError {
@@ -62,6 +66,7 @@ impl BackendError {
             Self::Request(_) => "The request for the store could not be built.",
             Self::Aborted(_) => "The store closed the connection without answering; retry the request.",
             Self::ClientBody(_) => "The request body ended before it was complete.",
+            Self::Credentials(_) => "Lakegate has no credentials for the store at the moment; retry the request later.",
         }
     }
 }

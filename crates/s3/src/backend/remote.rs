@@ -14,8 +14,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::keep_reading::{KeepReadingConnector, WriteFailed};
+use super::store_keys::StoreKeys;
 use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query};
-use lakegate_s3_protocol::sigv4::{SecretKey, StoreCredentials, UNSIGNED_PAYLOAD, sign_request};
+use lakegate_s3_protocol::sigv4::{UNSIGNED_PAYLOAD, sign_request};
 
 /// `[s3.backend]` when `kind = "remote"`.
 #[derive(Clone, Deserialize)]
@@ -25,8 +26,12 @@ pub struct RemoteConfig {
     pub endpoint: url::Url,
     #[serde(default = "default_region")]
     pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
+    /// Static keys for the store. Leave both out to take the store's credentials from the standard AWS chain
+    /// (environment, profile, web identity, container and instance metadata): see [`super::store_keys`].
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
     #[serde(default)]
     pub session_token: Option<String>,
     /// Path-style (`endpoint/bucket/key`, the default) or virtual-hosted (`bucket.endpoint/key`).
@@ -69,7 +74,7 @@ type Connector = KeepReadingConnector<hyper_rustls::HttpsConnector<HttpConnector
 pub struct Remote {
     client: Client<Connector, BoxBody>,
     config: RemoteConfig,
-    credentials: StoreCredentials,
+    keys: StoreKeys,
 }
 
 impl std::fmt::Debug for Remote {
@@ -79,8 +84,9 @@ impl std::fmt::Debug for Remote {
 }
 
 impl Remote {
-    /// A client for the configured store (no connection is made until the first request).
-    pub fn new(config: RemoteConfig) -> Result<Self, BackendError> {
+    /// A client for the configured store. No connection to the store is made until the first request; the AWS
+    /// chain, when it is used, is asked for credentials now.
+    pub async fn connect(config: RemoteConfig) -> Result<Self, BackendError> {
         if !matches!(config.endpoint.scheme(), "http" | "https") || config.endpoint.host_str().is_none() {
             return Err(BackendError::Request("the endpoint must be an http(s) URL with a host".into()));
         }
@@ -96,12 +102,14 @@ impl Remote {
             .wrap_connector(http);
         let https = KeepReadingConnector(https);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
-        let credentials = StoreCredentials {
-            access_key_id: config.access_key_id.clone(),
-            secret: SecretKey::new(config.secret_access_key.clone()),
-            session_token: config.session_token.clone(),
-        };
-        Ok(Self { client, config, credentials })
+        let keys = StoreKeys::resolve(
+            config.access_key_id.as_deref(),
+            config.secret_access_key.as_deref(),
+            config.session_token.as_deref(),
+            &config.region,
+        )
+        .await?;
+        Ok(Self { client, config, keys })
     }
 
     /// The authority and path for a request, per the addressing style.
@@ -123,13 +131,14 @@ impl Backend for Remote {
             let (authority, path) = self.locate(request.bucket.as_deref(), request.key.as_deref())?;
             let query = encode_query(&request.query);
             let mut headers = request.headers;
+            let credentials = self.keys.current().await?;
             sign_request(
                 request.method.as_str(),
                 &path,
                 query.as_deref(),
                 &authority,
                 &mut headers,
-                &self.credentials,
+                &credentials,
                 &self.config.region,
                 "s3",
                 UNSIGNED_PAYLOAD,
@@ -163,7 +172,7 @@ impl Backend for Remote {
     }
 
     fn describe(&self) -> String {
-        format!("remote store {} ({})", self.config.endpoint, self.config.region)
+        format!("remote store {} ({}, {})", self.config.endpoint, self.config.region, self.keys.describe())
     }
 }
 

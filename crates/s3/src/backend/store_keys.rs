@@ -1,0 +1,137 @@
+//! The remote store's own credentials: static keys from the configuration, or the standard AWS chain.
+//!
+//! The chain is `aws-config`'s default one, as every AWS SDK resolves it: environment variables, the shared
+//! config and credentials files (`AWS_PROFILE`), web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` and
+//! `AWS_ROLE_ARN`, as EKS injects them; `AWS_ENDPOINT_URL_STS` for an STS other than AWS's), the ECS container
+//! endpoint and EC2 instance metadata. Its credentials expire, so they are kept until five minutes before
+//! their expiry and then fetched again by one request while the others wait, never by every request.
+
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::provider::ProvideCredentials;
+
+use super::BackendError;
+use lakegate_s3_protocol::sigv4::{SecretKey, StoreCredentials};
+
+/// How long before their expiry chain credentials are replaced, so none expires on its way to the store.
+const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// Where the store's credentials come from.
+pub(super) enum StoreKeys {
+    Static(StoreCredentials),
+    Chain(Chain),
+}
+
+/// Credentials from the AWS chain, cached until shortly before they expire.
+pub(super) struct Chain {
+    provider: DefaultCredentialsChain,
+    current: RwLock<Option<Cached>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    credentials: StoreCredentials,
+    expires: Option<SystemTime>,
+}
+
+impl StoreKeys {
+    /// Static keys when both are configured; otherwise the AWS chain, which must yield credentials now, so a
+    /// deployment without any fails at start with the chain's own explanation rather than on every request.
+    pub(super) async fn resolve(
+        access_key_id: Option<&str>,
+        secret_access_key: Option<&str>,
+        session_token: Option<&str>,
+        region: &str,
+    ) -> Result<Self, BackendError> {
+        match (access_key_id, secret_access_key) {
+            (Some(id), Some(secret)) => Ok(Self::Static(StoreCredentials {
+                access_key_id: id.to_owned(),
+                secret: SecretKey::new(secret),
+                session_token: session_token.map(str::to_owned),
+            })),
+            (None, None) => {
+                let provider =
+                    DefaultCredentialsChain::builder().region(aws_config::Region::new(region.to_owned())).build().await;
+                let chain = Chain { provider, current: RwLock::new(None), refreshing: tokio::sync::Mutex::new(()) };
+                chain.fetch().await?;
+                Ok(Self::Chain(chain))
+            }
+            _ => Err(BackendError::Request(
+                "the remote store needs both access_key_id and secret_access_key, or neither (the AWS chain)".into(),
+            )),
+        }
+    }
+
+    /// The credentials to sign the next request with.
+    pub(super) async fn current(&self) -> Result<StoreCredentials, BackendError> {
+        match self {
+            Self::Static(c) => Ok(c.clone()),
+            Self::Chain(chain) => match chain.fresh() {
+                Some(c) => Ok(c),
+                None => chain.refresh().await,
+            },
+        }
+    }
+
+    /// Where the credentials come from, for the start-up banner.
+    pub(super) fn describe(&self) -> &'static str {
+        match self {
+            Self::Static(_) => "static keys",
+            Self::Chain(_) => "the AWS credential chain",
+        }
+    }
+}
+
+impl Chain {
+    fn fresh(&self) -> Option<StoreCredentials> {
+        let guard = self.current.read().ok()?;
+        let cached = guard.as_ref()?;
+        let fresh = cached.expires.is_none_or(|t| t.duration_since(SystemTime::now()).is_ok_and(|d| d > REFRESH_AHEAD));
+        fresh.then(|| cached.credentials.clone())
+    }
+
+    /// Fetches new credentials, once for all the requests that found the old ones stale.
+    async fn refresh(&self) -> Result<StoreCredentials, BackendError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        if let Some(c) = self.fresh() {
+            return Ok(c);
+        }
+        self.fetch().await
+    }
+
+    async fn fetch(&self) -> Result<StoreCredentials, BackendError> {
+        let fetched = self.provider.provide_credentials().await.map_err(|e| {
+            BackendError::Credentials(format!("no credentials for the store from the AWS chain: {}", chain_error(&e)))
+        })?;
+        let credentials = StoreCredentials {
+            access_key_id: fetched.access_key_id().to_owned(),
+            secret: SecretKey::new(fetched.secret_access_key()),
+            session_token: fetched.session_token().map(str::to_owned),
+        };
+        tracing::info!(
+            access_key_id = %credentials.access_key_id,
+            expires = ?fetched.expiry(),
+            "store credentials from the AWS chain"
+        );
+        let cached = Cached { credentials: credentials.clone(), expires: fetched.expiry() };
+        if let Ok(mut slot) = self.current.write() {
+            *slot = Some(cached);
+        }
+        Ok(credentials)
+    }
+}
+
+/// The chain's error with its causes, which hold the useful part (which provider said what).
+fn chain_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
