@@ -5,9 +5,14 @@
 //        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> prepared <sql> <int-param>
 //        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> meta
 //        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> browse
+//        java -cp postgresql.jar:. LakegateJdbc <jdbc-url> <user> <token> script <file>
 // "browse" walks DatabaseMetaData as a SQL editor does on connect and when a user opens schemas and tables,
 // printing one line per row ("<METHOD>\t<values>") and "FAILED\t<method>\t<SQLSTATE>\t<message>" for a
 // method that fails; it goes on with the next method, and exits 4 if any failed.
+// "script" replays a file of statements as a tool sends them, each as a prepared statement on one connection:
+// blocks start with "-- name: <label>", may bind parameters with "-- param: long <n>" or "-- param: string <s>",
+// and the SQL follows. It prints "COLS\t<label>\t<names...>", one "ROW\t<label>\t<values...>" per row and
+// "FAILED\t<label>\t<SQLSTATE>\t<message>" for a statement that fails, then goes on with the next one.
 // On a SQL error it prints "SQLSTATE <code> <message>" and exits with status 3.
 import java.sql.*;
 import java.util.Properties;
@@ -48,6 +53,9 @@ public class LakegateJdbc {
                     break;
                 case "browse":
                     if (!browse(c.getMetaData())) System.exit(4);
+                    break;
+                case "script":
+                    script(c, java.nio.file.Files.readAllLines(java.nio.file.Paths.get(args[4])));
                     break;
                 default:
                     throw new IllegalArgumentException(args[3]);
@@ -106,6 +114,46 @@ public class LakegateJdbc {
         walk("FUNCTION", () -> md.getFunctions(null, null, "%"), "FUNCTION_SCHEM", "FUNCTION_NAME");
         walk("PROCEDURE", () -> md.getProcedures(null, null, "%"), "PROCEDURE_SCHEM", "PROCEDURE_NAME");
         return ok;
+    }
+
+    /** One statement of a script: its label, its bound parameters ("long"/"string", value) and its text. */
+    record Step(String label, java.util.List<String[]> params, StringBuilder sql) {}
+
+    static void script(Connection c, java.util.List<String> lines) {
+        java.util.List<Step> steps = new java.util.ArrayList<>();
+        for (String line : lines) {
+            if (line.startsWith("-- name: ")) {
+                steps.add(new Step(line.substring(9).trim(), new java.util.ArrayList<>(), new StringBuilder()));
+            } else if (line.startsWith("-- param: ") && !steps.isEmpty()) {
+                steps.get(steps.size() - 1).params().add(line.substring(10).split(" ", 2));
+            } else if (!steps.isEmpty()) {
+                steps.get(steps.size() - 1).sql().append(line).append('\n');
+            }
+        }
+        for (Step step : steps) {
+            try (PreparedStatement p = c.prepareStatement(step.sql().toString().strip())) {
+                for (int i = 0; i < step.params().size(); i++) {
+                    String[] param = step.params().get(i);
+                    if (param[0].equals("long")) p.setLong(i + 1, Long.parseLong(param[1]));
+                    else p.setString(i + 1, param[1]);
+                }
+                if (!p.execute()) continue;
+                try (ResultSet rs = p.getResultSet()) {
+                    ResultSetMetaData md = rs.getMetaData();
+                    StringBuilder cols = new StringBuilder("COLS\t").append(step.label());
+                    for (int i = 1; i <= md.getColumnCount(); i++) cols.append('\t').append(md.getColumnLabel(i));
+                    System.out.println(cols);
+                    while (rs.next()) {
+                        StringBuilder row = new StringBuilder("ROW\t").append(step.label());
+                        for (int i = 1; i <= md.getColumnCount(); i++) row.append('\t').append(rs.getString(i));
+                        System.out.println(row);
+                    }
+                }
+            } catch (SQLException e) {
+                System.out.println("FAILED\t" + step.label() + "\t" + e.getSQLState() + "\t"
+                    + String.valueOf(e.getMessage()).replace('\n', ' '));
+            }
+        }
     }
 
     static void print(ResultSet rs) throws SQLException {

@@ -178,6 +178,9 @@ impl Session {
             return Err(self.refused(sql, request_id, None, err).await);
         }
         if introspect::is_catalog_query(sql) {
+            if let Some(parts) = introspect::statements(sql) {
+                return self.prepare_each(sql, &parts, request_id).await;
+            }
             // A catalog query naming a data table or a catalog the gateway lacks is refused here, so that the
             // refusal is recorded like any other.
             if let Err(e) = introspect::check(sql) {
@@ -190,6 +193,27 @@ impl Session {
             Ok(list) => Ok(list),
             Err(e) => Err(self.refused(sql, request_id, Some(&decision), e).await),
         }
+    }
+
+    /// A request of several statements among which catalog queries (Npgsql's type loading is `SELECT version()`
+    /// and three catalog queries in one message): each statement takes its own road, catalog or rewriter, and all
+    /// of them must pass before any runs, as for a request the rewriter takes whole.
+    async fn prepare_each(&self, sql: &str, parts: &[String], request_id: &str) -> Result<Vec<Prepared>, SqlError> {
+        let mut prepared = Vec::with_capacity(parts.len());
+        for part in parts {
+            if introspect::is_catalog_query(part) {
+                if let Err(e) = introspect::check(part) {
+                    return Err(self.refused(sql, request_id, None, e).await);
+                }
+                prepared.push(Prepared { original: part.clone(), kind: PreparedKind::Introspect(part.clone()) });
+            } else {
+                match self.rewrite(part) {
+                    (Ok(list), _) => prepared.extend(list),
+                    (Err(e), decision) => return Err(self.refused(sql, request_id, Some(&decision), e).await),
+                }
+            }
+        }
+        Ok(prepared)
     }
 
     /// The synchronous part: rewriting with the filters the gate decides under the policy set in force now.

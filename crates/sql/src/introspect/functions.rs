@@ -15,8 +15,8 @@ use super::tables::{TYPES, View};
 /// Registers every function of the catalog context for `view`.
 pub(super) fn register(ctx: &SessionContext, view: &View) {
     let oids: Vec<(String, i64)> = view.visible.iter().map(|v| (format!("{}.{}", v.schema, v.name), v.oid)).collect();
-    let type_names: Vec<(i64, String)> = TYPES.iter().map(|(oid, name, _)| (*oid, (*name).to_owned())).collect();
-    for udf in functions(oids, type_names) {
+    let type_names: Vec<(i64, String)> = TYPES.iter().map(|(oid, name, ..)| (*oid, (*name).to_owned())).collect();
+    for udf in functions(oids, type_names, &view.user) {
         ctx.register_udf(udf);
     }
 }
@@ -193,7 +193,7 @@ pub(super) fn format_type(name: &str, typmod: i32) -> String {
     }
 }
 
-fn functions(oids: Vec<(String, i64)>, types: Vec<(i64, String)>) -> Vec<ScalarUDF> {
+fn functions(oids: Vec<(String, i64)>, types: Vec<(i64, String)>, user: &str) -> Vec<ScalarUDF> {
     let any = || Signature::one_of(vec![TypeSignature::Nullary, TypeSignature::VariadicAny], Volatility::Immutable);
     let f = |name: &'static str, kind: FnKind| ScalarUDF::from(CatalogFn { name, kind, signature: any() });
     let version = format!("PostgreSQL {} (Lakegate {})", crate::session::SERVER_VERSION, env!("CARGO_PKG_VERSION"));
@@ -201,6 +201,9 @@ fn functions(oids: Vec<(String, i64)>, types: Vec<(i64, String)>) -> Vec<ScalarU
         f("version", FnKind::Text(Some(version))),
         f("current_database", FnKind::Text(Some("lakegate".into()))),
         f("current_schema", FnKind::Text(Some("public".into()))),
+        // The caller, as `pg_roles` shows it: the token's subject.
+        f("current_user", FnKind::Text(Some(user.to_owned()))),
+        f("session_user", FnKind::Text(Some(user.to_owned()))),
         f("pg_get_userbyid", FnKind::Text(Some("lakegate".into()))),
         f("obj_description", FnKind::Text(None)),
         f("col_description", FnKind::Text(None)),
@@ -233,6 +236,7 @@ fn functions(oids: Vec<(String, i64)>, types: Vec<(i64, String)>) -> Vec<ScalarU
         f("pg_relation_size", FnKind::NullInt),
         f("pg_total_relation_size", FnKind::NullInt),
         f("pg_database_size", FnKind::NullInt),
+        f("pg_stat_get_numscans", FnKind::NullInt),
         f("current_schemas", FnKind::Schemas),
         // Settings tools read while reflecting, answered as constants of the dialect Lakegate speaks: the
         // backend's settings are never read (the data path refuses `current_setting` altogether).

@@ -54,10 +54,14 @@ pub fn is_catalog_query(sql: &str) -> bool {
     // case, so a text without either cannot be one. (A name this cannot see, one written with Unicode escapes,
     // say, goes to the rewriter as a data query and is refused there as an unknown table: this errs closed.)
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("pg_") && !lower.contains("information_schema") {
+    let session_functions = SESSION_FUNCTIONS.iter().any(|f| lower.contains(f));
+    if !lower.contains("pg_") && !lower.contains("information_schema") && !session_functions {
         return false;
     }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return false };
+    if session_functions && statements.iter().all(reads_nothing_but_session_functions) {
+        return true;
+    }
     let mut found = false;
     for s in &statements {
         let _ = visit_relations(s, |name: &ObjectName| {
@@ -87,6 +91,44 @@ pub fn is_catalog_query(sql: &str) -> bool {
         }
     }
     found
+}
+
+/// Functions about the connection that tools call with no relation at all (`SELECT current_schema(),session_user`
+/// from DBeaver, `select current_database(), current_schema(), current_user` from DataGrip). The data path has
+/// no answer for them; the catalog context has, from the principal alone.
+const SESSION_FUNCTIONS: &[&str] = &["current_database", "current_schemas", "current_user", "session_user"];
+
+/// Whether `statement` is a query that reads no relation and calls at least one of [`SESSION_FUNCTIONS`]: with
+/// nothing to read, it can show nothing but what the catalog context knows of the principal.
+fn reads_nothing_but_session_functions(statement: &Statement) -> bool {
+    if !matches!(statement, Statement::Query(_)) {
+        return false;
+    }
+    let mut relations = false;
+    let _ = visit_relations(statement, |_: &ObjectName| {
+        relations = true;
+        ControlFlow::Break(())
+    });
+    let mut session = false;
+    let _ = sqlparser::ast::visit_expressions(statement, |e: &Expr| {
+        if let Expr::Function(f) = e
+            && let Some(name) = folded(&f.name).last()
+            && SESSION_FUNCTIONS.contains(&name.as_str())
+        {
+            session = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    !relations && session
+}
+
+/// The statements of a request that holds more than one (Npgsql sends its type-loading queries as one batch),
+/// each as text of its own; `None` for one statement, or text that does not parse (the single-statement path
+/// reports the syntax error).
+pub fn statements(sql: &str) -> Option<Vec<String>> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    (statements.len() > 1).then(|| statements.iter().map(ToString::to_string).collect())
 }
 
 fn folded(name: &ObjectName) -> Vec<String> {
@@ -439,8 +481,47 @@ fn normalize(sql: &str) -> Result<String, SqlError> {
         )));
     }
     check_relations(statement)?;
+    drop_columns_repeated_by_wildcards(statement);
     let _ = statement.visit(&mut Normalizer);
     Ok(statement.to_string())
+}
+
+/// `SELECT c.oid, c.*` (DBeaver's every listing) names `c.oid` twice, which PostgreSQL allows and DataFusion
+/// refuses (duplicate output names). The explicit column is dropped: the wildcard still returns it under the same
+/// name, which is how tools read it (`getLong("oid")`).
+fn drop_columns_repeated_by_wildcards(statement: &mut Statement) {
+    struct Dropper;
+    impl VisitorMut for Dropper {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut sqlparser::ast::Query) -> ControlFlow<()> {
+            let sqlparser::ast::SetExpr::Select(select) = query.body.as_mut() else { return ControlFlow::Continue(()) };
+            // `None` for `*`, which repeats every column; the qualifier for `q.*`.
+            let wildcards: Vec<Option<String>> = select
+                .projection
+                .iter()
+                .filter_map(|item| match item {
+                    sqlparser::ast::SelectItem::Wildcard(_) => Some(None),
+                    sqlparser::ast::SelectItem::QualifiedWildcard(
+                        sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(name),
+                        _,
+                    ) => folded(name).last().cloned().map(Some),
+                    _ => None,
+                })
+                .collect();
+            if wildcards.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            select.projection.retain(|item| {
+                let sqlparser::ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) = item else {
+                    return true;
+                };
+                let [qualifier, _] = parts.as_slice() else { return true };
+                !wildcards.iter().any(|w| w.as_ref().is_none_or(|w| *w == output_name(qualifier)))
+            });
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Dropper);
 }
 
 pub(super) fn is_aggregate(e: &Expr) -> bool {
@@ -572,6 +653,34 @@ mod tests {
         assert!(sql.contains(r"NOT LIKE 'pg\_' || '%'") && !sql.contains("ESCAPE"), "{sql}");
         let sql = normalize(r"SELECT 1 FROM pg_class WHERE relname LIKE 'a\b#%' ESCAPE '#'").expect("normalises");
         assert!(sql.contains(r"LIKE 'a\\b\%'"), "{sql}");
+    }
+
+    #[test]
+    fn connection_functions_without_relations_are_catalog_queries() {
+        // DBeaver's and DataGrip's first questions: answered from the principal, reading nothing.
+        assert!(is_catalog_query("SELECT current_schema(),session_user"));
+        assert!(is_catalog_query("select current_database(), current_schema(), current_user"));
+        // With a relation, the rewriter decides as for any data query.
+        assert!(!is_catalog_query("select current_user, customer from sales.orders"));
+        assert!(!is_catalog_query("select current_schema()"));
+    }
+
+    #[test]
+    fn a_batch_of_statements_is_split_and_one_statement_is_not() {
+        let parts = statements("SELECT version();\nSELECT oid FROM pg_type;\n").expect("two statements");
+        assert_eq!(parts, ["SELECT version()", "SELECT oid FROM pg_type"]);
+        assert!(statements("SELECT oid FROM pg_type;").is_none());
+    }
+
+    #[test]
+    fn a_column_repeated_by_a_wildcard_is_named_once() {
+        let sql = normalize("SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datname='lakegate'")
+            .expect("normalises");
+        assert!(sql.starts_with("SELECT db.* FROM"), "{sql}");
+        // A column of another relation is not repeated by `db.*`.
+        let sql = normalize("SELECT n.oid, c.* FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace")
+            .expect("normalises");
+        assert!(sql.starts_with("SELECT n.oid, c.*"), "{sql}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub(super) fn register(ctx: &SessionContext, view: &View) -> Result<(), SqlError
     catalog.register_schema("pg_catalog", pg.clone()).map_err(internal)?;
     catalog.register_schema("information_schema", info.clone()).map_err(internal)?;
     let put = |schema: &Arc<MemorySchemaProvider>, name: &str, batch: RecordBatch| -> Result<(), SqlError> {
+        let batch = with_xmin(batch)?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
         datafusion::catalog::SchemaProvider::register_table(schema.as_ref(), name.to_owned(), Arc::new(table))
             .map_err(internal)?;
@@ -210,7 +211,18 @@ pub(super) const EMPTY_TABLES: &[(&str, &[(&str, DataType)])] = &[
     ("pg_foreign_table", &[("ftrelid", DataType::Int64), ("ftserver", DataType::Int64)]),
     ("pg_partitioned_table", &[("partrelid", DataType::Int64)]),
     ("pg_sequence", &[("seqrelid", DataType::Int64)]),
-    ("pg_depend", &[("objid", DataType::Int64), ("refobjid", DataType::Int64), ("deptype", DataType::Utf8)]),
+    (
+        "pg_depend",
+        &[
+            ("classid", DataType::Int64),
+            ("objid", DataType::Int64),
+            ("objsubid", DataType::Int32),
+            ("refclassid", DataType::Int64),
+            ("refobjid", DataType::Int64),
+            ("refobjsubid", DataType::Int32),
+            ("deptype", DataType::Utf8),
+        ],
+    ),
     // Functions and procedures: the gateway's allowlist is not a catalog of the backend's functions, and user
     // functions are not reachable through it, so tools list none (psql's `\df`, JDBC's getFunctions).
     (
@@ -242,8 +254,26 @@ pub(super) const EMPTY_TABLES: &[(&str, &[(&str, DataType)])] = &[
             ("extowner", DataType::Int64),
         ],
     ),
-    ("pg_auth_members", &[("roleid", DataType::Int64), ("member", DataType::Int64), ("grantor", DataType::Int64)]),
-    ("pg_tablespace", &[("oid", DataType::Int64), ("spcname", DataType::Utf8), ("spcowner", DataType::Int64)]),
+    (
+        "pg_auth_members",
+        &[
+            ("oid", DataType::Int64),
+            ("roleid", DataType::Int64),
+            ("member", DataType::Int64),
+            ("grantor", DataType::Int64),
+            ("admin_option", DataType::Boolean),
+        ],
+    ),
+    (
+        "pg_tablespace",
+        &[
+            ("oid", DataType::Int64),
+            ("spcname", DataType::Utf8),
+            ("spcowner", DataType::Int64),
+            ("spcacl", DataType::Utf8),
+            ("spcoptions", DataType::Utf8),
+        ],
+    ),
     (
         "pg_shdescription",
         &[("objoid", DataType::Int64), ("classoid", DataType::Int64), ("description", DataType::Utf8)],
@@ -257,7 +287,7 @@ pub(super) const EMPTY_TABLES: &[(&str, &[(&str, DataType)])] = &[
             ("enumsortorder", DataType::Float32),
         ],
     ),
-    ("pg_range", &[("rngtypid", DataType::Int64), ("rngsubtype", DataType::Int64)]),
+    ("pg_range", &[("rngtypid", DataType::Int64), ("rngsubtype", DataType::Int64), ("rngmultitypid", DataType::Int64)]),
     ("pg_rewrite", &[("oid", DataType::Int64), ("rulename", DataType::Utf8), ("ev_class", DataType::Int64)]),
     ("pg_event_trigger", &[("oid", DataType::Int64), ("evtname", DataType::Utf8)]),
     ("pg_foreign_server", &[("oid", DataType::Int64), ("srvname", DataType::Utf8), ("srvfdw", DataType::Int64)]),
@@ -279,19 +309,20 @@ pub(super) const EMPTY_TABLES: &[(&str, &[(&str, DataType)])] = &[
     ("pg_views", &[("schemaname", DataType::Utf8), ("viewname", DataType::Utf8), ("definition", DataType::Utf8)]),
 ];
 
-/// (oid, name, typlen) of the types the gateway carries.
-pub(super) const TYPES: &[(i64, &str, i16)] = &[
-    (16, "bool", 1),
-    (20, "int8", 8),
-    (21, "int2", 2),
-    (23, "int4", 4),
-    (25, "text", -1),
-    (700, "float4", 4),
-    (701, "float8", 8),
-    (1043, "varchar", -1),
-    (1082, "date", 4),
-    (1114, "timestamp", 8),
-    (1700, "numeric", -1),
+/// (oid, name, typlen, typcategory) of the types the gateway carries. The category is PostgreSQL's (Boolean,
+/// Numeric, String, Date/time): Npgsql and DBeaver filter on it.
+pub(super) const TYPES: &[(i64, &str, i16, &str)] = &[
+    (16, "bool", 1, "B"),
+    (20, "int8", 8, "N"),
+    (21, "int2", 2, "N"),
+    (23, "int4", 4, "N"),
+    (25, "text", -1, "S"),
+    (700, "float4", 4, "N"),
+    (701, "float8", 8, "N"),
+    (1043, "varchar", -1, "S"),
+    (1082, "date", 4, "D"),
+    (1114, "timestamp", 8, "D"),
+    (1700, "numeric", -1, "N"),
 ];
 
 fn int64(v: Vec<i64>) -> ArrayRef {
@@ -318,6 +349,23 @@ fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, SqlError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect())
         .map_err(|e| SqlError::Internal(e.to_string()))
 }
+
+/// PostgreSQL's system column `xmin` on every catalog table, which DataGrip reads as each object's "state number"
+/// (`N.xmin as state_number`). One constant, as for rows written when the cluster was created: Lakegate's catalog
+/// has no transaction history to show, and a tool comparing state numbers sees nothing changed.
+fn with_xmin(batch: RecordBatch) -> Result<RecordBatch, SqlError> {
+    if batch.schema().column_with_name("xmin").is_some() || batch.schema().column_with_name("oid").is_none() {
+        return Ok(batch);
+    }
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("xmin", DataType::Int64, true));
+    let mut columns = batch.columns().to_vec();
+    columns.push(int64(vec![BOOTSTRAP_XID; batch.num_rows()]));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| SqlError::Internal(e.to_string()))
+}
+
+/// The transaction id of the rows initdb writes.
+const BOOTSTRAP_XID: i64 = 1;
 
 fn empty(columns: &[(&str, DataType)]) -> Result<RecordBatch, SqlError> {
     let fields: Vec<Field> = columns.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect();
@@ -535,6 +583,18 @@ fn types() -> Result<RecordBatch, SqlError> {
         ("typarray", int64(vec![0; n])),
         ("typdelim", text(vec![",".into(); n])),
         ("typinput", text(vec![String::new(); n])),
+        ("typcategory", text(TYPES.iter().map(|t| t.3.to_owned()).collect())),
+        ("typispreferred", boolean(vec![false; n])),
+        ("typisdefined", boolean(vec![true; n])),
+        ("typbyval", boolean(TYPES.iter().map(|t| (1..=8).contains(&t.2)).collect())),
+        ("typndims", int32(vec![0; n])),
+        ("typdefault", opt_text(vec![None; n])),
+        ("typacl", opt_text(vec![None; n])),
+        // The I/O functions are procedures of pg_proc, which lists none here (0, as PostgreSQL shows `-`):
+        // so no type is taken for an array (Npgsql tells arrays by `typreceive = array_recv`).
+        ("typreceive", int64(vec![0; n])),
+        ("typsend", int64(vec![0; n])),
+        ("typoutput", int64(vec![0; n])),
     ])
 }
 
