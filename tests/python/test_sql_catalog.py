@@ -250,9 +250,10 @@ def trino_session(gw, user):
     return session
 
 
-def trino_rows(gw, user, sql, params=None, schema="sales"):
+def trino_rows(gw, user, sql, params=None, schema="sales", legacy=None):
     conn = trino.dbapi.connect(host="127.0.0.1", port=gw.control_port, user=user, http_scheme="http",
-                               http_session=trino_session(gw, user), catalog="lakegate", schema=schema)
+                               http_session=trino_session(gw, user), catalog="lakegate", schema=schema,
+                               legacy_prepared_statements=legacy)
     cur = conn.cursor()
     if params is None:
         cur.execute(sql)
@@ -305,6 +306,26 @@ def test_trino_prepared_statements_bind_parameters_and_stay_governed(gw):
     with pytest.raises(trino.exceptions.TrinoUserError) as e:
         trino_rows(gw, "alice", "SELECT ssn FROM hr.employees WHERE id = ?", [1])
     assert e.value.error_name == "PERMISSION_DENIED"
+
+
+def test_trino_legacy_prepared_statements_bind_parameters_and_stay_governed(gw):
+    # PREPARE, EXECUTE with X-Trino-Prepared-Statement, DEALLOCATE PREPARE: what older Trino servers need and
+    # the client does with legacy_prepared_statements=True.
+    rows = trino_rows(gw, "carol", "SELECT name FROM hr.employees WHERE id = ? AND name <> ?", [1, "a,b?"],
+                      legacy=True)
+    assert len(rows) == 1
+    assert trino_rows(gw, "alice", "SELECT count(*) FROM sales.orders WHERE region = ?", ["US"], legacy=True) == [[0]]
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SELECT ssn FROM hr.employees WHERE id = ?", [1], legacy=True)
+    assert e.value.error_name == "PERMISSION_DENIED"
+
+
+def test_trino_show_session_and_roles_are_empty_and_other_shows_are_not_supported(gw):
+    assert trino_rows(gw, "alice", "SHOW SESSION") == []
+    assert trino_rows(gw, "alice", "SHOW CURRENT ROLES") == []
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        trino_rows(gw, "alice", "SHOW GRANTS")
+    assert e.value.error_name == "NOT_SUPPORTED"
 
 
 def test_trino_refusals_are_trino_errors(gw):

@@ -1,5 +1,7 @@
 //! What Trino clients send that PostgreSQL does not say, translated into statements the session runs:
-//! `EXECUTE IMMEDIATE '<sql>' USING <literals>` (the trino client's prepared statements), `SHOW CATALOGS`,
+//! `EXECUTE IMMEDIATE '<sql>' USING <literals>` (the trino client's prepared statements), and the older
+//! `PREPARE name FROM <sql>` / `EXECUTE name USING <literals>` / `DEALLOCATE PREPARE name` (kept by the client and
+//! sent back in `X-Trino-Prepared-Statement`, as `legacy_prepared_statements=True` does), `SHOW CATALOGS`,
 //! `SHOW SCHEMAS`, `SHOW TABLES`, `SHOW COLUMNS` / `DESCRIBE`, names qualified by the catalog
 //! (`lakegate.information_schema.columns`) and `system.metadata.table_comments`.
 //!
@@ -26,26 +28,122 @@ pub struct Translation {
     /// For `SHOW COLUMNS` / `DESCRIBE`: the table named, which does not exist (for this user) when the listing
     /// is empty, as Trino reports it.
     pub table: Option<String>,
+    /// For `PREPARE` and `DEALLOCATE PREPARE`: what changes in the client's session; nothing runs.
+    pub change: Option<SessionChange>,
 }
 
-/// The session defaults a Trino request carries (`X-Trino-Catalog`, `X-Trino-Schema`).
+/// A change to the prepared statements the client keeps (Trino keeps them in the client, not the server).
+#[derive(Debug, PartialEq)]
+pub enum SessionChange {
+    /// `X-Trino-Added-Prepare: name=<statement>`.
+    Prepared { name: String, sql: String },
+    /// `X-Trino-Deallocated-Prepare: name`.
+    Deallocated(String),
+}
+
+/// The session a Trino request carries: `X-Trino-Catalog`, `X-Trino-Schema`, and the client's prepared
+/// statements (`X-Trino-Prepared-Statement`, decoded).
 #[derive(Debug, Default, Clone)]
 pub struct Defaults {
     pub catalog: Option<String>,
     pub schema: Option<String>,
+    pub prepared: Vec<(String, String)>,
+}
+
+impl Defaults {
+    /// Reads `X-Trino-Prepared-Statement: name=<form-encoded statement>,...` (a statement is form-encoded, so a
+    /// `,` in it is `%2C` and cannot split the list).
+    pub fn with_prepared_header(mut self, header: Option<&str>) -> Self {
+        for entry in header.unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if let Some((name, encoded)) = entry.split_once('=') {
+                let sql: String = form_urlencoded::parse(format!("s={encoded}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                self.prepared.push((name.trim().to_owned(), sql));
+            }
+        }
+        self
+    }
 }
 
 /// Translates one Trino statement.
 pub fn translate(sql: &str, defaults: &Defaults) -> Result<Translation, SqlError> {
     let sql = sql.trim().trim_end_matches(';').trim();
-    let sql = match execute_immediate(sql)? {
-        Some(bound) => bound,
+    if let Some(change) = prepare_or_deallocate(sql)? {
+        return Ok(Translation { sql: String::new(), table: None, change: Some(change) });
+    }
+    let sql = match execute_prepared(sql, defaults)? {
+        Some(immediate) => immediate,
         None => sql.to_owned(),
+    };
+    let sql = match execute_immediate(&sql)? {
+        Some(bound) => bound,
+        None => sql,
     };
     if let Some(t) = show(&sql, defaults)? {
         return Ok(t);
     }
-    Ok(Translation { sql: qualified_names(&sql), table: None })
+    Ok(Translation { sql: qualified_names(&sql), table: None, change: None })
+}
+
+/// The first whitespace-separated word of `s` and the rest, trimmed.
+fn first_word(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    let (word, rest) = s.split_at(end);
+    (!word.is_empty()).then_some((word, rest.trim_start()))
+}
+
+/// A statement name as Trino takes it: an unquoted identifier.
+fn statement_name(name: &str) -> Result<String, SqlError> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid { Ok(name.to_ascii_lowercase()) } else { Err(syntax(format!("{name} is not a statement name"))) }
+}
+
+/// `PREPARE name FROM <statement>` and `DEALLOCATE PREPARE name`. The statement is not run or decided here: it is
+/// decided, like any statement, when `EXECUTE` brings it back.
+fn prepare_or_deallocate(sql: &str) -> Result<Option<SessionChange>, SqlError> {
+    let Some((verb, rest)) = first_word(sql) else { return Ok(None) };
+    if verb.eq_ignore_ascii_case("PREPARE") {
+        let Some((name, rest)) = first_word(rest) else { return Err(syntax("PREPARE takes a name")) };
+        let Some((_, statement)) = first_word(rest).filter(|(w, _)| w.eq_ignore_ascii_case("FROM")) else {
+            return Err(syntax("PREPARE name FROM statement"));
+        };
+        if statement.is_empty() {
+            return Err(syntax("PREPARE name FROM statement"));
+        }
+        return Ok(Some(SessionChange::Prepared { name: statement_name(name)?, sql: statement.to_owned() }));
+    }
+    if verb.eq_ignore_ascii_case("DEALLOCATE") {
+        let (name, rest) = match first_word(rest) {
+            Some((w, rest)) if w.eq_ignore_ascii_case("PREPARE") => first_word(rest).unwrap_or_default(),
+            _ => return Err(syntax("DEALLOCATE PREPARE name")),
+        };
+        if !rest.is_empty() {
+            return Err(syntax("DEALLOCATE PREPARE name"));
+        }
+        return Ok(Some(SessionChange::Deallocated(statement_name(name)?)));
+    }
+    Ok(None)
+}
+
+/// `EXECUTE name [USING ...]`: the statement the client prepared under `name`, as `EXECUTE IMMEDIATE`, so it is
+/// bound by the same code.
+fn execute_prepared(sql: &str, defaults: &Defaults) -> Result<Option<String>, SqlError> {
+    let Some((verb, rest)) = first_word(sql) else { return Ok(None) };
+    let Some((name, using)) = first_word(rest) else { return Ok(None) };
+    if !verb.eq_ignore_ascii_case("EXECUTE") || name.eq_ignore_ascii_case("IMMEDIATE") {
+        return Ok(None);
+    }
+    let name = statement_name(name)?;
+    let Some((_, statement)) = defaults.prepared.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) else {
+        return Err(SqlError::Rewrite(RewriteError::Unsupported(format!(
+            "prepared statement {name} is not defined (the client sends it in X-Trino-Prepared-Statement)"
+        ))));
+    };
+    Ok(Some(format!("EXECUTE IMMEDIATE {} {using}", quote(statement))))
 }
 
 fn unsupported(what: impl Into<String>) -> SqlError {
@@ -183,6 +281,17 @@ fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError>
         }
     };
     let what = what.to_ascii_uppercase();
+    // The gateway has no session properties and no roles: the listings are empty, in Trino's columns.
+    let empty = |columns: &[&str]| {
+        let list: Vec<String> = columns.iter().map(|c| format!("CAST(NULL AS VARCHAR) AS \"{c}\"")).collect();
+        Ok(Some(Translation { sql: format!("SELECT {} WHERE FALSE", list.join(", ")), table: None, change: None }))
+    };
+    match (what.as_str(), rest) {
+        ("SESSION", []) => return empty(&["Name", "Value", "Default", "Type", "Description"]),
+        ("ROLES", []) => return empty(&["Role"]),
+        ("CURRENT", [Token::Word(w)]) if w.value.eq_ignore_ascii_case("ROLES") => return empty(&["Role"]),
+        _ => {}
+    }
     // Anything else (`SHOW search_path`...) is the session's, as on the PostgreSQL front.
     if !["CATALOGS", "SCHEMAS", "TABLES", "COLUMNS"].contains(&what.as_str()) {
         return if TRINO_SHOW.contains(&what.as_str()) { Err(unsupported(format!("SHOW {what}"))) } else { Ok(None) };
@@ -255,11 +364,11 @@ fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError>
                 quote(&table),
                 like("column_name")
             );
-            return Ok(Some(Translation { sql, table: Some(format!("{CATALOG}.{schema}.{table}")) }));
+            return Ok(Some(Translation { sql, table: Some(format!("{CATALOG}.{schema}.{table}")), change: None }));
         }
         other => return Err(unsupported(format!("SHOW {other}"))),
     };
-    Ok(Some(Translation { sql, table: None }))
+    Ok(Some(Translation { sql, table: None, change: None }))
 }
 
 /// A dotted name at the start of `tokens` (folded as Trino folds: to lower case) and the tokens after it.
@@ -358,9 +467,47 @@ mod tests {
     use super::*;
 
     fn t(sql: &str) -> String {
-        translate(sql, &Defaults { catalog: Some("lakegate".into()), schema: Some("sales".into()) })
-            .map(|t| t.sql)
-            .unwrap_or_else(|e| format!("error {}: {e}", e.sqlstate()))
+        let defaults =
+            Defaults { catalog: Some("lakegate".into()), schema: Some("sales".into()), prepared: Vec::new() };
+        translate(sql, &defaults).map(|t| t.sql).unwrap_or_else(|e| format!("error {}: {e}", e.sqlstate()))
+    }
+
+    #[test]
+    fn legacy_prepared_statements_live_in_the_client_and_execute_as_execute_immediate() {
+        let none = Defaults::default();
+        let prepared = translate("PREPARE st_1 FROM SELECT name FROM hr.employees WHERE id = ?", &none).unwrap();
+        assert_eq!(
+            prepared.change,
+            Some(SessionChange::Prepared {
+                name: "st_1".into(),
+                sql: "SELECT name FROM hr.employees WHERE id = ?".into()
+            })
+        );
+        assert!(prepared.sql.is_empty(), "PREPARE runs nothing");
+        let header = "other=SELECT+1,st_1=SELECT+name+FROM+hr.employees+WHERE+id+%3D+%3F+AND+dept+%3C%3E+%27a%2Cb%27";
+        let session = Defaults::default().with_prepared_header(Some(header));
+        let executed = translate("EXECUTE st_1 USING 7", &session).unwrap();
+        assert_eq!(executed.sql, "SELECT name FROM hr.employees WHERE id = 7 AND dept <> 'a,b'");
+        let unknown = translate("EXECUTE st_2 USING 7", &session).unwrap_err();
+        assert_eq!(unknown.sqlstate(), "0A000");
+        assert_eq!(
+            translate("DEALLOCATE PREPARE st_1", &none).unwrap().change,
+            Some(SessionChange::Deallocated("st_1".into()))
+        );
+        for bad in ["PREPARE FROM SELECT 1", "PREPARE st TO SELECT 1", "PREPARE \"x\" FROM SELECT 1", "DEALLOCATE st"] {
+            assert_eq!(translate(bad, &none).unwrap_err().sqlstate(), "42601", "{bad}");
+        }
+    }
+
+    #[test]
+    fn show_session_and_roles_are_empty_listings() {
+        assert_eq!(
+            t("SHOW SESSION"),
+            "SELECT CAST(NULL AS VARCHAR) AS \"Name\", CAST(NULL AS VARCHAR) AS \"Value\", CAST(NULL AS VARCHAR) AS \
+             \"Default\", CAST(NULL AS VARCHAR) AS \"Type\", CAST(NULL AS VARCHAR) AS \"Description\" WHERE FALSE"
+        );
+        assert_eq!(t("SHOW CURRENT ROLES"), t("SHOW ROLES"));
+        assert!(t("SHOW GRANTS").starts_with("error 0A000"));
     }
 
     #[test]

@@ -80,7 +80,12 @@ where
     let origin = Origin { front: Front::Sql, request_id: request_id.clone(), source: Some(peer.to_string()) };
     let base = base_uri(&req, service.settings.control_tls);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let defaults = dialect::Defaults { catalog: header("x-trino-catalog"), schema: header("x-trino-schema") };
+    let defaults = dialect::Defaults {
+        catalog: header("x-trino-catalog"),
+        schema: header("x-trino-schema"),
+        prepared: Vec::new(),
+    }
+    .with_prepared_header(header("x-trino-prepared-statement").as_deref());
     let token = h::bearer(req.headers()).map(str::to_owned);
     let principal = match service.gate.authenticate(&origin, token.as_deref(), "sql:Connect", "").await {
         Ok(p) => p,
@@ -103,6 +108,9 @@ where
             let mut session = Session::new(service.clone(), principal.clone(), Some(peer.to_string()))
                 .with_catalog_form(crate::introspect::CatalogForm::Trino);
             let outcome = match dialect::translate(&sql, &defaults) {
+                Ok(dialect::Translation { change: Some(change), .. }) => {
+                    return session_changed(&base, &change, &request_id);
+                }
                 Ok(translation) => run(&mut session, &translation, &request_id).await,
                 Err(e) => Err(e),
             };
@@ -158,6 +166,29 @@ where
             }
         }
     }
+}
+
+/// The finished answer to `PREPARE` or `DEALLOCATE PREPARE`, with the header that tells the client what to keep.
+fn session_changed(base: &str, change: &dialect::SessionChange, request_id: &str) -> Response<Body> {
+    let (update, header, value) = match change {
+        dialect::SessionChange::Prepared { name, sql } => {
+            let encoded: String = form_urlencoded::byte_serialize(sql.as_bytes()).collect();
+            ("PREPARE", "x-trino-added-prepare", format!("{name}={encoded}"))
+        }
+        dialect::SessionChange::Deallocated(name) => ("DEALLOCATE", "x-trino-deallocated-prepare", name.clone()),
+    };
+    let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
+    let body = json!({
+        "id": id,
+        "infoUri": format!("{base}/ui/query.html?{id}"),
+        "stats": {"state": "FINISHED", "queued": false, "scheduled": true},
+        "updateType": update,
+    });
+    let mut r = h::json(StatusCode::OK, &body, request_id);
+    if let Ok(v) = http::HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header, v);
+    }
+    r
 }
 
 /// Prepares and runs one request's statement(s); the last statement's rows are the result.
