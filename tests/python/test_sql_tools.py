@@ -18,12 +18,17 @@ projects recorded, sent the way the program sends it.
 - DataGrip (closed source): a pgJDBC client; its start-up as DataGrip 2025.2.3 sent it, captured in
   github.com/datafusion-contrib/datafusion-postgres, datafusion-postgres/tests/datagrip.rs (from the server log in
   https://github.com/datafusion-contrib/datafusion-postgres/issues/165), and its schema listing as quoted in
-  https://github.com/yugabyte/yugabyte-db/issues/3168.
+  https://github.com/yugabyte/yugabyte-db/issues/3168 (and https://github.com/risingwavelabs/risingwave/issues/14224,
+  https://github.com/dolthub/doltgresql/issues/791). Its browsing (introspection: the tables and the columns of a
+  schema) as JetBrains' PostgreSQL introspector sent it (the database plugin DataGrip and IntelliJ IDEA share),
+  captured from IntelliJ IDEA 2025.1.1.1 in github.com/polygon-io/pg_catalog, captures/intellij.yaml, commit
+  efe8fc6a (the same texts, with their int8 parameters, in agents-dev/intellij-compat-tasks.md there).
 
 Users as in test_sql_catalog.py: alice (analyst), carol (hr), dave (nothing). Every output is checked with
 `assert_nothing_hidden`.
 """
 
+import re
 import subprocess
 
 import psycopg
@@ -360,6 +365,60 @@ DATAGRIP_REFUSED = [
 ]
 
 
+# DataGrip's browsing of one schema, verbatim from github.com/polygon-io/pg_catalog, captures/intellij.yaml
+# (commit efe8fc6a): the oids of the schema's table-like relations, the tables (`T.xmin as table_state_number`) and
+# their columns (`C.xmin as column_state_number`, `format_type`, `attnotnull`, defaults). $1 is the schema's oid,
+# the others the transaction age DataGrip last saw (0 on a first introspection), all bound as int8. The capture is
+# what the server received, where pgJDBC has numbered DataGrip's `?` placeholders `$1`, `$2`...: replayed through
+# pgJDBC with `?` in their place, the server receives the captured text.
+DATAGRIP_BROWSE = [
+    ("table_oids", "select oid from pg_catalog.pg_class C\nwhere relkind in ('r', 'm', 'v', 'p', 'f')\n"
+                   "  and relnamespace = $1::oid", 1),
+    ("tables", "select T.relkind as table_kind,\n       T.relname as table_name,\n       T.oid as table_id,\n"
+               "       T.xmin as table_state_number,\n       false /* T.relhasoids */ as table_with_oids,\n"
+               "       T.reltablespace as tablespace_id,\n       T.reloptions as options,\n"
+               "       T.relpersistence as persistence,\n"
+               "       (select pg_catalog.array_agg(inhparent::bigint order by inhseqno)::varchar from "
+               "pg_catalog.pg_inherits where T.oid = inhrelid) as ancestors,\n"
+               "       (select pg_catalog.array_agg(inhrelid::bigint order by inhrelid)::varchar from "
+               "pg_catalog.pg_inherits where T.oid = inhparent) as successors,\n"
+               "       T.relispartition /* false */ as is_partition,\n"
+               "       pg_catalog.pg_get_partkeydef(T.oid) /* null */ as partition_key,\n"
+               "       pg_catalog.pg_get_expr(T.relpartbound, T.oid) /* null */ as partition_expression,\n"
+               "       T.relam am_id,\n       pg_catalog.pg_get_userbyid(T.relowner) as \"owner\"\n"
+               "from pg_catalog.pg_class T\nwhere relnamespace = $1::oid\n"
+               "       and relkind in ('r', 'm', 'v', 'f', 'p')\n"
+               "and pg_catalog.age(T.xmin) <= coalesce(nullif(greatest(pg_catalog.age($2::varchar::xid), -1), -1), "
+               "2147483647)\n--  and T.relname in ( :[*f_names] )\norder by table_kind, table_id", 2),
+    ("columns", "with T as ( select distinct\n                  T.oid as table_id, T.relname as table_name\n"
+                "            from pg_catalog.pg_class T\n                 , pg_catalog.pg_attribute A\n"
+                "            where T.relnamespace = $1::oid\n"
+                "              and T.relkind in ('r', 'm', 'v', 'f', 'p')\n"
+                "              and (pg_catalog.age(A.xmin) <= coalesce(nullif(greatest(pg_catalog.age("
+                "$2::varchar::xid), -1), -1), 2147483647) or pg_catalog.age(T.xmin) <= coalesce(nullif(greatest("
+                "pg_catalog.age($3::varchar::xid), -1), -1), 2147483647))\n"
+                "              and A.attrelid = T.oid\n             --  and T.relname in ( :[*f_names] )\n"
+                "            )\nselect T.table_id,\n       C.attnum as column_position,\n"
+                "       C.attname as column_name,\n       C.xmin as column_state_number,\n"
+                "       C.atttypmod as type_mod,\n       C.attndims as dimensions_number,\n"
+                "       pg_catalog.format_type(C.atttypid, C.atttypmod) as type_spec,\n"
+                "       C.atttypid as type_id,\n       C.attnotnull as mandatory,\n"
+                "       pg_catalog.pg_get_expr(D.adbin, T.table_id) /* D.adsrc */ as column_default_expression,\n"
+                "       not C.attislocal as column_is_inherited,\n       C.attfdwoptions as options,\n"
+                "       C.attisdropped as column_is_dropped,\n       C.attidentity /* null */ as identity_kind,\n"
+                "       C.attgenerated /* null */ as generated\nfrom T\n"
+                "  join pg_catalog.pg_attribute C on T.table_id = C.attrelid\n"
+                "  left join pg_catalog.pg_attrdef D on (C.attrelid, C.attnum) = (D.adrelid, D.adnum)\n"
+                "where attnum > 0\norder by table_id, attnum", 3),
+]
+
+
+def datagrip_browse_schema(schema_oid):
+    """DataGrip's browsing of the schema with oid `schema_oid`, as (label, SQL, parameters) steps."""
+    return [(label, re.sub(r"\$[1-9]", "?", sql), [("long", schema_oid)] + [("long", 0)] * (count - 1))
+            for label, sql, count in DATAGRIP_BROWSE]
+
+
 def run_script(gw, classes, user, steps, tmp_path):
     """Replays `steps` on one pgJDBC connection: {label: {"cols": [...], "rows": [[...]], "failed": (state, msg)}}."""
     script = tmp_path / f"{user}.sql"
@@ -491,3 +550,52 @@ def test_datagrip_queries_about_the_server_state_are_refused_with_a_sqlstate(gw,
         failed = out[label]["failed"]
         assert failed is not None, f"{label} answered: {out[label]['rows']}"
         assert failed[0] == state, (label, failed)
+
+
+def datagrip_browse(gw, classes, user, schemas, tmp_path):
+    """DataGrip's browsing of each schema in `schemas` ({name: oid}) as `user`: {schema: {label: rows}}."""
+    steps = []
+    for schema, oid in schemas.items():
+        steps += [(f"{schema}/{label}", sql, p) for label, sql, p in datagrip_browse_schema(oid)]
+    out = run_script(gw, classes, user, steps, tmp_path)
+    return {schema: {label: answered(out, f"{schema}/{label}") for label, _, _ in DATAGRIP_BROWSE}
+            for schema in schemas}
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_datagrip_browse_shows_exactly_the_visible_tables_and_columns(gw, jdbc_classes, user, tmp_path):
+    schemas, tables = oids(gw, user)
+    browsed = datagrip_browse(gw, jdbc_classes, user, schemas, tmp_path)
+    listed, columns = [], {}
+    for schema, out in browsed.items():
+        rows = out["tables"]
+        assert all(r["table_kind"] == "r" and r["is_partition"] == "f" for r in rows), rows
+        names = {int(r["table_id"]): f"{schema}.{r['table_name']}" for r in rows}
+        assert all(tables[name] == oid for oid, name in names.items())
+        listed += names.values()
+        assert sorted(int(r["oid"]) for r in out["table_oids"]) == sorted(names)
+        for r in out["columns"]:
+            columns.setdefault(names[int(r["table_id"])], []).append(r)
+    assert sorted(listed) == visible_tables(user)
+    assert {t: [r["column_name"] for r in rows] for t, rows in columns.items()} == VISIBLE[user]
+    for rows in columns.values():
+        assert [int(r["column_position"]) for r in rows] == list(range(1, len(rows) + 1))
+        assert all(r["type_spec"] and int(r["type_id"]) > 0 and r["column_is_dropped"] == "f" for r in rows), rows
+    if "hr.employees" in columns:
+        by_name = {r["column_name"]: r for r in columns["hr.employees"]}
+        assert by_name["id"]["type_spec"] == "bigint" and int(by_name["id"]["type_id"]) == 20
+
+
+@pytest.mark.parametrize("user", ["carol", "dave"])
+def test_datagrip_cannot_browse_a_schema_it_may_not_see(gw, jdbc_classes, user, tmp_path):
+    # Every schema oid alice's listing shows: one this user may not see lists nothing, one it may lists only the
+    # tables and columns it may see (labels name oids, not schemas: the output is checked for hidden names).
+    all_schemas, _ = oids(gw, "alice")
+    browsed = datagrip_browse(gw, jdbc_classes, user, {str(oid): oid for oid in all_schemas.values()}, tmp_path)
+    mine = {oid: schema for schema, oid in oids(gw, user)[0].items()}
+    for oid, out in browsed.items():
+        schema = mine.get(int(oid))
+        for label in ("table_oids", "tables", "columns"):
+            if schema is None:
+                assert out[label] == [], (oid, label, out[label])
+        assert all(f"{schema}.{r['table_name']}" in VISIBLE[user] for r in out["tables"])

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
@@ -71,6 +71,8 @@ enum FnKind {
     Schemas,
     /// Text in, text out from a fixed table (NULL for anything else): `current_setting`.
     Lookup(Vec<(String, String)>),
+    /// `age(xid)`: the largest age for every transaction id, NULL for NULL.
+    Age,
 }
 
 impl ScalarUDFImpl for CatalogFn {
@@ -86,6 +88,7 @@ impl ScalarUDFImpl for CatalogFn {
         Ok(match self.kind {
             FnKind::Bool(_) => DataType::Boolean,
             FnKind::RegClass(_) | FnKind::ToRegType(_) | FnKind::NullInt => DataType::Int64,
+            FnKind::Age => DataType::Int32,
             FnKind::Schemas => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
             _ => DataType::Utf8,
         })
@@ -122,6 +125,10 @@ impl ScalarUDFImpl for CatalogFn {
                     })
                     .collect();
                 ColumnarValue::Array(text_opt(out))
+            }
+            FnKind::Age => {
+                let out: Vec<Option<i32>> = first_as_text(0)?.iter().map(|x| x.as_ref().map(|_| i32::MAX)).collect();
+                ColumnarValue::Array(Arc::new(Int32Array::from(out)))
             }
             FnKind::Schemas => {
                 let path: Vec<ScalarValue> =
@@ -238,6 +245,11 @@ fn functions(oids: Vec<(String, i64)>, types: Vec<(i64, String)>, user: &str) ->
         f("pg_database_size", FnKind::NullInt),
         f("pg_stat_get_numscans", FnKind::NullInt),
         f("current_schemas", FnKind::Schemas),
+        // `age(xid)`, which DataGrip's introspection filters by (`age(T.xmin) <= ... age($2::varchar::xid)`):
+        // every `xmin` here is the bootstrap transaction, whose age PostgreSQL reports as the largest (2^31 - 1),
+        // and so is any transaction id a tool passes, so "changed since" keeps every row a principal may see: a
+        // refresh after a policy change reads the whole governed view anew.
+        f("age", FnKind::Age),
         // Settings tools read while reflecting, answered as constants of the dialect Lakegate speaks: the
         // backend's settings are never read (the data path refuses `current_setting` altogether).
         f("current_setting", FnKind::Lookup(settings())),

@@ -531,6 +531,8 @@ pub(super) fn is_aggregate(e: &Expr) -> bool {
             ["count", "max", "min", "sum", "avg", "array_agg", "string_agg", "bool_and", "bool_or", "json_agg", "every"]
                 .contains(&name.trim_start_matches("pg_catalog."))
         }
+        // `array_agg(...)::varchar` (DataGrip's ancestors and successors of a table): still one aggregated row.
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => is_aggregate(expr),
         _ => false,
     }
 }
@@ -681,6 +683,21 @@ mod tests {
         let sql = normalize("SELECT n.oid, c.* FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace")
             .expect("normalises");
         assert!(sql.starts_with("SELECT n.oid, c.*"), "{sql}");
+    }
+
+    #[test]
+    fn a_cast_aggregate_in_a_correlated_subquery_is_not_aggregated_again() {
+        // DataGrip's table listing: `array_agg(...)::varchar` is one row already; `max` of it would nest aggregates.
+        let sql = normalize(
+            "select (select pg_catalog.array_agg(inhparent::bigint order by inhseqno)::varchar from \
+             pg_catalog.pg_inherits where T.oid = inhrelid) as ancestors from pg_catalog.pg_class T",
+        )
+        .expect("normalises");
+        assert!(!sql.contains("max(") && sql.contains("array_agg("), "{sql}");
+        // A plain column still is: PostgreSQL allows at most one row, DataFusion plans only an aggregate.
+        let sql = normalize("select (select relname from pg_class c where c.oid = a.attrelid) from pg_attribute a")
+            .expect("normalises");
+        assert!(sql.contains("max(relname)"), "{sql}");
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub(super) fn register(ctx: &SessionContext, view: &View) -> Result<(), SqlError
     catalog.register_schema("pg_catalog", pg.clone()).map_err(internal)?;
     catalog.register_schema("information_schema", info.clone()).map_err(internal)?;
     let put = |schema: &Arc<MemorySchemaProvider>, name: &str, batch: RecordBatch| -> Result<(), SqlError> {
-        let batch = with_xmin(batch)?;
+        let batch = with_xmin(name, batch)?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
         datafusion::catalog::SchemaProvider::register_table(schema.as_ref(), name.to_owned(), Arc::new(table))
             .map_err(internal)?;
@@ -351,10 +351,13 @@ fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, SqlError> {
 }
 
 /// PostgreSQL's system column `xmin` on every catalog table, which DataGrip reads as each object's "state number"
-/// (`N.xmin as state_number`). One constant, as for rows written when the cluster was created: Lakegate's catalog
-/// has no transaction history to show, and a tool comparing state numbers sees nothing changed.
-fn with_xmin(batch: RecordBatch) -> Result<RecordBatch, SqlError> {
-    if batch.schema().column_with_name("xmin").is_some() || batch.schema().column_with_name("oid").is_none() {
+/// (`N.xmin as state_number`, `C.xmin as column_state_number` of `pg_attribute`). One constant, as for rows written
+/// when the cluster was created: Lakegate's catalog has no transaction history to show (and `age` of it is the
+/// largest, see `functions.rs`, so DataGrip's "changed since" filters keep every row). Tables with an `oid` column
+/// and the catalog tables without one ([`NO_OID_CATALOGS`]) have it; `information_schema` views have not.
+fn with_xmin(name: &str, batch: RecordBatch) -> Result<RecordBatch, SqlError> {
+    let has_oid = batch.schema().column_with_name("oid").is_some();
+    if batch.schema().column_with_name("xmin").is_some() || !(has_oid || NO_OID_CATALOGS.contains(&name)) {
         return Ok(batch);
     }
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -363,6 +366,22 @@ fn with_xmin(batch: RecordBatch) -> Result<RecordBatch, SqlError> {
     columns.push(int64(vec![BOOTSTRAP_XID; batch.num_rows()]));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| SqlError::Internal(e.to_string()))
 }
+
+/// PostgreSQL's catalog tables (not views) without an `oid` column: they have `xmin` all the same.
+const NO_OID_CATALOGS: &[&str] = &[
+    "pg_attribute",
+    "pg_description",
+    "pg_shdescription",
+    "pg_index",
+    "pg_inherits",
+    "pg_depend",
+    "pg_sequence",
+    "pg_aggregate",
+    "pg_range",
+    "pg_foreign_table",
+    "pg_partitioned_table",
+    "pg_statistic_ext_data",
+];
 
 /// The transaction id of the rows initdb writes.
 const BOOTSTRAP_XID: i64 = 1;
