@@ -41,34 +41,35 @@ pub struct Running {
     pub drain: Drain,
 }
 
-/// Why start-up failed.
+/// Why start-up failed. A variant that wraps another error names the step only: the wrapped error is its
+/// `source`, which `main` prints after it (`{:#}`), so putting it in the message too would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("policies in {dir} do not validate:\n{errors}")]
     Policies { dir: PathBuf, errors: policy::LoadErrors },
-    #[error("identity: {0}")]
+    #[error("identity")]
     Identity(#[from] lakegate_core::identity::ConfigError),
-    #[error("dev issuer key in {path}: {source}")]
+    #[error("dev issuer key in {path}")]
     DevIssuer { path: PathBuf, source: std::io::Error },
-    #[error("signing keys in {path}: {source}")]
+    #[error("signing keys in {path}")]
     SigningKeys { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Audit(#[from] lakegate_core::audit::AuditError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Listener(#[from] ListenError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("credentials keys: {0}")]
+    #[error("credentials keys")]
     Credentials(#[from] lakegate_core::credentials::KeyRingError),
-    #[error("S3 store: {0}")]
+    #[error("S3 store")]
     Store(#[from] lakegate_s3::backend::BackendError),
-    #[error("SQL front: {0}")]
+    #[error("SQL front")]
     Sql(#[from] lakegate_sql::SqlStartError),
-    #[error("Iceberg catalog: {0}")]
+    #[error("Iceberg catalog")]
     Iceberg(#[from] lakegate_iceberg::state::StateError),
     #[error("writing the demo table {table} as an Iceberg table: {reason}")]
     Seed { table: String, reason: String },

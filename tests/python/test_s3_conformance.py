@@ -131,15 +131,23 @@ def unexplained(direct, through, run):
     return regressions, stale
 
 
+def passes(run) -> str:
+    """`passed/selected` of one run, for the report pytest prints with `-rA` (the figures docs/s3.md quotes)."""
+    _, seen = run
+    return f"{sum(o == 'passed' for o in seen.values())}/{len(seen)}"
+
+
 def test_the_suite_ran_the_subset_directly_against_the_store(direct):
     _, base = direct
     passed = [n for n, o in base.items() if o == "passed"]
     # A baseline that passed nothing would make the comparison below vacuous.
     assert len(passed) >= 100, f"only {len(passed)} of {len(base)} s3-tests passed against the store itself"
+    print(f"s3-tests directly on the store: {passes(direct)} passed")
 
 
 def test_what_passes_on_the_store_passes_through_lakegate_in_front_of_it(direct, through_remote):
     regressions, stale = unexplained(direct, through_remote, "remote")
+    print(f"s3-tests through Lakegate in front of the store: {passes(through_remote)} passed")
     assert not regressions, "fail through Lakegate (remote store), not expected:\n" + "\n".join(
         f"  {n}: {why}" for n, why in regressions.items())
     assert not stale, f"expected to differ but pass through Lakegate (remote): remove from the list: {stale}"
@@ -147,6 +155,7 @@ def test_what_passes_on_the_store_passes_through_lakegate_in_front_of_it(direct,
 
 def test_what_passes_on_the_store_passes_through_lakegate_on_its_embedded_store(direct, through_embedded):
     regressions, stale = unexplained(direct, through_embedded, "embedded")
+    print(f"s3-tests through Lakegate on the embedded store: {passes(through_embedded)} passed")
     assert not regressions, "fail through Lakegate (embedded store), not expected:\n" + "\n".join(
         f"  {n}: {why}" for n, why in regressions.items())
     assert not stale, f"expected to differ but pass through Lakegate (embedded): remove from the list: {stale}"

@@ -192,22 +192,23 @@ def store_role(store):
     return arn
 
 
-def round_trip(server, store, key):
-    gate = S3Gate(server)
-    alice = gate.client(gate.assume("alice", "analysts"))
-    alice.put_object(Bucket="lake", Key=key, Body=b"via the chain")
-    assert store["direct"].get_object(Bucket="lake", Key=key)["Body"].read() == b"via the chain"
-    assert alice.get_object(Bucket="lake", Key=key)["Body"].read() == b"via the chain"
+def round_trip(env, store, key):
+    """Starts a Lakegate with `env` and no store keys, and writes and reads `key` through it as alice."""
+    server = Lakegate(env=env, config=chain_config(store))
+    try:
+        gate = S3Gate(server)
+        alice = gate.client(gate.assume("alice", "analysts"))
+        alice.put_object(Bucket="lake", Key=key, Body=b"via the chain")
+        assert store["direct"].get_object(Bucket="lake", Key=key)["Body"].read() == b"via the chain"
+        assert alice.get_object(Bucket="lake", Key=key)["Body"].read() == b"via the chain"
+    finally:
+        server.stop()
 
 
 def test_store_credentials_from_the_environment(store):
     env = dict(NO_OTHER_SOURCE, AWS_ACCESS_KEY_ID=store["key"]["AccessKeyId"],
                AWS_SECRET_ACCESS_KEY=store["key"]["SecretAccessKey"])
-    server = Lakegate(env=env, config=chain_config(store))
-    try:
-        round_trip(server, store, "sales/chain/env.txt")
-    finally:
-        server.stop()
+    round_trip(env, store, "sales/chain/env.txt")
 
 
 def test_store_credentials_from_a_named_profile(store, tmp_path):
@@ -216,11 +217,7 @@ def test_store_credentials_from_a_named_profile(store, tmp_path):
                            f"[lake-store]\naws_access_key_id = {store['key']['AccessKeyId']}\n"
                            f"aws_secret_access_key = {store['key']['SecretAccessKey']}\n")
     env = dict(NO_OTHER_SOURCE, AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="lake-store")
-    server = Lakegate(env=env, config=chain_config(store))
-    try:
-        round_trip(server, store, "sales/chain/profile.txt")
-    finally:
-        server.stop()
+    round_trip(env, store, "sales/chain/profile.txt")
 
 
 def test_store_credentials_by_web_identity_as_on_eks(store, tmp_path):
@@ -236,11 +233,7 @@ def test_store_credentials_by_web_identity_as_on_eks(store, tmp_path):
     import requests
 
     requests.post(f"{store['endpoint']}/moto-api/reset-auth", data=b"1", timeout=10).raise_for_status()
-    server = Lakegate(env=env, config=chain_config(store))
-    try:
-        round_trip(server, store, "sales/chain/web-identity.txt")
-    finally:
-        server.stop()
+    round_trip(env, store, "sales/chain/web-identity.txt")
 
 
 def test_store_credentials_from_instance_metadata(store):
@@ -289,12 +282,10 @@ def test_store_credentials_from_instance_metadata(store):
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     env = dict(NO_OTHER_SOURCE, AWS_EC2_METADATA_DISABLED="false",
                AWS_EC2_METADATA_SERVICE_ENDPOINT=f"http://127.0.0.1:{imds.server_address[1]}/")
-    server = Lakegate(env=env, config=chain_config(store))
     try:
-        round_trip(server, store, "sales/chain/imds.txt")
+        round_trip(env, store, "sales/chain/imds.txt")
         assert ("PUT", "/latest/api/token") in asked, asked
     finally:
-        server.stop()
         imds.shutdown()
 
 

@@ -22,6 +22,7 @@ import sqlalchemy
 import trino
 
 from conftest import demo_token, eventually
+from sql_support import jdbc_classes  # noqa: F401  (a fixture: the compiled pgJDBC test program)
 
 ROOT = Path(__file__).resolve().parents[2]
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
@@ -181,13 +182,6 @@ def test_sqlalchemy_core_query_is_governed(gw):
 # ---------------------------------------------------------------- pgJDBC
 
 
-@pytest.fixture(scope="module")
-def jdbc_classes(tmp_path_factory):
-    if not JDBC_JAR.exists() or shutil.which("javac") is None:
-        pytest.fail("pgJDBC (libpostgresql-jdbc-java) and javac are required; scripts/test installs them")
-    out = tmp_path_factory.mktemp("jdbc")
-    subprocess.run(["javac", "-d", str(out), str(ROOT / "tests/java/LakegateJdbc.java")], check=True, timeout=120)
-    return out
 
 
 def jdbc(gw, classes, user, *args):
