@@ -240,3 +240,11 @@ def multipart(fields, data):
     out += f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n".encode() + data
     out += f"\r\n--{boundary}--\r\n".encode()
     return out, boundary
+
+
+def test_a_part_header_that_never_ends_is_refused_without_being_buffered(gate):
+    boundary = "b"
+    endless = f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\nX-Filler: ".encode() + b"x" * 200_000
+    r = requests.post(f"{gate.endpoint}/lake", data=endless,
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=30)
+    assert r.status_code == 400 and error_code(r.content) == "MalformedPOSTRequest"

@@ -239,3 +239,16 @@ def test_an_unknown_x_amz_header_is_refused_not_dropped(gate, creds):
     # What SDKs send routinely still goes through.
     s3.put_object(Bucket="lake", Key="sales/plain.txt", Body=b"x", ChecksumAlgorithm="SHA256", Metadata={"k": "v"})
     assert s3.head_object(Bucket="lake", Key="sales/plain.txt")["Metadata"] == {"k": "v"}
+
+
+def test_a_request_outside_the_credentials_scope_is_refused_with_exactly_one_record(gate):
+    # carol may read hr/ by policy, but credentials of the lakegate-sales role reach sales/ only.
+    creds = gate.assume("carol", "hr", role="arn:aws:iam::000000000000:role/lakegate-sales")
+    path = "/lake/hr/employees.csv"
+    response = gate.raw("GET", path, signed_headers(gate, creds, "GET", path))
+    assert_refused_and_audited(gate, response, "AccessDenied", 403)
+    time.sleep(0.5)  # a second record, were there one, is written by the same batch
+    request_id = response[1]["x-amz-request-id"]
+    events = gate.audited(request_id)
+    assert len(events) == 1, events
+    assert events[0]["reason"] == "outside the credential's scope" and events[0]["principal"]["subject"] == "carol"

@@ -9,9 +9,9 @@
 //! upload therefore stores nothing, and memory stays bounded whatever the file's size.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -69,14 +69,17 @@ pub(crate) async fn handle(
         Err(e) => return labelled(refuse_early(parts.uri.path().to_owned(), e, None).await, OPERATION, None),
     };
     let resource = format!("s3://{bucket}/");
+    let budget = Arc::new(AtomicU64::new(MAX_BEFORE_FILE));
     let mut multipart = match boundary(&parts.headers) {
-        Ok(b) => multer::Multipart::new(body.into_data_stream(), b),
+        Ok(b) => multer::Multipart::new(budgeted(body, budget.clone()), b),
         Err(e) => return labelled(refuse_early(resource, e.into(), None).await, OPERATION, None),
     };
     let (form, file) = match read_fields(&mut multipart).await {
         Ok(f) => f,
         Err(e) => return labelled(refuse_early(resource, e.into(), None).await, OPERATION, None),
     };
+    // The file is bounded by the policy's length range as it is spooled.
+    budget.store(u64::MAX, Ordering::Relaxed);
     let caller = match form
         .signature()
         .map_err(S3Error::from)
@@ -126,6 +129,26 @@ fn form_bucket(front: &S3Front, parts: &http::request::Parts) -> Result<String, 
 fn boundary(headers: &HeaderMap) -> Result<String, PostError> {
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     multer::parse_boundary(content_type).map_err(|e| PostError::Malformed(e.to_string()))
+}
+
+/// Most bytes of the form read before its file part: the fields' own limit, and room for the parts' boundaries
+/// and headers. Without it, a part whose headers never end would be buffered by the parser without bound.
+const MAX_BEFORE_FILE: u64 = lakegate_s3_protocol::post_policy::MAX_FIELD_BYTES as u64 + 64 * 1024;
+
+/// The request body as the parser reads it, failing once more than `budget` bytes have been read.
+fn budgeted(
+    body: Lingering,
+    budget: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, BoxError>> + Send + 'static {
+    let mut read: u64 = 0;
+    body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| -> BoxError { Box::new(e) })?;
+        read = read.saturating_add(chunk.len() as u64);
+        if read > budget.load(Ordering::Relaxed) {
+            return Err("the form's fields and part headers are too large".into());
+        }
+        Ok(chunk)
+    })
 }
 
 /// Reads the fields up to the file, which is returned unread.

@@ -285,9 +285,10 @@ pub(crate) async fn refuse(
     error: S3Error,
     method: &Method,
 ) -> Response<BoxBody> {
-    // The gate has already recorded its own refusals (bad bearer token, policy denial); an audit failure
-    // cannot be recorded.
-    let recorded = matches!(error, S3Error::Gate(_));
+    // The gate has already recorded its own refusals (bad bearer token, policy denial), and `decide` or the
+    // bucket check records a request outside the credential's scope before it answers `OutOfScope`; an audit
+    // failure cannot be recorded.
+    let recorded = matches!(error, S3Error::Gate(_) | S3Error::OutOfScope);
     if !recorded {
         let mut event = gate::event(origin, action, resource);
         if let Some(c) = caller {
