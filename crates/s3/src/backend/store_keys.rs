@@ -6,7 +6,7 @@
 //! endpoint and EC2 instance metadata. Its credentials expire, so they are kept until five minutes before
 //! their expiry and then fetched again by one request while the others wait, never by every request.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
@@ -20,7 +20,7 @@ const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
 
 /// Where the store's credentials come from.
 pub(super) enum StoreKeys {
-    Static(StoreCredentials),
+    Static(Arc<StoreCredentials>),
     Chain(Chain),
 }
 
@@ -33,7 +33,7 @@ pub(super) struct Chain {
 
 #[derive(Clone)]
 struct Cached {
-    credentials: StoreCredentials,
+    credentials: Arc<StoreCredentials>,
     expires: Option<SystemTime>,
 }
 
@@ -47,11 +47,11 @@ impl StoreKeys {
         region: &str,
     ) -> Result<Self, BackendError> {
         match (access_key_id, secret_access_key) {
-            (Some(id), Some(secret)) => Ok(Self::Static(StoreCredentials {
+            (Some(id), Some(secret)) => Ok(Self::Static(Arc::new(StoreCredentials {
                 access_key_id: id.to_owned(),
                 secret: SecretKey::new(secret),
                 session_token: session_token.map(str::to_owned),
-            })),
+            }))),
             (None, None) => {
                 let provider =
                     DefaultCredentialsChain::builder().region(aws_config::Region::new(region.to_owned())).build().await;
@@ -65,8 +65,8 @@ impl StoreKeys {
         }
     }
 
-    /// The credentials to sign the next request with.
-    pub(super) async fn current(&self) -> Result<StoreCredentials, BackendError> {
+    /// The credentials to sign the next request with (shared, not copied, per request).
+    pub(super) async fn current(&self) -> Result<Arc<StoreCredentials>, BackendError> {
         match self {
             Self::Static(c) => Ok(c.clone()),
             Self::Chain(chain) => match chain.fresh() {
@@ -86,7 +86,7 @@ impl StoreKeys {
 }
 
 impl Chain {
-    fn fresh(&self) -> Option<StoreCredentials> {
+    fn fresh(&self) -> Option<Arc<StoreCredentials>> {
         let guard = self.current.read().ok()?;
         let cached = guard.as_ref()?;
         let fresh = cached.expires.is_none_or(|t| t.duration_since(SystemTime::now()).is_ok_and(|d| d > REFRESH_AHEAD));
@@ -94,7 +94,7 @@ impl Chain {
     }
 
     /// Fetches new credentials, once for all the requests that found the old ones stale.
-    async fn refresh(&self) -> Result<StoreCredentials, BackendError> {
+    async fn refresh(&self) -> Result<Arc<StoreCredentials>, BackendError> {
         let _one_at_a_time = self.refreshing.lock().await;
         if let Some(c) = self.fresh() {
             return Ok(c);
@@ -102,15 +102,15 @@ impl Chain {
         self.fetch().await
     }
 
-    async fn fetch(&self) -> Result<StoreCredentials, BackendError> {
+    async fn fetch(&self) -> Result<Arc<StoreCredentials>, BackendError> {
         let fetched = self.provider.provide_credentials().await.map_err(|e| {
             BackendError::Credentials(format!("no credentials for the store from the AWS chain: {}", chain_error(&e)))
         })?;
-        let credentials = StoreCredentials {
+        let credentials = Arc::new(StoreCredentials {
             access_key_id: fetched.access_key_id().to_owned(),
             secret: SecretKey::new(fetched.secret_access_key()),
             session_token: fetched.session_token().map(str::to_owned),
-        };
+        });
         tracing::info!(
             access_key_id = %credentials.access_key_id,
             expires = ?fetched.expiry(),
