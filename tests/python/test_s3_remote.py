@@ -289,6 +289,82 @@ def test_store_credentials_from_instance_metadata(store):
         imds.shutdown()
 
 
+def test_store_credentials_from_the_container_endpoint_are_fetched_again_before_they_expire(store):
+    # ECS's container credentials endpoint (also what EKS Pod Identity serves) cannot run here: this is a mock of
+    # its protocol (a full URI on the loopback and an authorization token, as the agent sets them), serving
+    # credentials the store's own STS issued. The expiry it states is what the test steers; moto ignores it.
+    import datetime
+    import http.server
+    import threading
+    import time
+
+    sts = boto3.client("sts", endpoint_url=store["endpoint"], region_name=REGION,
+                       aws_access_key_id=store["key"]["AccessKeyId"],
+                       aws_secret_access_key=store["key"]["SecretAccessKey"])
+    assumed = sts.assume_role(RoleArn=store_role(store), RoleSessionName="ecs")["Credentials"]
+    state = {"fetches": 0, "failing": False, "expires_in": datetime.timedelta(hours=1)}
+
+    class MockContainerEndpoint(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/creds" or self.headers.get("Authorization") != "container-token":
+                return self._answer(403, b"{}")
+            if state["failing"]:
+                return self._answer(500, b"{}")
+            state["fetches"] += 1
+            expires = datetime.datetime.now(datetime.timezone.utc) + state["expires_in"]
+            self._answer(200, json.dumps({
+                "AccessKeyId": assumed["AccessKeyId"], "SecretAccessKey": assumed["SecretAccessKey"],
+                "Token": assumed["SessionToken"], "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }).encode())
+
+        def _answer(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MockContainerEndpoint)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    env = dict(NO_OTHER_SOURCE,
+               AWS_CONTAINER_CREDENTIALS_FULL_URI=f"http://127.0.0.1:{endpoint.server_address[1]}/creds",
+               AWS_CONTAINER_AUTHORIZATION_TOKEN="container-token")
+    # Four minutes left: inside Lakegate's five-minute margin, so every request finds them due for refresh.
+    state["expires_in"] = datetime.timedelta(minutes=4)
+    server = Lakegate(env=env, config=chain_config(store))
+    try:
+        gate = S3Gate(server)
+        alice = gate.client(gate.assume("alice", "analysts"))
+        key = "sales/chain/container.txt"
+        alice.put_object(Bucket="lake", Key=key, Body=b"via the container endpoint")
+        assert store["direct"].get_object(Bucket="lake", Key=key)["Body"].read() == b"via the container endpoint"
+        before = state["fetches"]
+        assert alice.get_object(Bucket="lake", Key=key)["Body"].read() == b"via the container endpoint"
+        assert state["fetches"] > before, "credentials due for refresh are fetched again"
+
+        # The endpoint fails: credentials that have not expired yet keep serving.
+        state["failing"] = True
+        assert alice.get_object(Bucket="lake", Key=key)["Body"].read() == b"via the container endpoint"
+
+        # Credentials that have expired do not: the request is refused as the store being unavailable, and the
+        # next request, once the endpoint answers again, goes through.
+        state.update(failing=False, expires_in=datetime.timedelta(seconds=-60))
+        time.sleep(11)  # Lakegate asks a failing chain again after ten seconds
+        alice.head_object(Bucket="lake", Key=key)  # fetches the expired credentials (moto still takes them)
+        state["failing"] = True
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            alice.get_object(Bucket="lake", Key=key)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, refused.value.response
+        state.update(failing=False, expires_in=datetime.timedelta(hours=1))
+        assert alice.get_object(Bucket="lake", Key=key)["Body"].read() == b"via the container endpoint"
+    finally:
+        server.stop()
+        endpoint.shutdown()
+
+
 def test_no_credentials_anywhere_stops_the_start_with_the_chains_reason(store, tmp_path):
     from conftest import BINARY
 

@@ -7,7 +7,7 @@
 //! their expiry and then fetched again by one request while the others wait, never by every request.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_credential_types::provider::ProvideCredentials;
@@ -29,7 +29,13 @@ pub(super) struct Chain {
     provider: DefaultCredentialsChain,
     current: RwLock<Option<Cached>>,
     refreshing: tokio::sync::Mutex<()>,
+    /// When the last refresh failed, while the credentials held have not expired yet.
+    failed: std::sync::Mutex<Option<Instant>>,
 }
+
+/// After a failed refresh, how long credentials that are due but not yet expired keep serving before the chain
+/// is asked again, so that a failing credentials endpoint is not asked by every request.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct Cached {
@@ -55,7 +61,12 @@ impl StoreKeys {
             (None, None) => {
                 let provider =
                     DefaultCredentialsChain::builder().region(aws_config::Region::new(region.to_owned())).build().await;
-                let chain = Chain { provider, current: RwLock::new(None), refreshing: tokio::sync::Mutex::new(()) };
+                let chain = Chain {
+                    provider,
+                    current: RwLock::new(None),
+                    refreshing: tokio::sync::Mutex::new(()),
+                    failed: std::sync::Mutex::new(None),
+                };
                 chain.fetch().await?;
                 Ok(Self::Chain(chain))
             }
@@ -93,13 +104,46 @@ impl Chain {
         fresh.then(|| cached.credentials.clone())
     }
 
-    /// Fetches new credentials, once for all the requests that found the old ones stale.
+    /// The credentials held, if they have not expired yet (due for refresh or not).
+    fn unexpired(&self) -> Option<Arc<StoreCredentials>> {
+        let guard = self.current.read().ok()?;
+        let cached = guard.as_ref()?;
+        cached.expires.is_none_or(|t| t > SystemTime::now()).then(|| cached.credentials.clone())
+    }
+
+    fn failed_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A plain value: a panic elsewhere cannot leave it half written.
+        self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fetches new credentials, once for all the requests that found the old ones stale. When the chain fails,
+    /// credentials that have not expired yet keep serving (and the chain is asked again after
+    /// [`RETRY_AFTER_FAILURE`]); without them the request fails (`503`) and the next one asks again.
     async fn refresh(&self) -> Result<Arc<StoreCredentials>, BackendError> {
         let _one_at_a_time = self.refreshing.lock().await;
         if let Some(c) = self.fresh() {
             return Ok(c);
         }
-        self.fetch().await
+        let unexpired = self.unexpired();
+        if let Some(c) = &unexpired
+            && self.failed_at().is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return Ok(c.clone());
+        }
+        match self.fetch().await {
+            Ok(c) => {
+                *self.failed_at() = None;
+                Ok(c)
+            }
+            Err(e) => match unexpired {
+                Some(c) => {
+                    tracing::warn!(error = %e, "refreshing the store credentials failed; the current ones serve until they expire");
+                    *self.failed_at() = Some(Instant::now());
+                    Ok(c)
+                }
+                None => Err(e),
+            },
+        }
     }
 
     async fn fetch(&self) -> Result<Arc<StoreCredentials>, BackendError> {
