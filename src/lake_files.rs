@@ -95,7 +95,7 @@ impl LakeFiles for BackendFiles {
 #[derive(Debug, Clone)]
 pub struct CatalogFiles {
     pub catalog: lakegate_iceberg::Catalog,
-    /// The embedded store's directory (`<dir>/<bucket>/<key>`); `None` when the store is remote.
+    /// The embedded store's directory; `None` when the store is remote.
     pub store_dir: Option<std::path::PathBuf>,
 }
 
@@ -118,12 +118,8 @@ impl lakegate_sql::backend::iceberg::IcebergFiles for CatalogFiles {
                         .strip_prefix("s3://")
                         .and_then(|rest| rest.split_once('/'))
                         .ok_or_else(|| format!("{} is not an s3:// location", f.path))?;
-                    let relative = std::path::Path::new(bucket).join(key);
-                    // A path that would leave the store's directory is never read.
-                    if !relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
-                        return Err(format!("{} does not name an object of the store", f.path));
-                    }
-                    Ok(root.join(relative))
+                    lakegate_s3::backend::Embedded::object_file(root, bucket, key)
+                        .ok_or_else(|| format!("{} does not name an object of the store", f.path))
                 })
                 .collect()
         })

@@ -85,17 +85,9 @@ _REFUSED_PREFIXES = {
     "(403 AccessDenied) on purpose: it would be a path step to a store that decoded twice",
     "test_bucket_listv2_prefix_delimiter_prefix_not_exist": "the same, ListObjectsV2",
 }
-_FS_LAYOUT = {
-    "test_bucket_list_delimiter_basic": "the embedded store keeps an object as a file at its key's path: `foo/bar` "
-    "and `foo/bar/xyzzy` cannot both be objects (500 InternalError)",
-    "test_bucket_listv2_delimiter_basic": "the same, ListObjectsV2",
-    "test_bucket_list_delimiter_prefix_ends_with_delimiter": "the embedded store keeps a key ending in `/` as a "
-    "directory, which cannot hold bytes (400 UnexpectedContent)",
-    "test_bucket_listv2_delimiter_prefix_ends_with_delimiter": "the same, ListObjectsV2",
-}
 EXPECTED_DIFFERENCES = {
     "remote": dict(_REFUSED_PREFIXES),
-    "embedded": {**_REFUSED_PREFIXES, **_FS_LAYOUT},
+    "embedded": dict(_REFUSED_PREFIXES),
 }
 
 
@@ -229,7 +221,7 @@ class S3Provisioner:
 
 
 class DirProvisioner:
-    """The embedded store (s3s-fs): a bucket is a directory under the store root."""
+    """The embedded store: a bucket is a directory under the store root (and holds its own key index)."""
 
     def __init__(self, spec):
         self.root = pathlib.Path(spec["path"])

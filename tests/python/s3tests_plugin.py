@@ -13,7 +13,7 @@ named by `LAKEGATE_S3TESTS_TARGET` (written by s3_conformance.py):
   create or delete buckets (bucket administration is the store operator's), so `get_new_bucket`,
   `get_new_bucket_resource` and the clean-up (`nuke_prefixed_buckets`) are replaced by an out-of-band
   provisioner: the store's own S3 API with the store's key (moto), or a directory under the embedded store
-  (s3s-fs keeps a bucket as a directory). The direct run uses the same provisioner, so all runs start each test
+  (a bucket is a directory there). The direct run uses the same provisioner, so all runs start each test
   from the same state and only the object-level requests differ. A bucket the suite asks for as `alt` is made
   the same way: the store owns every bucket, and Lakegate's policy, not ownership, decides who may use it.
 - **Selection.** Only the tests whose names match one of `include` and none of `exclude` run; the others are

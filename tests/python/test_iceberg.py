@@ -768,23 +768,29 @@ def test_read_only_and_fine_grained_principals(start_lakegate):
     assert vend["decision"] == "deny" and ident[1] in vend["resource"], vend
 
 
-def test_a_key_too_long_for_the_embedded_store_is_refused_whole_and_says_so(lg):
-    # The embedded store names files after base64 of the key (s3s-fs): keys over about 130 bytes are refused up
-    # front as S3's KeyTooLongError, and neither an object nor an upload is left behind.
+def test_keys_as_long_as_s3_allows_are_kept_whole_or_in_parts(lg):
+    # Iceberg's keys grow with namespace, table and partition names (`<location>/data/<partition>/<uuid>.parquet`):
+    # the embedded store keeps keys up to S3's 1024 bytes, put whole or in parts, and lists them.
     _, ident, table = new_table(lg, prefix="longkeys")
     bucket, prefix = split_location(table.location())
     r = rest(lg, "alice", "GET", f"namespaces/scratch/tables/{ident[1]}", headers=VENDED)
     assert r.status_code == 200, show(r)
     s3 = s3_client(lg, r.json()["config"])
-    key = prefix + "data/" + "k" * 160
-    for call in (lambda: s3.put_object(Bucket=bucket, Key=key, Body=b"x"),
-                 lambda: s3.create_multipart_upload(Bucket=bucket, Key=key)):
-        with pytest.raises(botocore.exceptions.ClientError) as e:
-            call()
-        assert e.value.response["Error"]["Code"] == "KeyTooLongError", e.value.response
-        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "data/k")
-    assert listed.get("KeyCount", 0) == 0
+    base = prefix + "data/long/"
+    whole = base + "k" * (1000 - len(base))
+    parts = base + "p" * 300
+    assert len(whole.encode()) == 1000
+    s3.put_object(Bucket=bucket, Key=whole, Body=b"whole")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=parts)["UploadId"]
+    listed = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    assert [u["Key"] for u in listed.get("Uploads", [])] == [parts], listed
+    etag = s3.upload_part(Bucket=bucket, Key=parts, UploadId=upload, PartNumber=1, Body=b"in parts")["ETag"]
+    s3.complete_multipart_upload(Bucket=bucket, Key=parts, UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert s3.get_object(Bucket=bucket, Key=whole)["Body"].read() == b"whole"
+    assert s3.get_object(Bucket=bucket, Key=parts)["Body"].read() == b"in parts"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=base)["Contents"]]
+    assert keys == [whole, parts], keys
     assert not s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads")
 
 

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use s3s::service::{S3Service, S3ServiceBuilder};
 
 use super::fs::FsStore;
+use super::key_index::KeyIndex;
 use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query, uploads};
 use lakegate_s3_protocol::xml::s3_error;
 
@@ -77,6 +78,7 @@ fn sample_parquet() -> Result<Vec<u8>, BackendError> {
 pub struct Embedded {
     service: S3Service,
     root: std::path::PathBuf,
+    index: std::sync::Arc<KeyIndex>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -86,13 +88,22 @@ impl std::fmt::Debug for Embedded {
 }
 
 impl Embedded {
-    /// Opens (creating) the store under `root`.
+    /// Opens (creating) the store under `root`, and opens the key index of every bucket (moving a bucket that
+    /// an older Lakegate kept in s3s-fs's own layout to stored names first).
     pub fn open(root: &Path) -> Result<Self, BackendError> {
         std::fs::create_dir_all(root).map_err(|e| BackendError::Unavailable(format!("{}: {e}", root.display())))?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| BackendError::Unavailable(format!("{}: {e:?}", root.display())))?;
-        let service = S3ServiceBuilder::new(FsStore::new(fs, root.to_owned())).build();
-        Ok(Self { service, root: root.to_owned() })
+        let index = std::sync::Arc::new(KeyIndex::new(root));
+        index.open_all().map_err(|e| BackendError::Unavailable(format!("{}: {e}", root.display())))?;
+        let service = S3ServiceBuilder::new(FsStore::new(fs, root.to_owned(), index.clone())).build();
+        Ok(Self { service, root: root.to_owned(), index })
+    }
+
+    /// The file that holds the bytes of `bucket/key` in a store under `root` (whether or not there is one), for
+    /// readers of the store's files beside the S3 front (the embedded SQL engine's Iceberg tables).
+    pub fn object_file(root: &Path, bucket: &str, key: &str) -> Option<std::path::PathBuf> {
+        super::object_file::object_path(root, bucket, key).ok()
     }
 
     /// Creates the seed bucket and its sample objects when the bucket does not exist yet (never overwrites).
@@ -161,11 +172,17 @@ impl Embedded {
             let message = "The specified bucket does not exist";
             return xml_response(404, s3_error("NoSuchBucket", message, &resource, ""));
         }
-        let (root, name) = (self.root.clone(), bucket.to_owned());
-        let found = tokio::task::spawn_blocking(move || uploads::scan(&root, &name))
-            .await
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?
-            .map_err(|e| BackendError::Unavailable(format!("listing uploads: {e}")))?;
+        let (index, root, name) = (self.index.clone(), self.root.clone(), bucket.to_owned());
+        let found = tokio::task::spawn_blocking(move || {
+            index.uploads(&name).map(|mut found| {
+                // s3s-fs removes `.upload-<id>.json` first on completion and abort: without it, an upload is over.
+                found.retain(|u| root.join(format!(".upload-{}.json", u.upload_id)).exists());
+                found
+            })
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+        .map_err(|e| BackendError::Unavailable(format!("listing uploads: {e:?}")))?;
         xml_response(200, uploads::render(bucket, &params, &found))
     }
 }
@@ -308,7 +325,9 @@ mod tests {
                     body: Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync(),
                 };
                 let ours = store.forward(get).await.unwrap();
-                let mut request = http::Request::builder().method("GET").uri(format!("/bkt/{key}"));
+                // s3s-fs itself, asked for the key's stored name (all it is ever given).
+                let stored = super::super::key_index::stored_key(key);
+                let mut request = http::Request::builder().method("GET").uri(format!("/bkt/{stored}"));
                 if let Some(h) = request.headers_mut() {
                     *h = headers;
                     h.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
@@ -500,9 +519,8 @@ mod tests {
         assert_eq!(body.matches("<Key>").count(), 3, "{body}");
     }
 
-    /// A key that is a "directory" of other keys (`dir/sub` once `dir/sub/k` exists) holds no object: HEAD, GET
-    /// and CopyObject are `404 NoSuchKey` and DeleteObject is `204`, leaving the keys below in place, as on S3
-    /// (s3s-fs opened the directory and answered 500).
+    /// A prefix of other keys (`dir/sub` once `dir/sub/k` exists) holds no object: HEAD, GET and CopyObject are
+    /// `404 NoSuchKey` and DeleteObject is `204`, leaving the keys below in place, as on S3.
     #[tokio::test]
     async fn a_key_that_is_a_directory_of_other_keys_is_no_object() {
         let (_dir, store) = store_with_bucket().await;
@@ -525,8 +543,7 @@ mod tests {
     }
 
     /// DeleteObjects that names a "directory" beside the keys in it (s3fs's recursive `rm` does) deletes the keys
-    /// and reports the directory deleted, as S3 reports a key without an object (s3s-fs failed the whole request
-    /// at the directory, 500, and deleted nothing after it).
+    /// and reports the directory deleted, as S3 reports a key without an object.
     #[tokio::test]
     async fn deleting_objects_with_a_directory_among_them_deletes_the_objects() {
         use base64::Engine;
@@ -550,8 +567,8 @@ mod tests {
         }
     }
 
-    /// A zero-byte `PUT a/b/` (pyarrow's `create_dir`) is read back as the empty object S3 stores; s3s-fs keeps
-    /// it as a directory, so so is every directory read with a trailing `/`.
+    /// A zero-byte `PUT a/b/` (pyarrow's `create_dir`) is read back as the empty object S3 stores, and `a/b` is
+    /// no object.
     #[tokio::test]
     async fn a_key_ending_in_a_slash_reads_as_an_empty_object() {
         let (_dir, store) = store_with_bucket().await;
@@ -566,6 +583,53 @@ mod tests {
         }
         let (status, _) = send(&store, request(http::Method::HEAD, "marker", &[], Bytes::new()), &[]).await;
         assert_eq!(status, 404, "without the slash it is no object");
+    }
+
+    /// A key, the same key ending in `/`, and keys below it are separate objects with their own bytes, listed in
+    /// S3's order and grouped by a delimiter; keys as long as S3's 1024 bytes are kept, uploaded whole or in
+    /// parts. (s3s-fs's own layout made `foo/bar` a file or a directory, never both, `foo/bar/` a directory
+    /// that holds no bytes, and named files after the base64 of the key, so keys over about 160 bytes failed.)
+    #[tokio::test]
+    async fn a_key_its_slash_form_and_the_keys_below_it_are_separate_objects() {
+        let (_dir, store) = store_with_bucket().await;
+        let long = format!("deep/{}", "k".repeat(1019));
+        let objects = [("foo/bar", "1"), ("foo/bar/", "22"), ("foo/bar/xyzzy", "333"), (long.as_str(), "4444")];
+        for (key, body) in objects {
+            let (status, answer) = send(&store, request(http::Method::PUT, key, &[], Bytes::from(body)), &[]).await;
+            assert_eq!(status, 200, "{key}: {answer}");
+        }
+        for (key, body) in objects {
+            let (status, answer) = send(&store, request(http::Method::GET, key, &[], Bytes::new()), &[]).await;
+            assert_eq!((status, answer.as_str()), (200, body), "{key}");
+        }
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (_, all) = send(&store, list, &[("list-type", "2")]).await;
+        let keys: Vec<&str> = all.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).collect();
+        assert_eq!(keys, [long.as_str(), "foo/bar", "foo/bar/", "foo/bar/xyzzy"], "{all}");
+        assert!(all.contains("<Size>2</Size><StorageClass>STANDARD</StorageClass>") && all.contains("<ETag>"), "{all}");
+
+        let mut list = request(http::Method::GET, "", &[], Bytes::new());
+        list.key = None;
+        let (_, grouped) = send(&store, list, &[("list-type", "2"), ("prefix", "foo/"), ("delimiter", "/")]).await;
+        assert!(grouped.contains("<Key>foo/bar</Key>"), "{grouped}");
+        assert_eq!(grouped.matches("<Key>").count(), 1, "{grouped}");
+        assert!(grouped.contains("<CommonPrefixes><Prefix>foo/bar/</Prefix></CommonPrefixes>"), "{grouped}");
+
+        let mut create = request(http::Method::POST, &long, &[], Bytes::new());
+        create.query = vec![("uploads".into(), String::new())];
+        let (status, created) = send(&store, create, &[("uploads", "")]).await;
+        assert_eq!(status, 200, "{created}");
+        assert!(created.contains(&format!("<Key>{long}</Key>")), "{created}");
+        let mut uploads = request(http::Method::GET, "", &[], Bytes::new());
+        uploads.key = None;
+        let (_, listed) = send(&store, uploads, &[("uploads", "")]).await;
+        assert!(listed.contains(&format!("<Key>{long}</Key>")), "{listed}");
+
+        let (status, _) = send(&store, request(http::Method::DELETE, "foo/bar", &[], Bytes::new()), &[]).await;
+        assert_eq!(status, 204);
+        let (status, answer) = send(&store, request(http::Method::GET, "foo/bar/", &[], Bytes::new()), &[]).await;
+        assert_eq!((status, answer.as_str()), (200, "22"), "deleting foo/bar leaves foo/bar/");
     }
 
     #[tokio::test]

@@ -1,5 +1,11 @@
 //! `s3s-fs` behind the S3 operations the front forwards, with its departures from S3 put right:
 //!
+//! - s3s-fs never sees a key, only its stored name ([`super::key_index`]): a key and the keys below it (`a/b`
+//!   and `a/b/c`) are all objects, a key ending in `/` holds bytes like any other, and keys are as long as S3's
+//!   1024 bytes (s3s-fs's layout made `a/b` a directory, `a/b/` an empty directory, and failed on keys over
+//!   about 160 bytes);
+//! - listings are answered from the key index, in S3's byte order, with ETags and storage class (s3s-fs walked
+//!   the bucket's directories on every listing and showed neither);
 //! - `GetObject` is read from s3s-fs's files by [`super::object_file`], which is many times faster and answers
 //!   a suffix range longer than the object (`bytes=-N`, N > size: what `object_store` readers such as polars ask
 //!   for first) with the whole object as `206` and `Content-Range: bytes 0-(size-1)/size`, where s3s-fs fails
@@ -7,37 +13,38 @@
 //! - `GetObject` and `HeadObject` evaluate their conditional headers ([`super::conditions`]), which s3s-fs
 //!   ignored (it sent the object with 200);
 //! - `HeadObject` with a `Range` answers `206` with the range's `Content-Length` and `Content-Range`, or `416`;
-//! - a key that is a directory of other keys (`a/b` of `a/b/c`) holds no object: HEAD, GET and copies from it
-//!   are `404 NoSuchKey`, deleting it is a success that removes nothing (s3s-fs opened the directory: 500), and
-//!   `a/b/` (s3s-fs's layout for a zero-byte `PUT a/b/`) reads as the empty object;
 //! - listings with `encoding-type=url` have their keys, prefixes, delimiter and markers URL-encoded, where s3s-fs
-//!   echoes the encoding type over raw keys (which SDKs would then decode a second time).
+//!   echoed the encoding type over raw keys (which SDKs would then decode a second time).
 //!
 //! Only the operations the front can forward are passed on; every other one is `NotImplemented` here too.
 
 use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
-    CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput,
-    CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput,
-    DeletedObject, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
-    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
-    ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput,
-    ListPartsOutput, MetadataDirective, Owner, PutObjectInput, PutObjectOutput, UploadPartCopyInput,
-    UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix, CompleteMultipartUploadInput,
+    CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput,
+    CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput,
+    DeleteObjectsInput, DeleteObjectsOutput, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput,
+    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
+    ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output,
+    ListPartsInput, ListPartsOutput, MetadataDirective, Object, ObjectStorageClass, Owner, PutObjectInput,
+    PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::conditions::{Preconditions, unix_seconds};
 use super::encode_key;
+use super::key_index::{KeyIndex, ListQuery, Listed, Listing, stored_key};
 
 /// The embedded store's S3 implementation: s3s-fs, corrected where it is not S3.
 pub(super) struct FsStore {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
+    index: Arc<KeyIndex>,
     /// The uploads completed last (at most [`REMEMBERED_COMPLETIONS`], since start), to answer a repeated
     /// CompleteMultipartUpload as S3 does: with the same result. SDKs retry a complete whose answer was lost
     /// (a timeout, a reset connection); s3s-fs has forgotten the upload by then and said it never existed.
@@ -46,6 +53,9 @@ pub(super) struct FsStore {
 
 /// How many completed uploads are remembered for repeated completes.
 const REMEMBERED_COMPLETIONS: usize = 1024;
+
+/// S3's largest listing page.
+const MAX_KEYS: usize = 1000;
 
 /// A completed upload: its id, bucket, key and the ETag of the object it made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +67,8 @@ struct Completed {
 }
 
 impl FsStore {
-    pub(super) fn new(fs: s3s_fs::FileSystem, root: PathBuf) -> Self {
-        Self { fs, root, completed: Mutex::new(VecDeque::new()) }
+    pub(super) fn new(fs: s3s_fs::FileSystem, root: PathBuf, index: Arc<KeyIndex>) -> Self {
+        Self { fs, root, index, completed: Mutex::new(VecDeque::new()) }
     }
 
     fn completions(&self) -> std::sync::MutexGuard<'_, VecDeque<Completed>> {
@@ -77,29 +87,12 @@ impl FsStore {
         }
     }
 
-    /// What is at `bucket/key` in the store, as far as a read of the key must know: s3s-fs keeps an object as a
-    /// file at its key's path, so the "directory" `a/b` of keys `a/b/c...` is a directory, and so is the zero-byte
-    /// object `a/b/` (s3s-fs stores a key ending in `/` as a directory). S3 answers a HEAD of `a/b` with 404 and
-    /// clients (pyarrow, s3fs) then list `a/b/` as a directory; s3s-fs opened the directory and answered 500.
-    async fn entry(&self, bucket: &str, key: &str) -> S3Result<Entry> {
-        let path = super::object_file::object_path(&self.root, bucket, key)?;
-        match tokio::fs::metadata(&path).await {
-            Ok(meta) if meta.is_dir() => {
-                // The layout cannot tell a directory made by `PUT a/b/` from one made by keys below it, so every
-                // directory read as `a/b/` is the empty object S3 would have after `PUT a/b/`.
-                let marker = key.ends_with('/').then(|| meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH));
-                Ok(Entry::Directory { marker })
-            }
-            _ => Ok(Entry::Other),
-        }
-    }
-
     /// `NoSuchUpload` (404) unless `upload_id` is an upload in progress **of this bucket and key**, as S3
     /// answers. s3s-fs said `400 InvalidRequest` for an id that is not a UUID and `403 AccessDenied` for an
     /// unknown one (which clients read as their own fault or a permission problem), and did not check the key
     /// at all: whoever may write one key and knew the id of an upload to another could complete that upload's
     /// parts into their own key, and read bytes the policy let them write but never read. An upload is s3s-fs's
-    /// `.upload-<id>.json` and the attributes it keeps for it beside its bucket and key.
+    /// `.upload-<id>.json` and the attributes it keeps for it under its bucket and the key's stored name.
     async fn require_upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<uuid::Uuid> {
         let id = uuid::Uuid::parse_str(upload_id).map_err(|_| s3_error!(NoSuchUpload))?;
         let of_key = super::object_file::metadata_path(&self.root, bucket, key, &format!("upload-{id}.metadata"));
@@ -110,14 +103,82 @@ impl FsStore {
         }
         Ok(id)
     }
+
+    /// Runs `f` on the key index off the async threads (it reads files and writes SQLite).
+    async fn indexed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KeyIndex) -> S3Result<T> + Send + 'static,
+    ) -> S3Result<T> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || f(&index)).await.map_err(super::object_file::internal_error)?
+    }
+
+    /// Brings the index in line with what is stored under each of `keys` now, after a write of them.
+    async fn refresh(&self, bucket: &str, keys: Vec<String>) -> S3Result<()> {
+        let bucket = bucket.to_owned();
+        self.indexed(move |index| keys.iter().try_for_each(|key| index.refresh(&bucket, key))).await
+    }
+
+    async fn list(&self, bucket: &str, query: OwnedQuery) -> S3Result<Listing> {
+        let bucket = bucket.to_owned();
+        self.indexed(move |index| {
+            let q = ListQuery {
+                prefix: &query.prefix,
+                delimiter: query.delimiter.as_deref(),
+                after: query.after.as_deref(),
+                max: query.max,
+            };
+            index.list(&bucket, q)
+        })
+        .await
+    }
 }
 
-/// What [`FsStore::entry`] found at a key's path.
-enum Entry {
-    /// A directory; for a key ending in `/`, the modification time of the empty object it stands for.
-    Directory { marker: Option<std::time::SystemTime> },
-    /// A file, nothing, or something s3s-fs answers for itself.
-    Other,
+/// A [`ListQuery`] that can move to the blocking pool.
+struct OwnedQuery {
+    prefix: String,
+    delimiter: Option<String>,
+    after: Option<String>,
+    max: usize,
+}
+
+/// The page size a listing asked for: S3's 1000 at most, and by default.
+fn page_size(max_keys: Option<i32>) -> usize {
+    max_keys.and_then(|m| usize::try_from(m).ok()).map_or(MAX_KEYS, |m| m.min(MAX_KEYS))
+}
+
+/// A V2 continuation token: the last key or common prefix of the page, base64url (opaque to clients, and
+/// never a string that XML or a URL would have to escape).
+fn continuation_token(last: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last)
+}
+
+fn after_token(token: &str) -> S3Result<String> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+}
+
+/// The contents and common prefixes of a page, as s3s's DTOs (`None` for an empty list, as S3 omits them).
+fn page(listing: Listing, owner: bool) -> (Option<Vec<Object>>, Option<Vec<CommonPrefix>>) {
+    let (mut contents, mut prefixes) = (Vec::new(), Vec::new());
+    for entry in listing.entries {
+        match entry {
+            Listed::Object(o) => contents.push(Object {
+                key: Some(o.key),
+                size: i64::try_from(o.size).ok(),
+                e_tag: Some(ETag::Strong(o.e_tag)),
+                last_modified: Some(o.modified.into()),
+                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                owner: owner.then(store_owner),
+                ..Default::default()
+            }),
+            Listed::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(p) }),
+        }
+    }
+    ((!contents.is_empty()).then_some(contents), (!prefixes.is_empty()).then_some(prefixes))
 }
 
 fn url_encoded(requested: Option<&EncodingType>) -> bool {
@@ -130,8 +191,18 @@ fn encode_opt(value: &mut Option<String>) {
     }
 }
 
+/// URL-encodes the keys and prefixes of a page (`encoding-type=url`).
+fn encode_page(contents: &mut Option<Vec<Object>>, prefixes: &mut Option<Vec<CommonPrefix>>) {
+    for object in contents.iter_mut().flatten() {
+        encode_opt(&mut object.key);
+    }
+    for prefix in prefixes.iter_mut().flatten() {
+        encode_opt(&mut prefix.prefix);
+    }
+}
+
 /// The owner shown for every object and upload: the embedded store has one, itself (S3 shows the bucket
-/// owner's account; ListObjectsV2 only with `fetch-owner=true`, which s3s-fs ignored).
+/// owner's account; ListObjectsV2 only with `fetch-owner=true`).
 fn store_owner() -> Owner {
     Owner { id: Some(super::uploads::OWNER.to_owned()), display_name: Some(super::uploads::OWNER.to_owned()) }
 }
@@ -144,26 +215,11 @@ fn no_empty_delimiter(delimiter: &mut Option<String>) {
     }
 }
 
-/// Longest file name the file system takes.
-const NAME_MAX: usize = 255;
-
-/// Refuses, as S3's `KeyTooLongError`, a key this store cannot keep: s3s-fs stores an object's attributes in
-/// `.bucket-<b64>.object-<b64>.metadata.json` and an upload's in `.bucket-<b64>.object-<b64>.upload-<id>
-/// .metadata.json`, so keys over about 164 bytes (130 for multipart uploads) failed half-way as 500
-/// InternalError. A remote store has no such limit.
-fn key_fits(bucket: &str, key: &str, upload: bool) -> S3Result<()> {
-    let b64 = |n: usize| (n * 4).div_ceil(3);
-    let kind = if upload { ".upload-".len() + 36 + ".metadata.json".len() } else { ".metadata.json".len() };
-    let longest = ".bucket-".len() + b64(bucket.len()) + ".object-".len() + b64(key.len()) + kind;
-    if longest > NAME_MAX || key.split('/').any(|segment| segment.len() > NAME_MAX) {
-        let most = if upload { "about 130 bytes for multipart uploads" } else { "about 160 bytes" };
-        return Err(s3_error!(
-            KeyTooLongError,
-            "The embedded store keeps keys of at most {most} (this one has {}); a remote store has no such limit.",
-            key.len()
-        ));
+/// The copy source with its key replaced by the key's stored name.
+fn stored_source(source: &mut CopySource) {
+    if let CopySource::Bucket { key, .. } = source {
+        *key = stored_key(key).into();
     }
-    Ok(())
 }
 
 /// A CopyObject onto its own source that changes nothing S3 lets a copy change, which S3 refuses (400
@@ -249,29 +305,21 @@ impl S3 for FsStore {
         .map(S3Response::new)
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let range = req.input.range;
+    async fn head_object(&self, mut req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let range = req.input.range.take();
         let conditions = Preconditions {
-            if_match: req.input.if_match.clone(),
-            if_none_match: req.input.if_none_match.clone(),
-            if_modified_since: req.input.if_modified_since.clone(),
-            if_unmodified_since: req.input.if_unmodified_since.clone(),
+            if_match: req.input.if_match.take(),
+            if_none_match: req.input.if_none_match.take(),
+            if_modified_since: req.input.if_modified_since.take(),
+            if_unmodified_since: req.input.if_unmodified_since.take(),
         };
-        let part_number = req.input.part_number;
+        let part_number = req.input.part_number.take();
         if range.is_some() && part_number.is_some() {
             return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
         }
         let internal = super::object_file::metadata_path(&self.root, &req.input.bucket, &req.input.key, "internal");
-        let mut response = match self.entry(&req.input.bucket, &req.input.key).await? {
-            Entry::Directory { marker: Some(modified) } => S3Response::new(HeadObjectOutput {
-                content_length: Some(0),
-                e_tag: Some(ETag::Strong(super::object_file::EMPTY_MD5.to_owned())),
-                last_modified: Some(modified.into()),
-                ..Default::default()
-            }),
-            Entry::Directory { marker: None } => return Err(s3_error!(NoSuchKey)),
-            Entry::Other => self.fs.head_object(req).await?,
-        };
+        req.input.key = stored_key(&req.input.key);
+        let mut response = self.fs.head_object(req).await?;
         if let Some(number) = part_number {
             // s3s-fs ignored the part number and described the whole object.
             let out = &mut response.output;
@@ -310,51 +358,85 @@ impl S3 for FsStore {
         &self,
         mut req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        no_empty_delimiter(&mut req.input.delimiter);
-        let encode = url_encoded(req.input.encoding_type.as_ref());
-        let fetch_owner = req.input.fetch_owner == Some(true);
-        let mut response = self.fs.list_objects_v2(req).await?;
-        if fetch_owner {
-            for object in response.output.contents.iter_mut().flatten() {
-                object.owner = Some(store_owner());
-            }
-        }
-        if encode {
-            let out = &mut response.output;
+        let input = &mut req.input;
+        no_empty_delimiter(&mut input.delimiter);
+        let token = input.continuation_token.as_deref().map(after_token).transpose()?;
+        // The later of the token and start-after: a token always is, unless a client pairs them oddly.
+        let after = match (token, input.start_after.clone().filter(|s| !s.is_empty())) {
+            (Some(t), Some(s)) => Some(t.max(s)),
+            (t, s) => t.or(s),
+        };
+        let query = OwnedQuery {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone(),
+            after,
+            max: page_size(input.max_keys),
+        };
+        let listing = self.list(&input.bucket, query).await?;
+        let truncated = listing.truncated;
+        let next = listing.entries.last().filter(|_| truncated).map(|last| continuation_token(last.name()));
+        let key_count = i32::try_from(listing.entries.len()).unwrap_or(i32::MAX);
+        let (mut contents, mut common_prefixes) = page(listing, input.fetch_owner == Some(true));
+        let mut out = ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: input.prefix.take(),
+            delimiter: input.delimiter.take(),
+            start_after: input.start_after.take(),
+            continuation_token: input.continuation_token.take(),
+            next_continuation_token: next,
+            max_keys: Some(input.max_keys.unwrap_or(1000)),
+            key_count: Some(key_count),
+            is_truncated: Some(truncated),
+            encoding_type: input.encoding_type.take(),
+            ..Default::default()
+        };
+        if url_encoded(out.encoding_type.as_ref()) {
             encode_opt(&mut out.prefix);
             encode_opt(&mut out.delimiter);
             encode_opt(&mut out.start_after);
-            for object in out.contents.iter_mut().flatten() {
-                encode_opt(&mut object.key);
-            }
-            for prefix in out.common_prefixes.iter_mut().flatten() {
-                encode_opt(&mut prefix.prefix);
-            }
+            encode_page(&mut contents, &mut common_prefixes);
         }
-        Ok(response)
+        out.contents = contents;
+        out.common_prefixes = common_prefixes;
+        Ok(S3Response::new(out))
     }
 
     async fn list_objects(&self, mut req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        no_empty_delimiter(&mut req.input.delimiter);
-        let encode = url_encoded(req.input.encoding_type.as_ref());
-        let marker = req.input.marker.clone().unwrap_or_default();
-        let mut response = self.fs.list_objects(req).await?;
-        // S3 answers a V1 listing with the `Marker` it was given, empty when none; s3s-fs left it out.
-        response.output.marker = Some(marker);
-        if encode {
-            let out = &mut response.output;
+        let input = &mut req.input;
+        no_empty_delimiter(&mut input.delimiter);
+        // S3 answers a V1 listing with the `Marker` it was given, empty when none.
+        let marker = input.marker.take().unwrap_or_default();
+        let query = OwnedQuery {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone(),
+            after: (!marker.is_empty()).then(|| marker.clone()),
+            max: page_size(input.max_keys),
+        };
+        let listing = self.list(&input.bucket, query).await?;
+        let truncated = listing.truncated;
+        let next_marker = listing.entries.last().filter(|_| truncated).map(|last| last.name().to_owned());
+        let (mut contents, mut common_prefixes) = page(listing, true);
+        let mut out = ListObjectsOutput {
+            name: Some(input.bucket.clone()),
+            prefix: input.prefix.take(),
+            delimiter: input.delimiter.take(),
+            marker: Some(marker),
+            next_marker,
+            max_keys: Some(input.max_keys.unwrap_or(1000)),
+            is_truncated: Some(truncated),
+            encoding_type: input.encoding_type.take(),
+            ..Default::default()
+        };
+        if url_encoded(out.encoding_type.as_ref()) {
             encode_opt(&mut out.prefix);
             encode_opt(&mut out.delimiter);
             encode_opt(&mut out.marker);
             encode_opt(&mut out.next_marker);
-            for object in out.contents.iter_mut().flatten() {
-                encode_opt(&mut object.key);
-            }
-            for prefix in out.common_prefixes.iter_mut().flatten() {
-                encode_opt(&mut prefix.prefix);
-            }
+            encode_page(&mut contents, &mut common_prefixes);
         }
-        Ok(response)
+        out.contents = contents;
+        out.common_prefixes = common_prefixes;
+        Ok(S3Response::new(out))
     }
 
     // What s3s-fs already does as S3 does, passed on unchanged.
@@ -378,22 +460,28 @@ impl S3 for FsStore {
         self.fs.get_bucket_location(req).await
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        key_fits(&req.input.bucket, &req.input.key, false)?;
+    // Writes: s3s-fs writes under the stored name, then the index records what is there (also after a
+    // failure, which may have written before it failed).
+
+    async fn put_object(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.require_bucket(&bucket).await?;
         // An If-Match on a key that holds no object is S3's 404 NoSuchKey (s3s-fs: 412).
         if req.input.if_match.is_some() {
-            let path = super::object_file::object_path(&self.root, &req.input.bucket, &req.input.key)?;
+            let path = super::object_file::object_path(&self.root, &bucket, &key)?;
             if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
                 return Err(s3_error!(NoSuchKey));
             }
         }
-        self.fs.put_object(req).await
+        req.input.key = stored_key(&key);
+        let result = self.fs.put_object(req).await;
+        self.refresh(&bucket, vec![key]).await?;
+        result
     }
 
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        key_fits(&req.input.bucket, &req.input.key, false)?;
+    async fn copy_object(&self, mut req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.require_bucket(&bucket).await?;
         if copies_onto_itself_unchanged(&req.input) {
             return Err(s3_error!(
                 InvalidRequest,
@@ -401,86 +489,89 @@ impl S3 for FsStore {
                  object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
-        // A directory is where keys below a prefix live, not an object (s3s-fs read it as one and failed, 500).
-        if let CopySource::Bucket { bucket, key, .. } = &req.input.copy_source
-            && matches!(self.entry(bucket, key).await?, Entry::Directory { .. })
-        {
-            return Err(s3_error!(NoSuchKey));
-        }
-        self.fs.copy_object(req).await
+        stored_source(&mut req.input.copy_source);
+        req.input.key = stored_key(&key);
+        let result = self.fs.copy_object(req).await;
+        self.refresh(&bucket, vec![key]).await?;
+        result
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        // Deleting a key that holds no object is 204 on S3. A key without a trailing `/` that is a directory here
-        // names no object: s3s-fs tried to remove it as a file (500). It must never remove the keys below it.
-        // (`key/` is s3s-fs's own case: it removes the directory only when it is empty.)
-        if !req.input.key.ends_with('/')
-            && matches!(self.entry(&req.input.bucket, &req.input.key).await?, Entry::Directory { .. })
-        {
-            return Ok(S3Response::new(DeleteObjectOutput::default()));
+    async fn delete_object(&self, mut req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        req.input.key = stored_key(&key);
+        let result = self.fs.delete_object(req).await;
+        if result.is_ok() {
+            self.refresh(&bucket, vec![key]).await?;
         }
-        self.fs.delete_object(req).await
+        result
     }
 
     async fn delete_objects(
         &self,
         mut req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        // As for DeleteObject: a key without a trailing `/` that is a directory holds no object, and deleting it
-        // is a success that removes nothing. s3s-fs tried to remove it as a file and failed the whole request
-        // (500) at that key, so s3fs's recursive `rm`, which names the "directories" beside the files, removed
-        // nothing after it.
         let bucket = req.input.bucket.clone();
-        let mut directories = Vec::new();
-        let mut objects = Vec::with_capacity(req.input.delete.objects.len());
-        for object in std::mem::take(&mut req.input.delete.objects) {
-            let directory = !object.key.ends_with('/')
-                && matches!(self.entry(&bucket, &object.key).await?, Entry::Directory { .. });
-            if directory {
-                directories.push(DeletedObject { key: Some(object.key), ..Default::default() });
-            } else {
-                objects.push(object);
+        self.require_bucket(&bucket).await?;
+        let mut keys = std::collections::HashMap::new();
+        for object in &mut req.input.delete.objects {
+            let stored = stored_key(&object.key);
+            keys.insert(stored.clone(), std::mem::replace(&mut object.key, stored));
+        }
+        let result = self.fs.delete_objects(req).await;
+        self.refresh(&bucket, keys.values().cloned().collect()).await?;
+        let mut response = result?;
+        let real = |key: &mut Option<String>| {
+            if let Some(k) = key.as_mut()
+                && let Some(original) = keys.get(k.as_str())
+            {
+                *k = original.clone();
             }
+        };
+        for deleted in response.output.deleted.iter_mut().flatten() {
+            real(&mut deleted.key);
         }
-        if objects.is_empty() {
-            let output = DeleteObjectsOutput { deleted: Some(directories), ..Default::default() };
-            return Ok(S3Response::new(output));
-        }
-        req.input.delete.objects = objects;
-        let mut response = self.fs.delete_objects(req).await?;
-        if !directories.is_empty() {
-            response.output.deleted.get_or_insert_with(Vec::new).extend(directories);
+        for error in response.output.errors.iter_mut().flatten() {
+            real(&mut error.key);
         }
         Ok(response)
     }
 
     async fn create_multipart_upload(
         &self,
-        req: S3Request<CreateMultipartUploadInput>,
+        mut req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        key_fits(&req.input.bucket, &req.input.key, true)?;
-        self.fs.create_multipart_upload(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.require_bucket(&bucket).await?;
+        req.input.key = stored_key(&key);
+        let mut response = self.fs.create_multipart_upload(req).await?;
+        let upload_id = response.output.upload_id.clone().unwrap_or_default();
+        response.output.key = Some(key.clone());
+        self.indexed(move |index| index.add_upload(&bucket, &upload_id, &key)).await?;
+        Ok(response)
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(&self, mut req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
+        req.input.key = stored_key(&req.input.key);
         self.fs.upload_part(req).await
     }
 
     async fn upload_part_copy(
         &self,
-        req: S3Request<UploadPartCopyInput>,
+        mut req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
+        req.input.key = stored_key(&req.input.key);
+        stored_source(&mut req.input.copy_source);
         self.fs.upload_part_copy(req).await
     }
 
     async fn complete_multipart_upload(
         &self,
-        req: S3Request<CompleteMultipartUploadInput>,
+        mut req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let id = match self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let id = match self.require_upload(&bucket, &key, &req.input.upload_id).await {
             Ok(id) => id,
             Err(e) => {
                 let input = &req.input;
@@ -509,8 +600,16 @@ impl S3 for FsStore {
         let sizes = tokio::task::spawn_blocking(move || check_parts(&root, id, &parts))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
-        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let response = self.fs.complete_multipart_upload(req).await?;
+        req.input.key = stored_key(&key);
+        let result = self.fs.complete_multipart_upload(req).await;
+        let mut response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                self.refresh(&bucket, vec![key]).await?;
+                return Err(e);
+            }
+        };
+        response.output.key = Some(key.clone());
         // s3s-fs keeps the stored attributes of the object it replaces and sets only the new ETag: the old
         // object's checksums would be sent with the new bytes, and SDKs that validate them (boto3 does by
         // default) would refuse every read of the new object.
@@ -518,6 +617,12 @@ impl S3 for FsStore {
         let e_tag = tokio::task::spawn_blocking(move || settle_completed(&internal, &sizes))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
+        let (b, k, upload) = (bucket.clone(), key.clone(), id.to_string());
+        self.indexed(move |index| {
+            index.refresh(&b, &k)?;
+            index.remove_upload(&b, &upload)
+        })
+        .await?;
         if let Some(e_tag) = e_tag {
             let mut completed = self.completions();
             if completed.len() >= REMEMBERED_COMPLETIONS {
@@ -530,28 +635,22 @@ impl S3 for FsStore {
 
     async fn abort_multipart_upload(
         &self,
-        req: S3Request<AbortMultipartUploadInput>,
+        mut req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
-        self.fs.abort_multipart_upload(req).await
+        let id = self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
+        let bucket = req.input.bucket.clone();
+        req.input.key = stored_key(&req.input.key);
+        let response = self.fs.abort_multipart_upload(req).await?;
+        self.indexed(move |index| index.remove_upload(&bucket, &id.to_string())).await?;
+        Ok(response)
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
-        self.fs.list_parts(req).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::key_fits;
-
-    #[test]
-    fn keys_whose_attribute_files_the_file_system_cannot_name_are_refused() {
-        // `.bucket-bGFrZQ.object-<b64 key>` plus `.metadata.json`, or `.upload-<uuid>.metadata.json`, in 255 bytes.
-        assert!(key_fits("lake", &"k".repeat(164), false).is_ok());
-        assert!(key_fits("lake", &"k".repeat(165), false).is_err());
-        assert!(key_fits("lake", &"k".repeat(131), true).is_ok());
-        assert!(key_fits("lake", &"k".repeat(132), true).is_err());
+    async fn list_parts(&self, mut req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let key = req.input.key.clone();
+        self.require_upload(&req.input.bucket, &key, &req.input.upload_id).await?;
+        req.input.key = stored_key(&key);
+        let mut response = self.fs.list_parts(req).await?;
+        response.output.key = Some(key);
+        Ok(response)
     }
 }

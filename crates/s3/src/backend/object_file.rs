@@ -7,10 +7,10 @@
 //! in 1 MiB positioned reads from the file already open, so the bytes sent are the bytes of the file whose size
 //! and ETag the headers state, even if the object is replaced meanwhile.
 //!
-//! The files are s3s-fs's own layout (s3s-fs is pinned to one version): the object at `<root>/<bucket>/<key>`,
-//! its attributes (content type, user metadata, ...) in `<root>/.bucket-<b64>.object-<b64>.metadata.json` and
-//! its ETag and checksums in `<root>/.bucket-<b64>.object-<b64>.internal.json`, names in unpadded URL-safe
-//! base64. The tests compare every header against s3s-fs's own answer for the same object.
+//! The files are s3s-fs's own layout (s3s-fs is pinned to one version) for the key's stored name
+//! ([`super::key_index::stored_key`]): the object at `<root>/<bucket>/<stored name>`, its attributes (content
+//! type, user metadata, ...) in `<root>/.bucket-<b64>.object-<b64>.metadata.json` and its ETag and checksums in
+//! `<root>/.bucket-<b64>.object-<b64>.internal.json`, names in unpadded URL-safe base64 of the stored name. The tests compare every header against s3s-fs's own answer for the same object.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,6 +28,7 @@ use s3s::dto::{ETag, GetObjectOutput, Range, StreamingBlob, Timestamp, Timestamp
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use super::conditions::{Preconditions, unix_seconds};
+use super::key_index::stored_key;
 
 /// Bodies up to this size are read in the same blocking task that opens the file.
 const INLINE_BYTES: u64 = 256 * 1024;
@@ -60,9 +61,8 @@ pub(super) async fn get_object(
 ) -> S3Result<GetObjectOutput> {
     let object = object_path(root, bucket, key)?;
     let names = (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
-    let marker = key.ends_with('/');
     let opened =
-        tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, marker, range, part_number, &conditions))
+        tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range, part_number, &conditions))
             .await
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
     Ok(opened.into_output())
@@ -84,32 +84,24 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
-/// The ETag of an empty object (the MD5 of no bytes), as S3 gives a zero-byte `a/b/` "directory" object.
-pub(super) const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
-
-/// Opens the object at `object`; `marker` when its key ends in `/`, which s3s-fs stores as a directory and S3
-/// as an empty object (pyarrow's `create_dir` makes such keys).
+/// Opens the object at `object`.
 fn open(
     object: &Path,
     metadata: &Path,
     internal: &Path,
-    marker: bool,
     range: Option<Range>,
     part_number: Option<i32>,
     conditions: &Preconditions,
 ) -> S3Result<Opened> {
     let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
-    // A directory is where keys below a prefix live, not an object; read as `a/b/`, it is the empty object.
-    let directory = stat.is_dir() && marker;
-    if !stat.is_file() && !directory {
+    if !stat.is_file() {
         return Err(s3_error!(NoSuchKey));
     }
-    let size = if directory { 0 } else { stat.len() };
+    let size = stat.len();
     let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
     let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
     let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
-        _ if directory => EMPTY_MD5.to_owned(),
         Some(e_tag) => e_tag.to_owned(),
         // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
         None => md5_of(&file).map_err(internal_error)?,
@@ -294,19 +286,20 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result
     serde_json::from_slice(&text).map(Some).map_err(internal_error)
 }
 
-/// `<root>/<bucket>/<key>`, refusing anything that is not plain path segments (the front refuses such keys
-/// already; this keeps a read inside the store whatever reaches it).
+/// `<root>/<bucket>/<stored name of key>`, refusing a bucket that is not one plain path segment (the front
+/// refuses such names already; this keeps a read inside the store whatever reaches it).
 pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
-    let relative = Path::new(bucket).join(key);
-    if key.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+    let mut parts = Path::new(bucket).components();
+    if key.is_empty() || !(matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none()) {
         return Err(s3_error!(NoSuchKey));
     }
-    Ok(root.join(relative))
+    Ok(root.join(bucket).join(stored_key(key)))
 }
 
-/// s3s-fs's `metadata` or `internal` attribute file of an object.
+/// s3s-fs's `metadata` or `internal` attribute file of an object (or `upload-<id>.metadata`, of an upload).
 pub(super) fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
-    root.join(format!(".bucket-{}.object-{}.{kind}.json", URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(key)))
+    let (bucket, key) = (URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(stored_key(key)));
+    root.join(format!(".bucket-{bucket}.object-{key}.{kind}.json"))
 }
 
 pub(super) fn internal_error(e: impl std::fmt::Display) -> S3Error {

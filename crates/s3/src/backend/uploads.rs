@@ -1,11 +1,9 @@
 //! ListMultipartUploads for the embedded store, which `s3s-fs` 0.14 does not implement.
 //!
-//! The list is read from the store's own files rather than kept in memory, so it is the same after a restart:
-//! `s3s-fs` writes `.upload-<id>.json` when an upload is created and removes it when the upload is completed or
-//! aborted, and beside it `.bucket-<b64 bucket>.object-<b64 key>.upload-<id>.metadata.json`, which names the
-//! bucket and key (base64url, so never a `.`). An upload is in progress when both files exist.
+//! The uploads in progress are kept in the bucket's key index ([`super::key_index`]), which survives a restart:
+//! s3s-fs itself only knows the stored name of an upload's key. `parse_metadata_name` reads the names s3s-fs gave
+//! an upload's attribute file in its own layout, for the migration from it.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -74,28 +72,8 @@ impl ListParams {
     }
 }
 
-/// The uploads in progress in `bucket`, read from the store root's files, in S3's order (key, then initiation).
-pub(super) fn scan(root: &Path, bucket: &str) -> std::io::Result<Vec<Upload>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(root)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some((b, key, upload_id)) = name.to_str().and_then(parse_metadata_name) else { continue };
-        if b != bucket {
-            continue;
-        }
-        // The info file goes first on completion and abort; a metadata file without it is a leftover.
-        let info = root.join(format!(".upload-{upload_id}.json"));
-        let Ok(meta) = std::fs::metadata(&info) else { continue };
-        let initiated = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        out.push(Upload { key, upload_id, initiated });
-    }
-    out.sort_by(|a, b| (&a.key, a.initiated, &a.upload_id).cmp(&(&b.key, b.initiated, &b.upload_id)));
-    Ok(out)
-}
-
 /// `(bucket, key, upload id)` of `.bucket-<b64>.object-<b64>.upload-<uuid>.metadata.json`.
-fn parse_metadata_name(name: &str) -> Option<(String, String, String)> {
+pub(super) fn parse_metadata_name(name: &str) -> Option<(String, String, String)> {
     let rest = name.strip_prefix(".bucket-")?.strip_suffix(".metadata.json")?;
     let (bucket, rest) = rest.split_once(".object-")?;
     let (key, upload_id) = rest.split_once(".upload-")?;
