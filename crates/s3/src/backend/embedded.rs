@@ -663,6 +663,37 @@ mod tests {
 
     /// GetObject and HeadObject with `partNumber` read that part, as S3 does (s3s-fs sent the whole object):
     /// a multipart object's parts as they were uploaded, an object uploaded whole as its own part 1.
+    /// ListParts lists an upload's parts in part-number order, each with the ETag its upload answered, in pages
+    /// of `max-parts` after `part-number-marker` (s3s-fs: directory order, no ETags, no pages).
+    #[tokio::test]
+    async fn parts_are_listed_in_order_with_their_etags_and_in_pages() {
+        let (_dir, store) = store_with_bucket().await;
+        let (_, created) = send(&store, request(http::Method::POST, "mp", &[], Bytes::new()), &[("uploads", "")]).await;
+        let id = xml_value(&created, "UploadId");
+        let mut tags = std::collections::BTreeMap::new();
+        for number in ["3", "1", "2"] {
+            let mut part = request(http::Method::PUT, "mp", &[], Bytes::from(format!("part {number}")));
+            part.query = vec![("partNumber".into(), number.into()), ("uploadId".into(), id.clone())];
+            let response = store.forward(part).await.unwrap();
+            tags.insert(number, response.headers()[http::header::ETAG].to_str().unwrap().to_owned());
+        }
+        let list = || request(http::Method::GET, "mp", &[], Bytes::new());
+        let (status, all) = send(&store, list(), &[("uploadId", &id)]).await;
+        assert_eq!(status, 200, "{all}");
+        let numbers: Vec<&str> =
+            all.split("<PartNumber>").skip(1).filter_map(|s| s.split("</PartNumber>").next()).collect();
+        assert_eq!(numbers, ["1", "2", "3"], "{all}");
+        for tag in tags.values() {
+            assert!(all.contains(tag.trim_matches('"')), "{tag} in {all}");
+        }
+        let (_, first) = send(&store, list(), &[("uploadId", &id), ("max-parts", "2")]).await;
+        assert!(first.contains("<IsTruncated>true</IsTruncated>"), "{first}");
+        assert_eq!(xml_value(&first, "NextPartNumberMarker"), "2", "{first}");
+        let (_, rest) = send(&store, list(), &[("uploadId", &id), ("part-number-marker", "2")]).await;
+        assert_eq!(rest.matches("<Part>").count(), 1, "{rest}");
+        assert!(rest.contains("<PartNumber>3</PartNumber>") && rest.contains("<IsTruncated>false</IsTruncated>"));
+    }
+
     #[tokio::test]
     async fn a_part_number_reads_that_part() {
         let (_dir, store) = store_with_bucket().await;

@@ -29,16 +29,17 @@ use s3s::dto::{
     CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput,
     CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput,
     DeleteObjectsInput, DeleteObjectsOutput, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput,
-    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
+    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, Initiator,
     ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output,
     ListPartsInput, ListPartsOutput, MetadataDirective, Object, ObjectStorageClass, Owner, PutObjectInput,
-    PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+    PutObjectOutput, StorageClass, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::conditions::{Preconditions, unix_seconds};
 use super::encode_key;
 use super::key_index::{KeyIndex, ListQuery, Listed, Listing, stored_key};
+use super::uploads::OWNER;
 
 /// The embedded store's S3 implementation: s3s-fs, corrected where it is not S3.
 pub(super) struct FsStore {
@@ -102,6 +103,16 @@ impl FsStore {
             }
         }
         Ok(id)
+    }
+
+    /// Records the ETag of an uploaded part, for ListParts.
+    async fn record_part(
+        &self,
+        (bucket, upload_id, number): (String, String, i32),
+        e_tag: Option<&ETag>,
+    ) -> S3Result<()> {
+        let Some(e_tag) = e_tag.map(|e| e.value().to_owned()) else { return Ok(()) };
+        self.indexed(move |index| index.record_part(&bucket, &upload_id, number, &e_tag)).await
     }
 
     /// Runs `f` on the key index off the async threads (it reads files and writes SQLite).
@@ -204,7 +215,7 @@ fn encode_page(contents: &mut Option<Vec<Object>>, prefixes: &mut Option<Vec<Com
 /// The owner shown for every object and upload: the embedded store has one, itself (S3 shows the bucket
 /// owner's account; ListObjectsV2 only with `fetch-owner=true`).
 fn store_owner() -> Owner {
-    Owner { id: Some(super::uploads::OWNER.to_owned()), display_name: Some(super::uploads::OWNER.to_owned()) }
+    Owner { id: Some(OWNER.to_owned()), display_name: Some(OWNER.to_owned()) }
 }
 
 /// S3 omits an empty delimiter from a listing and groups nothing by it; s3s-fs echoed it and grouped keys by
@@ -552,8 +563,11 @@ impl S3 for FsStore {
 
     async fn upload_part(&self, mut req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
+        let part = (req.input.bucket.clone(), req.input.upload_id.clone(), req.input.part_number);
         req.input.key = stored_key(&req.input.key);
-        self.fs.upload_part(req).await
+        let response = self.fs.upload_part(req).await?;
+        self.record_part(part, response.output.e_tag.as_ref()).await?;
+        Ok(response)
     }
 
     async fn upload_part_copy(
@@ -561,9 +575,13 @@ impl S3 for FsStore {
         mut req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
+        let part = (req.input.bucket.clone(), req.input.upload_id.clone(), req.input.part_number);
         req.input.key = stored_key(&req.input.key);
         stored_source(&mut req.input.copy_source);
-        self.fs.upload_part_copy(req).await
+        let response = self.fs.upload_part_copy(req).await?;
+        let e_tag = response.output.copy_part_result.as_ref().and_then(|r| r.e_tag.as_ref());
+        self.record_part(part, e_tag).await?;
+        Ok(response)
     }
 
     async fn complete_multipart_upload(
@@ -645,12 +663,36 @@ impl S3 for FsStore {
         Ok(response)
     }
 
+    /// The parts of an upload, as S3 lists them: in part-number order, each with its ETag, a page of at most
+    /// `max-parts` (1000) after `part-number-marker`. s3s-fs listed them in directory order, without ETags or
+    /// pages.
     async fn list_parts(&self, mut req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        let key = req.input.key.clone();
-        self.require_upload(&req.input.bucket, &key, &req.input.upload_id).await?;
+        let (bucket, key, upload_id) = (req.input.bucket.clone(), req.input.key.clone(), req.input.upload_id.clone());
+        self.require_upload(&bucket, &key, &upload_id).await?;
+        let max_parts = req.input.max_parts.and_then(|m| usize::try_from(m).ok()).map_or(MAX_KEYS, |m| m.min(MAX_KEYS));
+        let marker = req.input.part_number_marker.unwrap_or(0);
         req.input.key = stored_key(&key);
         let mut response = self.fs.list_parts(req).await?;
-        response.output.key = Some(key);
+        let e_tags = self.indexed(move |index| index.part_e_tags(&bucket, &upload_id)).await?;
+        let out = &mut response.output;
+        let mut parts = out.parts.take().unwrap_or_default();
+        parts.retain(|p| p.part_number.is_some_and(|n| n > marker));
+        parts.sort_by_key(|p| p.part_number);
+        let truncated = parts.len() > max_parts;
+        parts.truncate(max_parts);
+        for part in &mut parts {
+            // A part uploaded before its ETag was recorded (by an older Lakegate) is listed without one.
+            part.e_tag = part.part_number.and_then(|n| e_tags.get(&n)).map(|e| ETag::Strong(e.clone()));
+        }
+        out.key = Some(key);
+        out.part_number_marker = Some(marker);
+        out.next_part_number_marker = parts.last().and_then(|p| p.part_number).filter(|_| truncated);
+        out.max_parts = i32::try_from(max_parts).ok();
+        out.is_truncated = Some(truncated);
+        out.owner = Some(store_owner());
+        out.initiator = Some(Initiator { id: Some(OWNER.to_owned()), display_name: Some(OWNER.to_owned()) });
+        out.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+        out.parts = Some(parts);
         Ok(response)
     }
 }

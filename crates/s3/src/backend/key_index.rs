@@ -230,7 +230,30 @@ impl KeyIndex {
     }
 
     pub fn remove_upload(&self, bucket: &str, upload_id: &str) -> S3Result<()> {
-        self.with(bucket, |conn| conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id]).map(drop))
+        self.with(bucket, |conn| {
+            conn.execute("DELETE FROM parts WHERE upload_id = ?1", [upload_id])?;
+            conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id]).map(drop)
+        })
+    }
+
+    /// Records the ETag of a part just uploaded (s3s-fs keeps only the part's bytes; S3 lists each part's ETag).
+    pub fn record_part(&self, bucket: &str, upload_id: &str, number: i32, e_tag: &str) -> S3Result<()> {
+        self.with(bucket, |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO parts (upload_id, number, etag) VALUES (?1, ?2, ?3)",
+                params![upload_id, number, e_tag],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The recorded ETags of an upload's parts, by part number.
+    pub fn part_e_tags(&self, bucket: &str, upload_id: &str) -> S3Result<HashMap<i32, String>> {
+        self.with(bucket, |conn| {
+            let mut stmt = conn.prepare_cached("SELECT number, etag FROM parts WHERE upload_id = ?1")?;
+            let rows = stmt.query_map([upload_id], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect()
+        })
     }
 
     /// The uploads in progress in `bucket`, in S3's order (key, then initiation).
@@ -364,6 +387,9 @@ fn open_index(root: &Path, bucket: &str) -> Result<Connection, MigrationError> {
          CREATE TABLE IF NOT EXISTS uploads (
              upload_id TEXT PRIMARY KEY, key BLOB NOT NULL, initiated_ms INTEGER NOT NULL
          );
+         CREATE TABLE IF NOT EXISTS parts (
+             upload_id TEXT NOT NULL, number INTEGER NOT NULL, etag TEXT NOT NULL, PRIMARY KEY (upload_id, number)
+         ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS migration (
              key BLOB NOT NULL, upload_id TEXT NOT NULL, marker INTEGER NOT NULL, PRIMARY KEY (key, upload_id)
          );",
