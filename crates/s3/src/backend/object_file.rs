@@ -60,7 +60,11 @@ pub(super) async fn get_object(
     conditions: Preconditions,
 ) -> S3Result<GetObjectOutput> {
     let object = object_path(root, bucket, key)?;
-    let names = (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
+    // The stored name is hashed once for the object and both attribute files.
+    let stored = URL_SAFE_NO_PAD.encode(stored_key(key));
+    let bucket = URL_SAFE_NO_PAD.encode(bucket);
+    let names =
+        (attribute_file(root, &bucket, &stored, "metadata"), attribute_file(root, &bucket, &stored, "internal"));
     let opened =
         tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range, part_number, &conditions))
             .await
@@ -289,17 +293,26 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result
 /// `<root>/<bucket>/<stored name of key>`, refusing a bucket that is not one plain path segment (the front
 /// refuses such names already; this keeps a read inside the store whatever reaches it).
 pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
+    stored_path(root, bucket, key, &stored_key(key))
+}
+
+/// [`object_path`] with the key's stored name already computed.
+fn stored_path(root: &Path, bucket: &str, key: &str, stored: &str) -> S3Result<PathBuf> {
     let mut parts = Path::new(bucket).components();
     if key.is_empty() || !(matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none()) {
         return Err(s3_error!(NoSuchKey));
     }
-    Ok(root.join(bucket).join(stored_key(key)))
+    Ok(root.join(bucket).join(stored))
 }
 
 /// s3s-fs's `metadata` or `internal` attribute file of an object (or `upload-<id>.metadata`, of an upload).
 pub(super) fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
-    let (bucket, key) = (URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(stored_key(key)));
-    root.join(format!(".bucket-{bucket}.object-{key}.{kind}.json"))
+    attribute_file(root, &URL_SAFE_NO_PAD.encode(bucket), &URL_SAFE_NO_PAD.encode(stored_key(key)), kind)
+}
+
+/// `<root>/.bucket-<bucket>.object-<stored>.<kind>.json`, names already in base64.
+fn attribute_file(root: &Path, bucket: &str, stored: &str, kind: &str) -> PathBuf {
+    root.join(format!(".bucket-{bucket}.object-{stored}.{kind}.json"))
 }
 
 pub(super) fn internal_error(e: impl std::fmt::Display) -> S3Error {
