@@ -344,8 +344,14 @@ fn list(conn: &Connection, q: ListQuery<'_>) -> rusqlite::Result<Listing> {
             if entries.len() == q.max {
                 return Ok(Listing { entries, truncated: true });
             }
-            // Keys are written from `&str`; anything else is not a key of this store.
-            let Ok(key) = String::from_utf8(key) else { continue };
+            // Keys are written from `&str`; anything else is not a key of this store, and is stepped over.
+            let key = match String::from_utf8(key) {
+                Ok(key) => key,
+                Err(e) => {
+                    lower = just_after(e.as_bytes());
+                    continue;
+                }
+            };
             let rest = key.get(q.prefix.len()..).unwrap_or_default();
             if let Some(delimiter) = q.delimiter
                 && let Some(at) = rest.find(delimiter)
@@ -650,6 +656,19 @@ mod tests {
         assert_eq!((names(&next), next.truncated), (vec!["quux/"], false));
         let inside = index.list("b", query("", Some("/"), Some("foo/bar"), 10)).unwrap();
         assert_eq!(names(&inside), ["quux/"]);
+    }
+
+    #[test]
+    fn rows_that_are_no_utf8_keys_are_stepped_over() {
+        let (_d, index) = index_with(&["a", "c"]);
+        for bad in [vec![b'b', 0xfe], vec![b'b', 0xff]] {
+            index
+                .with("b", |conn| conn.execute("INSERT INTO objects VALUES (?1, 1, 'e', 0)", [bad]).map(drop))
+                .unwrap();
+        }
+        // A page that ends on them moves past them rather than asking for them again.
+        let page = index.list("b", query("", None, Some("a"), 1)).unwrap();
+        assert_eq!((names(&page), page.truncated), (vec!["c"], false));
     }
 
     #[test]
