@@ -115,6 +115,31 @@ def test_a_refused_upload_leaves_its_connection_fit_for_the_next_request(gate, c
         assert s3.get_object(Bucket="lake", Key="sales/2024/q1.csv")["Body"].read().startswith(b"region,amount")
 
 
+def test_a_body_sent_without_waiting_for_100_continue_after_a_refusal_is_not_read_as_the_next_request(gate):
+    # botocore waits one second for `100 Continue`, then sends the body anyway: when a refusal takes longer (a
+    # loaded machine, an audit write), the body arrives after the answer. The answer ends the connection, so those
+    # bytes can never be read as the next request on it.
+    import socket
+
+    token = gate.token("alice", "analysts")
+    port = int(gate.endpoint.rsplit(":", 1)[1])
+    body = b"GET /lake/sales/2024/q1.csv HTTP/1.1\r\nHost: x\r\n\r\n".ljust(1024, b"x")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"PUT /lake/hr/planted.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                     b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 1024\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += conn.recv(65536)
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 403"), answer
+        assert b"connection: close" in head, answer
+        conn.sendall(body)  # late, as botocore sends it
+        rest = b""
+        while chunk := conn.recv(65536):
+            rest += chunk
+        assert b"HTTP/1.1 200" not in rest and b"HTTP/1.1 400" not in rest, rest
+
+
 def test_an_unsigned_x_amz_header_is_refused_and_audited(gate, creds):
     headers = signed_headers(gate, creds, "GET", "/lake/sales/2024/q1.csv")
     headers["x-amz-copy-source"] = "lake/hr/salaries.csv"

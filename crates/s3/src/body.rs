@@ -34,12 +34,19 @@ const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct Lingering {
     inner: Option<hyper::body::Incoming>,
     awaits_continue: bool,
+    /// Set on the first read of the body (when hyper sends `100 Continue` to a client that waits for it).
+    read_started: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lingering {
     /// `expects_continue`: the request carried `Expect: 100-continue`.
     pub fn new(body: hyper::body::Incoming, expects_continue: bool) -> Self {
-        Self { inner: Some(body), awaits_continue: expects_continue }
+        Self { inner: Some(body), awaits_continue: expects_continue, read_started: Default::default() }
+    }
+
+    /// A flag that turns true once the body is first read.
+    pub fn read_started(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.read_started.clone()
     }
 }
 
@@ -50,6 +57,7 @@ impl Body for Lingering {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         // hyper answers `100 Continue` on this first read: from now on the client sends the body.
         self.awaits_continue = false;
+        self.read_started.store(true, std::sync::atomic::Ordering::Relaxed);
         match self.inner.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),

@@ -161,6 +161,23 @@ async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts,
     let expects_continue =
         parts.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let body = Lingering::new(body, expects_continue);
+    let read_started = body.read_started();
+    let mut response = serve_s3_request(front, origin, parts, body).await;
+    if expects_continue && !read_started.load(std::sync::atomic::Ordering::Relaxed) {
+        // Answered without `100 Continue`: the client need not send its body, but one that stopped waiting for
+        // the answer (botocore waits a second) has sent it, and nothing tells which. Reading on could take those
+        // bytes for the next request, so the connection ends with this answer (RFC 9110 §10.1.1).
+        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn serve_s3_request(
+    front: &S3Front,
+    origin: &Origin,
+    parts: http::request::Parts,
+    body: Lingering,
+) -> Response<BoxBody> {
     let path = parts.uri.path().to_owned();
     let method = parts.method.clone();
     // A browser form upload (POST Object) carries its signature in the form, not in the request.
