@@ -153,7 +153,7 @@ struct OwnedQuery {
     max: usize,
 }
 
-/// The page size a listing asked for: S3's 1000 at most, and by default.
+/// The page size a listing (of keys or parts) asked for: S3's 1000 at most, and by default.
 fn page_size(max_keys: Option<i32>) -> usize {
     max_keys.and_then(|m| usize::try_from(m).ok()).map_or(MAX_KEYS, |m| m.min(MAX_KEYS))
 }
@@ -669,7 +669,7 @@ impl S3 for FsStore {
     async fn list_parts(&self, mut req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let (bucket, key, upload_id) = (req.input.bucket.clone(), req.input.key.clone(), req.input.upload_id.clone());
         self.require_upload(&bucket, &key, &upload_id).await?;
-        let max_parts = req.input.max_parts.and_then(|m| usize::try_from(m).ok()).map_or(MAX_KEYS, |m| m.min(MAX_KEYS));
+        let max_parts = page_size(req.input.max_parts);
         let marker = req.input.part_number_marker.unwrap_or(0);
         req.input.key = stored_key(&key);
         let mut response = self.fs.list_parts(req).await?;

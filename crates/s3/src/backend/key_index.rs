@@ -529,6 +529,11 @@ fn rename_if_there(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// An attribute file as s3s-fs's own layout names it: after the key itself rather than its stored name.
+fn old_attribute_file(root: &Path, bucket: &str, key: &str, kind: &str) -> PathBuf {
+    super::object_file::attribute_file(root, &URL_SAFE_NO_PAD.encode(bucket), &URL_SAFE_NO_PAD.encode(key), kind)
+}
+
 /// Moves one object of s3s-fs's layout, and its attribute files, to its stored name.
 fn move_object(root: &Path, bucket: &str, key: &str, marker: bool) -> std::io::Result<()> {
     let bucket_dir = root.join(bucket);
@@ -546,12 +551,10 @@ fn move_object(root: &Path, bucket: &str, key: &str, marker: bool) -> std::io::R
         return Ok(());
     }
     for kind in ["metadata", "internal"] {
-        let from = root.join(format!(
-            ".bucket-{}.object-{}.{kind}.json",
-            URL_SAFE_NO_PAD.encode(bucket),
-            URL_SAFE_NO_PAD.encode(key)
-        ));
-        rename_if_there(&from, &super::object_file::metadata_path(root, bucket, key, kind))?;
+        rename_if_there(
+            &old_attribute_file(root, bucket, key, kind),
+            &super::object_file::metadata_path(root, bucket, key, kind),
+        )?;
     }
     rename_if_there(&old, &new)
 }
@@ -559,14 +562,10 @@ fn move_object(root: &Path, bucket: &str, key: &str, marker: bool) -> std::io::R
 /// Moves one upload's attribute file to its stored name; returns when the upload began, or `None` when it is no
 /// longer in progress.
 fn move_upload(root: &Path, bucket: &str, key: &str, upload_id: &str) -> std::io::Result<Option<SystemTime>> {
-    let from = root.join(format!(
-        ".bucket-{}.object-{}.upload-{upload_id}.metadata.json",
-        URL_SAFE_NO_PAD.encode(bucket),
-        URL_SAFE_NO_PAD.encode(key)
-    ));
+    let kind = format!("upload-{upload_id}.metadata");
     rename_if_there(
-        &from,
-        &super::object_file::metadata_path(root, bucket, key, &format!("upload-{upload_id}.metadata")),
+        &old_attribute_file(root, bucket, key, &kind),
+        &super::object_file::metadata_path(root, bucket, key, &kind),
     )?;
     Ok(std::fs::metadata(root.join(format!(".upload-{upload_id}.json")))
         .ok()
@@ -688,6 +687,7 @@ mod tests {
         std::fs::create_dir_all(root.join("b/empty/dir")).unwrap();
         std::fs::write(root.join("b/sales/2024/q1.csv"), b"region,amount\n").unwrap();
         std::fs::write(root.join("b/top"), b"x").unwrap();
+        // s3s-fs's own name for it, written out: the test states the old layout independently of the code.
         let old_attr = root.join(format!(
             ".bucket-{}.object-{}.metadata.json",
             URL_SAFE_NO_PAD.encode("b"),

@@ -311,7 +311,7 @@ pub(super) fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) ->
 }
 
 /// `<root>/.bucket-<bucket>.object-<stored>.<kind>.json`, names already in base64.
-fn attribute_file(root: &Path, bucket: &str, stored: &str, kind: &str) -> PathBuf {
+pub(super) fn attribute_file(root: &Path, bucket: &str, stored: &str, kind: &str) -> PathBuf {
     root.join(format!(".bucket-{bucket}.object-{stored}.{kind}.json"))
 }
 
