@@ -150,14 +150,19 @@ async fn hostile_queries_never_show_alice_what_the_policy_hides() {
     let lg = Lakegate::start(&[]);
     let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
     let client = connect_gateway(&lg, "alice", &token).await;
+    assert_corpus_shows_alice_nothing_hidden(&client).await;
+}
+
+/// Runs the hostile corpus as alice: every query fails or returns only what she may see.
+async fn assert_corpus_shows_alice_nothing_hidden(client: &tokio_postgres::Client) {
     // The corpus is only meaningful if the secrets exist and plain reads work.
-    let own = simple(&client, "SELECT order_id, region, card_number FROM sales.orders").await.expect("plain read");
+    let own = simple(client, "SELECT order_id, region, card_number FROM sales.orders").await.expect("plain read");
     assert_eq!(own.len(), 12);
     assert!(own.iter().all(|r| leaks(r).is_none()), "{own:?}");
     assert!(HOSTILE.len() >= 50);
     let mut refused = 0;
     for sql in HOSTILE {
-        match simple(&client, sql).await {
+        match simple(client, sql).await {
             Ok(rows) => {
                 for row in &rows {
                     assert!(leaks(row).is_none(), "LEAK through {sql:?}: {row:?}");
@@ -178,7 +183,7 @@ async fn hostile_queries_never_show_alice_what_the_policy_hides() {
     // Most of the corpus is refused outright; the rest returned only alice's rows.
     assert!(refused > HOSTILE.len() / 2, "only {refused} refused");
     // The session survives refusals.
-    assert_eq!(simple(&client, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("12".into())]]));
+    assert_eq!(simple(client, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("12".into())]]));
 }
 
 #[tokio::test]
@@ -532,6 +537,18 @@ impl Rng {
 
 const T1_COLUMNS: &[&str] = &["id", "grp", "a", "b", "c"];
 const T2_COLUMNS: &[&str] = &["id", "t1_id", "x", "y"];
+const T1_TYPES: &[&str] = &["integer", "text", "integer", "text", "integer"];
+const T2_TYPES: &[&str] = &["integer", "integer", "integer", "text"];
+
+/// The rewriter's catalog of the two tables.
+fn diff_catalog() -> Catalog {
+    let mut catalog = Catalog::new();
+    for (table, columns, types) in [("t1", T1_COLUMNS, T1_TYPES), ("t2", T2_COLUMNS, T2_TYPES)] {
+        let defs = columns.iter().zip(types).map(|(c, t)| ColumnDef::new(*c, *t)).collect();
+        catalog.add_table(TableName::new("diff", table), defs);
+    }
+    catalog
+}
 
 /// Permissive row filters per table (`principal.grp` is the principal's attribute).
 const T1_PERMISSIVE: &[&str] = &["a > 5", "grp = principal.grp", "c IS NULL", "id % 3 = 0", "b LIKE 'k%'", "a + c < 9"];
@@ -617,18 +634,8 @@ fn filter_for(case: &Case, table: &TableName) -> Option<TableFilter> {
     })
 }
 
-async fn sorted(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let mut rows = simple(client, sql).await?;
-    rows.sort();
-    Ok(rows)
-}
-
-#[tokio::test]
-async fn rewritten_queries_return_what_postgresql_row_level_security_returns() {
-    let pg = Postgres::start();
-    let (client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connect to PostgreSQL");
-    tokio::spawn(conn);
-    let mut rng = Rng(0x5eed_1a4e_6a7e_2026);
+/// The differential test's schema, RLS switched on, a role `probe`, and rows drawn from `rng`.
+fn diff_data(rng: &mut Rng) -> String {
     let mut setup = String::from(
         "CREATE SCHEMA diff; CREATE TABLE diff.t1 (id int, grp text, a int, b text, c int); \
          CREATE TABLE diff.t2 (id int, t1_id int, x int, y text); \
@@ -654,43 +661,59 @@ async fn rewritten_queries_return_what_postgresql_row_level_security_returns() {
             rng.pick(&["'g1'", "'g2'", "'z'", "NULL"])
         ));
     }
+    setup
+}
+
+/// The same policy as RLS: PERMISSIVE/RESTRICTIVE policies and column grants for the role `probe`.
+fn rls_ddl(case: &Case) -> String {
+    let mut ddl = String::from(
+        "DROP POLICY IF EXISTS p0 ON diff.t1; DROP POLICY IF EXISTS p1 ON diff.t1; \
+        DROP POLICY IF EXISTS r0 ON diff.t1; DROP POLICY IF EXISTS r1 ON diff.t1; \
+        DROP POLICY IF EXISTS p0 ON diff.t2; DROP POLICY IF EXISTS p1 ON diff.t2; \
+        DROP POLICY IF EXISTS r0 ON diff.t2; DROP POLICY IF EXISTS r1 ON diff.t2; \
+        REVOKE ALL ON diff.t1, diff.t2 FROM probe;",
+    );
+    let literal = format!("'{}'", case.grp);
+    for (table, permissive, restrictive, visible) in &case.tables {
+        for (i, p) in permissive.iter().enumerate() {
+            let using = p.map(|p| p.replace("principal.grp", &literal)).unwrap_or_else(|| "true".into());
+            ddl.push_str(&format!(
+                "CREATE POLICY p{i} ON diff.{table} AS PERMISSIVE FOR SELECT TO probe USING ({using});"
+            ));
+        }
+        for (i, r) in restrictive.iter().enumerate() {
+            let using = r.replace("principal.grp", &literal);
+            ddl.push_str(&format!(
+                "CREATE POLICY r{i} ON diff.{table} AS RESTRICTIVE FOR SELECT TO probe USING ({using});"
+            ));
+        }
+        ddl.push_str(&format!("GRANT SELECT ({}) ON diff.{table} TO probe;", visible.join(", ")));
+    }
+    ddl
+}
+
+async fn sorted(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let mut rows = simple(client, sql).await?;
+    rows.sort();
+    Ok(rows)
+}
+
+#[tokio::test]
+async fn rewritten_queries_return_what_postgresql_row_level_security_returns() {
+    let pg = Postgres::start();
+    let (client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    let mut rng = Rng(0x5eed_1a4e_6a7e_2026);
+    let setup = diff_data(&mut rng);
     client.batch_execute(&setup).await.expect("setup");
 
-    let mut catalog = Catalog::new();
-    let def =
-        |cols: &[&str], types: &[&str]| cols.iter().zip(types).map(|(c, t)| ColumnDef::new(*c, *t)).collect::<Vec<_>>();
-    catalog
-        .add_table(TableName::new("diff", "t1"), def(T1_COLUMNS, &["integer", "text", "integer", "text", "integer"]));
-    catalog.add_table(TableName::new("diff", "t2"), def(T2_COLUMNS, &["integer", "integer", "integer", "text"]));
+    let catalog = diff_catalog();
 
     let started = Instant::now();
     let (mut cases, mut agreeing_errors) = (0, 0);
     for round in 0..40 {
         let case = gen_case(&mut rng);
-        // The same policy as RLS: PERMISSIVE/RESTRICTIVE policies and column grants for the role `probe`.
-        let mut ddl = String::from(
-            "DROP POLICY IF EXISTS p0 ON diff.t1; DROP POLICY IF EXISTS p1 ON diff.t1; \
-            DROP POLICY IF EXISTS r0 ON diff.t1; DROP POLICY IF EXISTS r1 ON diff.t1; \
-            DROP POLICY IF EXISTS p0 ON diff.t2; DROP POLICY IF EXISTS p1 ON diff.t2; \
-            DROP POLICY IF EXISTS r0 ON diff.t2; DROP POLICY IF EXISTS r1 ON diff.t2; \
-            REVOKE ALL ON diff.t1, diff.t2 FROM probe;",
-        );
-        let literal = format!("'{}'", case.grp);
-        for (table, permissive, restrictive, visible) in &case.tables {
-            for (i, p) in permissive.iter().enumerate() {
-                let using = p.map(|p| p.replace("principal.grp", &literal)).unwrap_or_else(|| "true".into());
-                ddl.push_str(&format!(
-                    "CREATE POLICY p{i} ON diff.{table} AS PERMISSIVE FOR SELECT TO probe USING ({using});"
-                ));
-            }
-            for (i, r) in restrictive.iter().enumerate() {
-                let using = r.replace("principal.grp", &literal);
-                ddl.push_str(&format!(
-                    "CREATE POLICY r{i} ON diff.{table} AS RESTRICTIVE FOR SELECT TO probe USING ({using});"
-                ));
-            }
-            ddl.push_str(&format!("GRANT SELECT ({}) ON diff.{table} TO probe;", visible.join(", ")));
-        }
+        let ddl = rls_ddl(&case);
         client.batch_execute(&ddl).await.unwrap_or_else(|e| panic!("round {round}: {ddl}: {e}"));
         let lookup = |t: &TableName, op: Operation| if op == Operation::Select { filter_for(&case, t) } else { None };
         let rewriter = Rewriter::new(&catalog, &lookup);
@@ -723,5 +746,170 @@ async fn rewritten_queries_return_what_postgresql_row_level_security_returns() {
     }
     assert_eq!(cases, 400);
     // Most generated queries are legal; errors must be the exception for the test to mean something.
+    assert!(agreeing_errors < cases / 4, "{agreeing_errors} of {cases} cases were errors");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The Spark backend: the same checks with a local Spark Connect server as the engine.
+
+/// The demo catalog and policies with both demo tables on the Spark backend `spark`, read from CSV files under
+/// `data` (the demo rows).
+fn demo_on_spark(data: &std::path::Path) -> tempfile::TempDir {
+    let policies = tempfile::tempdir().expect("temp dir");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for (db, table, csv) in [
+        ("sales", "orders", lakegate_sql::demo::orders_csv()),
+        ("hr", "employees", lakegate_sql::demo::employees_csv()),
+    ] {
+        let dir = data.join(db).join(table);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        std::fs::write(dir.join("part-0.csv"), csv).expect("write rows");
+    }
+    for entry in std::fs::read_dir(&demo).expect("the demo policies") {
+        let path = entry.expect("a policy file").path();
+        let name = path.file_name().expect("a file name");
+        let mut text = std::fs::read_to_string(&path).expect("read policy");
+        if name == "catalog.toml" {
+            for (table, old) in [
+                ("sales/orders", "format = \"iceberg\"\nlocation = \"s3://lake/iceberg/sales/orders-d0000001/\""),
+                ("hr/employees", "format = \"iceberg\"\nlocation = \"s3://lake/iceberg/hr/employees-d0000001/\""),
+            ] {
+                assert!(text.contains(old), "the demo catalog changed: {old}");
+                let new = format!("format = \"csv\"\nlocation = \"file://{}/{table}/\"", data.display());
+                text = text.replace(old, &new);
+            }
+            text = text.replace("backend = \"embedded\"", "backend = \"spark\"");
+        }
+        std::fs::write(policies.path().join(name), text).expect("write policy");
+    }
+    policies
+}
+
+/// Rows of a backend's result as text, sorted; or the SQLSTATE of its error.
+async fn spark_rows(
+    backend: &dyn lakegate_sql::backend::Backend,
+    caller: &lakegate_sql::backend::Caller<'_>,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    use futures::TryStreamExt as _;
+    let set = backend.query(sql, caller).await.map_err(|e| format!("{} {e}", e.sqlstate()))?;
+    let mut rows: Vec<Vec<Option<String>>> = set
+        .rows
+        .map_ok(|row| row.iter().map(lakegate_sql::rows::Cell::to_text).collect())
+        .try_collect()
+        .await
+        .map_err(|e| format!("{} {e}", e.sqlstate()))?;
+    rows.sort();
+    Ok(rows)
+}
+
+/// One Spark server for both checks: starting it is most of the time they take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_spark_the_hostile_corpus_shows_nothing_hidden_and_rewrites_agree_with_row_level_security() {
+    let spark = crate::support::SparkConnect::start();
+
+    // The hostile corpus through the gateway, with the demo tables on Spark.
+    let data = tempfile::tempdir().expect("temp dir");
+    let policies = demo_on_spark(data.path());
+    let backends = spark.backend_env("spark");
+    let lg = Lakegate::start(&[
+        ("LAKEGATE__POLICY__DIR", policies.path().to_str().expect("utf-8 path")),
+        ("LAKEGATE__SQL__SPARK", &backends),
+    ]);
+    let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
+    let client = connect_gateway(&lg, "alice", &token).await;
+    assert_corpus_shows_alice_nothing_hidden(&client).await;
+    // The statements ran on Spark, tagged with the user.
+    eventually("alice's statements tagged in Spark's event log", || {
+        spark.events().contains("lakegate-user=alice").then_some(())
+    });
+
+    // The differential test on a subset of its cases: the rewriter's statement run on Spark returns what
+    // PostgreSQL returns for the original query under row level security.
+    let pg = Postgres::start();
+    let (pg_client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    let mut rng = Rng(0x5eed_1a4e_6a7e_2026);
+    pg_client.batch_execute(&diff_data(&mut rng)).await.expect("setup");
+    let files = tempfile::tempdir().expect("temp dir");
+    let mut tables = Vec::new();
+    for (table, columns, types) in [("t1", T1_COLUMNS, T1_TYPES), ("t2", T2_COLUMNS, T2_TYPES)] {
+        // The same rows as CSV (an empty field is NULL; no value holds a comma or a quote).
+        let rows = simple(&pg_client, &format!("SELECT {} FROM diff.{table} ORDER BY id", columns.join(", ")))
+            .await
+            .expect("read rows");
+        let mut csv = format!("{}\n", columns.join(","));
+        for row in rows {
+            let cells: Vec<String> = row.into_iter().map(Option::unwrap_or_default).collect();
+            csv.push_str(&cells.join(","));
+            csv.push('\n');
+        }
+        let dir = files.path().join(table);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("part-0.csv"), csv).expect("write rows");
+        tables.push(lakegate_core::policy::catalog::TableDef {
+            name: format!("diff.{table}"),
+            backend: "spark".into(),
+            location: Some(format!("file://{}/", dir.display())),
+            format: Some(lakegate_core::policy::catalog::TableFormat::Csv),
+            tags: BTreeMap::new(),
+            columns: columns
+                .iter()
+                .zip(types)
+                .map(|(c, t)| lakegate_core::policy::catalog::ColumnDef {
+                    name: (*c).into(),
+                    sql_type: (*t).into(),
+                    tags: BTreeMap::new(),
+                })
+                .collect(),
+        });
+    }
+    let config = lakegate_sql::SparkBackendConfig {
+        name: "spark".into(),
+        remote: format!("sc://127.0.0.1:{}", spark.port),
+        token_file: Some(spark.token_file.clone()),
+        service_user: "lakegate".into(),
+    };
+    let backend =
+        lakegate_sql::backend::spark::Spark::open(&config, &lakegate_core::policy::catalog::Catalog { tables })
+            .expect("open the Spark backend");
+    let principal = lakegate_core::identity::Principal {
+        issuer: "test".into(),
+        subject: "probe".into(),
+        groups: Vec::new(),
+        attributes: BTreeMap::new(),
+        token_id: None,
+        expires_at: i64::MAX,
+        actors: Vec::new(),
+    };
+    let caller = lakegate_sql::backend::Caller { principal: &principal, request_id: "differential" };
+    let catalog = diff_catalog();
+    let (mut cases, mut agreeing_errors) = (0, 0);
+    for round in 0..12 {
+        let case = gen_case(&mut rng);
+        pg_client.batch_execute(&rls_ddl(&case)).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let lookup = |t: &TableName, op: Operation| if op == Operation::Select { filter_for(&case, t) } else { None };
+        let rewriter = Rewriter::new(&catalog, &lookup);
+        for _ in 0..5 {
+            let query = gen_query(&mut rng, &case);
+            pg_client.batch_execute("SET ROLE probe").await.expect("set role");
+            let expected = sorted(&pg_client, &query).await;
+            pg_client.batch_execute("RESET ROLE").await.expect("reset role");
+            let got = match rewriter.rewrite(&query) {
+                Ok(rw) => {
+                    let sql = rw.statements.first().map(|s| s.sql.clone()).expect("one statement");
+                    spark_rows(&backend, &caller, &sql).await.map_err(|e| format!("{e} in {sql}"))
+                }
+                Err(e) => Err(e.sqlstate().to_owned()),
+            };
+            match (&expected, &got) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "round {round}, case policies {:?}: {query}", case.tables),
+                (Err(_), Err(_)) => agreeing_errors += 1,
+                _ => panic!("round {round}, {:?}: {query}\nRLS: {expected:?}\nLakegate on Spark: {got:?}", case.tables),
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 60);
     assert!(agreeing_errors < cases / 4, "{agreeing_errors} of {cases} cases were errors");
 }

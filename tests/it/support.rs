@@ -312,3 +312,82 @@ pub fn replace_policy(lg: &Lakegate, file: &str, text: &str, mut in_force: impl 
     std::fs::write(lg.policy_dir().join(file), text).expect("write policy");
     eventually(&format!("the new {file} in force"), || in_force().then_some(()));
 }
+
+/// A local Spark Connect server (`tests/spark/connect-server`, from the test venv's pyspark), with its own
+/// authentication token and event log; killed with its process group when dropped.
+pub struct SparkConnect {
+    child: Child,
+    pub port: u16,
+    pub token_file: PathBuf,
+    pub event_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SparkConnect {
+    /// Starts the server and waits until it accepts connections (it takes 20-40 s on two cores).
+    pub fn start() -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("spark-token-{}", uuid_like())).expect("write token");
+        let event_log = dir.path().join("events");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spark/connect-server");
+        let child = Command::new(script)
+            .arg(port.to_string())
+            .arg(&token_file)
+            .arg(&event_log)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start tests/spark/connect-server (scripts/install-test-deps installs pyspark into .venv)");
+        let spark = SparkConnect { child, port, token_file, event_log, _dir: dir };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if start.elapsed() > Duration::from_secs(240) {
+                let log = std::fs::read_to_string(spark._dir.path().join("server.log")).unwrap_or_default();
+                let tail: String =
+                    log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                panic!("the Spark Connect server did not start:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        spark
+    }
+
+    /// The `[[sql.spark]]` entry for a backend named `name` on this server.
+    pub fn backend_env(&self, name: &str) -> String {
+        format!(
+            "[{{name = \"{name}\", remote = \"sc://127.0.0.1:{}\", token_file = \"{}\"}}]",
+            self.port,
+            self.token_file.display()
+        )
+    }
+
+    /// Everything the event log holds so far.
+    pub fn events(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&self.event_log).into_iter().flatten().flatten() {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        text
+    }
+}
+
+impl Drop for SparkConnect {
+    fn drop(&mut self) {
+        // spark-submit starts a JVM as its child: end the whole group.
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    format!("{:016x}", h.finish())
+}

@@ -487,6 +487,43 @@ def test_config_toml_parses_and_uses_only_documented_keys(rendered, case):
     assert config["audit"]["stdout"] is True and config["audit"]["fail_open"] is False
 
 
+SPARK_CONNECT_VALUES = """\
+sparkConnect:
+  enabled: true
+  remote: sc://spark-connect.spark.svc:15002
+  tokenSecret: spark-connect-token
+  namespace: spark
+  serverSelector:
+    app.kubernetes.io/name: spark-connect
+"""
+
+
+def test_spark_connect_is_configured_with_its_token_and_reachable_only_from_lakegate(renderer, tmp_path):
+    values = tmp_path / "spark.yaml"
+    values.write_text(SPARK_CONNECT_VALUES)
+    out = render(renderer, [values])
+    for obj in out["objects"]:
+        kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
+    config = tomllib.loads(config_toml(out))
+    assert config["sql"]["spark"] == [{"name": "spark", "remote": "sc://spark-connect.spark.svc:15002",
+                                       "token_file": "/etc/lakegate/spark-connect/token"}]
+    assert mounts(out)["/etc/lakegate/spark-connect"]["readOnly"] is True
+    assert volumes(out)["spark-connect-token"]["secret"]["secretName"] == "spark-connect-token"
+    np = the(out, "NetworkPolicy", "lakegate-spark-connect")
+    assert np["metadata"]["namespace"] == "spark"
+    assert np["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "spark-connect"}}
+    (rule,) = np["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 15002, "protocol": "TCP"}]
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "lakegate"}}
+    assert peer["podSelector"]["matchLabels"] == the(out, "Deployment")["spec"]["selector"]["matchLabels"]
+    # Without the token Secret or a remote the render fails rather than start a backend that cannot connect.
+    for missing in ("tokenSecret: spark-connect-token", "remote: sc://spark-connect.spark.svc:15002"):
+        values.write_text(SPARK_CONNECT_VALUES.replace(missing, missing.split(":")[0] + ': ""'))
+        with pytest.raises(RenderError):
+            render(renderer, [values])
+
+
 def test_issuers_are_written_with_the_configuration_keys(rendered):
     config = tomllib.loads(config_toml(rendered["ha"]))
     assert config["identity"]["dev_issuer"] is False

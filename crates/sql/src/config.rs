@@ -29,6 +29,27 @@ pub struct SqlConfig {
     /// PostgreSQL backends, referred to by name from the catalog's `backend`.
     #[serde(default)]
     pub postgres: Vec<PostgresBackendConfig>,
+    /// Spark Connect backends, referred to by name from the catalog's `backend`.
+    #[serde(default)]
+    pub spark: Vec<SparkBackendConfig>,
+}
+
+/// One Spark Connect backend (`[[sql.spark]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkBackendConfig {
+    /// The name catalog tables use in `backend = "..."`.
+    pub name: String,
+    /// The Spark Connect server, `sc://host:port` (15002 when the port is left out). Plain gRPC: keep the server
+    /// on a network only Lakegate reaches (see docs/spark.md).
+    pub remote: String,
+    /// A file holding Spark Connect's authentication token (`spark.connect.authenticate.token`), sent as a bearer
+    /// token with every call. Read at start.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The Spark user id Lakegate's session runs as (the end user goes in each operation's tags).
+    #[serde(default = "default_spark_user")]
+    pub service_user: String,
 }
 
 /// One PostgreSQL backend (`[[sql.postgres]]`).
@@ -72,6 +93,7 @@ impl Default for SqlConfig {
             max_statement_bytes: default_max_statement_bytes(),
             trino_page_rows: default_trino_page_rows(),
             postgres: Vec::new(),
+            spark: Vec::new(),
         }
     }
 }
@@ -91,6 +113,9 @@ fn default_max_statement_bytes() -> usize {
 }
 fn default_trino_page_rows() -> usize {
     1000
+}
+fn default_spark_user() -> String {
+    "lakegate".into()
 }
 fn default_pool_size() -> usize {
     8

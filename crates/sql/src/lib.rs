@@ -3,7 +3,8 @@
 //!
 //! - [`rewrite`]: the rewriter (sqlparser AST): every governed table reference becomes its governed view.
 //! - [`session`]: the road of one statement: rewrite -> audit slot -> backend -> rows.
-//! - [`backend`]: where statements run ([`backend::embedded`] DataFusion, [`backend::postgres`]).
+//! - [`backend`]: where statements run ([`backend::embedded`] DataFusion, [`backend::postgres`],
+//!   [`backend::spark`] over Spark Connect).
 //! - [`pgwire`] and [`trino`]: the fronts. [`introspect`]: catalog queries answered from the governed catalog.
 //! - [`credentials`]: full-table READ credentials for principals without fine-grained restrictions.
 
@@ -21,7 +22,7 @@ pub mod trino;
 
 use std::sync::Arc;
 
-pub use config::{PostgresBackendConfig, SqlConfig};
+pub use config::{PostgresBackendConfig, SparkBackendConfig, SqlConfig};
 pub use error::SqlError;
 use lakegate_core::gate::Gate;
 pub use session::Session;
@@ -55,6 +56,8 @@ pub enum SqlStartError {
     Embedded(#[from] backend::embedded::EmbeddedError),
     #[error("PostgreSQL backend {name}: {reason}")]
     Postgres { name: String, reason: backend::postgres::StartError },
+    #[error("Spark backend {name}: {reason}")]
+    Spark { name: String, reason: backend::spark::StartError },
     #[error("catalog table {table} names backend {backend:?}, which is not configured")]
     UnknownBackend { table: String, backend: String },
 }
@@ -86,6 +89,11 @@ impl SqlService {
                 .await
                 .map_err(|reason| SqlStartError::Postgres { name: pg.name.clone(), reason })?;
             backends.insert(pg.name.clone(), Arc::new(b));
+        }
+        for spark in &config.spark {
+            let b = backend::spark::Spark::open(spark, catalog)
+                .map_err(|reason| SqlStartError::Spark { name: spark.name.clone(), reason })?;
+            backends.insert(spark.name.clone(), Arc::new(b));
         }
         for t in &catalog.tables {
             if backends.get(&t.backend).is_none() {

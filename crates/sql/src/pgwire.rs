@@ -57,6 +57,7 @@ pub async fn serve(
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let acceptor = tls.map(pgwire::tokio::TlsAcceptor::from);
+    let cancels = Arc::new(Cancels::default());
     tokio::spawn(async move {
         let stop = drain.draining();
         tokio::pin!(stop);
@@ -74,7 +75,13 @@ pub async fn serve(
                 },
             };
             let _ = socket.set_nodelay(true);
-            let handlers = Arc::new(Connection { service: service.clone(), peer, session: Arc::new(Mutex::new(None)) });
+            let handlers = Arc::new(Connection {
+                service: service.clone(),
+                peer,
+                session: Arc::new(Mutex::new(None)),
+                cancels: cancels.clone(),
+                cancel: Arc::new(std::sync::Mutex::new(None)),
+            });
             let acceptor = acceptor.clone();
             let drain = drain.clone();
             let in_flight = drain.guard();
@@ -110,6 +117,8 @@ async fn session_loop(
 ) -> std::io::Result<()> {
     use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 
+    // A second handle on the same socket, to notice a client that goes away while its statement runs.
+    let watch = watch_handle(&tcp)?;
     let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_deadline);
     let negotiated = tokio::select! {
@@ -119,6 +128,7 @@ async fn session_loop(
     };
     // A client that asked for direct TLS when none is configured.
     let Some(mut socket) = negotiated else { return Ok(()) };
+    let connection = handlers.0.clone();
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -168,16 +178,31 @@ async fn session_loop(
             _ => msg.is_extended_query(),
         };
         let cancel_request = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
-        let processed = process_message(
-            msg,
-            &mut socket,
-            startup.clone(),
-            simple.clone(),
-            extended.clone(),
-            copy.clone(),
-            cancel.clone(),
-        )
-        .await;
+        // A CancelRequest naming this connection's key fires `cancelled` while a statement runs.
+        let cancelled = match connection.cancel_handle() {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        let processed = tokio::select! {
+            processed = process_message(
+                msg,
+                &mut socket,
+                startup.clone(),
+                simple.clone(),
+                extended.clone(),
+                copy.clone(),
+                cancel.clone(),
+            ) => processed,
+            // The client left while its statement ran: dropping the statement stops it on the backend (a Spark
+            // operation is interrupted) and records its access as incomplete.
+            () = client_gone(&watch) => return Ok(()),
+            // Dropping the statement stops it, as above; the client gets PostgreSQL's answer to a cancel.
+            () = fired(cancelled) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_owned(),
+                "57014".to_owned(),
+                "canceling statement due to user request".to_owned(),
+            )))),
+        };
         if let Err(mut e) = processed {
             on_error.on_error(&socket, &mut e);
             let fatal = e.is_fatal();
@@ -192,12 +217,66 @@ async fn session_loop(
     }
 }
 
+/// Resolves when a cancel request fires `cancelled`; never when there is none, or when its sender is replaced.
+async fn fired(cancelled: Option<futures::channel::oneshot::Receiver<()>>) {
+    if let Some(rx) = cancelled
+        && rx.await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// The cancel keys of the listener's connections: each gets a process id and a random secret at authentication
+/// (sent in BackendKeyData), and a CancelRequest must name both.
+#[derive(Default)]
+struct Cancels {
+    manager: Arc<pgwire::api::ConnectionManager>,
+    keys: pgwire::api::RandomPidSecretKeyGenerator,
+}
+
+impl std::fmt::Debug for Cancels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancels").finish_non_exhaustive()
+    }
+}
+
+/// A duplicate of the connection's socket, only ever peeked at.
+fn watch_handle(tcp: &tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+    use std::os::fd::AsFd as _;
+    let socket = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(socket)
+}
+
+/// Resolves when the client has closed or reset the connection. Bytes waiting unread (a pipelined statement, or
+/// TLS records) mean it is still there: then this never resolves, and the statement runs to its end.
+async fn client_gone(watch: &tokio::net::TcpStream) {
+    let mut byte = [0u8; 1];
+    match watch.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
 /// One client connection: its session exists once the token is validated.
 #[derive(Debug, Clone)]
 struct Connection {
     service: Arc<SqlService>,
     peer: SocketAddr,
     session: Arc<Mutex<Option<Session>>>,
+    cancels: Arc<Cancels>,
+    /// This connection's cancel handle once authenticated; the guard unregisters it when the connection ends.
+    cancel: Arc<std::sync::Mutex<Option<CancelKey>>>,
+}
+
+/// A connection's registration with the listener's cancel keys.
+type CancelKey = (Arc<pgwire::api::ConnectionHandle>, pgwire::api::ConnectionGuard);
+
+impl Connection {
+    fn cancel_handle(&self) -> Option<Arc<pgwire::api::ConnectionHandle>> {
+        self.cancel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(h, _)| h.clone())
+    }
 }
 
 struct Handlers(Arc<Connection>);
@@ -213,6 +292,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.0.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(pgwire::api::cancel::DefaultCancelHandler::new(self.0.cancels.manager.clone()))
     }
 }
 
@@ -310,6 +393,10 @@ impl StartupHandler for Connection {
                 };
                 *self.session.lock().await =
                     Some(Session::new(self.service.clone(), principal, Some(self.peer.to_string())));
+                let (pid, secret) = pgwire::api::PidSecretKeyGenerator::generate(&self.cancels.keys, client);
+                client.set_pid_and_secret_key(pid, secret.clone());
+                let registered = self.cancels.manager.register(pid, secret);
+                *self.cancel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(registered);
                 finish_authentication(client, &params).await
             }
             _ => Ok(()),

@@ -377,7 +377,8 @@ impl Session {
                 Err(e) => Err(fail(slot, e)),
             };
         }
-        match backend.query(&sql).await {
+        let caller = super::backend::Caller { principal: &self.principal, request_id };
+        match backend.query(&sql, &caller).await {
             Ok(rows) => Ok(Outcome::Rows(RowSet {
                 columns: rows.columns,
                 rows: Box::pin(Audited { inner: rows.rows, slot: Some(slot), rows: 0 }),

@@ -32,6 +32,13 @@ durability = {{ .Values.config.audit.durability | toJson }}
 
 [shutdown]
 grace = {{ printf "%ds" (int .Values.config.shutdown.graceSeconds) | toJson }}
+{{- if .Values.sparkConnect.enabled }}
+
+[[sql.spark]]
+name = {{ .Values.sparkConnect.name | toJson }}
+remote = {{ required "sparkConnect.remote is required" .Values.sparkConnect.remote | toJson }}
+token_file = "/etc/lakegate/spark-connect/token"
+{{- end }}
 {{- with .Values.extraConfig }}
 
 # extraConfig

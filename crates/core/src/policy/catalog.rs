@@ -17,14 +17,17 @@ pub struct Catalog {
 #[serde(deny_unknown_fields)]
 pub struct TableDef {
     pub name: String,
-    /// Which SQL backend holds it (`embedded` or the name of a configured PostgreSQL backend).
+    /// Which SQL backend holds it (`embedded`, or the name of a configured PostgreSQL or Spark backend).
     #[serde(default = "default_backend")]
     pub backend: String,
-    /// Where its files live, as `s3://bucket/prefix/`.
+    /// Where its files live: `s3://bucket/prefix/` for credential vending. A Spark table's location is the URI
+    /// Spark reads its files from (`s3a://...`, `hdfs://...`, `file:///...`), passed to Spark as written.
     #[serde(default)]
     pub location: Option<String>,
-    /// How the embedded engine reads it: `iceberg` reads the data files of the current snapshot of the Iceberg
-    /// catalog's table of the same name; absent, the CSV or Parquet files of its warehouse directory.
+    /// How its files are read: `iceberg` reads the data files of the current snapshot of the Iceberg catalog's
+    /// table of the same name; `parquet` and `csv` (with a header line) the files under its directory. Absent,
+    /// the embedded engine reads Parquet if its warehouse directory holds any, else CSV; a Spark table must name
+    /// its format.
     #[serde(default)]
     pub format: Option<TableFormat>,
     #[serde(default)]
@@ -37,6 +40,8 @@ pub struct TableDef {
 #[serde(rename_all = "lowercase")]
 pub enum TableFormat {
     Iceberg,
+    Parquet,
+    Csv,
 }
 
 /// One column.

@@ -457,7 +457,12 @@ impl S3 for FsStore {
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        self.fs.create_bucket(req).await
+        let bucket = req.input.bucket.clone();
+        let created = self.fs.create_bucket(req).await?;
+        // The new bucket's index exists before its first object, which is then never taken for a file of the
+        // old layout whose index was lost.
+        self.indexed(move |index| index.open(&bucket)).await?;
+        Ok(created)
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {

@@ -207,6 +207,11 @@ impl KeyIndex {
         f(&index.conn).map_err(internal)
     }
 
+    /// Opens `bucket`'s index, creating it (empty) for a bucket just made.
+    pub fn open(&self, bucket: &str) -> S3Result<()> {
+        self.with(bucket, |_| Ok(()))
+    }
+
     /// Records what is stored under `key` now: its size, modification time and ETag, or nothing when no object
     /// is there. Called after every write of the key.
     pub fn refresh(&self, bucket: &str, key: &str) -> S3Result<()> {

@@ -1,10 +1,12 @@
-//! Where governed statements run: one trait, two implementations (the embedded DataFusion engine over files
-//! in the data directory, and PostgreSQL). A backend only ever sees rewritten SQL.
+//! Where governed statements run: one trait, three implementations (the embedded DataFusion engine over files
+//! in the data directory, PostgreSQL, and Spark over Spark Connect). A backend only ever sees rewritten SQL.
 
+mod arrow;
 pub mod embedded;
 pub mod iceberg;
 mod pg_tls;
 pub mod postgres;
+pub mod spark;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,11 +20,19 @@ use super::rows::{Column, ColumnType, RowSet};
 /// The backend name catalog entries use for the embedded engine.
 pub const EMBEDDED: &str = "embedded";
 
+/// Who a statement runs for. Engines that can record it do (Spark tags the operation); none decides with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub principal: &'a lakegate_core::identity::Principal,
+    /// The request id of the statement's audit record.
+    pub request_id: &'a str,
+}
+
 /// A SQL engine that runs rewritten statements.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
-    /// Runs a query and streams its rows.
-    async fn query(&self, sql: &str) -> Result<RowSet, SqlError>;
+    /// Runs a query for `caller` and streams its rows.
+    async fn query(&self, sql: &str, caller: &Caller<'_>) -> Result<RowSet, SqlError>;
     /// The result columns a query would have, without running it (for the extended protocol's Describe).
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError>;
     /// The types of the statement's `$n` parameters as the engine infers them (`None`: unknown).

@@ -16,7 +16,7 @@ use tokio_postgres::types::{FromSql, Type};
 
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, SavepointOp, Transaction, TransactionOptions};
+use super::{Backend, Caller, SavepointOp, Transaction, TransactionOptions};
 use crate::config::PostgresBackendConfig;
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet, numeric};
@@ -250,7 +250,7 @@ async fn parameter_types_on(connection: &impl Connection, sql: &str) -> Result<V
 
 #[async_trait]
 impl Backend for Postgres {
-    async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
+    async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
         query_on(self.client().await?, sql).await
     }
 
@@ -308,7 +308,7 @@ fn discard(connection: Arc<deadpool_postgres::Object>) {
 
 #[async_trait]
 impl Backend for PgTransaction {
-    async fn query(&self, sql: &str) -> Result<RowSet, SqlError> {
+    async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
         query_on(self.connection()?, sql).await
     }
 

@@ -196,7 +196,10 @@ pub async fn query(
         return Ok(Outcome::Rows(crate::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
     }
     let result = match Introspection::build(&listing.tables, &principal.subject, form) {
-        Ok(engine) => engine.query(&normalized).await.map_err(unsupported),
+        Ok(engine) => {
+            let caller = crate::backend::Caller { principal, request_id: &origin.request_id };
+            engine.query(&normalized, &caller).await.map_err(unsupported)
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -581,9 +584,9 @@ impl Introspection {
         backend.describe(sql).await
     }
 
-    async fn query(&self, sql: &str) -> Result<crate::rows::RowSet, SqlError> {
+    async fn query(&self, sql: &str, caller: &crate::backend::Caller<'_>) -> Result<crate::rows::RowSet, SqlError> {
         let backend = crate::backend::embedded::Embedded::from_context(self.ctx.clone());
-        backend.query(sql).await
+        backend.query(sql, caller).await
     }
 }
 

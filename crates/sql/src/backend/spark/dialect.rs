@@ -1,0 +1,498 @@
+//! A rewritten statement in Spark SQL's dialect.
+//!
+//! The rewriter speaks PostgreSQL, and Spark reads text differently: a backslash escapes in a string literal, a
+//! double-quoted word is a string, `${...}` is substituted from configuration and the environment. Text passed on
+//! as PostgreSQL wrote it could lex into a different statement on Spark, and a literal could become syntax. So the
+//! statement is translated in two steps:
+//!
+//! 1. On the syntax tree: governed table references become the temporary views the backend registered (keeping
+//!    the table's name as the alias the rewriter's column references use), and types, functions and operators
+//!    become Spark's. Whatever has no Spark counterpart with the same meaning is refused, never guessed.
+//! 2. Token by token: every token of the result is written in the one form Spark's lexer reads as the same token
+//!    (identifiers in backticks, literals with Spark's escapes, `$` escaped), separated by spaces so that no two
+//!    tokens can run together. A token without such a form is refused.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, DataType, ExactNumberInfo, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement,
+    TableAlias, TableFactor, TimezoneInfo, UnaryOperator, VisitMut, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::error::SqlError;
+
+/// The prefix of the views the backend registers; no name in a statement may start with it.
+pub(super) const VIEW_PREFIX: &str = "lakegate_";
+
+/// The temporary view a governed table is registered as. The length prefix keeps the mapping one-to-one
+/// (`a_b.c` and `a.b_c` differ).
+pub(super) fn view_name(database: &str, table: &str) -> String {
+    format!("{VIEW_PREFIX}{}_{database}_{table}", database.len())
+}
+
+/// What to do with `$n` placeholders: a statement to run has them bound already; one to describe may still
+/// carry them, and NULL gives its result columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placeholders {
+    Refuse,
+    Null,
+}
+
+/// Functions that mean the same on Spark as on PostgreSQL, under the same name.
+const SAME: &[&str] = &[
+    "abs",
+    "array_agg",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "cardinality",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "coalesce",
+    "concat_ws",
+    "corr",
+    "count",
+    "covar_pop",
+    "covar_samp",
+    "cume_dist",
+    "current_date",
+    "current_timestamp",
+    "date_part",
+    "date_trunc",
+    "dense_rank",
+    "every",
+    "exp",
+    "first_value",
+    "floor",
+    "greatest",
+    "initcap",
+    "lag",
+    "last_value",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtimestamp",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "max",
+    "md5",
+    "min",
+    "mod",
+    "mode",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "pi",
+    "power",
+    "random",
+    "rank",
+    "regexp_replace",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_number",
+    "rpad",
+    "rtrim",
+    "sign",
+    "split_part",
+    "sqrt",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "string_agg",
+    "substr",
+    "sum",
+    "translate",
+    "upper",
+    "var_pop",
+    "var_samp",
+    "variance",
+];
+
+/// Functions Spark has under another name.
+const RENAMED: &[(&str, &str)] = &[("starts_with", "startswith"), ("strpos", "instr")];
+
+/// Translates one rewritten statement (PostgreSQL dialect) to Spark SQL. `views` holds the `(database, table)`
+/// pairs registered as views; any other two-part name is refused.
+pub(super) fn to_spark(
+    sql: &str,
+    views: &BTreeSet<(String, String)>,
+    placeholders: Placeholders,
+) -> Result<String, SqlError> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
+    let [statement] = statements.as_mut_slice() else {
+        return Err(SqlError::Internal("a rewritten statement is one statement".into()));
+    };
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(SqlError::Unsupported("the Spark backend is read-only: only queries run on it".into()));
+    }
+    let mut translate = Translate { views, error: None };
+    let _ = statement.visit(&mut translate);
+    if let Some(e) = translate.error {
+        return Err(e);
+    }
+    spark_tokens(&statement.to_string(), placeholders)
+}
+
+fn unsupported(what: impl std::fmt::Display) -> SqlError {
+    SqlError::Unsupported(format!("{what} is not supported on the Spark backend"))
+}
+
+struct Translate<'a> {
+    views: &'a BTreeSet<(String, String)>,
+    error: Option<SqlError>,
+}
+
+impl Translate<'_> {
+    fn refuse(&mut self, e: SqlError) -> ControlFlow<()> {
+        self.error = Some(e);
+        ControlFlow::Break(())
+    }
+}
+
+fn ident_parts(name: &ObjectName) -> Option<Vec<&Ident>> {
+    name.0.iter().map(ObjectNamePart::as_ident).collect()
+}
+
+impl VisitorMut for Translate<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table { name, alias, args, .. } = factor else { return ControlFlow::Continue(()) };
+        if args.is_some() {
+            return self.refuse(unsupported(format!("table function {name}")));
+        }
+        let Some(parts) = ident_parts(name) else { return self.refuse(unsupported(format!("name {name}"))) };
+        match parts.as_slice() {
+            [db, table] if self.views.contains(&(db.value.clone(), table.value.clone())) => {
+                let view = view_name(&db.value, &table.value);
+                let table = (*table).clone();
+                *name = ObjectName::from(vec![Ident::new(view)]);
+                if alias.is_none() {
+                    *alias = Some(TableAlias { explicit: true, name: table, columns: Vec::new(), at: None });
+                }
+                ControlFlow::Continue(())
+            }
+            // A common table expression.
+            [single] if !single.value.to_ascii_lowercase().starts_with(VIEW_PREFIX) => ControlFlow::Continue(()),
+            _ => self.refuse(SqlError::Internal(format!("{name} is not a table of this backend"))),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let replacement = match expr {
+            Expr::Cast { data_type, .. } | Expr::TypedString(sqlparser::ast::TypedString { data_type, .. }) => {
+                match spark_type(data_type) {
+                    Ok(t) => *data_type = t,
+                    Err(e) => return self.refuse(e),
+                }
+                None
+            }
+            Expr::Function(f) => {
+                let part = match ident_parts(&f.name).as_deref() {
+                    Some([one]) => one.value.to_ascii_lowercase(),
+                    _ => return self.refuse(unsupported(format!("function {}", f.name))),
+                };
+                let arg_count = match &f.args {
+                    FunctionArguments::List(list) => list.args.len(),
+                    _ => 0,
+                };
+                let spark = if part == "log" && arg_count == 1 {
+                    "log10"
+                } else if part == "log" {
+                    "log"
+                } else if let Some((_, to)) = RENAMED.iter().find(|(from, _)| *from == part) {
+                    to
+                } else if let Some(same) = SAME.iter().find(|n| **n == part) {
+                    same
+                } else {
+                    return self.refuse(unsupported(format!("function {part}")));
+                };
+                f.name = ObjectName::from(vec![Ident::new(spark)]);
+                // `CURRENT_DATE` and friends without parentheses: Spark wants `current_date()` for some of them.
+                if matches!(f.args, FunctionArguments::None) {
+                    f.args = FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+                        duplicate_treatment: None,
+                        args: Vec::new(),
+                        clauses: Vec::new(),
+                    });
+                }
+                None
+            }
+            Expr::BinaryOp { left, op, right } => {
+                use BinaryOperator as B;
+                match op {
+                    B::Plus
+                    | B::Minus
+                    | B::Multiply
+                    | B::Divide
+                    | B::Modulo
+                    | B::StringConcat
+                    | B::Gt
+                    | B::Lt
+                    | B::GtEq
+                    | B::LtEq
+                    | B::Eq
+                    | B::NotEq
+                    | B::And
+                    | B::Or => None,
+                    B::PGRegexMatch | B::PGRegexNotMatch => Some(Expr::RLike {
+                        negated: matches!(op, B::PGRegexNotMatch),
+                        expr: left.clone(),
+                        pattern: right.clone(),
+                        regexp: false,
+                    }),
+                    B::PGLikeMatch | B::PGNotLikeMatch | B::PGILikeMatch | B::PGNotILikeMatch => {
+                        let negated = matches!(op, B::PGNotLikeMatch | B::PGNotILikeMatch);
+                        let (expr, pattern) = (left.clone(), right.clone());
+                        Some(if matches!(op, B::PGILikeMatch | B::PGNotILikeMatch) {
+                            Expr::ILike { negated, any: false, expr, pattern, escape_char: None }
+                        } else {
+                            Expr::Like { negated, any: false, expr, pattern, escape_char: None }
+                        })
+                    }
+                    other => return self.refuse(unsupported(format!("operator {other}"))),
+                }
+            }
+            Expr::UnaryOp { op, .. } => match op {
+                UnaryOperator::Plus | UnaryOperator::Minus | UnaryOperator::Not => None,
+                other => return self.refuse(unsupported(format!("operator {other}"))),
+            },
+            Expr::SimilarTo { .. } => return self.refuse(unsupported("SIMILAR TO")),
+            Expr::AtTimeZone { .. } => return self.refuse(unsupported("AT TIME ZONE")),
+            _ => None,
+        };
+        if let Some(replacement) = replacement {
+            *expr = replacement;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The Spark type for a PostgreSQL type the rewriter lets through.
+fn spark_type(ty: &DataType) -> Result<DataType, SqlError> {
+    use DataType as D;
+    Ok(match ty {
+        D::Text | D::String(_) => D::String(None),
+        D::Varchar(None) | D::CharacterVarying(None) | D::CharVarying(None) | D::Char(None) | D::Character(None) => {
+            D::String(None)
+        }
+        D::Varchar(Some(_)) | D::CharacterVarying(Some(_)) | D::CharVarying(Some(_)) => ty.clone(),
+        D::Char(Some(_)) | D::Character(Some(_)) => ty.clone(),
+        D::Int2(_) | D::SmallInt(_) => D::SmallInt(None),
+        D::Int(_) | D::Int4(_) | D::Integer(_) => D::Int(None),
+        D::Int8(_) | D::BigInt(_) => D::BigInt(None),
+        D::Float4 | D::Real => D::Real,
+        D::Float8 | D::DoublePrecision | D::Double(_) => D::Double(ExactNumberInfo::None),
+        D::Float(ExactNumberInfo::Precision(p)) if *p <= 24 => D::Real,
+        D::Float(_) => D::Double(ExactNumberInfo::None),
+        // PostgreSQL's bare numeric has no fixed scale; Spark's bare DECIMAL is DECIMAL(10,0) and would drop it.
+        D::Numeric(ExactNumberInfo::None) | D::Decimal(ExactNumberInfo::None) | D::Dec(ExactNumberInfo::None) => {
+            D::Decimal(ExactNumberInfo::PrecisionAndScale(38, 18))
+        }
+        D::Numeric(info) | D::Decimal(info) | D::Dec(info) => D::Decimal(*info),
+        D::Bool | D::Boolean => D::Boolean,
+        D::Date => D::Date,
+        D::Timestamp(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            D::Custom(ObjectName::from(vec![Ident::new("TIMESTAMP_NTZ")]), Vec::new())
+        }
+        D::Timestamp(None, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => D::Timestamp(None, TimezoneInfo::None),
+        D::Bytea => D::Binary(None),
+        D::Custom(name, modifiers) if modifiers.is_empty() => {
+            let folded = ident_parts(name).and_then(|p| match p.as_slice() {
+                [one] => Some(one.value.to_ascii_lowercase()),
+                _ => None,
+            });
+            match folded.as_deref() {
+                Some("int2") => D::SmallInt(None),
+                Some("int4") => D::Int(None),
+                Some("int8") => D::BigInt(None),
+                Some("float4") => D::Real,
+                Some("float8") => D::Double(ExactNumberInfo::None),
+                Some("bpchar") => D::String(None),
+                Some("timestamptz") => D::Timestamp(None, TimezoneInfo::None),
+                _ => return Err(unsupported(format!("type {ty}"))),
+            }
+        }
+        other => return Err(unsupported(format!("type {other}"))),
+    })
+}
+
+/// Writes every token of `pg` (PostgreSQL text) in the form Spark's lexer reads as that same token.
+fn spark_tokens(pg: &str, placeholders: Placeholders) -> Result<String, SqlError> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, pg)
+        .tokenize()
+        .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
+    let mut out = String::with_capacity(pg.len() + pg.len() / 4);
+    for token in &tokens {
+        if matches!(token, Token::Whitespace(_)) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        match token {
+            Token::Word(w) => match w.quote_style {
+                None if w.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => out.push_str(&w.value),
+                None => return Err(unsupported(format!("the name {}", w.value))),
+                Some(_) => quoted_identifier(&w.value, &mut out)?,
+            },
+            Token::Number(n, false) => out.push_str(n),
+            Token::SingleQuotedString(s)
+            | Token::EscapedStringLiteral(s)
+            | Token::NationalStringLiteral(s)
+            | Token::UnicodeStringLiteral(s) => string_literal(s, &mut out),
+            Token::DollarQuotedString(d) => string_literal(&d.value, &mut out),
+            Token::HexStringLiteral(h) if h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                out.push_str("X'");
+                out.push_str(h);
+                out.push('\'');
+            }
+            Token::Placeholder(_) if placeholders == Placeholders::Null => out.push_str("NULL"),
+            Token::Comma
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::DoubleColon
+            | Token::LBracket
+            | Token::RBracket => out.push_str(&token.to_string()),
+            other => return Err(unsupported(format!("the token {other}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// An identifier in backticks (Spark's only quoting without escapes: a backtick is doubled). `${` is refused:
+/// Spark substitutes variables in the statement text before it lexes it, quoted names included.
+fn quoted_identifier(name: &str, out: &mut String) -> Result<(), SqlError> {
+    if name.contains("${") || name.is_empty() {
+        return Err(unsupported(format!("the name {name:?}")));
+    }
+    out.push('`');
+    out.push_str(&name.replace('`', "``"));
+    out.push('`');
+    Ok(())
+}
+
+/// A string literal with Spark's escapes: backslash and quote escaped, and `$` written as `\u0024` so that the
+/// text never holds a `${` for Spark's variable substitution to expand.
+pub(super) fn string_literal(value: &str, out: &mut String) {
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '$' => out.push_str("\\u0024"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views() -> BTreeSet<(String, String)> {
+        [("sales".to_owned(), "orders".to_owned())].into_iter().collect()
+    }
+
+    fn spark(sql: &str) -> Result<String, SqlError> {
+        to_spark(sql, &views(), Placeholders::Refuse)
+    }
+
+    #[test]
+    fn governed_tables_become_their_views_under_the_name_the_statement_uses() {
+        assert_eq!(
+            spark(r#"SELECT "orders"."id" FROM "sales"."orders" WHERE ("orders"."region" = 'EU') OFFSET 0"#).unwrap(),
+            "SELECT `orders` . `id` FROM lakegate_5_sales_orders AS `orders` WHERE ( `orders` . `region` = 'EU' ) \
+             OFFSET 0"
+        );
+        assert_eq!(
+            spark(r#"SELECT o.id FROM sales.orders AS o"#).unwrap(),
+            "SELECT o . id FROM lakegate_5_sales_orders AS o"
+        );
+    }
+
+    #[test]
+    fn names_outside_the_backend_and_the_views_themselves_are_refused() {
+        assert!(spark("SELECT * FROM hr.employees").is_err());
+        assert!(spark("SELECT * FROM lakegate_5_sales_orders").is_err());
+        assert!(spark("SELECT * FROM LAKEGATE_5_sales_orders").is_err());
+        assert!(spark("SELECT * FROM spark_catalog.sales.orders").is_err());
+        assert!(spark("SELECT * FROM parquet.\"/etc/passwd\"").is_err());
+        assert!(spark("SELECT * FROM range(10)").is_err());
+    }
+
+    #[test]
+    fn a_literal_cannot_become_syntax_on_spark() {
+        // PostgreSQL reads `'a\'` as the string a\ ; Spark would read the backslash as an escape.
+        let out = spark(r#"SELECT 'a\' AS "x", 'it''s' AS y"#).unwrap();
+        assert_eq!(out, r#"SELECT 'a\\' AS `x` , 'it\'s' AS y"#);
+        // Spark substitutes ${...} from its configuration and environment before it parses.
+        let out = spark(r#"SELECT '${env:HOME}', E'\x24{spark.app.name}'"#).unwrap();
+        assert!(!out.contains('$'), "{out}");
+        assert!(spark(r#"SELECT 1 AS "${env:HOME}""#).is_err());
+        assert_eq!(spark(r#"SELECT 1 AS "a`b""#).unwrap(), "SELECT 1 AS `a``b`");
+    }
+
+    #[test]
+    fn comments_are_dropped_and_tokens_never_run_together() {
+        assert_eq!(spark("SELECT 1 - -1 /* x */ -- y\n").unwrap(), "SELECT 1 - - 1");
+    }
+
+    #[test]
+    fn types_functions_and_operators_become_sparks_or_are_refused() {
+        assert_eq!(
+            spark("SELECT CAST(1 AS TEXT), 2::numeric, 3::double precision, '2024-01-01'::timestamp").unwrap(),
+            "SELECT CAST ( 1 AS STRING ) , 2 :: DECIMAL ( 38 , 18 ) , 3 :: DOUBLE , '2024-01-01' :: TIMESTAMP_NTZ"
+        );
+        assert_eq!(
+            spark("SELECT log(100), log(2, 8), strpos('ab', 'b'), current_date").unwrap(),
+            "SELECT log10 ( 100 ) , log ( 2 , 8 ) , instr ( 'ab' , 'b' ) , current_date ( )"
+        );
+        assert_eq!(spark("SELECT 'a' ~ 'b'").unwrap(), "SELECT 'a' RLIKE 'b'");
+        for refused in [
+            "SELECT to_char(1, '9')",
+            "SELECT trunc(1.5)",
+            "SELECT 2 ^ 3",
+            "SELECT 1::json",
+            "SELECT 'a' SIMILAR TO 'a'",
+            "SELECT $1",
+            "INSERT INTO sales.orders VALUES (1)",
+        ] {
+            assert!(spark(refused).is_err(), "{refused}");
+        }
+        assert_eq!(to_spark("SELECT $1", &views(), Placeholders::Null).unwrap(), "SELECT NULL");
+    }
+}

@@ -1,0 +1,623 @@
+"""Governed SQL on the Spark backend: the demo tables live on a Spark Connect server, real clients query them.
+
+One Spark Connect server per module (tests/spark/connect-server: local mode, an authentication token, its event log
+in a temp dir), and one gateway whose catalog moves both demo tables to it: `sales.orders` as the demo CSV,
+`hr.employees` as a Parquet file converted from the demo CSV with the catalog's types. A default gateway (embedded
+engine) serves as the reference: the same user must get the same answers from both, and the demo files come from it.
+
+What must hold: psql, pgJDBC and the trino client get exactly what the demo policies allow (alice the EU orders with
+masked cards, carol the employees with salaries, dave nothing); PostgreSQL text that Spark would read differently
+(backslashes, `${...}`) stays text; nothing names Spark's views, paths or functions; every statement is one audit
+record, and its Spark job is tagged with the user and the audit record's request id; Spark unreachable or refusing
+the token is SQLSTATE 08006 and leaves the session usable; a cancelled statement, and one whose client goes away,
+interrupts its Spark job.
+"""
+
+import csv
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import requests
+import trino
+
+from conftest import REPO, Lakegate, demo_token, eventually, free_port
+from sql_support import JDBC_JAR, jdbc_classes  # noqa: F401  (a fixture: the compiled pgJDBC test program)
+
+CONNECT_SERVER = REPO / "tests" / "spark" / "connect-server"
+MASKED_CARD = re.compile(r"\*{12}\d{4}")
+EMPLOYEES_SCHEMA = pa.schema([
+    ("id", pa.int64()),
+    ("name", pa.string()),
+    ("department", pa.string()),
+    ("salary", pa.decimal128(12, 2)),
+    ("ssn", pa.string()),
+])
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def debian_jdk17():
+    """The JDK the suite installs (Spark 4 needs 17 or later; other JDKs on the machine are not tested)."""
+    homes = sorted(Path("/usr/lib/jvm").glob("java-17-openjdk-*"))
+    if not homes:
+        pytest.fail("openjdk-17-jdk-headless is required: run scripts/install-test-deps")
+    return homes[0]
+
+
+class SparkConnect:
+    """A Spark Connect server (tests/spark/connect-server) on a free port, in its own process group."""
+
+    def __init__(self, root):
+        self.root = root
+        self.port = free_port()
+        self.token = secrets.token_hex(24)
+        self.token_file = root / "token"
+        self.token_file.write_text(self.token)
+        self.event_dir = root / "events"
+        self.log_path = root / "connect-server.log"
+        self._events, self._read = [], {}
+        env = dict(os.environ, JAVA_HOME=str(debian_jdk17()))
+        self.log = open(self.log_path, "wb")
+        # cwd: Spark writes its warehouse and metastore directories where it starts.
+        self.process = subprocess.Popen(
+            [str(CONNECT_SERVER), str(self.port), str(self.token_file), str(self.event_dir)],
+            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            if self.process.poll() is not None:
+                self.stop()
+                pytest.fail(f"the Spark Connect server exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the Spark Connect server did not listen on {self.port} within 180 s:\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def log_tail(self, lines=40):
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def events(self):
+        """Every event of the event log so far. Each file is read on from where the last call stopped, whole lines
+        only (Spark may be writing the last one)."""
+        for path in sorted(self.event_dir.glob("*")):
+            key = path.name.removesuffix(".inprogress")  # the file is renamed when the application ends
+            done = self._read.get(key, 0)
+            with open(path, "rb") as f:
+                f.seek(done)
+                data = f.read()
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].splitlines():
+                try:
+                    self._events.append(json.loads(line))
+                except ValueError:
+                    pass
+            self._read[key] = done + end
+        return self._events
+
+    def jobs(self):
+        """{job id: (its SparkListenerJobStart, its SparkListenerJobEnd or None)}."""
+        starts, ends = {}, {}
+        for e in self.events():
+            if e.get("Event") == "SparkListenerJobStart":
+                starts[e["Job ID"]] = e
+            elif e.get("Event") == "SparkListenerJobEnd":
+                ends[e["Job ID"]] = e
+        return {job: (start, ends.get(job)) for job, start in starts.items()}
+
+    def stop(self):
+        if self.process.poll() is None:
+            # The JVM may take long to stop while a job runs: ask, then insist.
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=20)
+        else:
+            # The server script has exited; its JVM may not have.
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    server = SparkConnect(tmp_path_factory.mktemp("spark-connect"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """The reference: a default gateway on the embedded engine. It also wrote the demo tables' CSV files."""
+    lg = Lakegate()
+    yield lg
+    lg.stop()
+
+
+@pytest.fixture(scope="module")
+def demo_files(embedded, tmp_path_factory):
+    """The demo tables as Spark reads them: orders as the demo CSV, employees converted to Parquet."""
+    root = tmp_path_factory.mktemp("spark-tables")
+    warehouse = embedded.data_dir / "warehouse"
+    orders_csv = warehouse / "sales" / "orders" / "part-0.csv"
+    employees_csv = warehouse / "hr" / "employees" / "part-0.csv"
+    eventually("the demo warehouse", lambda: orders_csv.exists() and employees_csv.exists())
+    orders_dir, employees_dir = root / "orders", root / "employees"
+    orders_dir.mkdir()
+    employees_dir.mkdir()
+    shutil.copy(orders_csv, orders_dir / "part-0.csv")
+    table = pacsv.read_csv(employees_csv, convert_options=pacsv.ConvertOptions(column_types=EMPLOYEES_SCHEMA))
+    pq.write_table(table.select(EMPLOYEES_SCHEMA.names).cast(EMPLOYEES_SCHEMA), employees_dir / "part-0.parquet")
+    with open(orders_csv, newline="") as f:
+        orders = list(csv.DictReader(f))
+    with open(employees_csv, newline="") as f:
+        employees = list(csv.DictReader(f))
+    assert len(orders) == 24 and len(employees) == 8
+    return {"orders_dir": orders_dir, "employees_dir": employees_dir, "orders": orders, "employees": employees}
+
+
+def spark_policies(root, demo_files):
+    """A copy of the demo policies whose catalog puts both demo tables on the backend `spark`."""
+    policies = root / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    catalog = policies / "catalog.toml"
+    text = catalog.read_text()
+    for name, fmt, directory in [
+        ("sales/orders", "csv", demo_files["orders_dir"]),
+        ("hr/employees", "parquet", demo_files["employees_dir"]),
+    ]:
+        old = re.search(
+            rf'backend = "embedded"\nformat = "iceberg"\nlocation = "s3://lake/iceberg/{name}-[0-9a-z]+/"\n', text
+        )
+        assert old, f"the demo catalog no longer describes {name} as expected"
+        new = f'backend = "spark"\nformat = "{fmt}"\nlocation = "{directory.as_uri()}/"\n'
+        text = text.replace(old.group(0), new)
+    assert text.count('backend = "spark"') == 2 and "embedded" not in text.split("[[tables]]", 1)[1]
+    catalog.write_text(text)
+    return policies
+
+
+def spark_gateway(policies, remote, token_file):
+    return Lakegate(env={
+        "LAKEGATE__POLICY__DIR": str(policies),
+        "LAKEGATE__SQL__SPARK": f'[{{name = "spark", remote = "{remote}", token_file = "{token_file}"}}]',
+    })
+
+
+@pytest.fixture(scope="module")
+def policies(demo_files, tmp_path_factory):
+    return spark_policies(tmp_path_factory.mktemp("spark-policies"), demo_files)
+
+
+@pytest.fixture(scope="module")
+def gw(spark, policies):
+    """The gateway with both demo tables on the module's Spark Connect server."""
+    lg = spark_gateway(policies, f"sc://127.0.0.1:{spark.port}", spark.token_file)
+    yield lg
+    lg.stop()
+
+
+# ---------------------------------------------------------------- clients
+
+
+def psql(lg, user, *statements):
+    """psql, one connection, each statement a -c (errors do not stop the next one)."""
+    env = dict(os.environ, PGPASSWORD=demo_token(lg, user), PGCONNECT_TIMEOUT="10")
+    dsn = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user={user} sslmode=disable"
+    args = ["psql", dsn, "-X", "-A", "-t", "-F", "|", "-v", "VERBOSITY=verbose"]
+    for sql in statements:
+        args += ["-c", sql]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+
+
+def connect(lg, user):
+    return psycopg.connect(host="127.0.0.1", port=lg.sql_port, dbname="lakegate", user=user,
+                           password=demo_token(lg, user), sslmode="disable", connect_timeout=10)
+
+
+def query(lg, user, sql):
+    """Column names and rows of `sql` through psycopg."""
+    with connect(lg, user) as c:
+        cur = c.execute(sql)
+        return [d.name for d in cur.description], cur.fetchall()
+
+
+def jdbc(lg, classes, user, *args):
+    cmd = ["java", "-cp", f"{JDBC_JAR}:{classes}", "LakegateJdbc",
+           f"jdbc:postgresql://127.0.0.1:{lg.sql_port}/lakegate", user, demo_token(lg, user), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def trino_cursor(lg, user):
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + demo_token(lg, user)
+    conn = trino.dbapi.connect(host="127.0.0.1", port=lg.control_port, user=user, http_scheme="http",
+                               http_session=session)
+    return conn.cursor()
+
+
+def eu_orders(demo_files):
+    return [o for o in demo_files["orders"] if o["region"] == "EU"]
+
+
+def audited(lg, marker):
+    """The audit records of the statements whose original text holds `marker`, once their rows are counted."""
+    return [e for e in lg.audit_events()
+            if e.get("sql") and marker in e["sql"]["original"] and e["sql"].get("rows") is not None]
+
+
+def job_tags(start):
+    return start.get("Properties", {}).get("spark.job.tags", "").split(",")
+
+
+# ---------------------------------------------------------------- psql
+
+
+def test_psql_alice_gets_the_eu_orders_of_the_file_with_masked_cards(gw, demo_files):
+    r = psql(gw, "alice", "select order_id, customer, region, amount, card_number from sales.orders")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|") for line in r.stdout.split("\n") if line]
+    expected = eu_orders(demo_files)
+    assert len(rows) == len(expected) == 12
+    assert {row[2] for row in rows} == {"EU"}
+    by_id = {o["order_id"]: o for o in expected}
+    for order_id, customer, region, amount, card in rows:
+        o = by_id[order_id]
+        assert (customer, Decimal(amount)) == (o["customer"], Decimal(o["amount"]))
+        assert MASKED_CARD.fullmatch(card) and card[-4:] == o["card_number"][-4:], card
+    for o in demo_files["orders"]:
+        assert o["card_number"] not in r.stdout
+
+
+def test_psql_aggregate_on_spark_equals_the_sum_of_the_eu_rows_of_the_file(gw, demo_files):
+    r = psql(gw, "alice", "SELECT count(*), sum(amount) FROM sales.orders")
+    assert r.returncode == 0, r.stderr
+    count, total = r.stdout.strip().split("|")
+    expected = eu_orders(demo_files)
+    assert int(count) == len(expected)
+    assert Decimal(total) == sum(Decimal(o["amount"]) for o in expected)
+
+
+def test_psql_a_hidden_column_is_42501_and_dave_is_refused_everything(gw):
+    r = psql(gw, "alice", "SELECT ssn FROM hr.employees")
+    assert r.returncode != 0 and "42501" in r.stderr and "ssn" in r.stderr, r.stderr
+    assert r.stdout == ""
+    for sql in ["SELECT * FROM sales.orders", "SELECT name FROM hr.employees"]:
+        r = psql(gw, "dave", sql)
+        assert r.returncode != 0 and "42501" in r.stderr, r.stderr
+        assert r.stdout == ""
+
+
+def test_psql_alice_reads_employees_from_parquet_without_salary_or_ssn(gw, demo_files):
+    r = psql(gw, "alice", "SELECT * FROM hr.employees")
+    assert r.returncode == 0, r.stderr
+    rows = sorted(tuple(line.split("|")) for line in r.stdout.split("\n") if line)
+    assert rows == sorted((e["id"], e["name"], e["department"]) for e in demo_files["employees"])
+
+
+# ---------------------------------------------------------------- pgJDBC
+
+
+def test_jdbc_carol_reads_the_salaries_of_the_parquet_file(gw, jdbc_classes, demo_files):
+    r = jdbc(gw, jdbc_classes, "carol", "query", "select id, name, salary, ssn from hr.employees")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = sorted(line.split("\t") for line in r.stdout.strip().split("\n"))
+    expected = sorted([e["id"], e["name"], e["salary"], e["ssn"]] for e in demo_files["employees"])
+    assert rows == expected
+
+
+def test_jdbc_prepared_statement_binds_its_parameter_on_spark(gw, jdbc_classes, demo_files):
+    # Six executions: the last ones run as a named server-side statement with binary results.
+    r = jdbc(gw, jdbc_classes, "carol", "prepared", "select name, salary from hr.employees where id = ?", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    chen = next(e for e in demo_files["employees"] if e["id"] == "3")
+    name, salary = r.stdout.strip().split("\t")
+    assert name == chen["name"] and Decimal(salary) == Decimal(chen["salary"])
+    # The row filter holds with a bound parameter: order 2 is a US order.
+    r = jdbc(gw, jdbc_classes, "alice", "prepared", "select order_id, card_number from sales.orders where order_id = ?",
+             "2")
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- trino
+
+
+def test_trino_alice_gets_the_rows_psql_gets_with_typed_columns(gw):
+    cur = trino_cursor(gw, "alice")
+    cur.execute("select order_id, customer, region, amount, card_number from sales.orders")
+    rows = cur.fetchall()
+    assert [d.name for d in cur.description] == ["order_id", "customer", "region", "amount", "card_number"]
+    types = [d.type_code for d in cur.description]
+    assert types[0] == "bigint" and types[1] == types[2] == types[4] == "varchar", types
+    assert types[3].startswith("decimal("), types
+    assert all(isinstance(r[0], int) and isinstance(r[3], Decimal) for r in rows)
+    r = psql(gw, "alice", "select order_id, customer, region, amount, card_number from sales.orders")
+    assert r.returncode == 0, r.stderr
+    via_psql = sorted((int(a), b, c, Decimal(d), e) for a, b, c, d, e in
+                      (line.split("|") for line in r.stdout.split("\n") if line))
+    assert sorted(tuple(row) for row in rows) == via_psql
+    assert len(rows) == 12
+
+
+def test_trino_refuses_a_hidden_column_on_spark(gw):
+    cur = trino_cursor(gw, "alice")
+    with pytest.raises(trino.exceptions.TrinoUserError) as e:
+        cur.execute("select ssn from hr.employees")
+        cur.fetchall()
+    assert e.value.error_name == "PERMISSION_DENIED"
+
+
+# ---------------------------------------------------------------- same answers as the embedded engine
+
+SAME_ANSWERS = {
+    "filter": "SELECT order_id, customer, amount, card_number FROM sales.orders "
+              "WHERE amount BETWEEN 100 AND 700 AND customer NOT IN ('Hooli') AND customer LIKE '%e%'",
+    "group_by": "SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS lo, max(amount) AS hi "
+                "FROM sales.orders GROUP BY customer",
+    "order_by_limit": "SELECT order_id, amount FROM sales.orders ORDER BY amount DESC, order_id LIMIT 5",
+    "self_join": "SELECT a.order_id, b.order_id AS other, a.customer FROM sales.orders a "
+                 "JOIN sales.orders b ON a.customer = b.customer AND a.order_id < b.order_id",
+    "cte": "WITH big AS (SELECT customer, amount FROM sales.orders WHERE amount > 250) "
+           "SELECT customer, count(*) AS n, sum(amount) AS total FROM big GROUP BY customer HAVING count(*) >= 1",
+    "expressions": "SELECT order_id, upper(customer) AS c, substr(card_number, 13) AS last4, amount * 2 AS twice, "
+                   "CASE WHEN amount > 500 THEN 'big' ELSE 'small' END AS size FROM sales.orders",
+    "parquet_group_by": "SELECT department, count(*) AS n FROM hr.employees WHERE name <> 'Eve' GROUP BY department",
+    "masked_column_filter": "SELECT order_id, card_number FROM sales.orders WHERE card_number LIKE '%1'",
+}
+
+
+@pytest.mark.parametrize("name", list(SAME_ANSWERS))
+def test_spark_and_the_embedded_engine_give_alice_the_same_answer(gw, embedded, name):
+    sql = SAME_ANSWERS[name]
+    columns, on_spark = query(gw, "alice", sql)
+    reference_columns, reference = query(embedded, "alice", sql)
+    assert reference, "the reference query returns no rows: it would not compare anything"
+    assert columns == reference_columns
+    if "ORDER BY" in sql:
+        assert on_spark == reference
+    else:
+        assert sorted(on_spark) == sorted(reference)
+
+
+# ---------------------------------------------------------------- PostgreSQL text Spark would read differently
+
+# Each statement reads a Spark table, so that it runs on Spark (a statement without tables runs on the embedded
+# engine).
+LITERALS = [
+    ("SELECT '${env:HOME}' AS x FROM sales.orders LIMIT 1", "${env:HOME}"),
+    (r"SELECT E'\x24{spark.app.name}' AS x FROM sales.orders LIMIT 1", "${spark.app.name}"),
+    ("SELECT '$${env:HOME}' AS x FROM sales.orders LIMIT 1", "$${env:HOME}"),
+    ("SELECT 'a\\' AS x FROM sales.orders LIMIT 1", "a\\"),
+    ("SELECT 'it''s' AS x FROM sales.orders LIMIT 1", "it's"),
+    ("SELECT $$\\'$$ AS x FROM sales.orders LIMIT 1", "\\'"),
+    ("SELECT U&'x\\005c' AS x FROM sales.orders LIMIT 1", "x\\"),
+]
+
+
+@pytest.mark.parametrize("sql,value", LITERALS, ids=[f"literal{i}" for i in range(len(LITERALS))])
+def test_a_string_literal_reaches_spark_as_the_same_text(gw, sql, value):
+    assert query(gw, "alice", sql)[1] == [(value,)]
+
+
+# A literal that ends in a backslash, in every PostgreSQL spelling: on Spark the backslash must not escape the
+# closing quote, or `OR region = 'US'` becomes part of the statement.
+BACKSLASH_TRICKS = [
+    "SELECT order_id, region, card_number FROM sales.orders WHERE customer = 'x\\' OR region = 'US' --'",
+    "SELECT order_id, region, card_number FROM sales.orders WHERE customer = 'x\\\\' OR region = 'US' --'",
+    "SELECT order_id, region, card_number FROM sales.orders WHERE customer = E'x\\\\' OR region = 'US' --'",
+    "SELECT order_id, region, card_number FROM sales.orders WHERE customer = $$x\\$$ OR region = 'US' --'",
+    "SELECT order_id, region, card_number FROM sales.orders WHERE customer = U&'x\\005c' OR region = 'US' --'",
+]
+
+
+@pytest.mark.parametrize("sql", BACKSLASH_TRICKS, ids=[f"trick{i}" for i in range(len(BACKSLASH_TRICKS))])
+def test_a_literal_ending_in_a_backslash_cannot_reach_other_rows(gw, demo_files, sql):
+    r = psql(gw, "alice", sql)
+    assert r.returncode == 0, r.stderr
+    assert "US" not in r.stdout, r.stdout
+    for o in demo_files["orders"]:
+        assert o["card_number"] not in r.stdout
+    # The same through the extended protocol (where the statement is also described on Spark).
+    assert query(gw, "alice", sql)[1] == []
+
+
+def test_filters_see_only_the_masked_card_numbers(gw, demo_files):
+    full = eu_orders(demo_files)[0]["card_number"]
+    assert query(gw, "alice", f"SELECT order_id FROM sales.orders WHERE card_number = '{full}'")[1] == []
+    assert query(gw, "alice", f"SELECT order_id FROM sales.orders WHERE card_number LIKE '{full[:6]}%'")[1] == []
+
+
+REFUSED = [
+    "SELECT * FROM lakegate_5_sales_orders",
+    "SELECT * FROM lakegate_2_hr_employees",
+    "SELECT o.order_id FROM sales.orders o JOIN lakegate_5_sales_orders v ON o.order_id = v.order_id",
+    "WITH x AS (SELECT * FROM sales.orders) SELECT * FROM LAKEGATE_5_SALES_ORDERS",
+    "SELECT * FROM parquet.`/etc/passwd`",
+    'SELECT * FROM parquet."/etc/passwd"',
+    'SELECT * FROM csv."file:///etc/passwd"',
+    "SELECT * FROM spark_catalog.default.lakegate_5_sales_orders",
+    "SELECT reflect('java.lang.System', 'getenv', 'HOME')",
+    "SELECT reflect('java.lang.System', 'getenv', 'HOME') FROM sales.orders",
+    "SELECT java_method('java.lang.System', 'getenv', 'HOME') FROM sales.orders",
+    "SELECT * FROM range(3)",
+    "SELECT count(*) FROM sales.orders, range(3)",
+    "SELECT input_file_name() FROM sales.orders",
+    'SELECT 1 AS "${env:HOME}" FROM sales.orders',
+]
+
+
+@pytest.mark.parametrize("sql", REFUSED, ids=[f"refused{i}" for i in range(len(REFUSED))])
+def test_spark_only_names_are_refused(gw, demo_files, sql):
+    with connect(gw, "alice") as c:
+        with pytest.raises(psycopg.Error) as e:
+            c.execute(sql).fetchall()
+        # The error names no file Spark reads.
+        assert str(demo_files["orders_dir"]) not in str(e.value) and "/etc/passwd:" not in str(e.value)
+        # The session goes on.
+        c.rollback()
+        assert c.execute("SELECT count(*) FROM sales.orders").fetchall() == [(12,)]
+
+
+# ---------------------------------------------------------------- identity and audit
+
+
+@pytest.mark.parametrize("user", ["alice", "carol"])
+def test_the_spark_job_of_a_statement_is_tagged_with_its_user_and_audit_record(gw, spark, user):
+    marker = f"tag_probe_{uuid.uuid4().hex[:12]}"
+    table = "sales.orders" if user == "alice" else "hr.employees"
+    columns, rows = query(gw, user, f"SELECT count(*) AS {marker} FROM {table}")
+    assert columns == [marker] and rows[0][0] > 0
+    record = eventually("the audit record", lambda: audited(gw, marker))[0]
+    request = record["request_id"]
+    assert request
+
+    def jobs_of_the_statement():
+        return [start for start, _ in spark.jobs().values()
+                if any(t.endswith(f"_Tag_lakegate-request={request}") for t in job_tags(start))]
+
+    jobs = eventually("the statement's Spark job in the event log", jobs_of_the_statement, timeout=60)
+    for start in jobs:
+        user_tags = [t.split("_Tag_", 1)[1] for t in job_tags(start) if "_Tag_lakegate-user=" in t]
+        assert user_tags == [f"lakegate-user={user}"], job_tags(start)
+        # The job runs the statement Lakegate translated, not the client's text.
+        assert marker in start["Properties"].get("callSite.long", "")
+
+
+def test_one_statement_is_one_audit_record_naming_the_user_and_the_rewritten_statement(gw):
+    marker = f"audit_probe_{uuid.uuid4().hex[:12]}"
+    # psycopg sends Parse/Describe/Bind/Execute: the statement is described and run on Spark.
+    assert query(gw, "alice", f"SELECT count(*) AS {marker} FROM sales.orders")[1] == [(12,)]
+    record = eventually("the audit record", lambda: audited(gw, marker))[0]
+    # The audit sink writes in order: once a later statement's record is there, so is every record of this one.
+    later = f"audit_later_{uuid.uuid4().hex[:12]}"
+    query(gw, "alice", f"SELECT 1 AS {later} FROM sales.orders LIMIT 1")
+    eventually("the later statement's audit record", lambda: audited(gw, later))
+    records = [e for e in gw.audit_events() if e.get("sql") and marker in e["sql"]["original"]]
+    assert records == [record]
+    assert record["action"] == "sql:Select" and record["decision"] == "allow"
+    assert record["principal"]["subject"] == "alice"
+    assert record["sql"]["tables"] == ["sales.orders"] and record["sql"]["rows"] == 1
+    rewritten = record["sql"]["rewritten"]
+    assert marker in rewritten and "'EU'" in rewritten and "lakegate_" not in rewritten
+
+
+# ---------------------------------------------------------------- Spark unreachable or refusing Lakegate
+
+
+def unusable_spark_answers_08006_and_the_session_goes_on(lg):
+    r = psql(lg, "alice", "SELECT count(*) FROM sales.orders", "SELECT name FROM hr.employees",
+             "SELECT 41 + 1 AS answer")
+    errors = [line for line in r.stderr.split("\n") if line.startswith("ERROR:")]
+    assert len(errors) == 2, r.stderr
+    for line in errors:
+        assert "08006" in line and "Spark backend" in line and "not available" in line, line
+    # The third statement has no tables: it runs on the embedded engine, on the same connection.
+    assert r.stdout.strip() == "42", r.stdout + r.stderr
+    return r.stderr
+
+
+def test_spark_unreachable_is_08006_and_the_session_stays_usable(policies, start_lakegate):
+    lg = start_lakegate(env={
+        "LAKEGATE__POLICY__DIR": str(policies),
+        "LAKEGATE__SQL__SPARK": f'[{{name = "spark", remote = "sc://127.0.0.1:{free_port()}"}}]',
+    })
+    unusable_spark_answers_08006_and_the_session_goes_on(lg)
+
+
+def test_a_wrong_spark_token_is_08006_and_the_session_stays_usable(spark, policies, start_lakegate, tmp_path):
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text(secrets.token_hex(24))
+    lg = start_lakegate(env={
+        "LAKEGATE__POLICY__DIR": str(policies),
+        "LAKEGATE__SQL__SPARK": f'[{{name = "spark", remote = "sc://127.0.0.1:{spark.port}", '
+                                f'token_file = "{wrong}"}}]',
+    })
+    stderr = unusable_spark_answers_08006_and_the_session_goes_on(lg)
+    assert wrong.read_text() not in stderr and spark.token not in stderr
+
+
+# ---------------------------------------------------------------- a client that goes away
+
+# A cross join of alice's 12 orders with itself 10 times: Spark counts 12^10 rows, minutes of work on a small
+# machine (9 times already takes about 10 s), and sends nothing before it is done.
+SLOW = "SELECT count(*) AS {marker} FROM sales.orders a1" + "".join(f", sales.orders a{i}" for i in range(2, 11))
+
+
+def slow_statement_stopped_by(gw, spark, stop):
+    """Runs the slow statement as alice, calls `stop(conn)` while its Spark job runs, and returns the error the
+    client got; the job must end without succeeding."""
+    marker = f"slow_probe_{uuid.uuid4().hex[:12]}"
+    conn = connect(gw, "alice")
+    outcome = {}
+
+    def run():
+        try:
+            outcome["rows"] = conn.execute(SLOW.format(marker=marker)).fetchall()
+        except psycopg.Error as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+
+    def jobs_of_the_statement():
+        return {job: (start, end) for job, (start, end) in spark.jobs().items()
+                if marker in start.get("Properties", {}).get("callSite.long", "")}
+
+    eventually("the slow statement's Spark job", jobs_of_the_statement, timeout=60)
+    time.sleep(3)
+    assert worker.is_alive() and not outcome, "the slow statement ended before it was stopped"
+    stop(conn)
+    worker.join(30)
+    assert "error" in outcome
+
+    def all_ended():
+        jobs = jobs_of_the_statement()
+        return jobs if all(end is not None for _, end in jobs.values()) else None
+
+    jobs = eventually("the end of the slow statement's Spark jobs", all_ended, timeout=60)
+    results = [end["Job Result"]["Result"] for _, end in jobs.values()]
+    assert any(r != "JobSucceeded" for r in results), results
+    return conn, outcome["error"]
+
+
+def test_a_cancelled_statement_stops_its_spark_job_and_the_session_goes_on(gw, spark):
+    # psycopg sends PostgreSQL's CancelRequest with the key the gateway gave the connection.
+    conn, error = slow_statement_stopped_by(gw, spark, lambda conn: conn.cancel())
+    assert isinstance(error, psycopg.errors.QueryCanceled), error
+    assert error.sqlstate == "57014"
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM sales.orders").fetchone() == (12,)
+
+
+def test_a_client_that_goes_away_mid_query_interrupts_the_spark_job(gw, spark):
+    def go_away(conn):
+        # The client's socket is shut down under it, as when a process dies or a network drops.
+        with socket.socket(fileno=os.dup(conn.fileno())) as s:
+            s.shutdown(socket.SHUT_RDWR)
+
+    slow_statement_stopped_by(gw, spark, go_away)
