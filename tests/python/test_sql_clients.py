@@ -145,6 +145,25 @@ def test_psycopg_server_side_prepared_statements_stay_governed(gw):
             assert rows == [(12,)]
 
 
+def test_psycopg_a_large_result_is_sent_as_it_is_produced(gw):
+    """The extended protocol (psycopg, pgJDBC) must not hold a result whole before its first row: a client that
+    reads one row of 2,985,984 and leaves is recorded as having received far fewer rows than the result holds."""
+    marker = "stream_probe_" + os.urandom(6).hex()
+    joins = ", ".join(f"sales.orders o{i}" for i in range(2, 7))
+    total = 12 ** 6
+    conn = connect(gw, "alice")
+    rows = conn.cursor().stream(f"select o1.order_id as {marker} from sales.orders o1, {joins}")
+    assert next(rows)
+    conn.pgconn.finish()  # leave mid-result, as a client that crashes does
+
+    def recorded():
+        found = [e for e in gw.audit_events() if e.get("sql") and marker in e["sql"]["original"]]
+        return found[0] if found else None
+
+    event = eventually("the statement's audit record", recorded, timeout=60)
+    assert event["sql"]["rows"] < total, event["sql"]
+
+
 def test_psycopg_hr_reads_ssn_and_dave_gets_insufficient_privilege(gw):
     with connect(gw, "carol") as c:
         assert c.execute("select ssn from hr.employees where id = %s", (1,)).fetchall() == [("101-11-1111",)]

@@ -730,6 +730,70 @@ impl ExtendedQueryHandler for Connection {
         Arc::new(self.clone())
     }
 
+    /// pgwire's Execute collects all of a portal's rows before it sends the first when the client asks for all
+    /// of them (`max_rows` 0, what pgJDBC and psycopg send): a large result would sit whole in memory. Such an
+    /// Execute of a fresh portal sends its rows as the backend produces them; any other Execute (a row limit, a
+    /// suspended portal) takes pgwire's road.
+    async fn on_execute<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::portal::PortalExecutionState;
+        use pgwire::api::store::Entry;
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME).to_owned();
+        let portal = match client.portal_store().get_portal(&name) {
+            Some(Entry::Value(portal)) => Some(portal),
+            _ => None,
+        };
+        let fresh = match &portal {
+            Some(p) => matches!(*p.state().lock().await, PortalExecutionState::Initial),
+            None => false,
+        };
+        let (Some(portal), true, true, true) =
+            (portal, fresh, message.max_rows == 0, matches!(client.state(), PgWireConnectionState::ReadyForQuery))
+        else {
+            return self._on_execute(client, message).await;
+        };
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let mut status = client.transaction_status();
+        let outcome = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await;
+        let sent = match outcome {
+            Ok(Response::Query(mut results)) => {
+                let schema = results.row_schema();
+                let sent = pgwire::api::query::send_partial_query_response(client, &mut results, 0).await;
+                // The portal is spent: a second Execute of it answers no rows, as PostgreSQL does.
+                portal.start(QueryResponse::new(schema, futures::stream::empty())).await;
+                sent.map(|_| ())
+            }
+            Ok(Response::Execution(tag)) => pgwire::api::query::send_execution_response(client, tag).await,
+            Ok(Response::TransactionStart(tag)) => {
+                status = status.to_in_transaction_state();
+                pgwire::api::query::send_execution_response(client, tag).await
+            }
+            Ok(Response::TransactionEnd(tag)) => {
+                status = status.to_idle_state();
+                client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+                pgwire::api::query::send_execution_response(client, tag).await
+            }
+            Ok(Response::EmptyQuery) => client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(pgwire::messages::response::EmptyQueryResponse::new()))
+                .await
+                .map_err(PgWireError::from),
+            Ok(Response::Error(e)) => {
+                status = status.to_error_state();
+                client.send(PgWireBackendMessage::ErrorResponse((*e).into())).await.map_err(PgWireError::from)
+            }
+            Ok(_) => Err(pg_error(&SqlError::Unsupported("COPY through the extended protocol".into()))),
+            Err(e) => Err(e),
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        sent
+    }
+
     async fn do_describe_statement<C>(
         &self,
         _client: &mut C,
