@@ -7,13 +7,13 @@ pub mod catalog;
 pub mod config;
 mod decisions;
 pub mod filter;
+mod names;
 mod resource;
 mod slice;
 pub mod store;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
@@ -390,8 +390,7 @@ fn column_access(name: &str, decision: &Decision, permissive: &[Option<String>])
 }
 
 fn action_uid(store: &PolicyStore, action: &str) -> Result<EntityUid, PolicyError> {
-    let uid = EntityUid::from_str(&format!("Action::{}", cedar_string(action)))
-        .map_err(|_| PolicyError::UnknownAction(action.chars().take(80).collect()))?;
+    let uid = names::uid("Action", action);
     if store.schema.actions().any(|a| *a == uid) {
         Ok(uid)
     } else {
@@ -401,24 +400,11 @@ fn action_uid(store: &PolicyStore, action: &str) -> Result<EntityUid, PolicyErro
 
 /// The Cedar entity id of a user.
 pub fn user_uid(subject: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(
-        cedar_policy::EntityTypeName::from_str("User").unwrap_or_else(|_| unreachable_user_type()),
-        cedar_policy::EntityId::new(subject),
-    )
-}
-
-#[cold]
-#[allow(clippy::panic, reason = "`User` is a literal, valid type name; only a typo here could reach this")]
-fn unreachable_user_type() -> cedar_policy::EntityTypeName {
-    panic!("`User` is a valid entity type name")
+    names::uid("User", subject)
 }
 
 fn user_entity(principal: &Principal) -> Result<Entity, PolicyError> {
-    let parents: HashSet<EntityUid> = principal
-        .groups
-        .iter()
-        .filter_map(|g| EntityUid::from_str(&format!("Group::{}", cedar_string(g))).ok())
-        .collect();
+    let parents: HashSet<EntityUid> = principal.groups.iter().map(|g| names::uid("Group", g)).collect();
     Entity::new_with_tags(
         user_uid(&principal.subject),
         [("issuer".to_owned(), RestrictedExpression::new_string(principal.issuer.clone()))],
@@ -467,11 +453,6 @@ fn build_context(
     );
     Context::from_json_value(serde_json::Value::Object(map), Some((&store.schema, action)))
         .map_err(|e| PolicyError::BadContext(e.to_string()))
-}
-
-fn cedar_string(s: &str) -> String {
-    // JSON string escaping is a subset of what Cedar string literals accept.
-    serde_json::Value::String(s.to_owned()).to_string()
 }
 
 fn dedup(entities: Vec<Entity>) -> Vec<Entity> {

@@ -164,19 +164,9 @@ impl fmt::Display for Resource {
     }
 }
 
-fn uid(type_name: &str, id: &str) -> EntityUid {
-    // Type names are ours and valid; the id is arbitrary text, which Cedar accepts as-is.
-    let type_name = cedar_policy::EntityTypeName::from_str(type_name).unwrap_or_else(|_| unreachable_type(type_name));
-    EntityUid::from_type_name_and_id(type_name, cedar_policy::EntityId::new(id))
-}
-
-#[cold]
-#[allow(
-    clippy::panic,
-    reason = "only reachable if a literal type name in this file were misspelled; tests build every kind"
-)]
-fn unreachable_type(name: &str) -> cedar_policy::EntityTypeName {
-    panic!("invalid built-in entity type name {name}")
+fn uid(type_name: &'static str, id: &str) -> EntityUid {
+    // Type names are ours; the id is arbitrary text, which Cedar accepts as-is.
+    super::names::uid(type_name, id)
 }
 
 fn table_entity(catalog: &Catalog, database: &str, table: &str) -> Result<Entity, PolicyError> {
