@@ -436,7 +436,15 @@ async fn the_postgresql_backend_connects_over_verified_tls_when_the_server_accep
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
 
-/// `hr.employees` on a real PostgreSQL behind the gateway, writable by the backend role; carol (hr) may edit it.
+/// Members of `ops-writers` may add employees of the ops department only.
+const OPS_WRITERS: &str = r#"
+@id("employees-ops-writers")
+@row_filter("department = 'ops'")
+permit (principal in Group::"ops-writers", action == Action::"InsertTable", resource in Table::"hr.employees");
+"#;
+
+/// `hr.employees` on a real PostgreSQL behind the gateway, writable by the backend role; carol (hr) may edit it,
+/// `ops-writers` may add ops employees ([`OPS_WRITERS`]).
 fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
     pg.psql(
         "CREATE SCHEMA hr; CREATE TABLE hr.employees (id bigint, name text, department text, \
@@ -445,6 +453,7 @@ fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
          GRANT SELECT, INSERT, UPDATE, DELETE ON hr.employees TO lakegate_backend;",
     );
     let policies = policies_on_warehouse("hr.employees");
+    std::fs::write(policies.path().join("ops-writers.cedar"), OPS_WRITERS).expect("write policy");
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
     let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1}}]");
@@ -454,6 +463,25 @@ fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
 
 fn names(pg: &Postgres) -> String {
     pg.psql("SELECT string_agg(name, ',' ORDER BY id) FROM hr.employees").trim().to_owned()
+}
+
+#[tokio::test]
+async fn on_postgresql_a_new_row_outside_the_writers_filter_is_42501_and_nothing_of_the_statement_is_written() {
+    let pg = Postgres::start();
+    let (lg, _policies) = hr_on_postgres(&pg);
+    let olga = lg.token("olga", &["ops-writers"], &[]);
+    let client = connect_gateway(&lg, "olga", &olga).await;
+
+    simple(&client, "INSERT INTO hr.employees (id, name, department) VALUES (2, 'Bo', 'ops')").await.expect("insert");
+    let mixed = "INSERT INTO hr.employees (id, name, department) VALUES (3, 'Cy', 'ops'), (4, 'Di', 'sales')";
+    let refused = client.simple_query(mixed).await.expect_err("a row outside the filter");
+    let db = refused.as_db_error().expect("a database error");
+    // PostgreSQL's own code and words under row level security, not the cast error that carries the check.
+    assert_eq!(db.code().code(), "42501");
+    assert_eq!(db.message(), "new row violates row-level security policy for table \"employees\"");
+    assert_eq!(names(&pg), "Ann,Bo");
+    // The session goes on.
+    assert_eq!(simple(&client, "SELECT 41 + 1").await, Ok(vec![vec![Some("42".into())]]));
 }
 
 #[tokio::test]
@@ -869,6 +897,8 @@ async fn on_spark_the_hostile_corpus_shows_nothing_hidden_and_rewrites_agree_wit
         remote: format!("sc://127.0.0.1:{}", spark.port),
         token_file: Some(spark.token_file.clone()),
         service_user: "lakegate".into(),
+        tls: false,
+        ca_file: None,
     };
     let backend =
         lakegate_sql::backend::spark::Spark::open(&config, &lakegate_core::policy::catalog::Catalog { tables })

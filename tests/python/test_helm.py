@@ -524,6 +524,26 @@ def test_spark_connect_is_configured_with_its_token_and_reachable_only_from_lake
             render(renderer, [values])
 
 
+def test_spark_connect_over_tls_trusts_the_ca_of_its_secret(renderer, tmp_path):
+    values = tmp_path / "spark.yaml"
+    values.write_text(SPARK_CONNECT_VALUES + "  tls: true\n  caSecret: spark-connect-ca\n")
+    out = render(renderer, [values])
+    for obj in out["objects"]:
+        kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
+    (spark,) = tomllib.loads(config_toml(out))["sql"]["spark"]
+    assert (spark["tls"], spark["ca_file"]) == (True, "/etc/lakegate/spark-connect-ca/ca.crt")
+    assert mounts(out)["/etc/lakegate/spark-connect-ca"]["readOnly"] is True
+    assert volumes(out)["spark-connect-ca"]["secret"]["secretName"] == "spark-connect-ca"
+    # TLS with the public roots: no CA volume; a CA without TLS would be ignored, so the render refuses it.
+    values.write_text(SPARK_CONNECT_VALUES + "  tls: true\n")
+    out = render(renderer, [values])
+    assert "ca_file" not in tomllib.loads(config_toml(out))["sql"]["spark"][0]
+    assert "spark-connect-ca" not in volumes(out)
+    values.write_text(SPARK_CONNECT_VALUES + "  caSecret: spark-connect-ca\n")
+    with pytest.raises(RenderError):
+        render(renderer, [values])
+
+
 def test_issuers_are_written_with_the_configuration_keys(rendered):
     config = tomllib.loads(config_toml(rendered["ha"]))
     assert config["identity"]["dev_issuer"] is False

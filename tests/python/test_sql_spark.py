@@ -36,7 +36,7 @@ import pytest
 import requests
 import trino
 
-from conftest import REPO, Lakegate, demo_token, eventually, free_port
+from conftest import REPO, Lakegate, demo_token, eventually, free_port, wait_for_port
 from sql_support import JDBC_JAR, jdbc_classes  # noqa: F401  (a fixture: the compiled pgJDBC test program)
 
 CONNECT_SERVER = REPO / "tests" / "spark" / "connect-server"
@@ -235,9 +235,10 @@ def psql(lg, user, *statements):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
 
 
-def connect(lg, user):
+def connect(lg, user, autocommit=False):
     return psycopg.connect(host="127.0.0.1", port=lg.sql_port, dbname="lakegate", user=user,
-                           password=demo_token(lg, user), sslmode="disable", connect_timeout=10)
+                           password=demo_token(lg, user), sslmode="disable", connect_timeout=10,
+                           autocommit=autocommit)
 
 
 def query(lg, user, sql):
@@ -559,6 +560,256 @@ def test_a_wrong_spark_token_is_08006_and_the_session_stays_usable(spark, polici
     })
     stderr = unusable_spark_answers_08006_and_the_session_goes_on(lg)
     assert wrong.read_text() not in stderr and spark.token not in stderr
+
+
+# ---------------------------------------------------------------- writes, and files that change under Spark
+
+# Analysts may add orders of their own region only (the row filter is the INSERT's WITH CHECK).
+INSERT_POLICY = """
+@id("orders-analysts-insert-own-region")
+@row_filter("region = principal.region")
+permit (principal in Group::"analysts", action == Action::"InsertTable", resource in Table::"sales.orders");
+"""
+ORDER_COLUMNS = "(order_id, customer, region, amount, card_number)"
+
+
+@pytest.fixture(scope="module")
+def writable(spark, demo_files, tmp_path_factory):
+    """A gateway over copies of both demo tables on Spark (the other tests' files stay as they are), with
+    INSERT_POLICY added."""
+    root = tmp_path_factory.mktemp("spark-writes")
+    files = {}
+    for name in ("orders_dir", "employees_dir"):
+        files[name] = root / name
+        shutil.copytree(demo_files[name], files[name])
+    policies = spark_policies(root, files)
+    (policies / "insert.cedar").write_text(INSERT_POLICY)
+    lg = spark_gateway(policies, f"sc://127.0.0.1:{spark.port}", spark.token_file)
+    yield lg, files
+    lg.stop()
+
+
+def data_files(directory):
+    """The files Spark reads as the table's (it skips names starting with `_` or `.`)."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+
+
+def csv_rows(directory):
+    rows = []
+    for path in data_files(directory):
+        with open(path, newline="") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def test_alice_inserts_orders_of_her_region_and_reads_them_back(writable):
+    lg, files = writable
+    before = csv_rows(files["orders_dir"])
+    with connect(lg, "alice", autocommit=True) as c:
+        cur = c.execute(f"INSERT INTO sales.orders {ORDER_COLUMNS} VALUES "
+                        "(9001, 'Inserted Ltd', 'EU', 12.34, '4111111111111111'), "
+                        "(9002, 'Inserted Ltd', 'EU', 5, '4111111111112222')")
+        assert (cur.statusmessage, cur.rowcount) == ("INSERT 0 2", 2)
+    # Spark appended them to the table's files, in the table's CSV form.
+    after = csv_rows(files["orders_dir"])
+    assert len(after) == len(before) + 2
+    added = sorted((r["order_id"], r["customer"], r["region"], Decimal(r["amount"]), r["card_number"])
+                   for r in after if r["customer"] == "Inserted Ltd")
+    assert added == [("9001", "Inserted Ltd", "EU", Decimal("12.34"), "4111111111111111"),
+                     ("9002", "Inserted Ltd", "EU", Decimal("5"), "4111111111112222")]
+    # Read back through the gateway under her read policy: the rows, with the card numbers masked.
+    _, rows = query(lg, "alice", "SELECT order_id, amount, card_number FROM sales.orders "
+                                 "WHERE customer = 'Inserted Ltd' ORDER BY order_id")
+    assert [(r[0], r[1]) for r in rows] == [(9001, Decimal("12.34")), (9002, Decimal("5.00"))]
+    assert [r[2][-4:] for r in rows] == ["1111", "2222"] and all(MASKED_CARD.fullmatch(r[2]) for r in rows)
+    # One audit record, naming her and the rows written.
+    (event,) = eventually("the INSERT's audit record", lambda: [
+        e for e in lg.audit_events()
+        if e.get("sql") and e["sql"]["original"].startswith("INSERT") and "Inserted Ltd" in e["sql"]["original"]])
+    assert (event["action"], event["decision"]) == ("sql:Insert", "allow")
+    assert event["principal"]["subject"] == "alice" and event["sql"]["rows"] == 2
+
+
+def test_a_row_outside_her_region_is_42501_and_nothing_of_the_statement_is_written(writable):
+    lg, files = writable
+    before = data_files(files["orders_dir"])
+    with connect(lg, "alice", autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+            c.execute(f"INSERT INTO sales.orders {ORDER_COLUMNS} VALUES "
+                      "(9101, 'Half Ltd', 'EU', 1, '4000000000000001'), (9102, 'Half Ltd', 'US', 1, '4000000000000002')")
+        assert 'new row violates row-level security policy for table "orders"' in str(refused.value)
+        # The session goes on.
+        assert c.execute("SELECT 41 + 1").fetchone() == (42,)
+    assert data_files(files["orders_dir"]) == before
+    assert not [r for r in csv_rows(files["orders_dir"]) if r["customer"] == "Half Ltd"]
+
+
+def test_a_user_without_an_insert_grant_is_refused_before_spark_is_asked(writable, spark):
+    lg, files = writable
+    before = data_files(files["orders_dir"])
+    for user in ("dave", "carol"):
+        with connect(lg, user, autocommit=True) as c, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute(f"INSERT INTO sales.orders {ORDER_COLUMNS} VALUES (9201, 'No Ltd', 'EU', 1, '1')")
+    assert data_files(files["orders_dir"]) == before
+
+
+def test_carol_adds_an_employee_to_the_parquet_table_and_unset_columns_are_null(writable):
+    lg, files = writable
+    with connect(lg, "carol", autocommit=True) as c:
+        cur = c.execute("INSERT INTO hr.employees (id, name, department) VALUES (901, 'Noor', 'data')")
+        assert cur.rowcount == 1
+        assert c.execute("SELECT name, department, salary, ssn FROM hr.employees WHERE id = 901").fetchall() == [
+            ("Noor", "data", None, None)]
+    table = pq.read_table(files["employees_dir"])
+    assert table.schema.field("salary").type == pa.decimal128(12, 2)
+    (row,) = [r for r in table.to_pylist() if r["id"] == 901]
+    assert row == {"id": 901, "name": "Noor", "department": "data", "salary": None, "ssn": None}
+
+
+@pytest.mark.parametrize("write", [
+    "UPDATE hr.employees SET department = 'ops' WHERE id = 1",
+    "DELETE FROM hr.employees WHERE id = 1",
+])
+def test_update_and_delete_on_spark_are_0A000_and_change_nothing(writable, write):
+    lg, files = writable
+    before = data_files(files["employees_dir"])
+    with connect(lg, "carol", autocommit=True) as c, pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+        c.execute(write)
+    assert "Parquet and CSV files cannot change rows in place" in str(refused.value)
+    assert data_files(files["employees_dir"]) == before
+
+
+def test_a_write_inside_a_transaction_block_is_refused_on_spark_which_could_not_roll_it_back(writable):
+    lg, files = writable
+    before = data_files(files["orders_dir"])
+    # psycopg's default: every statement inside BEGIN ... COMMIT.
+    with connect(lg, "alice") as c:
+        assert c.execute("SELECT count(*) FROM sales.orders").fetchone()[0] > 0, "reads run as outside the block"
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+            c.execute(f"INSERT INTO sales.orders {ORDER_COLUMNS} VALUES (9401, 'Block Ltd', 'EU', 1, '1')")
+        assert "no transactions" in str(refused.value)
+    assert data_files(files["orders_dir"]) == before
+
+
+def test_files_added_and_removed_outside_lakegate_are_seen_by_the_next_statement(writable):
+    lg, files = writable
+    count = "SELECT count(*) FROM sales.orders"
+    with connect(lg, "alice", autocommit=True) as c:
+        (n,) = c.execute(count).fetchone()
+        # Another job adds a file: an EU order alice may see, a US one she may not.
+        added = files["orders_dir"] / "from-another-job.csv"
+        added.write_text("order_id,customer,region,amount,card_number\n"
+                         "9301,Elsewhere,EU,1.00,4000000000009301\n9302,Elsewhere,US,1.00,4000000000009302\n")
+        assert c.execute(count).fetchone() == (n + 1,)
+        # ... and compaction takes it away again: no error about a missing file, and the row is gone.
+        added.unlink()
+        assert c.execute(count).fetchone() == (n,)
+
+
+# ---------------------------------------------------------------- TLS to Spark Connect
+
+
+class GrpcTlsProxy:
+    """nginx ending TLS in front of a Spark Connect server, as an ingress or a service mesh does in a deployment:
+    Spark Connect itself serves plain gRPC only, and its clients' `use_ssl=true` expects such a proxy."""
+
+    def __init__(self, root, certs, upstream_port):
+        self.root, self.port, self.ca = root, free_port(), certs / "ca.crt"
+        (root / "tmp").mkdir()
+        conf = root / "nginx.conf"
+        conf.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{}}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/tmp/body;
+    proxy_temp_path {root}/tmp/proxy;
+    fastcgi_temp_path {root}/tmp/fastcgi;
+    uwsgi_temp_path {root}/tmp/uwsgi;
+    scgi_temp_path {root}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{self.port} ssl http2;
+        ssl_certificate {certs}/server.crt;
+        ssl_certificate_key {certs}/server.key;
+        location / {{
+            grpc_pass grpc://127.0.0.1:{upstream_port};
+            grpc_read_timeout 1h;
+            grpc_send_timeout 1h;
+        }}
+    }}
+}}
+""")
+        self.process = subprocess.Popen(["nginx", "-p", str(root), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            wait_for_port(self.port)
+        except Exception:
+            self.stop()
+            raise
+
+    def requests(self):
+        """The gRPC calls nginx passed on (its access log's request lines)."""
+        return (self.root / "access.log").read_text().count("/spark.connect.SparkConnectService/")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def dev_certs(root):
+    """A development CA and a server certificate for 127.0.0.1 (certs/gen-dev.sh)."""
+    subprocess.run(["bash", str(REPO / "certs" / "gen-dev.sh"), str(root), "127.0.0.1"], check=True,
+                   capture_output=True, timeout=60)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(spark, tmp_path_factory):
+    proxy = GrpcTlsProxy(tmp_path_factory.mktemp("grpc-tls"), dev_certs(tmp_path_factory.mktemp("certs")),
+                         spark.port)
+    yield proxy
+    proxy.stop()
+
+
+def spark_over_tls(start_lakegate, policies, remote, token_file, ca_file):
+    return start_lakegate(env={
+        "LAKEGATE__POLICY__DIR": str(policies),
+        "LAKEGATE__SQL__SPARK": f'[{{name = "spark", remote = "{remote}", token_file = "{token_file}", '
+                                f'tls = true, ca_file = "{ca_file}"}}]',
+    })
+
+
+def test_over_tls_alice_gets_what_she_gets_over_plain_grpc(gw, spark, tls_proxy, policies, start_lakegate,
+                                                           demo_files):
+    lg = spark_over_tls(start_lakegate, policies, f"sc://127.0.0.1:{tls_proxy.port}", spark.token_file,
+                        tls_proxy.ca)
+    sql = "SELECT order_id, customer, amount, card_number FROM sales.orders ORDER BY order_id"
+    over_tls = query(lg, "alice", sql)
+    assert over_tls == query(gw, "alice", sql)
+    assert len(over_tls[1]) == len(eu_orders(demo_files)) == 12
+    assert all(MASKED_CARD.fullmatch(row[3]) for row in over_tls[1])
+    # The statements went through the proxy, not around it.
+    assert tls_proxy.requests() > 0
+
+
+def test_a_server_certificate_of_another_ca_is_refused_with_08006(spark, tls_proxy, policies, start_lakegate,
+                                                                  tmp_path):
+    stranger = dev_certs(tmp_path / "stranger")
+    before = tls_proxy.requests()
+    lg = spark_over_tls(start_lakegate, policies, f"sc://127.0.0.1:{tls_proxy.port}", spark.token_file,
+                        stranger / "ca.crt")
+    stderr = unusable_spark_answers_08006_and_the_session_goes_on(lg)
+    assert spark.token not in stderr
+    # No call got past the handshake, so the token never left Lakegate.
+    assert tls_proxy.requests() == before
+
+
+def test_tls_to_a_plain_grpc_port_is_08006(spark, tls_proxy, policies, start_lakegate):
+    lg = spark_over_tls(start_lakegate, policies, f"sc://127.0.0.1:{spark.port}", spark.token_file, tls_proxy.ca)
+    unusable_spark_answers_08006_and_the_session_goes_on(lg)
 
 
 # ---------------------------------------------------------------- a client that goes away

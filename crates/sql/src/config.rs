@@ -40,9 +40,16 @@ pub struct SqlConfig {
 pub struct SparkBackendConfig {
     /// The name catalog tables use in `backend = "..."`.
     pub name: String,
-    /// The Spark Connect server, `sc://host:port` (15002 when the port is left out). Plain gRPC: keep the server
-    /// on a network only Lakegate reaches (see docs/spark.md).
+    /// The Spark Connect server, `sc://host:port` (15002 when the port is left out). Whoever reaches the server
+    /// can read what Spark reads: keep it on a network only Lakegate reaches (see docs/spark-connect.md).
     pub remote: String,
+    /// Connect with TLS (what Spark clients call `use_ssl=true`), verifying the server against the Mozilla
+    /// roots or `ca_file`. Spark Connect serves plain gRPC itself; TLS ends at a proxy in front of it.
+    #[serde(default)]
+    pub tls: bool,
+    /// A PEM file of CA certificates to trust for the server instead of the Mozilla roots (needs `tls`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// A file holding Spark Connect's authentication token (`spark.connect.authenticate.token`), sent as a bearer
     /// token with every call. Read at start.
     #[serde(default)]

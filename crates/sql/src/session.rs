@@ -365,8 +365,9 @@ impl Session {
             Ok(b) => b,
             Err(e) => return Err(fail(slot, e)),
         };
+        let caller = super::backend::Caller { principal: &self.principal, request_id };
         if g.statement.kind != StatementKind::Query {
-            return match backend.execute(&sql).await {
+            return match backend.execute(&sql, &caller).await {
                 Ok(n) => {
                     if let Some(s) = slot.event_mut().sql.as_mut() {
                         s.rows = Some(n);
@@ -377,7 +378,6 @@ impl Session {
                 Err(e) => Err(fail(slot, e)),
             };
         }
-        let caller = super::backend::Caller { principal: &self.principal, request_id };
         match backend.query(&sql, &caller).await {
             Ok(rows) => Ok(Outcome::Rows(RowSet {
                 columns: rows.columns,
@@ -450,7 +450,11 @@ impl Session {
                 open.pinned = Some((name.to_owned(), transaction.clone()));
                 Ok(transaction as Arc<dyn Backend>)
             }
-            // No transactions on this engine: reads run as they would outside the block, writes fail there.
+            // No transactions on this engine (Spark, the embedded engine): reads run as they would outside the
+            // block. A write would commit at once, where the client still expects to be able to roll it back.
+            None if writes => Err(SqlError::Unsupported(format!(
+                "backend {name:?} has no transactions: a write cannot run inside a transaction block (use autocommit)"
+            ))),
             None => Ok(backend),
         }
     }

@@ -38,6 +38,14 @@ grace = {{ printf "%ds" (int .Values.config.shutdown.graceSeconds) | toJson }}
 name = {{ .Values.sparkConnect.name | toJson }}
 remote = {{ required "sparkConnect.remote is required" .Values.sparkConnect.remote | toJson }}
 token_file = "/etc/lakegate/spark-connect/token"
+{{- if .Values.sparkConnect.tls }}
+tls = true
+{{- if .Values.sparkConnect.caSecret }}
+ca_file = "/etc/lakegate/spark-connect-ca/ca.crt"
+{{- end }}
+{{- else if .Values.sparkConnect.caSecret }}
+{{- fail "sparkConnect.caSecret needs sparkConnect.tls" }}
+{{- end }}
 {{- end }}
 {{- with .Values.extraConfig }}
 

@@ -211,7 +211,7 @@ impl Backend for Embedded {
             .collect())
     }
 
-    async fn execute(&self, _sql: &str) -> Result<u64, SqlError> {
+    async fn execute(&self, _sql: &str, _caller: &Caller<'_>) -> Result<u64, SqlError> {
         Err(SqlError::Unsupported("the embedded engine is read-only; writes need a PostgreSQL backend".into()))
     }
 }

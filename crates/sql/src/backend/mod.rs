@@ -28,6 +28,21 @@ pub struct Caller<'a> {
     pub request_id: &'a str,
 }
 
+/// The text the rewriter's WITH CHECK raises with (`rewrite::write`), as an engine reports it inside its own
+/// error message.
+const POLICY_VIOLATION: &str = "lakegate: new row violates row-level security policy for table \"";
+
+/// A backend's error for a new row that failed its table's policy, as PostgreSQL reports one under row level
+/// security: 42501 and the message without Lakegate's marker. `None` for any other message.
+pub(crate) fn policy_violation(message: &str) -> Option<SqlError> {
+    let (_, rest) = message.split_once(POLICY_VIOLATION)?;
+    let (table, _) = rest.split_once('"')?;
+    Some(SqlError::Backend {
+        sqlstate: "42501".into(),
+        message: format!("new row violates row-level security policy for table \"{table}\""),
+    })
+}
+
 /// A SQL engine that runs rewritten statements.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
@@ -37,8 +52,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError>;
     /// The types of the statement's `$n` parameters as the engine infers them (`None`: unknown).
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError>;
-    /// Runs a write and returns the number of rows it touched.
-    async fn execute(&self, sql: &str) -> Result<u64, SqlError>;
+    /// Runs a write for `caller` and returns the number of rows it touched.
+    async fn execute(&self, sql: &str, caller: &Caller<'_>) -> Result<u64, SqlError>;
     /// Opens a transaction on a connection of its own; statements run through the handle until it ends.
     /// `None`: the engine has no transactions (the embedded engine, which is read-only).
     async fn begin(&self, _options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {

@@ -130,7 +130,11 @@ impl Postgres {
 
 fn backend_error(e: tokio_postgres::Error) -> SqlError {
     match e.as_db_error() {
-        Some(db) => SqlError::Backend { sqlstate: db.code().code().to_owned(), message: db.message().to_owned() },
+        // The WITH CHECK of a write fails as a cast error (22P02) that quotes the rewriter's marker.
+        Some(db) => super::policy_violation(db.message()).unwrap_or_else(|| SqlError::Backend {
+            sqlstate: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+        }),
         None if e.is_closed() => SqlError::BackendUnavailable(e.to_string()),
         None => SqlError::Backend { sqlstate: "XX000".into(), message: e.to_string() },
     }
@@ -262,7 +266,7 @@ impl Backend for Postgres {
         parameter_types_on(&self.client().await?, sql).await
     }
 
-    async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+    async fn execute(&self, sql: &str, _caller: &Caller<'_>) -> Result<u64, SqlError> {
         self.client().await?.execute(sql, &[]).await.map_err(backend_error)
     }
 
@@ -320,7 +324,7 @@ impl Backend for PgTransaction {
         parameter_types_on(&self.connection()?, sql).await
     }
 
-    async fn execute(&self, sql: &str) -> Result<u64, SqlError> {
+    async fn execute(&self, sql: &str, _caller: &Caller<'_>) -> Result<u64, SqlError> {
         self.connection()?.execute(sql, &[]).await.map_err(backend_error)
     }
 }

@@ -11,13 +11,18 @@
 //! 2. Token by token: every token of the result is written in the one form Spark's lexer reads as the same token
 //!    (identifiers in backticks, literals with Spark's escapes, `$` escaped), separated by spaces so that no two
 //!    tokens can run together. A token without such a form is refused.
+//!
+//! An INSERT becomes the query of the rows it appends, every column of the table in order (a column the INSERT
+//! does not set is NULL), which the backend appends to the table's view; the rewriter's WITH CHECK raise becomes
+//! Spark's `raise_error`. UPDATE and DELETE are refused: Parquet and CSV files cannot change rows in place.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, DataType, ExactNumberInfo, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement,
-    TableAlias, TableFactor, TimezoneInfo, UnaryOperator, VisitMut, VisitorMut,
+    BinaryOperator, DataType, ExactNumberInfo, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Statement, TableAlias, TableFactor, TableObject, TimezoneInfo, UnaryOperator, Value,
+    VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -129,27 +134,125 @@ const SAME: &[&str] = &[
 /// Functions Spark has under another name.
 const RENAMED: &[(&str, &str)] = &[("starts_with", "startswith"), ("strpos", "instr")];
 
-/// Translates one rewritten statement (PostgreSQL dialect) to Spark SQL. `views` holds the `(database, table)`
-/// pairs registered as views; any other two-part name is refused.
+/// A statement in Spark SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SparkSql {
+    pub(super) text: String,
+    /// The views it reads. Spark lists a view's files when the view is registered and never again by itself, so
+    /// the backend refreshes these before the statement runs: files added or compacted away since are seen.
+    pub(super) reads: BTreeSet<String>,
+}
+
+/// An INSERT as Spark runs it: the query of the rows to append, every column of the table in order, and the view
+/// of the table they are appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SparkInsert {
+    pub(super) view: String,
+    pub(super) rows: SparkSql,
+}
+
+/// The columns of each table of the backend, in order, with their catalog types.
+pub(super) type TableColumns = BTreeMap<(String, String), Vec<(String, String)>>;
+
+/// Translates one rewritten query (PostgreSQL dialect) to Spark SQL. `views` holds the `(database, table)` pairs
+/// registered as views; any other two-part name is refused.
 pub(super) fn to_spark(
     sql: &str,
     views: &BTreeSet<(String, String)>,
     placeholders: Placeholders,
-) -> Result<String, SqlError> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
-    let [statement] = statements.as_mut_slice() else {
-        return Err(SqlError::Internal("a rewritten statement is one statement".into()));
-    };
-    if !matches!(statement, Statement::Query(_)) {
-        return Err(SqlError::Unsupported("the Spark backend is read-only: only queries run on it".into()));
+) -> Result<SparkSql, SqlError> {
+    let mut statement = parse_one(sql)?;
+    match statement {
+        Statement::Query(_) => translate(&mut statement, views, placeholders),
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+            Err(SqlError::Internal("a write reached the Spark backend as a query".into()))
+        }
+        _ => Err(unsupported("a statement other than a query or INSERT")),
     }
-    let mut translate = Translate { views, error: None };
+}
+
+/// Translates one rewritten INSERT to the rows it appends (see the module's comment). `tables` holds the columns
+/// of every table registered as a view.
+pub(super) fn insert_to_spark(sql: &str, tables: &TableColumns) -> Result<SparkInsert, SqlError> {
+    let statement = parse_one(sql)?;
+    let insert = match statement {
+        Statement::Insert(insert) => insert,
+        Statement::Update(_) | Statement::Delete(_) => {
+            return Err(unsupported("UPDATE and DELETE (Parquet and CSV files cannot change rows in place)"));
+        }
+        _ => return Err(SqlError::Internal("a statement that is not a write reached the Spark backend as one".into())),
+    };
+    let TableObject::TableName(name) = &insert.table else {
+        return Err(SqlError::Internal("INSERT into a table function".into()));
+    };
+    let (db, table) = match ident_parts(name).as_deref() {
+        Some([db, table]) => (db.value.clone(), table.value.clone()),
+        _ => return Err(SqlError::Internal(format!("{name} is not a table of this backend"))),
+    };
+    let columns = tables
+        .get(&(db.clone(), table.clone()))
+        .ok_or_else(|| SqlError::Internal(format!("{name} is not a table of this backend")))?;
+    let set: Vec<String> = insert
+        .columns
+        .iter()
+        .map(|c| match ident_parts(c).as_deref() {
+            Some([one]) if columns.iter().any(|(name, _)| *name == one.value) => Ok(one.value.clone()),
+            _ => Err(SqlError::Internal(format!("INSERT column {c} is not a column of {name}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let source = insert.source.as_ref().ok_or_else(|| SqlError::Internal("INSERT without a source".into()))?;
+    // Built as PostgreSQL text and translated like any query: the source's own names, literals and functions
+    // pass the same checks, and the views it reads are refreshed.
+    const ROWS: &str = "lakegate_rows";
+    let quote = |c: &str| Ident::with_quote('"', c).to_string();
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(c, ty)| match set.contains(c) {
+            true => format!("{ROWS}.{}", quote(c)),
+            false => format!("CAST(NULL AS {ty}) AS {}", quote(c)),
+        })
+        .collect();
+    let aliases: Vec<String> = set.iter().map(|c| quote(c)).collect();
+    let rows = format!("SELECT {} FROM ({source}) AS {ROWS} ({})", select.join(", "), aliases.join(", "));
+    let views: BTreeSet<(String, String)> = tables.keys().cloned().collect();
+    let mut query = parse_one(&rows)?;
+    Ok(SparkInsert { view: view_name(&db, &table), rows: translate(&mut query, &views, Placeholders::Refuse)? })
+}
+
+fn parse_one(sql: &str) -> Result<Statement, SqlError> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
+    match <[Statement; 1]>::try_from(statements) {
+        Ok([statement]) => Ok(statement),
+        Err(_) => Err(SqlError::Internal("a rewritten statement is one statement".into())),
+    }
+}
+
+fn translate(
+    statement: &mut Statement,
+    views: &BTreeSet<(String, String)>,
+    placeholders: Placeholders,
+) -> Result<SparkSql, SqlError> {
+    let mut translate = Translate { views, reads: BTreeSet::new(), error: None };
     let _ = statement.visit(&mut translate);
     if let Some(e) = translate.error {
         return Err(e);
     }
-    spark_tokens(&statement.to_string(), placeholders)
+    Ok(SparkSql { text: spark_tokens(&statement.to_string(), placeholders)?, reads: translate.reads })
+}
+
+/// The message of the rewriter's WITH CHECK raise, `CAST(concat('lakegate: ...') AS BOOLEAN)`, if `expr` is one.
+fn raised_message(expr: &Expr) -> Option<&str> {
+    let Expr::Cast { expr, data_type: DataType::Boolean, .. } = expr else { return None };
+    let Expr::Function(f) = expr.as_ref() else { return None };
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] = list.args.as_slice() else { return None };
+    let is_concat =
+        matches!(ident_parts(&f.name).as_deref(), Some([name]) if name.value.eq_ignore_ascii_case("concat"));
+    match &v.value {
+        Value::SingleQuotedString(s) if is_concat && s.starts_with("lakegate: ") => Some(s),
+        _ => None,
+    }
 }
 
 fn unsupported(what: impl std::fmt::Display) -> SqlError {
@@ -158,6 +261,7 @@ fn unsupported(what: impl std::fmt::Display) -> SqlError {
 
 struct Translate<'a> {
     views: &'a BTreeSet<(String, String)>,
+    reads: BTreeSet<String>,
     error: Option<SqlError>,
 }
 
@@ -185,7 +289,8 @@ impl VisitorMut for Translate<'_> {
             [db, table] if self.views.contains(&(db.value.clone(), table.value.clone())) => {
                 let view = view_name(&db.value, &table.value);
                 let table = (*table).clone();
-                *name = ObjectName::from(vec![Ident::new(view)]);
+                *name = ObjectName::from(vec![Ident::new(&view)]);
+                self.reads.insert(view);
                 if alias.is_none() {
                     *alias = Some(TableAlias { explicit: true, name: table, columns: Vec::new(), at: None });
                 }
@@ -198,6 +303,17 @@ impl VisitorMut for Translate<'_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Some(message) = raised_message(expr) {
+            // The cast raises only under ANSI mode (else it is NULL, and the row would be dropped silently) and
+            // with Spark's cast wording; `raise_error` raises whatever the session's settings, with the text as
+            // written (SQLSTATE P0001).
+            let call = format!("raise_error({})", Value::SingleQuotedString(message.to_owned()));
+            match Parser::new(&PostgreSqlDialect {}).try_with_sql(&call).and_then(|mut p| p.parse_expr()) {
+                Ok(raise) => *expr = raise,
+                Err(e) => return self.refuse(SqlError::Internal(format!("writing the WITH CHECK for Spark: {e}"))),
+            }
+            return ControlFlow::Continue(());
+        }
         let replacement = match expr {
             Expr::Cast { data_type, .. } | Expr::TypedString(sqlparser::ast::TypedString { data_type, .. }) => {
                 match spark_type(data_type) {
@@ -428,7 +544,14 @@ mod tests {
     }
 
     fn spark(sql: &str) -> Result<String, SqlError> {
-        to_spark(sql, &views(), Placeholders::Refuse)
+        to_spark(sql, &views(), Placeholders::Refuse).map(|s| s.text)
+    }
+
+    fn columns() -> TableColumns {
+        let orders = [("id", "bigint"), ("region", "text"), ("amount", "numeric(12,2)")];
+        [(("sales".to_owned(), "orders".to_owned()), orders.map(|(c, t)| (c.to_owned(), t.to_owned())).to_vec())]
+            .into_iter()
+            .collect()
     }
 
     #[test]
@@ -493,6 +616,54 @@ mod tests {
         ] {
             assert!(spark(refused).is_err(), "{refused}");
         }
-        assert_eq!(to_spark("SELECT $1", &views(), Placeholders::Null).unwrap(), "SELECT NULL");
+        assert_eq!(to_spark("SELECT $1", &views(), Placeholders::Null).unwrap().text, "SELECT NULL");
+    }
+
+    #[test]
+    fn a_statement_names_the_views_it_reads_so_that_their_files_are_listed_again() {
+        let read =
+            to_spark("SELECT 1 FROM sales.orders a JOIN sales.orders b ON a.id = b.id", &views(), Placeholders::Refuse)
+                .unwrap();
+        assert_eq!(read.reads, BTreeSet::from(["lakegate_5_sales_orders".to_owned()]));
+        assert!(to_spark("SELECT 1", &views(), Placeholders::Refuse).unwrap().reads.is_empty());
+    }
+
+    #[test]
+    fn an_insert_becomes_every_column_of_its_table_in_order_with_the_check_raised_by_spark() {
+        let insert = insert_to_spark(
+            r#"INSERT INTO "sales"."orders" ("region", "id") SELECT CAST(lakegate_new.region AS TEXT) AS region,
+               CAST(lakegate_new.id AS BIGINT) AS id FROM (VALUES ('EU', 1)) AS lakegate_new (region, id)
+               WHERE CASE WHEN lakegate_new.region = 'EU' THEN true
+               ELSE CAST(concat('lakegate: new row violates row-level security policy for table "orders"') AS BOOLEAN) END"#,
+            &columns(),
+        )
+        .unwrap();
+        assert_eq!(insert.view, "lakegate_5_sales_orders");
+        assert_eq!(
+            insert.rows.text,
+            "SELECT lakegate_rows . `id` , lakegate_rows . `region` , CAST ( NULL AS DECIMAL ( 12 , 2 ) ) AS `amount` \
+             FROM ( SELECT CAST ( lakegate_new . region AS STRING ) AS region , CAST ( lakegate_new . id AS BIGINT ) \
+             AS id FROM ( VALUES ( 'EU' , 1 ) ) AS lakegate_new ( region , id ) WHERE CASE WHEN lakegate_new . region \
+             = 'EU' THEN true ELSE raise_error ( 'lakegate: new row violates row-level security policy for table \
+             \"orders\"' ) END ) AS lakegate_rows ( `region` , `id` )"
+        );
+        assert!(insert.rows.reads.is_empty(), "VALUES reads no table");
+        // The source is translated like any query: it reads its views, and names outside the backend are refused.
+        let copy =
+            insert_to_spark(r#"INSERT INTO sales.orders (id) SELECT id + 100 FROM sales.orders"#, &columns()).unwrap();
+        assert_eq!(copy.rows.reads, BTreeSet::from(["lakegate_5_sales_orders".to_owned()]));
+        assert!(insert_to_spark("INSERT INTO sales.orders (id) SELECT id FROM hr.employees", &columns()).is_err());
+        assert!(insert_to_spark("INSERT INTO hr.employees (id) VALUES (1)", &columns()).is_err());
+        assert!(insert_to_spark("INSERT INTO sales.orders (ssn) VALUES ('x')", &columns()).is_err());
+        // A user's own call of raise_error is no function Spark is given.
+        assert!(spark("SELECT raise_error('x')").is_err());
+    }
+
+    #[test]
+    fn update_and_delete_are_refused_as_unsupported() {
+        for write in ["UPDATE sales.orders SET region = 'US'", "DELETE FROM sales.orders WHERE id = 1"] {
+            let e = insert_to_spark(write, &columns()).unwrap_err();
+            assert_eq!(e.sqlstate(), "0A000", "{write}: {e}");
+        }
     }
 }

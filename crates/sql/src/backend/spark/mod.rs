@@ -14,6 +14,11 @@
 //!
 //! If the server loses the session (a restart), Spark says so before running anything (the session id Lakegate
 //! last saw is sent with each call), and Lakegate sets up a new session and sends the statement once more.
+//!
+//! Spark lists a view's files once, when it registers the view; so before each statement the views it reads are
+//! refreshed (`REFRESH TABLE`), and files other jobs added or compacted away since are seen. An INSERT appends
+//! the rows its translation selects to the table's view (Spark writes new files and commits them as one job),
+//! counting them with an observation Spark reports at the end.
 
 mod dialect;
 
@@ -34,12 +39,15 @@ use super::{Backend, Caller};
 use crate::config::SparkBackendConfig;
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet};
-use dialect::{Placeholders, to_spark, view_name};
+use dialect::{Placeholders, TableColumns, insert_to_spark, to_spark, view_name};
 use lakegate_core::policy::catalog::{Catalog, TableDef, TableFormat};
 
 /// Largest message accepted from Spark. Spark cuts Arrow results into batches of about 4 MiB
 /// (`spark.connect.grpc.arrow.maxBatchSize`); this leaves room for a server configured larger.
 const MAX_MESSAGE_BYTES: usize = 128 << 20;
+
+/// The name of the observation that counts the rows an INSERT appends.
+const APPENDED: &str = "lakegate_appended";
 
 /// Settings every Lakegate session on Spark runs with, set before its first statement.
 const SESSION_SETTINGS: &[&str] = &[
@@ -54,8 +62,15 @@ const SESSION_SETTINGS: &[&str] = &[
 /// Why a Spark backend could not be set up at start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("remote {0:?}: expected sc://host[:port]")]
+    #[error(
+        "remote {0:?}: expected sc://host[:port] (set `tls = true` rather than `;use_ssl=true`, and the token in \
+         token_file)"
+    )]
     Remote(String),
+    #[error("ca_file is set but tls is not: set tls = true to connect with TLS")]
+    CaWithoutTls,
+    #[error("TLS: {0}")]
+    Tls(#[from] lakegate_net::tls::TlsError),
     #[error("reading token_file {path}: {source}")]
     Token { path: std::path::PathBuf, source: std::io::Error },
     #[error("the token in token_file is not a valid header value")]
@@ -91,6 +106,8 @@ struct Inner {
     user: proto::UserContext,
     /// The `(database, table)` pairs registered as views.
     tables: BTreeSet<(String, String)>,
+    /// Their columns, in order, with the catalog's types.
+    columns: TableColumns,
     /// The statements that register them.
     views: Vec<String>,
     session: tokio::sync::Mutex<SessionState>,
@@ -121,7 +138,7 @@ impl Spark {
     /// Prepares the backend for the catalog's tables on it. Connects lazily: Spark may start after Lakegate, and
     /// the first statement sets the session up.
     pub fn open(config: &SparkBackendConfig, catalog: &Catalog) -> Result<Self, StartError> {
-        let endpoint = endpoint(&config.remote)?;
+        let endpoint = endpoint(&config.remote, config.tls)?;
         let token = match &config.token_file {
             Some(path) => {
                 let text =
@@ -131,17 +148,25 @@ impl Spark {
             }
             None => None,
         };
-        let channel = Channel::from_shared(endpoint.clone())
-            .map_err(|_| StartError::Remote(config.remote.clone()))?
-            .connect_lazy();
+        let endpoint = Channel::from_shared(endpoint).map_err(|_| StartError::Remote(config.remote.clone()))?;
+        let channel = match (config.tls, &config.ca_file) {
+            (true, ca_file) => endpoint.connect_with_connector_lazy(tls_connector(ca_file.as_deref())?),
+            (false, Some(_)) => return Err(StartError::CaWithoutTls),
+            (false, None) => endpoint.connect_lazy(),
+        };
         let client = SparkConnectServiceClient::with_interceptor(channel, Bearer(token))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut tables = BTreeSet::new();
+        let mut columns = TableColumns::new();
         let mut views = Vec::new();
         for def in catalog.tables.iter().filter(|t| t.backend == config.name) {
             let (db, table) = def.split_name().ok_or_else(|| table_error(def, "name must be database.table".into()))?;
             views.push(register_view(def, db, table)?);
             tables.insert((db.to_owned(), table.to_owned()));
+            columns.insert(
+                (db.to_owned(), table.to_owned()),
+                def.columns.iter().map(|c| (c.name.clone(), c.sql_type.clone())).collect(),
+            );
         }
         Ok(Spark {
             inner: Arc::new(Inner {
@@ -153,6 +178,7 @@ impl Spark {
                     extensions: Vec::new(),
                 },
                 tables,
+                columns,
                 views,
                 session: tokio::sync::Mutex::new(SessionState { id: new_id(), ready_in: None }),
             }),
@@ -167,7 +193,7 @@ impl Spark {
         }
         let mut server_side = None;
         for statement in SESSION_SETTINGS.iter().copied().map(str::to_owned).chain(self.inner.views.iter().cloned()) {
-            let request = self.request(&state.id, server_side.clone(), statement, Vec::new(), new_id());
+            let request = self.request(&state.id, server_side.clone(), sql_plan(statement), Vec::new(), new_id());
             let mut responses =
                 self.inner.client.clone().execute_plan(request).await.map_err(|e| self.setup_error(e))?.into_inner();
             while let Some(response) = responses.next().await {
@@ -202,7 +228,7 @@ impl Spark {
         &self,
         session: &str,
         server_side: Option<String>,
-        sql: String,
+        plan: proto::Plan,
         tags: Vec<String>,
         operation: String,
     ) -> proto::ExecutePlanRequest {
@@ -211,26 +237,39 @@ impl Spark {
             client_observed_server_side_session_id: server_side,
             user_context: Some(self.inner.user.clone()),
             operation_id: Some(operation),
-            plan: Some(sql_plan(sql)),
+            plan: Some(plan),
             client_type: Some(client_type()),
             request_options: Vec::new(),
             tags,
         }
     }
 
-    /// Starts an operation, setting up a new session once if the server lost the one it had.
+    /// Starts an operation after refreshing the views it reads, setting up a new session once if the server lost
+    /// the one it had.
     async fn start(
         &self,
-        sql: String,
+        plan: proto::Plan,
+        reads: &BTreeSet<String>,
         tags: Vec<String>,
     ) -> Result<(Ready, String, tonic::Streaming<proto::ExecutePlanResponse>), SqlError> {
         let mut retried = false;
         loop {
             let ready = self.ready().await?;
             let operation = new_id();
-            let request =
-                self.request(&ready.id, Some(ready.server_side.clone()), sql.clone(), tags.clone(), operation.clone());
-            match self.inner.client.clone().execute_plan(request).await {
+            let started = match self.refresh(&ready, reads).await {
+                Ok(()) => {
+                    let request = self.request(
+                        &ready.id,
+                        Some(ready.server_side.clone()),
+                        plan.clone(),
+                        tags.clone(),
+                        operation.clone(),
+                    );
+                    self.inner.client.clone().execute_plan(request).await
+                }
+                Err(status) => Err(status),
+            };
+            match started {
                 Ok(response) => return Ok((ready, operation, response.into_inner())),
                 Err(status) if session_lost(&status) && !retried => {
                     self.lost(&ready).await;
@@ -239,6 +278,19 @@ impl Spark {
                 Err(status) => return Err(self.status_error(&status, &ready).await),
             }
         }
+    }
+
+    /// Has Spark list the files of `views` again.
+    async fn refresh(&self, ready: &Ready, views: &BTreeSet<String>) -> Result<(), tonic::Status> {
+        for view in views {
+            let plan = sql_plan(format!("REFRESH TABLE `{view}`"));
+            let request = self.request(&ready.id, Some(ready.server_side.clone()), plan, Vec::new(), new_id());
+            let mut responses = self.inner.client.clone().execute_plan(request).await?.into_inner();
+            while let Some(response) = responses.next().await {
+                response?;
+            }
+        }
+        Ok(())
     }
 
     async fn status_error(&self, status: &tonic::Status, ready: &Ready) -> SqlError {
@@ -253,8 +305,20 @@ fn table_error(def: &TableDef, reason: String) -> StartError {
     StartError::Table { table: def.name.clone(), reason }
 }
 
-/// `sc://host[:port][/]` as the gRPC endpoint URI.
-fn endpoint(remote: &str) -> Result<String, StartError> {
+/// Connects over TLS (rustls, as every other client of Lakegate's), offering HTTP/2 by ALPN as gRPC needs.
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, StartError> {
+    let tls = lakegate_net::tls::client_config(ca_file, None)?;
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    // The URI is https; the TLS layer above checks that, the TCP layer must not refuse it.
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http2().wrap_connector(tcp))
+}
+
+/// `sc://host[:port][/]` as the gRPC endpoint URI, `https` when `tls`.
+fn endpoint(remote: &str, tls: bool) -> Result<String, StartError> {
     let bad = || StartError::Remote(remote.to_owned());
     let rest = remote.strip_prefix("sc://").ok_or_else(bad)?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -273,8 +337,10 @@ fn endpoint(remote: &str) -> Result<String, StartError> {
     if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
         return Err(bad());
     }
-    let _: http::Uri = format!("http://{host}:{port}").parse().map_err(|_| bad())?;
-    Ok(format!("http://{host}:{port}"))
+    let scheme = if tls { "https" } else { "http" };
+    let uri = format!("{scheme}://{host}:{port}");
+    let _: http::Uri = uri.parse().map_err(|_| bad())?;
+    Ok(uri)
 }
 
 /// The statement that registers a table as a temporary view over its files, with the catalog's columns.
@@ -334,6 +400,55 @@ fn sql_plan(query: String) -> proto::Plan {
     }
 }
 
+/// Appends the rows of `query` to `view`, counting them on the way (the observation [`APPENDED`], which Spark
+/// reports once the write has committed).
+fn append_plan(query: String, view: String) -> proto::Plan {
+    use proto::write_operation::{SaveMode, SaveTable, SaveType, save_table::TableSaveMethod};
+    let rows = proto::Relation {
+        common: None,
+        rel_type: Some(proto::relation::RelType::Sql(proto::Sql { query, ..Default::default() })),
+    };
+    let count = proto::Expression {
+        common: None,
+        expr_type: Some(proto::expression::ExprType::ExpressionString(proto::expression::ExpressionString {
+            expression: "count(1) AS rows".into(),
+        })),
+    };
+    let counted = proto::Relation {
+        common: None,
+        rel_type: Some(proto::relation::RelType::CollectMetrics(Box::new(proto::CollectMetrics {
+            input: Some(Box::new(rows)),
+            name: APPENDED.into(),
+            metrics: vec![count],
+        }))),
+    };
+    let write = proto::WriteOperation {
+        input: Some(counted),
+        save_type: Some(SaveType::Table(SaveTable {
+            table_name: view,
+            save_method: TableSaveMethod::InsertInto as i32,
+        })),
+        mode: SaveMode::Append as i32,
+        ..Default::default()
+    };
+    proto::Plan {
+        op_type: Some(proto::plan::OpType::Command(proto::Command {
+            command_type: Some(proto::command::CommandType::WriteOperation(write)),
+        })),
+    }
+}
+
+/// The row count of the [`APPENDED`] observation, if `metrics` holds it.
+fn appended_rows(metrics: &[proto::execute_plan_response::ObservedMetrics]) -> Option<u64> {
+    use proto::expression::literal::LiteralType;
+    let observed = metrics.iter().find(|m| m.name == APPENDED)?;
+    match observed.values.first()?.literal_type.as_ref()? {
+        LiteralType::Long(n) => u64::try_from(*n).ok(),
+        LiteralType::Integer(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
 fn client_type() -> String {
     format!("lakegate/{}", env!("CARGO_PKG_VERSION"))
 }
@@ -373,6 +488,10 @@ fn status_error(status: &tonic::Status) -> SqlError {
         return SqlError::BackendUnavailable("the Spark backend is not reachable".into());
     }
     let message = status.message();
+    // A new row that failed its table's policy (the WITH CHECK's `raise_error`).
+    if let Some(violation) = super::policy_violation(message) {
+        return violation;
+    }
     let sqlstate = message
         .split("SQLSTATE: ")
         .nth(1)
@@ -493,7 +612,8 @@ impl Backend for Spark {
     async fn query(&self, sql: &str, caller: &Caller<'_>) -> Result<RowSet, SqlError> {
         use proto::execute_plan_response::ResponseType;
         let spark_sql = to_spark(sql, &self.inner.tables, Placeholders::Refuse)?;
-        let (ready, operation, responses) = self.start(spark_sql.clone(), tags(caller)).await?;
+        let (ready, operation, responses) =
+            self.start(sql_plan(spark_sql.text), &spark_sql.reads, tags(caller)).await?;
         let mut batches = Batches {
             responses,
             rows: VecDeque::new(),
@@ -563,7 +683,7 @@ impl Backend for Spark {
             client_observed_server_side_session_id: Some(ready.server_side.clone()),
             user_context: Some(self.inner.user.clone()),
             client_type: Some(client_type()),
-            analyze: Some(Analyze::Schema(Schema { plan: Some(sql_plan(spark_sql)) })),
+            analyze: Some(Analyze::Schema(Schema { plan: Some(sql_plan(spark_sql.text)) })),
         };
         let response = match self.inner.client.clone().analyze_plan(request).await {
             Ok(r) => r.into_inner(),
@@ -593,8 +713,33 @@ impl Backend for Spark {
         Ok(vec![None; count])
     }
 
-    async fn execute(&self, _sql: &str) -> Result<u64, SqlError> {
-        Err(SqlError::Unsupported("the Spark backend is read-only".into()))
+    async fn execute(&self, sql: &str, caller: &Caller<'_>) -> Result<u64, SqlError> {
+        let insert = insert_to_spark(sql, &self.inner.columns)?;
+        let plan = append_plan(insert.rows.text, insert.view);
+        let (ready, operation, mut responses) = self.start(plan, &insert.rows.reads, tags(caller)).await?;
+        // A client that goes away mid-write interrupts the job: nothing is committed (Spark's commit is the job's
+        // last step).
+        let mut interrupt = Interrupt {
+            client: self.inner.client.clone(),
+            user: self.inner.user.clone(),
+            ready: ready.clone(),
+            operation,
+            done: false,
+        };
+        let mut appended = None;
+        while let Some(response) = responses.next().await {
+            let response = match response {
+                Ok(r) => r,
+                Err(status) => return Err(self.status_error(&status, &ready).await),
+            };
+            appended = appended.or_else(|| appended_rows(&response.observed_metrics));
+            if matches!(response.response_type, Some(proto::execute_plan_response::ResponseType::ResultComplete(_))) {
+                break;
+            }
+        }
+        interrupt.done = true;
+        // The rows are written by now; a count Spark did not report is an error rather than a guess.
+        appended.ok_or_else(|| SqlError::Internal("Spark committed the INSERT without reporting its row count".into()))
     }
 }
 
@@ -604,12 +749,48 @@ mod tests {
 
     #[test]
     fn remotes_are_spark_connect_uris_without_parameters() {
-        assert_eq!(endpoint("sc://spark.internal:15002").unwrap(), "http://spark.internal:15002");
-        assert_eq!(endpoint("sc://127.0.0.1").unwrap(), "http://127.0.0.1:15002");
-        assert_eq!(endpoint("sc://[::1]:7/").unwrap(), "http://[::1]:7");
-        for bad in ["http://x:1", "sc://", "sc://x:1/;token=abc", "sc://u@x:1", "sc://x:99999"] {
-            assert!(endpoint(bad).is_err(), "{bad}");
+        assert_eq!(endpoint("sc://spark.internal:15002", false).unwrap(), "http://spark.internal:15002");
+        assert_eq!(endpoint("sc://spark.internal:443", true).unwrap(), "https://spark.internal:443");
+        assert_eq!(endpoint("sc://127.0.0.1", false).unwrap(), "http://127.0.0.1:15002");
+        assert_eq!(endpoint("sc://[::1]:7/", false).unwrap(), "http://[::1]:7");
+        for bad in
+            ["http://x:1", "sc://", "sc://x:1/;token=abc", "sc://x:1/;use_ssl=true", "sc://u@x:1", "sc://x:99999"]
+        {
+            assert!(endpoint(bad, false).is_err(), "{bad}");
         }
+    }
+
+    fn config(tls: bool, ca_file: Option<&str>) -> SparkBackendConfig {
+        SparkBackendConfig {
+            name: "spark".into(),
+            remote: "sc://spark.internal:443".into(),
+            tls,
+            ca_file: ca_file.map(Into::into),
+            token_file: None,
+            service_user: "lakegate".into(),
+        }
+    }
+
+    #[test]
+    fn a_ca_file_without_tls_or_one_that_cannot_be_read_stops_the_start() {
+        let catalog = Catalog::default();
+        assert!(matches!(
+            Spark::open(&config(false, Some("/etc/ssl/ca.pem")), &catalog),
+            Err(StartError::CaWithoutTls)
+        ));
+        let missing = Spark::open(&config(true, Some("/nonexistent/ca.pem")), &catalog);
+        assert!(matches!(missing, Err(StartError::Tls(_))), "{missing:?}");
+    }
+
+    #[test]
+    fn a_new_row_the_policy_refuses_is_42501_as_on_postgresql() {
+        let status = tonic::Status::internal(
+            "[USER_RAISED_EXCEPTION] lakegate: new row violates row-level security policy for table \"orders\" \
+             SQLSTATE: P0001\nJVM stacktrace: ...",
+        );
+        let e = status_error(&status);
+        assert_eq!(e.sqlstate(), "42501");
+        assert_eq!(e.to_string(), "new row violates row-level security policy for table \"orders\"");
     }
 
     #[test]
