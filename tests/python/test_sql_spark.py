@@ -562,6 +562,37 @@ def test_a_wrong_spark_token_is_08006_and_the_session_stays_usable(spark, polici
     assert wrong.read_text() not in stderr and spark.token not in stderr
 
 
+def test_a_trino_client_that_goes_away_before_its_first_page_interrupts_the_spark_job(gw, spark):
+    # Spark sends nothing before a partition is done, so the POST that starts the query waits for the first page;
+    # the client gives up during that wait (its socket closed under it).
+    marker = f"slow_trino_{uuid.uuid4().hex[:12]}"
+    body = SLOW.format(marker=marker).encode()
+    request = (f"POST /v1/statement HTTP/1.1\r\nHost: 127.0.0.1:{gw.control_port}\r\n"
+               f"Authorization: Bearer {demo_token(gw, 'alice')}\r\nX-Trino-User: alice\r\n"
+               f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def jobs_of_the_statement():
+        return {job: (start, end) for job, (start, end) in spark.jobs().items()
+                if marker in start.get("Properties", {}).get("callSite.long", "")}
+
+    with socket.create_connection(("127.0.0.1", gw.control_port), timeout=60) as client:
+        client.sendall(request)
+        eventually("the slow statement's Spark job", jobs_of_the_statement, timeout=60)
+        time.sleep(3)
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.recv(1)  # no answer yet: the statement is still running
+        client.shutdown(socket.SHUT_RDWR)
+
+    def all_ended():
+        jobs = jobs_of_the_statement()
+        return jobs if all(end is not None for _, end in jobs.values()) else None
+
+    jobs = eventually("the end of the slow statement's Spark jobs", all_ended, timeout=60)
+    results = [end["Job Result"]["Result"] for _, end in jobs.values()]
+    assert any(r != "JobSucceeded" for r in results), results
+
+
 # ---------------------------------------------------------------- writes, and files that change under Spark
 
 # Analysts may add orders of their own region only (the row filter is the INSERT's WITH CHECK).

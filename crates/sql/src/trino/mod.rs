@@ -138,7 +138,10 @@ where
                         }
                         open.insert(id.clone(), query.clone());
                     }
-                    page(service, &base, &id, &query, &request_id).await
+                    let unanswered = Unanswered(Some(id.clone()));
+                    let first = page(service, &base, &id, &query, &request_id).await;
+                    unanswered.answered();
+                    first
                 }
                 Err(e) => query_error(&e, &request_id),
             }
@@ -165,6 +168,26 @@ where
                 _ => h::json(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}), &request_id),
             }
         }
+    }
+}
+
+/// A query whose first page is not answered yet. The client learns the query's id only from that page: if it goes
+/// away before (the request's future is dropped), nobody can fetch or cancel the query, so it is closed at once,
+/// which stops it on its backend, rather than left open until the idle timeout.
+struct Unanswered(Option<String>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let (Some(id), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) else { return };
+        runtime.spawn(async move {
+            OPEN.lock().await.remove(&id);
+        });
     }
 }
 

@@ -245,32 +245,47 @@ impl Spark {
     }
 
     /// Starts an operation after refreshing the views it reads, setting up a new session once if the server lost
-    /// the one it had.
+    /// the one it had. The guard interrupts the operation if it is dropped before the operation's end, from the
+    /// moment the request is sent: Spark may send nothing, not even the response's headers, until a partition is
+    /// done, and cancelling the call alone does not stop the operation.
     async fn start(
         &self,
         plan: proto::Plan,
         reads: &BTreeSet<String>,
         tags: Vec<String>,
-    ) -> Result<(Ready, String, tonic::Streaming<proto::ExecutePlanResponse>), SqlError> {
+    ) -> Result<(Interrupt, tonic::Streaming<proto::ExecutePlanResponse>), SqlError> {
         let mut retried = false;
         loop {
             let ready = self.ready().await?;
-            let operation = new_id();
             let started = match self.refresh(&ready, reads).await {
                 Ok(()) => {
+                    let mut guard = Interrupt {
+                        client: self.inner.client.clone(),
+                        user: self.inner.user.clone(),
+                        ready: ready.clone(),
+                        operation: new_id(),
+                        done: false,
+                    };
                     let request = self.request(
                         &ready.id,
                         Some(ready.server_side.clone()),
                         plan.clone(),
                         tags.clone(),
-                        operation.clone(),
+                        guard.operation.clone(),
                     );
-                    self.inner.client.clone().execute_plan(request).await
+                    match self.inner.client.clone().execute_plan(request).await {
+                        Ok(response) => Ok((guard, response.into_inner())),
+                        Err(status) => {
+                            // Refused before it ran: nothing to interrupt.
+                            guard.done = true;
+                            Err(status)
+                        }
+                    }
                 }
                 Err(status) => Err(status),
             };
             match started {
-                Ok(response) => return Ok((ready, operation, response.into_inner())),
+                Ok(started) => return Ok(started),
                 Err(status) if session_lost(&status) && !retried => {
                     self.lost(&ready).await;
                     retried = true;
@@ -612,19 +627,9 @@ impl Backend for Spark {
     async fn query(&self, sql: &str, caller: &Caller<'_>) -> Result<RowSet, SqlError> {
         use proto::execute_plan_response::ResponseType;
         let spark_sql = to_spark(sql, &self.inner.tables, Placeholders::Refuse)?;
-        let (ready, operation, responses) =
-            self.start(sql_plan(spark_sql.text), &spark_sql.reads, tags(caller)).await?;
-        let mut batches = Batches {
-            responses,
-            rows: VecDeque::new(),
-            interrupt: Interrupt {
-                client: self.inner.client.clone(),
-                user: self.inner.user.clone(),
-                ready: ready.clone(),
-                operation,
-                done: false,
-            },
-        };
+        let (interrupt, responses) = self.start(sql_plan(spark_sql.text), &spark_sql.reads, tags(caller)).await?;
+        let ready = interrupt.ready.clone();
+        let mut batches = Batches { responses, rows: VecDeque::new(), interrupt };
         // The columns come with the first batch (Spark sends one, empty if need be) or as a schema message.
         let mut columns = None;
         while columns.is_none() {
@@ -716,16 +721,10 @@ impl Backend for Spark {
     async fn execute(&self, sql: &str, caller: &Caller<'_>) -> Result<u64, SqlError> {
         let insert = insert_to_spark(sql, &self.inner.columns)?;
         let plan = append_plan(insert.rows.text, insert.view);
-        let (ready, operation, mut responses) = self.start(plan, &insert.rows.reads, tags(caller)).await?;
         // A client that goes away mid-write interrupts the job: nothing is committed (Spark's commit is the job's
         // last step).
-        let mut interrupt = Interrupt {
-            client: self.inner.client.clone(),
-            user: self.inner.user.clone(),
-            ready: ready.clone(),
-            operation,
-            done: false,
-        };
+        let (mut interrupt, mut responses) = self.start(plan, &insert.rows.reads, tags(caller)).await?;
+        let ready = interrupt.ready.clone();
         let mut appended = None;
         while let Some(response) = responses.next().await {
             let response = match response {
