@@ -571,26 +571,15 @@ def test_a_trino_client_that_goes_away_before_its_first_page_interrupts_the_spar
                f"Authorization: Bearer {demo_token(gw, 'alice')}\r\nX-Trino-User: alice\r\n"
                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
-    def jobs_of_the_statement():
-        return {job: (start, end) for job, (start, end) in spark.jobs().items()
-                if marker in start.get("Properties", {}).get("callSite.long", "")}
-
     with socket.create_connection(("127.0.0.1", gw.control_port), timeout=60) as client:
         client.sendall(request)
-        eventually("the slow statement's Spark job", jobs_of_the_statement, timeout=60)
+        eventually("the slow statement's Spark job", lambda: jobs_of(spark, marker), timeout=60)
         time.sleep(3)
         client.setblocking(False)
         with pytest.raises(BlockingIOError):
             client.recv(1)  # no answer yet: the statement is still running
         client.shutdown(socket.SHUT_RDWR)
-
-    def all_ended():
-        jobs = jobs_of_the_statement()
-        return jobs if all(end is not None for _, end in jobs.values()) else None
-
-    jobs = eventually("the end of the slow statement's Spark jobs", all_ended, timeout=60)
-    results = [end["Job Result"]["Result"] for _, end in jobs.values()]
-    assert any(r != "JobSucceeded" for r in results), results
+    assert_stopped_on_spark(spark, marker)
 
 
 # ---------------------------------------------------------------- writes, and files that change under Spark
@@ -865,26 +854,31 @@ def slow_statement_stopped_by(gw, spark, stop):
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-
-    def jobs_of_the_statement():
-        return {job: (start, end) for job, (start, end) in spark.jobs().items()
-                if marker in start.get("Properties", {}).get("callSite.long", "")}
-
-    eventually("the slow statement's Spark job", jobs_of_the_statement, timeout=60)
+    eventually("the slow statement's Spark job", lambda: jobs_of(spark, marker), timeout=60)
     time.sleep(3)
     assert worker.is_alive() and not outcome, "the slow statement ended before it was stopped"
     stop(conn)
     worker.join(30)
     assert "error" in outcome
+    assert_stopped_on_spark(spark, marker)
+    return conn, outcome["error"]
 
+
+def jobs_of(spark, marker):
+    """{job id: (start, end or None)} of the Spark jobs of the statement whose text holds `marker`."""
+    return {job: (start, end) for job, (start, end) in spark.jobs().items()
+            if marker in start.get("Properties", {}).get("callSite.long", "")}
+
+
+def assert_stopped_on_spark(spark, marker):
+    """Every Spark job of the statement ends, and not every one of them succeeded: the statement was stopped."""
     def all_ended():
-        jobs = jobs_of_the_statement()
+        jobs = jobs_of(spark, marker)
         return jobs if all(end is not None for _, end in jobs.values()) else None
 
     jobs = eventually("the end of the slow statement's Spark jobs", all_ended, timeout=60)
     results = [end["Job Result"]["Result"] for _, end in jobs.values()]
     assert any(r != "JobSucceeded" for r in results), results
-    return conn, outcome["error"]
 
 
 def test_a_cancelled_statement_stops_its_spark_job_and_the_session_goes_on(gw, spark):

@@ -154,16 +154,12 @@ pub(super) struct SparkInsert {
 /// The columns of each table of the backend, in order, with their catalog types.
 pub(super) type TableColumns = BTreeMap<(String, String), Vec<(String, String)>>;
 
-/// Translates one rewritten query (PostgreSQL dialect) to Spark SQL. `views` holds the `(database, table)` pairs
-/// registered as views; any other two-part name is refused.
-pub(super) fn to_spark(
-    sql: &str,
-    views: &BTreeSet<(String, String)>,
-    placeholders: Placeholders,
-) -> Result<SparkSql, SqlError> {
+/// Translates one rewritten query (PostgreSQL dialect) to Spark SQL. `tables` holds the tables registered as views;
+/// any other two-part name is refused.
+pub(super) fn to_spark(sql: &str, tables: &TableColumns, placeholders: Placeholders) -> Result<SparkSql, SqlError> {
     let mut statement = parse_one(sql)?;
     match statement {
-        Statement::Query(_) => translate(&mut statement, views, placeholders),
+        Statement::Query(_) => translate(&mut statement, tables, placeholders),
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
             Err(SqlError::Internal("a write reached the Spark backend as a query".into()))
         }
@@ -214,9 +210,8 @@ pub(super) fn insert_to_spark(sql: &str, tables: &TableColumns) -> Result<SparkI
         .collect();
     let aliases: Vec<String> = set.iter().map(|c| quote(c)).collect();
     let rows = format!("SELECT {} FROM ({source}) AS {ROWS} ({})", select.join(", "), aliases.join(", "));
-    let views: BTreeSet<(String, String)> = tables.keys().cloned().collect();
     let mut query = parse_one(&rows)?;
-    Ok(SparkInsert { view: view_name(&db, &table), rows: translate(&mut query, &views, Placeholders::Refuse)? })
+    Ok(SparkInsert { view: view_name(&db, &table), rows: translate(&mut query, tables, Placeholders::Refuse)? })
 }
 
 fn parse_one(sql: &str) -> Result<Statement, SqlError> {
@@ -230,10 +225,10 @@ fn parse_one(sql: &str) -> Result<Statement, SqlError> {
 
 fn translate(
     statement: &mut Statement,
-    views: &BTreeSet<(String, String)>,
+    tables: &TableColumns,
     placeholders: Placeholders,
 ) -> Result<SparkSql, SqlError> {
-    let mut translate = Translate { views, reads: BTreeSet::new(), error: None };
+    let mut translate = Translate { tables, reads: BTreeSet::new(), error: None };
     let _ = statement.visit(&mut translate);
     if let Some(e) = translate.error {
         return Err(e);
@@ -260,7 +255,7 @@ fn unsupported(what: impl std::fmt::Display) -> SqlError {
 }
 
 struct Translate<'a> {
-    views: &'a BTreeSet<(String, String)>,
+    tables: &'a TableColumns,
     reads: BTreeSet<String>,
     error: Option<SqlError>,
 }
@@ -286,7 +281,7 @@ impl VisitorMut for Translate<'_> {
         }
         let Some(parts) = ident_parts(name) else { return self.refuse(unsupported(format!("name {name}"))) };
         match parts.as_slice() {
-            [db, table] if self.views.contains(&(db.value.clone(), table.value.clone())) => {
+            [db, table] if self.tables.contains_key(&(db.value.clone(), table.value.clone())) => {
                 let view = view_name(&db.value, &table.value);
                 let table = (*table).clone();
                 *name = ObjectName::from(vec![Ident::new(&view)]);
@@ -539,12 +534,8 @@ pub(super) fn string_literal(value: &str, out: &mut String) {
 mod tests {
     use super::*;
 
-    fn views() -> BTreeSet<(String, String)> {
-        [("sales".to_owned(), "orders".to_owned())].into_iter().collect()
-    }
-
     fn spark(sql: &str) -> Result<String, SqlError> {
-        to_spark(sql, &views(), Placeholders::Refuse).map(|s| s.text)
+        to_spark(sql, &columns(), Placeholders::Refuse).map(|s| s.text)
     }
 
     fn columns() -> TableColumns {
@@ -616,16 +607,19 @@ mod tests {
         ] {
             assert!(spark(refused).is_err(), "{refused}");
         }
-        assert_eq!(to_spark("SELECT $1", &views(), Placeholders::Null).unwrap().text, "SELECT NULL");
+        assert_eq!(to_spark("SELECT $1", &columns(), Placeholders::Null).unwrap().text, "SELECT NULL");
     }
 
     #[test]
     fn a_statement_names_the_views_it_reads_so_that_their_files_are_listed_again() {
-        let read =
-            to_spark("SELECT 1 FROM sales.orders a JOIN sales.orders b ON a.id = b.id", &views(), Placeholders::Refuse)
-                .unwrap();
+        let read = to_spark(
+            "SELECT 1 FROM sales.orders a JOIN sales.orders b ON a.id = b.id",
+            &columns(),
+            Placeholders::Refuse,
+        )
+        .unwrap();
         assert_eq!(read.reads, BTreeSet::from(["lakegate_5_sales_orders".to_owned()]));
-        assert!(to_spark("SELECT 1", &views(), Placeholders::Refuse).unwrap().reads.is_empty());
+        assert!(to_spark("SELECT 1", &columns(), Placeholders::Refuse).unwrap().reads.is_empty());
     }
 
     #[test]

@@ -104,10 +104,8 @@ struct Inner {
     name: String,
     client: Client,
     user: proto::UserContext,
-    /// The `(database, table)` pairs registered as views.
-    tables: BTreeSet<(String, String)>,
-    /// Their columns, in order, with the catalog's types.
-    columns: TableColumns,
+    /// The tables registered as views, by `(database, table)`, with their columns in order and the catalog's types.
+    tables: TableColumns,
     /// The statements that register them.
     views: Vec<String>,
     session: tokio::sync::Mutex<SessionState>,
@@ -130,7 +128,7 @@ struct Ready {
 
 impl std::fmt::Debug for Spark {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spark").field("name", &self.inner.name).field("tables", &self.inner.tables).finish()
+        f.debug_struct("Spark").field("name", &self.inner.name).field("tables", &self.inner.tables.keys()).finish()
     }
 }
 
@@ -156,14 +154,12 @@ impl Spark {
         };
         let client = SparkConnectServiceClient::with_interceptor(channel, Bearer(token))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let mut tables = BTreeSet::new();
-        let mut columns = TableColumns::new();
+        let mut tables = TableColumns::new();
         let mut views = Vec::new();
         for def in catalog.tables.iter().filter(|t| t.backend == config.name) {
             let (db, table) = def.split_name().ok_or_else(|| table_error(def, "name must be database.table".into()))?;
             views.push(register_view(def, db, table)?);
-            tables.insert((db.to_owned(), table.to_owned()));
-            columns.insert(
+            tables.insert(
                 (db.to_owned(), table.to_owned()),
                 def.columns.iter().map(|c| (c.name.clone(), c.sql_type.clone())).collect(),
             );
@@ -178,7 +174,6 @@ impl Spark {
                     extensions: Vec::new(),
                 },
                 tables,
-                columns,
                 views,
                 session: tokio::sync::Mutex::new(SessionState { id: new_id(), ready_in: None }),
             }),
@@ -719,7 +714,7 @@ impl Backend for Spark {
     }
 
     async fn execute(&self, sql: &str, caller: &Caller<'_>) -> Result<u64, SqlError> {
-        let insert = insert_to_spark(sql, &self.inner.columns)?;
+        let insert = insert_to_spark(sql, &self.inner.tables)?;
         let plan = append_plan(insert.rows.text, insert.view);
         // A client that goes away mid-write interrupts the job: nothing is committed (Spark's commit is the job's
         // last step).
