@@ -899,9 +899,11 @@ async fn on_spark_the_hostile_corpus_shows_nothing_hidden_and_rewrites_agree_wit
         service_user: "lakegate".into(),
         tls: false,
         ca_file: None,
+        client_cert: None,
+        client_key: None,
     };
     let backend =
-        lakegate_sql::backend::spark::Spark::open(&config, &lakegate_core::policy::catalog::Catalog { tables })
+        lakegate_sql::backend::spark::Spark::open(&config, &lakegate_core::policy::catalog::Catalog { tables }, None)
             .expect("open the Spark backend");
     let principal = lakegate_core::identity::Principal {
         issuer: "test".into(),

@@ -544,6 +544,23 @@ def test_spark_connect_over_tls_trusts_the_ca_of_its_secret(renderer, tmp_path):
         render(renderer, [values])
 
 
+def test_spark_connect_presents_the_client_certificate_of_its_secret_to_a_proxy_that_asks(renderer, tmp_path):
+    values = tmp_path / "spark.yaml"
+    values.write_text(SPARK_CONNECT_VALUES + "  tls: true\n  clientCertSecret: lakegate-spark-client\n")
+    out = render(renderer, [values])
+    for obj in out["objects"]:
+        kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
+    (spark,) = tomllib.loads(config_toml(out))["sql"]["spark"]
+    assert (spark["client_cert"], spark["client_key"]) == (
+        "/etc/lakegate/spark-connect-client/tls.crt", "/etc/lakegate/spark-connect-client/tls.key")
+    assert mounts(out)["/etc/lakegate/spark-connect-client"]["readOnly"] is True
+    assert volumes(out)["spark-connect-client"]["secret"]["secretName"] == "lakegate-spark-client"
+    # A client certificate without TLS would never be presented: the render refuses it.
+    values.write_text(SPARK_CONNECT_VALUES + "  clientCertSecret: lakegate-spark-client\n")
+    with pytest.raises(RenderError):
+        render(renderer, [values])
+
+
 def test_issuers_are_written_with_the_configuration_keys(rendered):
     config = tomllib.loads(config_toml(rendered["ha"]))
     assert config["identity"]["dev_issuer"] is False

@@ -50,6 +50,12 @@ pub struct SparkBackendConfig {
     /// A PEM file of CA certificates to trust for the server instead of the Mozilla roots (needs `tls`).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain) and its key, for a proxy in front of Spark that asks for one (mutual TLS;
+    /// needs `tls`). Both or neither.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// A file holding Spark Connect's authentication token (`spark.connect.authenticate.token`), sent as a bearer
     /// token with every call. Read at start.
     #[serde(default)]

@@ -82,7 +82,7 @@ impl SqlService {
             demo::seed(warehouse).map_err(|source| SqlStartError::Demo { path: warehouse.to_owned(), source })?;
         }
         let mut backends = backend::Backends::default();
-        let embedded = backend::embedded::Embedded::open(warehouse, catalog, iceberg).await?;
+        let embedded = backend::embedded::Embedded::open(warehouse, catalog, iceberg.clone()).await?;
         backends.insert(backend::EMBEDDED, Arc::new(embedded));
         for pg in &config.postgres {
             let b = backend::postgres::Postgres::connect(pg, catalog)
@@ -91,7 +91,7 @@ impl SqlService {
             backends.insert(pg.name.clone(), Arc::new(b));
         }
         for spark in &config.spark {
-            let b = backend::spark::Spark::open(spark, catalog)
+            let b = backend::spark::Spark::open(spark, catalog, iceberg.clone())
                 .map_err(|reason| SqlStartError::Spark { name: spark.name.clone(), reason })?;
             backends.insert(spark.name.clone(), Arc::new(b));
         }

@@ -43,8 +43,14 @@ tls = true
 {{- if .Values.sparkConnect.caSecret }}
 ca_file = "/etc/lakegate/spark-connect-ca/ca.crt"
 {{- end }}
+{{- if .Values.sparkConnect.clientCertSecret }}
+client_cert = "/etc/lakegate/spark-connect-client/tls.crt"
+client_key = "/etc/lakegate/spark-connect-client/tls.key"
+{{- end }}
 {{- else if .Values.sparkConnect.caSecret }}
 {{- fail "sparkConnect.caSecret needs sparkConnect.tls" }}
+{{- else if .Values.sparkConnect.clientCertSecret }}
+{{- fail "sparkConnect.clientCertSecret needs sparkConnect.tls" }}
 {{- end }}
 {{- end }}
 {{- with .Values.extraConfig }}

@@ -5,16 +5,17 @@
 //! as PostgreSQL wrote it could lex into a different statement on Spark, and a literal could become syntax. So the
 //! statement is translated in two steps:
 //!
-//! 1. On the syntax tree: governed table references become the temporary views the backend registered (keeping
-//!    the table's name as the alias the rewriter's column references use), and types, functions and operators
-//!    become Spark's. Whatever has no Spark counterpart with the same meaning is refused, never guessed.
+//! 1. On the syntax tree: governed table references become the temporary views the backend registered, or for an
+//!    Iceberg table a view named for this statement alone (keeping the table's name as the alias the rewriter's
+//!    column references use), and types, functions and operators become Spark's. Whatever has no Spark counterpart with the same meaning is refused, never guessed.
 //! 2. Token by token: every token of the result is written in the one form Spark's lexer reads as the same token
 //!    (identifiers in backticks, literals with Spark's escapes, `$` escaped), separated by spaces so that no two
 //!    tokens can run together. A token without such a form is refused.
 //!
 //! An INSERT becomes the query of the rows it appends, every column of the table in order (a column the INSERT
 //! does not set is NULL), which the backend appends to the table's view; the rewriter's WITH CHECK raise becomes
-//! Spark's `raise_error`. UPDATE and DELETE are refused: Parquet and CSV files cannot change rows in place.
+//! Spark's `raise_error`. UPDATE and DELETE are refused: Parquet and CSV files cannot change rows in place. Writes to
+//! Iceberg tables are refused too: Spark would write files no Iceberg snapshot lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -37,6 +38,13 @@ pub(super) const VIEW_PREFIX: &str = "lakegate_";
 /// (`a_b.c` and `a.b_c` differ).
 pub(super) fn view_name(database: &str, table: &str) -> String {
     format!("{VIEW_PREFIX}{}_{database}_{table}", database.len())
+}
+
+/// The view of the `n`th Iceberg table statement `statement` reads. No [`view_name`] has this form (a database
+/// name is never empty, and a statement id never starts with `_`), and statement ids are unique, so statements
+/// running at once in the backend's one Spark session never name each other's views.
+fn snapshot_view_name(statement: &str, n: usize) -> String {
+    format!("{VIEW_PREFIX}0_{statement}_{n}")
 }
 
 /// What to do with `$n` placeholders: a statement to run has them bound already; one to describe may still
@@ -141,6 +149,9 @@ pub(super) struct SparkSql {
     /// The views it reads. Spark lists a view's files when the view is registered and never again by itself, so
     /// the backend refreshes these before the statement runs: files added or compacted away since are seen.
     pub(super) reads: BTreeSet<String>,
+    /// The Iceberg tables it reads, each under the view name the text gives it, `(database, table)`: the backend
+    /// sends each with the statement, over the files of the table's current snapshot.
+    pub(super) snapshots: BTreeMap<String, (String, String)>,
 }
 
 /// An INSERT as Spark runs it: the query of the rows to append, every column of the table in order, and the view
@@ -151,15 +162,29 @@ pub(super) struct SparkInsert {
     pub(super) rows: SparkSql,
 }
 
-/// The columns of each table of the backend, in order, with their catalog types.
-pub(super) type TableColumns = BTreeMap<(String, String), Vec<(String, String)>>;
+/// A table of the backend: its columns in order with their catalog types, and how Spark finds its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Table {
+    pub(super) columns: Vec<(String, String)>,
+    /// An Iceberg table, read from its current snapshot's files, which each statement names anew; otherwise a view
+    /// over the table's location, registered once.
+    pub(super) iceberg: bool,
+}
 
-/// Translates one rewritten query (PostgreSQL dialect) to Spark SQL. `tables` holds the tables registered as views;
-/// any other two-part name is refused.
-pub(super) fn to_spark(sql: &str, tables: &TableColumns, placeholders: Placeholders) -> Result<SparkSql, SqlError> {
-    let mut statement = parse_one(sql)?;
-    match statement {
-        Statement::Query(_) => translate(&mut statement, tables, placeholders),
+/// The tables of the backend, by `(database, table)`.
+pub(super) type Tables = BTreeMap<(String, String), Table>;
+
+/// Translates one rewritten query (PostgreSQL dialect) to Spark SQL. `tables` holds the backend's tables; any other
+/// two-part name is refused. `statement` is unique to this statement: it names the views of its Iceberg tables.
+pub(super) fn to_spark(
+    sql: &str,
+    tables: &Tables,
+    statement: &str,
+    placeholders: Placeholders,
+) -> Result<SparkSql, SqlError> {
+    let mut statement_ast = parse_one(sql)?;
+    match statement_ast {
+        Statement::Query(_) => translate(&mut statement_ast, tables, statement, placeholders),
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
             Err(SqlError::Internal("a write reached the Spark backend as a query".into()))
         }
@@ -167,14 +192,13 @@ pub(super) fn to_spark(sql: &str, tables: &TableColumns, placeholders: Placehold
     }
 }
 
-/// Translates one rewritten INSERT to the rows it appends (see the module's comment). `tables` holds the columns
-/// of every table registered as a view.
-pub(super) fn insert_to_spark(sql: &str, tables: &TableColumns) -> Result<SparkInsert, SqlError> {
-    let statement = parse_one(sql)?;
-    let insert = match statement {
+/// Translates one rewritten INSERT to the rows it appends (see the module's comment). `tables` and `statement` as
+/// for [`to_spark`].
+pub(super) fn insert_to_spark(sql: &str, tables: &Tables, statement: &str) -> Result<SparkInsert, SqlError> {
+    let insert = match parse_one(sql)? {
         Statement::Insert(insert) => insert,
         Statement::Update(_) | Statement::Delete(_) => {
-            return Err(unsupported("UPDATE and DELETE (Parquet and CSV files cannot change rows in place)"));
+            return Err(unsupported("UPDATE and DELETE (the backend appends files: it cannot change rows in place)"));
         }
         _ => return Err(SqlError::Internal("a statement that is not a write reached the Spark backend as one".into())),
     };
@@ -185,9 +209,16 @@ pub(super) fn insert_to_spark(sql: &str, tables: &TableColumns) -> Result<SparkI
         Some([db, table]) => (db.value.clone(), table.value.clone()),
         _ => return Err(SqlError::Internal(format!("{name} is not a table of this backend"))),
     };
-    let columns = tables
+    let target = tables
         .get(&(db.clone(), table.clone()))
         .ok_or_else(|| SqlError::Internal(format!("{name} is not a table of this backend")))?;
+    if target.iceberg {
+        return Err(unsupported(
+            "INSERT into an Iceberg table (Spark would write files no snapshot lists; commit through the Iceberg \
+             catalog)",
+        ));
+    }
+    let columns = &target.columns;
     let set: Vec<String> = insert
         .columns
         .iter()
@@ -211,7 +242,10 @@ pub(super) fn insert_to_spark(sql: &str, tables: &TableColumns) -> Result<SparkI
     let aliases: Vec<String> = set.iter().map(|c| quote(c)).collect();
     let rows = format!("SELECT {} FROM ({source}) AS {ROWS} ({})", select.join(", "), aliases.join(", "));
     let mut query = parse_one(&rows)?;
-    Ok(SparkInsert { view: view_name(&db, &table), rows: translate(&mut query, tables, Placeholders::Refuse)? })
+    Ok(SparkInsert {
+        view: view_name(&db, &table),
+        rows: translate(&mut query, tables, statement, Placeholders::Refuse)?,
+    })
 }
 
 fn parse_one(sql: &str) -> Result<Statement, SqlError> {
@@ -224,16 +258,19 @@ fn parse_one(sql: &str) -> Result<Statement, SqlError> {
 }
 
 fn translate(
-    statement: &mut Statement,
-    tables: &TableColumns,
+    ast: &mut Statement,
+    tables: &Tables,
+    statement: &str,
     placeholders: Placeholders,
 ) -> Result<SparkSql, SqlError> {
-    let mut translate = Translate { tables, reads: BTreeSet::new(), error: None };
-    let _ = statement.visit(&mut translate);
+    let mut translate =
+        Translate { tables, statement, reads: BTreeSet::new(), snapshots: BTreeMap::new(), error: None };
+    let _ = ast.visit(&mut translate);
     if let Some(e) = translate.error {
         return Err(e);
     }
-    Ok(SparkSql { text: spark_tokens(&statement.to_string(), placeholders)?, reads: translate.reads })
+    let snapshots = translate.snapshots.into_iter().map(|(table, view)| (view, table)).collect();
+    Ok(SparkSql { text: spark_tokens(&ast.to_string(), placeholders)?, reads: translate.reads, snapshots })
 }
 
 /// The message of the rewriter's WITH CHECK raise, `CAST(concat('lakegate: ...') AS BOOLEAN)`, if `expr` is one.
@@ -255,8 +292,11 @@ fn unsupported(what: impl std::fmt::Display) -> SqlError {
 }
 
 struct Translate<'a> {
-    tables: &'a TableColumns,
+    tables: &'a Tables,
+    statement: &'a str,
     reads: BTreeSet<String>,
+    /// The view of each Iceberg table read: one per table, so that a table read twice is one snapshot.
+    snapshots: BTreeMap<(String, String), String>,
     error: Option<SqlError>,
 }
 
@@ -282,10 +322,17 @@ impl VisitorMut for Translate<'_> {
         let Some(parts) = ident_parts(name) else { return self.refuse(unsupported(format!("name {name}"))) };
         match parts.as_slice() {
             [db, table] if self.tables.contains_key(&(db.value.clone(), table.value.clone())) => {
-                let view = view_name(&db.value, &table.value);
+                let key = (db.value.clone(), table.value.clone());
+                let view = if self.tables.get(&key).is_some_and(|t| t.iceberg) {
+                    let n = self.snapshots.len();
+                    self.snapshots.entry(key).or_insert_with(|| snapshot_view_name(self.statement, n)).clone()
+                } else {
+                    let view = view_name(&db.value, &table.value);
+                    self.reads.insert(view.clone());
+                    view
+                };
                 let table = (*table).clone();
                 *name = ObjectName::from(vec![Ident::new(&view)]);
-                self.reads.insert(view);
                 if alias.is_none() {
                     *alias = Some(TableAlias { explicit: true, name: table, columns: Vec::new(), at: None });
                 }
@@ -535,14 +582,18 @@ mod tests {
     use super::*;
 
     fn spark(sql: &str) -> Result<String, SqlError> {
-        to_spark(sql, &columns(), Placeholders::Refuse).map(|s| s.text)
+        to_spark(sql, &columns(), "s1", Placeholders::Refuse).map(|s| s.text)
     }
 
-    fn columns() -> TableColumns {
-        let orders = [("id", "bigint"), ("region", "text"), ("amount", "numeric(12,2)")];
-        [(("sales".to_owned(), "orders".to_owned()), orders.map(|(c, t)| (c.to_owned(), t.to_owned())).to_vec())]
-            .into_iter()
-            .collect()
+    /// `sales.orders` as a view over its files, `hr.payroll` as an Iceberg table.
+    fn columns() -> Tables {
+        let table = |columns: &[(&str, &str)], iceberg| Table {
+            columns: columns.iter().map(|(c, t)| ((*c).to_owned(), (*t).to_owned())).collect(),
+            iceberg,
+        };
+        let orders = table(&[("id", "bigint"), ("region", "text"), ("amount", "numeric(12,2)")], false);
+        let payroll = table(&[("id", "bigint"), ("department", "text"), ("salary", "bigint")], true);
+        Tables::from([(("sales".into(), "orders".into()), orders), (("hr".into(), "payroll".into()), payroll)])
     }
 
     #[test]
@@ -607,7 +658,7 @@ mod tests {
         ] {
             assert!(spark(refused).is_err(), "{refused}");
         }
-        assert_eq!(to_spark("SELECT $1", &columns(), Placeholders::Null).unwrap().text, "SELECT NULL");
+        assert_eq!(to_spark("SELECT $1", &columns(), "s1", Placeholders::Null).unwrap().text, "SELECT NULL");
     }
 
     #[test]
@@ -615,11 +666,36 @@ mod tests {
         let read = to_spark(
             "SELECT 1 FROM sales.orders a JOIN sales.orders b ON a.id = b.id",
             &columns(),
+            "s1",
             Placeholders::Refuse,
         )
         .unwrap();
         assert_eq!(read.reads, BTreeSet::from(["lakegate_5_sales_orders".to_owned()]));
-        assert!(to_spark("SELECT 1", &columns(), Placeholders::Refuse).unwrap().reads.is_empty());
+        assert!(read.snapshots.is_empty());
+        assert!(to_spark("SELECT 1", &columns(), "s1", Placeholders::Refuse).unwrap().reads.is_empty());
+    }
+
+    #[test]
+    fn an_iceberg_table_is_read_under_a_view_of_this_statement_alone_one_per_table() {
+        let read = to_spark(
+            "SELECT p.id FROM hr.payroll p JOIN hr.payroll q ON p.id = q.id JOIN sales.orders o ON o.id = p.id",
+            &columns(),
+            "c0ffee",
+            Placeholders::Refuse,
+        )
+        .unwrap();
+        assert_eq!(
+            read.text,
+            "SELECT p . id FROM lakegate_0_c0ffee_0 p JOIN lakegate_0_c0ffee_0 q ON p . id = q . id \
+             JOIN lakegate_5_sales_orders o ON o . id = p . id"
+        );
+        assert_eq!(
+            read.snapshots,
+            BTreeMap::from([("lakegate_0_c0ffee_0".to_owned(), ("hr".into(), "payroll".into()))])
+        );
+        assert_eq!(read.reads, BTreeSet::from(["lakegate_5_sales_orders".to_owned()]));
+        // A user cannot name it: every name with the views' prefix is refused.
+        assert!(spark("SELECT * FROM lakegate_0_c0ffee_0").is_err());
     }
 
     #[test]
@@ -630,6 +706,7 @@ mod tests {
                WHERE CASE WHEN lakegate_new.region = 'EU' THEN true
                ELSE CAST(concat('lakegate: new row violates row-level security policy for table "orders"') AS BOOLEAN) END"#,
             &columns(),
+            "s1",
         )
         .unwrap();
         assert_eq!(insert.view, "lakegate_5_sales_orders");
@@ -644,11 +721,22 @@ mod tests {
         assert!(insert.rows.reads.is_empty(), "VALUES reads no table");
         // The source is translated like any query: it reads its views, and names outside the backend are refused.
         let copy =
-            insert_to_spark(r#"INSERT INTO sales.orders (id) SELECT id + 100 FROM sales.orders"#, &columns()).unwrap();
+            insert_to_spark(r#"INSERT INTO sales.orders (id) SELECT id + 100 FROM sales.orders"#, &columns(), "s1")
+                .unwrap();
         assert_eq!(copy.rows.reads, BTreeSet::from(["lakegate_5_sales_orders".to_owned()]));
-        assert!(insert_to_spark("INSERT INTO sales.orders (id) SELECT id FROM hr.employees", &columns()).is_err());
-        assert!(insert_to_spark("INSERT INTO hr.employees (id) VALUES (1)", &columns()).is_err());
-        assert!(insert_to_spark("INSERT INTO sales.orders (ssn) VALUES ('x')", &columns()).is_err());
+        for refused in [
+            "INSERT INTO sales.orders (id) SELECT id FROM hr.employees",
+            "INSERT INTO hr.employees (id) VALUES (1)",
+            "INSERT INTO sales.orders (ssn) VALUES ('x')",
+        ] {
+            assert!(insert_to_spark(refused, &columns(), "s1").is_err(), "{refused}");
+        }
+        // Rows of an Iceberg table may be copied into a file table; the other way has no Iceberg commit.
+        let copy =
+            insert_to_spark("INSERT INTO sales.orders (id) SELECT id FROM hr.payroll", &columns(), "s1").unwrap();
+        assert_eq!(copy.rows.snapshots.len(), 1);
+        let into_iceberg = insert_to_spark("INSERT INTO hr.payroll (id) VALUES (1)", &columns(), "s1").unwrap_err();
+        assert_eq!(into_iceberg.sqlstate(), "0A000");
         // A user's own call of raise_error is no function Spark is given.
         assert!(spark("SELECT raise_error('x')").is_err());
     }
@@ -656,7 +744,7 @@ mod tests {
     #[test]
     fn update_and_delete_are_refused_as_unsupported() {
         for write in ["UPDATE sales.orders SET region = 'US'", "DELETE FROM sales.orders WHERE id = 1"] {
-            let e = insert_to_spark(write, &columns()).unwrap_err();
+            let e = insert_to_spark(write, &columns(), "s1").unwrap_err();
             assert_eq!(e.sqlstate(), "0A000", "{write}: {e}");
         }
     }

@@ -16,13 +16,21 @@
 //! last saw is sent with each call), and Lakegate sets up a new session and sends the statement once more.
 //!
 //! Spark lists a view's files once, when it registers the view; so before each statement the views it reads are
-//! refreshed (`REFRESH TABLE`), and files other jobs added or compacted away since are seen. An INSERT appends
-//! the rows its translation selects to the table's view (Spark writes new files and commits them as one job),
-//! counting them with an observation Spark reports at the end.
+//! refreshed (`REFRESH TABLE`), and files other jobs added or compacted away since are seen.
+//!
+//! An Iceberg table is no registered view: each statement that reads it carries its own view of it, over the
+//! Parquet data files of the table's current snapshot as the Iceberg catalog lists them at that moment (Spark
+//! Connect's SQL with references, which Spark drops again once the statement is planned). Every statement thus
+//! reads the table as last committed, and statements running at once each read one consistent snapshot. Spark
+//! reads those files where Lakegate's embedded store keeps them: it must see the store's directory at the same
+//! path (the same machine, or a shared volume).
+//!
+//! An INSERT appends the rows its translation selects to the table's view (Spark writes new files and commits them
+//! as one job), counting them with an observation Spark reports at the end.
 
 mod dialect;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -35,11 +43,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::arrow::{batch_rows, columns_of, output_name};
+use super::iceberg::IcebergFiles;
 use super::{Backend, Caller};
 use crate::config::SparkBackendConfig;
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet};
-use dialect::{Placeholders, TableColumns, insert_to_spark, to_spark, view_name};
+use dialect::{Placeholders, SparkSql, Table, Tables, insert_to_spark, to_spark, view_name};
 use lakegate_core::policy::catalog::{Catalog, TableDef, TableFormat};
 
 /// Largest message accepted from Spark. Spark cuts Arrow results into batches of about 4 MiB
@@ -67,8 +76,10 @@ pub enum StartError {
          token_file)"
     )]
     Remote(String),
-    #[error("ca_file is set but tls is not: set tls = true to connect with TLS")]
-    CaWithoutTls,
+    #[error("{0} is set but tls is not: set tls = true to connect with TLS")]
+    TlsSettingWithoutTls(&'static str),
+    #[error("client_cert and client_key go together: set both or neither")]
+    HalfAClientIdentity,
     #[error("TLS: {0}")]
     Tls(#[from] lakegate_net::tls::TlsError),
     #[error("reading token_file {path}: {source}")]
@@ -104,10 +115,14 @@ struct Inner {
     name: String,
     client: Client,
     user: proto::UserContext,
-    /// The tables registered as views, by `(database, table)`, with their columns in order and the catalog's types.
-    tables: TableColumns,
-    /// The statements that register them.
+    /// The backend's tables, by `(database, table)`, with their columns in order and the catalog's types.
+    tables: Tables,
+    /// The statements that register the tables read through views over their locations.
     views: Vec<String>,
+    /// The Spark schema (DDL) of each Iceberg table, by `(database, table)`.
+    iceberg_schemas: BTreeMap<(String, String), String>,
+    /// Where the Iceberg tables' current data files are; `None` when the backend has none.
+    iceberg: Option<Arc<dyn IcebergFiles>>,
     session: tokio::sync::Mutex<SessionState>,
 }
 
@@ -133,9 +148,13 @@ impl std::fmt::Debug for Spark {
 }
 
 impl Spark {
-    /// Prepares the backend for the catalog's tables on it. Connects lazily: Spark may start after Lakegate, and
-    /// the first statement sets the session up.
-    pub fn open(config: &SparkBackendConfig, catalog: &Catalog) -> Result<Self, StartError> {
+    /// Prepares the backend for the catalog's tables on it; `iceberg` finds the data files of its Iceberg tables.
+    /// Connects lazily: Spark may start after Lakegate, and the first statement sets the session up.
+    pub fn open(
+        config: &SparkBackendConfig,
+        catalog: &Catalog,
+        iceberg: Option<Arc<dyn IcebergFiles>>,
+    ) -> Result<Self, StartError> {
         let endpoint = endpoint(&config.remote, config.tls)?;
         let token = match &config.token_file {
             Some(path) => {
@@ -147,23 +166,41 @@ impl Spark {
             None => None,
         };
         let endpoint = Channel::from_shared(endpoint).map_err(|_| StartError::Remote(config.remote.clone()))?;
-        let channel = match (config.tls, &config.ca_file) {
-            (true, ca_file) => endpoint.connect_with_connector_lazy(tls_connector(ca_file.as_deref())?),
-            (false, Some(_)) => return Err(StartError::CaWithoutTls),
-            (false, None) => endpoint.connect_lazy(),
+        let identity = match (&config.client_cert, &config.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return Err(StartError::HalfAClientIdentity),
+        };
+        let channel = if config.tls {
+            endpoint.connect_with_connector_lazy(tls_connector(config.ca_file.as_deref(), identity)?)
+        } else if config.ca_file.is_some() {
+            return Err(StartError::TlsSettingWithoutTls("ca_file"));
+        } else if identity.is_some() {
+            return Err(StartError::TlsSettingWithoutTls("client_cert"));
+        } else {
+            endpoint.connect_lazy()
         };
         let client = SparkConnectServiceClient::with_interceptor(channel, Bearer(token))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let mut tables = TableColumns::new();
+        let mut tables = Tables::new();
         let mut views = Vec::new();
+        let mut iceberg_schemas = BTreeMap::new();
         for def in catalog.tables.iter().filter(|t| t.backend == config.name) {
             let (db, table) = def.split_name().ok_or_else(|| table_error(def, "name must be database.table".into()))?;
-            views.push(register_view(def, db, table)?);
-            tables.insert(
-                (db.to_owned(), table.to_owned()),
-                def.columns.iter().map(|c| (c.name.clone(), c.sql_type.clone())).collect(),
-            );
+            let key = (db.to_owned(), table.to_owned());
+            let is_iceberg = def.format == Some(TableFormat::Iceberg);
+            if is_iceberg {
+                if iceberg.is_none() {
+                    return Err(table_error(def, "format iceberg, but the Iceberg catalog is not enabled".into()));
+                }
+                iceberg_schemas.insert(key.clone(), spark_columns(def)?);
+            } else {
+                views.push(register_view(def, db, table)?);
+            }
+            let columns = def.columns.iter().map(|c| (c.name.clone(), c.sql_type.clone())).collect();
+            tables.insert(key, Table { columns, iceberg: is_iceberg });
         }
+        let iceberg = if iceberg_schemas.is_empty() { None } else { iceberg };
         Ok(Spark {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
@@ -175,6 +212,8 @@ impl Spark {
                 },
                 tables,
                 views,
+                iceberg_schemas,
+                iceberg,
                 session: tokio::sync::Mutex::new(SessionState { id: new_id(), ready_in: None }),
             }),
         })
@@ -290,6 +329,34 @@ impl Spark {
         }
     }
 
+    /// `sql` as the relation Spark runs. Each Iceberg table it reads comes with it as the view its text names, over
+    /// the data files of the table's current snapshot, or over none when only the columns are wanted.
+    async fn relation(&self, sql: SparkSql, with_files: bool) -> Result<proto::Relation, SqlError> {
+        let root = sql_relation(sql.text);
+        if sql.snapshots.is_empty() {
+            return Ok(root);
+        }
+        let mut references = Vec::with_capacity(sql.snapshots.len());
+        for (view, table) in sql.snapshots {
+            let unknown =
+                || SqlError::Internal(format!("{}.{} is not an Iceberg table of this backend", table.0, table.1));
+            let schema = self.inner.iceberg_schemas.get(&table).ok_or_else(unknown)?;
+            let files = self.inner.iceberg.as_ref().ok_or_else(unknown)?;
+            let paths = if with_files {
+                let unreadable = |e: String| SqlError::Backend {
+                    sqlstate: "58030".into(),
+                    message: format!("Iceberg table {}.{} cannot be read: {e}", table.0, table.1),
+                };
+                let found = files.data_files(&table.0, &table.1).await.map_err(unreadable)?;
+                found.iter().map(|p| spark_file(p)).collect::<Result<Vec<_>, _>>().map_err(unreadable)?
+            } else {
+                Vec::new()
+            };
+            references.push(parquet_view(view, schema.clone(), paths));
+        }
+        Ok(with_references(root, references))
+    }
+
     /// Has Spark list the files of `views` again.
     async fn refresh(&self, ready: &Ready, views: &BTreeSet<String>) -> Result<(), tonic::Status> {
         for view in views {
@@ -315,11 +382,13 @@ fn table_error(def: &TableDef, reason: String) -> StartError {
     StartError::Table { table: def.name.clone(), reason }
 }
 
-/// Connects over TLS (rustls, as every other client of Lakegate's), offering HTTP/2 by ALPN as gRPC needs.
+/// Connects over TLS (rustls, as every other client of Lakegate's), offering HTTP/2 by ALPN as gRPC needs, and
+/// presenting `identity` (certificate chain, key) when the server asks for a client certificate.
 fn tls_connector(
     ca_file: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, StartError> {
-    let tls = lakegate_net::tls::client_config(ca_file, None)?;
+    let tls = lakegate_net::tls::client_config(ca_file, identity)?;
     let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
     // The URI is https; the TLS layer above checks that, the TCP layer must not refuse it.
     tcp.enforce_http(false);
@@ -363,23 +432,28 @@ fn register_view(def: &TableDef, db: &str, table: &str) -> Result<String, StartE
         Some(TableFormat::Parquet) => ("parquet", String::new()),
         Some(TableFormat::Csv) => ("csv", ", header 'true'".to_owned()),
         Some(TableFormat::Iceberg) => {
-            return Err(table_error(def, "Iceberg tables are not supported on the Spark backend yet".into()));
+            return Err(table_error(def, "an Iceberg table is read from its snapshot, not registered".into()));
         }
-        None => return Err(table_error(def, "a table on Spark needs its format: parquet or csv".into())),
+        None => return Err(table_error(def, "a table on Spark needs its format: parquet, csv or iceberg".into())),
     };
-    let mut columns = Vec::with_capacity(def.columns.len());
-    for c in &def.columns {
-        let ty = catalog_type(&c.sql_type)
-            .ok_or_else(|| table_error(def, format!("column {}: type {} has no Spark type", c.name, c.sql_type)))?;
-        columns.push(format!("`{}` {ty}", c.name));
-    }
     let mut path = String::new();
     dialect::string_literal(location, &mut path);
     Ok(format!(
         "CREATE OR REPLACE TEMPORARY VIEW `{}` ({}) USING {source} OPTIONS (path {path}{options})",
         view_name(db, table),
-        columns.join(", ")
+        spark_columns(def)?
     ))
+}
+
+/// The table's columns with their Spark types, as a view's column list or a DDL schema: `` `id` BIGINT, ...``.
+fn spark_columns(def: &TableDef) -> Result<String, StartError> {
+    let mut columns = Vec::with_capacity(def.columns.len());
+    for c in &def.columns {
+        let ty = catalog_type(&c.sql_type)
+            .ok_or_else(|| table_error(def, format!("column {}: type {} has no Spark type", c.name, c.sql_type)))?;
+        columns.push(format!("`{}` {ty}", c.name.replace('`', "``")));
+    }
+    Ok(columns.join(", "))
 }
 
 /// A catalog column type as Spark spells it.
@@ -401,23 +475,72 @@ fn catalog_type(sql_type: &str) -> Option<String> {
     })
 }
 
-fn sql_plan(query: String) -> proto::Plan {
-    proto::Plan {
-        op_type: Some(proto::plan::OpType::Root(proto::Relation {
-            common: None,
-            rel_type: Some(proto::relation::RelType::Sql(proto::Sql { query, ..Default::default() })),
-        })),
+fn sql_relation(query: String) -> proto::Relation {
+    proto::Relation {
+        common: None,
+        rel_type: Some(proto::relation::RelType::Sql(proto::Sql { query, ..Default::default() })),
     }
 }
 
-/// Appends the rows of `query` to `view`, counting them on the way (the observation [`APPENDED`], which Spark
-/// reports once the write has committed).
-fn append_plan(query: String, view: String) -> proto::Plan {
-    use proto::write_operation::{SaveMode, SaveTable, SaveType, save_table::TableSaveMethod};
-    let rows = proto::Relation {
+fn sql_plan(query: String) -> proto::Plan {
+    root_plan(sql_relation(query))
+}
+
+fn root_plan(relation: proto::Relation) -> proto::Plan {
+    proto::Plan { op_type: Some(proto::plan::OpType::Root(relation)) }
+}
+
+/// `root` with `references`, each a view (`SubqueryAlias`) its SQL text names, for this statement alone.
+fn with_references(root: proto::Relation, references: Vec<proto::Relation>) -> proto::Relation {
+    use proto::relation::RelType;
+    proto::Relation {
         common: None,
-        rel_type: Some(proto::relation::RelType::Sql(proto::Sql { query, ..Default::default() })),
+        rel_type: Some(RelType::WithRelations(Box::new(proto::WithRelations {
+            root: Some(Box::new(root)),
+            references,
+        }))),
+    }
+}
+
+/// The view `alias` over the Parquet `paths`, read with `schema` (DDL).
+fn parquet_view(alias: String, schema: String, paths: Vec<String>) -> proto::Relation {
+    use proto::relation::RelType;
+    let read = proto::Relation {
+        common: None,
+        rel_type: Some(RelType::Read(proto::Read {
+            read_type: Some(proto::read::ReadType::DataSource(proto::read::DataSource {
+                format: Some("parquet".into()),
+                schema: Some(schema),
+                paths,
+                ..Default::default()
+            })),
+            is_streaming: false,
+        })),
     };
+    proto::Relation {
+        common: None,
+        rel_type: Some(RelType::SubqueryAlias(Box::new(proto::SubqueryAlias {
+            input: Some(Box::new(read)),
+            alias,
+            ..Default::default()
+        }))),
+    }
+}
+
+/// A data file as Spark is given it: a `file:` URI of the path as it is. Spark expands glob patterns in the paths
+/// it reads, so a path with a glob character is refused rather than read as a pattern.
+fn spark_file(path: &std::path::Path) -> Result<String, String> {
+    let text = path.to_str().ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+    if !text.starts_with('/') || text.contains(['{', '}', '[', ']', '*', '?', '\\']) {
+        return Err(format!("{text} is not a path Spark reads as itself"));
+    }
+    Ok(format!("file://{text}"))
+}
+
+/// Appends the rows of `rows` to `view`, counting them on the way (the observation [`APPENDED`], which Spark
+/// reports once the write has committed).
+fn append_plan(rows: proto::Relation, view: String) -> proto::Plan {
+    use proto::write_operation::{SaveMode, SaveTable, SaveType, save_table::TableSaveMethod};
     let count = proto::Expression {
         common: None,
         expr_type: Some(proto::expression::ExprType::ExpressionString(proto::expression::ExpressionString {
@@ -465,6 +588,11 @@ fn client_type() -> String {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// A statement's own id, for the names of its views: letters and digits only.
+fn statement_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The tags of an operation: who it runs for. Spark refuses tags with commas, so `%` and `,` are
@@ -621,8 +749,10 @@ fn batch_columns(data: &[u8]) -> Option<Vec<Column>> {
 impl Backend for Spark {
     async fn query(&self, sql: &str, caller: &Caller<'_>) -> Result<RowSet, SqlError> {
         use proto::execute_plan_response::ResponseType;
-        let spark_sql = to_spark(sql, &self.inner.tables, Placeholders::Refuse)?;
-        let (interrupt, responses) = self.start(sql_plan(spark_sql.text), &spark_sql.reads, tags(caller)).await?;
+        let mut spark_sql = to_spark(sql, &self.inner.tables, &statement_id(), Placeholders::Refuse)?;
+        let reads = std::mem::take(&mut spark_sql.reads);
+        let plan = root_plan(self.relation(spark_sql, true).await?);
+        let (interrupt, responses) = self.start(plan, &reads, tags(caller)).await?;
         let ready = interrupt.ready.clone();
         let mut batches = Batches { responses, rows: VecDeque::new(), interrupt };
         // The columns come with the first batch (Spark sends one, empty if need be) or as a schema message.
@@ -676,14 +806,15 @@ impl Backend for Spark {
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
         use proto::analyze_plan_request::{Analyze, Schema};
         use proto::analyze_plan_response::Result as Analysis;
-        let spark_sql = to_spark(sql, &self.inner.tables, Placeholders::Null)?;
+        let spark_sql = to_spark(sql, &self.inner.tables, &statement_id(), Placeholders::Null)?;
+        let plan = root_plan(self.relation(spark_sql, false).await?);
         let ready = self.ready().await?;
         let request = proto::AnalyzePlanRequest {
             session_id: ready.id.clone(),
             client_observed_server_side_session_id: Some(ready.server_side.clone()),
             user_context: Some(self.inner.user.clone()),
             client_type: Some(client_type()),
-            analyze: Some(Analyze::Schema(Schema { plan: Some(sql_plan(spark_sql.text)) })),
+            analyze: Some(Analyze::Schema(Schema { plan: Some(plan) })),
         };
         let response = match self.inner.client.clone().analyze_plan(request).await {
             Ok(r) => r.into_inner(),
@@ -714,11 +845,12 @@ impl Backend for Spark {
     }
 
     async fn execute(&self, sql: &str, caller: &Caller<'_>) -> Result<u64, SqlError> {
-        let insert = insert_to_spark(sql, &self.inner.tables)?;
-        let plan = append_plan(insert.rows.text, insert.view);
+        let mut insert = insert_to_spark(sql, &self.inner.tables, &statement_id())?;
+        let reads = std::mem::take(&mut insert.rows.reads);
+        let plan = append_plan(self.relation(insert.rows, true).await?, insert.view);
         // A client that goes away mid-write interrupts the job: nothing is committed (Spark's commit is the job's
         // last step).
-        let (mut interrupt, mut responses) = self.start(plan, &insert.rows.reads, tags(caller)).await?;
+        let (mut interrupt, mut responses) = self.start(plan, &reads, tags(caller)).await?;
         let ready = interrupt.ready.clone();
         let mut appended = None;
         while let Some(response) = responses.next().await {
@@ -760,6 +892,8 @@ mod tests {
             remote: "sc://spark.internal:443".into(),
             tls,
             ca_file: ca_file.map(Into::into),
+            client_cert: None,
+            client_key: None,
             token_file: None,
             service_user: "lakegate".into(),
         }
@@ -769,11 +903,38 @@ mod tests {
     fn a_ca_file_without_tls_or_one_that_cannot_be_read_stops_the_start() {
         let catalog = Catalog::default();
         assert!(matches!(
-            Spark::open(&config(false, Some("/etc/ssl/ca.pem")), &catalog),
-            Err(StartError::CaWithoutTls)
+            Spark::open(&config(false, Some("/etc/ssl/ca.pem")), &catalog, None),
+            Err(StartError::TlsSettingWithoutTls("ca_file"))
         ));
-        let missing = Spark::open(&config(true, Some("/nonexistent/ca.pem")), &catalog);
+        let missing = Spark::open(&config(true, Some("/nonexistent/ca.pem")), &catalog, None);
         assert!(matches!(missing, Err(StartError::Tls(_))), "{missing:?}");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_tls() {
+        let catalog = Catalog::default();
+        let mut half = config(true, None);
+        half.client_cert = Some("/etc/lakegate/spark/client.crt".into());
+        assert!(matches!(Spark::open(&half, &catalog, None), Err(StartError::HalfAClientIdentity)));
+        let mut plain = config(false, None);
+        plain.client_cert = Some("/etc/lakegate/spark/client.crt".into());
+        plain.client_key = Some("/etc/lakegate/spark/client.key".into());
+        assert!(matches!(Spark::open(&plain, &catalog, None), Err(StartError::TlsSettingWithoutTls("client_cert"))));
+        let mut unreadable = plain.clone();
+        unreadable.tls = true;
+        assert!(matches!(Spark::open(&unreadable, &catalog, None), Err(StartError::Tls(_))));
+    }
+
+    #[test]
+    fn data_files_reach_spark_as_file_uris_and_never_as_glob_patterns() {
+        use std::path::Path;
+        assert_eq!(
+            spark_file(Path::new("/var/lib/lakegate/store/ab/cd.parquet")).unwrap(),
+            "file:///var/lib/lakegate/store/ab/cd.parquet"
+        );
+        for pattern in ["/store/*", "/store/a?", "/store/[ab]", "/store/{a,b}", "/store/a\\b", "store/relative"] {
+            assert!(spark_file(Path::new(pattern)).is_err(), "{pattern}");
+        }
     }
 
     #[test]
