@@ -388,6 +388,12 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
     let stmt = alice.prepare("SELECT sum(amount)::text FROM sales.orders WHERE order_id > $1").await.expect("prepare");
     let total: String = alice.query_one(&stmt, &[&0i64]).await.expect("query").get(0);
     assert_eq!(total, "40.75");
+    // An empty result is an empty result, with its columns, over both protocols; the session goes on. (Until
+    // 2026-11-29 it was 08006: the backend's row stream was polled again after its end.)
+    assert_eq!(simple(&alice, "SELECT order_id FROM sales.orders WHERE order_id = 2").await, Ok(vec![]));
+    let none = alice.query("SELECT customer FROM sales.orders WHERE order_id > $1", &[&100i64]).await.expect("query");
+    assert!(none.is_empty());
+    assert_eq!(simple(&alice, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("2".into())]]));
     drop(lg);
 
     // A catalog column the backend lacks refuses start-up, naming it.

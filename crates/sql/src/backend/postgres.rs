@@ -213,7 +213,9 @@ impl Connection for Arc<deadpool_postgres::Object> {
 /// to describe them.
 async fn query_on(connection: impl Connection, sql: &str) -> Result<RowSet, SqlError> {
     let no_params = std::iter::empty::<(i32, Type)>();
-    let mut stream = Box::pin(connection.pg().query_typed_raw(sql, no_params).await.map_err(backend_error)?);
+    // Fused: a row stream polled again after its end fails ("connection closed"), and an empty result has ended
+    // by the time its columns are known.
+    let mut stream = Box::pin(connection.pg().query_typed_raw(sql, no_params).await.map_err(backend_error)?).fuse();
     let first = stream.next().await.transpose().map_err(backend_error)?;
     let columns = match &first {
         Some(row) => row
