@@ -68,6 +68,10 @@ pub(crate) struct Walker<'r> {
     pub applied: Vec<AppliedFilter>,
     pub tables: BTreeSet<TableName>,
     cache: BTreeMap<(TableName, Operation), Option<TableFilter>>,
+    /// For a query whose own SELECT reads one table and only compares its columns with constants, those
+    /// columns (see [`constant_comparisons`]): that table's view needs no optimisation fence if they are
+    /// all plain columns of it.
+    pub unfenced: Option<BTreeSet<String>>,
 }
 
 type R = Result<(), RewriteError>;
@@ -83,6 +87,7 @@ impl<'r> Walker<'r> {
             applied: vec![],
             tables: BTreeSet::new(),
             cache: BTreeMap::new(),
+            unfenced: None,
         }
     }
 
@@ -597,7 +602,18 @@ impl<'r> Walker<'r> {
             .filter(&table, Operation::Select)
             .filter(|f| !f.permissive.is_empty())
             .ok_or_else(|| RewriteError::TableDenied(table.name.clone()))?;
-        let (query, applied) = governed_view(&def, &filter, &refname, self.rw.fence)?;
+        let (mut query, applied) = governed_view(&def, &filter, &refname, self.rw.fence)?;
+        // The fence keeps a user's predicate from running on hidden rows, where an error could reveal them.
+        // The query's own SELECT (level 1: no CTE, derived table, subquery or set operand) over this table alone,
+        // whose WHERE only compares plain columns with constants, has no such predicate: a comparison with a
+        // constant neither fails nor tells anything on any row. Without the fence PostgreSQL flattens the view
+        // and uses the comparisons for index scans, as native row level security does with leakproof operators.
+        if self.levels.len() == 2
+            && let Some(compared) = &self.unfenced
+            && compared.is_subset(&plain_columns(&query))
+        {
+            query.limit_clause = None;
+        }
         self.tables.insert(table.clone());
         self.applied.push(applied);
         self.top()?.rels.push(Rel {
@@ -955,6 +971,86 @@ impl<'r> Walker<'r> {
             }
         }
         Ok(())
+    }
+}
+
+/// The columns a governed view shows as they are stored (`"table"."c" AS "c"`), not masked or cell-ruled.
+fn plain_columns(view: &Query) -> BTreeSet<String> {
+    let SetExpr::Select(select) = view.body.as_ref() else { return BTreeSet::new() };
+    select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { expr: Expr::CompoundIdentifier(parts), alias } => match parts.as_slice() {
+                [_, column] if fold(column) == fold(alias) => Some(fold(alias)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The columns `q`'s WHERE compares with constants, when `q` is a plain SELECT over one relation (no join, no
+/// HAVING) whose WHERE is absent or an AND of `column <comparison> constant`, `column [NOT] BETWEEN constant AND
+/// constant`, `column [NOT] IN (constants)` and `column IS [NOT] NULL`; `None` for any other shape (see
+/// [`is_constant`]).
+pub(crate) fn constant_comparisons(q: &Query) -> Option<BTreeSet<String>> {
+    let SetExpr::Select(select) = q.body.as_ref() else { return None };
+    let [from] = select.from.as_slice() else { return None };
+    if !from.joins.is_empty() || !matches!(from.relation, TableFactor::Table { .. }) || select.having.is_some() {
+        return None;
+    }
+    let mut columns = BTreeSet::new();
+    if let Some(selection) = &select.selection {
+        compared_columns(selection, &mut columns)?;
+    }
+    Some(columns)
+}
+
+fn compared_columns(e: &Expr, columns: &mut BTreeSet<String>) -> Option<()> {
+    use sqlparser::ast::BinaryOperator as Op;
+    let column = match e {
+        Expr::Nested(inner) => return compared_columns(inner, columns),
+        Expr::BinaryOp { left, op: Op::And, right } => {
+            compared_columns(left, columns)?;
+            return compared_columns(right, columns);
+        }
+        Expr::BinaryOp { left, op: Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq, right } => {
+            match (is_constant(left), is_constant(right)) {
+                (false, true) => column_name(left)?,
+                (true, false) => column_name(right)?,
+                _ => return None,
+            }
+        }
+        Expr::Between { expr, low, high, .. } if is_constant(low) && is_constant(high) => column_name(expr)?,
+        Expr::InList { expr, list, .. } if !list.is_empty() && list.iter().all(is_constant) => column_name(expr)?,
+        Expr::IsNull(expr) | Expr::IsNotNull(expr) => column_name(expr)?,
+        _ => return None,
+    };
+    columns.insert(column);
+    Some(())
+}
+
+/// The column a bare or qualified name refers to (folded); in a SELECT over one relation, a column of it.
+fn column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(fold(i)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(fold),
+        Expr::Nested(inner) => column_name(inner),
+        _ => None,
+    }
+}
+
+/// A literal or a parameter (bound as a literal), possibly signed. Not a typed literal or a cast: PostgreSQL
+/// gives an untyped literal the column's type, while a typed one may make it cast the column, and a cast can fail
+/// on some stored values (a date beyond timestamp's range).
+fn is_constant(e: &Expr) -> bool {
+    use sqlparser::ast::UnaryOperator;
+    match e {
+        Expr::Value(_) => true,
+        Expr::Nested(inner) => is_constant(inner),
+        Expr::UnaryOp { op: UnaryOperator::Minus | UnaryOperator::Plus, expr } => is_constant(expr),
+        _ => false,
     }
 }
 
