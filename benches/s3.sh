@@ -36,8 +36,12 @@
 #
 # Needs: Debian's nginx and wrk (installed if missing), curl, a Python with boto3 (.venv from scripts/test, or
 # python3).
+#
+# BENCH_PROFILE=DIR also profiles Lakegate during the bearer GETs at 16 connections (perf; see
+# benches/flamegraph.sh): DIR/s3-get-4k-bearer-16.svg and .txt. The profiler costs that row some throughput.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/flamegraph.sh
 SECONDS_EACH=${BENCH_SECONDS:-5}
 CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 32 64 256"}
 BIG_MIB=${BENCH_BIG_MIB:-256}
@@ -333,7 +337,12 @@ for k in "${!RUNS[@]}"; do B[$k]=$(echo "${RUNS[$k]}" | median); done
 echo "measuring: 4 KiB GETs at $CONCURRENCY connections, ${SECONDS_EACH}s each ..." >&2
 declare -A SMALL
 for c in $CONCURRENCY; do
-  for t in $SMALL_TARGETS; do wrk_run "$t" "$c"; SMALL[$t:$c]=$RES; done
+  for t in $SMALL_TARGETS; do
+    # BENCH_PROFILE: the bearer GETs into the embedded store at 16 connections, profiled (benches/flamegraph.sh).
+    if [ "$t:$c" = bearer:16 ]; then profile_start s3-get-4k-bearer-16 "$LGE_PID" "$SECONDS_EACH"; fi
+    wrk_run "$t" "$c"; SMALL[$t:$c]=$RES
+    if [ "$t:$c" = bearer:16 ]; then profile_finish s3-get-4k-bearer-16; fi
+  done
 done
 RSS_LG=$(rss "$LG_PID" VmHWM)
 

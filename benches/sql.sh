@@ -4,9 +4,11 @@
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 to change;
-# LAKEGATE_BIN=path to use an existing binary instead of building a release one; SKIP_CRITERION=1 to skip 3).
+# LAKEGATE_BIN=path to use an existing binary instead of building a release one; SKIP_CRITERION=1 to skip 3;
+# BENCH_PROFILE=DIR to profile Lakegate during its pgbench run, DIR/sql-pgbench-select.svg: benches/flamegraph.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/flamegraph.sh
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-4}
 SCALE=${SCALE:-2}
@@ -117,7 +119,9 @@ run_pgbench() { # port user password extra-args...
 }
 
 direct=$(run_pgbench "$PG_PORT" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+profile_start sql-pgbench-select "$LG_PID" "$DURATION"
 lakegate=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+profile_finish sql-pgbench-select
 bouncer=$(run_pgbench "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
