@@ -12,6 +12,9 @@ use lakegate_net::drain::Signals;
 
 use crate::config::Config;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod lake_files;
 mod runtime;
