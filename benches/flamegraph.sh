@@ -27,15 +27,15 @@ profile_finish() { # name
   inferno-flamegraph --title "$1" <"$WORK/$1.folded" >"$BENCH_PROFILE/$1.svg"
   # The hottest frames by their own samples (self time), then by the samples under them (total time).
   {
-    echo "# $1: $(awk '{n += $NF} END {print n}' "$WORK/$1.folded") samples"
+    echo "# $1: share of on-CPU samples (perf cpu-clock at 499 Hz), by frame"
     echo "## self"
     awk '{n = $NF; $NF = ""; k = split($0, f, ";"); gsub(/ +$/, "", f[k]); self[f[k]] += n; t += n}
-         END {for (x in self) printf "%6.2f%%  %s\n", 100 * self[x] / t, x}' "$WORK/$1.folded" | sort -rn | head -40
+         END {for (x in self) printf "%6.2f%%  %s\n", 100 * self[x] / t, x}' "$WORK/$1.folded" | sort -rn | awk 'NR <= 40'
     echo "## total"
     awk '{n = $NF; $NF = ""; k = split($0, f, ";"); delete seen
           for (i = 1; i <= k; i++) { g = f[i]; gsub(/ +$/, "", g); if (!(g in seen)) { seen[g] = 1; tot[g] += n } }
           t += n}
-         END {for (x in tot) printf "%6.2f%%  %s\n", 100 * tot[x] / t, x}' "$WORK/$1.folded" | sort -rn | head -60
+         END {for (x in tot) printf "%6.2f%%  %s\n", 100 * tot[x] / t, x}' "$WORK/$1.folded" | sort -rn | awk 'NR <= 60'
   } >"$BENCH_PROFILE/$1.txt"
   echo "profile: $BENCH_PROFILE/$1.svg" >&2
 }
