@@ -524,13 +524,19 @@ def test_spark_connect_is_configured_with_its_token_and_reachable_only_from_lake
             render(renderer, [values])
 
 
-def test_spark_connect_over_tls_trusts_the_ca_of_its_secret(renderer, tmp_path):
-    values = tmp_path / "spark.yaml"
-    values.write_text(SPARK_CONNECT_VALUES + "  tls: true\n  caSecret: spark-connect-ca\n")
+def render_spark_connect(renderer, values, extra):
+    """The chart rendered with SPARK_CONNECT_VALUES plus `extra`, validated; (output, its [[sql.spark]] entry)."""
+    values.write_text(SPARK_CONNECT_VALUES + extra)
     out = render(renderer, [values])
     for obj in out["objects"]:
         kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
     (spark,) = tomllib.loads(config_toml(out))["sql"]["spark"]
+    return out, spark
+
+
+def test_spark_connect_over_tls_trusts_the_ca_of_its_secret(renderer, tmp_path):
+    values = tmp_path / "spark.yaml"
+    out, spark = render_spark_connect(renderer, values, "  tls: true\n  caSecret: spark-connect-ca\n")
     assert (spark["tls"], spark["ca_file"]) == (True, "/etc/lakegate/spark-connect-ca/ca.crt")
     assert mounts(out)["/etc/lakegate/spark-connect-ca"]["readOnly"] is True
     assert volumes(out)["spark-connect-ca"]["secret"]["secretName"] == "spark-connect-ca"
@@ -546,11 +552,7 @@ def test_spark_connect_over_tls_trusts_the_ca_of_its_secret(renderer, tmp_path):
 
 def test_spark_connect_presents_the_client_certificate_of_its_secret_to_a_proxy_that_asks(renderer, tmp_path):
     values = tmp_path / "spark.yaml"
-    values.write_text(SPARK_CONNECT_VALUES + "  tls: true\n  clientCertSecret: lakegate-spark-client\n")
-    out = render(renderer, [values])
-    for obj in out["objects"]:
-        kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
-    (spark,) = tomllib.loads(config_toml(out))["sql"]["spark"]
+    out, spark = render_spark_connect(renderer, values, "  tls: true\n  clientCertSecret: lakegate-spark-client\n")
     assert (spark["client_cert"], spark["client_key"]) == (
         "/etc/lakegate/spark-connect-client/tls.crt", "/etc/lakegate/spark-connect-client/tls.key")
     assert mounts(out)["/etc/lakegate/spark-connect-client"]["readOnly"] is True
