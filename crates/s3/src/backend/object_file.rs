@@ -2,10 +2,11 @@
 //!
 //! s3s-fs answers a GET with six blocking-pool round trips (open, stat, two metadata files, their existence
 //! checks) and streams the body in 4 KiB reads, each one more round trip: a 4 KiB object cost more in
-//! scheduling than in bytes, and a 256 MiB object took 65,536 reads. Here one blocking task opens the file,
-//! reads the two metadata files beside it and, for a small object, the bytes themselves; a large body is read
-//! in 1 MiB positioned reads from the file already open, so the bytes sent are the bytes of the file whose size
-//! and ETag the headers state, even if the object is replaced meanwhile.
+//! scheduling than in bytes, and a 256 MiB object took 65,536 reads. Here the file is opened, the two metadata
+//! files beside it read and, for a small object, the bytes themselves, at once on the runtime's thread; a large
+//! body is read in 1 MiB positioned reads on the blocking pool from the file already open, so the bytes sent are
+//! the bytes of the file whose size and ETag the headers state, even if the object is replaced meanwhile. A
+//! plain GET is also answered without s3s's routing ([`plain_get`]).
 //!
 //! The files are s3s-fs's own layout (s3s-fs is pinned to one version) for the key's stored name
 //! ([`super::key_index::stored_key`]): the object at `<root>/<bucket>/<stored name>`, its attributes (content
@@ -24,14 +25,15 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use s3s::dto::{ETag, GetObjectOutput, Range, StreamingBlob, Timestamp, TimestampFormat};
+use s3s::dto::{ETag, ETagCondition, GetObjectOutput, Range, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use super::conditions::{Preconditions, unix_seconds};
 use super::key_index::stored_key;
 
-/// Bodies up to this size are read in the same blocking task that opens the file.
-const INLINE_BYTES: u64 = 256 * 1024;
+/// Bodies up to this size are read where the file is opened, on the runtime's thread; larger ones in
+/// [`CHUNK_BYTES`] reads on the blocking pool.
+const INLINE_BYTES: u64 = 64 * 1024;
 /// Size of each positioned read of a larger body.
 const CHUNK_BYTES: u64 = 1024 * 1024;
 /// Largest metadata file read; s3s-fs writes a few hundred bytes.
@@ -65,11 +67,149 @@ pub(super) async fn get_object(
     let bucket = URL_SAFE_NO_PAD.encode(bucket);
     let names =
         (attribute_file(root, &bucket, &stored, "metadata"), attribute_file(root, &bucket, &stored, "internal"));
-    let opened =
-        tokio::task::spawn_blocking(move || open(&object, &names.0, &names.1, range, part_number, &conditions))
-            .await
-            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))??;
-    Ok(opened.into_output())
+    // Opening the object and reading its two attribute files (a few hundred bytes each) are done here, on the
+    // runtime's thread: from the page cache they take microseconds, less than handing them to the blocking pool
+    // and waking this task again (two thread switches; 4 KiB GETs went from ~19,000 to ~30,000 a second on two
+    // cores without them, docs/benchmarks.md). What can take long stays on the blocking pool: hashing an object
+    // stored without an ETag, and bodies larger than INLINE_BYTES.
+    let found = find(&object, &names.0, &names.1)?;
+    let e_tag = match found.e_tag.clone() {
+        Some(e_tag) => e_tag,
+        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
+        None => {
+            let file = found.file.clone();
+            tokio::task::spawn_blocking(move || md5_of(&file)).await.map_err(internal_error)?.map_err(internal_error)?
+        }
+    };
+    Ok(found.select(e_tag, range, part_number, &conditions)?.into_output())
+}
+
+/// The request headers a plain GET may carry and still be answered by [`plain_get`].
+const PLAIN_GET_HEADERS: [http::HeaderName; 5] = [
+    http::header::RANGE,
+    http::header::IF_MATCH,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_UNMODIFIED_SINCE,
+];
+
+/// A GetObject of a whole object or one byte range, answered without s3s's routing: s3s would encode the
+/// request again, route it, parse it into its input type and serialise the output back into a response, about a
+/// quarter of the CPU time of a 4 KiB GET. `None` when the request carries anything else (a query, any other
+/// header, a header twice or in a form s3s would refuse) or the answer is not a plain success (a missing
+/// object, a failed condition, metadata that needs encoding): the caller then sends the request through s3s,
+/// which answers every such case in S3's own form. The store is read the same way on both roads.
+pub(super) async fn plain_get(
+    root: &Path,
+    bucket: &str,
+    key: &str,
+    headers: &http::HeaderMap,
+) -> Option<http::Response<s3s::Body>> {
+    let (range, conditions) = plain_request(headers)?;
+    let output = get_object(root, bucket, key, range, None, conditions).await.ok()?;
+    serialize(output)
+}
+
+/// The range and conditions of a plain GET's headers, read as s3s reads them; `None` for anything else.
+fn plain_request(headers: &http::HeaderMap) -> Option<(Option<Range>, Preconditions)> {
+    if headers.keys().any(|name| !PLAIN_GET_HEADERS.contains(name)) {
+        return None;
+    }
+    // s3s refuses a header sent twice and reads an empty one as absent.
+    let one = |name: http::header::HeaderName| -> Option<Option<&str>> {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Some(None),
+            (Some(value), None) if value.is_empty() => Some(None),
+            (Some(value), None) => value.to_str().ok().map(Some),
+            (Some(_), Some(_)) => None,
+        }
+    };
+    let date = |value: Option<&str>| match value {
+        None => Some(None),
+        Some(text) => Timestamp::parse(TimestampFormat::HttpDate, text).ok().map(Some),
+    };
+    let e_tags = |value: Option<&str>| match value {
+        None => Some(None),
+        Some(text) => ETagCondition::parse_http_header(text.as_bytes()).ok().map(Some),
+    };
+    let range = match one(http::header::RANGE)? {
+        None => None,
+        Some(text) => Some(Range::parse(text).ok()?),
+    };
+    let conditions = Preconditions {
+        if_match: e_tags(one(http::header::IF_MATCH)?)?,
+        if_none_match: e_tags(one(http::header::IF_NONE_MATCH)?)?,
+        if_modified_since: date(one(http::header::IF_MODIFIED_SINCE)?)?,
+        if_unmodified_since: date(one(http::header::IF_UNMODIFIED_SINCE)?)?,
+    };
+    Some((range, conditions))
+}
+
+/// The response s3s makes of the fields [`Opened::into_output`] fills (its `GetObject::serialize_http`, which
+/// is not public), or `None` where s3s would have to encode a value first (user metadata outside printable
+/// ASCII, which it sends RFC 2047-encoded).
+fn serialize(output: GetObjectOutput) -> Option<http::Response<s3s::Body>> {
+    use http::header;
+
+    let status = if output.content_range.is_some() { http::StatusCode::PARTIAL_CONTENT } else { http::StatusCode::OK };
+    let mut response = http::Response::new(output.body.map_or_else(s3s::Body::empty, s3s::Body::from));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    let mut text = |name: header::HeaderName, value: Option<String>| -> Option<()> {
+        if let Some(value) = value {
+            headers.insert(name, http::HeaderValue::try_from(value).ok()?);
+        }
+        Some(())
+    };
+    text(header::CACHE_CONTROL, output.cache_control)?;
+    text(header::HeaderName::from_static("x-amz-checksum-crc32"), output.checksum_crc32)?;
+    text(header::HeaderName::from_static("x-amz-checksum-crc32c"), output.checksum_crc32c)?;
+    text(header::HeaderName::from_static("x-amz-checksum-crc64nvme"), output.checksum_crc64nvme)?;
+    text(header::HeaderName::from_static("x-amz-checksum-sha1"), output.checksum_sha1)?;
+    text(header::HeaderName::from_static("x-amz-checksum-sha256"), output.checksum_sha256)?;
+    text(header::CONTENT_DISPOSITION, output.content_disposition)?;
+    text(header::CONTENT_ENCODING, output.content_encoding)?;
+    text(header::CONTENT_LANGUAGE, output.content_language)?;
+    text(header::CONTENT_RANGE, output.content_range)?;
+    text(header::CONTENT_TYPE, output.content_type)?;
+    text(header::HeaderName::from_static("x-amz-website-redirect-location"), output.website_redirect_location)?;
+    let headers = response.headers_mut();
+    if let Some(length) = output.content_length {
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    }
+    if let Some(count) = output.parts_count {
+        headers.insert(header::HeaderName::from_static("x-amz-mp-parts-count"), http::HeaderValue::from(count));
+    }
+    if let Some(e_tag) = output.e_tag {
+        headers.insert(header::ETAG, e_tag.to_http_header().ok()?);
+    }
+    for (name, time) in [(header::EXPIRES, output.expires), (header::LAST_MODIFIED, output.last_modified)] {
+        if let Some(time) = time {
+            let mut date = Vec::with_capacity(29);
+            time.format(TimestampFormat::HttpDate, &mut date).ok()?;
+            headers.insert(name, http::HeaderValue::from_bytes(&date).ok()?);
+        }
+    }
+    for (key, value) in output.metadata.into_iter().flatten() {
+        if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return None;
+        }
+        let name = header::HeaderName::from_bytes(format!("x-amz-meta-{key}").as_bytes()).ok()?;
+        headers.insert(name, http::HeaderValue::from_str(&value).ok()?);
+    }
+    Some(response)
+}
+
+/// An object found in the store, with its attributes.
+struct Found {
+    file: Arc<File>,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+    attributes: StoredAttributes,
+    internal: serde_json::Map<String, serde_json::Value>,
+    /// The stored ETag; `None` for an object stored without one.
+    e_tag: Option<String>,
 }
 
 /// An object opened for reading, with what its headers say.
@@ -88,55 +228,60 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
-/// Opens the object at `object`.
-fn open(
-    object: &Path,
-    metadata: &Path,
-    internal: &Path,
-    range: Option<Range>,
-    part_number: Option<i32>,
-    conditions: &Preconditions,
-) -> S3Result<Opened> {
+/// Opens the object at `object` and reads its attribute files.
+fn find(object: &Path, metadata: &Path, internal: &Path) -> S3Result<Found> {
     let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
     if !stat.is_file() {
         return Err(s3_error!(NoSuchKey));
     }
-    let size = stat.len();
     let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
     let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
-    let e_tag = match internal.get("e_tag").and_then(serde_json::Value::as_str) {
-        Some(e_tag) => e_tag.to_owned(),
-        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
-        None => md5_of(&file).map_err(internal_error)?,
-    };
-    let modified = stat.modified().ok();
-    // Conditions before the range (RFC 9110 §13.2.2): a failed one is 412 or 304 even for an unsatisfiable range.
-    if !conditions.is_empty() {
-        conditions.evaluate(&e_tag, modified.map(unix_seconds))?;
-    }
-    let mut parts_count = None;
-    let (span, ranged) = match (range, part_number) {
-        (Some(_), Some(_)) => {
-            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+    let e_tag = internal.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
+    Ok(Found { file: Arc::new(file), size: stat.len(), modified: stat.modified().ok(), attributes, internal, e_tag })
+}
+
+impl Found {
+    /// The span a GET asks for, if its conditions hold; the body itself when it is small.
+    fn select(
+        self,
+        e_tag: String,
+        range: Option<Range>,
+        part_number: Option<i32>,
+        conditions: &Preconditions,
+    ) -> S3Result<Opened> {
+        let Found { file, size, modified, attributes, internal, .. } = self;
+        // Conditions before the range (RFC 9110 §13.2.2): a failed one is 412 or 304 even for an unsatisfiable
+        // range.
+        if !conditions.is_empty() {
+            conditions.evaluate(&e_tag, modified.map(unix_seconds))?;
         }
-        (None, Some(number)) => {
-            let part = part_span(&internal, &e_tag, size, number)?;
-            parts_count = part.count;
-            (part.span, true)
-        }
-        (None, None) => (0..size, false),
-        (Some(range), None) => {
-            let span = range.check(size)?;
-            // A suffix of an empty object is as unsatisfiable as any other range of it.
-            if span.is_empty() {
-                return Err(s3_error!(InvalidRange));
+        let mut parts_count = None;
+        let (span, ranged) = match (range, part_number) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ));
             }
-            (span, true)
-        }
-    };
-    let inline = if span.end - span.start <= INLINE_BYTES { Some(read_span(&file, &span)?) } else { None };
-    Ok(Opened { file: Arc::new(file), size, span, ranged, modified, parts_count, attributes, internal, e_tag, inline })
+            (None, Some(number)) => {
+                let part = part_span(&internal, &e_tag, size, number)?;
+                parts_count = part.count;
+                (part.span, true)
+            }
+            (None, None) => (0..size, false),
+            (Some(range), None) => {
+                let span = range.check(size)?;
+                // A suffix of an empty object is as unsatisfiable as any other range of it.
+                if span.is_empty() {
+                    return Err(s3_error!(InvalidRange));
+                }
+                (span, true)
+            }
+        };
+        let inline = if span.end - span.start <= INLINE_BYTES { Some(read_span(&file, &span)?) } else { None };
+        Ok(Opened { file, size, span, ranged, modified, parts_count, attributes, internal, e_tag, inline })
+    }
 }
 
 impl Opened {
