@@ -73,7 +73,8 @@ pub(super) async fn get_object(
     // cores without them, docs/benchmarks.md). What can take long stays on the blocking pool: hashing an object
     // stored without an ETag, and bodies larger than INLINE_BYTES.
     let found = find(&object, &names.0, &names.1)?;
-    let e_tag = match found.e_tag.clone() {
+    let stored_e_tag = found.internal.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let e_tag = match stored_e_tag {
         Some(e_tag) => e_tag,
         // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
         None => {
@@ -207,9 +208,8 @@ struct Found {
     size: u64,
     modified: Option<std::time::SystemTime>,
     attributes: StoredAttributes,
+    /// The ETag (`e_tag`; absent for objects older s3s-fs versions stored), checksums and part sizes.
     internal: serde_json::Map<String, serde_json::Value>,
-    /// The stored ETag; `None` for an object stored without one.
-    e_tag: Option<String>,
 }
 
 /// An object opened for reading, with what its headers say.
@@ -237,8 +237,7 @@ fn find(object: &Path, metadata: &Path, internal: &Path) -> S3Result<Found> {
     }
     let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
     let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
-    let e_tag = internal.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
-    Ok(Found { file: Arc::new(file), size: stat.len(), modified: stat.modified().ok(), attributes, internal, e_tag })
+    Ok(Found { file: Arc::new(file), size: stat.len(), modified: stat.modified().ok(), attributes, internal })
 }
 
 impl Found {
@@ -250,7 +249,7 @@ impl Found {
         part_number: Option<i32>,
         conditions: &Preconditions,
     ) -> S3Result<Opened> {
-        let Found { file, size, modified, attributes, internal, .. } = self;
+        let Found { file, size, modified, attributes, internal } = self;
         // Conditions before the range (RFC 9110 §13.2.2): a failed one is 412 or 304 even for an unsatisfiable
         // range.
         if !conditions.is_empty() {
