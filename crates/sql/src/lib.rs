@@ -45,6 +45,8 @@ pub struct SqlService {
     pub settings: SqlSettings,
     /// Keys for full-table credentials (the same key ring the S3 front verifies, `[credentials] key_dir`).
     pub keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
+    /// The rewriter's index of the catalog in force, shared by every session.
+    catalogs: rewrite::CatalogCache,
 }
 
 /// Why the SQL front could not start.
@@ -110,6 +112,7 @@ impl SqlService {
                 control_tls,
             },
             keyring,
+            catalogs: rewrite::CatalogCache::default(),
         }))
     }
 }

@@ -219,7 +219,7 @@ impl Session {
     /// The synchronous part: rewriting with the filters the gate decides under the policy set in force now.
     fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
-        let catalog = super::rewrite::Catalog::from_policy(policy.catalog());
+        let catalog = self.service.catalogs.for_store(policy.store());
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
         let rewriter = Rewriter::new(&catalog, &lookup).with_search_path(self.search_path()).with_limits(
             self.service.settings.max_statement_bytes,

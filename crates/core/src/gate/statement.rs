@@ -124,6 +124,11 @@ impl StatementPolicy<'_> {
         self.store.catalog()
     }
 
+    /// The pinned policy set (what derived indexes of its catalog are keyed by).
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
     /// The data filter of `table` for `op`: what the principal may see of (or do to) it. `None` when no permit
     /// holds for the table, or when a policy could not be evaluated (fail closed; [`StatementPolicy::finish`]
     /// reports it).

@@ -5,6 +5,9 @@
 //! those strings itself.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lakegate_core::policy::PolicyStore;
 
 pub use lakegate_core::policy::filter::{ColumnAccess, Condition, Mask, TableFilter, TableName, TableOp};
 
@@ -111,5 +114,68 @@ impl Catalog {
             }
         }
         out
+    }
+}
+
+/// The catalog index of the policy set in force, built once per policy set instead of once per statement (it
+/// indexes every table and column of `catalog.toml`). Keyed by the policy set itself, held here: a set that was
+/// replaced cannot be confused with a new one at the same address, and a reload (a new catalog) is seen by the
+/// very next statement.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    current: Mutex<Option<(Arc<PolicyStore>, Arc<Catalog>)>>,
+}
+
+impl CatalogCache {
+    /// The index of `store`'s catalog.
+    pub fn for_store(&self, store: &Arc<PolicyStore>) -> Arc<Catalog> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*current {
+            Some((cached, catalog)) if Arc::ptr_eq(cached, store) => catalog.clone(),
+            _ => {
+                let catalog = Arc::new(Catalog::from_policy(store.catalog()));
+                *current = Some((store.clone(), catalog.clone()));
+                catalog
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo policy set, with `extra` appended to its catalog.
+    fn policies(extra: &str) -> Arc<PolicyStore> {
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+        let dir = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(&demo).expect("the demo policies") {
+            let path = entry.expect("entry").path();
+            let mut text = std::fs::read_to_string(&path).expect("a policy file");
+            if path.file_name().is_some_and(|n| n == "catalog.toml") {
+                text.push_str(extra);
+            }
+            std::fs::write(dir.path().join(path.file_name().expect("a file name")), text).expect("write");
+        }
+        Arc::new(PolicyStore::load(dir.path()).expect("the policy set loads"))
+    }
+
+    #[test]
+    fn the_catalog_index_is_built_once_per_policy_set_and_again_for_a_new_one() {
+        let cache = CatalogCache::default();
+        let store = policies("");
+        let first = cache.for_store(&store);
+        assert_eq!(*first, Catalog::from_policy(store.catalog()), "the index of the store's catalog");
+        assert!(Arc::ptr_eq(&first, &cache.for_store(&store)), "the same policy set reuses its index");
+        let added = TableName::new("sales", "returns");
+        assert!(first.table(&added).is_none());
+
+        // A reload whose catalog gained a table: the next statement resolves it.
+        let reloaded = policies(
+            "\n[[tables]]\nname = \"sales.returns\"\nbackend = \"embedded\"\ncolumns = [{ name = \"id\", type = \"bigint\" }]\n",
+        );
+        let second = cache.for_store(&reloaded);
+        assert!(second.table(&added).is_some(), "the new policy set's index has the new table");
+        assert_eq!(*second, Catalog::from_policy(reloaded.catalog()));
     }
 }

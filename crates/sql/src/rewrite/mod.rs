@@ -48,7 +48,9 @@ mod write;
 mod tests;
 
 pub use error::RewriteError;
-pub use filter::{Catalog, ColumnAccess, ColumnDef, Condition, Mask, Operation, TableDef, TableFilter, TableName};
+pub use filter::{
+    Catalog, CatalogCache, ColumnAccess, ColumnDef, Condition, Mask, Operation, TableDef, TableFilter, TableName,
+};
 pub use policy::AppliedFilter;
 pub use session::{IsolationLevel, SessionCommand, TransactionCommand};
 
