@@ -6,6 +6,7 @@
 //! broken or malicious policy cannot smuggle in a subquery or a file-reading function.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use sqlparser::ast::{
     DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, SelectItem, SetExpr,
@@ -346,13 +347,19 @@ pub(crate) fn column_expr(
     })
 }
 
-/// Parses a constant template statement. Templates are fixed text in this file; user values are put
+/// A constant template statement, parsed once into `parsed` and cloned for each use (a clone of a few nodes
+/// costs far less than parsing on every statement). Templates are fixed text in this crate; user values are put
 /// into the resulting AST as nodes, never spliced into the text.
-pub(crate) fn template_query(text: &str) -> Result<Query, RewriteError> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| RewriteError::Internal(e.to_string()))?;
-    let q = parser.parse_query().map_err(|e| RewriteError::Internal(e.to_string()))?;
-    Ok(*q)
+pub(crate) fn template_query(
+    parsed: &'static OnceLock<Result<Query, String>>,
+    text: &'static str,
+) -> Result<Query, RewriteError> {
+    let template = parsed.get_or_init(|| {
+        let dialect = PostgreSqlDialect {};
+        let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| e.to_string())?;
+        parser.parse_query().map(|q| *q).map_err(|e| e.to_string())
+    });
+    template.clone().map_err(RewriteError::Internal)
 }
 
 /// The governed view of a table: `SELECT <visible columns> FROM "schema"."table" WHERE <row filter>
@@ -378,7 +385,8 @@ pub(crate) fn governed_view(
         // Nothing to show; counting rows alone is not a permission PostgreSQL grants either.
         return Err(RewriteError::TableDenied(def.name.name.clone()));
     }
-    let mut query = template_query("SELECT 1 FROM t OFFSET 0")?;
+    static VIEW: OnceLock<Result<Query, String>> = OnceLock::new();
+    let mut query = template_query(&VIEW, "SELECT 1 FROM t OFFSET 0")?;
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(RewriteError::Internal("view template is not a SELECT".into()));
     };

@@ -22,9 +22,10 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use sqlparser::ast::{
-    AssignmentTarget, DataType, Delete, Expr, FromTable, Insert, ObjectName, SelectItem, SetExpr, TableAlias,
+    AssignmentTarget, DataType, Delete, Expr, FromTable, Insert, ObjectName, Query, SelectItem, SetExpr, TableAlias,
     TableAliasColumnDef, TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind,
 };
 
@@ -232,7 +233,8 @@ pub(crate) fn insert(w: &mut Walker<'_>, ins: &mut Insert) -> Result<(), Rewrite
         return Ok(());
     };
     // SELECT CAST(n.c AS type) AS c, ... FROM (<source>) AS n(c, ...) WHERE <checked>
-    let mut wrapper = template_query("SELECT 1 FROM (SELECT 1) AS n")?;
+    static WRAPPER: OnceLock<Result<Query, String>> = OnceLock::new();
+    let mut wrapper = template_query(&WRAPPER, "SELECT 1 FROM (SELECT 1) AS n")?;
     let SetExpr::Select(select) = wrapper.body.as_mut() else {
         return Err(RewriteError::Internal("insert template is not a SELECT".into()));
     };
