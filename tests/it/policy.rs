@@ -246,6 +246,12 @@ fn a_broken_policy_is_reported_with_file_line_and_column() {
     let dir = policy_dir("permit(principal, action, resource) when { principal.x == };");
     let text = PolicyStore::load(dir.path()).expect_err("unparsable").to_string();
     assert!(text.contains("test.cedar:1:"), "{text}");
+    // A policy that does not validate, in the second of two files, is placed in its own file.
+    let dir = policy_dir("@id(\"first\") permit(principal, action, resource);\n");
+    let second = "// second\n\n@id(\"second\")\npermit(principal, action == Action::\"Nope\", resource);\n";
+    std::fs::write(dir.path().join("second.cedar"), second).expect("write");
+    let text = PolicyStore::load(dir.path()).expect_err("invalid").to_string();
+    assert!(text.contains("second.cedar:4:") && text.contains("Nope"), "{text}");
 }
 
 #[test]

@@ -118,7 +118,9 @@ impl PolicyStore {
 
         let mut policies = PolicySet::new();
         let mut origins: HashMap<PolicyId, PolicyOrigin> = HashMap::new();
-        let mut sources: HashMap<PolicyId, (PathBuf, String, usize)> = HashMap::new();
+        // The policy files' texts, and where in them each policy starts, for the validator's diagnostics.
+        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        let mut sources: HashMap<PolicyId, (usize, usize)> = HashMap::new();
         for path in cedar_files(dir, &mut problems) {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
@@ -127,8 +129,9 @@ impl PolicyStore {
                     continue;
                 }
             };
+            let mut lines = Lines::new(&text);
             for (start, chunk) in split_statements(&text) {
-                let line = line_col(&text, start + leading_trivia(chunk)).0;
+                let line = lines.at(start + leading_trivia(chunk));
                 match Policy::parse(None, chunk) {
                     Ok(policy) => {
                         let id = policy.annotation("id").map(str::to_owned).unwrap_or_else(|| {
@@ -154,18 +157,19 @@ impl PolicyStore {
                             continue;
                         }
                         origins.insert(pid.clone(), PolicyOrigin { file: path.clone(), line });
-                        sources.insert(pid, (path.clone(), text.clone(), start));
+                        sources.insert(pid, (files.len(), start));
                     }
                     Err(e) => problems.extend(diagnostics(&path, &text, start, &e)),
                 }
             }
+            files.push((path, text));
         }
 
         if let Some(schema) = &schema {
             let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
             for error in result.validation_errors() {
-                match sources.get(error.policy_id()) {
-                    Some((path, text, start)) => problems.extend(diagnostics(path, text, *start, error)),
+                match sources.get(error.policy_id()).and_then(|&(file, start)| Some((files.get(file)?, start))) {
+                    Some(((path, text), start)) => problems.extend(diagnostics(path, text, start, error)),
                     None => problems.push(whole_file(dir, error.to_string())),
                 }
             }
@@ -401,6 +405,32 @@ fn leading_trivia(chunk: &str) -> usize {
 }
 
 /// 1-based line and column of a byte offset.
+/// Line numbers of offsets in one text, counted on from the last offset asked for: a file of many policies is
+/// scanned once rather than from its start for each policy.
+struct Lines<'a> {
+    text: &'a str,
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Lines { text, offset: 0, line: 1 }
+    }
+
+    /// The 1-based line of `offset`.
+    fn at(&mut self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        if offset < self.offset {
+            return line_col(self.text, offset).0;
+        }
+        let between = self.text.as_bytes().get(self.offset..offset).unwrap_or_default();
+        self.line += between.iter().filter(|&&b| b == b'\n').count();
+        self.offset = offset;
+        self.line
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -445,6 +475,15 @@ mod tests {
         assert_eq!(parts.len(), 2, "{parts:?}");
         assert!(parts[0].ends_with("};"));
         assert!(parts[1].starts_with("forbid"));
+    }
+
+    #[test]
+    fn lines_counted_on_agree_with_lines_counted_from_the_start() {
+        let text = "a\n\nb;\n  c\n;d\n";
+        let mut lines = Lines::new(text);
+        for offset in [0, 1, 2, 3, 5, 9, 10, 11, 12, 99, 4, 0] {
+            assert_eq!(lines.at(offset), line_col(text, offset).0, "offset {offset}");
+        }
     }
 
     #[test]
