@@ -106,6 +106,59 @@ fn forbid_overrides_permit() {
 }
 
 #[test]
+fn objects_a_policy_names_are_decided_on_their_own_even_after_their_siblings() {
+    let dir = policy_dir(
+        r#"
+        @id("analysts-sales") permit(principal in Group::"analysts", action in Action::"Read", resource in Prefix::"lake/sales/");
+        @id("not-the-plan") forbid(principal, action, resource == Object::"lake/sales/plan.txt");
+        @id("not-the-budget") forbid(principal, action, resource) when { resource == Object::"lake/sales/budget.xlsx" };
+        @id("not-the-keys") forbid(principal, action, resource) when { resource in [Object::"lake/sales/a.key", Object::"lake/sales/b.key"] };
+        @id("not-the-marker") forbid(principal, action, resource == Object::"lake/sales/old/");
+        "#,
+    );
+    let e = PolicyEngine::load(dir.path()).expect("loads");
+    let get = |key: &str| {
+        // An object, even where the key ends in `/` (a folder marker), which `Resource::parse` takes as a prefix.
+        let object = Resource::object("lake", key).expect("resource");
+        e.decide(&alice(), "s3:GetObject", &object, &RequestContext::default()).expect("decides").allowed
+    };
+    // Siblings first: a decision shared by the objects of a prefix would be waiting when the named ones come.
+    assert!(get("sales/q1.csv"));
+    assert!(get("sales/old/q0.csv"));
+    for named in ["plan.txt", "budget.xlsx", "a.key", "b.key", "old/"] {
+        assert!(!get(&format!("sales/{named}")), "{named}");
+    }
+    assert!(get("sales/q2.csv"), "and the siblings still read");
+}
+
+#[test]
+fn a_decision_shared_by_the_objects_of_a_prefix_is_the_one_each_gets_alone() {
+    let shared = demo();
+    let keys = [
+        "sales/2024/q1.parquet",
+        "sales/2024/q2.parquet",
+        "sales/2024/",
+        "sales/x.csv",
+        "hr/salaries.csv",
+        "hr/2024/review.pdf",
+        "public/readme.txt",
+        "top-level.txt",
+    ];
+    for principal in [alice(), carol(), dave()] {
+        for action in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+            for key in keys {
+                let resource = Resource::object("lake", key).expect("resource");
+                let context = RequestContext { front: "test", ..Default::default() };
+                let decided = shared.decide(&principal, action, &resource, &context).expect("decides");
+                // A store of its own has decided nothing before: this is Cedar's answer for this object alone.
+                let alone = demo().decide(&principal, action, &resource, &context).expect("decides");
+                assert_eq!(decided, alone, "{} {action} {key}", principal.subject);
+            }
+        }
+    }
+}
+
+#[test]
 fn a_forbid_that_fails_to_evaluate_denies() {
     // The overflow is an evaluation error: Cedar would skip the forbid and let the permit allow; Lakegate denies.
     let dir = policy_dir(

@@ -47,8 +47,9 @@ fn policies(n: usize) -> tempfile::TempDir {
     dir
 }
 
-/// The same request again and again (served by the decision cache after the first), then a new request each
-/// time (Cedar's evaluation over the policies the index leaves).
+/// The same request again and again (served by the decision cache after the first), then a new object each time
+/// in one prefix (the decision its siblings got), then a new object in a new prefix each time (Cedar's
+/// evaluation over the policies the index leaves).
 fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision_repeated");
     let resource = Resource::parse("s3://lake/sales/2024/q1.parquet").expect("resource");
@@ -66,8 +67,9 @@ fn decisions(c: &mut Criterion) {
     }
     group.finish();
 
-    // A different object on every request: no decision repeats, so each one is Cedar's (and the cache's insert).
-    let mut group = c.benchmark_group("decision_new");
+    // A different object on every request, in a prefix whose objects were decided before: the decision its
+    // siblings got (no policy names one of them).
+    let mut group = c.benchmark_group("decision_new_object");
     for n in [10usize, 1_000, 10_000] {
         let dir = policies(n);
         let engine = PolicyEngine::load(dir.path()).expect("load");
@@ -77,6 +79,25 @@ fn decisions(c: &mut Criterion) {
             b.iter(|| {
                 i += 1;
                 let resource = Resource::parse(&format!("s3://lake/sales/2024/{i}.parquet")).expect("resource");
+                let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
+                assert!(d.allowed);
+            })
+        });
+    }
+    group.finish();
+
+    // A different object in a different prefix on every request: no decision repeats, so each one is Cedar's
+    // (and the cache's insert).
+    let mut group = c.benchmark_group("decision_new_prefix");
+    for n in [10usize, 1_000, 10_000] {
+        let dir = policies(n);
+        let engine = PolicyEngine::load(dir.path()).expect("load");
+        let p = alice();
+        let mut i = 0u64;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i += 1;
+                let resource = Resource::parse(&format!("s3://lake/sales/{i}/q1.parquet")).expect("resource");
                 let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
                 assert!(d.allowed);
             })

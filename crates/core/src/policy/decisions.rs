@@ -10,8 +10,18 @@
 //! stands in for the key, so two requests can never share an entry by collision), and bounded by weight: keys
 //! hold what clients send (object keys, attribute values), so the cache counts their bytes and evicts by
 //! quick_cache's S3-FIFO policy before it grows past [`WEIGHT_CAPACITY`].
+//!
+//! Objects that no policy names are decided per prefix ([`Subject::ObjectIn`]): an object has no attributes, and
+//! Cedar cannot look into an entity's id, so a policy tells two objects under the same prefix apart only by
+//! naming one of them (`resource == Object::"lake/sales/q1.csv"`, in its scope or a condition). The decision for
+//! `lake/sales/q1.csv` is then the decision for every other object directly under `lake/sales/`, whose ancestors
+//! (the prefixes above it and the bucket) are the same; reading a thousand files of one partition costs Cedar
+//! once. An object a policy names is decided on its own.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+
+use cedar_policy::PolicySet;
 
 use super::{Decision, RequestContext, Resource};
 use crate::identity::Principal;
@@ -60,9 +70,87 @@ impl DecisionCache {
     }
 }
 
+/// What of the resource a decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Subject<'a> {
+    /// The resource itself.
+    Exact(&'a Resource),
+    /// Any object directly under `prefix` (`""` for the bucket's top level) that no policy names.
+    ObjectIn { bucket: &'a str, prefix: &'a str },
+}
+
+/// The objects the policies name, which are decided on their own rather than with their siblings.
+pub(super) enum NamedObjects {
+    /// These object ids (`bucket/key`).
+    These(HashSet<String>),
+    /// A policy could not be read back for its entity literals: every object is decided on its own.
+    Unknown,
+}
+
+impl NamedObjects {
+    /// Every `Object` entity literal in `policies`: scopes, conditions and template links. Reading the policies'
+    /// JSON form finds a literal wherever the grammar allows one; anything else of type `Object` that looks
+    /// like a literal there is counted too, which costs only sharing.
+    pub(super) fn of(policies: &PolicySet) -> Self {
+        let mut named = HashSet::new();
+        for policy in policies.policies() {
+            // A literal spells its type out: a policy whose text never says `Object` names none, and costs no
+            // JSON form (a tenth of the load time of a large set).
+            if policy.to_string().contains("Object") {
+                let Ok(json) = policy.to_json() else { return NamedObjects::Unknown };
+                collect_objects(&json, &mut named);
+            }
+            for uid in policy.template_links().into_iter().flat_map(|links| links.into_values()) {
+                if is_object_type(&uid.type_name().to_string()) {
+                    named.insert(uid.id().unescaped().to_owned());
+                }
+            }
+        }
+        NamedObjects::These(named)
+    }
+
+    /// What a decision on `resource` depends on.
+    pub(super) fn subject<'a>(&self, resource: &'a Resource) -> Subject<'a> {
+        match (self, resource) {
+            (NamedObjects::These(named), Resource::Object { bucket, key }) if !named_object(named, bucket, key) => {
+                // The ancestors of an object are the `/`-terminated prefixes of its key (the key itself for a
+                // folder marker such as `sales/`) and its bucket: all given by the key up to its last `/`.
+                let end = key.rfind('/').map_or(0, |i| i + 1);
+                Subject::ObjectIn { bucket, prefix: &key[..end] }
+            }
+            _ => Subject::Exact(resource),
+        }
+    }
+}
+
+fn named_object(named: &HashSet<String>, bucket: &str, key: &str) -> bool {
+    !named.is_empty() && named.contains(&format!("{bucket}/{key}"))
+}
+
+fn is_object_type(name: &str) -> bool {
+    name.rsplit("::").next() == Some("Object")
+}
+
+/// Ids of entity references `{"type": "...Object", "id": "..."}` anywhere in a policy's JSON form.
+fn collect_objects(value: &serde_json::Value, out: &mut HashSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let (Some(serde_json::Value::String(ty)), Some(serde_json::Value::String(id))) =
+                (map.get("type"), map.get("id"))
+                && is_object_type(ty)
+            {
+                out.insert(id.clone());
+            }
+            map.values().for_each(|v| collect_objects(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_objects(v, out)),
+        _ => {}
+    }
+}
+
 /// Every fact a decision depends on, each field length-prefixed so that no two different requests write the
 /// same bytes.
-pub(super) fn key(principal: &Principal, action: &str, resource: &Resource, context: &RequestContext) -> Box<[u8]> {
+pub(super) fn key(principal: &Principal, action: &str, subject: &Subject<'_>, context: &RequestContext) -> Box<[u8]> {
     let mut key = Key(Vec::with_capacity(256));
     key.field(principal.issuer.as_bytes());
     key.field(principal.subject.as_bytes());
@@ -81,7 +169,18 @@ pub(super) fn key(principal: &Principal, action: &str, resource: &Resource, cont
         key.field(actor.subject.as_bytes());
     }
     key.field(action.as_bytes());
-    key.field(resource.to_string().as_bytes());
+    match subject {
+        Subject::Exact(resource) => {
+            // The kind too: an object and a prefix may have the same text (`s3://lake/sales/`).
+            key.field(resource.kind().as_bytes());
+            key.field(resource.to_string().as_bytes());
+        }
+        Subject::ObjectIn { bucket, prefix } => {
+            key.field(b"objects in");
+            key.field(bucket.as_bytes());
+            key.field(prefix.as_bytes());
+        }
+    }
     key.field(context.front.as_bytes());
     // The caller's extra context, as JSON (serde_json writes a map in one order for one content).
     let extra = if context.extra.is_empty() {
@@ -129,14 +228,18 @@ mod tests {
         Resource::object("lake", key).expect("resource")
     }
 
+    fn exact_key(principal: &Principal, action: &str, resource: &Resource, context: &RequestContext) -> Box<[u8]> {
+        key(principal, action, &Subject::Exact(resource), context)
+    }
+
     fn ctx() -> RequestContext {
         RequestContext { front: "s3", ..Default::default() }
     }
 
     #[test]
     fn every_fact_a_decision_depends_on_is_in_its_key() {
-        let base = key(&alice(), "s3:GetObject", &object("sales/a"), &ctx());
-        assert_eq!(base, key(&alice(), "s3:GetObject", &object("sales/a"), &ctx()), "same facts, same key");
+        let base = exact_key(&alice(), "s3:GetObject", &object("sales/a"), &ctx());
+        assert_eq!(base, exact_key(&alice(), "s3:GetObject", &object("sales/a"), &ctx()), "same facts, same key");
 
         let mut other_group = alice();
         other_group.groups = vec!["hr".into()];
@@ -149,18 +252,89 @@ mod tests {
         let mut extra = ctx();
         extra.extra.insert("ip".into(), serde_json::json!("10.0.0.1"));
         let variants = [
-            key(&other_group, "s3:GetObject", &object("sales/a"), &ctx()),
-            key(&other_region, "s3:GetObject", &object("sales/a"), &ctx()),
-            key(&other_issuer, "s3:GetObject", &object("sales/a"), &ctx()),
-            key(&acting, "s3:GetObject", &object("sales/a"), &ctx()),
-            key(&alice(), "s3:PutObject", &object("sales/a"), &ctx()),
-            key(&alice(), "s3:GetObject", &object("sales/b"), &ctx()),
-            key(&alice(), "s3:GetObject", &object("sales/a"), &RequestContext { front: "sql", ..Default::default() }),
-            key(&alice(), "s3:GetObject", &object("sales/a"), &extra),
+            exact_key(&other_group, "s3:GetObject", &object("sales/a"), &ctx()),
+            exact_key(&other_region, "s3:GetObject", &object("sales/a"), &ctx()),
+            exact_key(&other_issuer, "s3:GetObject", &object("sales/a"), &ctx()),
+            exact_key(&acting, "s3:GetObject", &object("sales/a"), &ctx()),
+            exact_key(&alice(), "s3:PutObject", &object("sales/a"), &ctx()),
+            exact_key(&alice(), "s3:GetObject", &object("sales/b"), &ctx()),
+            exact_key(
+                &alice(),
+                "s3:GetObject",
+                &object("sales/a"),
+                &RequestContext { front: "sql", ..Default::default() },
+            ),
+            exact_key(&alice(), "s3:GetObject", &object("sales/a"), &extra),
         ];
         for (n, v) in variants.iter().enumerate() {
             assert_ne!(&base, v, "variant {n} must not share the key");
         }
+    }
+
+    #[test]
+    fn an_object_and_a_prefix_of_the_same_text_do_not_share_a_key() {
+        let prefix = Resource::prefix("lake", "sales/").expect("prefix");
+        assert_ne!(
+            exact_key(&alice(), "GetDataAccess", &object("sales/"), &ctx()),
+            exact_key(&alice(), "GetDataAccess", &prefix, &ctx())
+        );
+    }
+
+    fn named(policies: &str) -> NamedObjects {
+        NamedObjects::of(&policies.parse().expect("policies"))
+    }
+
+    #[test]
+    fn objects_no_policy_names_are_decided_by_the_prefix_they_are_in() {
+        let named = named(r#"permit(principal, action, resource in Prefix::"lake/sales/");"#);
+        let in_prefix = |bucket, prefix| Subject::ObjectIn { bucket, prefix };
+        assert_eq!(named.subject(&object("sales/2024/q1.csv")), in_prefix("lake", "sales/2024/"));
+        assert_eq!(named.subject(&object("sales/2024/q2.csv")), in_prefix("lake", "sales/2024/"));
+        // A folder marker is in the prefix it names, as the objects below it are.
+        assert_eq!(named.subject(&object("sales/2024/")), in_prefix("lake", "sales/2024/"));
+        assert_eq!(named.subject(&object("top.csv")), in_prefix("lake", ""));
+        let prefix = Resource::prefix("lake", "sales/").expect("prefix");
+        assert_eq!(named.subject(&prefix), Subject::Exact(&prefix), "only objects are shared");
+    }
+
+    #[test]
+    fn an_object_named_anywhere_in_a_policy_is_decided_on_its_own() {
+        let named = named(
+            r#"
+            forbid(principal, action, resource == Object::"lake/sales/plan.txt");
+            forbid(principal, action, resource) when { resource == Object::"lake/sales/budget.xlsx" };
+            forbid(principal, action, resource) unless { !(resource in [Object::"lake/sales/a", Object::"lake/sales/b"]) };
+            permit(principal, action, resource) when { context.actors.contains("x") && resource != Object::"lake/c" };
+            "#,
+        );
+        for key in ["sales/plan.txt", "sales/budget.xlsx", "sales/a", "sales/b", "c"] {
+            let resource = object(key);
+            assert_eq!(named.subject(&resource), Subject::Exact(&resource), "{key}");
+        }
+        assert!(matches!(named.subject(&object("sales/other.txt")), Subject::ObjectIn { .. }));
+        assert!(matches!(named.subject(&object("plan.txt")), Subject::ObjectIn { .. }), "another bucket's key");
+    }
+
+    #[test]
+    fn a_template_linked_to_an_object_names_it() {
+        let template = cedar_policy::Template::parse(
+            Some(cedar_policy::PolicyId::new("t")),
+            "permit(principal, action, resource == ?resource);",
+        )
+        .expect("template");
+        let mut policies = PolicySet::new();
+        policies.add_template(template).expect("add");
+        let target: cedar_policy::EntityUid = r#"Object::"lake/sales/linked.csv""#.parse().expect("uid");
+        policies
+            .link(
+                cedar_policy::PolicyId::new("t"),
+                cedar_policy::PolicyId::new("linked"),
+                [(cedar_policy::SlotId::resource(), target)].into(),
+            )
+            .expect("link");
+        let named = NamedObjects::of(&policies);
+        let resource = object("sales/linked.csv");
+        assert_eq!(named.subject(&resource), Subject::Exact(&resource));
     }
 
     #[test]
@@ -169,7 +343,10 @@ mod tests {
         a.groups = vec!["ab".into(), "c".into()];
         let mut b = alice();
         b.groups = vec!["a".into(), "bc".into()];
-        assert_ne!(key(&a, "s3:GetObject", &object("x"), &ctx()), key(&b, "s3:GetObject", &object("x"), &ctx()));
+        assert_ne!(
+            exact_key(&a, "s3:GetObject", &object("x"), &ctx()),
+            exact_key(&b, "s3:GetObject", &object("x"), &ctx())
+        );
     }
 
     #[test]

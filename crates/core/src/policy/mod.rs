@@ -184,12 +184,16 @@ pub fn decide_with(
     resource: &Resource,
     context: &RequestContext,
 ) -> Result<Decision, PolicyError> {
-    let key = decisions::key(principal, action, resource, context);
+    let subject = store.named_objects.subject(resource);
+    let key = decisions::key(principal, action, &subject, context);
     if let Some(decision) = store.decisions.get(&key) {
         return Ok(decision);
     }
     let decision = decide_afresh(store, principal, action, resource, context)?;
-    store.decisions.insert(key, &decision);
+    // An evaluation error's text may name the resource: such a decision is not handed to a sibling.
+    if matches!(subject, decisions::Subject::Exact(_)) || decision.errors.is_empty() {
+        store.decisions.insert(key, &decision);
+    }
     Ok(decision)
 }
 

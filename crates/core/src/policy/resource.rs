@@ -103,6 +103,20 @@ impl Resource {
         }
     }
 
+    /// The Cedar entity type of this resource.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Bucket(_) => "Bucket",
+            Resource::Prefix { .. } => "Prefix",
+            Resource::Object { .. } => "Object",
+            Resource::Database(_) => "Database",
+            Resource::Table { .. } => "Table",
+            Resource::Column { .. } => "Column",
+            Resource::Role(_) => "Role",
+            Resource::Audience(_) => "Audience",
+        }
+    }
+
     /// The Cedar entity id of this resource.
     pub fn uid(&self) -> EntityUid {
         match self {
