@@ -122,13 +122,13 @@ impl Catalog {
 /// replaced cannot be confused with a new one at the same address, and a reload (a new catalog) is seen by the
 /// very next statement.
 #[derive(Debug, Default)]
-pub struct CatalogCache {
+pub(crate) struct CatalogCache {
     current: Mutex<Option<(Arc<PolicyStore>, Arc<Catalog>)>>,
 }
 
 impl CatalogCache {
     /// The index of `store`'s catalog.
-    pub fn for_store(&self, store: &Arc<PolicyStore>) -> Arc<Catalog> {
+    pub(crate) fn for_store(&self, store: &Arc<PolicyStore>) -> Arc<Catalog> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         match &*current {
             Some((cached, catalog)) if Arc::ptr_eq(cached, store) => catalog.clone(),

@@ -48,9 +48,8 @@ mod write;
 mod tests;
 
 pub use error::RewriteError;
-pub use filter::{
-    Catalog, CatalogCache, ColumnAccess, ColumnDef, Condition, Mask, Operation, TableDef, TableFilter, TableName,
-};
+pub(crate) use filter::CatalogCache;
+pub use filter::{Catalog, ColumnAccess, ColumnDef, Condition, Mask, Operation, TableDef, TableFilter, TableName};
 pub use policy::AppliedFilter;
 pub use session::{IsolationLevel, SessionCommand, TransactionCommand};
 
