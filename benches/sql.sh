@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# SQL gateway benchmark, in one run, loopback only, bounded in time (about 2 minutes plus the build):
-#   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer;
+# SQL gateway benchmark, in one run, loopback only, bounded in time (about 2.5 minutes plus the build):
+#   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer,
+#      with the simple query protocol and with the extended one;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 to change;
@@ -123,6 +124,11 @@ profile_start sql-pgbench-select "$LG_PID" "$DURATION"
 lakegate=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
 profile_finish sql-pgbench-select
 bouncer=$(run_pgbench "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+# The extended protocol (Parse, Bind, Describe, Execute, Sync per query, as libpq's PQexecParams and most drivers
+# send it), with the aid as a parameter.
+direct_ext=$(run_pgbench "$PG_PORT" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+lakegate_ext=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+bouncer_ext=$(run_pgbench "$BOUNCER" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
 agg_lakegate=$(run_pgbench "$LG_SQL" filtered "$FILTERED_TOKEN" -f "$WORK/agg.sql" -c 1 | latency)
@@ -139,6 +145,9 @@ cat <<MD
 | pgbench -S directly on PostgreSQL | $direct tps | 1.00 |
 | pgbench -S through Lakegate (PostgreSQL backend) | $lakegate tps | $(ratio "$lakegate" "$direct") of direct |
 | pgbench -S through pgbouncer (transaction pooling) | $bouncer tps | $(ratio "$bouncer" "$direct") of direct |
+| pgbench -S -M extended directly on PostgreSQL | $direct_ext tps | 1.00 |
+| pgbench -S -M extended through Lakegate | $lakegate_ext tps | $(ratio "$lakegate_ext" "$direct_ext") of direct, $(ratio "$lakegate_ext" "$bouncer_ext") of pgbouncer |
+| pgbench -S -M extended through pgbouncer | $bouncer_ext tps | $(ratio "$bouncer_ext" "$direct_ext") of direct |
 | \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate | $agg_lakegate ms | $(ratio "$agg_lakegate" "$agg_rls") x native RLS |
 | the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
 MD
