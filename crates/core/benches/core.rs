@@ -69,26 +69,15 @@ fn decisions(c: &mut Criterion) {
 
     // A different object on every request, in a prefix whose objects were decided before: the decision its
     // siblings got (no policy names one of them).
-    let mut group = c.benchmark_group("decision_new_object");
-    for n in [10usize, 1_000, 10_000] {
-        let dir = policies(n);
-        let engine = PolicyEngine::load(dir.path()).expect("load");
-        let p = alice();
-        let mut i = 0u64;
-        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| {
-                i += 1;
-                let resource = Resource::parse(&format!("s3://lake/sales/2024/{i}.parquet")).expect("resource");
-                let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
-                assert!(d.allowed);
-            })
-        });
-    }
-    group.finish();
-
+    decide_new(c, "decision_new_object", &context, |i| format!("s3://lake/sales/2024/{i}.parquet"));
     // A different object in a different prefix on every request: no decision repeats, so each one is Cedar's
     // (and the cache's insert).
-    let mut group = c.benchmark_group("decision_new_prefix");
+    decide_new(c, "decision_new_prefix", &context, |i| format!("s3://lake/sales/{i}/q1.parquet"));
+}
+
+/// A group deciding GetObject on the `i`-th resource of `resource` at each iteration, for each policy-set size.
+fn decide_new(c: &mut Criterion, name: &str, context: &RequestContext, resource: impl Fn(u64) -> String) {
+    let mut group = c.benchmark_group(name);
     for n in [10usize, 1_000, 10_000] {
         let dir = policies(n);
         let engine = PolicyEngine::load(dir.path()).expect("load");
@@ -97,8 +86,8 @@ fn decisions(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 i += 1;
-                let resource = Resource::parse(&format!("s3://lake/sales/{i}/q1.parquet")).expect("resource");
-                let d = engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide");
+                let resource = Resource::parse(&resource(i)).expect("resource");
+                let d = engine.decide(&p, "s3:GetObject", &resource, context).expect("decide");
                 assert!(d.allowed);
             })
         });
