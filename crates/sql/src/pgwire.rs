@@ -81,6 +81,7 @@ pub async fn serve(
                 session: Arc::new(Mutex::new(None)),
                 cancels: cancels.clone(),
                 cancel: Arc::new(std::sync::Mutex::new(None)),
+                described: Arc::new(std::sync::Mutex::new(None)),
             });
             let acceptor = acceptor.clone();
             let drain = drain.clone();
@@ -177,6 +178,10 @@ async fn session_loop(
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => msg.is_extended_query(),
         };
+        // Rows run ahead at a Describe wait only for the Execute (or Flush) that follows it.
+        if !matches!(msg, PgWireFrontendMessage::Execute(_) | PgWireFrontendMessage::Flush(_)) {
+            drop(connection.take_described());
+        }
         let cancel_request = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
         // A CancelRequest naming this connection's key fires `cancelled` while a statement runs.
         let cancelled = match connection.cancel_handle() {
@@ -268,12 +273,38 @@ struct Connection {
     cancels: Arc<Cancels>,
     /// This connection's cancel handle once authenticated; the guard unregisters it when the connection ends.
     cancel: Arc<std::sync::Mutex<Option<CancelKey>>>,
+    /// The rows of a query run at the Describe of its portal, waiting for that portal's Execute.
+    described: Arc<std::sync::Mutex<Option<Described>>>,
+}
+
+/// A query run at the Describe of its portal, before the Execute asks for it.
+///
+/// Clients send Describe and Execute of a portal together (libpq's `PQexecParams`, pgJDBC, psycopg 3, pgbench
+/// `-M extended`), and PostgreSQL's answer to a query is its columns and its rows at once. Asking the backend to
+/// describe, then to run, costs two round trips (and two plans) where running at the Describe costs one: the
+/// columns of the Describe are the rows' columns. The rows wait here, their audit record open, until the next
+/// message: the Execute of the same portal reads them; any other message drops them and the record closes as
+/// incomplete, as for a client that leaves mid-result.
+struct Described {
+    /// Held, so that no other portal can be allocated at its address while the rows wait.
+    portal: Arc<Portal<Statement>>,
+    rows: super::rows::RowSet,
+}
+
+impl std::fmt::Debug for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Described").field("rows", &self.rows).finish_non_exhaustive()
+    }
 }
 
 /// A connection's registration with the listener's cancel keys.
 type CancelKey = (Arc<pgwire::api::ConnectionHandle>, pgwire::api::ConnectionGuard);
 
 impl Connection {
+    fn take_described(&self) -> Option<Described> {
+        self.described.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     fn cancel_handle(&self) -> Option<Arc<pgwire::api::ConnectionHandle>> {
         self.cancel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(h, _)| h.clone())
     }
@@ -576,7 +607,7 @@ pub struct Statement {
 impl QueryParser for Connection {
     type Statement = Statement;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Statement>>
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -590,10 +621,12 @@ impl QueryParser for Connection {
         }
         let Some(prepared) = prepared.pop() else { return Ok(None) };
         let count = placeholder_count(sql);
-        let inferred = if count > 0 {
-            self.with_session(async |s| s.parameter_types(&prepared).await).await.unwrap_or_default()
+        // The backend is asked only for the types the client left open: a declared type is the one used.
+        let declared = |i: usize| types.get(i).cloned().flatten().is_some_and(|t| t != Type::UNKNOWN);
+        let inferred = if (0..count).all(declared) {
+            Arc::from([])
         } else {
-            Vec::new()
+            self.with_session(async |s| s.parameter_types(&prepared).await).await.unwrap_or_else(|_| Arc::from([]))
         };
         let params =
             (0..count).map(|i| inferred.get(i).copied().flatten().map(pg_type).unwrap_or(Type::TEXT)).collect();
@@ -794,6 +827,43 @@ impl ExtendedQueryHandler for Connection {
         sent
     }
 
+    /// The Describe of a fresh portal of a governed query runs the query (see [`Described`]); every other Describe
+    /// takes pgwire's road to `do_describe_*`.
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::portal::PortalExecutionState;
+        use pgwire::api::store::Entry;
+        use pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL;
+        let portal = match message.target_type {
+            TARGET_TYPE_BYTE_PORTAL => {
+                match client.portal_store().get_portal(message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME)) {
+                    Some(Entry::Value(portal)) if portal.statement.statement.prepared.is_query() => Some(portal),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(portal) = portal else { return self._on_describe(client, message).await };
+        if !matches!(*portal.state().lock().await, PortalExecutionState::Initial) {
+            return self._on_describe(client, message).await;
+        }
+        let Outcome::Rows(rows) = self.run_portal(&portal).await? else {
+            return Err(pg_error(&SqlError::Internal("a query answered without rows".into())));
+        };
+        let described = DescribePortalResponse::new(fields(&rows.columns, &portal.result_column_format));
+        *self.described.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Described { portal, rows });
+        pgwire::api::query::send_describe_response(client, &described).await
+    }
+
     async fn do_describe_statement<C>(
         &self,
         _client: &mut C,
@@ -851,15 +921,26 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let request_id = new_request_id();
-        let params = params(portal).map_err(|e| pg_error(&e))?;
-        let prepared = portal.statement.statement.prepared.clone();
-        let outcome = self.with_session(async |s| s.run(&prepared, &params, &request_id).await).await?;
+        // The rows its Describe ran, if this is that portal; rows run for another portal are dropped.
+        if let Some(described) = self.take_described()
+            && std::ptr::eq(Arc::as_ptr(&described.portal), portal)
+        {
+            return Ok(response(Outcome::Rows(described.rows), &portal.result_column_format));
+        }
+        let outcome = self.run_portal(portal).await?;
         Ok(response(outcome, &portal.result_column_format))
     }
 }
 
 impl Connection {
+    /// Runs a portal's statement with its bound parameters.
+    async fn run_portal(&self, portal: &Portal<Statement>) -> PgWireResult<Outcome> {
+        let request_id = new_request_id();
+        let params = params(portal).map_err(|e| pg_error(&e))?;
+        let prepared = portal.statement.statement.prepared.clone();
+        self.with_session(async |s| s.run(&prepared, &params, &request_id).await).await
+    }
+
     async fn describe(&self, prepared: &Prepared) -> PgWireResult<Vec<Column>> {
         self.with_session(async |s| s.describe(prepared).await).await
     }

@@ -42,7 +42,12 @@ pub struct Session {
     filters: std::sync::Mutex<FilterCache>,
     /// How catalog queries name types: as PostgreSQL (the wire front) or as Trino (the HTTP front).
     catalog_form: introspect::CatalogForm,
+    /// The parameter types the backends inferred for this session's statements, by backend and rewritten text.
+    parameter_types: quick_cache::sync::Cache<(String, String), Arc<[Option<ColumnType>]>>,
 }
+
+/// How many statements' parameter types a session keeps (pgJDBC keeps 256 prepared statements per connection).
+const PARAMETER_TYPES_KEPT: usize = 256;
 
 /// A transaction block the client opened with BEGIN.
 ///
@@ -68,6 +73,14 @@ pub struct Prepared {
     /// The client's text of the whole request.
     pub original: String,
     pub kind: PreparedKind,
+}
+
+impl Prepared {
+    /// A governed read. The rewriter admits no function with an effect into a read, so running one early (see
+    /// the wire front's Describe) changes nothing but when its rows are produced.
+    pub fn is_query(&self) -> bool {
+        matches!(&self.kind, PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query)
+    }
 }
 
 /// What a prepared statement does.
@@ -136,6 +149,7 @@ impl Session {
             transaction: None,
             filters: std::sync::Mutex::new(FilterCache::default()),
             catalog_form: introspect::CatalogForm::Postgres,
+            parameter_types: quick_cache::sync::Cache::new(PARAMETER_TYPES_KEPT),
         }
     }
 
@@ -297,11 +311,21 @@ impl Session {
     }
 
     /// The types the backend infers for a prepared statement's `$n` parameters.
-    pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<ColumnType>>, SqlError> {
-        match &prepared.kind {
-            PreparedKind::Governed(g) => self.backend(&g.backend)?.parameter_types(&g.statement.sql).await,
-            _ => Ok(Vec::new()),
+    ///
+    /// Clients that send parameters untyped (libpq's `PQexecParams`, psycopg 3's strings) parse the same text
+    /// again and again, and asking the backend each time costs a round trip per statement. A session keeps what
+    /// its backends answered: a text parsed again after its table was altered keeps the types of its first Parse,
+    /// as a prepared statement keeps them in PostgreSQL.
+    pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Arc<[Option<ColumnType>]>, SqlError> {
+        let PreparedKind::Governed(g) = &prepared.kind else { return Ok(Arc::new([])) };
+        let key = (g.backend.clone(), g.statement.sql.clone());
+        if let Some(types) = self.parameter_types.get(&key) {
+            return Ok(types);
         }
+        let types: Arc<[Option<ColumnType>]> =
+            self.backend(&g.backend)?.parameter_types(&g.statement.sql).await?.into();
+        self.parameter_types.insert(key, types.clone());
+        Ok(types)
     }
 
     /// The result columns of a prepared statement once its parameters are bound.
