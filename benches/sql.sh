@@ -6,7 +6,8 @@
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 to change;
 # LAKEGATE_BIN=path to use an existing binary instead of building a release one; SKIP_CRITERION=1 to skip 3;
-# BENCH_PROFILE=DIR to profile Lakegate during its pgbench run, DIR/sql-pgbench-select.svg: benches/flamegraph.sh).
+# BENCH_PROFILE=DIR to profile Lakegate during its pgbench runs through it, DIR/sql-pgbench-select.svg and
+# DIR/sql-pgbench-select-extended.svg: benches/flamegraph.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/flamegraph.sh
@@ -127,7 +128,9 @@ bouncer=$(run_pgbench "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tp
 # The extended protocol (Parse, Bind, Describe, Execute, Sync per query, as libpq's PQexecParams and most drivers
 # send it), with the aid as a parameter.
 direct_ext=$(run_pgbench "$PG_PORT" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+profile_start sql-pgbench-select-extended "$LG_PID" "$DURATION"
 lakegate_ext=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+profile_finish sql-pgbench-select-extended
 bouncer_ext=$(run_pgbench "$BOUNCER" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"

@@ -3,7 +3,8 @@
 Drivers send a statement as Parse, Bind, Describe, Execute, Sync in one go (libpq's PQexecParams, pgJDBC,
 psycopg 3). The gateway runs a governed query at the Describe of its portal, so that the backend is asked once
 for the columns and the rows; these tests hold it to what PostgreSQL does with the same messages: each statement
-runs once and is recorded once, a row limit pages through the rows, each portal gets its own rows, and a portal
+runs once and is recorded once, a row limit pages through the rows, each portal gets its own rows, answers held
+until the batch's Sync come at a Flush, and a portal
 described but never executed costs nothing that stays (on PostgreSQL, the pool has two connections: a statement
 that kept one would stall the third). The client here is the protocol itself, so that the sequences are exactly
 the ones a driver may send, including those no driver library lets a test choose.
@@ -240,3 +241,17 @@ def test_a_hidden_column_is_refused_at_the_parse_and_never_described(gw):
         assert shape(carol.until_ready()) == [("E", "42501")]
     finally:
         carol.close()
+
+
+def test_a_flush_delivers_the_answers_so_far_without_ending_the_batch(alice):
+    # Answers are buffered until Sync or Flush, as in PostgreSQL: a driver that flushes and waits must get them.
+    rows = alice.simple(ORDERS_AFTER.replace("$1", "0"))
+    alice.parse(ORDERS_AFTER)
+    alice.bind(0)
+    alice.describe_portal()
+    alice.execute()
+    alice.send(b"H", b"")
+    answer = [alice.read() for _ in range(3 + len(rows))]
+    assert shape(answer) == ["1", "2", ("T", ["order_id", "customer"]), *rows]
+    alice.sync()
+    assert alice.until_ready() == []

@@ -643,6 +643,25 @@ impl QueryParser for Connection {
     }
 }
 
+/// Sends every row of a result and its CommandComplete, buffered until the client's Sync or Flush (see the note on
+/// `impl ExtendedQueryHandler for Connection`).
+async fn send_rows<C>(client: &mut C, results: &mut QueryResponse) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let tag = Tag::new(results.command_tag());
+    let mut sent = 0;
+    let rows = results.data_rows();
+    while let Some(row) = rows.next().await {
+        client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+        sent += 1;
+    }
+    client.feed(PgWireBackendMessage::CommandComplete(tag.with_rows(sent).into())).await?;
+    Ok(())
+}
+
 /// The highest `$n` in the text (outside quotes is not distinguished: an over-count only adds parameters the
 /// client will not bind, which binding then reports).
 fn placeholder_count(sql: &str) -> usize {
@@ -753,6 +772,11 @@ fn is_number(text: &str) -> bool {
         && exponent.is_none_or(|e| !e.is_empty() && digits(e))
 }
 
+/// Answers of the extended protocol are buffered until the client's Sync or Flush (or until the buffer fills),
+/// as PostgreSQL does: a driver sends Parse, Bind, Describe, Execute and Sync together and reads the answers
+/// when ReadyForQuery has come. pgwire flushes after ParseComplete, BindComplete, RowDescription and
+/// CommandComplete, which costs a write on each side and a wake-up of the client per message; the overrides
+/// below feed them instead.
 #[async_trait]
 impl ExtendedQueryHandler for Connection {
     type Statement = Statement;
@@ -761,6 +785,59 @@ impl ExtendedQueryHandler for Connection {
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         // The parser needs the session: a clone shares it.
         Arc::new(self.clone())
+    }
+
+    /// As pgwire's, but ParseComplete is buffered (see the note on this impl).
+    async fn on_parse<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => {
+                client.portal_store().put_empty_statement(message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME))
+            }
+        }
+        client.feed(PgWireBackendMessage::ParseComplete(pgwire::messages::extendedquery::ParseComplete::new())).await?;
+        Ok(())
+    }
+
+    /// As pgwire's, but BindComplete is buffered (see the note on this impl). An empty statement binds to an empty portal and
+    /// takes no parameters, as in PostgreSQL.
+    async fn on_bind<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::store::Entry;
+        let statement_name = message.statement_name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => {
+                let portal = Portal::try_new(&message, statement)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) if message.parameters.is_empty() => client
+                .portal_store()
+                .put_empty_portal(message.portal_name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME)),
+            Some(Entry::Empty) => {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".to_owned(),
+                    "08P01".to_owned(),
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement {statement_name:?} requires 0",
+                        message.parameters.len()
+                    ),
+                ))));
+            }
+            None => return Err(PgWireError::StatementNotFound(statement_name.to_owned())),
+        }
+        client.feed(PgWireBackendMessage::BindComplete(pgwire::messages::extendedquery::BindComplete::new())).await?;
+        Ok(())
     }
 
     /// pgwire's Execute collects all of a portal's rows before it sends the first when the client asks for all
@@ -796,7 +873,7 @@ impl ExtendedQueryHandler for Connection {
         let sent = match outcome {
             Ok(Response::Query(mut results)) => {
                 let schema = results.row_schema();
-                let sent = pgwire::api::query::send_partial_query_response(client, &mut results, 0).await;
+                let sent = send_rows(client, &mut results).await;
                 // The portal is spent: a second Execute of it answers no rows, as PostgreSQL does.
                 portal.start(QueryResponse::new(schema, futures::stream::empty())).await;
                 sent.map(|_| ())
@@ -859,9 +936,11 @@ impl ExtendedQueryHandler for Connection {
         let Outcome::Rows(rows) = self.run_portal(&portal).await? else {
             return Err(pg_error(&SqlError::Internal("a query answered without rows".into())));
         };
-        let described = DescribePortalResponse::new(fields(&rows.columns, &portal.result_column_format));
+        let fields = fields(&rows.columns, &portal.result_column_format);
+        let described = pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect());
         *self.described.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Described { portal, rows });
-        pgwire::api::query::send_describe_response(client, &described).await
+        client.feed(PgWireBackendMessage::RowDescription(described)).await?;
+        Ok(())
     }
 
     async fn do_describe_statement<C>(
