@@ -4,9 +4,8 @@ Drivers send a statement as Parse, Bind, Describe, Execute, Sync in one go (libp
 psycopg 3). The gateway runs a governed query at the Describe of its portal, so that the backend is asked once
 for the columns and the rows; these tests hold it to what PostgreSQL does with the same messages: each statement
 runs once and is recorded once, a row limit pages through the rows, each portal gets its own rows, answers held
-until the batch's Sync come at a Flush, and a portal
-described but never executed costs nothing that stays (on PostgreSQL, the pool has two connections: a statement
-that kept one would stall the third). The client here is the protocol itself, so that the sequences are exactly
+for the batch's Sync come at a Flush, and a portal described but never executed costs nothing that stays (on
+PostgreSQL, the pool has two connections: a statement that kept one would stall the third). The client here is the protocol itself, so that the sequences are exactly
 the ones a driver may send, including those no driver library lets a test choose.
 """
 
