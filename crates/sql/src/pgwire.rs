@@ -805,8 +805,8 @@ impl ExtendedQueryHandler for Connection {
         Ok(())
     }
 
-    /// As pgwire's, but BindComplete is buffered (see the note on this impl). An empty statement binds to an empty portal and
-    /// takes no parameters, as in PostgreSQL.
+    /// As pgwire's, but BindComplete is buffered (see the note on this impl). An empty statement binds to an empty
+    /// portal and takes no parameters, as in PostgreSQL.
     async fn on_bind<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Bind) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
