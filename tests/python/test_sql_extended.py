@@ -75,6 +75,9 @@ class Wire:
     def describe_portal(self, portal=""):
         self.send(b"D", b"P" + portal.encode() + b"\0")
 
+    def describe_statement(self, name=""):
+        self.send(b"D", b"S" + name.encode() + b"\0")
+
     def execute(self, portal="", max_rows=0):
         self.send(b"E", portal.encode() + b"\0" + struct.pack("!i", max_rows))
 
@@ -254,3 +257,18 @@ def test_a_flush_delivers_the_answers_so_far_without_ending_the_batch(alice):
     assert shape(answer) == ["1", "2", ("T", ["order_id", "customer"]), *rows]
     alice.sync()
     assert alice.until_ready() == []
+
+
+def test_a_statement_is_described_with_its_parameters_and_columns_and_then_runs_as_bound(alice):
+    # What asyncpg and pgJDBC do first with a statement: Parse and Describe it, then Bind and Execute it later.
+    alice.parse(ORDERS_AFTER, name="after")
+    alice.describe_statement("after")
+    alice.sync()
+    answer = alice.until_ready()
+    assert [m[0] for m in answer] == [b"1", b"t", b"T"], answer
+    assert struct.unpack("!h", answer[1][1][:2]) == (1,)  # one parameter
+    assert shape(answer[2:]) == [("T", ["order_id", "customer"])]
+    alice.bind(1, statement="after")
+    alice.execute()
+    alice.sync()
+    assert shape(alice.until_ready()) == ["2", *alice.simple(ORDERS_AFTER.replace("$1", "1"))]

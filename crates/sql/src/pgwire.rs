@@ -662,6 +662,28 @@ where
     Ok(())
 }
 
+/// Writes the answer to a Describe, buffered: ParameterDescription for a statement, then its columns or NoData.
+async fn feed_described<C, D>(client: &mut C, described: &D) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    D: pgwire::api::results::DescribeResponse,
+{
+    use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+    if let Some(types) = described.parameters() {
+        let oids = types.iter().map(Type::oid).collect();
+        client.feed(PgWireBackendMessage::ParameterDescription(ParameterDescription::new(oids))).await?;
+    }
+    if described.is_no_data() {
+        client.feed(PgWireBackendMessage::NoData(NoData::new())).await?;
+    } else {
+        let columns = RowDescription::new(described.fields().iter().map(Into::into).collect());
+        client.feed(PgWireBackendMessage::RowDescription(columns)).await?;
+    }
+    Ok(())
+}
+
 /// The highest `$n` in the text (outside quotes is not distinguished: an over-count only adds parameters the
 /// client will not bind, which binding then reports).
 fn placeholder_count(sql: &str) -> usize {
@@ -905,7 +927,7 @@ impl ExtendedQueryHandler for Connection {
     }
 
     /// The Describe of a fresh portal of a governed query runs the query (see [`Described`]); every other Describe
-    /// takes pgwire's road to `do_describe_*`.
+    /// is answered by `do_describe_*`. Either answer is buffered (see the note on this impl).
     async fn on_describe<C>(
         &self,
         client: &mut C,
@@ -919,28 +941,33 @@ impl ExtendedQueryHandler for Connection {
     {
         use pgwire::api::portal::PortalExecutionState;
         use pgwire::api::store::Entry;
-        use pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL;
+        use pgwire::messages::extendedquery::{TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT};
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
         let portal = match message.target_type {
-            TARGET_TYPE_BYTE_PORTAL => {
-                match client.portal_store().get_portal(message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME)) {
-                    Some(Entry::Value(portal)) if portal.statement.statement.prepared.is_query() => Some(portal),
-                    _ => None,
-                }
+            TARGET_TYPE_BYTE_STATEMENT => {
+                let Some(Entry::Value(statement)) = client.portal_store().get_statement(name) else {
+                    return self._on_describe(client, message).await;
+                };
+                let described = self.do_describe_statement(client, &statement).await?;
+                return feed_described(client, &described).await;
             }
-            _ => None,
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => portal,
+                _ => return self._on_describe(client, message).await,
+            },
+            _ => return self._on_describe(client, message).await,
         };
-        let Some(portal) = portal else { return self._on_describe(client, message).await };
-        if !matches!(*portal.state().lock().await, PortalExecutionState::Initial) {
-            return self._on_describe(client, message).await;
+        let fresh = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if !fresh || !portal.statement.statement.prepared.is_query() {
+            let described = self.do_describe_portal(client, &portal).await?;
+            return feed_described(client, &described).await;
         }
         let Outcome::Rows(rows) = self.run_portal(&portal).await? else {
             return Err(pg_error(&SqlError::Internal("a query answered without rows".into())));
         };
-        let fields = fields(&rows.columns, &portal.result_column_format);
-        let described = pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect());
+        let described = DescribePortalResponse::new(fields(&rows.columns, &portal.result_column_format));
         *self.described.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Described { portal, rows });
-        client.feed(PgWireBackendMessage::RowDescription(described)).await?;
-        Ok(())
+        feed_described(client, &described).await
     }
 
     async fn do_describe_statement<C>(

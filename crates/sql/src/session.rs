@@ -42,9 +42,13 @@ pub struct Session {
     filters: std::sync::Mutex<FilterCache>,
     /// How catalog queries name types: as PostgreSQL (the wire front) or as Trino (the HTTP front).
     catalog_form: introspect::CatalogForm,
-    /// The parameter types the backends inferred for this session's statements, by backend and rewritten text.
-    parameter_types: quick_cache::sync::Cache<(String, String), Arc<[Option<ColumnType>]>>,
+    /// The parameter types the backends inferred for this session's statements, by backend and rewritten text;
+    /// made at the first use (only the extended protocol asks, and the Trino front makes a session per statement).
+    parameter_types: std::sync::OnceLock<ParameterTypes>,
 }
+
+/// Parameter types by backend and rewritten text.
+type ParameterTypes = quick_cache::sync::Cache<(String, String), Arc<[Option<ColumnType>]>>;
 
 /// How many statements' parameter types a session keeps (pgJDBC keeps 256 prepared statements per connection).
 const PARAMETER_TYPES_KEPT: usize = 256;
@@ -149,7 +153,7 @@ impl Session {
             transaction: None,
             filters: std::sync::Mutex::new(FilterCache::default()),
             catalog_form: introspect::CatalogForm::Postgres,
-            parameter_types: quick_cache::sync::Cache::new(PARAMETER_TYPES_KEPT),
+            parameter_types: std::sync::OnceLock::new(),
         }
     }
 
@@ -318,13 +322,14 @@ impl Session {
     /// as a prepared statement keeps them in PostgreSQL.
     pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Arc<[Option<ColumnType>]>, SqlError> {
         let PreparedKind::Governed(g) = &prepared.kind else { return Ok(Arc::new([])) };
+        let kept = self.parameter_types.get_or_init(|| ParameterTypes::new(PARAMETER_TYPES_KEPT));
         let key = (g.backend.clone(), g.statement.sql.clone());
-        if let Some(types) = self.parameter_types.get(&key) {
+        if let Some(types) = kept.get(&key) {
             return Ok(types);
         }
         let types: Arc<[Option<ColumnType>]> =
             self.backend(&g.backend)?.parameter_types(&g.statement.sql).await?.into();
-        self.parameter_types.insert(key, types.clone());
+        kept.insert(key, types.clone());
         Ok(types)
     }
 
