@@ -140,6 +140,16 @@ def alice(gw):
     wire.close()
 
 
+def assert_the_session_goes_on(wire):
+    """The next statement through the extended protocol answers what the simple protocol does."""
+    wire.parse(ORDERS_AFTER)
+    wire.bind(1)
+    wire.describe_portal()
+    wire.execute()
+    wire.sync()
+    assert shape(wire.until_ready())[3:] == wire.simple(ORDERS_AFTER.replace("$1", "1"))
+
+
 def records(gw, marker):
     """The records of the statements whose text holds `marker` (the access records, not the decisions that
     durability `sync` writes before them)."""
@@ -172,12 +182,7 @@ def test_a_portal_described_but_never_executed_is_recorded_incomplete_and_holds_
         alice.describe_portal()
         alice.sync()
         assert shape(alice.until_ready()) == ["1", "2", ("T", [marker])]
-    alice.parse(ORDERS_AFTER)
-    alice.bind(1)
-    alice.describe_portal()
-    alice.execute()
-    alice.sync()
-    assert shape(alice.until_ready())[3:] == alice.simple(ORDERS_AFTER.replace("$1", "1"))
+    assert_the_session_goes_on(alice)
     unread = eventually("the records of the unread portals", lambda: len(records(gw, marker)) == 4 and records(gw, marker))
     assert all((e["outcome"] or {}).get("incomplete") for e in unread), unread
 
@@ -224,12 +229,7 @@ def test_a_statement_failing_as_it_runs_skips_to_the_sync_and_the_session_goes_o
     # PostgreSQL fails before the first row; the embedded engine once it has described the columns.
     assert answer[:2] == ["1", "2"] and answer[-1][0] == "E", answer
     assert not [m for m in answer if m[0] in "DC"], answer
-    alice.parse(ORDERS_AFTER)
-    alice.bind(1)
-    alice.describe_portal()
-    alice.execute()
-    alice.sync()
-    assert shape(alice.until_ready())[3:] == alice.simple(ORDERS_AFTER.replace("$1", "1"))
+    assert_the_session_goes_on(alice)
 
 
 def test_a_hidden_column_is_refused_at_the_parse_and_never_described(gw):
