@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::support::{Lakegate, eventually, http, read_audit, verify_audit_dir, wait_for_port};
+use crate::support::{Lakegate, eventually, http, read_audit, verify_audit_dir};
 
 /// Concurrent S3 readers.
 const READERS: usize = 16;
@@ -52,7 +52,6 @@ impl S3 {
         let text = |k: &str| c[k].as_str().expect(k).to_owned();
         let credentials =
             Credentials::new(text("AccessKeyId"), text("SecretAccessKey"), Some(text("SessionToken")), None, "cli");
-        wait_for_port(lg.s3, Duration::from_secs(30));
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))

@@ -6,14 +6,13 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::support::{Lakegate, decisions, eventually, replace_policy, wait_for_port};
+use crate::support::{Lakegate, decisions, eventually, replace_policy};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
 fn endpoint(lg: &Lakegate) -> String {
-    wait_for_port(lg.s3, Duration::from_secs(30));
     format!("http://{}", lg.s3)
 }
 

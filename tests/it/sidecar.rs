@@ -6,13 +6,14 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Lakegate, eventually, free_port, http, send_signal, wait_exit, wait_for_port};
+use crate::support::{
+    Lakegate, START_ATTEMPTS, eventually, free_port, http, send_signal, spawn_until_running, wait_exit,
+};
 
 /// A running `lakegate-sidecar`; killed on drop.
 struct Sidecar {
@@ -22,19 +23,20 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(upstream: &str, token_file: &Path, extra: &[&str]) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(sidecar_binary())
-            .arg("--token-file")
-            .arg(token_file)
-            .args(["--upstream", upstream, "--listen", &addr.to_string(), "--session-name", "spark-exec-1"])
-            .args(extra)
-            .env("LAKEGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lakegate-sidecar");
-        wait_for_port(addr, Duration::from_secs(30));
-        Self { child, addr }
+        for _attempt in 0..START_ATTEMPTS {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut cmd = Command::new(sidecar_binary());
+            cmd.arg("--token-file")
+                .arg(token_file)
+                .args(["--upstream", upstream, "--listen", &addr.to_string(), "--session-name", "spark-exec-1"])
+                .args(extra)
+                .env("LAKEGATE_LOG", "warn")
+                .stderr(Stdio::inherit());
+            if let Some(child) = spawn_until_running(&mut cmd, "lakegate-sidecar") {
+                return Self { child, addr };
+            }
+        }
+        panic!("lakegate-sidecar exited before it was running, {START_ATTEMPTS} times (its stderr is above)");
     }
 
     fn url(&self) -> String {
@@ -74,7 +76,6 @@ fn client(sidecar: &Sidecar) -> aws_sdk_s3::Client {
 }
 
 fn central(lg: &Lakegate) -> String {
-    wait_for_port(lg.s3, Duration::from_secs(30));
     format!("http://{}", lg.s3)
 }
 
@@ -273,7 +274,6 @@ fn over_mutual_tls_the_sidecar_is_served_and_a_client_without_a_certificate_is_n
         file("ca.crt")
     );
     let lg = Lakegate::start(&[("LAKEGATE__S3__TLS", tls.as_str())]);
-    wait_for_port(lg.s3, Duration::from_secs(30));
     let upstream = format!("https://localhost:{}", lg.s3.port());
     let token = write_token(lg.data(), "alice.jwt", &lg.token("alice", &["analysts"], &[]));
 

@@ -10,9 +10,42 @@ use std::time::{Duration, Instant};
 
 use lakegate_core::identity::DevIssuer;
 
-/// A port nothing listens on right now (bound then released; the tiny race is acceptable in tests).
+/// A port nothing listens on right now (bound then released: see [`spawn_until_running`] for the race).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// How often a server is started on new free ports before a test gives up on it.
+pub const START_ATTEMPTS: usize = 5;
+
+/// Spawns one of Lakegate's servers and waits until it says "... is running" on stdout, which it prints once
+/// every listener is bound; `None` when it exits first. Waiting for its port to answer instead cannot tell it
+/// from another test's server that was handed the same free port and bound it first, while this one exited.
+pub fn spawn_until_running(cmd: &mut Command, what: &str) -> Option<Child> {
+    use std::io::BufRead as _;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (running, said) = std::sync::mpsc::channel();
+    // Reads to the end, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut running = Some(running);
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(" is running") {
+                running.take().map(|r| r.send(()));
+            }
+        }
+    });
+    match said.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => Some(child),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = child.wait();
+            None
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            panic!("{what} was not running within a minute");
+        }
+    }
 }
 
 /// Waits until `addr` accepts TCP connections.
@@ -40,29 +73,32 @@ impl Lakegate {
         Self::start_in(tempfile::tempdir().expect("temp dir"), extra_env)
     }
 
-    /// Starts on an existing data directory (e.g. one prepared with broken files).
+    /// Starts on an existing data directory (e.g. one prepared with broken files). A port [`free_port`] handed
+    /// out can be taken before the server binds it (by another test's server, or as the local port of any
+    /// connection); the server then exits, and it is started again on new ports.
     pub fn start_in(data_dir: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Self {
-        let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let s3 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let sql = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakegate"));
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env("LAKEGATE__CONTROL__LISTEN", control.to_string())
-            .env("LAKEGATE__S3__LISTEN", s3.to_string())
-            .env("LAKEGATE__SQL__LISTEN", sql.to_string())
-            .env("LAKEGATE__POLICY__RELOAD_INTERVAL_SECONDS", "1")
-            .env("LAKEGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
+        for _attempt in 0..START_ATTEMPTS {
+            let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let s3 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let sql = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakegate"));
+            cmd.arg("serve")
+                .arg("--data-dir")
+                .arg(data_dir.path())
+                .env("LAKEGATE__CONTROL__LISTEN", control.to_string())
+                .env("LAKEGATE__S3__LISTEN", s3.to_string())
+                .env("LAKEGATE__SQL__LISTEN", sql.to_string())
+                .env("LAKEGATE__POLICY__RELOAD_INTERVAL_SECONDS", "1")
+                .env("LAKEGATE_LOG", "warn")
+                .stderr(Stdio::inherit());
+            for (k, v) in extra_env {
+                cmd.env(k, v);
+            }
+            if let Some(child) = spawn_until_running(&mut cmd, "lakegate serve") {
+                return Lakegate { child, data_dir, control, s3, sql };
+            }
         }
-        let child = cmd.spawn().expect("spawn lakegate serve");
-        let lg = Lakegate { child, data_dir, control, s3, sql };
-        wait_for_port(control, Duration::from_secs(30));
-        lg
+        panic!("lakegate serve exited before it was running, {START_ATTEMPTS} times (its stderr is above)");
     }
 
     /// Stops the server and hands back its data directory (to inspect or tamper with files it wrote).

@@ -38,6 +38,25 @@ def wait_for_port(port, timeout=30.0):
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+# How often a server is started on new free ports before a test gives up on it.
+START_ATTEMPTS = 5
+
+
+def wait_until_running(process, log, timeout=60.0):
+    """Waits until one of Lakegate's servers writes "... is running" to `log`, which it does once every listener
+    is bound; False when it exits first. (Waiting for its port to answer cannot tell it from another server that
+    was handed the same free port.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if b" is running" in log.read_bytes():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.05)
+    process.kill()
+    raise TimeoutError(f"{process.args[0]} was not running after {timeout}s")
+
+
 def eventually(what, check, timeout=20.0):
     """Polls `check` until it returns a truthy value (for effects that land asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -54,33 +73,35 @@ class Lakegate:
 
     def __init__(self, env=None, config=None):
         self.data_dir = pathlib.Path(tempfile.mkdtemp(prefix="lakegate-test-"))
-        self.control_port, self.s3_port, self.sql_port = free_port(), free_port(), free_port()
-        environ = dict(os.environ)
-        environ.update({
-            "LAKEGATE__CONTROL__LISTEN": f"127.0.0.1:{self.control_port}",
-            "LAKEGATE__S3__LISTEN": f"127.0.0.1:{self.s3_port}",
-            "LAKEGATE__SQL__LISTEN": f"127.0.0.1:{self.sql_port}",
-            "LAKEGATE__POLICY__RELOAD_INTERVAL_SECONDS": "1",
-            "LAKEGATE_LOG": "warn",
-        })
-        # A value of None removes the variable: some programs read an empty variable as set.
-        for name, value in (env or {}).items():
-            if value is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = value
         args = [str(BINARY), "serve", "--data-dir", str(self.data_dir)]
         if config is not None:
             path = self.data_dir / "config.toml"
             path.write_text(config)
             args += ["--config", str(path)]
         self.log = open(self.data_dir / "serve.log", "wb")
-        self.process = subprocess.Popen(args, env=environ, stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.control_port)
-        except TimeoutError:
-            self.stop()
-            raise
+        # A free port can be taken before the server binds it (as the local port of any connection, say): the
+        # server then exits, and it is started again on new ports.
+        for _ in range(START_ATTEMPTS):
+            self.control_port, self.s3_port, self.sql_port = free_port(), free_port(), free_port()
+            environ = dict(os.environ)
+            environ.update({
+                "LAKEGATE__CONTROL__LISTEN": f"127.0.0.1:{self.control_port}",
+                "LAKEGATE__S3__LISTEN": f"127.0.0.1:{self.s3_port}",
+                "LAKEGATE__SQL__LISTEN": f"127.0.0.1:{self.sql_port}",
+                "LAKEGATE__POLICY__RELOAD_INTERVAL_SECONDS": "1",
+                "LAKEGATE_LOG": "warn",
+            })
+            # A value of None removes the variable: some programs read an empty variable as set.
+            for name, value in (env or {}).items():
+                if value is None:
+                    environ.pop(name, None)
+                else:
+                    environ[name] = value
+            self.process = subprocess.Popen(args, env=environ, stdout=self.log, stderr=subprocess.STDOUT)
+            if wait_until_running(self.process, self.data_dir / "serve.log"):
+                return
+        self.stop()
+        raise RuntimeError(f"lakegate serve exited before it was running, {START_ATTEMPTS} times")
 
     @property
     def control_url(self):

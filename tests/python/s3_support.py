@@ -11,7 +11,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from conftest import BINARY, wait_for_port
+from conftest import BINARY
 
 REGION = "us-east-1"
 ROLE_ARN = "arn:aws:iam::000000000000:role/lakegate"
@@ -25,7 +25,6 @@ class S3Gate:
         self.data = server.data_dir
         self.s3_port = server.s3_port
         self.endpoint = server.s3_url
-        wait_for_port(self.s3_port)
 
     # --- identities -------------------------------------------------------------------------------------
 

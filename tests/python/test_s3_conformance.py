@@ -16,8 +16,8 @@ import boto3
 import pytest
 
 import s3_conformance as conformance
-from conftest import REPO, Lakegate, eventually, free_port
-from s3_support import REGION, S3Gate, wait_for_port
+from conftest import REPO, Lakegate, eventually, free_port, wait_for_port
+from s3_support import REGION, S3Gate
 
 pytestmark = pytest.mark.skipif(conformance.suite_missing_reason() is not None,
                                 reason=conformance.suite_missing_reason() or "")

@@ -11,8 +11,8 @@ import boto3
 import botocore
 import pytest
 
-from conftest import Lakegate, free_port
-from s3_support import REGION, S3Gate, wait_for_port
+from conftest import Lakegate, free_port, wait_for_port
+from s3_support import REGION, S3Gate
 
 
 @pytest.fixture(scope="module")

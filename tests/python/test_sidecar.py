@@ -5,27 +5,35 @@ The last test is the whole chain with an independent OpenID provider: the provid
 by a notebook service, written to the pod's token file, used through the sidecar."""
 
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
 
-from conftest import SIDECAR_BINARY, demo_token, eventually, free_port, wait_for_port
+from conftest import SIDECAR_BINARY, START_ATTEMPTS, demo_token, eventually, free_port, wait_until_running
 from test_oidc_provider import exchange, lakegate_with_provider, provider  # noqa: F401 (fixtures)
 
 
 class Sidecar:
     def __init__(self, upstream, token_file, *extra):
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [str(SIDECAR_BINARY), "--token-file", str(token_file), "--upstream", upstream,
-             "--listen", f"127.0.0.1:{self.port}", "--session-name", "spark-driver", *extra],
-            env={**os.environ, "LAKEGATE_LOG": "warn"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        self.dir = tempfile.mkdtemp(prefix="lakegate-sidecar-")
+        log = pathlib.Path(self.dir) / "sidecar.log"
+        for _ in range(START_ATTEMPTS):
+            self.port = free_port()
+            with open(log, "wb") as out:
+                self.process = subprocess.Popen(
+                    [str(SIDECAR_BINARY), "--token-file", str(token_file), "--upstream", upstream,
+                     "--listen", f"127.0.0.1:{self.port}", "--session-name", "spark-driver", *extra],
+                    env={**os.environ, "LAKEGATE_LOG": "warn"}, stdout=out, stderr=subprocess.STDOUT)
+            if wait_until_running(self.process, log):
+                return
+        raise RuntimeError(f"lakegate-sidecar exited before it was running, {START_ATTEMPTS} times")
 
     @property
     def url(self):
@@ -34,6 +42,7 @@ class Sidecar:
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
