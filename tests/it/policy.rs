@@ -132,28 +132,56 @@ fn objects_a_policy_names_are_decided_on_their_own_even_after_their_siblings() {
 }
 
 #[test]
-fn a_decision_shared_by_the_objects_of_a_prefix_is_the_one_each_gets_alone() {
-    let shared = demo();
-    let keys = [
+fn a_decision_shared_under_the_same_named_prefixes_is_the_one_each_resource_gets_alone() {
+    let nested = policy_dir(
+        r#"
+        @id("sales") permit(principal in Group::"analysts", action in [Action::"Read", Action::"List"], resource in Prefix::"lake/sales/");
+        @id("drafts") forbid(principal, action, resource in Prefix::"lake/sales/2024/drafts/");
+        @id("plan") forbid(principal, action == Action::"s3:GetObject", resource == Object::"lake/sales/plan.txt");
+        @id("write") permit(principal, action in Action::"Write", resource in Prefix::"lake/sales/2024/") when { principal.hasTag("region") };
+        @id("bucket") permit(principal, action == Action::"s3:ListBucket", resource in Bucket::"lake") unless { resource in Prefix::"lake/hr/" };
+        "#,
+    );
+    let sets: [(&str, &dyn Fn() -> PolicyEngine); 2] =
+        [("demo", &demo), ("nested", &|| PolicyEngine::load(nested.path()).expect("loads"))];
+    let mut keys = vec![
         "sales/2024/q1.parquet",
-        "sales/2024/q2.parquet",
-        "sales/2024/",
+        "sales/2024/11/30/part-7.parquet",
+        "sales/2024/drafts/x.csv",
+        "sales/2024/drafts/deep/y.csv",
+        "sales/2024/drafts/",
+        "sales/2024/drafts",
+        "sales/plan.txt",
+        "sales/2025/plan.txt",
         "sales/x.csv",
+        "salesman/x",
         "hr/salaries.csv",
         "hr/2024/review.pdf",
+        "hr/",
         "public/readme.txt",
         "top-level.txt",
     ];
-    for principal in [alice(), carol(), dave()] {
-        for action in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
-            for key in keys {
-                let resource = Resource::object("lake", key).expect("resource");
-                let context = RequestContext { front: "test", ..Default::default() };
-                let decided = shared.decide(&principal, action, &resource, &context).expect("decides");
-                // A store of its own has decided nothing before: this is Cedar's answer for this object alone.
-                let alone = demo().decide(&principal, action, &resource, &context).expect("decides");
-                assert_eq!(decided, alone, "{} {action} {key}", principal.subject);
+    for (name, fresh) in sets {
+        let shared = fresh();
+        // The second pass meets the decisions of the first in the other order.
+        for _pass in 0..2 {
+            for principal in [alice(), carol(), dave()] {
+                for key in &keys {
+                    for (action, resource) in [
+                        ("s3:GetObject", Resource::object("lake", key)),
+                        ("s3:PutObject", Resource::object("lake", key)),
+                        ("s3:ListBucket", Resource::prefix("lake", key)),
+                    ] {
+                        let resource = resource.expect("resource");
+                        let context = RequestContext { front: "test", ..Default::default() };
+                        let decided = shared.decide(&principal, action, &resource, &context).expect("decides");
+                        // A store of its own has decided nothing before: Cedar's answer for this resource alone.
+                        let alone = fresh().decide(&principal, action, &resource, &context).expect("decides");
+                        assert_eq!(decided, alone, "{name}: {} {action} {resource}", principal.subject);
+                    }
+                }
             }
+            keys.reverse();
         }
     }
 }

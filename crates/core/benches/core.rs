@@ -17,6 +17,10 @@ use lakegate_core::audit::{AuditConfig, AuditEvent, Auditor, Front};
 use lakegate_core::identity::{DevIssuer, IdentityConfig, Principal, Verifier};
 use lakegate_core::policy::{PolicyEngine, RequestContext, Resource};
 
+/// The allocator `lakegate serve` runs on, so that a figure here is the cost the server pays.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn alice() -> Principal {
     Principal {
         issuer: "bench".into(),
@@ -47,9 +51,10 @@ fn policies(n: usize) -> tempfile::TempDir {
     dir
 }
 
-/// The same request again and again (served by the decision cache after the first), then a new object each time
-/// in one prefix (the decision its siblings got), then a new object in a new prefix each time (Cedar's
-/// evaluation over the policies the index leaves).
+/// The same request again and again (served by the decision cache after the first); a new object each time in
+/// one prefix; a new object in a new prefix each time (below the named `lake/sales/`, so the decision its
+/// cousins got); and a new user each time, whom no decision was made for (Cedar's evaluation over the policies
+/// the index leaves).
 fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision_repeated");
     let resource = Resource::parse("s3://lake/sales/2024/q1.parquet").expect("resource");
@@ -67,29 +72,39 @@ fn decisions(c: &mut Criterion) {
     }
     group.finish();
 
-    // A different object on every request, in a prefix whose objects were decided before: the decision its
-    // siblings got (no policy names one of them).
-    decide_new(c, "decision_new_object", &context, |i| format!("s3://lake/sales/2024/{i}.parquet"));
-    // A different object in a different prefix on every request: no decision repeats, so each one is Cedar's
-    // (and the cache's insert).
-    decide_new(c, "decision_new_prefix", &context, |i| format!("s3://lake/sales/{i}/q1.parquet"));
+    let same_user = |_: u64| alice();
+    decide_new(c, "decision_new_object", &context, same_user, |i| format!("s3://lake/sales/2024/{i}.parquet"));
+    decide_new(c, "decision_new_prefix", &context, same_user, |i| format!("s3://lake/sales/{i}/q1.parquet"));
+    let new_user = |i: u64| Principal { subject: format!("analyst-{i}"), ..alice() };
+    decide_new(c, "decision_new_user", &context, new_user, |_| "s3://lake/sales/2024/q1.parquet".to_owned());
 }
 
-/// A group deciding GetObject on the `i`-th resource of `resource` at each iteration, for each policy-set size.
-fn decide_new(c: &mut Criterion, name: &str, context: &RequestContext, resource: impl Fn(u64) -> String) {
+/// A group deciding GetObject by the `i`-th principal on the `i`-th resource at each iteration, for each
+/// policy-set size.
+fn decide_new(
+    c: &mut Criterion,
+    name: &str,
+    context: &RequestContext,
+    principal: impl Fn(u64) -> Principal,
+    resource: impl Fn(u64) -> String,
+) {
     let mut group = c.benchmark_group(name);
     for n in [10usize, 1_000, 10_000] {
         let dir = policies(n);
         let engine = PolicyEngine::load(dir.path()).expect("load");
-        let p = alice();
         let mut i = 0u64;
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| {
-                i += 1;
-                let resource = Resource::parse(&resource(i)).expect("resource");
-                let d = engine.decide(&p, "s3:GetObject", &resource, context).expect("decide");
-                assert!(d.allowed);
-            })
+            b.iter_batched(
+                || {
+                    i += 1;
+                    (principal(i), Resource::parse(&resource(i)).expect("resource"))
+                },
+                |(p, resource)| {
+                    let d = engine.decide(&p, "s3:GetObject", &resource, context).expect("decide");
+                    assert!(d.allowed);
+                },
+                criterion::BatchSize::SmallInput,
+            )
         });
     }
     group.finish();

@@ -11,17 +11,21 @@
 //! hold what clients send (object keys, attribute values), so the cache counts their bytes and evicts by
 //! quick_cache's S3-FIFO policy before it grows past [`WEIGHT_CAPACITY`].
 //!
-//! Objects that no policy names are decided per prefix ([`Subject::ObjectIn`]): an object has no attributes, and
-//! Cedar cannot look into an entity's id, so a policy tells two objects under the same prefix apart only by
-//! naming one of them (`resource == Object::"lake/sales/q1.csv"`, in its scope or a condition). The decision for
-//! `lake/sales/q1.csv` is then the decision for every other object directly under `lake/sales/`, whose ancestors
-//! (the prefixes above it and the bucket) are the same; reading a thousand files of one partition costs Cedar
-//! once. An object a policy names is decided on its own.
+//! Resources that no policy names are decided by the prefixes that are named ([`Subject::Under`]). S3 objects and
+//! prefixes have no attributes, and Cedar cannot look into an entity's id, so a policy tells two of them apart
+//! only by naming one (`resource == Object::"lake/sales/q1.csv"`, `resource in Prefix::"lake/sales/"`, in its
+//! scope, a condition, a template link, or an attribute in `entities.json` it reaches). Two objects whose named
+//! ancestors are the same therefore get the same decision: every `/`-terminated prefix of a key that some
+//! policy names is an ancestor of both or of neither, and the deepest of them gives all the others (they are
+//! its own prefixes). So reading `lake/sales/2024/11/30/part-7.parquet` under a grant on `lake/sales/` costs
+//! Cedar once for every object below `lake/sales/` down to the next named prefix, whatever the partition.
+//! A resource a policy names is decided on its own, and so is every request whose caller passed context of its
+//! own (`/v1/authorize`), which a schema may let carry an entity to compare the resource with.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cedar_policy::PolicySet;
+use cedar_policy::{Entity, PolicySet};
 
 use super::{Decision, RequestContext, Resource};
 use crate::identity::Principal;
@@ -75,75 +79,115 @@ impl DecisionCache {
 pub(super) enum Subject<'a> {
     /// The resource itself.
     Exact(&'a Resource),
-    /// Any object directly under `prefix` (`""` for the bucket's top level) that no policy names.
-    ObjectIn { bucket: &'a str, prefix: &'a str },
+    /// Any resource of this kind (`object` or `prefix`) that no policy names, whose deepest named ancestor is
+    /// `prefix` of `bucket` (`""`: none below the bucket).
+    Under { kind: &'static str, bucket: &'a str, prefix: &'a str },
 }
 
-/// The objects the policies name, which are decided on their own rather than with their siblings.
-pub(super) enum NamedObjects {
-    /// These object ids (`bucket/key`).
-    These(HashSet<String>),
-    /// A policy could not be read back for its entity literals: every object is decided on its own.
+/// The S3 resources the policies name, which are decided on their own; anything else is decided with every
+/// resource under the same named prefixes.
+pub(super) enum Named {
+    These {
+        /// Object ids (`bucket/key`).
+        objects: HashSet<String>,
+        /// Prefix ids (`bucket/prefix/`).
+        prefixes: HashSet<String>,
+    },
+    /// A policy or an entity could not be read back for its entity literals: every resource is decided on its own.
     Unknown,
 }
 
-impl NamedObjects {
-    /// Every `Object` entity literal in `policies`: scopes, conditions and template links. Reading the policies'
-    /// JSON form finds a literal wherever the grammar allows one; anything else of type `Object` that looks
-    /// like a literal there is counted too, which costs only sharing.
-    pub(super) fn of(policies: &PolicySet) -> Self {
-        let mut named = HashSet::new();
+impl Named {
+    /// Every `Object` and `Prefix` entity literal in `policies` (scopes, conditions, template links) and in
+    /// `entities` (the static ones, whose attributes a policy can follow to a prefix). Reading their JSON form
+    /// finds a literal wherever the grammar allows one; anything else that looks like one there is counted too,
+    /// which costs only sharing.
+    pub(super) fn of(policies: &PolicySet, entities: &[Entity]) -> Self {
+        let mut objects = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut add = |type_name: &str, id: &str| match type_name.rsplit("::").next() {
+            Some("Object") => {
+                objects.insert(id.to_owned());
+            }
+            Some("Prefix") => {
+                prefixes.insert(id.to_owned());
+            }
+            _ => {}
+        };
         for policy in policies.policies() {
-            // A literal spells its type out: a policy whose text never says `Object` names none, and costs no
-            // JSON form (a tenth of the load time of a large set).
-            if policy.to_string().contains("Object") {
-                let Ok(json) = policy.to_json() else { return NamedObjects::Unknown };
-                collect_objects(&json, &mut named);
+            // A literal spells its type out: a policy whose text says neither type names none, and costs no JSON
+            // form (a tenth of the load time of a large set).
+            let text = policy.to_string();
+            if text.contains("Object") || text.contains("Prefix") {
+                let Ok(json) = policy.to_json() else { return Named::Unknown };
+                collect_literals(&json, &mut add);
             }
             for uid in policy.template_links().into_iter().flat_map(|links| links.into_values()) {
-                if is_object_type(&uid.type_name().to_string()) {
-                    named.insert(uid.id().unescaped().to_owned());
-                }
+                add(&uid.type_name().to_string(), uid.id().unescaped());
             }
         }
-        NamedObjects::These(named)
+        for entity in entities {
+            let Ok(json) = entity.to_json_value() else { return Named::Unknown };
+            collect_literals(&json, &mut add);
+        }
+        Named::These { objects, prefixes }
     }
 
-    /// What a decision on `resource` depends on.
-    pub(super) fn subject<'a>(&self, resource: &'a Resource) -> Subject<'a> {
-        match (self, resource) {
-            (NamedObjects::These(named), Resource::Object { bucket, key }) if !named_object(named, bucket, key) => {
-                // The ancestors of an object are the `/`-terminated prefixes of its key (the key itself for a
-                // folder marker such as `sales/`) and its bucket: all given by the key up to its last `/`.
-                let end = key.rfind('/').map_or(0, |i| i + 1);
-                Subject::ObjectIn { bucket, prefix: &key[..end] }
+    /// What a decision on `resource` with `context` depends on.
+    pub(super) fn subject<'a>(&self, resource: &'a Resource, context: &RequestContext) -> Subject<'a> {
+        let Named::These { objects, prefixes } = self else { return Subject::Exact(resource) };
+        if !context.extra.is_empty() {
+            return Subject::Exact(resource);
+        }
+        match resource {
+            // An object is in the prefix its key names when it is a folder marker such as `sales/`.
+            Resource::Object { bucket, key } if !contains(objects, bucket, key) => {
+                Subject::Under { kind: "object", bucket, prefix: deepest_named(prefixes, bucket, key, true) }
+            }
+            // A prefix is in itself (`in` is reflexive): one that is named is decided on its own.
+            Resource::Prefix { bucket, prefix } if !contains(prefixes, bucket, prefix) => {
+                Subject::Under { kind: "prefix", bucket, prefix: deepest_named(prefixes, bucket, prefix, false) }
             }
             _ => Subject::Exact(resource),
         }
     }
 }
 
-fn named_object(named: &HashSet<String>, bucket: &str, key: &str) -> bool {
-    !named.is_empty() && named.contains(&format!("{bucket}/{key}"))
+fn contains(ids: &HashSet<String>, bucket: &str, key: &str) -> bool {
+    !ids.is_empty() && ids.contains(&format!("{bucket}/{key}"))
 }
 
-fn is_object_type(name: &str) -> bool {
-    name.rsplit("::").next() == Some("Object")
+/// The longest `/`-terminated prefix of `key` that is named (`key` itself too when `include_self`), or `""`.
+fn deepest_named<'a>(named: &HashSet<String>, bucket: &str, key: &'a str, include_self: bool) -> &'a str {
+    if named.is_empty() {
+        return "";
+    }
+    let mut id = format!("{bucket}/");
+    let base = id.len();
+    let ends = key.match_indices('/').map(|(i, _)| i + 1).filter(|&end| include_self || end < key.len());
+    for end in ends.collect::<Vec<_>>().into_iter().rev() {
+        id.truncate(base);
+        id.push_str(&key[..end]);
+        if named.contains(&id) {
+            return &key[..end];
+        }
+    }
+    ""
 }
 
-/// Ids of entity references `{"type": "...Object", "id": "..."}` anywhere in a policy's JSON form.
-fn collect_objects(value: &serde_json::Value, out: &mut HashSet<String>) {
+/// Calls `add(type, id)` for each entity reference (`{"type": ..., "id": ...}`, as policies and entities write
+/// them) anywhere in `value`.
+fn collect_literals(value: &serde_json::Value, add: &mut impl FnMut(&str, &str)) {
     match value {
         serde_json::Value::Object(map) => {
             if let (Some(serde_json::Value::String(ty)), Some(serde_json::Value::String(id))) =
                 (map.get("type"), map.get("id"))
-                && is_object_type(ty)
             {
-                out.insert(id.clone());
+                add(ty, id);
             }
-            map.values().for_each(|v| collect_objects(v, out));
+            map.values().for_each(|v| collect_literals(v, add));
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_objects(v, out)),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_literals(v, add)),
         _ => {}
     }
 }
@@ -175,8 +219,9 @@ pub(super) fn key(principal: &Principal, action: &str, subject: &Subject<'_>, co
             key.field(resource.kind().as_bytes());
             key.field(resource.to_string().as_bytes());
         }
-        Subject::ObjectIn { bucket, prefix } => {
-            key.field(b"objects in");
+        Subject::Under { kind, bucket, prefix } => {
+            key.field(b"under");
+            key.field(kind.as_bytes());
             key.field(bucket.as_bytes());
             key.field(prefix.as_bytes());
         }
@@ -280,21 +325,39 @@ mod tests {
         );
     }
 
-    fn named(policies: &str) -> NamedObjects {
-        NamedObjects::of(&policies.parse().expect("policies"))
+    fn named(policies: &str) -> Named {
+        Named::of(&policies.parse().expect("policies"), &[])
+    }
+
+    fn under<'a>(kind: &'static str, prefix: &'a str) -> Subject<'a> {
+        Subject::Under { kind, bucket: "lake", prefix }
     }
 
     #[test]
-    fn objects_no_policy_names_are_decided_by_the_prefix_they_are_in() {
-        let named = named(r#"permit(principal, action, resource in Prefix::"lake/sales/");"#);
-        let in_prefix = |bucket, prefix| Subject::ObjectIn { bucket, prefix };
-        assert_eq!(named.subject(&object("sales/2024/q1.csv")), in_prefix("lake", "sales/2024/"));
-        assert_eq!(named.subject(&object("sales/2024/q2.csv")), in_prefix("lake", "sales/2024/"));
+    fn resources_no_policy_names_are_decided_by_the_deepest_prefix_that_is_named() {
+        let named = named(
+            r#"permit(principal, action, resource in Prefix::"lake/sales/");
+               forbid(principal, action, resource in Prefix::"lake/sales/2024/drafts/");"#,
+        );
+        assert_eq!(named.subject(&object("sales/2024/q1.csv"), &ctx()), under("object", "sales/"));
+        assert_eq!(named.subject(&object("sales/2025/11/30/p.parquet"), &ctx()), under("object", "sales/"));
+        assert_eq!(named.subject(&object("sales/2024/drafts/a/b.txt"), &ctx()), under("object", "sales/2024/drafts/"));
         // A folder marker is in the prefix it names, as the objects below it are.
-        assert_eq!(named.subject(&object("sales/2024/")), in_prefix("lake", "sales/2024/"));
-        assert_eq!(named.subject(&object("top.csv")), in_prefix("lake", ""));
-        let prefix = Resource::prefix("lake", "sales/").expect("prefix");
-        assert_eq!(named.subject(&prefix), Subject::Exact(&prefix), "only objects are shared");
+        assert_eq!(named.subject(&object("sales/2024/drafts/"), &ctx()), under("object", "sales/2024/drafts/"));
+        assert_eq!(named.subject(&object("sales/2024/drafts"), &ctx()), under("object", "sales/"));
+        assert_eq!(named.subject(&object("top.csv"), &ctx()), under("object", ""));
+        assert_eq!(named.subject(&object("salesman/x"), &ctx()), under("object", ""), "a prefix ends at its `/`");
+
+        let listing = |prefix| Resource::prefix("lake", prefix).expect("prefix");
+        assert_eq!(named.subject(&listing("sales/2024/"), &ctx()), under("prefix", "sales/"));
+        assert_eq!(named.subject(&listing("sales/20"), &ctx()), under("prefix", "sales/"));
+        assert_eq!(named.subject(&listing("other/"), &ctx()), under("prefix", ""));
+        for named_prefix in ["sales/", "sales/2024/drafts/"] {
+            let resource = listing(named_prefix);
+            assert_eq!(named.subject(&resource, &ctx()), Subject::Exact(&resource), "{named_prefix} is named");
+        }
+        let bucket = Resource::Bucket("lake".into());
+        assert_eq!(named.subject(&bucket, &ctx()), Subject::Exact(&bucket));
     }
 
     #[test]
@@ -309,32 +372,63 @@ mod tests {
         );
         for key in ["sales/plan.txt", "sales/budget.xlsx", "sales/a", "sales/b", "c"] {
             let resource = object(key);
-            assert_eq!(named.subject(&resource), Subject::Exact(&resource), "{key}");
+            assert_eq!(named.subject(&resource, &ctx()), Subject::Exact(&resource), "{key}");
         }
-        assert!(matches!(named.subject(&object("sales/other.txt")), Subject::ObjectIn { .. }));
-        assert!(matches!(named.subject(&object("plan.txt")), Subject::ObjectIn { .. }), "another bucket's key");
+        assert!(matches!(named.subject(&object("sales/other.txt"), &ctx()), Subject::Under { .. }));
+        assert!(matches!(named.subject(&object("plan.txt"), &ctx()), Subject::Under { .. }), "another bucket's key");
     }
 
     #[test]
-    fn a_template_linked_to_an_object_names_it() {
+    fn a_prefix_in_a_condition_or_an_entitys_attribute_is_named() {
+        let named = named(r#"permit(principal, action, resource) when { resource in Prefix::"lake/hr/" };"#);
+        assert_eq!(named.subject(&object("hr/2024/pay.csv"), &ctx()), under("object", "hr/"));
+
+        // `resource in principal.home` with the home prefix written in entities.json only.
+        let prefix: cedar_policy::EntityUid = r#"Prefix::"lake/home/alice/""#.parse().expect("uid");
+        let alice = Entity::new(
+            r#"User::"alice""#.parse().expect("uid"),
+            [("home".to_owned(), cedar_policy::RestrictedExpression::new_entity_uid(prefix))].into(),
+            HashSet::new(),
+        )
+        .expect("entity");
+        let named = Named::of(&PolicySet::new(), &[alice]);
+        assert_eq!(named.subject(&object("home/alice/notes.md"), &ctx()), under("object", "home/alice/"));
+        assert_eq!(named.subject(&object("home/bob/notes.md"), &ctx()), under("object", ""));
+    }
+
+    #[test]
+    fn a_request_with_context_of_its_callers_own_is_decided_on_its_own() {
+        // A schema may let such context carry an entity that a policy compares the resource with.
+        let named = named(r#"permit(principal, action, resource in Prefix::"lake/sales/");"#);
+        let mut extra = ctx();
+        extra.extra.insert("ip".into(), serde_json::json!("10.0.0.1"));
+        let resource = object("sales/q1.csv");
+        assert_eq!(named.subject(&resource, &extra), Subject::Exact(&resource));
+    }
+
+    #[test]
+    fn a_template_linked_to_an_object_or_a_prefix_names_it() {
         let template = cedar_policy::Template::parse(
             Some(cedar_policy::PolicyId::new("t")),
-            "permit(principal, action, resource == ?resource);",
+            "permit(principal, action, resource in ?resource);",
         )
         .expect("template");
         let mut policies = PolicySet::new();
         policies.add_template(template).expect("add");
-        let target: cedar_policy::EntityUid = r#"Object::"lake/sales/linked.csv""#.parse().expect("uid");
-        policies
-            .link(
-                cedar_policy::PolicyId::new("t"),
-                cedar_policy::PolicyId::new("linked"),
-                [(cedar_policy::SlotId::resource(), target)].into(),
-            )
-            .expect("link");
-        let named = NamedObjects::of(&policies);
+        for (link, target) in [("object", r#"Object::"lake/sales/linked.csv""#), ("prefix", r#"Prefix::"lake/eu/""#)] {
+            let target: cedar_policy::EntityUid = target.parse().expect("uid");
+            policies
+                .link(
+                    cedar_policy::PolicyId::new("t"),
+                    cedar_policy::PolicyId::new(link),
+                    [(cedar_policy::SlotId::resource(), target)].into(),
+                )
+                .expect("link");
+        }
+        let named = Named::of(&policies, &[]);
         let resource = object("sales/linked.csv");
-        assert_eq!(named.subject(&resource), Subject::Exact(&resource));
+        assert_eq!(named.subject(&resource, &ctx()), Subject::Exact(&resource));
+        assert_eq!(named.subject(&object("eu/x/y.csv"), &ctx()), under("object", "eu/"));
     }
 
     #[test]

@@ -184,7 +184,7 @@ pub fn decide_with(
     resource: &Resource,
     context: &RequestContext,
 ) -> Result<Decision, PolicyError> {
-    let subject = store.named_objects.subject(resource);
+    let subject = store.named.subject(resource, context);
     let key = decisions::key(principal, action, &subject, context);
     if let Some(decision) = store.decisions.get(&key) {
         return Ok(decision);

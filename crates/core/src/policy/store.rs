@@ -9,7 +9,7 @@ use cedar_policy::{Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Sch
 use miette::Diagnostic;
 
 use super::catalog::Catalog;
-use super::decisions::{DecisionCache, NamedObjects};
+use super::decisions::{DecisionCache, Named};
 use super::slice::PolicyIndex;
 
 /// The schema file name inside a policy directory.
@@ -83,8 +83,9 @@ pub struct PolicyStore {
     pub(super) described: HashMap<PolicyId, Described>,
     /// Decisions already made against this store (a reload starts with an empty one).
     pub(super) decisions: DecisionCache,
-    /// The objects the policies name: decided on their own, every other object with its siblings.
-    pub(super) named_objects: NamedObjects,
+    /// The objects and prefixes the policies name: decided on their own, every other S3 resource with those
+    /// under the same named prefixes.
+    pub(super) named: Named,
 }
 
 /// What a decision says of a policy that decided it.
@@ -238,7 +239,7 @@ impl PolicyStore {
                     Err(e) => return Err(LoadErrors(vec![whole_file(&schema_path, e.to_string())])),
                 };
                 let index = PolicyIndex::new(&policies);
-                let named_objects = NamedObjects::of(&policies);
+                let named = Named::of(&policies, &static_entities);
                 let described = policies
                     .policies()
                     .map(|p| {
@@ -256,7 +257,7 @@ impl PolicyStore {
                     action_chains,
                     index,
                     decisions: DecisionCache::new(),
-                    named_objects,
+                    named,
                     described,
                 })
             }
