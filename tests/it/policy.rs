@@ -132,7 +132,7 @@ fn objects_a_policy_names_are_decided_on_their_own_even_after_their_siblings() {
 }
 
 #[test]
-fn a_decision_shared_under_the_same_named_prefixes_is_the_one_each_resource_gets_alone() {
+fn a_decision_shared_by_users_and_resources_no_policy_names_is_the_one_each_gets_alone() {
     let nested = policy_dir(
         r#"
         @id("sales") permit(principal in Group::"analysts", action in [Action::"Read", Action::"List"], resource in Prefix::"lake/sales/");
@@ -140,8 +140,13 @@ fn a_decision_shared_under_the_same_named_prefixes_is_the_one_each_resource_gets
         @id("plan") forbid(principal, action == Action::"s3:GetObject", resource == Object::"lake/sales/plan.txt");
         @id("write") permit(principal, action in Action::"Write", resource in Prefix::"lake/sales/2024/") when { principal.hasTag("region") };
         @id("bucket") permit(principal, action == Action::"s3:ListBucket", resource in Bucket::"lake") unless { resource in Prefix::"lake/hr/" };
+        @id("not-mallory") forbid(principal == User::"mallory", action, resource in Prefix::"lake/sales/2024/");
         "#,
     );
+    // Erin and mallory bring what alice brings (groups, attributes, issuer) under another name; only mallory's
+    // is named by a policy.
+    let erin = user("erin", &["analysts"], &[("region", "EU")]);
+    let mallory = user("mallory", &["analysts"], &[("region", "EU")]);
     let sets: [(&str, &dyn Fn() -> PolicyEngine); 2] =
         [("demo", &demo), ("nested", &|| PolicyEngine::load(nested.path()).expect("loads"))];
     let mut keys = vec![
@@ -165,7 +170,7 @@ fn a_decision_shared_under_the_same_named_prefixes_is_the_one_each_resource_gets
         let shared = fresh();
         // The second pass meets the decisions of the first in the other order.
         for _pass in 0..2 {
-            for principal in [alice(), carol(), dave()] {
+            for principal in [alice(), erin.clone(), mallory.clone(), carol(), dave()] {
                 for key in &keys {
                     for (action, resource) in [
                         ("s3:GetObject", Resource::object("lake", key)),

@@ -53,8 +53,9 @@ fn policies(n: usize) -> tempfile::TempDir {
 
 /// The same request again and again (served by the decision cache after the first); a new object each time in
 /// one prefix; a new object in a new prefix each time (below the named `lake/sales/`, so the decision its
-/// cousins got); and a new user each time, whom no decision was made for (Cedar's evaluation over the policies
-/// the index leaves).
+/// cousins got); a new user each time with alice's groups and attributes (no policy names either, so alice's
+/// decision); and a user with an attribute value never seen before each time, whom no decision was made for
+/// (Cedar's evaluation over the policies the index leaves).
 fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision_repeated");
     let resource = Resource::parse("s3://lake/sales/2024/q1.parquet").expect("resource");
@@ -75,8 +76,15 @@ fn decisions(c: &mut Criterion) {
     let same_user = |_: u64| alice();
     decide_new(c, "decision_new_object", &context, same_user, |i| format!("s3://lake/sales/2024/{i}.parquet"));
     decide_new(c, "decision_new_prefix", &context, same_user, |i| format!("s3://lake/sales/{i}/q1.parquet"));
+    let object = |_: u64| "s3://lake/sales/2024/q1.parquet".to_owned();
     let new_user = |i: u64| Principal { subject: format!("analyst-{i}"), ..alice() };
-    decide_new(c, "decision_new_user", &context, new_user, |_| "s3://lake/sales/2024/q1.parquet".to_owned());
+    decide_new(c, "decision_new_user", &context, new_user, object);
+    let new_facts = |i: u64| {
+        let mut p = Principal { subject: format!("analyst-{i}"), ..alice() };
+        p.attributes.insert("team".into(), format!("team-{i}"));
+        p
+    };
+    decide_new(c, "decision_new_facts", &context, new_facts, object);
 }
 
 /// A group deciding GetObject by the `i`-th principal on the `i`-th resource at each iteration, for each

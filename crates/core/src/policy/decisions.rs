@@ -21,6 +21,11 @@
 //! Cedar once for every object below `lake/sales/` down to the next named prefix, whatever the partition.
 //! A resource a policy names is decided on its own, and so is every request whose caller passed context of its
 //! own (`/v1/authorize`), which a schema may let carry an entity to compare the resource with.
+//!
+//! Users are shared the same way ([`Who::Unnamed`]): a user entity holds the issuer, the groups and the
+//! attributes of its token, all in the key, and its id, which a policy can tell apart only by naming the user
+//! (`principal == User::"alice"`, or alice in `entities.json`). So the ten-thousandth analyst to read a table
+//! gets the decision the first one got, unless a policy names one of them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -84,6 +89,15 @@ pub(super) enum Subject<'a> {
     Under { kind: &'static str, bucket: &'a str, prefix: &'a str },
 }
 
+/// Whom a decision depends on, besides the issuer, groups, attributes and acting chain (always in the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Who<'a> {
+    /// This user (by subject).
+    User(&'a str),
+    /// Any user no policy and no static entity names.
+    Unnamed,
+}
+
 /// The S3 resources the policies name, which are decided on their own; anything else is decided with every
 /// resource under the same named prefixes.
 pub(super) enum Named {
@@ -92,20 +106,27 @@ pub(super) enum Named {
         objects: HashSet<String>,
         /// Prefix ids (`bucket/prefix/`).
         prefixes: HashSet<String>,
+        /// User ids (subjects).
+        users: HashSet<String>,
     },
-    /// A policy or an entity could not be read back for its entity literals: every resource is decided on its own.
+    /// A policy or an entity could not be read back for its entity literals: every resource and every user is
+    /// decided on its own.
     Unknown,
 }
 
 impl Named {
-    /// Every `Object` and `Prefix` entity literal in `policies` (scopes, conditions, template links) and in
-    /// `entities` (the static ones, whose attributes a policy can follow to a prefix). Reading their JSON form
+    /// Every `Object`, `Prefix` and `User` entity literal in `policies` (scopes, conditions, template links) and
+    /// in `entities` (the static ones, whose attributes a policy can follow to a prefix). Reading their JSON form
     /// finds a literal wherever the grammar allows one; anything else that looks like one there is counted too,
     /// which costs only sharing.
     pub(super) fn of(policies: &PolicySet, entities: &[Entity]) -> Self {
         let mut objects = HashSet::new();
         let mut prefixes = HashSet::new();
+        let mut users = HashSet::new();
         let mut add = |type_name: &str, id: &str| match type_name.rsplit("::").next() {
+            Some("User") => {
+                users.insert(id.to_owned());
+            }
             Some("Object") => {
                 objects.insert(id.to_owned());
             }
@@ -115,10 +136,10 @@ impl Named {
             _ => {}
         };
         for policy in policies.policies() {
-            // A literal spells its type out: a policy whose text says neither type names none, and costs no JSON
-            // form (a tenth of the load time of a large set).
+            // A literal spells its type out: a policy whose text says none of these types names none, and costs
+            // no JSON form (a tenth of the load time of a large set).
             let text = policy.to_string();
-            if text.contains("Object") || text.contains("Prefix") {
+            if ["Object", "Prefix", "User"].iter().any(|t| text.contains(t)) {
                 let Ok(json) = policy.to_json() else { return Named::Unknown };
                 collect_literals(&json, &mut add);
             }
@@ -130,12 +151,23 @@ impl Named {
             let Ok(json) = entity.to_json_value() else { return Named::Unknown };
             collect_literals(&json, &mut add);
         }
-        Named::These { objects, prefixes }
+        Named::These { objects, prefixes, users }
+    }
+
+    /// Whom a decision for `principal` with `context` depends on.
+    pub(super) fn who<'a>(&self, principal: &'a Principal, context: &RequestContext) -> Who<'a> {
+        match self {
+            // Context of the caller's own may carry a user to compare the principal with.
+            Named::These { users, .. } if context.extra.is_empty() && !users.contains(&principal.subject) => {
+                Who::Unnamed
+            }
+            _ => Who::User(&principal.subject),
+        }
     }
 
     /// What a decision on `resource` with `context` depends on.
     pub(super) fn subject<'a>(&self, resource: &'a Resource, context: &RequestContext) -> Subject<'a> {
-        let Named::These { objects, prefixes } = self else { return Subject::Exact(resource) };
+        let Named::These { objects, prefixes, .. } = self else { return Subject::Exact(resource) };
         if !context.extra.is_empty() {
             return Subject::Exact(resource);
         }
@@ -194,10 +226,22 @@ fn collect_literals(value: &serde_json::Value, add: &mut impl FnMut(&str, &str))
 
 /// Every fact a decision depends on, each field length-prefixed so that no two different requests write the
 /// same bytes.
-pub(super) fn key(principal: &Principal, action: &str, subject: &Subject<'_>, context: &RequestContext) -> Box<[u8]> {
+pub(super) fn key(
+    principal: &Principal,
+    who: &Who<'_>,
+    action: &str,
+    subject: &Subject<'_>,
+    context: &RequestContext,
+) -> Box<[u8]> {
     let mut key = Key(Vec::with_capacity(256));
     key.field(principal.issuer.as_bytes());
-    key.field(principal.subject.as_bytes());
+    match who {
+        Who::User(subject) => {
+            key.field(b"user");
+            key.field(subject.as_bytes());
+        }
+        Who::Unnamed => key.field(b"any user"),
+    }
     key.count(principal.groups.len());
     for group in &principal.groups {
         key.field(group.as_bytes());
@@ -274,7 +318,7 @@ mod tests {
     }
 
     fn exact_key(principal: &Principal, action: &str, resource: &Resource, context: &RequestContext) -> Box<[u8]> {
-        key(principal, action, &Subject::Exact(resource), context)
+        key(principal, &Who::User(&principal.subject), action, &Subject::Exact(resource), context)
     }
 
     fn ctx() -> RequestContext {
@@ -429,6 +473,30 @@ mod tests {
         let resource = object("sales/linked.csv");
         assert_eq!(named.subject(&resource, &ctx()), Subject::Exact(&resource));
         assert_eq!(named.subject(&object("eu/x/y.csv"), &ctx()), under("object", "eu/"));
+    }
+
+    #[test]
+    fn users_no_policy_or_entity_names_are_decided_by_what_their_tokens_say() {
+        let named = named(r#"forbid(principal == User::"mallory", action, resource);"#);
+        let mallory = Principal { subject: "mallory".into(), ..alice() };
+        assert_eq!(named.who(&alice(), &ctx()), Who::Unnamed);
+        assert_eq!(named.who(&mallory, &ctx()), Who::User("mallory"));
+        let mut extra = ctx();
+        extra.extra.insert("owner".into(), serde_json::json!("alice"));
+        assert_eq!(named.who(&alice(), &extra), Who::User("alice"), "context of the caller's own");
+
+        let in_entities = Entity::new_no_attrs(r#"User::"alice""#.parse().expect("uid"), HashSet::new());
+        let named = Named::of(&PolicySet::new(), &[in_entities]);
+        assert_eq!(named.who(&alice(), &ctx()), Who::User("alice"), "a user of entities.json");
+
+        let resource = object("sales/a");
+        let any = key(&alice(), &Who::Unnamed, "s3:GetObject", &Subject::Exact(&resource), &ctx());
+        assert_ne!(any, exact_key(&alice(), "s3:GetObject", &resource, &ctx()));
+        let mut other = alice();
+        other.subject = "erin".into();
+        assert_eq!(any, key(&other, &Who::Unnamed, "s3:GetObject", &Subject::Exact(&resource), &ctx()));
+        other.groups.push("hr".into());
+        assert_ne!(any, key(&other, &Who::Unnamed, "s3:GetObject", &Subject::Exact(&resource), &ctx()));
     }
 
     #[test]

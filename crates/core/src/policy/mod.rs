@@ -185,13 +185,15 @@ pub fn decide_with(
     context: &RequestContext,
 ) -> Result<Decision, PolicyError> {
     let subject = store.named.subject(resource, context);
-    let key = decisions::key(principal, action, &subject, context);
+    let who = store.named.who(principal, context);
+    let key = decisions::key(principal, &who, action, &subject, context);
     if let Some(decision) = store.decisions.get(&key) {
         return Ok(decision);
     }
     let decision = decide_afresh(store, principal, action, resource, context)?;
-    // An evaluation error's text may name the resource: such a decision is not handed to a sibling.
-    if matches!(subject, decisions::Subject::Exact(_)) || decision.errors.is_empty() {
+    // An evaluation error's text may name the resource or the user: such a decision is not handed on.
+    let own = matches!((subject, who), (decisions::Subject::Exact(_), decisions::Who::User(_)));
+    if own || decision.errors.is_empty() {
         store.decisions.insert(key, &decision);
     }
     Ok(decision)
