@@ -220,6 +220,20 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
     assert_eq!(simple(&alice, count).await, Err("42501".into()));
 }
 
+#[tokio::test]
+async fn a_text_sent_again_after_set_search_path_is_resolved_on_the_new_path() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let count = "SELECT count(*) FROM orders";
+    simple(&alice, "SET search_path = sales").await.expect("set");
+    let orders = simple(&alice, count).await.expect("sales.orders is on the path");
+    assert_eq!(simple(&alice, count).await, Ok(orders.clone()), "the same text again, the same answer");
+    simple(&alice, "SET search_path = public").await.expect("set");
+    assert_eq!(simple(&alice, count).await, Err("42P01".into()), "no public.orders");
+    simple(&alice, "SET search_path = sales").await.expect("set");
+    assert_eq!(simple(&alice, count).await, Ok(orders));
+}
+
 /// The audit record of the request whose SQL text contains `marker`, once it is on disk.
 fn record_of(lg: &Lakegate, action: &str, marker: &str) -> serde_json::Value {
     eventually(&format!("the {action} record of {marker}"), || {

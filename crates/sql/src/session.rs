@@ -45,7 +45,37 @@ pub struct Session {
     /// The parameter types the backends inferred for this session's statements, by backend and rewritten text;
     /// made at the first use (only the extended protocol asks, and the Trino front makes a session per statement).
     parameter_types: std::sync::OnceLock<ParameterTypes>,
+    /// This session's rewrites, by search path and text, each for the policy set it was made under; made at the
+    /// first rewrite (see [`Session::rewrite`]).
+    rewrites: std::sync::OnceLock<Rewrites>,
 }
+
+/// Rewrites by search path and text.
+type Rewrites = quick_cache::sync::Cache<(String, String), Arc<Kept>, KeptWeight>;
+
+/// A text's rewrite: what it prepared and what was decided for it, under which policy set.
+#[derive(Debug)]
+struct Kept {
+    store: Arc<lakegate_core::policy::PolicyStore>,
+    prepared: Vec<Prepared>,
+    decision: StatementDecision,
+}
+
+/// A kept rewrite weighs its texts, original and rewritten.
+#[derive(Clone)]
+struct KeptWeight;
+
+impl quick_cache::Weighter<(String, String), Arc<Kept>> for KeptWeight {
+    fn weight(&self, (search_path, sql): &(String, String), kept: &Arc<Kept>) -> u64 {
+        let rewritten: usize = kept.prepared.iter().map(|p| 256 + p.original.len() + p.rewritten_len()).sum();
+        (search_path.len() + sql.len() + rewritten) as u64
+    }
+}
+
+/// The most bytes of text a session keeps rewrites of (with `REWRITE_KEPT_MAX_TEXT`, what one client can hold).
+const REWRITES_WEIGHT: u64 = 256 << 10;
+/// The longest text whose rewrite is kept: drivers' prepared statements and dashboards' queries are shorter.
+const REWRITE_KEPT_MAX_TEXT: usize = 8 << 10;
 
 /// Parameter types by backend and rewritten text.
 type ParameterTypes = quick_cache::sync::Cache<(String, String), Arc<[Option<ColumnType>]>>;
@@ -84,6 +114,15 @@ impl Prepared {
     /// the wire front's Describe) changes nothing but when its rows are produced.
     pub fn is_query(&self) -> bool {
         matches!(&self.kind, PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query)
+    }
+
+    /// The length of the text sent on for it.
+    fn rewritten_len(&self) -> usize {
+        match &self.kind {
+            PreparedKind::Governed(g) => g.statement.sql.len(),
+            PreparedKind::Session { text, .. } => text.len(),
+            PreparedKind::Introspect(sql) => sql.len(),
+        }
     }
 }
 
@@ -154,6 +193,7 @@ impl Session {
             filters: std::sync::Mutex::new(FilterCache::default()),
             catalog_form: introspect::CatalogForm::Postgres,
             parameter_types: std::sync::OnceLock::new(),
+            rewrites: std::sync::OnceLock::new(),
         }
     }
 
@@ -235,8 +275,33 @@ impl Session {
     }
 
     /// The synchronous part: rewriting with the filters the gate decides under the policy set in force now.
+    ///
+    /// A rewrite is a function of the text, the search path, the session's principal (fixed) and the policy set
+    /// (its filters and catalog), so a session keeps the rewrites of its texts and uses one again while the
+    /// policy set it was made under is the one in force: drivers parse the same parameterised text for every
+    /// execution, and dashboards send the same queries again. A policy edit makes a new set, and the next text
+    /// is rewritten under it. Refusals are never kept (each is recorded anew).
     fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
+        let kept = (sql.len() <= REWRITE_KEPT_MAX_TEXT)
+            .then(|| self.rewrites.get_or_init(|| Rewrites::with_weighter(64, REWRITES_WEIGHT, KeptWeight)));
+        let key = (self.settings.get("search_path").cloned().unwrap_or_default(), sql.to_owned());
+        if let Some(hit) = kept.and_then(|k| k.get(&key)).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
+            return (Ok(hit.prepared.clone()), hit.decision.clone());
+        }
+        let store = policy.store().clone();
+        let (prepared, decision) = self.rewrite_afresh(sql, policy);
+        if let (Some(kept), Ok(list)) = (kept, &prepared) {
+            kept.insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
+        }
+        (prepared, decision)
+    }
+
+    fn rewrite_afresh(
+        &self,
+        sql: &str,
+        policy: lakegate_core::gate::StatementPolicy<'_>,
+    ) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
         let catalog = self.service.catalogs.for_store(policy.store());
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
         let rewriter = Rewriter::new(&catalog, &lookup).with_search_path(self.search_path()).with_limits(

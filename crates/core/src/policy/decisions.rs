@@ -6,10 +6,10 @@
 //! that brings exactly the same facts gets exactly the same decision, with the same determining policies.
 //!
 //! The cache lives in the [`PolicyStore`](super::PolicyStore): a reload builds a new store with an empty cache,
-//! so a policy edit binds the very next request. It is keyed by every fact above, written out in full (no hash
-//! stands in for the key, so two requests can never share an entry by collision), and bounded by weight: keys
-//! hold what clients send (object keys, attribute values), so the cache counts their bytes and evicts by
-//! quick_cache's S3-FIFO policy before it grows past [`WEIGHT_CAPACITY`].
+//! so a policy edit binds the very next request. It is keyed by every fact above that a policy can tell apart
+//! (below), written out in full (no hash stands in for the key, so two requests can never share an entry by
+//! collision), and bounded by weight: keys hold what clients send (object keys, attribute values), so the cache
+//! counts their bytes and evicts by quick_cache's S3-FIFO policy before it grows past [`WEIGHT_CAPACITY`].
 //!
 //! Resources that no policy names are decided by the prefixes that are named ([`Subject::Under`]). S3 objects and
 //! prefixes have no attributes, and Cedar cannot look into an entity's id, so a policy tells two of them apart
