@@ -283,15 +283,17 @@ impl Session {
     /// is rewritten under it. Refusals are never kept (each is recorded anew).
     fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
-        let kept = (sql.len() <= REWRITE_KEPT_MAX_TEXT)
-            .then(|| self.rewrites.get_or_init(|| Rewrites::with_weighter(64, REWRITES_WEIGHT, KeptWeight)));
+        if sql.len() > REWRITE_KEPT_MAX_TEXT {
+            return self.rewrite_afresh(sql, policy);
+        }
+        let kept = self.rewrites.get_or_init(|| Rewrites::with_weighter(64, REWRITES_WEIGHT, KeptWeight));
         let key = (self.settings.get("search_path").cloned().unwrap_or_default(), sql.to_owned());
-        if let Some(hit) = kept.and_then(|k| k.get(&key)).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
+        if let Some(hit) = kept.get(&key).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
             return (Ok(hit.prepared.clone()), hit.decision.clone());
         }
         let store = policy.store().clone();
         let (prepared, decision) = self.rewrite_afresh(sql, policy);
-        if let (Some(kept), Ok(list)) = (kept, &prepared) {
+        if let Ok(list) = &prepared {
             kept.insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
         }
         (prepared, decision)

@@ -196,8 +196,8 @@ fn deepest_named<'a>(named: &HashSet<String>, bucket: &str, key: &'a str, includ
     }
     let mut id = format!("{bucket}/");
     let base = id.len();
-    let ends = key.match_indices('/').map(|(i, _)| i + 1).filter(|&end| include_self || end < key.len());
-    for end in ends.collect::<Vec<_>>().into_iter().rev() {
+    let ends = key.rmatch_indices('/').map(|(i, _)| i + 1).filter(|&end| include_self || end < key.len());
+    for end in ends {
         id.truncate(base);
         id.push_str(&key[..end]);
         if named.contains(&id) {
