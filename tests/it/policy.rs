@@ -191,6 +191,69 @@ fn a_decision_shared_by_users_and_resources_no_policy_names_is_the_one_each_gets
     }
 }
 
+/// A policy directory whose schema is the shipped one edited by `edit`, with `entities.json` and `policies`.
+fn policy_dir_with_schema(edit: impl Fn(&str) -> String, entities: &str, policies: &str) -> tempfile::TempDir {
+    let dir = policy_dir(policies);
+    let schema = dir.path().join("lakegate.cedarschema");
+    let text = std::fs::read_to_string(&schema).expect("schema");
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(&schema, edited).expect("schema");
+    std::fs::write(dir.path().join("entities.json"), entities).expect("entities");
+    dir
+}
+
+#[test]
+fn groups_nested_in_entities_json_pass_their_grants_and_forbids_to_every_member_below() {
+    let dir = policy_dir_with_schema(
+        |schema| schema.replace("entity Group;", "entity Group in [Group];"),
+        r#"[
+            {"uid": {"type": "Group", "id": "analysts"}, "attrs": {}, "parents": [{"type": "Group", "id": "staff"}]},
+            {"uid": {"type": "Group", "id": "contractors"}, "attrs": {}, "parents": [{"type": "Group", "id": "everyone"}]},
+            {"uid": {"type": "Group", "id": "staff"}, "attrs": {}, "parents": [{"type": "Group", "id": "everyone"}]},
+            {"uid": {"type": "Group", "id": "everyone"}, "attrs": {}, "parents": []}
+        ]"#,
+        r#"
+        @id("everyone-reads-public") permit(principal in Group::"everyone", action in Action::"Read", resource in Prefix::"lake/public/");
+        @id("no-internal-for-contractors") forbid(principal in Group::"contractors", action, resource in Prefix::"lake/public/internal/");
+        @id("staff-reads-sales") permit(principal in Group::"staff", action in Action::"Read", resource in Prefix::"lake/sales/");
+        "#,
+    );
+    let e = PolicyEngine::load(dir.path()).expect("loads");
+    let alice = user("alice", &["analysts"], &[]);
+    let bob = user("bob", &["contractors"], &[]);
+    // Asked twice each, in both orders of users: the second answer may come from the decision cache.
+    for _ in 0..2 {
+        for (who, object, expected) in [
+            (&alice, "s3://lake/public/internal/2024/plan.md", true),
+            (&bob, "s3://lake/public/internal/2024/plan.md", false),
+            (&bob, "s3://lake/public/2024/readme.md", true),
+            (&alice, "s3://lake/sales/2024/q1.parquet", true),
+            (&bob, "s3://lake/sales/2024/q1.parquet", false),
+            (&dave(), "s3://lake/public/2024/readme.md", false),
+        ] {
+            assert_eq!(allowed(&e, who, "s3:GetObject", object), expected, "{} reading {object}", who.subject);
+        }
+    }
+}
+
+#[test]
+fn a_schema_that_enumerates_ids_refuses_an_id_it_does_not_list_after_one_it_does() {
+    let dir = policy_dir_with_schema(
+        |schema| schema.replace("entity Role;", r#"entity Role enum ["reader", "writer"];"#),
+        "[]",
+        r#"@id("any-role") permit(principal, action == Action::"sts:AssumeRoleWithWebIdentity", resource is Role);"#,
+    );
+    let e = PolicyEngine::load(dir.path()).expect("loads");
+    let ctx = RequestContext { front: "test", ..Default::default() };
+    let role = |id: &str| Resource::parse(&format!("Role::{id:?}")).expect("role");
+    let reader = e.decide(&alice(), "sts:AssumeRoleWithWebIdentity", &role("reader"), &ctx).expect("decides");
+    assert!(reader.allowed);
+    // Same action, resource type and context as the request before: only the id tells it is not in the schema.
+    let refused = e.decide(&alice(), "sts:AssumeRoleWithWebIdentity", &role("admin"), &ctx);
+    assert!(refused.is_err(), "{refused:?}");
+}
+
 #[test]
 fn a_forbid_that_fails_to_evaluate_denies() {
     // The overflow is an evaluation error: Cedar would skip the forbid and let the permit allow; Lakegate denies.

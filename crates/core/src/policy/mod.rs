@@ -4,6 +4,7 @@
 //! module does no network I/O and parses neither SQL nor HTTP.
 
 pub mod catalog;
+mod closure;
 pub mod config;
 mod decisions;
 pub mod filter;
@@ -25,6 +26,7 @@ use crate::identity::Principal;
 pub use config::PolicyConfig;
 pub use filter::{ColumnAccess, Condition, Mask, TableFilter, TableName, TableOp};
 pub use resource::Resource;
+use store::RequestShape;
 pub use store::{LoadErrors, PolicyStore, Problem};
 pub use watch::watch;
 
@@ -209,14 +211,27 @@ fn decide_afresh(
 ) -> Result<Decision, PolicyError> {
     let action_uid = action_uid(store, action)?;
     let principal_uid = user_uid(&principal.subject);
+    // A request whose context Lakegate built alone conforms to the schema whenever one of its shape did; others
+    // are checked every time (a caller's context can hold anything).
+    let shape = (context.extra.is_empty() && !store.enumerates_ids).then(|| RequestShape {
+        action: action_uid.clone(),
+        resource_kind: resource.kind(),
+        acted_for: !principal.actors.is_empty(),
+    });
+    let conforms = shape.as_ref().is_some_and(|s| store.conforming.read().is_ok_and(|c| c.contains(s)));
     let context = build_context(store, principal, context, &action_uid)?;
     let resource_uid = resource.uid();
-    let request =
-        Request::new(principal_uid.clone(), action_uid.clone(), resource_uid.clone(), context, Some(&store.schema))
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
-    let mut entities = vec![user_entity(principal)?];
+    let schema = if conforms { None } else { Some(&store.schema) };
+    let request = Request::new(principal_uid.clone(), action_uid.clone(), resource_uid.clone(), context, schema)
+        .map_err(|e| PolicyError::Request(e.to_string()))?;
+    if let (Some(shape), false) = (shape, conforms)
+        && let Ok(mut conforming) = store.conforming.write()
+    {
+        conforming.insert(shape);
+    }
+    let mut entities = vec![user_entity(principal)];
     entities.extend(resource.entities(&store.catalog)?);
-    let entities = request_entities(store, dedup(entities), &action_uid)?;
+    let entities = request_entities(store, entities, &action_uid)?;
     let slice = store.index.slice(&entities, &principal_uid, &action_uid, &resource_uid);
     Ok(evaluate(store, &slice, &request, &entities))
 }
@@ -224,13 +239,18 @@ fn decide_afresh(
 /// The entities of one decision: the request's own (the user, the resource and its parents), the static ones
 /// (validated at load), and the action with the actions it is in. Built without the schema: every part was
 /// checked against it where it was made, and Cedar would otherwise add every action of the schema and compute
-/// their ancestors again on each decision.
+/// their ancestors again on each decision. The hierarchy's closure is computed here, from what the store
+/// closed at load ([`closure`]), unless the static entities make that unsound.
 fn request_entities(store: &PolicyStore, own: Vec<Entity>, action: &EntityUid) -> Result<Entities, PolicyError> {
+    let actions = store.action_chains.get(action).into_iter().flatten();
+    if store.hierarchy.closes_requests() {
+        return store.hierarchy.entities(own, &store.static_entities, actions);
+    }
+    let own = dedup(own);
     let uids: HashSet<EntityUid> = own.iter().map(Entity::uid).collect();
     // A static entity with the uid of a request's own (a user given groups in entities.json, say) yields to it.
     let statics = store.static_entities.iter().filter(|e| !uids.contains(&e.uid())).cloned();
-    let actions = store.action_chains.get(action).into_iter().flatten().cloned();
-    Entities::from_entities(own.into_iter().chain(statics).chain(actions), None)
+    Entities::from_entities(own.into_iter().chain(statics).chain(actions.cloned()), None)
         .map_err(|e| PolicyError::Entities(e.to_string()))
 }
 
@@ -397,7 +417,7 @@ fn column_access(name: &str, decision: &Decision, permissive: &[Option<String>])
 
 fn action_uid(store: &PolicyStore, action: &str) -> Result<EntityUid, PolicyError> {
     let uid = names::uid("Action", action);
-    if store.schema.actions().any(|a| *a == uid) {
+    if store.action_chains.contains_key(&uid) {
         Ok(uid)
     } else {
         Err(PolicyError::UnknownAction(action.chars().take(80).collect()))
@@ -409,15 +429,13 @@ pub fn user_uid(subject: &str) -> EntityUid {
     names::uid("User", subject)
 }
 
-fn user_entity(principal: &Principal) -> Result<Entity, PolicyError> {
-    let parents: HashSet<EntityUid> = principal.groups.iter().map(|g| names::uid("Group", g)).collect();
-    Entity::new_with_tags(
+fn user_entity(principal: &Principal) -> Entity {
+    closure::string_entity(
         user_uid(&principal.subject),
-        [("issuer".to_owned(), RestrictedExpression::new_string(principal.issuer.clone()))],
-        parents,
-        principal.attributes.iter().map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
+        [("issuer", principal.issuer.as_str())],
+        principal.groups.iter().map(|g| names::uid("Group", g)),
+        principal.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
-    .map_err(|e| PolicyError::Entities(e.to_string()))
 }
 
 fn build_context(
@@ -427,6 +445,11 @@ fn build_context(
     action: &EntityUid,
 ) -> Result<Context, PolicyError> {
     if context.extra.is_empty() {
+        // A user acting for themselves gets the same context from the same front: kept, one per front.
+        let direct = principal.actors.is_empty();
+        if direct && let Some(kept) = store.direct_contexts.read().ok().and_then(|c| c.get(context.front).cloned()) {
+            return Ok(kept);
+        }
         // Lakegate's own attributes only, built directly (`Request::new` checks them against the schema): parsing
         // them from JSON through the schema cost a quarter of a decision.
         let actors = principal.actors.iter().map(|a| RestrictedExpression::new_string(a.subject.clone()));
@@ -438,7 +461,11 @@ fn build_context(
         .chain(
             principal.actors.first().map(|a| ("actor".to_owned(), RestrictedExpression::new_string(a.subject.clone()))),
         );
-        return Context::from_pairs(pairs).map_err(|e| PolicyError::BadContext(e.to_string()));
+        let built = Context::from_pairs(pairs).map_err(|e| PolicyError::BadContext(e.to_string()))?;
+        if direct && let Ok(mut kept) = store.direct_contexts.write() {
+            kept.insert(context.front, built.clone());
+        }
+        return Ok(built);
     }
     let mut map = serde_json::Map::new();
     for (k, v) in &context.extra {

@@ -4,6 +4,7 @@
 //! `resource in Prefix::"lake/sales/"` covers a subtree. A column is `in` its table, which is `in` its database.
 //! Roles (STS) and audiences (token exchange) stand alone.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -214,20 +215,24 @@ fn s3_parent(bucket: &str, key: &str, include_self: bool) -> EntityUid {
 /// Pushes the prefix entities above `key` (each pointing to the next one up) and the bucket. When `first` is
 /// given, it is the entity for `key` itself (a prefix resource) and is pushed with its parent.
 fn push_prefix_chain(out: &mut Vec<Entity>, bucket: &str, key: &str, first: Option<EntityUid>) {
-    let is_prefix_resource = first.is_some();
+    let bucket_uid = uid("Bucket", bucket);
+    let mut parent = bucket_uid.clone();
+    let first_at = out.len();
+    for (slash, _) in key.match_indices('/') {
+        let end = slash + 1;
+        if first.is_some() && end == key.len() {
+            // The prefix resource itself, put first below.
+            break;
+        }
+        let Some(prefix) = key.get(..end) else { continue };
+        let id = uid("Prefix", &format!("{bucket}/{prefix}"));
+        out.push(Entity::new_no_attrs(id.clone(), HashSet::from([parent])));
+        parent = id;
+    }
     if let Some(first) = first {
-        out.push(Entity::new_no_attrs(first, [s3_parent(bucket, key, false)].into_iter().collect()));
+        out.insert(first_at, Entity::new_no_attrs(first, HashSet::from([parent])));
     }
-    let mut boundaries: Vec<usize> = key.match_indices('/').map(|(i, _)| i + 1).collect();
-    if is_prefix_resource && key.ends_with('/') {
-        // The prefix resource itself is already pushed.
-        boundaries.pop();
-    }
-    for prefix in boundaries.into_iter().filter_map(|end| key.get(..end)) {
-        let parent = s3_parent(bucket, prefix, false);
-        out.push(Entity::new_no_attrs(uid("Prefix", &format!("{bucket}/{prefix}")), [parent].into_iter().collect()));
-    }
-    out.push(Entity::new_no_attrs(uid("Bucket", bucket), Default::default()));
+    out.push(Entity::new_no_attrs(bucket_uid, HashSet::new()));
 }
 
 fn check_bucket(bucket: &str) -> Result<(), PolicyError> {

@@ -1,14 +1,16 @@
 //! Loading a policy directory: schema, policies with stable ids, catalog, static entities — all validated
 //! together, so a set is either wholly usable or refused with errors that point into the files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use cedar_policy::{Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
 use super::catalog::Catalog;
+use super::closure::Hierarchy;
 use super::decisions::{DecisionCache, Named};
 use super::slice::PolicyIndex;
 
@@ -73,6 +75,8 @@ pub struct PolicyStore {
     pub(super) catalog: Catalog,
     /// Entities from `entities.json` (group nesting and the like), action entities excluded.
     pub(super) static_entities: Vec<Entity>,
+    /// The closed ancestors of the static entities, from which a request's own are closed.
+    pub(super) hierarchy: Hierarchy,
     pub(super) dir: PathBuf,
     /// Each action with the actions it is in, so a request carries only its own action's hierarchy (Cedar would
     /// otherwise add and close over every action of the schema on every decision).
@@ -83,9 +87,28 @@ pub struct PolicyStore {
     pub(super) described: HashMap<PolicyId, Described>,
     /// Decisions already made against this store (a reload starts with an empty one).
     pub(super) decisions: DecisionCache,
+    /// The shapes of request that conform to the schema (see [`RequestShape`]), checked once each.
+    pub(super) conforming: RwLock<HashSet<RequestShape>>,
+    /// Whether the schema enumerates the ids of an entity type: then a request's conformance depends on its
+    /// principal's and resource's ids too, and every request is checked.
+    pub(super) enumerates_ids: bool,
+    /// The context of a request by a user acting for themselves, by front (Lakegate's fronts name themselves
+    /// with a handful of constants).
+    pub(super) direct_contexts: RwLock<HashMap<&'static str, cedar_policy::Context>>,
     /// The objects and prefixes the policies name: decided on their own, every other S3 resource with those
     /// under the same named prefixes.
     pub(super) named: Named,
+}
+
+/// What Cedar's check of a request against the schema depends on when Lakegate alone builds the context and the
+/// schema enumerates no ids: the action, the resource's type (the principal's is always `User`), and whether
+/// the context's `actors` set is empty (its attributes are strings otherwise: `front`, the acting chain's
+/// subjects, `actor` when there is one). Bounded by the schema: its actions, Lakegate's resource types, two.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct RequestShape {
+    pub(super) action: EntityUid,
+    pub(super) resource_kind: &'static str,
+    pub(super) acted_for: bool,
 }
 
 /// What a decision says of a policy that decided it.
@@ -240,6 +263,8 @@ impl PolicyStore {
                 };
                 let index = PolicyIndex::new(&policies);
                 let named = Named::of(&policies, &static_entities);
+                let hierarchy = Hierarchy::of(&static_entities);
+                let enumerates_ids = enumerates_ids(&schema);
                 let described = policies
                     .policies()
                     .map(|p| {
@@ -253,10 +278,14 @@ impl PolicyStore {
                     origins,
                     catalog,
                     static_entities,
+                    hierarchy,
                     dir: dir.to_owned(),
                     action_chains,
                     index,
                     decisions: DecisionCache::new(),
+                    conforming: RwLock::default(),
+                    enumerates_ids,
+                    direct_contexts: RwLock::default(),
                     named,
                     described,
                 })
@@ -289,6 +318,13 @@ impl PolicyStore {
     pub fn annotations(&self, id: &PolicyId) -> BTreeMap<String, String> {
         self.described.get(id).map(|d| d.annotations.clone()).unwrap_or_default()
     }
+}
+
+/// Whether the schema has an enumerated entity type (`entity Color enum ["red", "blue"]`), whose ids Cedar's
+/// request check compares with the list. Read from Cedar's core schema: the public one does not tell.
+fn enumerates_ids(schema: &Schema) -> bool {
+    let core: &cedar_policy_core::validator::ValidatorSchema = schema.as_ref();
+    core.entity_types().any(|t| matches!(t.kind, cedar_policy_core::validator::ValidatorEntityTypeKind::Enum(_)))
 }
 
 /// Every action with itself and its ancestors, as entities.
