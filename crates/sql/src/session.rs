@@ -4,7 +4,8 @@
 //! Both fronts (PostgreSQL wire and Trino HTTP) drive a [`Session`]; they differ only in how they read
 //! statements and write rows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -47,7 +48,45 @@ pub struct Session {
     parameter_types: std::sync::OnceLock<ParameterTypes>,
     /// This session's rewrites, by search path and text, each for the policy set it was made under; made at the
     /// first rewrite (see [`Session::rewrite`]).
-    rewrites: std::sync::OnceLock<Rewrites>,
+    rewrites: std::sync::OnceLock<KeptRewrites>,
+}
+
+/// A session's kept rewrites, and the texts it has seen once. A text is kept at its second sighting: most texts
+/// sent with the simple protocol carry their literals and never come again, and keeping each cost a copy of
+/// the text and of its rewrite; a driver's parameterised text comes again at its next execution.
+#[derive(Debug)]
+struct KeptRewrites {
+    kept: Rewrites,
+    /// Hashes of the keys seen once and not kept, forgotten all together when there are `SEEN_ONCE_MAX`.
+    seen_once: std::sync::Mutex<HashSet<u64>>,
+    hasher: std::hash::RandomState,
+}
+
+/// How many texts seen once a session remembers (8 bytes each).
+const SEEN_ONCE_MAX: usize = 4096;
+
+impl KeptRewrites {
+    fn new() -> Self {
+        KeptRewrites {
+            kept: Rewrites::with_weighter(64, REWRITES_WEIGHT, KeptWeight),
+            seen_once: std::sync::Mutex::default(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Whether `key` was seen before (since the set was last forgotten); remembers it when not.
+    fn seen_before(&self, key: &(String, String)) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let Ok(mut seen) = self.seen_once.lock() else { return false };
+        if seen.remove(&hash) {
+            return true;
+        }
+        if seen.len() >= SEEN_ONCE_MAX {
+            seen.clear();
+        }
+        seen.insert(hash);
+        false
+    }
 }
 
 /// Rewrites by search path and text.
@@ -286,15 +325,17 @@ impl Session {
         if sql.len() > REWRITE_KEPT_MAX_TEXT {
             return self.rewrite_afresh(sql, policy);
         }
-        let kept = self.rewrites.get_or_init(|| Rewrites::with_weighter(64, REWRITES_WEIGHT, KeptWeight));
+        let rewrites = self.rewrites.get_or_init(KeptRewrites::new);
         let key = (self.settings.get("search_path").cloned().unwrap_or_default(), sql.to_owned());
-        if let Some(hit) = kept.get(&key).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
+        if let Some(hit) = rewrites.kept.get(&key).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
             return (Ok(hit.prepared.clone()), hit.decision.clone());
         }
         let store = policy.store().clone();
         let (prepared, decision) = self.rewrite_afresh(sql, policy);
-        if let Ok(list) = &prepared {
-            kept.insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
+        if let Ok(list) = &prepared
+            && rewrites.seen_before(&key)
+        {
+            rewrites.kept.insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
         }
         (prepared, decision)
     }
@@ -811,6 +852,27 @@ impl Stream for Audited {
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sql: &str) -> (String, String) {
+        ("public".to_owned(), sql.to_owned())
+    }
+
+    #[test]
+    fn a_text_is_kept_at_its_second_sighting_and_the_seen_set_stays_bounded() {
+        let rewrites = KeptRewrites::new();
+        assert!(!rewrites.seen_before(&key("SELECT 1")));
+        assert!(!rewrites.seen_before(&("other".to_owned(), "SELECT 1".to_owned())), "the search path is in the key");
+        assert!(rewrites.seen_before(&key("SELECT 1")));
+        for i in 0..3 * SEEN_ONCE_MAX {
+            rewrites.seen_before(&key(&format!("SELECT {i}")));
+            assert!(rewrites.seen_once.lock().expect("lock").len() <= SEEN_ONCE_MAX);
         }
     }
 }
