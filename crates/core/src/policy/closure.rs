@@ -92,10 +92,9 @@ impl Hierarchy {
         statics: &'a [Entity],
         actions: impl Iterator<Item = &'a Entity>,
     ) -> Result<Entities, PolicyError> {
-        let own: Vec<&CoreEntity> = own.iter().map(AsRef::as_ref).collect();
         let mut position: HashMap<&EntityUID, usize> = HashMap::with_capacity(own.len());
         let mut unique: Vec<&CoreEntity> = Vec::with_capacity(own.len());
-        for entity in own {
+        for entity in own.iter().map(AsRef::<CoreEntity>::as_ref) {
             if !position.contains_key(entity.uid()) {
                 position.insert(entity.uid(), unique.len());
                 unique.push(entity);
@@ -202,10 +201,7 @@ mod tests {
         };
         let mut own = vec![user_entity(&alice)];
         own.extend(
-            Resource::parse("s3://lake/sales/2024/q1/orders.parquet")
-                .expect("resource")
-                .entities(&Catalog::default())
-                .expect("entities"),
+            Resource::parse("s3://lake/sales/2024/q1/orders.parquet").expect("resource").entities(&Catalog::default()),
         );
         own
     }
@@ -308,9 +304,7 @@ mod tests {
         ];
         let mut built: Vec<Entity> = own();
         for r in resources {
-            built.extend(
-                Resource::parse(r).unwrap_or_else(|e| panic!("{r}: {e}")).entities(&catalog).expect("entities"),
-            );
+            built.extend(Resource::parse(r).unwrap_or_else(|e| panic!("{r}: {e}")).entities(&catalog));
         }
         for e in built {
             let kind = e.uid().type_name().basename().to_owned();

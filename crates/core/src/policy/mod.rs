@@ -230,7 +230,7 @@ fn decide_afresh(
         conforming.insert(shape);
     }
     let mut entities = vec![user_entity(principal)];
-    entities.extend(resource.entities(&store.catalog)?);
+    entities.extend(resource.entities(&store.catalog));
     let entities = request_entities(store, entities, &action_uid)?;
     let slice = store.index.slice(&entities, &principal_uid, &action_uid, &resource_uid);
     Ok(evaluate(store, &slice, &request, &entities))

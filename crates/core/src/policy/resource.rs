@@ -4,11 +4,11 @@
 //! `resource in Prefix::"lake/sales/"` covers a subtree. A column is `in` its table, which is `in` its database.
 //! Roles (STS) and audiences (token exchange) stand alone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use cedar_policy::{Entity, EntityUid, RestrictedExpression};
+use cedar_policy::{Entity, EntityUid};
 
 use super::PolicyError;
 use super::catalog::Catalog;
@@ -133,7 +133,7 @@ impl Resource {
     }
 
     /// The resource entity and its ancestors, with catalog tags for tables and columns.
-    pub(super) fn entities(&self, catalog: &Catalog) -> Result<Vec<Entity>, PolicyError> {
+    pub(super) fn entities(&self, catalog: &Catalog) -> Vec<Entity> {
         let mut out = Vec::new();
         match self {
             Resource::Bucket(b) => out.push(Entity::new_no_attrs(uid("Bucket", b), Default::default())),
@@ -150,21 +150,17 @@ impl Resource {
             Resource::Database(d) => out.push(Entity::new_no_attrs(uid("Database", d), Default::default())),
             Resource::Role(_) | Resource::Audience(_) => out.push(Entity::new_no_attrs(self.uid(), Default::default())),
             Resource::Table { database, table } => {
-                out.push(table_entity(catalog, database, table)?);
+                out.push(table_entity(catalog, database, table));
                 out.push(Entity::new_no_attrs(uid("Database", database), Default::default()));
             }
             Resource::Column { database, table, column } => {
-                let tags = catalog
-                    .table(database, table)
-                    .and_then(|t| t.columns.iter().find(|c| &c.name == column))
-                    .map(|c| c.tags.clone())
-                    .unwrap_or_default();
-                out.push(tagged(self.uid(), [uid("Table", &format!("{database}.{table}"))], tags)?);
-                out.push(table_entity(catalog, database, table)?);
+                let def = catalog.table(database, table).and_then(|t| t.columns.iter().find(|c| &c.name == column));
+                out.push(tagged(self.uid(), uid("Table", &format!("{database}.{table}")), def.map(|c| &c.tags)));
+                out.push(table_entity(catalog, database, table));
                 out.push(Entity::new_no_attrs(uid("Database", database), Default::default()));
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -184,18 +180,15 @@ fn uid(type_name: &'static str, id: &str) -> EntityUid {
     super::names::uid(type_name, id)
 }
 
-fn table_entity(catalog: &Catalog, database: &str, table: &str) -> Result<Entity, PolicyError> {
-    let tags = catalog.table(database, table).map(|t| t.tags.clone()).unwrap_or_default();
-    tagged(uid("Table", &format!("{database}.{table}")), [uid("Database", database)], tags)
+fn table_entity(catalog: &Catalog, database: &str, table: &str) -> Entity {
+    let tags = catalog.table(database, table).map(|t| &t.tags);
+    tagged(uid("Table", &format!("{database}.{table}")), uid("Database", database), tags)
 }
 
-fn tagged(
-    id: EntityUid,
-    parents: impl IntoIterator<Item = EntityUid>,
-    tags: impl IntoIterator<Item = (String, String)>,
-) -> Result<Entity, PolicyError> {
-    Entity::new_with_tags(id, [], parents, tags.into_iter().map(|(k, v)| (k, RestrictedExpression::new_string(v))))
-        .map_err(|e| PolicyError::Entities(e.to_string()))
+/// A table or column entity in `parent`, with the catalog's tags if it has any.
+fn tagged(id: EntityUid, parent: EntityUid, tags: Option<&BTreeMap<String, String>>) -> Entity {
+    let tags = tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
+    super::closure::string_entity(id, [], [parent], tags)
 }
 
 /// The nearest container of `key`: the longest `/`-terminated proper prefix (or the key itself when
@@ -263,7 +256,7 @@ mod tests {
     use super::*;
 
     fn ids(r: &Resource) -> Vec<String> {
-        r.entities(&Catalog::default()).expect("entities").iter().map(|e| e.uid().to_string()).collect()
+        r.entities(&Catalog::default()).iter().map(|e| e.uid().to_string()).collect()
     }
 
     #[test]
