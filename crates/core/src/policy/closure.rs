@@ -33,6 +33,16 @@ use super::PolicyError;
 const REQUEST_BUILT: [&str; 9] =
     ["User", "Bucket", "Prefix", "Object", "Database", "Table", "Column", "Role", "Audience"];
 
+/// An entity a request builds for itself (the user, the resource and its parents), in Cedar's core type: it is
+/// moved into the request's entities with its ancestors added in place, where a `cedar_policy::Entity` could only
+/// be cloned out of its wrapper.
+pub(super) type OwnEntity = CoreEntity;
+
+/// An entity without attributes in `parents`.
+pub(super) fn plain_entity(uid: EntityUid, parents: impl IntoIterator<Item = EntityUid>) -> OwnEntity {
+    string_entity(uid, [], parents, [])
+}
+
 /// An entity whose attributes and tags are strings, as `Entity::new_with_tags` would build it from
 /// `RestrictedExpression::new_string`s, without interpreting each string as an expression.
 pub(super) fn string_entity<'a>(
@@ -40,15 +50,15 @@ pub(super) fn string_entity<'a>(
     attrs: impl IntoIterator<Item = (&'a str, &'a str)>,
     parents: impl IntoIterator<Item = EntityUid>,
     tags: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Entity {
+) -> OwnEntity {
     let value = |(k, v): (&str, &str)| (k.into(), PartialValue::from(v));
-    Entity::from(CoreEntity::new_with_attr_partial_value(
-        AsRef::<EntityUID>::as_ref(&uid).clone(),
+    CoreEntity::new_with_attr_partial_value(
+        uid.into(),
         attrs.into_iter().map(value),
         HashSet::new(),
-        parents.into_iter().map(|p| AsRef::<EntityUID>::as_ref(&p).clone()).collect(),
+        parents.into_iter().map(EntityUID::from).collect(),
         tags.into_iter().map(value),
-    ))
+    )
 }
 
 /// The closed ancestors of each static entity, read once at load.
@@ -58,6 +68,12 @@ pub(super) struct Hierarchy {
     /// False when a static entity has an ancestor of a type a request builds, whose parents the request's own
     /// entity may change: then only Cedar's closure over the whole request is right.
     closes_requests: bool,
+}
+
+/// Where one own entity's ancestors come from: own entities closed before it, and static entities' closures.
+struct Sources<'a> {
+    own: Vec<usize>,
+    statics: Vec<&'a HashSet<EntityUID>>,
 }
 
 impl Hierarchy {
@@ -88,34 +104,49 @@ impl Hierarchy {
     /// refuses it.
     pub(super) fn entities<'a>(
         &self,
-        own: Vec<Entity>,
+        mut own: Vec<OwnEntity>,
         statics: &'a [Entity],
         actions: impl Iterator<Item = &'a Entity>,
     ) -> Result<Entities, PolicyError> {
-        let mut position: HashMap<&EntityUID, usize> = HashMap::with_capacity(own.len());
-        let mut unique: Vec<&CoreEntity> = Vec::with_capacity(own.len());
-        for entity in own.iter().map(AsRef::<CoreEntity>::as_ref) {
-            if !position.contains_key(entity.uid()) {
-                position.insert(entity.uid(), unique.len());
-                unique.push(entity);
+        // Read what each own entity's ancestors come from, in an order that puts an entity after its own
+        // parents; then add them in that order, each entity reading the already closed ancestors of its parents.
+        let (order, sources, others) = {
+            let mut position: HashMap<&EntityUID, usize> = HashMap::with_capacity(own.len());
+            for (i, entity) in own.iter().enumerate() {
+                position.entry(entity.uid()).or_insert(i);
             }
-        }
-        let mut closed: Vec<Option<HashSet<EntityUID>>> = vec![None; unique.len()];
-        let mut on_path = vec![false; unique.len()];
-        for i in 0..unique.len() {
-            self.close(i, &unique, &position, &mut closed, &mut on_path)?;
-        }
-        let own_closed = unique.iter().zip(closed).map(|(entity, ancestors)| {
-            let mut entity = (*entity).clone();
-            for uid in ancestors.into_iter().flatten() {
+            let mut walk = Walk { own: &own, position: &position, sources: Vec::new(), order: Vec::new() };
+            walk.sources.resize_with(own.len(), || None);
+            let mut on_path = vec![false; own.len()];
+            for (i, entity) in own.iter().enumerate() {
+                if position.get(entity.uid()) == Some(&i) {
+                    walk.visit(i, &self.ancestors, &mut on_path)?;
+                }
+            }
+            let statics = statics.iter().map(AsRef::<CoreEntity>::as_ref).filter(|e| !position.contains_key(e.uid()));
+            let others: Vec<CoreEntity> = statics.chain(actions.map(AsRef::as_ref)).cloned().collect();
+            (walk.order, walk.sources, others)
+        };
+        let mut inherited = Vec::new();
+        for &i in &order {
+            let Some(Some(from)) = sources.get(i) else { continue };
+            inherited.clear();
+            for &j in &from.own {
+                inherited.extend(own[j].ancestors().cloned());
+            }
+            inherited.extend(from.statics.iter().flat_map(|s| s.iter().cloned()));
+            let entity = &mut own[i];
+            for uid in inherited.drain(..) {
                 entity.add_indirect_ancestor(uid);
             }
-            entity
-        });
-        let statics = statics.iter().map(AsRef::<CoreEntity>::as_ref).filter(|e| !position.contains_key(e.uid()));
-        let others = statics.chain(actions.map(AsRef::as_ref)).cloned();
+            if entity.is_descendant_of(entity.uid()) {
+                return Err(PolicyError::Entities(format!("{} is its own ancestor", entity.uid())));
+            }
+        }
+        let mut kept = sources.iter().map(Option::is_some);
+        own.retain(|_| kept.next().unwrap_or(false));
         CoreEntities::from_entities(
-            own_closed.chain(others),
+            own.into_iter().chain(others),
             None::<&NoEntitiesSchema>,
             TCComputation::AssumeAlreadyComputed,
             Extensions::all_available(),
@@ -123,40 +154,44 @@ impl Hierarchy {
         .map(Entities::from)
         .map_err(|e| PolicyError::Entities(e.to_string()))
     }
+}
 
-    /// Fills `closed[i]` with every ancestor of `own[i]`: its parents, and theirs, through own entities (closed
-    /// first) and static ones (closed at load).
-    fn close(
-        &self,
+/// A depth-first walk of the own entities' parents: where each one's ancestors come from, and an order in which
+/// every own parent comes before its children. Duplicates of a uid have no sources and are left out.
+struct Walk<'a, 'h> {
+    own: &'a [OwnEntity],
+    position: &'a HashMap<&'a EntityUID, usize>,
+    sources: Vec<Option<Sources<'h>>>,
+    order: Vec<usize>,
+}
+
+impl<'h> Walk<'_, 'h> {
+    fn visit(
+        &mut self,
         i: usize,
-        own: &[&CoreEntity],
-        position: &HashMap<&EntityUID, usize>,
-        closed: &mut Vec<Option<HashSet<EntityUID>>>,
-        on_path: &mut Vec<bool>,
+        statics: &'h HashMap<EntityUID, HashSet<EntityUID>>,
+        on_path: &mut [bool],
     ) -> Result<(), PolicyError> {
-        if closed[i].is_some() {
+        if matches!(self.sources.get(i), Some(Some(_))) {
             return Ok(());
         }
-        let entity = own[i];
+        let entity = &self.own[i];
         if on_path[i] {
             return Err(PolicyError::Entities(format!("{} is its own ancestor", entity.uid())));
         }
         on_path[i] = true;
-        let mut ancestors = HashSet::new();
+        let mut from = Sources { own: Vec::new(), statics: Vec::new() };
         for parent in entity.parents() {
-            ancestors.insert(parent.clone());
-            if let Some(&j) = position.get(parent) {
-                self.close(j, own, position, closed, on_path)?;
-                ancestors.extend(closed[j].iter().flatten().cloned());
-            } else if let Some(theirs) = self.ancestors.get(parent) {
-                ancestors.extend(theirs.iter().cloned());
+            if let Some(&j) = self.position.get(parent) {
+                self.visit(j, statics, on_path)?;
+                from.own.push(j);
+            } else if let Some(theirs) = statics.get(parent) {
+                from.statics.push(theirs);
             }
         }
-        if ancestors.contains(entity.uid()) {
-            return Err(PolicyError::Entities(format!("{} is its own ancestor", entity.uid())));
-        }
         on_path[i] = false;
-        closed[i] = Some(ancestors);
+        self.sources[i] = Some(from);
+        self.order.push(i);
         Ok(())
     }
 }
@@ -189,7 +224,7 @@ mod tests {
     }
 
     /// The request's own entities: a user in two groups, an object three prefixes deep.
-    fn own() -> Vec<Entity> {
+    fn own() -> Vec<OwnEntity> {
         let alice = Principal {
             issuer: "test".into(),
             subject: "alice".into(),
@@ -223,7 +258,8 @@ mod tests {
         assert!(hierarchy.closes_requests());
         let ours = hierarchy.entities(own(), &statics, std::iter::empty()).expect("closed");
         let unreplaced = statics.iter().filter(|e| e.uid() != uid("User", "alice")).cloned();
-        let cedars = Entities::from_entities(own().into_iter().chain(unreplaced), None).expect("cedar");
+        let cedars =
+            Entities::from_entities(own().into_iter().map(Entity::from).chain(unreplaced), None).expect("cedar");
         assert_eq!(ours.len(), cedars.len());
         for e in cedars.iter() {
             assert_eq!(ancestors(&ours, &e.uid()), ancestors(&cedars, &e.uid()), "ancestors of {}", e.uid());
@@ -273,19 +309,39 @@ mod tests {
             [("region", "EU"), ("quote", r#"a "b" \ c"#)],
         );
         // `==` on entities compares uids only.
-        let (ours, public): (&CoreEntity, &CoreEntity) = (ours.as_ref(), public.as_ref());
+        let public: &CoreEntity = public.as_ref();
         assert!(ours.deep_eq(public), "{ours:?} != {public:?}");
     }
 
     #[test]
     fn a_cycle_among_a_requests_own_entities_is_refused_as_cedar_refuses_it() {
-        let own = vec![
-            entity("Prefix", "lake/a/", &[("Prefix", "lake/b/")]),
-            entity("Prefix", "lake/b/", &[("Prefix", "lake/a/")]),
-        ];
-        assert!(Entities::from_entities(own.clone(), None).is_err());
-        let refused = Hierarchy::default().entities(own, &[], std::iter::empty());
+        let own = || {
+            vec![
+                plain_entity(uid("Prefix", "lake/a/"), [uid("Prefix", "lake/b/")]),
+                plain_entity(uid("Prefix", "lake/b/"), [uid("Prefix", "lake/a/")]),
+            ]
+        };
+        assert!(Entities::from_entities(own().into_iter().map(Entity::from), None).is_err());
+        let refused = Hierarchy::default().entities(own(), &[], std::iter::empty());
         assert!(matches!(refused, Err(PolicyError::Entities(_))), "{refused:?}");
+        let itself = vec![plain_entity(uid("Prefix", "lake/a/"), [uid("Prefix", "lake/a/")])];
+        let refused = Hierarchy::default().entities(itself, &[], std::iter::empty());
+        assert!(matches!(refused, Err(PolicyError::Entities(_))), "{refused:?}");
+    }
+
+    #[test]
+    fn of_two_own_entities_with_one_uid_the_first_is_kept() {
+        let statics = statics(vec![entity("Group", "analysts", &[("Group", "staff")]), entity("Group", "staff", &[])]);
+        let own = vec![
+            plain_entity(uid("User", "alice"), [uid("Group", "analysts")]),
+            plain_entity(uid("User", "alice"), [uid("Group", "admins")]),
+        ];
+        let ours = Hierarchy::of(&statics).entities(own, &statics, std::iter::empty()).expect("closed");
+        assert_eq!(ours.len(), 3, "alice once, and the two groups");
+        assert_eq!(
+            ancestors(&ours, &uid("User", "alice")),
+            BTreeSet::from([r#"Group::"analysts""#.to_owned(), r#"Group::"staff""#.to_owned()])
+        );
     }
 
     #[test]
@@ -302,11 +358,11 @@ mod tests {
             r#"Role::"reader""#,
             r#"Audience::"spark""#,
         ];
-        let mut built: Vec<Entity> = own();
+        let mut built: Vec<OwnEntity> = own();
         for r in resources {
             built.extend(Resource::parse(r).unwrap_or_else(|e| panic!("{r}: {e}")).entities(&catalog));
         }
-        for e in built {
+        for e in built.into_iter().map(Entity::from) {
             let kind = e.uid().type_name().basename().to_owned();
             assert!(REQUEST_BUILT.contains(&kind.as_str()), "{kind} is built by a request but not in REQUEST_BUILT");
         }

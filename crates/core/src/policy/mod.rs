@@ -241,12 +241,16 @@ fn decide_afresh(
 /// checked against it where it was made, and Cedar would otherwise add every action of the schema and compute
 /// their ancestors again on each decision. The hierarchy's closure is computed here, from what the store
 /// closed at load ([`closure`]), unless the static entities make that unsound.
-fn request_entities(store: &PolicyStore, own: Vec<Entity>, action: &EntityUid) -> Result<Entities, PolicyError> {
+fn request_entities(
+    store: &PolicyStore,
+    own: Vec<closure::OwnEntity>,
+    action: &EntityUid,
+) -> Result<Entities, PolicyError> {
     let actions = store.action_chains.get(action).into_iter().flatten();
     if store.hierarchy.closes_requests() {
         return store.hierarchy.entities(own, &store.static_entities, actions);
     }
-    let own = dedup(own);
+    let own = dedup(own.into_iter().map(Entity::from).collect());
     let uids: HashSet<EntityUid> = own.iter().map(Entity::uid).collect();
     // A static entity with the uid of a request's own (a user given groups in entities.json, say) yields to it.
     let statics = store.static_entities.iter().filter(|e| !uids.contains(&e.uid())).cloned();
@@ -429,7 +433,7 @@ pub fn user_uid(subject: &str) -> EntityUid {
     names::uid("User", subject)
 }
 
-fn user_entity(principal: &Principal) -> Entity {
+fn user_entity(principal: &Principal) -> closure::OwnEntity {
     closure::string_entity(
         user_uid(&principal.subject),
         [("issuer", principal.issuer.as_str())],

@@ -4,14 +4,15 @@
 //! `resource in Prefix::"lake/sales/"` covers a subtree. A column is `in` its table, which is `in` its database.
 //! Roles (STS) and audiences (token exchange) stand alone.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use cedar_policy::{Entity, EntityUid};
+use cedar_policy::EntityUid;
 
 use super::PolicyError;
 use super::catalog::Catalog;
+use super::closure::{OwnEntity, plain_entity, string_entity};
 
 /// Longest object key S3 accepts, in bytes.
 const MAX_KEY_BYTES: usize = 1024;
@@ -133,10 +134,10 @@ impl Resource {
     }
 
     /// The resource entity and its ancestors, with catalog tags for tables and columns.
-    pub(super) fn entities(&self, catalog: &Catalog) -> Vec<Entity> {
+    pub(super) fn entities(&self, catalog: &Catalog) -> Vec<OwnEntity> {
         let mut out = Vec::new();
         match self {
-            Resource::Bucket(b) => out.push(Entity::new_no_attrs(uid("Bucket", b), Default::default())),
+            Resource::Bucket(b) => out.push(plain_entity(uid("Bucket", b), [])),
             Resource::Prefix { bucket, prefix } => {
                 push_prefix_chain(&mut out, bucket, prefix, Some(self.uid()));
             }
@@ -144,20 +145,20 @@ impl Resource {
                 // The object itself, then each `/`-terminated prefix of its key (the key itself included when it
                 // is a folder marker such as `sales/`), then the bucket.
                 let parent = s3_parent(bucket, key, true);
-                out.push(Entity::new_no_attrs(self.uid(), [parent].into_iter().collect()));
+                out.push(plain_entity(self.uid(), [parent]));
                 push_prefix_chain(&mut out, bucket, key, None);
             }
-            Resource::Database(d) => out.push(Entity::new_no_attrs(uid("Database", d), Default::default())),
-            Resource::Role(_) | Resource::Audience(_) => out.push(Entity::new_no_attrs(self.uid(), Default::default())),
+            Resource::Database(d) => out.push(plain_entity(uid("Database", d), [])),
+            Resource::Role(_) | Resource::Audience(_) => out.push(plain_entity(self.uid(), [])),
             Resource::Table { database, table } => {
                 out.push(table_entity(catalog, database, table));
-                out.push(Entity::new_no_attrs(uid("Database", database), Default::default()));
+                out.push(plain_entity(uid("Database", database), []));
             }
             Resource::Column { database, table, column } => {
                 let def = catalog.table(database, table).and_then(|t| t.columns.iter().find(|c| &c.name == column));
                 out.push(tagged(self.uid(), uid("Table", &format!("{database}.{table}")), def.map(|c| &c.tags)));
                 out.push(table_entity(catalog, database, table));
-                out.push(Entity::new_no_attrs(uid("Database", database), Default::default()));
+                out.push(plain_entity(uid("Database", database), []));
             }
         }
         out
@@ -180,15 +181,15 @@ fn uid(type_name: &'static str, id: &str) -> EntityUid {
     super::names::uid(type_name, id)
 }
 
-fn table_entity(catalog: &Catalog, database: &str, table: &str) -> Entity {
+fn table_entity(catalog: &Catalog, database: &str, table: &str) -> OwnEntity {
     let tags = catalog.table(database, table).map(|t| &t.tags);
     tagged(uid("Table", &format!("{database}.{table}")), uid("Database", database), tags)
 }
 
 /// A table or column entity in `parent`, with the catalog's tags if it has any.
-fn tagged(id: EntityUid, parent: EntityUid, tags: Option<&BTreeMap<String, String>>) -> Entity {
+fn tagged(id: EntityUid, parent: EntityUid, tags: Option<&BTreeMap<String, String>>) -> OwnEntity {
     let tags = tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
-    super::closure::string_entity(id, [], [parent], tags)
+    string_entity(id, [], [parent], tags)
 }
 
 /// The nearest container of `key`: the longest `/`-terminated proper prefix (or the key itself when
@@ -207,7 +208,7 @@ fn s3_parent(bucket: &str, key: &str, include_self: bool) -> EntityUid {
 
 /// Pushes the prefix entities above `key` (each pointing to the next one up) and the bucket. When `first` is
 /// given, it is the entity for `key` itself (a prefix resource) and is pushed with its parent.
-fn push_prefix_chain(out: &mut Vec<Entity>, bucket: &str, key: &str, first: Option<EntityUid>) {
+fn push_prefix_chain(out: &mut Vec<OwnEntity>, bucket: &str, key: &str, first: Option<EntityUid>) {
     let bucket_uid = uid("Bucket", bucket);
     let mut parent = bucket_uid.clone();
     let first_at = out.len();
@@ -219,13 +220,13 @@ fn push_prefix_chain(out: &mut Vec<Entity>, bucket: &str, key: &str, first: Opti
         }
         let Some(prefix) = key.get(..end) else { continue };
         let id = uid("Prefix", &format!("{bucket}/{prefix}"));
-        out.push(Entity::new_no_attrs(id.clone(), HashSet::from([parent])));
+        out.push(plain_entity(id.clone(), [parent]));
         parent = id;
     }
     if let Some(first) = first {
-        out.insert(first_at, Entity::new_no_attrs(first, HashSet::from([parent])));
+        out.insert(first_at, plain_entity(first, [parent]));
     }
-    out.push(Entity::new_no_attrs(bucket_uid, HashSet::new()));
+    out.push(plain_entity(bucket_uid, []));
 }
 
 fn check_bucket(bucket: &str) -> Result<(), PolicyError> {
