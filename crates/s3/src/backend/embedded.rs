@@ -80,6 +80,7 @@ pub struct Embedded {
     service: S3Service,
     root: std::path::PathBuf,
     index: std::sync::Arc<KeyIndex>,
+    files: std::sync::Arc<object_file::AttributeFiles>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -97,8 +98,9 @@ impl Embedded {
             .map_err(|e| BackendError::Unavailable(format!("{}: {e:?}", root.display())))?;
         let index = std::sync::Arc::new(KeyIndex::new(root));
         index.open_all().map_err(|e| BackendError::Unavailable(format!("{}: {e}", root.display())))?;
-        let service = S3ServiceBuilder::new(FsStore::new(fs, root.to_owned(), index.clone())).build();
-        Ok(Self { service, root: root.to_owned(), index })
+        let files = std::sync::Arc::new(object_file::AttributeFiles::default());
+        let service = S3ServiceBuilder::new(FsStore::new(fs, root.to_owned(), index.clone(), files.clone())).build();
+        Ok(Self { service, root: root.to_owned(), index, files })
     }
 
     /// The file that holds the bytes of `bucket/key` in a store under `root` (whether or not there is one), for
@@ -229,7 +231,7 @@ impl Backend for Embedded {
             if request.method == http::Method::GET
                 && request.query.is_empty()
                 && let (Some(bucket), Some(key)) = (&request.bucket, &request.key)
-                && let Some(response) = object_file::plain_get(&self.root, bucket, key, &headers).await
+                && let Some(response) = object_file::plain_get(&self.root, &self.files, bucket, key, &headers).await
             {
                 return Ok(response.map(|b| b.boxed_unsync()));
             }
@@ -378,7 +380,8 @@ mod tests {
             }
             let root = dir.path().to_owned();
             let key = key.to_owned();
-            async move { object_file::plain_get(&root, "bkt", &key, &map).await }
+            let files = store.files.clone();
+            async move { object_file::plain_get(&root, &files, "bkt", &key, &map).await }
         };
 
         let whole = direct("k", &[]).await.expect("a plain GET is answered directly");

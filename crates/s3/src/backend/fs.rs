@@ -46,6 +46,8 @@ pub(super) struct FsStore {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     index: Arc<KeyIndex>,
+    /// The attribute files read by GETs, shared with the direct road.
+    files: Arc<super::object_file::AttributeFiles>,
     /// The uploads completed last (at most [`REMEMBERED_COMPLETIONS`], since start), to answer a repeated
     /// CompleteMultipartUpload as S3 does: with the same result. SDKs retry a complete whose answer was lost
     /// (a timeout, a reset connection); s3s-fs has forgotten the upload by then and said it never existed.
@@ -68,8 +70,13 @@ struct Completed {
 }
 
 impl FsStore {
-    pub(super) fn new(fs: s3s_fs::FileSystem, root: PathBuf, index: Arc<KeyIndex>) -> Self {
-        Self { fs, root, index, completed: Mutex::new(VecDeque::new()) }
+    pub(super) fn new(
+        fs: s3s_fs::FileSystem,
+        root: PathBuf,
+        index: Arc<KeyIndex>,
+        files: Arc<super::object_file::AttributeFiles>,
+    ) -> Self {
+        Self { fs, root, index, files, completed: Mutex::new(VecDeque::new()) }
     }
 
     fn completions(&self) -> std::sync::MutexGuard<'_, VecDeque<Completed>> {
@@ -306,6 +313,7 @@ impl S3 for FsStore {
         };
         super::object_file::get_object(
             &self.root,
+            &self.files,
             &input.bucket,
             &input.key,
             input.range,

@@ -8,6 +8,7 @@ mod conditions;
 mod embedded;
 mod fs;
 mod keep_reading;
+mod kept_json;
 mod key_index;
 mod object_file;
 mod remote;

@@ -3,7 +3,7 @@
 //! s3s-fs answers a GET with six blocking-pool round trips (open, stat, two metadata files, their existence
 //! checks) and streams the body in 4 KiB reads, each one more round trip: a 4 KiB object cost more in
 //! scheduling than in bytes, and a 256 MiB object took 65,536 reads. Here the file is opened, the two metadata
-//! files beside it read and, for a small object, the bytes themselves, at once on the runtime's thread; a large
+//! files beside it read (or their parsed copies taken while the files are unchanged: [`AttributeFiles`]) and, for a small object, the bytes themselves, at once on the runtime's thread; a large
 //! body is read in 1 MiB positioned reads on the blocking pool from the file already open, so the bytes sent are
 //! the bytes of the file whose size and ETag the headers state, even if the object is replaced meanwhile. A
 //! plain GET is also answered without s3s's routing ([`plain_get`]).
@@ -29,6 +29,7 @@ use s3s::dto::{ETag, ETagCondition, GetObjectOutput, Range, StreamingBlob, Times
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use super::conditions::{Preconditions, unix_seconds};
+use super::kept_json::KeptJson;
 use super::key_index::stored_key;
 
 /// Bodies up to this size are read where the file is opened, on the runtime's thread; larger ones in
@@ -52,9 +53,18 @@ struct StoredAttributes {
     website_redirect_location: Option<String>,
 }
 
+/// The parsed attribute files of the store's objects, kept while unchanged on disk ([`KeptJson`]); one per store,
+/// shared by both roads of a GET.
+#[derive(Default)]
+pub(super) struct AttributeFiles {
+    metadata: KeptJson<StoredAttributes>,
+    internal: KeptJson<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// Reads `bucket/key` under `root` for a GET with an optional range, if its conditional headers hold.
 pub(super) async fn get_object(
     root: &Path,
+    files: &AttributeFiles,
     bucket: &str,
     key: &str,
     range: Option<Range>,
@@ -72,7 +82,7 @@ pub(super) async fn get_object(
     // and waking this task again (two thread switches; 4 KiB GETs went from ~19,000 to ~30,000 a second on two
     // cores without them, docs/benchmarks.md). What can take long stays on the blocking pool: hashing an object
     // stored without an ETag, and bodies larger than INLINE_BYTES.
-    let found = find(&object, &names.0, &names.1)?;
+    let found = find(&object, files, &names.0, &names.1)?;
     let stored_e_tag = found.internal.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
     let e_tag = match stored_e_tag {
         Some(e_tag) => e_tag,
@@ -102,12 +112,13 @@ const PLAIN_GET_HEADERS: [http::HeaderName; 5] = [
 /// which answers every such case in S3's own form. The store is read the same way on both roads.
 pub(super) async fn plain_get(
     root: &Path,
+    files: &AttributeFiles,
     bucket: &str,
     key: &str,
     headers: &http::HeaderMap,
 ) -> Option<http::Response<s3s::Body>> {
     let (range, conditions) = plain_request(headers)?;
-    let output = get_object(root, bucket, key, range, None, conditions).await.ok()?;
+    let output = get_object(root, files, bucket, key, range, None, conditions).await.ok()?;
     serialize(output)
 }
 
@@ -207,9 +218,9 @@ struct Found {
     file: Arc<File>,
     size: u64,
     modified: Option<std::time::SystemTime>,
-    attributes: StoredAttributes,
+    attributes: Arc<StoredAttributes>,
     /// The ETag (`e_tag`; absent for objects older s3s-fs versions stored), checksums and part sizes.
-    internal: serde_json::Map<String, serde_json::Value>,
+    internal: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// An object opened for reading, with what its headers say.
@@ -221,22 +232,22 @@ struct Opened {
     modified: Option<std::time::SystemTime>,
     /// The parts of a multipart object, when one of them was asked for (`x-amz-mp-parts-count`).
     parts_count: Option<i32>,
-    attributes: StoredAttributes,
-    internal: serde_json::Map<String, serde_json::Value>,
+    attributes: Arc<StoredAttributes>,
+    internal: Arc<serde_json::Map<String, serde_json::Value>>,
     e_tag: String,
     /// The body, when it was small enough to read at once.
     inline: Option<Bytes>,
 }
 
 /// Opens the object at `object` and reads its attribute files.
-fn find(object: &Path, metadata: &Path, internal: &Path) -> S3Result<Found> {
+fn find(object: &Path, files: &AttributeFiles, metadata: &Path, internal: &Path) -> S3Result<Found> {
     let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
     if !stat.is_file() {
         return Err(s3_error!(NoSuchKey));
     }
-    let attributes: StoredAttributes = read_json(metadata)?.unwrap_or_default();
-    let internal: serde_json::Map<String, serde_json::Value> = read_json(internal)?.unwrap_or_default();
+    let attributes = files.metadata.read(metadata)?.unwrap_or_default();
+    let internal = files.internal.read(internal)?.unwrap_or_default();
     Ok(Found { file: Arc::new(file), size: stat.len(), modified: stat.modified().ok(), attributes, internal })
 }
 

@@ -1,0 +1,194 @@
+//! Small JSON files of the embedded store, parsed once and kept while the file on disk is unchanged.
+//!
+//! Every GET of the embedded store reads the object's two attribute files (content type and user metadata; the
+//! ETag and checksums): two opens, reads and closes and two JSON parses, a sixth of the CPU time of a 4 KiB GET
+//! (docs/benchmarks.md). They change only when the object is written. A kept copy is used when the file's status
+//! (`statx`: device, inode, size, modification and change times) is the one it had when it was read; one system
+//! call instead of four and a parse.
+//!
+//! The change time (ctime) cannot be set by a writer, but it is taken from the kernel's coarse clock, so two
+//! writes a few milliseconds apart may leave a file of the same size with the same times. A file is therefore
+//! kept only once its change time lies [`SETTLED`] in the past when it is read: any later write then gives it a
+//! change time that differs. Whatever writes the file (this process, s3s-fs, another process), a changed file is
+//! read again.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use s3s::S3Result;
+
+use super::object_file::internal_error;
+
+/// How long ago a file must have last changed before its parsed copy is kept (see the module's note).
+pub(super) const SETTLED: Duration = Duration::from_secs(1);
+/// Largest file read; s3s-fs writes a few hundred bytes.
+const MAX_BYTES: u64 = 1024 * 1024;
+/// Bounds what the kept copies take, counted as the bytes of their files and paths.
+const WEIGHT_CAPACITY: u64 = 16 * 1024 * 1024;
+const ESTIMATED_ENTRIES: usize = 16 * 1024;
+
+/// Parsed files of one kind, by path.
+pub(super) struct KeptJson<T> {
+    kept: quick_cache::sync::Cache<PathBuf, Kept<T>, Weight>,
+    settled: Duration,
+}
+
+/// One file's parsed content and the status it had when read.
+struct Kept<T> {
+    stamp: Stamp,
+    value: Arc<T>,
+}
+
+impl<T> Clone for Kept<T> {
+    fn clone(&self) -> Self {
+        Kept { stamp: self.stamp, value: self.value.clone() }
+    }
+}
+
+/// What tells one version of a file from another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(stat: &std::fs::Metadata) -> Self {
+        Stamp {
+            dev: stat.dev(),
+            ino: stat.ino(),
+            size: stat.size(),
+            mtime: (stat.mtime(), stat.mtime_nsec()),
+            ctime: (stat.ctime(), stat.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file last changed at least `settled` before `now`.
+    fn settled(&self, now: SystemTime, settled: Duration) -> bool {
+        let Ok(now) = now.duration_since(UNIX_EPOCH) else { return false };
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.ctime.0), u32::try_from(self.ctime.1)) else { return false };
+        Duration::new(secs, nanos).saturating_add(settled) <= now
+    }
+}
+
+#[derive(Clone)]
+struct Weight;
+
+impl<T> quick_cache::Weighter<PathBuf, Kept<T>> for Weight {
+    fn weight(&self, path: &PathBuf, kept: &Kept<T>) -> u64 {
+        128 + path.as_os_str().len() as u64 + kept.stamp.size
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Default for KeptJson<T> {
+    fn default() -> Self {
+        Self::settling_for(SETTLED)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> KeptJson<T> {
+    /// Keeps a file's parsed copy once the file has not changed for `settled`.
+    pub(super) fn settling_for(settled: Duration) -> Self {
+        KeptJson { kept: quick_cache::sync::Cache::with_weighter(ESTIMATED_ENTRIES, WEIGHT_CAPACITY, Weight), settled }
+    }
+
+    /// The parsed content of the file at `path`; `None` when there is none.
+    pub(super) fn read(&self, path: &Path) -> S3Result<Option<Arc<T>>> {
+        let stat = match std::fs::metadata(path) {
+            Ok(stat) => stat,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(internal_error(e)),
+        };
+        if let Some(kept) = self.kept.get(path)
+            && kept.stamp == Stamp::of(&stat)
+        {
+            return Ok(Some(kept.value));
+        }
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(internal_error(e)),
+        };
+        // The status of the file actually read: it may have been replaced since the first look.
+        let stamp = Stamp::of(&file.metadata().map_err(internal_error)?);
+        let mut text = Vec::new();
+        file.take(MAX_BYTES).read_to_end(&mut text).map_err(internal_error)?;
+        let value: Arc<T> = Arc::new(serde_json::from_slice(&text).map_err(internal_error)?);
+        if stamp.settled(SystemTime::now(), self.settled) {
+            self.kept.insert(path.to_owned(), Kept { stamp, value: value.clone() });
+        }
+        Ok(Some(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Json = serde_json::Map<String, serde_json::Value>;
+
+    fn value(kept: &Option<Arc<Json>>) -> Option<&str> {
+        kept.as_ref().and_then(|m| m.get("e_tag")).and_then(serde_json::Value::as_str)
+    }
+
+    #[test]
+    fn a_file_read_again_unchanged_is_the_copy_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.internal.json");
+        std::fs::write(&path, r#"{"e_tag":"one"}"#).expect("write");
+        let files = KeptJson::<Json>::settling_for(Duration::ZERO);
+        let first = files.read(&path).expect("read").expect("a file");
+        let second = files.read(&path).expect("read").expect("a file");
+        assert!(Arc::ptr_eq(&first, &second), "the second read is the kept copy");
+    }
+
+    #[test]
+    fn a_file_replaced_rewritten_or_removed_is_read_anew() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.internal.json");
+        std::fs::write(&path, r#"{"e_tag":"one"}"#).expect("write");
+        let files = KeptJson::<Json>::settling_for(Duration::ZERO);
+        assert_eq!(value(&files.read(&path).expect("read")), Some("one"));
+
+        // Renamed over, as the store writes it: another inode.
+        let tmp = dir.path().join("a.internal.json.tmp");
+        std::fs::write(&tmp, r#"{"e_tag":"two"}"#).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+        assert_eq!(value(&files.read(&path).expect("read")), Some("two"));
+
+        // Rewritten in place with another length: the same inode.
+        std::fs::write(&path, r#"{"e_tag":"three!"}"#).expect("write");
+        assert_eq!(value(&files.read(&path).expect("read")), Some("three!"));
+
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(files.read(&path).expect("read"), None);
+    }
+
+    #[test]
+    fn a_file_that_changed_within_the_settling_time_is_not_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.metadata.json");
+        std::fs::write(&path, r#"{"e_tag":"one"}"#).expect("write");
+        let files = KeptJson::<Json>::default();
+        let first = files.read(&path).expect("read").expect("a file");
+        let second = files.read(&path).expect("read").expect("a file");
+        assert!(!Arc::ptr_eq(&first, &second), "a file written just now is read each time");
+        assert_eq!(value(&Some(second)), Some("one"));
+    }
+
+    #[test]
+    fn settled_means_changed_at_least_that_long_ago() {
+        let stamp = |secs| Stamp { dev: 1, ino: 1, size: 1, mtime: (secs, 0), ctime: (secs, 0) };
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        assert!(stamp(100).settled(at(101), SETTLED));
+        assert!(!stamp(100).settled(at(100), SETTLED));
+        assert!(!stamp(-1).settled(at(100), SETTLED), "a change time before 1970 is never trusted");
+    }
+}
