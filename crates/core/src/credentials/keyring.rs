@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::{aead, hkdf, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
 
 use super::error::KeyRingError;
 
@@ -115,6 +116,11 @@ impl ServerKey {
 pub struct KeyRing {
     current: KeyId,
     keys: BTreeMap<KeyId, ServerKey>,
+    /// Which key material the ring holds: a reload that reads the same keeps the ring in force, and with it
+    /// the tokens it opened.
+    fingerprint: [u8; 32],
+    /// The session tokens this ring opened ([`super::session`]).
+    pub(crate) opened: super::session::OpenedTokens,
 }
 
 impl fmt::Debug for KeyRing {
@@ -135,13 +141,23 @@ impl KeyRing {
         keys: impl IntoIterator<Item = (KeyId, [u8; KEY_LEN])>,
     ) -> Result<Self, KeyRingError> {
         let mut derived = BTreeMap::new();
+        let mut masters = BTreeMap::new();
         for (kid, master) in keys {
-            derived.insert(kid, ServerKey::derive(&master)?);
+            derived.insert(kid.clone(), ServerKey::derive(&master)?);
+            masters.insert(kid, master);
         }
         if !derived.contains_key(&current) {
             return Err(KeyRingError::CurrentKeyMissing(current.0));
         }
-        Ok(Self { current, keys: derived })
+        let mut fingerprint = Sha256::new();
+        fingerprint.update(current.0.as_bytes());
+        for (kid, master) in &masters {
+            fingerprint.update([0]);
+            fingerprint.update(kid.0.as_bytes());
+            fingerprint.update([0]);
+            fingerprint.update(master);
+        }
+        Ok(Self { current, keys: derived, fingerprint: fingerprint.finalize().into(), opened: Default::default() })
     }
 
     /// Reads the key directory (see the module docs for its layout and the current-key rule).
@@ -236,6 +252,11 @@ impl KeyRing {
     /// Every key id this ring accepts, in order.
     pub fn accepted_kids(&self) -> impl Iterator<Item = &KeyId> {
         self.keys.keys()
+    }
+
+    /// Whether `other` holds the same keys with the same current one.
+    pub(crate) fn same_keys(&self, other: &KeyRing) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     pub(crate) fn current_key(&self) -> Option<(&KeyId, &ServerKey)> {

@@ -34,12 +34,16 @@ impl LiveKeyRing {
         }
     }
 
-    /// Re-reads the directory; on success the new ring is in force, on error the previous one stays.
+    /// Re-reads the directory; on success the new ring is in force, on error the previous one stays. A ring
+    /// read with the same keys as the one in force leaves that one in place, with the tokens it opened.
     pub fn reload(&self) -> Result<(), KeyRingError> {
-        let ring = Arc::new(KeyRing::load(&self.dir)?);
-        match self.ring.write() {
-            Ok(mut slot) => *slot = ring,
-            Err(poisoned) => *poisoned.into_inner() = ring,
+        let ring = KeyRing::load(&self.dir)?;
+        let mut slot = match self.ring.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !slot.same_keys(&ring) {
+            *slot = Arc::new(ring);
         }
         Ok(())
     }
@@ -83,9 +87,14 @@ mod tests {
         let live = LiveKeyRing::load_or_generate(dir.path()).unwrap();
         let first = live.current().current_kid().clone();
 
+        let unchanged = live.current();
+        live.reload().unwrap();
+        assert!(Arc::ptr_eq(&unchanged, &live.current()), "the same keys read again leave the ring in force");
+
         let second = KeyRing::generate_key_file(dir.path()).unwrap();
         live.reload().unwrap();
         assert_eq!(live.current().accepted_kids().count(), 2, "the new key is picked up");
+        assert!(!Arc::ptr_eq(&unchanged, &live.current()));
         std::fs::write(dir.path().join("current"), second.as_str()).unwrap();
         live.reload().unwrap();
         assert_eq!(live.current().current_kid(), &second, "the key named current mints");

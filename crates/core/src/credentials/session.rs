@@ -14,11 +14,13 @@
 //! MAC bytes as 40 characters of standard base64, the shape AWS SDKs expect.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::{aead, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Principal;
@@ -211,20 +213,70 @@ pub fn verify(
             CredentialError::InvalidAccessKeyId
         });
     };
-    let (key, claims) = open(ring, session_token).ok_or(CredentialError::InvalidToken)?;
-
-    let expected = access_key_id_for(key, session_token);
+    let opened = ring.opened.open(ring, session_token).ok_or(CredentialError::InvalidToken)?;
     // Constant time: the expected id is a MAC, and a timing leak would let a forger learn it byte by byte.
-    if !bool::from(expected.as_bytes().ct_eq(access_key_id.as_bytes())) {
+    if !bool::from(opened.access_key_id.as_bytes().ct_eq(access_key_id.as_bytes())) {
         return Err(CredentialError::InvalidAccessKeyId);
     }
+    // The lifetime is checked at every use, kept or not.
+    let claims = &opened.claims;
     if claims.issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
         return Err(CredentialError::InvalidToken);
     }
     if now >= claims.expires_at {
         return Err(CredentialError::ExpiredToken);
     }
-    Ok((claims, secret(key, session_token)))
+    Ok((claims.clone(), opened.secret.clone()))
+}
+
+/// Most tokens a ring keeps opened.
+const OPENED_TOKENS: usize = 16 * 1024;
+
+/// The tokens a ring has opened, by the SHA-256 of the token, with what each yields: a client that signs every
+/// request with the same session credentials costs a hash per request instead of a base64 decoding, an AES-GCM
+/// opening, a JSON parse and two MACs. Kept in the [`KeyRing`], so a ring with other keys starts empty and a
+/// removed key opens nothing more; only tokens the ring could open are kept (a forged one is refused each
+/// time), and their lifetime is still checked at every use ([`verify`]).
+pub(crate) struct OpenedTokens(quick_cache::sync::Cache<[u8; 32], Arc<Opened>>);
+
+/// What an opened token yields.
+pub(crate) struct Opened {
+    claims: SessionClaims,
+    access_key_id: String,
+    secret: SecretString,
+}
+
+impl Default for OpenedTokens {
+    fn default() -> Self {
+        OpenedTokens(quick_cache::sync::Cache::new(OPENED_TOKENS))
+    }
+}
+
+impl OpenedTokens {
+    /// How many tokens are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// What `session_token` yields under `ring`, opened now or before; `None` when the ring cannot open it.
+    fn open(&self, ring: &KeyRing, session_token: &str) -> Option<Arc<Opened>> {
+        if session_token.len() > MAX_SESSION_TOKEN_LEN {
+            return None;
+        }
+        let digest: [u8; 32] = Sha256::digest(session_token.as_bytes()).into();
+        if let Some(opened) = self.0.get(&digest) {
+            return Some(opened);
+        }
+        let (key, claims) = open(ring, session_token)?;
+        let opened = Arc::new(Opened {
+            claims,
+            access_key_id: access_key_id_for(key, session_token),
+            secret: secret(key, session_token),
+        });
+        self.0.insert(digest, opened.clone());
+        Some(opened)
+    }
 }
 
 /// Whether `access_key_id` has the shape of one Lakegate mints (`ASIA` + 16 base32 characters), so the S3 front

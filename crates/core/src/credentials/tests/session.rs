@@ -172,6 +172,26 @@ fn another_credentials_access_key_id_does_not_fit_this_token() {
 }
 
 #[test]
+fn a_token_is_opened_once_and_checked_at_every_use() {
+    let ring = ring("k1");
+    let creds = mint(&ring, &claims()).unwrap();
+    assert!(verify_now(&ring, &creds).is_ok());
+    assert!(verify_now(&ring, &creds).is_ok());
+    assert_eq!(ring.opened.len(), 1, "the second use found the token opened");
+    // Kept, yet still refused with another key id, before it was issued or once it expired.
+    let at = |akid: &str, now| verify(&ring, akid, Some(&creds.session_token), now);
+    assert_eq!(at("ASIAAAAAAAAAAAAAAAAA", NOW).unwrap_err(), CredentialError::InvalidAccessKeyId);
+    assert_eq!(at(&creds.access_key_id, NOW - 301).unwrap_err(), CredentialError::InvalidToken);
+    assert_eq!(at(&creds.access_key_id, NOW + 3600).unwrap_err(), CredentialError::ExpiredToken);
+    // What a ring cannot open is not kept.
+    let mut forged = creds.session_token.clone();
+    forged.push('A');
+    assert!(at(&creds.access_key_id, NOW).is_ok());
+    assert_eq!(verify(&ring, &creds.access_key_id, Some(&forged), NOW).unwrap_err(), CredentialError::InvalidToken);
+    assert_eq!(ring.opened.len(), 1);
+}
+
+#[test]
 fn a_token_is_expired_from_its_expiry_second_on() {
     let ring = ring("k1");
     let creds = mint(&ring, &claims()).unwrap();
