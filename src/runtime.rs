@@ -340,6 +340,7 @@ fn s3_front(
         max_skew: time::Duration::seconds(i64::from(config.s3.max_clock_skew_seconds)),
         account_id: config.sts.account_id.clone(),
         region: config.s3.region.clone(),
+        signing_keys: Default::default(),
     }
 }
 

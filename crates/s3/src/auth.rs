@@ -12,7 +12,7 @@ use lakegate_core::gate::{Gate, Origin};
 use lakegate_core::identity::Principal;
 use lakegate_s3_protocol::post_policy::FormSignature;
 use lakegate_s3_protocol::sigv4::{
-    PayloadMode, RequestHead, SecretKey, SignedRequest, Verified, VerifyOptions, derive_signing_key,
+    PayloadMode, RequestHead, SecretKey, SignedRequest, SigningKey, Verified, VerifyOptions, derive_signing_key,
 };
 
 /// An authenticated caller.
@@ -37,9 +37,45 @@ impl Caller {
 
 /// What a SigV4 check needs besides the request.
 #[derive(Debug, Clone, Copy)]
-pub struct SigV4Settings {
+pub struct SigV4Settings<'a> {
     pub max_skew: time::Duration,
     pub services: &'static [&'static str],
+    pub signing_keys: &'a SigningKeys,
+}
+
+/// Most signing keys kept.
+const SIGNING_KEYS: usize = 4096;
+
+/// Signing keys derived before, by secret and credential scope (date, region, service): a client that signs
+/// every request with the same credentials costs a lookup instead of four HMACs a request. The key is a function
+/// of what it is kept by, so nothing can make a kept key wrong; it is only looked up for a secret recomputed from
+/// a token the key ring opened, and at most [`SIGNING_KEYS`] are kept.
+pub struct SigningKeys(quick_cache::sync::Cache<String, SigningKey>);
+
+impl Default for SigningKeys {
+    fn default() -> Self {
+        SigningKeys(quick_cache::sync::Cache::new(SIGNING_KEYS))
+    }
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys").field("kept", &self.0.len()).finish()
+    }
+}
+
+impl SigningKeys {
+    /// `kSigning` for `secret` and the scope, derived now or before.
+    fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
+        // Length-prefixed, so that no two scopes and secrets make the same text.
+        let id = format!("{}.{}.{}.{date}{region}{service}{secret}", date.len(), region.len(), service.len());
+        if let Some(key) = self.0.get(&id) {
+            return key;
+        }
+        let key = derive_signing_key(&SecretKey::new(secret), date, region, service);
+        self.0.insert(id, key.clone());
+        key
+    }
 }
 
 /// Authenticates a request head. Failures are returned, not audited: the caller audits them with what it knows.
@@ -48,7 +84,7 @@ pub async fn authenticate(
     keys: &KeyRing,
     origin: &Origin,
     parts: &http::request::Parts,
-    settings: SigV4Settings,
+    settings: SigV4Settings<'_>,
     known_body_sha256: Option<[u8; 32]>,
 ) -> Result<Caller, S3Error> {
     if let Some(token) = lakegate_net::http::bearer(&parts.headers) {
@@ -74,7 +110,9 @@ pub async fn authenticate(
     let (claims, secret) =
         credentials::verify(keys, signed.access_key_id(), signed.session_token(), now.unix_timestamp())?;
     let access_key_id = signed.access_key_id().to_owned();
-    let verified = signed.verify_with_secret(&SecretKey::new(secret.expose()))?;
+    let scope = signed.credential();
+    let key = settings.signing_keys.get(secret.expose(), scope.date, scope.region, scope.service);
+    let verified = signed.verify_with_key(&key)?;
     Ok(Caller {
         principal: claims.principal.clone(),
         scope: claims.scope.clone(),
@@ -105,4 +143,22 @@ pub fn authenticate_form(keys: &KeyRing, form: &FormSignature<'_>) -> Result<Cal
         access_key_id: Some(access_key_id.to_owned()),
         verified: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signing_key_is_derived_once_per_secret_and_scope() {
+        let keys = SigningKeys::default();
+        keys.get("c2VjcmV0", "20261130", "us-east-1", "s3");
+        keys.get("c2VjcmV0", "20261130", "us-east-1", "s3");
+        assert_eq!(keys.0.len(), 1, "the second request found the key derived");
+        keys.get("c2VjcmV0", "20261201", "us-east-1", "s3");
+        keys.get("b3RoZXI", "20261130", "us-east-1", "s3");
+        // Parts that would run together without their lengths ("us-east-1s3" either way).
+        keys.get("c2VjcmV0", "20261130", "us-east-1s", "3");
+        assert_eq!(keys.0.len(), 4);
+    }
 }

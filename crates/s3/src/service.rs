@@ -111,6 +111,8 @@ pub struct S3Front {
     pub account_id: String,
     /// The region reported by GetBucketLocation and accepted in signatures.
     pub region: String,
+    /// SigV4 signing keys derived before.
+    pub signing_keys: super::auth::SigningKeys,
 }
 
 /// Serves one request on the S3 port.
@@ -152,8 +154,8 @@ pub(crate) fn labelled(
 }
 
 /// Signature settings for S3 requests.
-pub(crate) fn s3_settings(front: &S3Front) -> SigV4Settings {
-    SigV4Settings { max_skew: front.max_skew, services: &["s3"] }
+pub(crate) fn s3_settings(front: &S3Front) -> SigV4Settings<'_> {
+    SigV4Settings { max_skew: front.max_skew, services: &["s3"], signing_keys: &front.signing_keys }
 }
 
 async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts, body: Incoming) -> Response<BoxBody> {
