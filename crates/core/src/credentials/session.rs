@@ -229,26 +229,39 @@ pub fn verify(
     Ok((claims.clone(), opened.secret.clone()))
 }
 
-/// Most tokens a ring keeps opened.
-const OPENED_TOKENS: usize = 16 * 1024;
+/// Bounds what a ring keeps of the tokens it opened, counted as the bytes of each token (its claims take about as
+/// much) plus a fixed share: some thousands of tokens, 16 MiB at most whatever size the tokens are.
+const OPENED_WEIGHT: u64 = 16 * 1024 * 1024;
+const OPENED_ESTIMATE: usize = 8 * 1024;
 
 /// The tokens a ring has opened, by the SHA-256 of the token, with what each yields: a client that signs every
 /// request with the same session credentials costs a hash per request instead of a base64 decoding, an AES-GCM
 /// opening, a JSON parse and two MACs. Kept in the [`KeyRing`], so a ring with other keys starts empty and a
 /// removed key opens nothing more; only tokens the ring could open are kept (a forged one is refused each
 /// time), and their lifetime is still checked at every use ([`verify`]).
-pub(crate) struct OpenedTokens(quick_cache::sync::Cache<[u8; 32], Arc<Opened>>);
+pub(crate) struct OpenedTokens(quick_cache::sync::Cache<[u8; 32], Arc<Opened>, OpenedWeight>);
 
 /// What an opened token yields.
 pub(crate) struct Opened {
     claims: SessionClaims,
     access_key_id: String,
     secret: SecretString,
+    /// The length of the token it came from, its weight in the cache.
+    token_len: usize,
+}
+
+#[derive(Clone)]
+pub(crate) struct OpenedWeight;
+
+impl quick_cache::Weighter<[u8; 32], Arc<Opened>> for OpenedWeight {
+    fn weight(&self, _: &[u8; 32], opened: &Arc<Opened>) -> u64 {
+        (512 + 2 * opened.token_len) as u64
+    }
 }
 
 impl Default for OpenedTokens {
     fn default() -> Self {
-        OpenedTokens(quick_cache::sync::Cache::new(OPENED_TOKENS))
+        OpenedTokens(quick_cache::sync::Cache::with_weighter(OPENED_ESTIMATE, OPENED_WEIGHT, OpenedWeight))
     }
 }
 
@@ -257,6 +270,12 @@ impl OpenedTokens {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// What the kept tokens weigh, and the most they may.
+    #[cfg(test)]
+    pub(crate) fn weight(&self) -> (u64, u64) {
+        (self.0.weight(), OPENED_WEIGHT)
     }
 
     /// What `session_token` yields under `ring`, opened now or before; `None` when the ring cannot open it.
@@ -273,6 +292,7 @@ impl OpenedTokens {
             claims,
             access_key_id: access_key_id_for(key, session_token),
             secret: secret(key, session_token),
+            token_len: session_token.len(),
         });
         self.0.insert(digest, opened.clone());
         Some(opened)

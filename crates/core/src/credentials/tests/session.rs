@@ -192,6 +192,20 @@ fn a_token_is_opened_once_and_checked_at_every_use() {
 }
 
 #[test]
+fn the_tokens_a_ring_keeps_stay_within_their_weight_however_large() {
+    let ring = ring("k1");
+    let mut claims = claims();
+    claims.principal.attributes.insert("filler".into(), "x".repeat(MAX_SESSION_TOKEN_LEN / 2));
+    for _ in 0..2_500 {
+        let creds = mint(&ring, &claims).unwrap();
+        assert!(verify_now(&ring, &creds).is_ok());
+    }
+    let (weight, most) = ring.opened.weight();
+    assert!(weight <= most, "{weight} > {most}");
+    assert!(ring.opened.len() < 2_500, "some were let go: {}", ring.opened.len());
+}
+
+#[test]
 fn a_token_is_expired_from_its_expiry_second_on() {
     let ring = ring("k1");
     let creds = mint(&ring, &claims()).unwrap();
