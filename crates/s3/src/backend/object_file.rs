@@ -3,7 +3,8 @@
 //! s3s-fs answers a GET with six blocking-pool round trips (open, stat, two metadata files, their existence
 //! checks) and streams the body in 4 KiB reads, each one more round trip: a 4 KiB object cost more in
 //! scheduling than in bytes, and a 256 MiB object took 65,536 reads. Here the file is opened, the two metadata
-//! files beside it read (or their parsed copies taken while the files are unchanged: [`AttributeFiles`]) and, for a small object, the bytes themselves, at once on the runtime's thread; a large
+//! files beside it read (or their parsed copies taken while the files are unchanged: [`AttributeFiles`]) and,
+//! for a small object, the bytes themselves, at once on the runtime's thread; a large
 //! body is read in 1 MiB positioned reads on the blocking pool from the file already open, so the bytes sent are
 //! the bytes of the file whose size and ETag the headers state, even if the object is replaced meanwhile. A
 //! plain GET is also answered without s3s's routing ([`plain_get`]).
