@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# SQL gateway benchmark, in one run, loopback only, bounded in time (about 2.5 minutes plus the build):
+# SQL gateway benchmark, in one run, loopback only, bounded in time (about 3 minutes plus the build):
 #   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer,
 #      with the simple query protocol and with the extended one;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
-# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 to change;
-# LAKEGATE_BIN=path to use an existing binary instead of building a release one; SKIP_CRITERION=1 to skip 3;
+# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=4
+# AGG_SECONDS=5 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
+# SKIP_CRITERION=1 to skip 3;
 # BENCH_PROFILE=DIR to profile Lakegate during its pgbench runs through it, DIR/sql-pgbench-select.svg and
 # DIR/sql-pgbench-select-extended.svg: benches/flamegraph.sh).
 set -euo pipefail
@@ -14,6 +15,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-4}
 SCALE=${SCALE:-2}
+AGG_ROUNDS=${AGG_ROUNDS:-4}
+AGG_SECONDS=${AGG_SECONDS:-5}
 
 if [ -z "${LAKEGATE_BIN:-}" ]; then
   cargo build --release --quiet
@@ -134,8 +137,28 @@ profile_finish sql-pgbench-select-extended
 bouncer_ext=$(run_pgbench "$BOUNCER" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
-agg_lakegate=$(run_pgbench "$LG_SQL" filtered "$FILTERED_TOKEN" -f "$WORK/agg.sql" -c 1 | latency)
-agg_rls=$(run_pgbench "$PG_PORT" rls_reader "" -f "$WORK/agg.sql" -c 1 | latency)
+# Alternated rounds, the order swapped every round: a single run per side could not tell 1.05x from 1.15x on
+# this machine (the reference itself moves by a fifth between runs). Reported: the median latency of each side and
+# the range of the per-round ratios.
+agg_lg() { DURATION=$AGG_SECONDS run_pgbench "$LG_SQL" filtered "$FILTERED_TOKEN" -f "$WORK/agg.sql" -c 1 | latency; }
+agg_rls() { DURATION=$AGG_SECONDS run_pgbench "$PG_PORT" rls_reader "" -f "$WORK/agg.sql" -c 1 | latency; }
+agg_lg_runs=""; agg_rls_runs=""
+for round in $(seq "$AGG_ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then
+    lg=$(agg_lg); rls=$(agg_rls)
+  else
+    rls=$(agg_rls); lg=$(agg_lg)
+  fi
+  agg_lg_runs="$agg_lg_runs $lg"; agg_rls_runs="$agg_rls_runs $rls"
+done
+read -r agg_lakegate agg_rls agg_ratio agg_ratios <<<"$(python3 - "$agg_lg_runs" "$agg_rls_runs" <<'PY'
+import statistics, sys
+lg, rls = ([float(x) for x in a.split()] for a in sys.argv[1:3])
+ratios = sorted(a / b for a, b in zip(lg, rls))
+print(f"{statistics.median(lg):.3f} {statistics.median(rls):.3f} "
+      f"{statistics.median(lg) / statistics.median(rls):.2f} {ratios[0]:.2f}–{ratios[-1]:.2f}")
+PY
+)"
 # Both must see the same rows, or the comparison means nothing.
 check_lg=$(PGPASSWORD=$FILTERED_TOKEN "$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$LG_SQL" -U filtered -d postgres -c "$(cat "$WORK/agg.sql")")
 check_rls=$($PGBIN/psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U rls_reader -d postgres -c "$(cat "$WORK/agg.sql")")
@@ -151,7 +174,7 @@ cat <<MD
 | pgbench -S -M extended directly on PostgreSQL | $direct_ext tps | 1.00 |
 | pgbench -S -M extended through Lakegate | $lakegate_ext tps | $(ratio "$lakegate_ext" "$direct_ext") of direct, $(ratio "$lakegate_ext" "$bouncer_ext") of pgbouncer |
 | pgbench -S -M extended through pgbouncer | $bouncer_ext tps | $(ratio "$bouncer_ext" "$direct_ext") of direct |
-| \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate | $agg_lakegate ms | $(ratio "$agg_lakegate" "$agg_rls") x native RLS |
+| \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate (median of $AGG_ROUNDS alternated ${AGG_SECONDS}s runs, 1 client) | $agg_lakegate ms | $agg_ratio x native RLS (per round $agg_ratios) |
 | the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
 MD
 

@@ -254,9 +254,16 @@ fn watch_handle(tcp: &tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpS
     tokio::net::TcpStream::from_std(socket)
 }
 
-/// Resolves when the client has closed or reset the connection. Bytes waiting unread (a pipelined statement, or
-/// TLS records) mean it is still there: then this never resolves, and the statement runs to its end.
+/// How long a message's processing runs before the client's socket is watched. Watching costs a system call (the
+/// peek) per message, and nearly every message is answered sooner; a statement that runs longer is stopped at most
+/// this long after its client left.
+const WATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Resolves when the client has closed or reset the connection, looked at once the message has been processed for
+/// [`WATCH_AFTER`]. Bytes waiting unread (a pipelined statement, or TLS records) mean it is still there: then this
+/// never resolves, and the statement runs to its end.
 async fn client_gone(watch: &tokio::net::TcpStream) {
+    tokio::time::sleep(WATCH_AFTER).await;
     let mut byte = [0u8; 1];
     match watch.peek(&mut byte).await {
         Ok(0) | Err(_) => {}
