@@ -470,6 +470,81 @@ async fn a_point_query_on_a_row_filtered_postgresql_table_uses_its_index() {
     assert!(seq_after > seq_before, "the fenced query scans the table");
 }
 
+/// A client that cancels its query, or leaves while it runs, stops it on PostgreSQL, even when it had sent its next
+/// statement ahead (those bytes wait unread in the gateway's socket and must not hide the close), and the access
+/// is recorded as incomplete. Without the backend's cancel the query would run on for hours on a connection no
+/// one reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cancels_or_leaves_mid_query_stops_it_on_postgresql() {
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE SCHEMA sales; CREATE TABLE sales.orders (order_id bigint PRIMARY KEY, customer text, region text, \
+         amount numeric(12,2), card_number text); \
+         INSERT INTO sales.orders SELECT n, 'c' || n, CASE WHEN n % 2 = 0 THEN 'EU' ELSE 'US' END, n, '4000' \
+         FROM generate_series(1, 2000) n; \
+         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
+         GRANT SELECT ON sales.orders TO lakegate_backend;",
+    );
+    let policies = policies_on_warehouse("sales.orders");
+    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
+    let policy_dir = policies.path().display().to_string();
+    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 2}}]");
+    let lg = Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
+    let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
+    let canceller = connect_gateway(&lg, "alice", &token).await;
+    let running = |pg: &Postgres, marker: &str| -> u64 {
+        let out = pg.psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{marker}%' \
+             AND pid <> pg_backend_pid()"
+        ));
+        out.trim().parse().expect("a count")
+    };
+    // 1,000 visible rows to the fourth power: hours of work for PostgreSQL.
+    let endless = |marker: &str| {
+        format!("SELECT count(*) AS {marker} FROM sales.orders a, sales.orders b, sales.orders c, sales.orders d")
+    };
+
+    // A cancel request (psql's Ctrl-C) with the key the gateway gave the connection.
+    let cancelled = tokio::spawn({
+        let (client, sql) = (canceller.clone(), endless("cancelled_query"));
+        async move { simple(&client, &sql).await }
+    });
+    eventually("the query running on PostgreSQL", || (running(&pg, "cancelled_query") == 1).then_some(()));
+    canceller.cancel_token().cancel_query(NoTls).await.expect("send the cancel request");
+    assert_eq!(cancelled.await.expect("the query's task"), Err("57014".to_owned()));
+    eventually("the cancelled query stopped on PostgreSQL", || (running(&pg, "cancelled_query") == 0).then_some(()));
+    let record = record_of(&lg, "sql:Select", "cancelled_query");
+    assert_eq!(record["outcome"]["incomplete"], true, "{record}");
+
+    // A client that leaves.
+    let config =
+        format!("host=127.0.0.1 port={} user=alice password={token} dbname=lakegate sslmode=disable", lg.sql.port());
+    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.expect("connect");
+    let connection = tokio::spawn(connection);
+    let first = tokio::spawn({
+        let (client, sql) = (client.clone(), endless("departing_client"));
+        async move { client.simple_query(&sql).await.map(|_| ()) }
+    });
+    eventually("the query running on PostgreSQL", || (running(&pg, "departing_client") == 1).then_some(()));
+    // The next statement, sent while the first runs: its bytes wait in the gateway's socket.
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { client.simple_query("SELECT 1").await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client goes away: its connection closes with the second statement unread.
+    connection.abort();
+    drop(client);
+    let _ = (first.await, second.await);
+
+    eventually("the query stopped on PostgreSQL", || (running(&pg, "departing_client") == 0).then_some(()));
+    let record = record_of(&lg, "sql:Select", "departing_client");
+    assert_eq!(record["outcome"]["incomplete"], true, "{record}");
+    // The pool serves the next client.
+    let next = connect_gateway(&lg, "alice", &token).await;
+    assert_eq!(simple(&next, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("1000".into())]]));
+}
+
 #[tokio::test]
 async fn the_postgresql_backend_connects_over_verified_tls_when_the_server_accepts_nothing_else() {
     let certs = tempfile::tempdir().expect("temp dir");

@@ -42,6 +42,27 @@ fn with_causes(error: &dyn StdError) -> String {
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    cancel: CancelWith,
+}
+
+/// How a cancel request reaches the server: over TLS when the connections use it.
+#[derive(Clone)]
+enum CancelWith {
+    Plain,
+    Tls(super::pg_tls::MakeRustlsConnect),
+}
+
+impl CancelWith {
+    /// Cancels what `token`'s backend runs now. Best effort: the connection is closed afterwards anyway.
+    async fn send(self, token: tokio_postgres::CancelToken) {
+        let sent = match self {
+            CancelWith::Plain => token.cancel_query(NoTls).await,
+            CancelWith::Tls(tls) => token.cancel_query(tls).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %with_causes(&e), "cancelling an abandoned query on the backend failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Postgres {
@@ -78,23 +99,23 @@ impl Postgres {
     pub async fn connect(config: &PostgresBackendConfig, catalog: &Catalog) -> Result<Self, StartError> {
         let pg: tokio_postgres::Config = config.url.parse().map_err(StartError::Url)?;
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = if config.tls {
+        let (manager, cancel) = if config.tls {
             let tls = super::pg_tls::MakeRustlsConnect::new(config.ca_file.as_deref())?;
             // Without `sslmode=require` tokio-postgres would fall back to plain TCP when the server declines TLS.
             let mut pg = pg;
             pg.ssl_mode(tokio_postgres::config::SslMode::Require);
-            Manager::from_config(pg, tls, manager_config)
+            (Manager::from_config(pg, tls.clone(), manager_config), CancelWith::Tls(tls))
         } else {
             if config.ca_file.is_some() {
                 return Err(StartError::CaWithoutTls);
             }
-            Manager::from_config(pg, NoTls, manager_config)
+            (Manager::from_config(pg, NoTls, manager_config), CancelWith::Plain)
         };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
             .build()
             .map_err(|e| StartError::Pool(e.to_string()))?;
-        let backend = Postgres { pool };
+        let backend = Postgres { pool, cancel };
         backend.check_catalog(&config.name, catalog).await?;
         Ok(backend)
     }
@@ -194,11 +215,25 @@ impl<'a> FromSql<'a> for PgCell {
 /// streams it feeds).
 trait Connection: Send + Sync + 'static {
     fn pg(&self) -> &tokio_postgres::Client;
+
+    /// Gives up the connection in the middle of a query: the query is cancelled on the server.
+    fn abandon(self, cancel: CancelWith);
 }
 
 impl Connection for deadpool_postgres::Object {
     fn pg(&self) -> &tokio_postgres::Client {
         self
+    }
+
+    /// The connection leaves the pool and closes once the cancel request has gone out: a cancel arriving after the
+    /// pool had handed it to another statement would cancel that one instead.
+    fn abandon(self, cancel: CancelWith) {
+        let token = self.cancel_token();
+        let detached = deadpool_postgres::Object::take(self);
+        spawn_or_drop(async move {
+            cancel.send(token).await;
+            drop(detached);
+        });
     }
 }
 
@@ -206,28 +241,96 @@ impl Connection for Arc<deadpool_postgres::Object> {
     fn pg(&self) -> &tokio_postgres::Client {
         self
     }
+
+    /// Not cancelled: the connection stays with its transaction, and the client's next statement on it could
+    /// meet the cancel instead of this one. The rest of the result is read and dropped by tokio-postgres, as
+    /// before any cancelling; a client that left ends the transaction (see `PgTransaction`'s drop).
+    fn abandon(self, _cancel: CancelWith) {}
+}
+
+/// Runs `work` on the current runtime; without one (a runtime shutting down) it is dropped, and the connection it
+/// holds closes.
+fn spawn_or_drop(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(work);
+    }
+}
+
+/// A query's hold on its connection while it runs: dropped before the result's end (the client left or
+/// cancelled, or stopped reading), a pooled connection's query is cancelled on the server rather than left running
+/// there to its end on a connection no one reads.
+struct Running<C: Connection> {
+    connection: Option<C>,
+    cancel: CancelWith,
+}
+
+impl<C: Connection> Running<C> {
+    fn new(connection: C, cancel: CancelWith) -> Self {
+        Running { connection: Some(connection), cancel }
+    }
+
+    fn pg(&self) -> Option<&tokio_postgres::Client> {
+        self.connection.as_ref().map(Connection::pg)
+    }
+
+    /// The result was read to its end: the connection goes back as it is.
+    fn finished(&mut self) {
+        self.connection.take();
+    }
+}
+
+impl<C: Connection> Drop for Running<C> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.abandon(self.cancel.clone());
+        }
+    }
 }
 
 /// Runs a query in one round trip (parse, bind, execute pipelined; the rewritten SQL has its parameters inlined)
 /// and streams the rows. The columns come with the first row; only an empty result costs a second round trip
 /// to describe them.
-async fn query_on(connection: impl Connection, sql: &str) -> Result<RowSet, SqlError> {
+async fn query_on<C: Connection>(connection: C, cancel: CancelWith, sql: &str) -> Result<RowSet, SqlError> {
     let no_params = std::iter::empty::<(i32, Type)>();
+    let mut running = Running::new(connection, cancel);
+    let pg = running.pg().ok_or_else(|| SqlError::BackendUnavailable("no connection".into()))?;
+    // An error before the first row ends the query on the server: nothing to cancel.
+    let started = match pg.query_typed_raw(sql, no_params).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            running.finished();
+            return Err(backend_error(e));
+        }
+    };
     // Fused: a row stream polled again after its end fails ("connection closed"), and an empty result has ended
     // by the time its columns are known.
-    let mut stream = Box::pin(connection.pg().query_typed_raw(sql, no_params).await.map_err(backend_error)?).fuse();
-    let first = stream.next().await.transpose().map_err(backend_error)?;
+    let mut stream = Box::pin(started).fuse();
+    let first = match stream.next().await.transpose() {
+        Ok(first) => first,
+        Err(e) => {
+            running.finished();
+            return Err(backend_error(e));
+        }
+    };
     let columns = match &first {
         Some(row) => row
             .columns()
             .iter()
             .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
             .collect::<Result<Vec<_>, SqlError>>()?,
-        None => describe_on(&connection, sql).await?,
+        None => {
+            // The query has ended: nothing left to cancel while its columns are asked for.
+            let columns = match running.pg() {
+                Some(pg) => describe_with(pg, sql).await,
+                None => Err(SqlError::BackendUnavailable("no connection".into())),
+            };
+            running.finished();
+            columns?
+        }
     };
     let width = columns.len();
     // The connection travels with the stream, so a pooled one returns to the pool only when the client has read
-    // (or abandoned) every row.
+    // every row; a stream dropped before its end cancels the query (see `Running`).
     let rows = futures::stream::iter(first.map(Ok))
         .chain(stream)
         .map_err(backend_error)
@@ -237,15 +340,20 @@ async fn query_on(connection: impl Connection, sql: &str) -> Result<RowSet, SqlE
                 .map(|i| row.try_get::<_, PgCell>(i).map(|c| c.0).map_err(backend_error))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map(move |r| {
-            let _keep = &connection;
-            r
-        });
+        .chain(futures::stream::poll_fn(move |_| {
+            // Past the last row (or an error, after which the server has ended the query too).
+            running.finished();
+            std::task::Poll::Ready(None)
+        }));
     Ok(RowSet { columns, rows: Box::pin(rows) })
 }
 
 async fn describe_on(connection: &impl Connection, sql: &str) -> Result<Vec<Column>, SqlError> {
-    let statement = connection.pg().prepare(sql).await.map_err(backend_error)?;
+    describe_with(connection.pg(), sql).await
+}
+
+async fn describe_with(pg: &tokio_postgres::Client, sql: &str) -> Result<Vec<Column>, SqlError> {
+    let statement = pg.prepare(sql).await.map_err(backend_error)?;
     statement.columns().iter().map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? })).collect()
 }
 
@@ -257,7 +365,7 @@ async fn parameter_types_on(connection: &impl Connection, sql: &str) -> Result<V
 #[async_trait]
 impl Backend for Postgres {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        query_on(self.client().await?, sql).await
+        query_on(self.client().await?, self.cancel.clone(), sql).await
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
@@ -275,7 +383,10 @@ impl Backend for Postgres {
     async fn begin(&self, options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
         let client = self.client().await?;
         client.batch_execute(&options.begin_sql()).await.map_err(backend_error)?;
-        Ok(Some(Arc::new(PgTransaction { connection: Mutex::new(Some(Arc::new(client))) })))
+        Ok(Some(Arc::new(PgTransaction {
+            connection: Mutex::new(Some(Arc::new(client))),
+            cancel: self.cancel.clone(),
+        })))
     }
 }
 
@@ -286,6 +397,7 @@ impl Backend for Postgres {
 /// pool and closed, which makes PostgreSQL roll back whatever was open.
 struct PgTransaction {
     connection: Mutex<Option<Arc<deadpool_postgres::Object>>>,
+    cancel: CancelWith,
 }
 
 impl std::fmt::Debug for PgTransaction {
@@ -315,7 +427,7 @@ fn discard(connection: Arc<deadpool_postgres::Object>) {
 #[async_trait]
 impl Backend for PgTransaction {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        query_on(self.connection()?, sql).await
+        query_on(self.connection()?, self.cancel.clone(), sql).await
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
