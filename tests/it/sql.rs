@@ -491,7 +491,7 @@ async fn a_client_that_cancels_or_leaves_mid_query_stops_it_on_postgresql() {
     let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 2}}]");
     let lg = Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
     let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
-    let canceller = connect_gateway(&lg, "alice", &token).await;
+    let canceller = std::sync::Arc::new(connect_gateway(&lg, "alice", &token).await);
     let running = |pg: &Postgres, marker: &str| -> u64 {
         let out = pg.psql(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{marker}%' \
@@ -520,7 +520,7 @@ async fn a_client_that_cancels_or_leaves_mid_query_stops_it_on_postgresql() {
     let config =
         format!("host=127.0.0.1 port={} user=alice password={token} dbname=lakegate sslmode=disable", lg.sql.port());
     let (client, connection) = tokio_postgres::connect(&config, NoTls).await.expect("connect");
-    let connection = tokio::spawn(connection);
+    let (client, connection) = (std::sync::Arc::new(client), tokio::spawn(connection));
     let first = tokio::spawn({
         let (client, sql) = (client.clone(), endless("departing_client"));
         async move { client.simple_query(&sql).await.map(|_| ()) }
