@@ -225,13 +225,20 @@ impl Connection for deadpool_postgres::Object {
         self
     }
 
-    /// The connection leaves the pool and closes once the cancel request has gone out: a cancel arriving after the
-    /// pool had handed it to another statement would cancel that one instead.
+    /// The connection leaves the pool (a cancel arriving after the pool had handed it to another statement would
+    /// cancel that one instead) and closes once the query has stopped. A cancel that reaches the server just as
+    /// the query starts can be lost (seen in `tests/it/sql.rs` on an analysed table), so it is sent again until
+    /// the connection answers an empty query, which it does only once the abandoned one has ended.
     fn abandon(self, cancel: CancelWith) {
         let token = self.cancel_token();
         let detached = deadpool_postgres::Object::take(self);
         spawn_or_drop(async move {
-            cancel.send(token).await;
+            for wait in CANCEL_WAITS {
+                cancel.clone().send(token.clone()).await;
+                if tokio::time::timeout(wait, detached.simple_query("")).await.is_ok() {
+                    break;
+                }
+            }
             drop(detached);
         });
     }
@@ -247,6 +254,15 @@ impl Connection for Arc<deadpool_postgres::Object> {
     /// before any cancelling; a client that left ends the transaction (see `PgTransaction`'s drop).
     fn abandon(self, _cancel: CancelWith) {}
 }
+
+/// How long an abandoned connection is given to answer after each cancel request; after the last it is closed.
+const CANCEL_WAITS: [std::time::Duration; 5] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(300),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(4),
+];
 
 /// Runs `work` on the current runtime; without one (a runtime shutting down) it is dropped, and the connection it
 /// holds closes.
