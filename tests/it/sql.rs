@@ -352,6 +352,29 @@ fn policies_on_warehouse(table: &str) -> tempfile::TempDir {
     policies
 }
 
+/// Lakegate on the policy set `policies`, its `warehouse` backend the PostgreSQL `pg` as `lakegate_backend`.
+fn start_on_warehouse(pg: &Postgres, policies: &tempfile::TempDir, pool_size: u32) -> Lakegate {
+    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
+    let policy_dir = policies.path().display().to_string();
+    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = {pool_size}}}]");
+    Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)])
+}
+
+/// `sales.orders` with `rows` orders on PostgreSQL (even ids in the EU, odd in the US), readable by
+/// `lakegate_backend`, behind Lakegate on the demo policies.
+fn orders_on_postgres(pg: &Postgres, rows: u32, pool_size: u32) -> (Lakegate, tempfile::TempDir) {
+    pg.psql(&format!(
+        "CREATE SCHEMA sales; CREATE TABLE sales.orders (order_id bigint PRIMARY KEY, customer text, region text, \
+         amount numeric(12,2), card_number text); \
+         INSERT INTO sales.orders SELECT n, 'c' || n, CASE WHEN n % 2 = 0 THEN 'EU' ELSE 'US' END, n, '4000' \
+         FROM generate_series(1, {rows}) n; ANALYZE sales.orders; \
+         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
+         GRANT SELECT ON sales.orders TO lakegate_backend;"
+    ));
+    let policies = policies_on_warehouse("sales.orders");
+    (start_on_warehouse(pg, &policies, pool_size), policies)
+}
+
 /// Runs `lakegate serve` with `env` on free ports, expecting start-up to fail; its stderr.
 fn failed_start(env: &[(&str, &str)]) -> String {
     let data = tempfile::tempdir().expect("temp dir");
@@ -421,19 +444,7 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
 #[tokio::test]
 async fn a_point_query_on_a_row_filtered_postgresql_table_uses_its_index() {
     let pg = Postgres::start();
-    pg.psql(
-        "CREATE SCHEMA sales; CREATE TABLE sales.orders (order_id bigint PRIMARY KEY, customer text, region text, \
-         amount numeric(12,2), card_number text); \
-         INSERT INTO sales.orders SELECT n, 'c' || n, CASE WHEN n % 2 = 0 THEN 'EU' ELSE 'US' END, n, '4000' \
-         FROM generate_series(1, 20000) n; ANALYZE sales.orders; \
-         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
-         GRANT SELECT ON sales.orders TO lakegate_backend;",
-    );
-    let policies = policies_on_warehouse("sales.orders");
-    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
-    let policy_dir = policies.path().display().to_string();
-    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1}}]");
-    let lg = Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
+    let (lg, _policies) = orders_on_postgres(&pg, 20_000, 1);
     let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
     // The backend's scans of the table, as PostgreSQL counts them (reported when its session goes idle).
     let scans = || -> (u64, u64) {
@@ -477,19 +488,7 @@ async fn a_point_query_on_a_row_filtered_postgresql_table_uses_its_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_cancels_or_leaves_mid_query_stops_it_on_postgresql() {
     let pg = Postgres::start();
-    pg.psql(
-        "CREATE SCHEMA sales; CREATE TABLE sales.orders (order_id bigint PRIMARY KEY, customer text, region text, \
-         amount numeric(12,2), card_number text); \
-         INSERT INTO sales.orders SELECT n, 'c' || n, CASE WHEN n % 2 = 0 THEN 'EU' ELSE 'US' END, n, '4000' \
-         FROM generate_series(1, 2000) n; \
-         CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
-         GRANT SELECT ON sales.orders TO lakegate_backend;",
-    );
-    let policies = policies_on_warehouse("sales.orders");
-    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
-    let policy_dir = policies.path().display().to_string();
-    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 2}}]");
-    let lg = Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
+    let (lg, _policies) = orders_on_postgres(&pg, 2_000, 2);
     let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
     let canceller = std::sync::Arc::new(connect_gateway(&lg, "alice", &token).await);
     let running = |pg: &Postgres, marker: &str| -> u64 {
@@ -603,11 +602,7 @@ fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
     );
     let policies = policies_on_warehouse("hr.employees");
     std::fs::write(policies.path().join("ops-writers.cedar"), OPS_WRITERS).expect("write policy");
-    let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
-    let policy_dir = policies.path().display().to_string();
-    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = 1}}]");
-    let lg = Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
-    (lg, policies)
+    (start_on_warehouse(pg, &policies, 1), policies)
 }
 
 fn names(pg: &Postgres) -> String {
