@@ -60,15 +60,25 @@ pub fn encode_line(tip: Option<Tip>, event: &[u8]) -> (Vec<u8>, Tip) {
     let hash = record_hash(&prev, seq, event);
     let mut line = Vec::with_capacity(event.len() + 180);
     line.extend_from_slice(b"{\"seq\":");
-    line.extend_from_slice(seq.to_string().as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(line, "{seq}");
     line.extend_from_slice(b",\"prev\":\"");
-    line.extend_from_slice(hex::encode(prev).as_bytes());
+    push_hex(&mut line, &prev);
     line.extend_from_slice(b"\",\"hash\":\"");
-    line.extend_from_slice(hex::encode(hash).as_bytes());
+    push_hex(&mut line, &hash);
     line.extend_from_slice(b"\",\"event\":");
     line.extend_from_slice(event);
     line.extend_from_slice(b"}\n");
     (line, Tip { seq, hash })
+}
+
+/// Appends the lowercase hex of a hash (`hex::encode` goes through `char`s and a `String`: about a tenth
+/// of the audit writer's time on small GETs).
+fn push_hex(line: &mut Vec<u8>, hash: &Hash) {
+    let mut digits = [0u8; 64];
+    // Cannot fail: the output is exactly twice the input.
+    let _ = hex::encode_to_slice(hash, &mut digits);
+    line.extend_from_slice(&digits);
 }
 
 /// A line as stored. Unknown fields are refused: a field outside `event` would not be covered by the hash.

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue};
 use time::OffsetDateTime;
 
 use super::canonical::{PathMode, canonical_header_value, canonical_query, canonical_query_pairs, canonical_uri};
-use super::key::{SecretKey, derive_signing_key, sha256};
+use super::key::{SecretKey, hex32, sha256};
 use super::parse::{ALGORITHM, format_amz_date};
 
 /// The payload literal for a body that is streamed unhashed (S3 accepts it on header-signed requests).
@@ -51,7 +51,7 @@ pub fn sign_request(
     now: OffsetDateTime,
 ) -> Result<(), SignError> {
     let amz_date = format_amz_date(now).ok_or(SignError("the clock is out of range"))?;
-    let date = amz_date.get(..8).ok_or(SignError("the clock is out of range"))?.to_owned();
+    let date = amz_date.get(..8).ok_or(SignError("the clock is out of range"))?;
     let value = |s: &str| HeaderValue::from_str(s).map_err(|_| SignError("a header value is not valid"));
     headers.insert(http::header::HOST, value(host)?);
     headers.insert("x-amz-date", value(&amz_date)?);
@@ -69,14 +69,16 @@ pub fn sign_request(
         .collect();
     signed.sort_unstable();
     signed.dedup();
+    let signed_list = signed.join(";");
 
     let mut canonical = Vec::with_capacity(512);
     canonical.extend_from_slice(method.as_bytes());
     canonical.push(b'\n');
     canonical.extend_from_slice(canonical_uri(path, PathMode::S3).as_bytes());
     canonical.push(b'\n');
-    let pairs = canonical_query_pairs(query.unwrap_or(""));
-    canonical.extend_from_slice(canonical_query(&pairs, |_| false).as_bytes());
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        canonical.extend_from_slice(canonical_query(&canonical_query_pairs(query), |_| false).as_bytes());
+    }
     canonical.push(b'\n');
     for name in &signed {
         canonical.extend_from_slice(name.as_bytes());
@@ -87,19 +89,31 @@ pub fn sign_request(
         canonical.push(b'\n');
     }
     canonical.push(b'\n');
-    let signed_list = signed.join(";");
     canonical.extend_from_slice(signed_list.as_bytes());
     canonical.push(b'\n');
     canonical.extend_from_slice(payload_hash.as_bytes());
 
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", hex::encode(sha256(&canonical)));
-    let key = derive_signing_key(&credentials.secret, &date, region, service);
-    let signature = hex::encode(key.sign(string_to_sign.as_bytes()));
-    let authorization = format!(
-        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={signed_list}, Signature={signature}",
-        credentials.access_key_id
-    );
+    let mut string_to_sign = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
+    for part in [ALGORITHM, "\n", &amz_date, "\n", &scope, "\n", hex32(&sha256(&canonical)).as_str()] {
+        string_to_sign.push_str(part);
+    }
+    let key = credentials.secret.signing_key(&scope, date, region, service);
+    let signature = hex32(&key.sign(string_to_sign.as_bytes()));
+    let mut authorization = String::with_capacity(160 + credentials.access_key_id.len() + signed_list.len());
+    for part in [
+        ALGORITHM,
+        " Credential=",
+        &credentials.access_key_id,
+        "/",
+        &scope,
+        ", SignedHeaders=",
+        &signed_list,
+        ", Signature=",
+        signature.as_str(),
+    ] {
+        authorization.push_str(part);
+    }
     headers.insert(http::header::AUTHORIZATION, value(&authorization)?);
     Ok(())
 }

@@ -75,6 +75,9 @@ pub struct Remote {
     client: Client<Connector, BoxBody>,
     config: RemoteConfig,
     keys: StoreKeys,
+    /// The endpoint's `host[:port]` and path without its trailing `/`, taken apart once.
+    host_port: String,
+    base: String,
 }
 
 impl std::fmt::Debug for Remote {
@@ -87,9 +90,15 @@ impl Remote {
     /// A client for the configured store. No connection to the store is made until the first request; the AWS
     /// chain, when it is used, is asked for credentials now.
     pub async fn connect(config: RemoteConfig) -> Result<Self, BackendError> {
-        if !matches!(config.endpoint.scheme(), "http" | "https") || config.endpoint.host_str().is_none() {
-            return Err(BackendError::Request("the endpoint must be an http(s) URL with a host".into()));
-        }
+        let host = match config.endpoint.host_str() {
+            Some(host) if matches!(config.endpoint.scheme(), "http" | "https") => host,
+            _ => return Err(BackendError::Request("the endpoint must be an http(s) URL with a host".into())),
+        };
+        let host_port = match config.endpoint.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let base = config.endpoint.path().trim_end_matches('/').to_owned();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
@@ -109,18 +118,15 @@ impl Remote {
             &config.region,
         )
         .await?;
-        Ok(Self { client, config, keys })
+        Ok(Self { client, config, keys, host_port, base })
     }
 
     /// The authority and path for a request, per the addressing style.
-    fn locate(&self, bucket: Option<&str>, key: Option<&str>) -> Result<(String, String), BackendError> {
-        let endpoint = &self.config.endpoint;
-        let host = endpoint.host_str().ok_or_else(|| BackendError::Request("endpoint without host".into()))?;
-        let port = endpoint.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let base = endpoint.path().trim_end_matches('/');
+    fn locate(&self, bucket: Option<&str>, key: Option<&str>) -> (String, String) {
+        let (host_port, base) = (&self.host_port, &self.base);
         match (self.config.path_style, bucket) {
-            (false, Some(b)) => Ok((format!("{b}.{host}{port}"), format!("{base}{}", encode_path(None, key)))),
-            _ => Ok((format!("{host}{port}"), format!("{base}{}", encode_path(bucket, key)))),
+            (false, Some(b)) => (format!("{b}.{host_port}"), format!("{base}{}", encode_path(None, key))),
+            _ => (host_port.clone(), format!("{base}{}", encode_path(bucket, key))),
         }
     }
 }
@@ -128,7 +134,7 @@ impl Remote {
 impl Backend for Remote {
     fn forward(&self, request: ForwardRequest) -> BoxFuture<'_, Result<http::Response<BoxBody>, BackendError>> {
         Box::pin(async move {
-            let (authority, path) = self.locate(request.bucket.as_deref(), request.key.as_deref())?;
+            let (authority, path) = self.locate(request.bucket.as_deref(), request.key.as_deref());
             let query = encode_query(&request.query);
             let mut headers = request.headers;
             let credentials = self.keys.current().await?;
