@@ -6,6 +6,8 @@ use aws_lc_rs::hmac;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::parse::ALGORITHM;
+
 /// A secret access key. `Debug` never shows it.
 ///
 /// It keeps the signing key it derived last, with its scope: a signer (the remote store's client, the sidecar)
@@ -121,7 +123,7 @@ pub(crate) fn hex32(bytes: &[u8; 32]) -> HexDigest {
 }
 
 /// 64 lowercase hex digits on the stack.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(crate) struct HexDigest([u8; 64]);
 
 impl HexDigest {
@@ -141,6 +143,17 @@ impl std::fmt::Debug for HexDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The string to sign: the algorithm, the request time, the credential scope and the hex SHA-256 of the canonical
+/// request, a line each. The signer and the verifier both build it here.
+pub(super) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
+    let hash = hex32(&sha256(canonical_request));
+    let mut out = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
+    for part in [ALGORITHM, "\n", amz_date, "\n", scope, "\n", hash.as_str()] {
+        out.push_str(part);
+    }
+    out
 }
 
 /// Parses a 64-character hex signature or hash (either case) into bytes.

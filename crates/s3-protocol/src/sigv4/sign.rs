@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue};
 use time::OffsetDateTime;
 
 use super::canonical::{PathMode, canonical_header_value, canonical_query, canonical_query_pairs, canonical_uri};
-use super::key::{SecretKey, hex32, sha256};
+use super::key::{SecretKey, hex32, string_to_sign};
 use super::parse::{ALGORITHM, format_amz_date};
 
 /// The payload literal for a body that is streamed unhashed (S3 accepts it on header-signed requests).
@@ -94,10 +94,7 @@ pub fn sign_request(
     canonical.extend_from_slice(payload_hash.as_bytes());
 
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let mut string_to_sign = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
-    for part in [ALGORITHM, "\n", &amz_date, "\n", &scope, "\n", hex32(&sha256(&canonical)).as_str()] {
-        string_to_sign.push_str(part);
-    }
+    let string_to_sign = string_to_sign(&amz_date, &scope, &canonical);
     let key = credentials.secret.signing_key(&scope, date, region, service);
     let signature = hex32(&key.sign(string_to_sign.as_bytes()));
     let mut authorization = String::with_capacity(160 + credentials.access_key_id.len() + signed_list.len());

@@ -8,7 +8,7 @@ use super::canonical::{
 };
 use super::chunked::{AwsChunkedDecoder, ChunkSigner, ChunkedMode};
 use super::error::{LookupError, SigV4Error};
-use super::key::{SecretKey, SigningKey, derive_signing_key, hex32, macs_equal, parse_hex32, sha256};
+use super::key::{SecretKey, SigningKey, derive_signing_key, macs_equal, parse_hex32, string_to_sign};
 use super::parse::{
     ALGORITHM, Credential, format_amz_date, parse_amz_date, parse_authorization_header, parse_http_date,
     parse_signature, parse_signed_headers,
@@ -462,8 +462,7 @@ impl<'a> SignedRequest<'a> {
 
     /// The string to sign for [`SignedRequest::canonical_request`].
     pub fn string_to_sign(&self) -> Vec<u8> {
-        let hash = hex32(&sha256(&self.canonical_request()));
-        format!("{ALGORITHM}\n{}\n{}\n{hash}", self.amz_date, self.credential.view().scope()).into_bytes()
+        string_to_sign(&self.amz_date, &self.credential.view().scope(), &self.canonical_request()).into_bytes()
     }
 
     /// Checks the signature with a signing key derived from the lookup's secret.
