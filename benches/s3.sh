@@ -42,6 +42,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/flamegraph.sh
+. benches/cpu.sh
 SECONDS_EACH=${BENCH_SECONDS:-5}
 CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 32 64 256"}
 BIG_MIB=${BENCH_BIG_MIB:-256}
@@ -235,6 +236,16 @@ declare -A SMALL_URL=(
 )
 SMALL_TARGETS="direct proxy lakegate bearer presigned header"
 if [ -n "$SIDECAR" ]; then SMALL_URL[sidecar]="$(url sidecar:small)"; SMALL_TARGETS="$SMALL_TARGETS sidecar"; fi
+# The processes that serve a target's GETs, whose CPU is counted per request: behind a hop, the hop and the store.
+NGINX_PID=$(cat "$WORK/nginx.pid")
+serving_pids() { # target
+  case $1 in
+    direct | proxy) with_children "$NGINX_PID" ;;
+    lakegate) echo "$LG_PID" $(with_children "$NGINX_PID") ;;
+    sidecar) echo "$SC_PID $LGE_PID" ;;
+    *) echo "$LGE_PID" ;;
+  esac
+}
 headers_for() { # target -> HDR (array of "Name: value")
   HDR=()
   case $1 in
@@ -254,16 +265,19 @@ check_small() { # target
 }
 for t in $SMALL_TARGETS; do check_small "$t"; done
 
-wrk_run() { # target connections -> RES="rps p50ms p99ms"
-  local target=$1 c=$2 threads=$(( $2 < NPROC ? $2 : NPROC )) args=() h line
+wrk_run() { # target connections -> RES="rps p50ms p99ms cpu-us-per-request"
+  local target=$1 c=$2 threads=$(( $2 < NPROC ? $2 : NPROC )) args=() h line pids cpu0
   headers_for "$target"
   for h in "${HDR[@]}"; do args+=(-H "$h"); done
+  read -ra pids <<<"$(serving_pids "$target")"
+  cpu0=$(cpu_ticks "${pids[@]}")
   timeout $((SECONDS_EACH + 60)) wrk -t "$threads" -c "$c" -d "${SECONDS_EACH}s" --timeout 5s --latency \
     -s "$WORK/report.lua" "${args[@]}" "${SMALL_URL[$target]}" >"$WORK/wrk.txt" 2>&1 || true
+  local cpu=$(( $(cpu_ticks "${pids[@]}") - cpu0 ))
   line=$(grep '^WRK ' "$WORK/wrk.txt" || true)
   if [ -z "$line" ]; then
     fail "$target, $c connections: wrk gave no result: $(tail -3 "$WORK/wrk.txt" | tr '\n' ' ')"
-    RES="0 0 0"; return
+    RES="0 0 0 n/a"; return
   fi
   local reqs dur bytes p50 p99 econnect eread ewrite estatus etimeout
   read -r _ reqs dur bytes p50 p99 econnect eread ewrite estatus etimeout <<<"$line"
@@ -273,7 +287,7 @@ wrk_run() { # target connections -> RES="rps p50ms p99ms"
   if [ "$reqs" -eq 0 ] || [ $((bytes / reqs)) -lt $SMALL_BYTES ]; then
     fail "$target, $c connections: $reqs answers, $bytes bytes: not the 4 KiB object each"
   fi
-  RES=$(awk -v n="$reqs" -v d="$dur" -v a="$p50" -v b="$p99" 'BEGIN { printf "%.0f %.2f %.2f", n / (d / 1e6), a / 1000, b / 1000 }')
+  RES="$(awk -v n="$reqs" -v d="$dur" -v a="$p50" -v b="$p99" 'BEGIN { printf "%.0f %.2f %.2f", n / (d / 1e6), a / 1000, b / 1000 }') $(per_op "$cpu" "$reqs")"
 }
 
 # --- large objects -----------------------------------------------------------------------------------------------
@@ -444,6 +458,33 @@ cat <<EOF
 | PUT | ${B[put:embedded]} | ${B[put:dd-sync]} (\`dd bs=1M conv=fdatasync\`, same file system) | $(ratio "${B[put:embedded]}" "${B[put:dd-sync]}") |
 | PUT | ${B[put:embedded]} | ${B[put:dd]} (\`dd bs=1M\`, no sync: the embedded store does not fsync objects either) | $(ratio "${B[put:embedded]}" "${B[put:dd]}") |
 EOF
+cpu() { echo "$1" | cut -d' ' -f4; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1f", a - b; else print "n/a" }'; }
+cat <<EOF
+
+### CPU per 4 KiB GET
+
+The user and system time of the serving processes (\`/proc/<pid>/stat\`, all threads) over each
+wrk run above, divided by its requests, in µs. nginx counts its master and workers; in front of the remote store,
+the hop and the store together (one nginx serves both the proxy and the store). The load tool's own CPU is not
+counted. Ratios as above: the reference's CPU over Lakegate's (below 1: Lakegate spends more per request).
+
+| connections | nginx static | bearer | presigned URL | SigV4 header | static / bearer | static / presigned | static / SigV4 header |
+|---|---|---|---|---|---|---|---|
+EOF
+for c in $CONCURRENCY; do
+  s=$(cpu "${SMALL[direct:$c]}") b=$(cpu "${SMALL[bearer:$c]}") p=$(cpu "${SMALL[presigned:$c]}") h=$(cpu "${SMALL[header:$c]}")
+  echo "| $c | $s | $b | $p | $h | $(ratio "$s" "$b") | $(ratio "$s" "$p") | $(ratio "$s" "$h") |"
+done
+cat <<EOF
+
+| connections | nginx proxy and store | lakegate (presigned URL) and store | (proxy and store) / (lakegate and store) | the hop alone (less the direct cell's store CPU): nginx proxy / lakegate |
+|---|---|---|---|---|
+EOF
+for c in $CONCURRENCY; do
+  s=$(cpu "${SMALL[direct:$c]}") n=$(cpu "${SMALL[proxy:$c]}") l=$(cpu "${SMALL[lakegate:$c]}")
+  echo "| $c | $n | $l | $(ratio "$n" "$l") | $(minus "$n" "$s") / $(minus "$l" "$s") = $(ratio "$(minus "$n" "$s")" "$(minus "$l" "$s")") |"
+done
 if [ "$SCALE_CLIENTS" -gt 0 ]; then
   cat <<EOF
 

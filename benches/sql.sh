@@ -7,11 +7,13 @@
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=4
 # AGG_SECONDS=5 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
 # SKIP_CRITERION=1 to skip 3;
+# each pgbench run also reports the CPU per query of the proxy and of PostgreSQL (benches/cpu.sh);
 # BENCH_PROFILE=DIR to profile Lakegate during its pgbench runs through it, DIR/sql-pgbench-select.svg and
 # DIR/sql-pgbench-select-extended.svg: benches/flamegraph.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/flamegraph.sh
+. benches/cpu.sh
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-4}
 SCALE=${SCALE:-2}
@@ -123,18 +125,40 @@ run_pgbench() { # port user password extra-args...
   PGPASSWORD=$pass timeout $((DURATION + 60)) "$PGBIN/pgbench" -n -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$user" "$@" postgres 2>&1
 }
 
-direct=$(run_pgbench "$PG_PORT" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+# CPU per query of the proxy (Lakegate or pgbouncer) and of PostgreSQL (the postmaster and its children), sampled
+# inside the run: the backends of pgbench's own connections end with it.
+PG_MASTER=$(head -1 "$WORK/pg/postmaster.pid")
+BOUNCER_PIDS=$(pgrep -f "pgbouncer $WORK/pgbouncer.ini" | tr '\n' ' ')
+CPU_FROM=$(( DURATION >= 6 ? 2 : 1 )); CPU_FOR=$(( DURATION - 2 * CPU_FROM ))
+measured() { # proxy-pids port user password pgbench-args... -> "tps proxy-us postgres-us" per query
+  local proxy=$1 port=$2 user=$3 pass=$4 out p0 q0 t0 p1 q1 t1; shift 4
+  out=$(mktemp "$WORK/pgbench.XXXXXX")
+  run_pgbench "$port" "$user" "$pass" "$@" >"$out" &
+  local pgbench=$!
+  sleep "$CPU_FROM"
+  # shellcheck disable=SC2086 # lists of pids
+  p0=$(cpu_ticks $proxy); q0=$(cpu_ticks $(with_children "$PG_MASTER")); t0=$(date +%s.%N)
+  sleep "$CPU_FOR"
+  # shellcheck disable=SC2086
+  p1=$(cpu_ticks $proxy); q1=$(cpu_ticks $(with_children "$PG_MASTER")); t1=$(date +%s.%N)
+  wait "$pgbench" || true
+  local rate queries
+  rate=$(tps <"$out")
+  queries=$(awk -v r="${rate:-0}" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", r * (b - a) }')
+  echo "${rate:-0} $( [ -n "$proxy" ] && per_op $((p1 - p0)) "$queries" || echo -) $(per_op $((q1 - q0)) "$queries")"
+}
+read -r direct direct_cpu_px direct_cpu_pg <<<"$(measured "" "$PG_PORT" postgres "" -S -c "$CLIENTS" -j "$CLIENTS")"
 profile_start sql-pgbench-select "$LG_PID" "$DURATION"
-lakegate=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+read -r lakegate lakegate_cpu_px lakegate_cpu_pg <<<"$(measured "$LG_PID" "$LG_SQL" bench "$BENCH_TOKEN" -S -c "$CLIENTS" -j "$CLIENTS")"
 profile_finish sql-pgbench-select
-bouncer=$(run_pgbench "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS" | tps)
+read -r bouncer bouncer_cpu_px bouncer_cpu_pg <<<"$(measured "$BOUNCER_PIDS" "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS")"
 # The extended protocol (Parse, Bind, Describe, Execute, Sync per query, as libpq's PQexecParams and most drivers
 # send it), with the aid as a parameter.
-direct_ext=$(run_pgbench "$PG_PORT" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+read -r direct_ext direct_ext_cpu_px direct_ext_cpu_pg <<<"$(measured "" "$PG_PORT" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS")"
 profile_start sql-pgbench-select-extended "$LG_PID" "$DURATION"
-lakegate_ext=$(run_pgbench "$LG_SQL" bench "$BENCH_TOKEN" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+read -r lakegate_ext lakegate_ext_cpu_px lakegate_ext_cpu_pg <<<"$(measured "$LG_PID" "$LG_SQL" bench "$BENCH_TOKEN" -S -M extended -c "$CLIENTS" -j "$CLIENTS")"
 profile_finish sql-pgbench-select-extended
-bouncer_ext=$(run_pgbench "$BOUNCER" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS" | tps)
+read -r bouncer_ext bouncer_ext_cpu_px bouncer_ext_cpu_pg <<<"$(measured "$BOUNCER_PIDS" "$BOUNCER" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS")"
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
 # Alternated rounds, the order swapped every round: a single run per side could not tell 1.05x from 1.15x on
@@ -165,6 +189,7 @@ check_rls=$($PGBIN/psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U rls_reader -d pos
 [ "$check_lg" = "$check_rls" ] || { echo "aggregate results differ: $check_lg vs $check_rls" >&2; exit 1; }
 
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+sum_ratio() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { if (c + d > 0 && a + b > 0) printf "%.2f", (a + b) / (c + d); else print "n/a" }'; }
 cat <<MD
 | measurement ($CLIENTS clients, ${DURATION}s, pgbench scale $SCALE) | result | ratio |
 |---|---|---|
@@ -176,6 +201,16 @@ cat <<MD
 | pgbench -S -M extended through pgbouncer | $bouncer_ext tps | $(ratio "$bouncer_ext" "$direct_ext") of direct |
 | \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate (median of $AGG_ROUNDS alternated ${AGG_SECONDS}s runs, 1 client) | $agg_lakegate ms | $agg_ratio x native RLS (per round $agg_ratios) |
 | the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
+MD
+cat <<MD
+
+CPU per pgbench -S query, µs (user + system time from \`/proc/<pid>/stat\` over ${CPU_FOR}s inside each run, divided
+by the queries of that span; PostgreSQL counts its postmaster and every backend; pgbench's own CPU is not counted):
+
+| protocol | directly: PostgreSQL | through Lakegate: Lakegate / PostgreSQL | through pgbouncer: pgbouncer / PostgreSQL | both sides, pgbouncer's over Lakegate's |
+|---|---|---|---|---|
+| simple | $direct_cpu_pg | $lakegate_cpu_px / $lakegate_cpu_pg | $bouncer_cpu_px / $bouncer_cpu_pg | $(sum_ratio "$bouncer_cpu_px" "$bouncer_cpu_pg" "$lakegate_cpu_px" "$lakegate_cpu_pg") |
+| extended | $direct_ext_cpu_pg | $lakegate_ext_cpu_px / $lakegate_ext_cpu_pg | $bouncer_ext_cpu_px / $bouncer_ext_cpu_pg | $(sum_ratio "$bouncer_ext_cpu_px" "$bouncer_ext_cpu_pg" "$lakegate_ext_cpu_px" "$lakegate_ext_cpu_pg") |
 MD
 
 [ -n "${SKIP_CRITERION:-}" ] && exit 0
