@@ -1,7 +1,78 @@
 //! The canonical request: URI, query, headers.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str};
+use sha2::{Digest, Sha256};
+
+/// Where a canonical request goes as it is produced: kept whole (to show or test it), or straight into the hash
+/// the string to sign needs, without building it first.
+pub trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// What a canonical request is made of, for the verifier (from what the client sent) and the signer (from what it
+/// forwards) alike.
+pub struct CanonicalParts<'a, N> {
+    pub method: &'a str,
+    /// The path as sent, still percent-encoded, without the query.
+    pub path: &'a str,
+    pub path_mode: PathMode,
+    /// The raw query without `?`.
+    pub query: Option<&'a str>,
+    /// Leave `X-Amz-Signature` out of the canonical query (a presigned URL's own signature).
+    pub skip_signature: bool,
+    pub headers: &'a HeaderMap,
+    /// The signed header names, lowercase, sorted.
+    pub signed_headers: &'a [N],
+    /// The `host` value when the headers have none (HTTP/2 keeps `:authority` in the URI).
+    pub authority: Option<&'a str>,
+    /// The payload's hash or literal (`UNSIGNED-PAYLOAD`, ...).
+    pub payload_hash: &'a str,
+}
+
+/// Writes the canonical request of `parts` into `out`.
+pub fn write_canonical_request<N: AsRef<str>>(out: &mut impl Sink, parts: &CanonicalParts<'_, N>) {
+    out.put(parts.method.as_bytes());
+    out.put(b"\n");
+    out.put(canonical_uri(parts.path, parts.path_mode).as_bytes());
+    out.put(b"\n");
+    let pairs = canonical_query_pairs(parts.query.unwrap_or(""));
+    write_canonical_query(out, &pairs, |k| parts.skip_signature && k == "X-Amz-Signature");
+    out.put(b"\n");
+    for name in parts.signed_headers {
+        let name = name.as_ref();
+        out.put(name.as_bytes());
+        out.put(b":");
+        let fallback = if name == "host" { parts.authority } else { None };
+        // An absent header writes nothing: the signature then fails, as it should.
+        write_canonical_header_value(out, parts.headers, name, fallback);
+        out.put(b"\n");
+    }
+    out.put(b"\n");
+    for (i, name) in parts.signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.put(b";");
+        }
+        out.put(name.as_ref().as_bytes());
+    }
+    out.put(b"\n");
+    out.put(parts.payload_hash.as_bytes());
+}
 
 /// How the path goes into the canonical request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +105,7 @@ pub fn canonical_uri(path: &str, mode: PathMode) -> String {
                 if i > 0 {
                     out.push('/');
                 }
-                let decoded: Vec<u8> = percent_decode_str(segment).collect();
-                encode_bytes(&mut out, &decoded);
+                out.push_str(&reencode(segment));
             }
         }
         PathMode::Normalized => {
@@ -69,15 +139,15 @@ pub fn canonical_uri(path: &str, mode: PathMode) -> String {
     out
 }
 
-/// One query parameter, both halves in canonical (encoded) form.
-type Param = (String, String);
+/// One query parameter, both halves in canonical (encoded) form: borrowed from the query where it was sent so.
+type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Splits a raw query into canonically encoded (key, value) pairs, in the order sent.
 ///
 /// Each half is percent-decoded once and encoded with SigV4's set, so `%2f`, `%2F` and a raw
 /// byte that needs encoding all come out the same. `+` is a literal plus (S3 and SDKs send `%20`
 /// for space), so it becomes `%2B`.
-pub fn canonical_query_pairs(query: &str) -> Vec<Param> {
+pub fn canonical_query_pairs(query: &str) -> Vec<Param<'_>> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -88,15 +158,15 @@ pub fn canonical_query_pairs(query: &str) -> Vec<Param> {
         .collect()
 }
 
-fn reencode(s: &str) -> String {
+fn reencode(s: &str) -> Cow<'_, str> {
     // What SDKs send is in this form already (a presigned URL's session token is most of its bytes).
     if is_canonical(s.as_bytes()) {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let decoded: Vec<u8> = percent_decode_str(s).collect();
     let mut out = String::with_capacity(decoded.len());
     encode_bytes(&mut out, &decoded);
-    out
+    Cow::Owned(out)
 }
 
 /// Whether `s` is what [`reencode`] makes of it: unreserved bytes as they are, every other byte as `%XX` in
@@ -127,60 +197,49 @@ fn is_canonical(s: &[u8]) -> bool {
 }
 
 /// Decodes a raw query value (for reading `X-Amz-*` parameters).
-pub fn decode_query_value(s: &str) -> Option<String> {
-    percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
+pub fn decode_query_value(s: &str) -> Option<Cow<'_, str>> {
+    percent_decode_str(s).decode_utf8().ok()
 }
 
-/// The canonical query string: pairs sorted by encoded key then value, joined by `&`, leaving out
-/// the parameters for which `skip` (on the encoded key) is true.
-pub fn canonical_query(pairs: &[Param], skip: impl Fn(&str) -> bool) -> String {
-    let mut kept: Vec<&Param> = pairs.iter().filter(|(k, _)| !skip(k)).collect();
+/// Writes the canonical query string: pairs sorted by encoded key then value, joined by `&`, leaving out the
+/// parameters for which `skip` (on the encoded key) is true.
+pub fn write_canonical_query(out: &mut impl Sink, pairs: &[Param<'_>], skip: impl Fn(&str) -> bool) {
+    let mut kept: Vec<&Param<'_>> = pairs.iter().filter(|(k, _)| !skip(k)).collect();
     kept.sort();
-    let mut out = String::new();
     for (i, (k, v)) in kept.iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            out.put(b"&");
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
+        out.put(k.as_bytes());
+        out.put(b"=");
+        out.put(v.as_bytes());
     }
-    out
 }
 
-/// Canonical value of one header: every value trimmed, inner whitespace runs folded to one
-/// space, repeated headers joined with `,` in the order received. `None` when absent.
-pub fn canonical_header_value(headers: &HeaderMap, name: &str, fallback: Option<&str>) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::new();
+/// Writes the canonical value of one header: every value trimmed, inner whitespace runs folded to one space,
+/// repeated headers joined with `,` in the order received; `fallback` when the header is absent.
+pub fn write_canonical_header_value(out: &mut impl Sink, headers: &HeaderMap, name: &str, fallback: Option<&str>) {
     let mut found = false;
     for value in headers.get_all(name) {
         if found {
-            out.push(b',');
+            out.put(b",");
         }
         found = true;
-        fold_whitespace(&mut out, value.as_bytes());
+        fold_whitespace(out, value.as_bytes());
     }
     if let (false, Some(v)) = (found, fallback) {
-        fold_whitespace(&mut out, v.as_bytes());
-        found = true;
+        fold_whitespace(out, v.as_bytes());
     }
-    found.then_some(out)
 }
 
-fn fold_whitespace(out: &mut Vec<u8>, value: &[u8]) {
-    let mut pending_space = false;
-    let mut started = false;
-    for &b in value {
-        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
-            pending_space = started;
-        } else {
-            if pending_space {
-                out.push(b' ');
-                pending_space = false;
-            }
-            out.push(b);
-            started = true;
+/// The value's runs of non-whitespace, one space between them.
+fn fold_whitespace(out: &mut impl Sink, value: &[u8]) {
+    let words = value.split(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')).filter(|w| !w.is_empty());
+    for (i, word) in words.enumerate() {
+        if i > 0 {
+            out.put(b" ");
         }
+        out.put(word);
     }
 }
 

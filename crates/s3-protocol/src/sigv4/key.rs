@@ -68,7 +68,7 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// HMAC-SHA256 of `data` under this key.
-    pub(crate) fn sign(&self, data: &[u8]) -> [u8; 32] {
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
         tag_bytes(hmac::sign(&self.0, data).as_ref())
     }
 }
@@ -146,9 +146,10 @@ impl std::fmt::Debug for HexDigest {
 }
 
 /// The string to sign: the algorithm, the request time, the credential scope and the hex SHA-256 of the canonical
-/// request, a line each. The signer and the verifier both build it here.
-pub(super) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    let hash = hex32(&sha256(canonical_request));
+/// request (hashed as it was written: [`super::canonical::write_canonical_request`]), a line each. The signer and
+/// the verifier both build it here.
+pub(super) fn string_to_sign(amz_date: &str, scope: &str, canonical_sha256: &[u8; 32]) -> String {
+    let hash = hex32(canonical_sha256);
     let mut out = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
     for part in [ALGORITHM, "\n", amz_date, "\n", scope, "\n", hash.as_str()] {
         out.push_str(part);

@@ -4,9 +4,10 @@
 //! request here and verify it with [`super::verify`].
 
 use http::{HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::canonical::{PathMode, canonical_header_value, canonical_query, canonical_query_pairs, canonical_uri};
+use super::canonical::{CanonicalParts, PathMode, write_canonical_request};
 use super::key::{SecretKey, hex32, string_to_sign};
 use super::parse::{ALGORITHM, format_amz_date};
 
@@ -71,30 +72,22 @@ pub fn sign_request(
     signed.dedup();
     let signed_list = signed.join(";");
 
-    let mut canonical = Vec::with_capacity(512);
-    canonical.extend_from_slice(method.as_bytes());
-    canonical.push(b'\n');
-    canonical.extend_from_slice(canonical_uri(path, PathMode::S3).as_bytes());
-    canonical.push(b'\n');
-    if let Some(query) = query.filter(|q| !q.is_empty()) {
-        canonical.extend_from_slice(canonical_query(&canonical_query_pairs(query), |_| false).as_bytes());
-    }
-    canonical.push(b'\n');
-    for name in &signed {
-        canonical.extend_from_slice(name.as_bytes());
-        canonical.push(b':');
-        if let Some(v) = canonical_header_value(headers, name, None) {
-            canonical.extend_from_slice(&v);
-        }
-        canonical.push(b'\n');
-    }
-    canonical.push(b'\n');
-    canonical.extend_from_slice(signed_list.as_bytes());
-    canonical.push(b'\n');
-    canonical.extend_from_slice(payload_hash.as_bytes());
+    let mut canonical = Sha256::new();
+    let parts = CanonicalParts {
+        method,
+        path,
+        path_mode: PathMode::S3,
+        query,
+        skip_signature: false,
+        headers,
+        signed_headers: &signed,
+        authority: None,
+        payload_hash,
+    };
+    write_canonical_request(&mut canonical, &parts);
 
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let string_to_sign = string_to_sign(&amz_date, &scope, &canonical);
+    let string_to_sign = string_to_sign(&amz_date, &scope, &canonical.finalize().into());
     let key = credentials.secret.signing_key(&scope, date, region, service);
     let signature = hex32(&key.sign(string_to_sign.as_bytes()));
     let mut authorization = String::with_capacity(160 + credentials.access_key_id.len() + signed_list.len());

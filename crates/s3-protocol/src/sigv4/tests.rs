@@ -807,7 +807,7 @@ fn decoded_length_other_than_announced_is_incomplete_body() {
 /// Encodes `chunks` as signed aws-chunked, chained from the request's signature, with an
 /// optional signed trailer.
 fn signed_chunks(verified: &Verified, chunks: &[&[u8]], trailer: Option<(&str, &str)>) -> Vec<u8> {
-    let mut signer = verified.seed.clone();
+    let mut signer = verified.seed.clone().expect("a streaming payload has a seed");
     let mut out = Vec::new();
     for data in chunks.iter().copied().chain([&b""[..]]) {
         let sig = signer.next_chunk_signature(&sha256(data));

@@ -1,11 +1,12 @@
 //! Request verification: from a request head to an authenticated access key id.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use super::canonical::{
-    PathMode, canonical_header_value, canonical_query, canonical_query_pairs, canonical_uri, decode_query_value,
-};
+use super::canonical::{CanonicalParts, PathMode, decode_query_value, write_canonical_request};
 use super::chunked::{AwsChunkedDecoder, ChunkSigner, ChunkedMode};
 use super::error::{LookupError, SigV4Error};
 use super::key::{SecretKey, SigningKey, derive_signing_key, macs_equal, parse_hex32, string_to_sign};
@@ -171,7 +172,8 @@ pub struct Verified {
     pub form: AuthForm,
     /// The request time the signature covers.
     pub request_time: OffsetDateTime,
-    pub(super) seed: ChunkSigner,
+    /// What the chunk signatures of a streaming payload chain from; `None` for any other payload.
+    pub(super) seed: Option<ChunkSigner>,
 }
 
 impl Verified {
@@ -188,7 +190,7 @@ impl Verified {
                 (ChunkedMode::UnsignedWithTrailer, *decoded_length, trailers.clone())
             }
         };
-        Some(AwsChunkedDecoder::new(mode, decoded_length, trailers, Some(self.seed.clone())))
+        Some(AwsChunkedDecoder::new(mode, decoded_length, trailers, self.seed.clone()))
     }
 }
 
@@ -250,7 +252,7 @@ pub struct SignedRequest<'a> {
     signature: [u8; 32],
     amz_date: String,
     request_time: OffsetDateTime,
-    session_token: Option<String>,
+    session_token: Option<Cow<'a, str>>,
     payload_hash: String,
     payload: PayloadMode,
 }
@@ -318,7 +320,7 @@ impl<'a> SignedRequest<'a> {
             return Err(SigV4Error::AccessDenied("the header giving the request time must be signed"));
         }
         let session_token = single_header(head.headers, "x-amz-security-token")?
-            .map(|v| v.to_str().map(str::to_owned).map_err(|_| SigV4Error::InvalidToken))
+            .map(|v| v.to_str().map(Cow::Borrowed).map_err(|_| SigV4Error::InvalidToken))
             .transpose()?;
         let (payload_hash, payload) = payload_mode(head.headers, options, false)?;
         Ok(Self {
@@ -366,7 +368,7 @@ impl<'a> SignedRequest<'a> {
         let credential_decoded = decode(credential_raw)?;
         let credential = Credential::parse(&credential_decoded).map_err(Bad)?;
         check_service(&credential, options).map_err(Bad)?;
-        let amz_date = decode(required("X-Amz-Date", "X-Amz-Date is missing")?)?;
+        let amz_date = decode(required("X-Amz-Date", "X-Amz-Date is missing")?)?.into_owned();
         let request_time = parse_amz_date(&amz_date).ok_or(Bad("X-Amz-Date must be YYYYMMDDTHHMMSSZ"))?;
         if !amz_date.starts_with(credential.date) {
             return Err(Bad("the credential date is not the date of X-Amz-Date"));
@@ -434,35 +436,34 @@ impl<'a> SignedRequest<'a> {
     /// The canonical request, as the client should have built it.
     pub fn canonical_request(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(self.head.method.as_bytes());
-        out.push(b'\n');
-        out.extend_from_slice(canonical_uri(self.head.path, self.path_mode).as_bytes());
-        out.push(b'\n');
-        let pairs = canonical_query_pairs(self.head.query.unwrap_or(""));
-        let presigned = matches!(self.form, AuthForm::Presigned { .. });
-        let query = canonical_query(&pairs, |k| presigned && k == "X-Amz-Signature");
-        out.extend_from_slice(query.as_bytes());
-        out.push(b'\n');
-        for name in &self.signed_headers {
-            out.extend_from_slice(name.as_bytes());
-            out.push(b':');
-            let fallback = if name == "host" { self.head.authority } else { None };
-            // Presence was checked in `parse`; an absent header here would only fail the signature.
-            if let Some(value) = canonical_header_value(self.head.headers, name, fallback) {
-                out.extend_from_slice(&value);
-            }
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-        out.extend_from_slice(self.signed_headers.join(";").as_bytes());
-        out.push(b'\n');
-        out.extend_from_slice(self.payload_hash.as_bytes());
+        write_canonical_request(&mut out, &self.canonical_parts());
         out
+    }
+
+    fn canonical_parts(&self) -> CanonicalParts<'_, String> {
+        CanonicalParts {
+            method: self.head.method,
+            path: self.head.path,
+            path_mode: self.path_mode,
+            query: self.head.query,
+            skip_signature: matches!(self.form, AuthForm::Presigned { .. }),
+            headers: self.head.headers,
+            signed_headers: &self.signed_headers,
+            authority: self.head.authority,
+            payload_hash: &self.payload_hash,
+        }
     }
 
     /// The string to sign for [`SignedRequest::canonical_request`].
     pub fn string_to_sign(&self) -> Vec<u8> {
-        string_to_sign(&self.amz_date, &self.credential.view().scope(), &self.canonical_request()).into_bytes()
+        self.string_to_sign_in(&self.credential.view().scope()).into_bytes()
+    }
+
+    /// The string to sign, the canonical request hashed as it is written rather than built first.
+    fn string_to_sign_in(&self, scope: &str) -> String {
+        let mut hash = Sha256::new();
+        write_canonical_request(&mut hash, &self.canonical_parts());
+        string_to_sign(&self.amz_date, scope, &hash.finalize().into())
     }
 
     /// Checks the signature with a signing key derived from the lookup's secret.
@@ -475,11 +476,12 @@ impl<'a> SignedRequest<'a> {
     /// Checks the signature with an already derived (for instance cached) signing key, which
     /// must be the one for this request's access key id and scope.
     pub fn verify_with_key(self, key: &SigningKey) -> Result<Verified, SigV4Error> {
-        let expected = key.sign(&self.string_to_sign());
+        let scope = self.credential.view().scope();
+        let expected = key.sign(self.string_to_sign_in(&scope).as_bytes());
         if !macs_equal(&expected, &self.signature) {
             return Err(SigV4Error::SignatureDoesNotMatch("the request signature is wrong"));
         }
-        let scope = self.credential.view().scope();
+        let streaming = !matches!(self.payload, PayloadMode::Unsigned | PayloadMode::Sha256(_));
         let OwnedCredential { access_key_id, date, region, service } = self.credential;
         Ok(Verified {
             access_key_id,
@@ -488,7 +490,7 @@ impl<'a> SignedRequest<'a> {
             payload: self.payload,
             form: self.form,
             request_time: self.request_time,
-            seed: ChunkSigner::new(key.clone(), self.signature, &self.amz_date, &scope),
+            seed: streaming.then(|| ChunkSigner::new(key.clone(), self.signature, &self.amz_date, &scope)),
         })
     }
 }
@@ -518,7 +520,7 @@ fn raw_query_pairs(query: &str) -> Vec<(&str, &str)> {
     query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect()
 }
 
-fn decode(raw: &str) -> Result<String, SigV4Error> {
+fn decode(raw: &str) -> Result<Cow<'_, str>, SigV4Error> {
     decode_query_value(raw).ok_or(SigV4Error::AuthorizationQueryParametersError("a presigned parameter is not UTF-8"))
 }
 
