@@ -128,10 +128,11 @@ http {
 EOF
 nginx -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -p "$WORK"
 
-run_lakegate() { # dir port config -> sets LAST_PID
+run_lakegate() { # dir port config -> sets LAST_PID and LAST_CONTROL (the control listener's port)
   local dir=$1 port=$2
   printf '%s\n' "$3" >"$dir/lakegate.toml"
-  LAKEGATE__CONTROL__LISTEN=127.0.0.1:$(free_port) LAKEGATE__SQL__LISTEN=127.0.0.1:$(free_port) \
+  LAST_CONTROL=$(free_port)
+  LAKEGATE__CONTROL__LISTEN=127.0.0.1:$LAST_CONTROL LAKEGATE__SQL__LISTEN=127.0.0.1:$(free_port) \
   LAKEGATE__S3__LISTEN=127.0.0.1:$port LAKEGATE_LOG=warn \
     "$LAKEGATE" serve --config "$dir/lakegate.toml" --data-dir "$dir" >"$dir/serve.log" 2>&1 &
   LAST_PID=$!
@@ -143,9 +144,9 @@ kind = \"remote\"
 endpoint = \"http://127.0.0.1:$P_STORE\"
 access_key_id = \"ignored-by-nginx\"
 secret_access_key = \"ignored-by-nginx\""
-LG_PID=$LAST_PID
+LG_PID=$LAST_PID LG_CONTROL=$LAST_CONTROL
 run_lakegate "$WORK/lg-embedded" "$P_LGE" ""
-LGE_PID=$LAST_PID
+LGE_PID=$LAST_PID LGE_CONTROL=$LAST_CONTROL
 for p in "$P_STORE" "$P_PROXY" "$P_LG" "$P_LGE"; do wait_port "$p"; done
 # The sidecar holds a token of the embedded instance's dev issuer, as a pod holds its projected token; the
 # bearer-token GETs use the same token.
@@ -265,6 +266,14 @@ check_small() { # target
 }
 for t in $SMALL_TARGETS; do check_small "$t"; done
 
+# Lakegate refuses a request with 503 and no audit record when the record finds no room in the audit queue: a
+# count to tell that apart from other errors when a load run saw answers other than 200.
+refusals() { # target -> ", Lakegate's audit refusals so far: N", or nothing for nginx
+  local port
+  case $1 in direct | proxy) return ;; lakegate) port=$LG_CONTROL ;; *) port=$LGE_CONTROL ;; esac
+  echo ", Lakegate's audit refusals so far: $(curl -s --max-time 5 "http://127.0.0.1:$port/metrics" |
+    awk '/^lakegate_audit_refusals_total/ {n += $NF} END {print n + 0}')"
+}
 wrk_run() { # target connections -> RES="rps p50ms p99ms cpu-us-per-request"
   local target=$1 c=$2 threads=$(( $2 < NPROC ? $2 : NPROC )) args=() h line pids cpu0
   headers_for "$target"
@@ -281,7 +290,7 @@ wrk_run() { # target connections -> RES="rps p50ms p99ms cpu-us-per-request"
   fi
   local reqs dur bytes p50 p99 econnect eread ewrite estatus etimeout
   read -r _ reqs dur bytes p50 p99 econnect eread ewrite estatus etimeout <<<"$line"
-  [ "$estatus" -eq 0 ] || fail "$target, $c connections: $estatus of $reqs answers were errors (>= 400)"
+  [ "$estatus" -eq 0 ] || fail "$target, $c connections: $estatus of $reqs answers were errors (>= 400)$(refusals "$target")"
   [ $((econnect + eread + ewrite + etimeout)) -eq 0 ] ||
     fail "$target, $c connections: socket errors: connect $econnect, read $eread, write $ewrite, timeout $etimeout"
   if [ "$reqs" -eq 0 ] || [ $((bytes / reqs)) -lt $SMALL_BYTES ]; then
