@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// Where a canonical request goes as it is produced: kept whole (to show or test it), or straight into the hash
 /// the string to sign needs, without building it first.
-pub trait Sink {
+pub(super) trait Sink {
     /// Appends `bytes`.
     fn put(&mut self, bytes: &[u8]);
 }
@@ -27,7 +27,7 @@ impl Sink for Sha256 {
 
 /// What a canonical request is made of, for the verifier (from what the client sent) and the signer (from what it
 /// forwards) alike.
-pub struct CanonicalParts<'a, N> {
+pub(super) struct CanonicalParts<'a, N> {
     pub method: &'a str,
     /// The path as sent, still percent-encoded, without the query.
     pub path: &'a str,
@@ -46,7 +46,7 @@ pub struct CanonicalParts<'a, N> {
 }
 
 /// Writes the canonical request of `parts` into `out`.
-pub fn write_canonical_request<N: AsRef<str>>(out: &mut impl Sink, parts: &CanonicalParts<'_, N>) {
+pub(super) fn write_canonical_request<N: AsRef<str>>(out: &mut impl Sink, parts: &CanonicalParts<'_, N>) {
     out.put(parts.method.as_bytes());
     out.put(b"\n");
     out.put(canonical_uri(parts.path, parts.path_mode).as_bytes());
@@ -147,7 +147,7 @@ type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
 /// Each half is percent-decoded once and encoded with SigV4's set, so `%2f`, `%2F` and a raw
 /// byte that needs encoding all come out the same. `+` is a literal plus (S3 and SDKs send `%20`
 /// for space), so it becomes `%2B`.
-pub fn canonical_query_pairs(query: &str) -> Vec<Param<'_>> {
+fn canonical_query_pairs(query: &str) -> Vec<Param<'_>> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -197,13 +197,13 @@ fn is_canonical(s: &[u8]) -> bool {
 }
 
 /// Decodes a raw query value (for reading `X-Amz-*` parameters).
-pub fn decode_query_value(s: &str) -> Option<Cow<'_, str>> {
+pub(super) fn decode_query_value(s: &str) -> Option<Cow<'_, str>> {
     percent_decode_str(s).decode_utf8().ok()
 }
 
 /// Writes the canonical query string: pairs sorted by encoded key then value, joined by `&`, leaving out the
 /// parameters for which `skip` (on the encoded key) is true.
-pub fn write_canonical_query(out: &mut impl Sink, pairs: &[Param<'_>], skip: impl Fn(&str) -> bool) {
+fn write_canonical_query(out: &mut impl Sink, pairs: &[Param<'_>], skip: impl Fn(&str) -> bool) {
     let mut kept: Vec<&Param<'_>> = pairs.iter().filter(|(k, _)| !skip(k)).collect();
     kept.sort();
     for (i, (k, v)) in kept.iter().enumerate() {
@@ -218,7 +218,7 @@ pub fn write_canonical_query(out: &mut impl Sink, pairs: &[Param<'_>], skip: imp
 
 /// Writes the canonical value of one header: every value trimmed, inner whitespace runs folded to one space,
 /// repeated headers joined with `,` in the order received; `fallback` when the header is absent.
-pub fn write_canonical_header_value(out: &mut impl Sink, headers: &HeaderMap, name: &str, fallback: Option<&str>) {
+fn write_canonical_header_value(out: &mut impl Sink, headers: &HeaderMap, name: &str, fallback: Option<&str>) {
     let mut found = false;
     for value in headers.get_all(name) {
         if found {
