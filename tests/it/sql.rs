@@ -145,12 +145,66 @@ fn leaks(row: &[Option<String>]) -> Option<String> {
     None
 }
 
+/// Statements whose expressions fail on exactly the rows alice may not see (the orders outside her region,
+/// `US` in every data set here), each with one that has her answer without the failing expression. Each must
+/// run as if those rows did not exist: an error would tell her that a row she cannot see holds the value the
+/// expression tests, and bisecting on it reads any hidden value.
+const ERROR_ORACLES: &[(&str, &str)] = &[
+    (
+        "SELECT count(*) FROM sales.orders WHERE 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END) = 1",
+        "SELECT count(*) FROM sales.orders",
+    ),
+    (
+        "SELECT count(*) FROM sales.orders WHERE CAST(CASE WHEN region = 'US' THEN 'x' ELSE '1' END AS integer) = 1",
+        "SELECT count(*) FROM sales.orders",
+    ),
+    (
+        "SELECT count(*) FROM sales.orders o WHERE o.order_id > 0 AND 1 / (CASE WHEN o.region = 'US' THEN 0 ELSE 1 END) = 1",
+        "SELECT count(*) FROM sales.orders o WHERE o.order_id > 0",
+    ),
+    (
+        "SELECT count(*) FROM (SELECT region FROM sales.orders) s WHERE 1 / (CASE WHEN s.region = 'US' THEN 0 ELSE 1 END) = 1",
+        "SELECT count(*) FROM sales.orders",
+    ),
+    (
+        "SELECT count(*) FROM sales.orders a JOIN sales.orders b ON a.order_id = b.order_id \
+         AND 1 / (CASE WHEN b.region = 'US' THEN 0 ELSE 1 END) = 1",
+        "SELECT count(*) FROM sales.orders",
+    ),
+    (
+        "SELECT sum(1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END)) FROM sales.orders",
+        "SELECT count(*) FROM sales.orders",
+    ),
+    (
+        "SELECT count(*) FROM sales.orders GROUP BY 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END)",
+        "SELECT count(*) FROM sales.orders",
+    ),
+    (
+        "SELECT min(order_id) FROM sales.orders WHERE order_id IN \
+         (SELECT order_id FROM sales.orders WHERE 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END) = 1)",
+        "SELECT min(order_id) FROM sales.orders",
+    ),
+];
+
+/// Runs [`ERROR_ORACLES`] as alice: each statement answers what its reference answers.
+async fn assert_errors_tell_alice_nothing_hidden(client: &tokio_postgres::Client) {
+    // Every data set here holds US orders; her view must have none of them.
+    let hidden = simple(client, "SELECT count(*) FROM sales.orders WHERE region = 'US'").await;
+    assert_eq!(hidden, Ok(vec![vec![Some("0".into())]]));
+    for (sql, reference) in ERROR_ORACLES {
+        let expected = simple(client, reference).await;
+        assert!(expected.is_ok(), "{reference}: {expected:?}");
+        assert_eq!(simple(client, sql).await, expected, "an error on a hidden row told alice it exists: {sql}");
+    }
+}
+
 #[tokio::test]
 async fn hostile_queries_never_show_alice_what_the_policy_hides() {
     let lg = Lakegate::start(&[]);
     let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
     let client = connect_gateway(&lg, "alice", &token).await;
     assert_corpus_shows_alice_nothing_hidden(&client).await;
+    assert_errors_tell_alice_nothing_hidden(&client).await;
 }
 
 /// Runs the hostile corpus as alice: every query fails or returns only what she may see.
@@ -431,6 +485,7 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
     let none = alice.query("SELECT customer FROM sales.orders WHERE order_id > $1", &[&100i64]).await.expect("query");
     assert!(none.is_empty());
     assert_eq!(simple(&alice, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("2".into())]]));
+    assert_errors_tell_alice_nothing_hidden(&alice).await;
     drop(lg);
 
     // A catalog column the backend lacks refuses start-up, naming it.
@@ -991,6 +1046,7 @@ async fn on_spark_the_hostile_corpus_shows_nothing_hidden_and_rewrites_agree_wit
     let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
     let client = connect_gateway(&lg, "alice", &token).await;
     assert_corpus_shows_alice_nothing_hidden(&client).await;
+    assert_errors_tell_alice_nothing_hidden(&client).await;
     // The statements ran on Spark, tagged with the user.
     eventually("alice's statements tagged in Spark's event log", || {
         spark.events().contains("lakegate-user=alice").then_some(())

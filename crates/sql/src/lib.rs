@@ -47,6 +47,8 @@ pub struct SqlService {
     pub keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
     /// The rewriter's index of the catalog in force, shared by every session.
     catalogs: rewrite::CatalogCache,
+    /// The backends whose comparisons with constants cannot fail on a row (`Backend::comparisons_typed_at_planning`).
+    comparisons_typed: std::collections::BTreeSet<String>,
 }
 
 /// Why the SQL front could not start.
@@ -104,7 +106,6 @@ impl SqlService {
         }
         Ok(Arc::new(SqlService {
             gate,
-            backends,
             settings: SqlSettings {
                 max_statement_bytes: config.max_statement_bytes,
                 trino_page_rows: config.trino_page_rows.max(1),
@@ -113,6 +114,8 @@ impl SqlService {
             },
             keyring,
             catalogs: rewrite::CatalogCache::default(),
+            comparisons_typed: backends.typing_comparisons_at_planning(),
+            backends,
         }))
     }
 }

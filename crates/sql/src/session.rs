@@ -347,12 +347,19 @@ impl Session {
     ) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
         let catalog = self.service.catalogs.for_store(policy.store());
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
-        let rewriter = Rewriter::new(&catalog, &lookup).with_search_path(self.search_path()).with_limits(
-            self.service.settings.max_statement_bytes,
-            super::rewrite::DEFAULT_PARSER_DEPTH,
-            super::rewrite::DEFAULT_MAX_DEPTH,
-            super::rewrite::DEFAULT_MAX_STACK,
-        );
+        let typed = |table: &TableName| {
+            let def = policy.catalog().table(&table.schema, &table.name);
+            def.is_some_and(|d| self.service.comparisons_typed.contains(&d.backend))
+        };
+        let rewriter = Rewriter::new(&catalog, &lookup)
+            .with_search_path(self.search_path())
+            .with_limits(
+                self.service.settings.max_statement_bytes,
+                super::rewrite::DEFAULT_PARSER_DEPTH,
+                super::rewrite::DEFAULT_MAX_DEPTH,
+                super::rewrite::DEFAULT_MAX_STACK,
+            )
+            .with_comparisons_unfenced(&typed);
         let rewritten = rewriter.rewrite(sql);
         let backends: Result<Vec<String>, SqlError> = match &rewritten {
             Ok(r) => r.statements.iter().map(|s| backend_of(policy.catalog(), &s.tables)).collect(),

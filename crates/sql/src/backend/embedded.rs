@@ -58,14 +58,15 @@ impl Embedded {
             // Results keep plain Utf8 so that every string column reads the same way.
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_state(super::fence::session_state(config));
         for def in catalog.tables.iter().filter(|t| t.backend == super::EMBEDDED) {
             register(&ctx, warehouse, def, iceberg.as_ref()).await?;
         }
         Ok(Embedded { ctx })
     }
 
-    /// An engine over a context built elsewhere (the per-query catalog context of introspection).
+    /// An engine over a context built elsewhere (the per-query catalog context of introspection), whose state
+    /// comes from [`super::fence::session_state`].
     pub fn from_context(ctx: SessionContext) -> Self {
         Embedded { ctx }
     }
@@ -181,7 +182,9 @@ fn backend_error(e: datafusion::error::DataFusionError) -> SqlError {
 #[async_trait]
 impl Backend for Embedded {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        let df = self.ctx.sql(sql).await.map_err(backend_error)?;
+        let plan = self.ctx.state().create_logical_plan(sql).await.map_err(backend_error)?;
+        let plan = super::fence::fenced(plan).map_err(backend_error)?;
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
         let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));
         let stream = df.execute_stream().await.map_err(backend_error)?;
         // One batch in memory at a time: each batch is turned into rows as the client reads them.

@@ -3,6 +3,7 @@
 
 mod arrow;
 pub mod embedded;
+pub(crate) mod fence;
 pub mod iceberg;
 mod pg_tls;
 pub mod postgres;
@@ -54,6 +55,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError>;
     /// Runs a write for `caller` and returns the number of rows it touched.
     async fn execute(&self, sql: &str, caller: &Caller<'_>) -> Result<u64, SqlError>;
+    /// Whether the engine gives an untyped constant compared with a column the column's type at planning (or
+    /// refuses the statement), so that such a comparison cannot fail on any row: PostgreSQL does; DataFusion and
+    /// Spark may cast the column instead. Only then may a statement's comparisons meet a table's rows before its
+    /// row filter (see `Rewriter::with_comparisons_unfenced`).
+    fn comparisons_typed_at_planning(&self) -> bool {
+        false
+    }
     /// Opens a transaction on a connection of its own; statements run through the handle until it ends.
     /// `None`: the engine has no transactions (the embedded engine, which is read-only).
     async fn begin(&self, _options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
@@ -125,5 +133,10 @@ impl Backends {
     /// The backend called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Backend>> {
         self.by_name.get(name).cloned()
+    }
+
+    /// The names of the backends whose comparisons with constants are typed at planning.
+    pub fn typing_comparisons_at_planning(&self) -> std::collections::BTreeSet<String> {
+        self.by_name.iter().filter(|(_, b)| b.comparisons_typed_at_planning()).map(|(name, _)| name.clone()).collect()
     }
 }

@@ -396,6 +396,10 @@ impl Backend for Postgres {
         self.client().await?.execute(sql, &[]).await.map_err(backend_error)
     }
 
+    fn comparisons_typed_at_planning(&self) -> bool {
+        true
+    }
+
     async fn begin(&self, options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
         let client = self.client().await?;
         client.batch_execute(&options.begin_sql()).await.map_err(backend_error)?;

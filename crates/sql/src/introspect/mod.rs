@@ -573,7 +573,7 @@ impl Introspection {
             .with_default_catalog_and_schema("lakegate", "pg_catalog")
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_state(crate::backend::fence::session_state(config));
         tables::register(&ctx, &view)?;
         functions::register(&ctx, &view);
         Ok(Introspection { ctx })

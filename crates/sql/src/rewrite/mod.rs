@@ -4,9 +4,11 @@
 //!
 //! Every reference to a governed table, wherever it stands, becomes the derived table
 //! `(SELECT <visible columns, masked> FROM "schema"."table" WHERE <row filter> OFFSET 0) AS "alias"`.
-//! `OFFSET 0`, PostgreSQL's optimisation fence, keeps a user's predicates from running on hidden rows; it is left
-//! out where there are none that could (no row filter, or the query's own SELECT over the one table comparing
-//! plain columns with constants, as in the example below), so that PostgreSQL can use them for index scans.
+//! `OFFSET 0`, PostgreSQL's optimisation fence, keeps a user's predicates from running on hidden rows (the
+//! embedded engine plans it as a fence of its own, `backend::fence`); it is left out where there are none that
+//! could: no row filter, or, on an engine that types constants at planning (PostgreSQL), the query's own SELECT
+//! over the one table comparing plain columns with constants, as in the example below, so that PostgreSQL can use
+//! them for index scans.
 //! Names are resolved with PostgreSQL's rules (folding, quoting, CTE scoping, search path) and written
 //! back quoted, so the backend reads exactly what was checked. Whatever the rewriter does not
 //! understand is refused, never passed through.
@@ -26,7 +28,8 @@
 //!         policies: vec![],
 //!     })
 //! };
-//! let rewriter = Rewriter::new(&catalog, &filters);
+//! // The table is on PostgreSQL.
+//! let rewriter = Rewriter::new(&catalog, &filters).with_comparisons_unfenced(&|_| true);
 //! let out = rewriter.rewrite("SELECT id FROM sales.orders").unwrap();
 //! assert_eq!(
 //!     out.statements[0].sql,
@@ -122,6 +125,7 @@ pub struct Rewriter<'a> {
     pub(crate) max_depth: usize,
     pub(crate) max_stack: usize,
     pub(crate) fence: bool,
+    pub(crate) comparisons_unfenced: &'a dyn Fn(&TableName) -> bool,
 }
 
 impl<'a> Rewriter<'a> {
@@ -136,6 +140,7 @@ impl<'a> Rewriter<'a> {
             max_depth: DEFAULT_MAX_DEPTH,
             max_stack: DEFAULT_MAX_STACK,
             fence: true,
+            comparisons_unfenced: &|_| false,
         }
     }
 
@@ -167,6 +172,16 @@ impl<'a> Rewriter<'a> {
     /// the user's predicates for index scans.
     pub fn with_optimization_fence(mut self, fence: bool) -> Self {
         self.fence = fence;
+        self
+    }
+
+    /// The tables whose engine cannot fail on a comparison of a column with an untyped constant, on any row:
+    /// PostgreSQL gives the constant the column's type at planning, or refuses the statement. A statement's own
+    /// SELECT over one such table whose WHERE only makes such comparisons reads it without the fence (see
+    /// `walk::constant_comparisons`). Default: none. DataFusion and Spark may cast the column to the
+    /// constant's type instead (`customer = 5` casts every customer to a number), which fails on some rows.
+    pub fn with_comparisons_unfenced(mut self, tables: &'a dyn Fn(&TableName) -> bool) -> Self {
+        self.comparisons_unfenced = tables;
         self
     }
 

@@ -605,10 +605,12 @@ impl<'r> Walker<'r> {
         let (mut query, applied) = governed_view(&def, &filter, &refname, self.rw.fence)?;
         // The fence keeps a user's predicate from running on hidden rows, where an error could reveal them.
         // The query's own SELECT (level 1: no CTE, derived table, subquery or set operand) over this table alone,
-        // whose WHERE only compares plain columns with constants, has no such predicate: a comparison with a
-        // constant neither fails nor tells anything on any row. Without the fence PostgreSQL flattens the view
-        // and uses the comparisons for index scans, as native row level security does with leakproof operators.
+        // whose WHERE only compares plain columns with constants, has no such predicate on an engine that types
+        // the constants at planning: there a comparison with a constant neither fails nor tells anything on any
+        // row. Without the fence PostgreSQL flattens the view and uses the comparisons for index scans, as native
+        // row level security does with leakproof operators.
         if self.levels.len() == 2
+            && (self.rw.comparisons_unfenced)(&table)
             && let Some(compared) = &self.unfenced
             && compared.is_subset(&plain_columns(&query))
         {

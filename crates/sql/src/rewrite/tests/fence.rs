@@ -58,6 +58,23 @@ fn any_other_predicate_or_shape_keeps_the_fence() {
 }
 
 #[test]
+fn on_an_engine_that_may_cast_the_column_a_comparison_with_a_constant_keeps_the_fence() {
+    // DataFusion and Spark read `customer = 5` as a cast of every customer to a number, which fails on some rows.
+    let catalog = catalog();
+    let other_tables = |t: &TableName| t.schema != "sales";
+    let path = || vec!["sales".into(), "public".into()];
+    let by_default = Rewriter::new(&catalog, &policy).with_search_path(path());
+    let typed_elsewhere =
+        Rewriter::new(&catalog, &policy).with_search_path(path()).with_comparisons_unfenced(&other_tables);
+    for rewriter in [by_default, typed_elsewhere] {
+        for sql in ["SELECT * FROM sales.orders WHERE id = 5", "SELECT id FROM sales.orders WHERE customer = 5"] {
+            let out = rewriter.rewrite(sql).unwrap().statements[0].sql.clone();
+            assert!(out.contains(FENCE), "{sql} => {out}");
+        }
+    }
+}
+
+#[test]
 fn the_fence_can_still_be_turned_off_for_every_view() {
     let catalog = catalog();
     let rewritten = Rewriter::new(&catalog, &policy)
