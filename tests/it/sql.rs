@@ -175,6 +175,12 @@ const ERROR_ORACLES: &[(&str, &str)] = &[
         "SELECT sum(1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END)) FROM sales.orders",
         "SELECT count(*) FROM sales.orders",
     ),
+    // Without the fence on PostgreSQL (the WHERE only compares a column with a constant): the select list is
+    // computed on the rows the WHERE and the row filter let through.
+    (
+        "SELECT sum(1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END)) FROM sales.orders WHERE order_id > 0",
+        "SELECT count(*) FROM sales.orders WHERE order_id > 0",
+    ),
     (
         "SELECT count(*) FROM sales.orders GROUP BY 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END)",
         "SELECT count(*) FROM sales.orders",
