@@ -185,6 +185,13 @@ const ERROR_ORACLES: &[(&str, &str)] = &[
         "SELECT count(*) FROM sales.orders GROUP BY 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END)",
         "SELECT count(*) FROM sales.orders",
     ),
+    // The join's equality lets an optimiser derive the same predicate for `a` (Spark's InferFiltersFromConstraints
+    // does) and move it to `a`'s rows.
+    (
+        "SELECT count(*) FROM sales.orders a JOIN sales.orders b ON a.region = b.region AND a.order_id = b.order_id \
+         WHERE 1 / (CASE WHEN b.region = 'US' THEN 0 ELSE 1 END) = 1",
+        "SELECT count(*) FROM sales.orders",
+    ),
     (
         "SELECT min(order_id) FROM sales.orders WHERE order_id IN \
          (SELECT order_id FROM sales.orders WHERE 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END) = 1)",
