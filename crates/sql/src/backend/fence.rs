@@ -201,3 +201,65 @@ impl ExecutionPlan for FenceExec {
         self.input.execute(partition, context)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    /// A context whose table `t` holds `x` = 0 and 1: a row filter `x <> 0` hides the 0.
+    fn context() -> SessionContext {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![0, 1]))]);
+        let table = MemTable::try_new(schema, vec![vec![batch.expect("a batch")]]).expect("a table");
+        let ctx = SessionContext::new_with_state(session_state(SessionConfig::new()));
+        ctx.register_table("t", Arc::new(table)).expect("register");
+        ctx
+    }
+
+    /// The one value of a statement answering one row with one integer.
+    async fn answer(ctx: &SessionContext, sql: &str, fence: bool) -> Result<Option<i64>> {
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        let plan = if fence { fenced(plan)? } else { plan };
+        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        let values = batches.iter().filter_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>());
+        Ok(values.flat_map(|a| a.iter().flatten()).next())
+    }
+
+    #[tokio::test]
+    async fn a_predicate_above_the_fence_never_runs_on_a_row_the_filter_below_hides() {
+        let ctx = context();
+        for sql in [
+            "SELECT count(*) AS n FROM (SELECT x FROM t WHERE x <> 0 OFFSET 0) v WHERE 1 / x = 1",
+            "SELECT count(*) AS n FROM t a JOIN (SELECT x FROM t WHERE x <> 0 OFFSET 0) v ON 1 / v.x = a.x",
+            "SELECT sum(1 / x) AS n FROM (SELECT x FROM t WHERE x <> 0 OFFSET 0) v",
+            "SELECT count(*) AS n FROM t WHERE x IN (SELECT x FROM (SELECT x FROM t WHERE x <> 0 OFFSET 0) v \
+             WHERE 1 / x = 1)",
+        ] {
+            let value = answer(&ctx, sql, true).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(value, Some(1), "{sql}");
+        }
+        // What the fence is for: without it DataFusion divides by every x.
+        let unfenced =
+            answer(&ctx, "SELECT count(*) FROM (SELECT x FROM t WHERE x <> 0 OFFSET 0) v WHERE 1 / x = 1", false);
+        assert!(unfenced.await.is_err_and(|e| e.to_string().contains("Divide by zero")));
+    }
+
+    #[tokio::test]
+    async fn only_a_limit_that_skips_nothing_and_fetches_everything_becomes_a_fence() {
+        let ctx = context();
+        for (sql, fences) in [
+            ("SELECT x FROM (SELECT x FROM t OFFSET 0) v", 1),
+            ("SELECT x FROM (SELECT x FROM t OFFSET 1) v", 0),
+            ("SELECT x FROM (SELECT x FROM t LIMIT 5) v", 0),
+            ("SELECT a.x FROM (SELECT x FROM t OFFSET 0) a, (SELECT x FROM t OFFSET 0) b", 2),
+        ] {
+            let plan = fenced(ctx.state().create_logical_plan(sql).await.expect("plan")).expect("fenced");
+            let shown = plan.display_indent().to_string();
+            assert_eq!(shown.matches("LakegateFence").count(), fences, "{sql}:\n{shown}");
+        }
+    }
+}
