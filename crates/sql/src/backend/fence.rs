@@ -58,7 +58,7 @@ fn is_offset_zero(limit: &Limit) -> Result<bool> {
 
 /// A logical node that passes its input on and that DataFusion's optimiser cannot see through: it pushes no
 /// predicate below it (the default of [`UserDefinedLogicalNodeCore::prevent_predicate_push_down_columns`] names
-/// every column) and keeps every column of its input.
+/// every column); only the columns its parents use are read below it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub(crate) struct Fence {
     input: LogicalPlan,
@@ -83,6 +83,13 @@ impl UserDefinedLogicalNodeCore for Fence {
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "LakegateFence")
+    }
+
+    /// The columns asked of the fence are the same columns of its input: without this the optimiser would read
+    /// every column of the table under a fence (three times the time of `count(*), sum(amount)` over a million
+    /// rows of Parquet).
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        Some(vec![output_columns.to_vec()])
     }
 
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
