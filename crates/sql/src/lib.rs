@@ -47,8 +47,6 @@ pub struct SqlService {
     pub keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
     /// The rewriter's index of the catalog in force, shared by every session.
     catalogs: rewrite::CatalogCache,
-    /// The backends whose comparisons with constants cannot fail on a row (`Backend::comparisons_typed_at_planning`).
-    comparisons_typed: std::collections::BTreeSet<String>,
 }
 
 /// Why the SQL front could not start.
@@ -114,7 +112,6 @@ impl SqlService {
             },
             keyring,
             catalogs: rewrite::CatalogCache::default(),
-            comparisons_typed: backends.typing_comparisons_at_planning(),
             backends,
         }))
     }

@@ -349,7 +349,7 @@ impl Session {
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
         let typed = |table: &TableName| {
             let def = policy.catalog().table(&table.schema, &table.name);
-            def.is_some_and(|d| self.service.comparisons_typed.contains(&d.backend))
+            def.is_some_and(|d| self.service.backends.types_comparisons_at_planning(&d.backend))
         };
         let rewriter = Rewriter::new(&catalog, &lookup)
             .with_search_path(self.search_path())

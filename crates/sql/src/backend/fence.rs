@@ -60,7 +60,7 @@ fn is_offset_zero(limit: &Limit) -> Result<bool> {
 /// predicate below it (the default of [`UserDefinedLogicalNodeCore::prevent_predicate_push_down_columns`] names
 /// every column); only the columns its parents use are read below it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
-pub(crate) struct Fence {
+struct Fence {
     input: LogicalPlan,
 }
 
@@ -144,7 +144,7 @@ impl ExtensionPlanner for FencePlanner {
 /// dynamic filters of joins and top-k sorts) and projections only through nodes that say they may be: this one
 /// keeps the defaults of [`ExecutionPlan`], which refuse both.
 #[derive(Debug, Clone)]
-pub(crate) struct FenceExec {
+struct FenceExec {
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }

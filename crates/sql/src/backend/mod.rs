@@ -135,8 +135,9 @@ impl Backends {
         self.by_name.get(name).cloned()
     }
 
-    /// The names of the backends whose comparisons with constants are typed at planning.
-    pub fn typing_comparisons_at_planning(&self) -> std::collections::BTreeSet<String> {
-        self.by_name.iter().filter(|(_, b)| b.comparisons_typed_at_planning()).map(|(name, _)| name.clone()).collect()
+    /// Whether the backend called `name` types comparisons with constants at planning (see
+    /// [`Backend::comparisons_typed_at_planning`]); `false` for a name not configured.
+    pub fn types_comparisons_at_planning(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|b| b.comparisons_typed_at_planning())
     }
 }
