@@ -211,6 +211,40 @@ async fn assert_errors_tell_alice_nothing_hidden(client: &tokio_postgres::Client
     }
 }
 
+/// Statements a careless printer of the rewritten text would turn into others. A sign before a sign (`- -5`, or
+/// `-$1` bound to -5) printed as `--5` starts a comment: the rest of the line is hidden from the backend, and what a
+/// string literal holds after a newline becomes the statement (here, a read of the table without its filter). A
+/// backslash read as an escape (Spark; PostgreSQL with `standard_conforming_strings` off) closes no literal where
+/// the rewriter saw one close. Each must run as written, on alice's `own` rows, or be refused; never leak.
+async fn assert_nothing_is_smuggled_through_the_printer(client: &tokio_postgres::Client, own: usize, must_run: bool) {
+    const SMUGGLING: &[&str] = &[
+        "SELECT - -5 AS x, 'a\n* FROM sales.orders --' AS y FROM sales.orders",
+        "SELECT - - -5::integer AS x, 'a\n* FROM sales.orders --' AS y FROM sales.orders",
+        "SELECT 5 AS x, 'a\\', ' FROM sales.orders --' AS y FROM sales.orders",
+    ];
+    for sql in SMUGGLING {
+        match simple(client, sql).await {
+            Ok(rows) => {
+                assert!(rows.iter().all(|r| leaks(r).is_none()), "LEAK through {sql:?}: {rows:?}");
+                assert_eq!(rows.len(), own, "{sql:?}: {rows:?}");
+                assert!(rows.iter().all(|r| matches!(r[0].as_deref(), Some("5") | Some("-5"))), "{sql:?}: {rows:?}");
+            }
+            Err(e) => assert!(!must_run, "{sql:?}: {e}"),
+        }
+    }
+    // The extended protocol: the parameter is the negative number.
+    let sql = "SELECT -$1::integer AS x, 'a\n* FROM sales.orders --' AS y FROM sales.orders";
+    match client.query_typed(sql, &[(&-5i32, tokio_postgres::types::Type::INT4)]).await {
+        Ok(rows) => {
+            assert_eq!(rows.len(), own, "{sql:?}");
+            for row in &rows {
+                assert_eq!(row.try_get::<_, i32>(0).ok(), Some(5), "{sql:?}");
+            }
+        }
+        Err(e) => assert!(!must_run, "{sql:?}: {e}"),
+    }
+}
+
 #[tokio::test]
 async fn hostile_queries_never_show_alice_what_the_policy_hides() {
     let lg = Lakegate::start(&[]);
@@ -218,6 +252,7 @@ async fn hostile_queries_never_show_alice_what_the_policy_hides() {
     let client = connect_gateway(&lg, "alice", &token).await;
     assert_corpus_shows_alice_nothing_hidden(&client).await;
     assert_errors_tell_alice_nothing_hidden(&client).await;
+    assert_nothing_is_smuggled_through_the_printer(&client, 12, true).await;
 }
 
 /// Runs the hostile corpus as alice: every query fails or returns only what she may see.
@@ -467,9 +502,11 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
          INSERT INTO sales.orders VALUES (1, 'Acme', 'EU', 10.50, '4000000000000001'), \
          (2, 'Globex', 'US', 20.00, '4000000000000002'), (3, 'Hooli', 'EU', 30.25, '4000000000000003'); \
          CREATE ROLE lakegate_backend LOGIN; GRANT USAGE ON SCHEMA sales TO lakegate_backend; \
-         GRANT SELECT ON sales.orders TO lakegate_backend;",
+         GRANT SELECT ON sales.orders TO lakegate_backend; \
+         ALTER ROLE lakegate_backend SET standard_conforming_strings = off;",
     );
-    // sales.orders moves to PostgreSQL; hr.employees stays embedded.
+    // sales.orders moves to PostgreSQL; hr.employees stays embedded. The backend role is set to read a backslash in a
+    // string literal as an escape, which the gateway's connections must override.
     let policies = policies_on_warehouse("sales.orders");
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
@@ -499,6 +536,7 @@ async fn the_postgresql_backend_serves_governed_tables_and_checks_the_catalog_at
     assert!(none.is_empty());
     assert_eq!(simple(&alice, "SELECT count(*) FROM sales.orders").await, Ok(vec![vec![Some("2".into())]]));
     assert_errors_tell_alice_nothing_hidden(&alice).await;
+    assert_nothing_is_smuggled_through_the_printer(&alice, 2, true).await;
     drop(lg);
 
     // A catalog column the backend lacks refuses start-up, naming it.
@@ -1060,6 +1098,7 @@ async fn on_spark_the_hostile_corpus_shows_nothing_hidden_and_rewrites_agree_wit
     let client = connect_gateway(&lg, "alice", &token).await;
     assert_corpus_shows_alice_nothing_hidden(&client).await;
     assert_errors_tell_alice_nothing_hidden(&client).await;
+    assert_nothing_is_smuggled_through_the_printer(&client, 12, false).await;
     // The statements ran on Spark, tagged with the user.
     eventually("alice's statements tagged in Spark's event log", || {
         spark.events().contains("lakegate-user=alice").then_some(())

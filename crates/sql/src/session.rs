@@ -792,7 +792,14 @@ fn bind(statement: &sqlparser::ast::Statement, params: &[Param]) -> Result<Strin
                 *expr = match param {
                     Param::Null => Expr::value(Value::Null),
                     Param::Bool(b) => Expr::value(Value::Boolean(*b)),
-                    Param::Number(n) => Expr::value(Value::Number(n.clone(), false)),
+                    // A sign is kept apart from what the statement writes before the parameter: `-$1` bound to
+                    // -5 must not print as `--5`, the start of a comment (see `rewrite::print`).
+                    Param::Number(n) => match n.trim() {
+                        n if n.starts_with(['-', '+']) => {
+                            Expr::Nested(Box::new(Expr::value(Value::Number(n.to_owned(), false))))
+                        }
+                        n => Expr::value(Value::Number(n.to_owned(), false)),
+                    },
                     Param::Text(t) => Expr::value(Value::SingleQuotedString(t.clone())),
                 };
             }

@@ -97,12 +97,20 @@ pub enum StartError {
 impl Postgres {
     /// Connects, then checks the catalog tables of this backend against its information_schema.
     pub async fn connect(config: &PostgresBackendConfig, catalog: &Catalog) -> Result<Self, StartError> {
-        let pg: tokio_postgres::Config = config.url.parse().map_err(StartError::Url)?;
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(StartError::Url)?;
+        // The rewriter writes string literals as the SQL standard reads them, a backslash being a character. A
+        // server set otherwise (`standard_conforming_strings = off`, in its configuration or for the backend role)
+        // would read `'a\'` as an open string and the rest of the statement as its text: each connection asks
+        // for the standard's reading, which the startup packet's options give over any configured default.
+        let options = match pg.get_options() {
+            Some(given) => format!("{given} -c standard_conforming_strings=on"),
+            None => "-c standard_conforming_strings=on".to_owned(),
+        };
+        pg.options(&options);
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let (manager, cancel) = if config.tls {
             let tls = super::pg_tls::MakeRustlsConnect::new(config.ca_file.as_deref())?;
             // Without `sslmode=require` tokio-postgres would fall back to plain TCP when the server declines TLS.
-            let mut pg = pg;
             pg.ssl_mode(tokio_postgres::config::SslMode::Require);
             (Manager::from_config(pg, tls.clone(), manager_config), CancelWith::Tls(tls))
         } else {

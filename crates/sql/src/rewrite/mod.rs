@@ -43,6 +43,7 @@ mod error;
 mod filter;
 mod functions;
 mod policy;
+mod print;
 mod session;
 mod walk;
 mod write;
@@ -233,7 +234,8 @@ impl<'a> Rewriter<'a> {
             other => (StatementKind::Session(session::session_statement(other)?), None),
         };
         let (tables, applied) = walker.map(|w| (w.tables.into_iter().collect(), w.applied)).unwrap_or_default();
-        Ok(RewrittenStatement { kind, sql: statement.to_string(), statement, tables, applied })
+        let sql = print::print(&mut statement, self.parser_depth.saturating_mul(2))?;
+        Ok(RewrittenStatement { kind, sql, statement, tables, applied })
     }
 }
 

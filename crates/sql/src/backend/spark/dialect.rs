@@ -27,7 +27,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::error::SqlError;
 
@@ -501,8 +501,13 @@ fn spark_tokens(pg: &str, placeholders: Placeholders) -> Result<String, SqlError
         .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
     let mut out = String::with_capacity(pg.len() + pg.len() / 4);
     for token in &tokens {
-        if matches!(token, Token::Whitespace(_)) {
-            continue;
+        match token {
+            // A comment in a printed statement would hide part of it (see `rewrite::print`): never dropped quietly.
+            Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)) => {
+                return Err(unsupported("a comment in a rewritten statement"));
+            }
+            Token::Whitespace(_) => continue,
+            _ => {}
         }
         if !out.is_empty() {
             out.push(' ');
