@@ -9,6 +9,7 @@
 //! - [`credentials`]: full-table READ credentials for principals without fine-grained restrictions.
 
 pub mod backend;
+mod bind;
 pub mod config;
 pub mod credentials;
 pub mod demo;

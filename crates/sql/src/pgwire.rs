@@ -633,7 +633,7 @@ impl QueryParser for Connection {
             }));
         }
         let Some(prepared) = prepared.pop() else { return Ok(None) };
-        let count = placeholder_count(sql);
+        let count = prepared.placeholders();
         // The backend is asked only for the types the client left open: a declared type is the one used.
         let declared = |i: usize| types.get(i).cloned().flatten().is_some_and(|t| t != Type::UNKNOWN);
         let inferred = if (0..count).all(declared) {
@@ -695,22 +695,6 @@ where
         client.feed(PgWireBackendMessage::RowDescription(columns)).await?;
     }
     Ok(())
-}
-
-/// The highest `$n` in the text (outside quotes is not distinguished: an over-count only adds parameters the
-/// client will not bind, which binding then reports).
-fn placeholder_count(sql: &str) -> usize {
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let Ok(tokens) = sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize() else { return 0 };
-    tokens
-        .iter()
-        .filter_map(|t| match t {
-            sqlparser::tokenizer::Token::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0)
-        .min(u16::MAX as usize)
 }
 
 /// Reads the bound parameters of a portal.
@@ -1088,11 +1072,5 @@ mod tests {
         assert!(decode_param(b"1; DROP TABLE x", &Type::INT4, false).is_err());
         assert_eq!(decode_param(b"42", &Type::INT4, false).ok(), Some(Param::Number("42".into())));
         assert_eq!(decode_param(b"x'y", &Type::UNKNOWN, false).ok(), Some(Param::Text("x'y".into())));
-    }
-
-    #[test]
-    fn placeholders_are_counted_from_tokens() {
-        assert_eq!(placeholder_count("select * from t where a = $1 and b = $3"), 3);
-        assert_eq!(placeholder_count("select 1"), 0);
     }
 }

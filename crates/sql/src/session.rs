@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use futures::Stream;
-use sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
 
 use super::SqlService;
 use super::backend::{Backend, IsolationLevel, SavepointOp, Transaction, TransactionOptions};
+use super::bind::{Template, bind, bind_text, placeholder_count};
 use super::error::SqlError;
 use super::introspect;
 use super::rewrite::{
@@ -155,6 +155,15 @@ impl Prepared {
         matches!(&self.kind, PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query)
     }
 
+    /// The highest `$n` of the client's text: how many parameters a client binds. Counted once for a governed
+    /// statement (a session keeps its rewrites, and drivers parse the same text for every execution).
+    pub fn placeholders(&self) -> usize {
+        match &self.kind {
+            PreparedKind::Governed(g) => *g.placeholders.get_or_init(|| placeholder_count(&self.original)),
+            _ => placeholder_count(&self.original),
+        }
+    }
+
     /// The length of the text sent on for it.
     fn rewritten_len(&self) -> usize {
         match &self.kind {
@@ -169,7 +178,7 @@ impl Prepared {
 #[derive(Debug, Clone)]
 pub enum PreparedKind {
     /// A governed statement for a backend.
-    Governed(Box<Governed>),
+    Governed(Arc<Governed>),
     /// A session statement the gateway answers itself.
     Session { command: SessionCommand, text: String },
     /// A catalog query answered from the governed catalog.
@@ -183,6 +192,24 @@ pub struct Governed {
     pub backend: String,
     /// What the gate decided for the statement's tables (the permits behind the filters used).
     pub decision: StatementDecision,
+    /// Its text cut at its parameters, made at its first execution with parameters (shared by the statement's
+    /// copies: a session keeps its rewrites).
+    template: std::sync::OnceLock<Option<Template>>,
+    /// The highest `$n` of the client's text, counted at its first Parse (see [`Prepared::placeholders`]).
+    placeholders: std::sync::OnceLock<usize>,
+}
+
+impl Governed {
+    /// The text to send on with `params` bound.
+    fn bound(&self, params: &[Param]) -> Result<String, SqlError> {
+        if params.is_empty() {
+            return Ok(self.statement.sql.clone());
+        }
+        match self.template.get_or_init(|| Template::new(&self.statement.statement, &self.statement.sql)) {
+            Some(template) => template.bind(params),
+            None => bind(&self.statement.statement, params),
+        }
+    }
 }
 
 /// The result of one statement.
@@ -383,7 +410,13 @@ impl Session {
                         }
                         _ => {
                             let decision = decision.for_tables(&statement.tables);
-                            PreparedKind::Governed(Box::new(Governed { statement, backend, decision }))
+                            PreparedKind::Governed(Arc::new(Governed {
+                                statement,
+                                backend,
+                                decision,
+                                template: Default::default(),
+                                placeholders: Default::default(),
+                            }))
                         }
                     };
                     Prepared { original: sql.to_owned(), kind }
@@ -452,7 +485,7 @@ impl Session {
     pub async fn describe_bound(&self, prepared: &Prepared, params: &[Param]) -> Result<Vec<Column>, SqlError> {
         match &prepared.kind {
             PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => {
-                let sql = bind(&g.statement.statement, params)?;
+                let sql = g.bound(params)?;
                 self.backend(&g.backend)?.describe(&sql).await
             }
             _ => self.describe(prepared).await,
@@ -489,7 +522,7 @@ impl Session {
         params: &[Param],
         request_id: &str,
     ) -> Result<Outcome, SqlError> {
-        let sql = if params.is_empty() { g.statement.sql.clone() } else { bind(&g.statement.statement, params)? };
+        let sql = g.bound(params)?;
         let (action, label) = match g.statement.kind {
             StatementKind::Insert => ("sql:Insert", "INSERT 0"),
             StatementKind::Update => ("sql:Update", "UPDATE"),
@@ -767,64 +800,6 @@ fn fail(mut slot: AuditSlot, e: SqlError) -> SqlError {
     ev.outcome_mut().error_code = Some(e.sqlstate().to_owned());
     slot.finish();
     e
-}
-
-/// Replaces `$n` placeholders by literal AST nodes: a value can never become syntax.
-fn bind(statement: &sqlparser::ast::Statement, params: &[Param]) -> Result<String, SqlError> {
-    struct Binder<'a> {
-        params: &'a [Param],
-        error: Option<SqlError>,
-    }
-    impl VisitorMut for Binder<'_> {
-        type Break = ();
-        fn pre_visit_expr(&mut self, expr: &mut Expr) -> std::ops::ControlFlow<()> {
-            if let Expr::Value(v) = expr
-                && let Value::Placeholder(p) = &v.value
-            {
-                let index = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
-                let Some(param) = index.and_then(|i| i.checked_sub(1)).and_then(|i| self.params.get(i)) else {
-                    self.error = Some(SqlError::Parameter {
-                        index: index.unwrap_or(0),
-                        reason: format!("there is no parameter {p}"),
-                    });
-                    return std::ops::ControlFlow::Break(());
-                };
-                *expr = match param {
-                    Param::Null => Expr::value(Value::Null),
-                    Param::Bool(b) => Expr::value(Value::Boolean(*b)),
-                    // A sign is kept apart from what the statement writes before the parameter: `-$1` bound to
-                    // -5 must not print as `--5`, the start of a comment (see `rewrite::print`).
-                    Param::Number(n) => match n.trim() {
-                        n if n.starts_with(['-', '+']) => {
-                            Expr::Nested(Box::new(Expr::value(Value::Number(n.to_owned(), false))))
-                        }
-                        n => Expr::value(Value::Number(n.to_owned(), false)),
-                    },
-                    Param::Text(t) => Expr::value(Value::SingleQuotedString(t.clone())),
-                };
-            }
-            std::ops::ControlFlow::Continue(())
-        }
-    }
-    let mut statement = statement.clone();
-    let mut binder = Binder { params, error: None };
-    let _ = statement.visit(&mut binder);
-    match binder.error {
-        Some(e) => Err(e),
-        None => Ok(statement.to_string()),
-    }
-}
-
-/// [`bind`] for a statement kept as text (catalog queries).
-fn bind_text(sql: &str, params: &[Param]) -> Result<String, SqlError> {
-    if params.is_empty() {
-        return Ok(sql.to_owned());
-    }
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let statements = sqlparser::parser::Parser::parse_sql(&dialect, sql)
-        .map_err(|e| SqlError::Rewrite(RewriteError::Syntax(e.to_string())))?;
-    let parts = statements.iter().map(|s| bind(s, params)).collect::<Result<Vec<_>, _>>()?;
-    Ok(parts.join("; "))
 }
 
 /// Counts the rows a client reads and finishes the audit slot when the stream ends (or is dropped, in
