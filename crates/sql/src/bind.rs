@@ -29,14 +29,17 @@ fn literal(param: &Param) -> Expr {
     }
 }
 
-/// The parameter a placeholder names (`$3` is the third, index 2).
-fn index_of(placeholder: &str) -> Option<usize> {
-    placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).and_then(|n| n.checked_sub(1))
+/// The number a placeholder names (`$3` is 3).
+fn number(placeholder: &str) -> Option<usize> {
+    placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
 }
 
-fn missing(placeholder: &str) -> SqlError {
-    let number = placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
-    SqlError::Parameter { index: number, reason: format!("there is no parameter {placeholder}") }
+/// The value bound to `placeholder`, or the error naming it.
+fn value_of<'a>(placeholder: &str, params: &'a [Param]) -> Result<&'a Param, SqlError> {
+    number(placeholder).and_then(|n| n.checked_sub(1)).and_then(|i| params.get(i)).ok_or_else(|| SqlError::Parameter {
+        index: number(placeholder).unwrap_or(0),
+        reason: format!("there is no parameter {placeholder}"),
+    })
 }
 
 /// Calls `f` on every placeholder expression of a statement, in the order they print, until it breaks.
@@ -60,12 +63,12 @@ fn each_placeholder<B>(statement: &mut Statement, f: impl FnMut(&mut Expr, &str)
 /// `statement` with its parameters replaced by their values' literals, printed.
 pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, SqlError> {
     let mut statement = statement.clone();
-    let bound = each_placeholder(&mut statement, |expr, p| match index_of(p).and_then(|i| params.get(i)) {
-        Some(param) => {
+    let bound = each_placeholder(&mut statement, |expr, p| match value_of(p, params) {
+        Ok(param) => {
             *expr = literal(param);
             ControlFlow::Continue(())
         }
-        None => ControlFlow::Break(missing(p)),
+        Err(e) => ControlFlow::Break(e),
     });
     match bound {
         ControlFlow::Break(e) => Err(e),
@@ -145,15 +148,8 @@ impl Template {
     /// The statement's text with `params` bound: what [`bind`] prints.
     pub(crate) fn bind(&self, params: &[Param]) -> Result<String, SqlError> {
         self.write(|p, out| {
-            let param = index_of(p).and_then(|i| params.get(i)).ok_or_else(|| missing(p))?;
-            match param {
-                // The common literals without building a node: the same text as their `Display`.
-                Param::Number(n) if !n.trim().starts_with(['-', '+']) => out.push_str(n.trim()),
-                param => {
-                    use std::fmt::Write;
-                    let _ = write!(out, "{}", literal(param));
-                }
-            }
+            use std::fmt::Write;
+            let _ = write!(out, "{}", literal(value_of(p, params)?));
             Ok(())
         })
     }

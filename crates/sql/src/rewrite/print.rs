@@ -32,7 +32,7 @@ pub(crate) fn print(statement: &mut Statement, depth: usize) -> Result<String, R
 }
 
 /// Whether `expr` prints starting with a sign, which would run into a sign written just before it.
-pub(crate) fn starts_with_sign(expr: &Expr) -> bool {
+fn starts_with_sign(expr: &Expr) -> bool {
     match expr {
         Expr::UnaryOp { op, .. } => !matches!(op, UnaryOperator::Not),
         Expr::Value(v) => matches!(&v.value, Value::Number(n, _) if n.starts_with(['-', '+'])),
