@@ -313,6 +313,11 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
     let revoked = format!(
         "{text}\n@id(\"no-orders-for-alice\")\nforbid (principal == User::\"alice\", action, resource in Table::\"sales.orders\");\n"
     );
+    // Texts of one shape, which the session runs as the shape's kept rewrite from the third on.
+    let above = |n: u32| format!("SELECT count(*) FROM sales.orders WHERE order_id > {n}");
+    for n in 0..4 {
+        simple(&alice, &above(n)).await.expect("alice reads her orders");
+    }
     std::fs::write(&sql_policies, revoked).expect("write sql.cedar");
     let start = Instant::now();
     while simple(&alice, count).await.is_ok() {
@@ -320,6 +325,7 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(simple(&alice, count).await, Err("42501".into()));
+    assert_eq!(simple(&alice, &above(5)).await, Err("42501".into()), "a kept shape is bound by the edit too");
 }
 
 #[tokio::test]
@@ -334,6 +340,62 @@ async fn a_text_sent_again_after_set_search_path_is_resolved_on_the_new_path() {
     assert_eq!(simple(&alice, count).await, Err("42P01".into()), "no public.orders");
     simple(&alice, "SET search_path = sales").await.expect("set");
     assert_eq!(simple(&alice, count).await, Ok(orders));
+}
+
+/// Texts that differ only in their literals run as one rewrite of their shape (from the third on, in a session),
+/// bound with each text's own literals: each answers what its own text asks, and is recorded as sent.
+#[test]
+fn texts_of_one_shape_each_answer_with_their_own_literals() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let alice = rt.block_on(connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])));
+    let all = rt.block_on(simple(&alice, "SELECT order_id, customer, amount FROM sales.orders")).expect("plain read");
+    assert_eq!(all.len(), 12);
+    let with_id = |id: u64| -> Vec<Vec<Option<String>>> {
+        all.iter().filter(|r| r[0].as_deref() == Some(id.to_string().as_str())).cloned().collect()
+    };
+    // Alice's orders have odd ids: a US order's id, from the third text of the shape on, still finds nothing.
+    for id in [1, 3, 2, 5, 4, 7, 9, 24, 11] {
+        let sql = format!("SELECT order_id, customer, amount FROM sales.orders WHERE order_id = {id}");
+        assert_eq!(rt.block_on(simple(&alice, &sql)), Ok(with_id(id)), "{sql}");
+    }
+    // A quoted string where the shape was made with a number is bound as the string it was.
+    let quoted = "SELECT order_id, customer, amount FROM sales.orders WHERE order_id = '3'";
+    assert_eq!(rt.block_on(simple(&alice, quoted)), Ok(with_id(3)));
+    // A string literal stays one value, whatever it holds.
+    let customer = all[0][1].clone().expect("a customer");
+    for name in [customer.as_str(), "x' OR '1'='1", "it's", "a\n-- b", &customer] {
+        let sql = format!("SELECT order_id FROM sales.orders WHERE customer = '{}'", name.replace('\'', "''"));
+        let expected: Vec<_> =
+            all.iter().filter(|r| r[1].as_deref() == Some(name)).map(|r| vec![r[0].clone()]).collect();
+        assert_eq!(rt.block_on(simple(&alice, &sql)), Ok(expected), "{sql}");
+    }
+    // An ordinal is a column's place, not a value: each text sorts by its own.
+    let mut by_amount = all.clone();
+    by_amount.sort_by(|a, b| {
+        let amount = |r: &Vec<Option<String>>| r[2].as_deref().and_then(|a| a.parse::<f64>().ok()).unwrap_or(0.0);
+        amount(a).total_cmp(&amount(b))
+    });
+    for (column, limit) in [(1, 3), (3, 4), (1, 5), (3, 2), (1, 1)] {
+        let sql = format!("SELECT order_id, customer, amount FROM sales.orders ORDER BY {column} LIMIT {limit}");
+        let got = rt.block_on(simple(&alice, &sql)).expect(&sql);
+        let firsts: Vec<_> = got.iter().map(|r| r[column - 1].clone()).collect();
+        let mut reference = if column == 1 { all.clone() } else { by_amount.clone() };
+        if column == 1 {
+            reference.sort_by_key(|r| r[0].as_deref().and_then(|id| id.parse::<u64>().ok()));
+        }
+        let expected: Vec<_> = reference.iter().take(limit).map(|r| r[column - 1].clone()).collect();
+        assert_eq!(firsts, expected, "{sql}");
+    }
+    // The record names the text as the client sent it, and the statement the backend read.
+    for n in 1..=4 {
+        let sql = format!("SELECT count(*) FROM sales.orders WHERE customer <> 'shape-probe-{n}'");
+        assert_eq!(rt.block_on(simple(&alice, &sql)), Ok(vec![vec![Some("12".into())]]), "{sql}");
+    }
+    let record = record_of(&lg, "sql:Select", "shape-probe-4");
+    assert_eq!(record["sql"]["original"], "SELECT count(*) FROM sales.orders WHERE customer <> 'shape-probe-4'");
+    let rewritten = record["sql"]["rewritten"].as_str().expect("the rewritten text");
+    assert!(rewritten.contains("'shape-probe-4'") && rewritten.contains("'EU'"), "{rewritten}");
 }
 
 /// The audit record of the request whose SQL text contains `marker`, once it is on disk.

@@ -2,7 +2,8 @@
 //! PostgreSQL wire protocol and a subset of Trino's HTTP protocol.
 //!
 //! - [`rewrite`]: the rewriter (sqlparser AST): every governed table reference becomes its governed view.
-//! - [`session`]: the road of one statement: rewrite -> audit slot -> backend -> rows.
+//! - [`session`]: the road of one statement: rewrite -> audit slot -> backend -> rows; a text with literals runs
+//!   as the kept rewrite of its shape (`lift`).
 //! - [`backend`]: where statements run ([`backend::embedded`] DataFusion, [`backend::postgres`],
 //!   [`backend::spark`] over Spark Connect).
 //! - [`pgwire`] and [`trino`]: the fronts. [`introspect`]: catalog queries answered from the governed catalog.
@@ -15,6 +16,7 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod introspect;
+mod lift;
 pub mod pgwire;
 pub mod rewrite;
 pub mod rows;

@@ -16,6 +16,7 @@ use super::backend::{Backend, IsolationLevel, SavepointOp, Transaction, Transact
 use super::bind::{Template, bind, bind_text, placeholder_count};
 use super::error::SqlError;
 use super::introspect;
+use super::lift::{lift, shape_text};
 use super::rewrite::{
     AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableName,
     TransactionCommand,
@@ -24,6 +25,8 @@ use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
 use lakegate_core::gate::{FilterCache, Origin, Refusal, StatementDecision};
 use lakegate_core::identity::Principal;
+use lakegate_core::policy::PolicyStore;
+use sqlparser::tokenizer::Token;
 
 /// The server version reported to clients (`server_version`, `version()`): the PostgreSQL dialect Lakegate
 /// speaks, so drivers pick their PostgreSQL 16 code paths.
@@ -51,12 +54,14 @@ pub struct Session {
     rewrites: std::sync::OnceLock<KeptRewrites>,
 }
 
-/// A session's kept rewrites, and the texts it has seen once. A text is kept at its second sighting: most texts
-/// sent with the simple protocol carry their literals and never come again, and keeping each cost a copy of
-/// the text and of its rewrite; a driver's parameterised text comes again at its next execution.
+/// A session's kept rewrites, and the texts it has seen once. A text is kept at its second sighting: a driver's
+/// parameterised text comes again at its next execution. A text with literals is kept by its shape (see
+/// [`crate::lift`]), at the shape's second sighting: most texts sent with the simple protocol carry their
+/// literals and never come again, but their shapes do.
 #[derive(Debug)]
 struct KeptRewrites {
     kept: Rewrites,
+    shapes: Shapes,
     /// Hashes of the keys seen once and not kept, forgotten all together when there are `SEEN_ONCE_MAX`.
     seen_once: std::sync::Mutex<HashSet<u64>>,
     hasher: std::hash::RandomState,
@@ -69,13 +74,14 @@ impl KeptRewrites {
     fn new() -> Self {
         KeptRewrites {
             kept: Rewrites::with_weighter(64, REWRITES_WEIGHT, KeptWeight),
+            shapes: Shapes::with_weighter(64, REWRITES_WEIGHT, KeptWeight),
             seen_once: std::sync::Mutex::default(),
             hasher: std::hash::RandomState::new(),
         }
     }
 
     /// Whether `key` was seen before (since the set was last forgotten); remembers it when not.
-    fn seen_before(&self, key: &(String, String)) -> bool {
+    fn seen_before(&self, key: &impl std::hash::Hash) -> bool {
         let hash = self.hasher.hash_one(key);
         let Ok(mut seen) = self.seen_once.lock() else { return false };
         if seen.remove(&hash) {
@@ -92,24 +98,55 @@ impl KeptRewrites {
 /// Rewrites by search path and text.
 type Rewrites = quick_cache::sync::Cache<(String, String), Arc<Kept>, KeptWeight>;
 
+/// Rewrites of shapes, by search path and shape.
+type Shapes = quick_cache::sync::Cache<(String, Vec<Token>), Shape, KeptWeight>;
+
 /// A text's rewrite: what it prepared and what was decided for it, under which policy set.
 #[derive(Debug)]
 struct Kept {
-    store: Arc<lakegate_core::policy::PolicyStore>,
+    store: Arc<PolicyStore>,
     prepared: Vec<Prepared>,
     decision: StatementDecision,
 }
 
-/// A kept rewrite weighs its texts, original and rewritten.
+impl Kept {
+    /// The bytes of its texts, original and rewritten.
+    fn weight(&self) -> usize {
+        self.prepared.iter().map(|p| 256 + p.original.len() + p.rewritten_len()).sum()
+    }
+}
+
+/// What a session knows of a shape.
+#[derive(Debug, Clone)]
+enum Shape {
+    /// Its rewrite, checked: bound with the literals of the text it was made from, it was that text's own rewrite.
+    Kept(Arc<Kept>),
+    /// Its rewrite failed or was not the text's own: texts of this shape take the road of their own text.
+    Unlifted,
+}
+
+/// A kept rewrite weighs its texts, original and rewritten; a shape its tokens.
 #[derive(Clone)]
 struct KeptWeight;
 
 impl quick_cache::Weighter<(String, String), Arc<Kept>> for KeptWeight {
     fn weight(&self, (search_path, sql): &(String, String), kept: &Arc<Kept>) -> u64 {
-        let rewritten: usize = kept.prepared.iter().map(|p| 256 + p.original.len() + p.rewritten_len()).sum();
-        (search_path.len() + sql.len() + rewritten) as u64
+        (search_path.len() + sql.len() + kept.weight()) as u64
     }
 }
+
+impl quick_cache::Weighter<(String, Vec<Token>), Shape> for KeptWeight {
+    fn weight(&self, (search_path, shape): &(String, Vec<Token>), kept: &Shape) -> u64 {
+        let kept = match kept {
+            Shape::Kept(kept) => kept.weight(),
+            Shape::Unlifted => 0,
+        };
+        (search_path.len() + shape.len() * TOKEN_WEIGHT + kept) as u64
+    }
+}
+
+/// What a token of a kept shape is counted as (its size and a short word's text).
+const TOKEN_WEIGHT: usize = 64;
 
 /// The most bytes of text a session keeps rewrites of (with `REWRITE_KEPT_MAX_TEXT`, what one client can hold).
 const REWRITES_WEIGHT: u64 = 256 << 10;
@@ -146,6 +183,9 @@ pub struct Prepared {
     /// The client's text of the whole request.
     pub original: String,
     pub kind: PreparedKind,
+    /// The literals lifted from the client's text when it runs as the rewrite of its shape (see [`crate::lift`]):
+    /// bound in place of parameters, of which such a text has none.
+    literals: Vec<Param>,
 }
 
 impl Prepared {
@@ -158,10 +198,18 @@ impl Prepared {
     /// The highest `$n` of the client's text: how many parameters a client binds. Counted once for a governed
     /// statement (a session keeps its rewrites, and drivers parse the same text for every execution).
     pub fn placeholders(&self) -> usize {
+        if !self.literals.is_empty() {
+            return 0;
+        }
         match &self.kind {
             PreparedKind::Governed(g) => *g.placeholders.get_or_init(|| placeholder_count(&self.original)),
             _ => placeholder_count(&self.original),
         }
+    }
+
+    /// What its parameters are bound to: the literals lifted from the client's text if it has them, else `params`.
+    fn values<'a>(&'a self, params: &'a [Param]) -> &'a [Param] {
+        if self.literals.is_empty() { params } else { &self.literals }
     }
 
     /// The length of the text sent on for it.
@@ -310,7 +358,8 @@ impl Session {
             if let Err(e) = introspect::check(sql) {
                 return Err(self.refused(sql, request_id, None, e).await);
             }
-            return Ok(vec![Prepared { original: sql.to_owned(), kind: PreparedKind::Introspect(sql.to_owned()) }]);
+            let kind = PreparedKind::Introspect(sql.to_owned());
+            return Ok(vec![Prepared { original: sql.to_owned(), kind, literals: Vec::new() }]);
         }
         let (rewritten, decision) = self.rewrite(sql);
         match rewritten {
@@ -329,7 +378,8 @@ impl Session {
                 if let Err(e) = introspect::check(part) {
                     return Err(self.refused(sql, request_id, None, e).await);
                 }
-                prepared.push(Prepared { original: part.clone(), kind: PreparedKind::Introspect(part.clone()) });
+                let kind = PreparedKind::Introspect(part.clone());
+                prepared.push(Prepared { original: part.clone(), kind, literals: Vec::new() });
             } else {
                 match self.rewrite(part) {
                     (Ok(list), _) => prepared.extend(list),
@@ -345,8 +395,9 @@ impl Session {
     /// A rewrite is a function of the text, the search path, the session's principal (fixed) and the policy set
     /// (its filters and catalog), so a session keeps the rewrites of its texts and uses one again while the
     /// policy set it was made under is the one in force: drivers parse the same parameterised text for every
-    /// execution, and dashboards send the same queries again. A policy edit makes a new set, and the next text
-    /// is rewritten under it. Refusals are never kept (each is recorded anew).
+    /// execution, and dashboards send the same queries again. A text with literals is kept by its shape, and
+    /// runs as the shape's rewrite bound with its own literals (see [`crate::lift`]). A policy edit makes a new
+    /// set, and the next text is rewritten under it. Refusals are never kept (each is recorded anew).
     fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
         if sql.len() > REWRITE_KEPT_MAX_TEXT {
@@ -357,14 +408,74 @@ impl Session {
         if let Some(hit) = rewrites.kept.get(&key).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
             return (Ok(hit.prepared.clone()), hit.decision.clone());
         }
+        let mut lifted = lift(sql).map(|l| ((key.0.clone(), l.shape), l.literals));
+        if let Some((shape, literals)) = &lifted {
+            match rewrites.shapes.get(shape) {
+                Some(Shape::Kept(hit)) if Arc::ptr_eq(&hit.store, policy.store()) => {
+                    let prepared = hit
+                        .prepared
+                        .iter()
+                        .map(|p| Prepared {
+                            original: sql.to_owned(),
+                            kind: p.kind.clone(),
+                            literals: literals.clone(),
+                        })
+                        .collect();
+                    return (Ok(prepared), hit.decision.clone());
+                }
+                Some(Shape::Unlifted) => lifted = None,
+                _ => {}
+            }
+        }
         let store = policy.store().clone();
         let (prepared, decision) = self.rewrite_afresh(sql, policy);
-        if let Ok(list) = &prepared
-            && rewrites.seen_before(&key)
-        {
-            rewrites.kept.insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
+        let Ok(list) = &prepared else { return (prepared, decision) };
+        match lifted {
+            Some((shape, literals)) => {
+                if rewrites.seen_before(&shape)
+                    && let Some(kept) = self.rewrite_shape(&shape.1, &literals, list, store)
+                {
+                    rewrites.shapes.insert(shape, kept);
+                }
+            }
+            None => {
+                if rewrites.seen_before(&key) {
+                    rewrites
+                        .kept
+                        .insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
+                }
+            }
         }
         (prepared, decision)
+    }
+
+    /// The rewrite of a text's shape, kept only when bound with the text's `literals` it is `own`, the text's own
+    /// rewrite under `store`, and only for reads. `None` when the policy set changed meanwhile (nothing is known).
+    fn rewrite_shape(
+        &self,
+        shape: &[Token],
+        literals: &[Param],
+        own: &[Prepared],
+        store: Arc<PolicyStore>,
+    ) -> Option<Shape> {
+        let Some(text) = shape_text(shape) else { return Some(Shape::Unlifted) };
+        let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
+        if !Arc::ptr_eq(policy.store(), &store) {
+            return None;
+        }
+        let (Ok(prepared), decision) = self.rewrite_afresh(&text, policy) else { return Some(Shape::Unlifted) };
+        let reads = |p: &Prepared| match &p.kind {
+            PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => Some(g.clone()),
+            _ => None,
+        };
+        let same = prepared.len() == own.len()
+            && prepared.iter().zip(own).all(|(shaped, own)| match (reads(shaped), reads(own)) {
+                (Some(shaped), Some(own)) => {
+                    shaped.backend == own.backend && shaped.bound(literals).is_ok_and(|sql| sql == own.statement.sql)
+                }
+                _ => false,
+            });
+        Some(if same { Shape::Kept(Arc::new(Kept { store, prepared, decision })) } else { Shape::Unlifted })
     }
 
     fn rewrite_afresh(
@@ -419,7 +530,7 @@ impl Session {
                             }))
                         }
                     };
-                    Prepared { original: sql.to_owned(), kind }
+                    Prepared { original: sql.to_owned(), kind, literals: Vec::new() }
                 })
                 .collect()),
             (Err(e), _) => Err(e.into()),
@@ -453,7 +564,7 @@ impl Session {
             PreparedKind::Governed(g) => match g.statement.kind {
                 StatementKind::Query => {
                     let backend = self.backend(&g.backend)?;
-                    backend.describe(&g.statement.sql).await
+                    backend.describe(&g.bound(&prepared.literals)?).await
                 }
                 _ => Ok(Vec::new()),
             },
@@ -470,6 +581,9 @@ impl Session {
     /// as a prepared statement keeps them in PostgreSQL.
     pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Arc<[Option<ColumnType>]>, SqlError> {
         let PreparedKind::Governed(g) = &prepared.kind else { return Ok(Arc::new([])) };
+        if !prepared.literals.is_empty() {
+            return Ok(Arc::new([]));
+        }
         let kept = self.parameter_types.get_or_init(|| ParameterTypes::new(PARAMETER_TYPES_KEPT));
         let key = (g.backend.clone(), g.statement.sql.clone());
         if let Some(types) = kept.get(&key) {
@@ -485,7 +599,7 @@ impl Session {
     pub async fn describe_bound(&self, prepared: &Prepared, params: &[Param]) -> Result<Vec<Column>, SqlError> {
         match &prepared.kind {
             PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => {
-                let sql = g.bound(params)?;
+                let sql = g.bound(prepared.values(params))?;
                 self.backend(&g.backend)?.describe(&sql).await
             }
             _ => self.describe(prepared).await,
@@ -522,7 +636,7 @@ impl Session {
         params: &[Param],
         request_id: &str,
     ) -> Result<Outcome, SqlError> {
-        let sql = g.bound(params)?;
+        let sql = g.bound(prepared.values(params))?;
         let (action, label) = match g.statement.kind {
             StatementKind::Insert => ("sql:Insert", "INSERT 0"),
             StatementKind::Update => ("sql:Update", "UPDATE"),
