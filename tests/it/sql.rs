@@ -250,9 +250,12 @@ async fn hostile_queries_never_show_alice_what_the_policy_hides() {
     let lg = Lakegate::start(&[]);
     let token = lg.token("alice", &["analysts"], &[("region", "EU")]);
     let client = connect_gateway(&lg, "alice", &token).await;
-    assert_corpus_shows_alice_nothing_hidden(&client).await;
-    assert_errors_tell_alice_nothing_hidden(&client).await;
-    assert_nothing_is_smuggled_through_the_printer(&client, 12, true).await;
+    // Three times in one session: from the third on, a text with literals runs as its shape's kept rewrite.
+    for _ in 0..3 {
+        assert_corpus_shows_alice_nothing_hidden(&client).await;
+        assert_errors_tell_alice_nothing_hidden(&client).await;
+        assert_nothing_is_smuggled_through_the_printer(&client, 12, true).await;
+    }
 }
 
 /// Runs the hostile corpus as alice: every query fails or returns only what she may see.
