@@ -110,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn a_text_with_the_clients_own_placeholders_is_its_own_shape() {
+    fn a_text_with_the_clients_own_placeholders_or_that_does_not_tokenize_is_not_lifted() {
         assert_eq!(lift("SELECT a FROM t WHERE b = $1 AND c = 5"), None);
         assert_eq!(lift("SELECT 'unterminated"), None);
     }

@@ -148,7 +148,8 @@ impl quick_cache::Weighter<(String, Vec<Token>), Shape> for KeptWeight {
 /// What a token of a kept shape is counted as (its size and a short word's text).
 const TOKEN_WEIGHT: usize = 64;
 
-/// The most bytes of text a session keeps rewrites of (with `REWRITE_KEPT_MAX_TEXT`, what one client can hold).
+/// The most bytes of text a session keeps rewrites of, by text and again by shape (with `REWRITE_KEPT_MAX_TEXT`,
+/// what one client can hold: twice this).
 const REWRITES_WEIGHT: u64 = 256 << 10;
 /// The longest text whose rewrite is kept: drivers' prepared statements and dashboards' queries are shorter.
 const REWRITE_KEPT_MAX_TEXT: usize = 8 << 10;
