@@ -652,6 +652,83 @@ async fn a_point_query_on_a_row_filtered_postgresql_table_uses_its_index() {
     assert!(seq_after > seq_before, "the fenced query scans the table");
 }
 
+/// A statement that comes with its parameters apart (a driver's prepared statement, or a text with literals that
+/// runs as its shape) is kept prepared on the backend's connection, and answers as its text with the values written
+/// in would: the same rows, columns named and typed alike, values that never become syntax. Where PostgreSQL would
+/// read a parameter otherwise than the literal (one it cannot type, an ordinal), the text runs; a table that
+/// changes under a kept statement fails no statement.
+#[tokio::test]
+async fn on_postgresql_statements_with_parameters_run_kept_prepared_and_answer_as_their_texts() {
+    use tokio_postgres::types::Type;
+    let pg = Postgres::start();
+    // One backend connection: what it ran last is what the gateway sent last.
+    let (lg, _policies) = orders_on_postgres(&pg, 100, 1);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let last_statement = || pg.psql("SELECT query FROM pg_stat_activity WHERE usename = 'lakegate_backend'");
+
+    // Texts with literals of each kind, by the extended protocol with binary results: from the third text of the
+    // shape on they run as its kept statement, and each literal comes back typed as PostgreSQL types it.
+    for id in [2, 4, 5, 6, 8] {
+        let sql = format!(
+            "SELECT customer, {id} AS n, 'it''s {id}' AS s, 2147483648 AS big, 1.50 AS f, NULL AS nothing \
+             FROM sales.orders WHERE order_id = {id}"
+        );
+        let rows = alice.query(&sql, &[]).await.expect(&sql);
+        if id % 2 == 1 {
+            assert!(rows.is_empty(), "order {id} is in the US: {rows:?}");
+            continue;
+        }
+        let row = &rows[0];
+        assert_eq!(row.get::<_, String>("customer"), format!("c{id}"));
+        assert_eq!(row.get::<_, i32>("n"), id);
+        assert_eq!(row.get::<_, String>("s"), format!("it's {id}"));
+        assert_eq!(row.get::<_, i64>("big"), 2_147_483_648);
+        assert_eq!(row.columns()[4].type_(), &Type::NUMERIC);
+        assert_eq!(row.get::<_, Option<String>>("nothing"), None);
+    }
+    let last = last_statement();
+    assert!(last.contains("\"order_id\" = $") && !last.contains("it''s 8"), "kept prepared: {last}");
+
+    // A driver's parameters; a string stays one value, whatever it holds.
+    let by_id =
+        alice.prepare("SELECT customer FROM sales.orders WHERE order_id = $1 AND customer <> $2").await.unwrap();
+    for id in [10i64, 12, 11, 14, 16] {
+        let rows = alice.query(&by_id, &[&id, &"x' OR '1'='1"]).await.expect("a point query");
+        let customers: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let expected = if id % 2 == 0 { vec![format!("c{id}")] } else { vec![] };
+        assert_eq!(customers, expected, "order {id}");
+    }
+    assert!(last_statement().contains("\"customer\" <> $"), "{}", last_statement());
+
+    // The table changes under the kept statement ("cached plan must not change result type" on PostgreSQL): the
+    // statement answers, and is kept again.
+    pg.psql("ALTER TABLE sales.orders ALTER COLUMN customer TYPE varchar(40)");
+    for id in [18i64, 20, 22] {
+        let rows = alice.query(&by_id, &[&id, &"x"]).await.expect("a point query after the table changed");
+        assert_eq!(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), vec![format!("c{id}")]);
+    }
+    assert!(last_statement().contains("\"customer\" <> $"), "{}", last_statement());
+
+    // A parameter PostgreSQL could not type, and ordinals: the texts run with their literals, each its own answer.
+    for id in [24, 26, 28, 30] {
+        let sql = format!("SELECT customer FROM sales.orders WHERE order_id = {id} AND 'x{id}' IS NOT NULL");
+        assert_eq!(simple(&alice, &sql).await, Ok(vec![vec![Some(format!("c{id}"))]]), "{sql}");
+    }
+    assert!(last_statement().contains("'x30'"), "{}", last_statement());
+    for (column, limit) in [(1, 2), (2, 3), (1, 1), (2, 2)] {
+        let sql = format!(
+            "SELECT order_id, customer FROM sales.orders WHERE order_id < 40 ORDER BY {column} DESC LIMIT {limit}"
+        );
+        let got = simple(&alice, &sql).await.expect(&sql);
+        // By id 38, 36, ...; by customer (text) c8, c6, c4, ...
+        let expected: Vec<Vec<Option<String>>> = match column {
+            1 => [38, 36, 34].iter().take(limit).map(|n| vec![Some(n.to_string()), Some(format!("c{n}"))]).collect(),
+            _ => [8, 6, 4].iter().take(limit).map(|n| vec![Some(n.to_string()), Some(format!("c{n}"))]).collect(),
+        };
+        assert_eq!(got, expected, "{sql}");
+    }
+}
+
 /// A client that cancels its query, or leaves while it runs, stops it on PostgreSQL, even when it had sent its next
 /// statement ahead (those bytes wait unread in the gateway's socket and must not hide the close), and the access
 /// is recorded as incomplete. Without the backend's cancel the query would run on for hours on a connection no

@@ -8,11 +8,24 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, Statement, Value, VisitMut, VisitorMut};
+use sqlparser::ast::{
+    Distinct, Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, Statement, Value, Visit, VisitMut, Visitor,
+    VisitorMut,
+};
 
 use crate::error::SqlError;
 use crate::rewrite::RewriteError;
-use crate::session::Param;
+
+/// A bound parameter as the client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    /// A number (sent typed as one): inlined unquoted.
+    Number(String),
+    Bool(bool),
+    /// Anything else: inlined as a string literal, which PostgreSQL and DataFusion type from its context.
+    Text(String),
+}
 
 /// The literal a parameter becomes.
 fn literal(param: &Param) -> Expr {
@@ -74,6 +87,48 @@ pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, Sq
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(statement.to_string()),
     }
+}
+
+/// Whether PostgreSQL, given `statement`'s `$n` as parameters of a prepared statement, reads each as it reads the
+/// literal bound there (`backend::postgres` then keeps the statement prepared). Not at the top of an ORDER BY,
+/// GROUP BY or DISTINCT ON item, where an integer literal names an output column by its position (`ORDER BY 2`)
+/// and a parameter is a constant: an item that holds a parameter anywhere is taken for one of those.
+pub(crate) fn parameters_read_as_literals(statement: &Statement) -> bool {
+    struct PositionalClauses;
+    impl Visitor for PositionalClauses {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            match &query.order_by {
+                Some(OrderBy { kind: OrderByKind::Expressions(items), .. })
+                    if items.iter().any(|item| holds_placeholder(&item.expr)) =>
+                {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+        fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+            let grouped =
+                matches!(&select.group_by, GroupByExpr::Expressions(items, _) if items.iter().any(holds_placeholder));
+            let distinct = matches!(&select.distinct, Some(Distinct::On(items)) if items.iter().any(holds_placeholder));
+            if grouped || distinct { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+    }
+    statement.visit(&mut PositionalClauses).is_continue()
+}
+
+fn holds_placeholder(expr: &Expr) -> bool {
+    struct Finds;
+    impl Visitor for Finds {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    expr.visit(&mut Finds).is_break()
 }
 
 /// [`bind`] for a statement kept as text (catalog queries).
@@ -196,6 +251,28 @@ mod tests {
             let printed = statement.to_string();
             let template = Template::new(&statement, &printed).expect(sql);
             assert_eq!(template.bind(&params).unwrap(), bind(&statement, &params).unwrap(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_parameter_where_a_literal_would_name_a_column_by_position_is_not_read_as_the_literal() {
+        for sql in [
+            "SELECT a, b FROM t WHERE a = $1 ORDER BY $2",
+            "SELECT a FROM t ORDER BY (($1))",
+            "SELECT a, count(*) FROM t GROUP BY $1",
+            "SELECT a FROM (SELECT a FROM t GROUP BY ROLLUP (a, $1)) AS s",
+            "SELECT DISTINCT ON ($1) a FROM t",
+            "SELECT a FROM t UNION SELECT a FROM u ORDER BY a + $1",
+        ] {
+            assert!(!parameters_read_as_literals(&statement(sql)), "{sql}");
+        }
+        for sql in [
+            "SELECT a FROM t WHERE a = $1 AND b IN ($2, $3) ORDER BY a LIMIT $4 OFFSET $5",
+            "SELECT a, rank() OVER (ORDER BY $1) FROM t GROUP BY a",
+            "SELECT string_agg(b, $1 ORDER BY b) FROM t",
+            "SELECT 1",
+        ] {
+            assert!(parameters_read_as_literals(&statement(sql)), "{sql}");
         }
     }
 

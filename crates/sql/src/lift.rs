@@ -15,7 +15,7 @@
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::session::Param;
+use crate::bind::Param;
 
 /// A text's shape and the literals lifted out of it, `literals[i]` from the place of `$(i + 1)`.
 #[derive(Debug, Clone, PartialEq)]

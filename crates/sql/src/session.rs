@@ -12,8 +12,9 @@ use std::task::Poll;
 use futures::Stream;
 
 use super::SqlService;
-use super::backend::{Backend, IsolationLevel, SavepointOp, Transaction, TransactionOptions};
-use super::bind::{Template, bind, bind_text, placeholder_count};
+use super::backend::{Backend, IsolationLevel, Parameterised, SavepointOp, Transaction, TransactionOptions};
+pub use super::bind::Param;
+use super::bind::{self, Template, bind, bind_text, placeholder_count};
 use super::error::SqlError;
 use super::introspect;
 use super::lift::{lift, shape_text};
@@ -246,9 +247,15 @@ pub struct Governed {
     template: std::sync::OnceLock<Option<Template>>,
     /// The highest `$n` of the client's text, counted at its first Parse (see [`Prepared::placeholders`]).
     placeholders: std::sync::OnceLock<usize>,
+    /// Whether its parameters may be sent apart from its text (see [`bind::parameters_read_as_literals`]).
+    parameters_read_as_literals: std::sync::OnceLock<bool>,
 }
 
 impl Governed {
+    fn parameters_read_as_literals(&self) -> bool {
+        *self.parameters_read_as_literals.get_or_init(|| bind::parameters_read_as_literals(&self.statement.statement))
+    }
+
     /// The text to send on with `params` bound.
     fn bound(&self, params: &[Param]) -> Result<String, SqlError> {
         if params.is_empty() {
@@ -283,17 +290,6 @@ impl std::fmt::Debug for Outcome {
             }
         }
     }
-}
-
-/// A bound parameter as the client sent it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    Null,
-    /// A number (sent typed as one): inlined unquoted.
-    Number(String),
-    Bool(bool),
-    /// Anything else: inlined as a string literal, which PostgreSQL and DataFusion type from its context.
-    Text(String),
 }
 
 impl Session {
@@ -528,6 +524,7 @@ impl Session {
                                 decision,
                                 template: Default::default(),
                                 placeholders: Default::default(),
+                                parameters_read_as_literals: Default::default(),
                             }))
                         }
                     };
@@ -670,7 +667,14 @@ impl Session {
                 Err(e) => Err(fail(slot, e)),
             };
         }
-        match backend.query(&sql, &caller).await {
+        let values = prepared.values(params);
+        let rows = if !values.is_empty() && g.parameters_read_as_literals() {
+            let query = Parameterised { sql: &g.statement.sql, params: values, bound: &sql };
+            backend.query_parameterised(query, &caller).await
+        } else {
+            backend.query(&sql, &caller).await
+        };
+        match rows {
             Ok(rows) => Ok(Outcome::Rows(RowSet {
                 columns: rows.columns,
                 rows: Box::pin(Audited { inner: rows.rows, slot: Some(slot), rows: 0 }),

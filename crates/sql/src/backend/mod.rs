@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::bind::Param;
 use super::error::SqlError;
 pub use super::rewrite::IsolationLevel;
 use super::rows::{Column, ColumnType, RowSet};
@@ -44,11 +45,27 @@ pub(crate) fn policy_violation(message: &str) -> Option<SqlError> {
     })
 }
 
+/// A governed read with its parameters apart from its text. An engine that keeps statements prepared may run
+/// `sql` with `params`; any other runs `bound`.
+#[derive(Debug, Clone, Copy)]
+pub struct Parameterised<'a> {
+    /// The statement with its `$n` placeholders, each of which PostgreSQL reads as it reads the literal bound
+    /// there (see `bind::parameters_read_as_literals`).
+    pub sql: &'a str,
+    pub params: &'a [Param],
+    /// `sql` with each parameter written in as its literal: the statement the audit record names.
+    pub bound: &'a str,
+}
+
 /// A SQL engine that runs rewritten statements.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Runs a query for `caller` and streams its rows.
     async fn query(&self, sql: &str, caller: &Caller<'_>) -> Result<RowSet, SqlError>;
+    /// Runs a query given with its parameters apart; by default, its bound text.
+    async fn query_parameterised(&self, query: Parameterised<'_>, caller: &Caller<'_>) -> Result<RowSet, SqlError> {
+        self.query(query.bound, caller).await
+    }
     /// The result columns a query would have, without running it (for the extended protocol's Describe).
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError>;
     /// The types of the statement's `$n` parameters as the engine infers them (`None`: unknown).

@@ -1,6 +1,13 @@
-//! The PostgreSQL backend: a small pool of connections as the configured backend role; statements are
-//! prepared unnamed (no per-connection cache that distinct query texts would grow without bound); rows stream from
-//! the server (`query_raw`) to the client one at a time.
+//! The PostgreSQL backend: a small pool of connections as the configured backend role; rows stream from the
+//! server to the client one at a time.
+//!
+//! A statement runs as its text, prepared unnamed, unless it comes with its parameters apart
+//! ([`Parameterised`]: a client's prepared statement, or a text with literals that runs as its shape): then it is
+//! kept prepared on each connection, its parameters typed as PostgreSQL types the literals they stand for, so that
+//! PostgreSQL parses it once per connection and may keep one plan for all values, as it does for a driver that
+//! prepares its statements itself. It is kept only where PostgreSQL reads it as it reads the text with the literals
+//! written in (the same result columns, checked once per text and types), and never more than
+//! [`PREPARED_PER_CONNECTION`] on a connection.
 //!
 //! At start every catalog table assigned to this backend is checked against the backend's
 //! `information_schema.columns`: a missing table or column refuses start-up, so a governed view can never
@@ -9,14 +16,16 @@
 use std::error::Error as StdError;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, TryStreamExt};
-use tokio_postgres::NoTls;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{NoTls, Statement};
 
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Caller, SavepointOp, Transaction, TransactionOptions};
+use super::{Backend, Caller, Parameterised, SavepointOp, Transaction, TransactionOptions};
+use crate::bind::Param;
 use crate::config::PostgresBackendConfig;
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet, numeric};
@@ -43,6 +52,108 @@ fn with_causes(error: &dyn StdError) -> String {
 pub struct Postgres {
     pool: Pool,
     cancel: CancelWith,
+    /// Whether PostgreSQL reads a parameterised statement as it reads its bound text, by text and types.
+    read_alike: Arc<ReadAlike>,
+}
+
+/// Statements kept prepared on one connection. Past this many its cache is emptied, which closes them on the
+/// server: the shapes of clients' texts cannot grow a connection's memory, or PostgreSQL's, without bound.
+const PREPARED_PER_CONNECTION: usize = 128;
+
+/// The most bytes of statement text [`ReadAlike`] remembers.
+const READ_ALIKE_WEIGHT: u64 = 1 << 20;
+
+/// Whether PostgreSQL reads a parameterised statement, its parameters typed as [`literal_type`] types them, as it
+/// reads the statement with the literals written in. A property of the text and the types (and of the tables,
+/// whose change a kept statement reports: see [`Postgres::query_parameterised`]), not of a connection or a value.
+type ReadAlike = quick_cache::sync::Cache<Typed, bool, TypedWeight>;
+
+/// A parameterised statement and its parameters' types.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Typed {
+    sql: String,
+    types: Vec<Type>,
+}
+
+/// A [`Typed`] borrowed, to look one up without copying its text. Hashes as `Typed` does: a `String` as its
+/// `str`, a `Vec` as its slice.
+#[derive(Hash)]
+struct TypedRef<'a> {
+    sql: &'a str,
+    types: &'a [Type],
+}
+
+impl quick_cache::Equivalent<Typed> for TypedRef<'_> {
+    fn equivalent(&self, key: &Typed) -> bool {
+        self.sql == key.sql && self.types == key.types.as_slice()
+    }
+}
+
+#[derive(Clone)]
+struct TypedWeight;
+
+impl quick_cache::Weighter<Typed, bool> for TypedWeight {
+    fn weight(&self, key: &Typed, _: &bool) -> u64 {
+        (key.sql.len() + 8 * key.types.len() + 64) as u64
+    }
+}
+
+/// The type PostgreSQL gives the literal a parameter is written in as: a quoted string and NULL have none of
+/// their own and take their context's, as a parameter sent untyped does; an integer is `integer` if it fits, else
+/// `bigint`, else `numeric`, as is a number with a point or an exponent. `None` for a number written otherwise.
+fn literal_type(param: &Param) -> Option<Type> {
+    Some(match param {
+        Param::Null | Param::Text(_) => Type::UNKNOWN,
+        Param::Bool(_) => Type::BOOL,
+        Param::Number(n) => {
+            let n = n.trim();
+            let unsigned = n.strip_prefix(['-', '+']).unwrap_or(n);
+            let digits = unsigned.bytes().filter(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return None;
+            } else if digits == unsigned.len() {
+                if n.parse::<i32>().is_ok() {
+                    Type::INT4
+                } else if n.parse::<i64>().is_ok() {
+                    Type::INT8
+                } else {
+                    Type::NUMERIC
+                }
+            } else if unsigned.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+')) {
+                Type::NUMERIC
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+/// A parameter sent as text, which PostgreSQL reads with its type's input function, as it reads a literal.
+#[derive(Debug)]
+struct AsText<'a>(&'a Param);
+
+impl ToSql for AsText<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        let text = match self.0 {
+            Param::Null => return Ok(IsNull::Yes),
+            Param::Number(n) => n.trim(),
+            Param::Bool(true) => "true",
+            Param::Bool(false) => "false",
+            Param::Text(t) => t,
+        };
+        out.extend_from_slice(text.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
 }
 
 /// How a cancel request reaches the server: over TLS when the connections use it.
@@ -123,7 +234,8 @@ impl Postgres {
             .max_size(config.pool_size.max(1))
             .build()
             .map_err(|e| StartError::Pool(e.to_string()))?;
-        let backend = Postgres { pool, cancel };
+        let read_alike = Arc::new(ReadAlike::with_weighter(256, READ_ALIKE_WEIGHT, TypedWeight));
+        let backend = Postgres { pool, cancel, read_alike };
         backend.check_catalog(&config.name, catalog).await?;
         Ok(backend)
     }
@@ -155,6 +267,48 @@ impl Postgres {
     async fn client(&self) -> Result<deadpool_postgres::Object, SqlError> {
         self.pool.get().await.map_err(|e| SqlError::BackendUnavailable(e.to_string()))
     }
+
+    /// `query` kept prepared on `client`, its parameters typed as `types`, if PostgreSQL reads it as it reads the
+    /// bound text; `None` otherwise (then the bound text runs).
+    async fn prepared(
+        &self,
+        client: &deadpool_postgres::Object,
+        query: &Parameterised<'_>,
+        types: &[Type],
+    ) -> Option<Statement> {
+        let alike = match self.read_alike.get(&TypedRef { sql: query.sql, types }) {
+            Some(alike) => alike,
+            None => {
+                let alike = reads_alike(client, query, types).await?;
+                self.read_alike.insert(Typed { sql: query.sql.to_owned(), types: types.to_vec() }, alike);
+                alike
+            }
+        };
+        if !alike {
+            return None;
+        }
+        let kept = &client.statement_cache;
+        if kept.size() >= PREPARED_PER_CONNECTION {
+            kept.clear();
+        }
+        kept.prepare_typed(client, query.sql, types).await.ok()
+    }
+}
+
+/// Whether PostgreSQL reads `query.sql`, its parameters typed as `types`, as it reads `query.bound`: it prepares
+/// both, and their result columns must be named and typed alike. A statement PostgreSQL cannot prepare with such
+/// parameters (one it cannot type, say) is not read alike. `None` when it cannot be told now: the bound text
+/// fails too (with its own value), or the connection did.
+async fn reads_alike(pg: &tokio_postgres::Client, query: &Parameterised<'_>, types: &[Type]) -> Option<bool> {
+    let parameterised = match pg.prepare_typed(query.sql, types).await {
+        Ok(statement) => statement,
+        Err(e) if e.as_db_error().is_some() => return Some(false),
+        Err(_) => return None,
+    };
+    let bound = pg.prepare(query.bound).await.ok()?;
+    let columns =
+        |s: &Statement| s.columns().iter().map(|c| (c.name().to_owned(), c.type_().clone())).collect::<Vec<_>>();
+    Some(columns(&parameterised) == columns(&bound))
 }
 
 fn backend_error(e: tokio_postgres::Error) -> SqlError {
@@ -311,15 +465,34 @@ impl<C: Connection> Drop for Running<C> {
     }
 }
 
-/// Runs a query in one round trip (parse, bind, execute pipelined; the rewritten SQL has its parameters inlined)
-/// and streams the rows. The columns come with the first row; only an empty result costs a second round trip
-/// to describe them.
-async fn query_on<C: Connection>(connection: C, cancel: CancelWith, sql: &str) -> Result<RowSet, SqlError> {
-    let no_params = std::iter::empty::<(i32, Type)>();
+/// What a query runs: a text, or a statement kept prepared with its parameters.
+#[derive(Clone, Copy)]
+enum Run<'a> {
+    Text(&'a str),
+    Prepared(&'a Statement, &'a [Param]),
+}
+
+fn columns_of(statement: &Statement) -> Result<Vec<Column>, SqlError> {
+    statement.columns().iter().map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? })).collect()
+}
+
+/// Runs a query in one round trip (a text is parsed, bound and executed pipelined, its parameters written in; a
+/// kept statement is bound and executed) and streams the rows. A text's columns come with its first row; only an
+/// empty result costs a second round trip to describe them.
+async fn query_on<C: Connection>(connection: C, cancel: CancelWith, run: Run<'_>) -> Result<RowSet, SqlError> {
+    // Known before anything runs: an error here leaves nothing to cancel.
+    let known = match run {
+        Run::Prepared(statement, _) => Some(columns_of(statement)?),
+        Run::Text(_) => None,
+    };
     let mut running = Running::new(connection, cancel);
     let pg = running.pg().ok_or_else(|| SqlError::BackendUnavailable("no connection".into()))?;
+    let started = match run {
+        Run::Text(sql) => pg.query_typed_raw(sql, std::iter::empty::<(i32, Type)>()).await,
+        Run::Prepared(statement, params) => pg.query_raw(statement, params.iter().map(AsText)).await,
+    };
     // An error before the first row ends the query on the server: nothing to cancel.
-    let started = match pg.query_typed_raw(sql, no_params).await {
+    let started = match started {
         Ok(stream) => stream,
         Err(e) => {
             running.finished();
@@ -336,17 +509,19 @@ async fn query_on<C: Connection>(connection: C, cancel: CancelWith, sql: &str) -
             return Err(backend_error(e));
         }
     };
-    let columns = match &first {
-        Some(row) => row
+    let columns = match (known, &first) {
+        (Some(columns), _) => columns,
+        (None, Some(row)) => row
             .columns()
             .iter()
             .map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? }))
             .collect::<Result<Vec<_>, SqlError>>()?,
-        None => {
+        (None, None) => {
             // The query has ended: nothing left to cancel while its columns are asked for.
-            let columns = match running.pg() {
-                Some(pg) => describe_with(pg, sql).await,
-                None => Err(SqlError::BackendUnavailable("no connection".into())),
+            let columns = match (running.pg(), run) {
+                (Some(pg), Run::Text(sql)) => describe_with(pg, sql).await,
+                (_, Run::Prepared(statement, _)) => columns_of(statement),
+                (None, _) => Err(SqlError::BackendUnavailable("no connection".into())),
             };
             running.finished();
             columns?
@@ -377,8 +552,7 @@ async fn describe_on(connection: &impl Connection, sql: &str) -> Result<Vec<Colu
 }
 
 async fn describe_with(pg: &tokio_postgres::Client, sql: &str) -> Result<Vec<Column>, SqlError> {
-    let statement = pg.prepare(sql).await.map_err(backend_error)?;
-    statement.columns().iter().map(|c| Ok(Column { name: c.name().to_owned(), ty: column_type(c.type_())? })).collect()
+    columns_of(&pg.prepare(sql).await.map_err(backend_error)?)
 }
 
 async fn parameter_types_on(connection: &impl Connection, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
@@ -389,7 +563,33 @@ async fn parameter_types_on(connection: &impl Connection, sql: &str) -> Result<V
 #[async_trait]
 impl Backend for Postgres {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        query_on(self.client().await?, self.cancel.clone(), sql).await
+        query_on(self.client().await?, self.cancel.clone(), Run::Text(sql)).await
+    }
+
+    /// Runs the statement kept prepared where PostgreSQL reads it alike (see the module's comment), else the
+    /// bound text.
+    async fn query_parameterised(&self, query: Parameterised<'_>, caller: &Caller<'_>) -> Result<RowSet, SqlError> {
+        let client = self.client().await?;
+        let types = query.params.iter().map(literal_type).collect::<Option<Vec<_>>>();
+        let kept = match &types {
+            Some(types) => self.prepared(&client, &query, types).await,
+            None => None,
+        };
+        let (Some(statement), Some(types)) = (kept, types) else {
+            return query_on(client, self.cancel.clone(), Run::Text(query.bound)).await;
+        };
+        let cache = client.statement_cache.clone();
+        match query_on(client, self.cancel.clone(), Run::Prepared(&statement, query.params)).await {
+            // A kept statement whose table changed its columns ("cached plan must not change result type"), or
+            // one the server no longer has: this once the bound text runs (a read, and nothing has reached the
+            // client), and the statement is prepared and checked afresh next time.
+            Err(SqlError::Backend { sqlstate, .. }) if sqlstate == "0A000" || sqlstate == "26000" => {
+                drop(cache.remove(query.sql, &types));
+                self.read_alike.remove(&TypedRef { sql: query.sql, types: &types });
+                self.query(query.bound, caller).await
+            }
+            ran => ran,
+        }
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
@@ -455,7 +655,7 @@ fn discard(connection: Arc<deadpool_postgres::Object>) {
 #[async_trait]
 impl Backend for PgTransaction {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        query_on(self.connection()?, self.cancel.clone(), sql).await
+        query_on(self.connection()?, self.cancel.clone(), Run::Text(sql)).await
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
@@ -501,5 +701,34 @@ impl Drop for PgTransaction {
             }
             Err(_) => discard(connection),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_is_typed_as_postgresql_types_the_literal_it_stands_for() {
+        let number = |n: &str| literal_type(&Param::Number(n.into()));
+        for (n, ty) in [
+            ("17", Type::INT4),
+            (" 42 ", Type::INT4),
+            ("-2147483648", Type::INT4),
+            ("2147483648", Type::INT8),
+            ("-9223372036854775808", Type::INT8),
+            ("9223372036854775808", Type::NUMERIC),
+            ("1.50", Type::NUMERIC),
+            ("1e3", Type::NUMERIC),
+            (".5", Type::NUMERIC),
+        ] {
+            assert_eq!(number(n), Some(ty), "{n}");
+        }
+        for n in ["0x1F", "1_000", "", "-", "NaN", "1;"] {
+            assert_eq!(number(n), None, "{n}");
+        }
+        assert_eq!(literal_type(&Param::Text("17".into())), Some(Type::UNKNOWN));
+        assert_eq!(literal_type(&Param::Null), Some(Type::UNKNOWN));
+        assert_eq!(literal_type(&Param::Bool(false)), Some(Type::BOOL));
     }
 }
