@@ -296,14 +296,16 @@ impl Postgres {
 }
 
 /// Whether PostgreSQL reads `query.sql`, its parameters typed as `types`, as it reads `query.bound`: it prepares
-/// both, and their result columns must be named and typed alike. A statement PostgreSQL cannot prepare with such
-/// parameters (one it cannot type, say) is not read alike. `None` when it cannot be told now: the bound text
-/// fails too (with its own value), or the connection did.
+/// both, and their result columns must be named and typed alike. A statement PostgreSQL cannot read with such
+/// parameters (a syntax or typing error: one it cannot type, `INTERVAL $1`) is not read alike. `None` when it
+/// cannot be told now: the bound text fails too (with its own value), or a lock, a cancel or the connection did.
 async fn reads_alike(pg: &tokio_postgres::Client, query: &Parameterised<'_>, types: &[Type]) -> Option<bool> {
     let parameterised = match pg.prepare_typed(query.sql, types).await {
         Ok(statement) => statement,
-        Err(e) if e.as_db_error().is_some() => return Some(false),
-        Err(_) => return None,
+        Err(e) => {
+            let class = e.as_db_error().and_then(|db| db.code().code().get(..2));
+            return matches!(class, Some("42" | "0A")).then_some(false);
+        }
     };
     let bound = pg.prepare(query.bound).await.ok()?;
     let columns =
