@@ -42,6 +42,22 @@ fn literal(param: &Param) -> Expr {
     }
 }
 
+/// `-12`, `3.5`, `1e-3`: digits with at most one sign, point and exponent.
+pub(crate) fn is_number(text: &str) -> bool {
+    let t = text.trim();
+    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (mantissa, exponent) = match t.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['-', '+']).unwrap_or(e))),
+        None => (t, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    (!int.is_empty() || !frac.is_empty())
+        && digits(int)
+        && digits(frac)
+        && exponent.is_none_or(|e| !e.is_empty() && digits(e))
+}
+
 /// The number a placeholder names (`$3` is 3).
 fn number(placeholder: &str) -> Option<usize> {
     placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())

@@ -39,6 +39,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::{IsNull, ToSql, to_sql_checked};
 
 use super::SqlService;
+use super::bind::is_number;
 use super::error::SqlError;
 use super::rows::{Cell, Column, ColumnType, numeric};
 use super::session::{Outcome, Param, Prepared, SERVER_VERSION, Session};
@@ -773,22 +774,6 @@ fn decode_param(raw: &[u8], ty: &Type, binary: bool) -> Result<Param, ParamError
 
 fn float_param(f: f64) -> Result<Param, ParamError> {
     if f.is_finite() { Ok(Param::Number(f.to_string())) } else { Err(ParamError::NonFinite) }
-}
-
-/// `-12`, `3.5`, `1e-3`: digits with at most one sign, point and exponent.
-fn is_number(text: &str) -> bool {
-    let t = text.trim();
-    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
-    let (mantissa, exponent) = match t.split_once(['e', 'E']) {
-        Some((m, e)) => (m, Some(e.strip_prefix(['-', '+']).unwrap_or(e))),
-        None => (t, None),
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    (!int.is_empty() || !frac.is_empty())
-        && digits(int)
-        && digits(frac)
-        && exponent.is_none_or(|e| !e.is_empty() && digits(e))
 }
 
 /// Answers of the extended protocol are buffered until the client's Sync or Flush (or until the buffer fills),

@@ -25,7 +25,7 @@ use tokio_postgres::{NoTls, Statement};
 use std::sync::{Arc, Mutex};
 
 use super::{Backend, Caller, Parameterised, SavepointOp, Transaction, TransactionOptions};
-use crate::bind::Param;
+use crate::bind::{Param, is_number};
 use crate::config::PostgresBackendConfig;
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet, numeric};
@@ -105,26 +105,18 @@ fn literal_type(param: &Param) -> Option<Type> {
     Some(match param {
         Param::Null | Param::Text(_) => Type::UNKNOWN,
         Param::Bool(_) => Type::BOOL,
-        Param::Number(n) => {
+        Param::Number(n) if is_number(n) => {
             let n = n.trim();
-            let unsigned = n.strip_prefix(['-', '+']).unwrap_or(n);
-            let digits = unsigned.bytes().filter(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return None;
-            } else if digits == unsigned.len() {
-                if n.parse::<i32>().is_ok() {
-                    Type::INT4
-                } else if n.parse::<i64>().is_ok() {
-                    Type::INT8
-                } else {
-                    Type::NUMERIC
-                }
-            } else if unsigned.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+')) {
-                Type::NUMERIC
+            let integer = n.strip_prefix(['-', '+']).unwrap_or(n).bytes().all(|b| b.is_ascii_digit());
+            if integer && n.parse::<i32>().is_ok() {
+                Type::INT4
+            } else if integer && n.parse::<i64>().is_ok() {
+                Type::INT8
             } else {
-                return None;
+                Type::NUMERIC
             }
         }
+        Param::Number(_) => return None,
     })
 }
 
