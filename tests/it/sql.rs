@@ -689,6 +689,15 @@ async fn on_postgresql_statements_with_parameters_run_kept_prepared_and_answer_a
     let last = last_statement();
     assert!(last.contains("\"order_id\" = $") && !last.contains("it''s 8"), "kept prepared: {last}");
 
+    // `-2147483648` is an `integer` to PostgreSQL, `-$1` with `$1` the `bigint` 2147483648 is not: the result
+    // columns differ, so the text runs and the column stays `integer`.
+    for id in [32, 34, 36] {
+        let sql = format!("SELECT customer, -2147483648 AS least FROM sales.orders WHERE order_id = {id}");
+        let rows = alice.query(&sql, &[]).await.expect(&sql);
+        assert_eq!(rows[0].get::<_, i32>("least"), i32::MIN, "{sql}");
+    }
+    assert!(last_statement().contains("2147483648"), "ran as the text: {}", last_statement());
+
     // A driver's parameters; a string stays one value, whatever it holds.
     let by_id =
         alice.prepare("SELECT customer FROM sales.orders WHERE order_id = $1 AND customer <> $2").await.unwrap();
