@@ -36,8 +36,8 @@ use super::key_index::stored_key;
 /// Bodies up to this size are read where the file is opened, on the runtime's thread; larger ones in
 /// [`CHUNK_BYTES`] reads on the blocking pool.
 const INLINE_BYTES: u64 = 64 * 1024;
-/// Size of each positioned read of a larger body.
-const CHUNK_BYTES: u64 = 1024 * 1024;
+/// Size of each positioned read of a larger body (two of them in memory per transfer: see [`chunks`]).
+const CHUNK_BYTES: u64 = 512 * 1024;
 /// Largest metadata file read; s3s-fs writes a few hundred bytes.
 const MAX_METADATA_BYTES: u64 = 1024 * 1024;
 
@@ -391,25 +391,39 @@ pub(super) fn part_span(
     Ok(Part { span: start..end, count })
 }
 
-/// The body of a large span: 1 MiB positioned reads, each on the blocking pool, one at a time (the client's
-/// pace sets how many are read ahead: none).
+/// The body of a large span: [`CHUNK_BYTES`] positioned reads on the blocking pool, each next one started as
+/// soon as one is handed on, so that reading a chunk from the page cache overlaps sending the one before it to
+/// the client. One read ahead, no more: a transfer holds at most two chunks, the one being sent and the one
+/// being read, whatever the object's size; a client that stops reading stops the reads.
 fn chunks(
     file: Arc<File>,
     span: Span<u64>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
-    futures::stream::try_unfold((file, span), |(file, span)| async move {
-        if span.is_empty() {
-            return Ok(None);
+    struct ReadAhead {
+        file: Arc<File>,
+        /// What is not yet being read.
+        rest: Span<u64>,
+        reading: Option<tokio::task::JoinHandle<S3Result<Bytes>>>,
+    }
+    impl ReadAhead {
+        fn start_next(&mut self) -> Option<tokio::task::JoinHandle<S3Result<Bytes>>> {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let next = self.rest.start..self.rest.end.min(self.rest.start.saturating_add(CHUNK_BYTES));
+            self.rest.start = next.end;
+            let file = self.file.clone();
+            Some(tokio::task::spawn_blocking(move || read_span(&file, &next)))
         }
-        let next = span.start..span.end.min(span.start.saturating_add(CHUNK_BYTES));
-        let (file, bytes) = tokio::task::spawn_blocking(move || {
-            let bytes = read_span(&file, &next).map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok::<_, std::io::Error>((file, bytes))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let start = span.start + bytes.len() as u64;
-        Ok(Some((bytes, (file, start..span.end))))
+    }
+    let ahead = ReadAhead { file, rest: span, reading: None };
+    futures::stream::try_unfold(ahead, |mut ahead| async move {
+        let Some(reading) = ahead.reading.take().or_else(|| ahead.start_next()) else {
+            return Ok(None);
+        };
+        let bytes = reading.await.map_err(std::io::Error::other)?.map_err(|e| std::io::Error::other(e.to_string()))?;
+        ahead.reading = ahead.start_next();
+        Ok(Some((bytes, ahead)))
     })
 }
 
@@ -473,4 +487,59 @@ pub(super) fn attribute_file(root: &Path, bucket: &str, stored: &str, kind: &str
 
 pub(super) fn internal_error(e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use futures::TryStreamExt;
+
+    use super::*;
+
+    fn file_of(bytes: &[u8]) -> (tempfile::NamedTempFile, Arc<File>) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        let opened = Arc::new(File::open(file.path()).unwrap());
+        (file, opened)
+    }
+
+    /// A large body is the span's bytes exactly, whatever chunk boundaries it starts and ends between.
+    #[tokio::test]
+    async fn a_large_body_is_its_span_in_chunks_read_one_ahead() {
+        let chunk = usize::try_from(CHUNK_BYTES).unwrap();
+        let bytes: Vec<u8> = (0..3 * chunk + 17).map(|i| (i % 251) as u8).collect();
+        let (_kept, file) = file_of(&bytes);
+        let whole = 0..bytes.len() as u64;
+        let odd = 5..(2 * CHUNK_BYTES + 3);
+        for span in [whole, odd, CHUNK_BYTES..2 * CHUNK_BYTES] {
+            let chunks: Vec<Bytes> = chunks(file.clone(), span.clone()).try_collect().await.unwrap();
+            assert!(chunks.iter().all(|c| c.len() as u64 <= CHUNK_BYTES));
+            let expected = bytes.get(usize::try_from(span.start).unwrap()..usize::try_from(span.end).unwrap());
+            assert_eq!(Some(chunks.concat().as_slice()), expected);
+        }
+    }
+
+    /// A file cut short while it is being sent ends the body with an error (the client sees a broken transfer),
+    /// never with fewer bytes than the length the response announced; the read already ahead included.
+    #[tokio::test]
+    async fn a_file_cut_short_under_a_read_ends_the_body_with_an_error() {
+        let chunk = usize::try_from(CHUNK_BYTES).unwrap();
+        let (kept, file) = file_of(&vec![7u8; 4 * chunk]);
+        let mut body = Box::pin(chunks(file, 0..4 * CHUNK_BYTES));
+        let first = body.try_next().await.unwrap().unwrap();
+        assert_eq!(first.len(), chunk);
+        // The second chunk is being read already; the file loses its last two.
+        kept.as_file().set_len(2 * CHUNK_BYTES).unwrap();
+        let mut sent = first.len();
+        let error = loop {
+            match body.try_next().await {
+                Ok(Some(bytes)) => sent += bytes.len(),
+                Ok(None) => panic!("the body ended quietly after {sent} of {} bytes", 4 * chunk),
+                Err(e) => break e,
+            }
+        };
+        assert!(sent <= 2 * chunk, "{sent} bytes sent from a file of {}", 2 * chunk);
+        assert!(!error.to_string().is_empty());
+    }
 }
