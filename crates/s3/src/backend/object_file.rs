@@ -394,7 +394,7 @@ pub(super) fn part_span(
 /// The body of a large span: [`CHUNK_BYTES`] positioned reads on the blocking pool, each next one started as
 /// soon as one is handed on, so that reading a chunk from the page cache overlaps sending the one before it to
 /// the client. One read ahead, no more: a transfer holds at most two chunks, the one being sent and the one
-/// being read, whatever the object's size; a client that stops reading stops the reads.
+/// being read, whatever the object's size; a client that stops reading stops the reads after the one under way.
 fn chunks(
     file: Arc<File>,
     span: Span<u64>,
