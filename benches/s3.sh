@@ -21,8 +21,9 @@
 #   A pod's sidecar: client -> `lakegate-sidecar` (dummy keys) -> Lakegate embedded vs client -> Lakegate.
 #
 # Small GETs: `wrk --latency` for BENCH_SECONDS at each of BENCH_CONCURRENCY connections (req/s, p50, p99).
-# Large objects: `curl`, median of BENCH_BIG_ROUNDS transfers, GET bodies discarded. Every target is checked to answer 200 with the
-# object's bytes before it is measured; a load run with any answer >= 400, any socket error or timeout, or less
+# Large objects: `curl`, median of BENCH_BIG_ROUNDS transfers, GET bodies discarded (each object is downloaded
+# once more afterwards and compared byte for byte). Every target is checked to answer 200 with the object's
+# bytes before it is measured; a load run with any answer >= 400, any socket error or timeout, or less
 # than the object's size per answer, a transfer that is not 200 (201/204 for the WebDAV store) of the full size,
 # or a scale client that ends in anything but 200, makes the run fail: the report is still printed, with the
 # failures listed, and the script exits 1.
