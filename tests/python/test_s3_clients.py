@@ -1,6 +1,8 @@
 """The S3 front with real clients: boto3, the AWS CLI, curl, pyarrow and polars, credentials from Lakegate's own
 STS, against the embedded store and the demo policies."""
 
+import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -56,6 +58,37 @@ def test_a_20_mib_multipart_upload_round_trips(alice, tmp_path):
     assert head["ContentLength"] == len(data)
     assert "-" in head["ETag"], "a multipart ETag"
     assert alice.get_object(Bucket="lake", Key="sales/big.bin")["Body"].read() == data
+
+
+def test_a_put_whose_body_is_not_its_content_md5_is_bad_digest_and_changes_nothing(gate, alice):
+    alice.put_object(Bucket="lake", Key="sales/digest.txt", Body=b"kept", ContentType="text/plain")
+    wrong = base64.b64encode(hashlib.md5(b"something else").digest()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        alice.put_object(Bucket="lake", Key="sales/digest.txt", Body=b"replaced?", ContentMD5=wrong)
+    assert code_of(e) == "BadDigest"
+    got = alice.get_object(Bucket="lake", Key="sales/digest.txt")
+    assert got["Body"].read() == b"kept"
+    assert got["ETag"] == '"%s"' % hashlib.md5(b"kept").hexdigest()
+    assert got["ContentType"] == "text/plain"
+    [event] = gate.audited(e.value.response["ResponseMetadata"]["RequestId"])
+    assert (event["action"], event["outcome"]["status"]) == ("s3:PutObject", 400)
+
+
+def test_a_part_whose_body_is_not_its_content_md5_is_bad_digest_and_not_kept(alice):
+    upload = alice.create_multipart_upload(Bucket="lake", Key="sales/digest-mp.bin")["UploadId"]
+    part = dict(Bucket="lake", Key="sales/digest-mp.bin", UploadId=upload, PartNumber=1, Body=b"part one")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        alice.upload_part(**part, ContentMD5=base64.b64encode(hashlib.md5(b"part two").digest()).decode())
+    assert code_of(e) == "BadDigest"
+    assert "Parts" not in alice.list_parts(Bucket="lake", Key="sales/digest-mp.bin", UploadId=upload)
+    e_tag = alice.upload_part(**part, ContentMD5=base64.b64encode(hashlib.md5(b"part one").digest()).decode())["ETag"]
+    alice.complete_multipart_upload(
+        Bucket="lake",
+        Key="sales/digest-mp.bin",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e_tag}]},
+    )
+    assert alice.get_object(Bucket="lake", Key="sales/digest-mp.bin")["Body"].read() == b"part one"
 
 
 def test_a_range_get_returns_exactly_the_requested_bytes(alice):

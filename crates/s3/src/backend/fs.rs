@@ -14,7 +14,10 @@
 //!   ignored (it sent the object with 200);
 //! - `HeadObject` with a `Range` answers `206` with the range's `Content-Length` and `Content-Range`, or `416`;
 //! - listings with `encoding-type=url` have their keys, prefixes, delimiter and markers URL-encoded, where s3s-fs
-//!   echoed the encoding type over raw keys (which SDKs would then decode a second time).
+//!   echoed the encoding type over raw keys (which SDKs would then decode a second time);
+//! - `PutObject` and `UploadPart` are written by [`super::object_write`], which compares the body with its
+//!   `Content-MD5` and checksums before anything takes its place (s3s-fs renamed the new object into place first,
+//!   so a PUT refused as `BadDigest` had replaced the object, and never compared a part's `Content-MD5`).
 //!
 //! Only the operations the front can forward are passed on; every other one is `NotImplemented` here too.
 
@@ -28,17 +31,20 @@ use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix, CompleteMultipartUploadInput,
     CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CopySource, CreateBucketInput,
     CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput,
-    DeleteObjectsInput, DeleteObjectsOutput, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput,
-    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, Initiator,
-    ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output,
-    ListPartsInput, ListPartsOutput, MetadataDirective, Object, ObjectStorageClass, Owner, PutObjectInput,
-    PutObjectOutput, StorageClass, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+    DeleteObjectsInput, DeleteObjectsOutput, ETag, ETagCondition, EncodingType, GetBucketLocationInput,
+    GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput,
+    HeadObjectOutput, Initiator, ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput,
+    ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, MetadataDirective, Object,
+    ObjectStorageClass, Owner, PutObjectInput, PutObjectOutput, StorageClass, TimestampFormat, UploadPartCopyInput,
+    UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::conditions::{Preconditions, unix_seconds};
 use super::encode_key;
 use super::key_index::{KeyIndex, ListQuery, Listed, Listing, stored_key};
+use super::object_file::{StoredAttributes, internal_error};
+use super::object_write::{self, Claimed};
 use super::uploads::OWNER;
 
 /// The embedded store's S3 implementation: s3s-fs, corrected where it is not S3.
@@ -112,6 +118,34 @@ impl FsStore {
         Ok(id)
     }
 
+    /// S3's conditional writes: `If-None-Match: *` refuses to replace an object (412), `If-Match` requires one
+    /// (`NoSuchKey` on a key that holds none, as S3 answers; s3s-fs said 412) whose ETag it names (`*`: any).
+    async fn check_overwrite(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<()> {
+        if if_match.is_none() && if_none_match.is_none_or(|c| !c.is_any()) {
+            return Ok(());
+        }
+        let path = super::object_file::object_path(&self.root, bucket, key)?;
+        let exists = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
+        let failed = || s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold");
+        if exists && if_none_match.is_some_and(ETagCondition::is_any) {
+            return Err(failed());
+        }
+        match if_match {
+            Some(_) if !exists => Err(s3_error!(NoSuchKey)),
+            Some(ETagCondition::ETag(expected)) => {
+                let current = super::object_file::e_tag(&self.root, &self.files, bucket, key).await?;
+                if ETag::Strong(current).strong_cmp(expected) { Ok(()) } else { Err(failed()) }
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Records the ETag of an uploaded part, for ListParts.
     async fn record_part(
         &self,
@@ -128,7 +162,7 @@ impl FsStore {
         f: impl FnOnce(&KeyIndex) -> S3Result<T> + Send + 'static,
     ) -> S3Result<T> {
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || f(&index)).await.map_err(super::object_file::internal_error)?
+        tokio::task::spawn_blocking(move || f(&index)).await.map_err(internal_error)?
     }
 
     /// Brings the index in line with what is stored under each of `keys` now, after a write of them.
@@ -267,7 +301,7 @@ fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> 
     for (number, e_tag) in parts {
         let path = root.join(format!(".upload_id-{id}.part-{number}"));
         let Ok(file) = std::fs::File::open(&path) else { return Err(invalid()) };
-        sizes.push(file.metadata().map_err(super::object_file::internal_error)?.len());
+        sizes.push(file.metadata().map_err(internal_error)?.len());
         if let Some(e_tag) = e_tag
             && super::object_file::md5_of(&file)
                 .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?
@@ -277,6 +311,57 @@ fn check_parts(root: &Path, id: uuid::Uuid, parts: &[(i32, Option<String>)]) -> 
         }
     }
     Ok(sizes)
+}
+
+/// The `x-amz-checksum-*` values of a PutObject's or UploadPart's input, as one [`s3s::dto::Checksum`].
+macro_rules! claimed_checksum {
+    ($input:expr) => {
+        s3s::dto::Checksum {
+            checksum_crc32: $input.checksum_crc32.take(),
+            checksum_crc32c: $input.checksum_crc32c.take(),
+            checksum_sha1: $input.checksum_sha1.take(),
+            checksum_sha256: $input.checksum_sha256.take(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.take(),
+            checksum_type: None,
+        }
+    };
+}
+
+/// The attributes a PutObject stores with its object (s3s-fs's metadata file).
+fn stored_attributes(input: &mut PutObjectInput) -> StoredAttributes {
+    let expires = input.expires.take().and_then(|at| {
+        let mut text = Vec::new();
+        at.format(TimestampFormat::DateTime, &mut text).ok()?;
+        String::from_utf8(text).ok()
+    });
+    StoredAttributes {
+        user_metadata: input.metadata.take(),
+        content_encoding: input.content_encoding.take(),
+        content_type: input.content_type.take(),
+        content_disposition: input.content_disposition.take(),
+        content_language: input.content_language.take(),
+        cache_control: input.cache_control.take(),
+        expires,
+        website_redirect_location: input.website_redirect_location.take(),
+    }
+}
+
+/// An object's ETag and checksums as s3s-fs keeps them (its internal file).
+fn internal_attributes(e_tag: &str, checksum: &s3s::dto::Checksum) -> serde_json::Map<String, serde_json::Value> {
+    let mut internal = serde_json::Map::new();
+    internal.insert("e_tag".to_owned(), e_tag.into());
+    for (name, value) in [
+        ("checksum_crc32", &checksum.checksum_crc32),
+        ("checksum_crc32c", &checksum.checksum_crc32c),
+        ("checksum_sha1", &checksum.checksum_sha1),
+        ("checksum_sha256", &checksum.checksum_sha256),
+        ("checksum_crc64nvme", &checksum.checksum_crc64nvme),
+    ] {
+        if let Some(value) = value {
+            internal.insert(name.to_owned(), value.as_str().into());
+        }
+    }
+    internal
 }
 
 /// Settles the stored internal attributes of an object a multipart upload just made: removes the `checksum_*`
@@ -346,7 +431,7 @@ impl S3 for FsStore {
             let e_tag = out.e_tag.as_ref().map(|e| e.value().to_owned()).unwrap_or_default();
             let info = tokio::task::spawn_blocking(move || super::object_file::read_json(&internal))
                 .await
-                .map_err(super::object_file::internal_error)??
+                .map_err(internal_error)??
                 .unwrap_or_default();
             let part = super::object_file::part_span(&info, &e_tag, size, number)?;
             out.content_length = i64::try_from(part.span.end - part.span.start).ok();
@@ -487,20 +572,55 @@ impl S3 for FsStore {
     // Writes: s3s-fs writes under the stored name, then the index records what is there (also after a
     // failure, which may have written before it failed).
 
-    async fn put_object(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        self.require_bucket(&bucket).await?;
-        // An If-Match on a key that holds no object is S3's 404 NoSuchKey (s3s-fs: 412).
-        if req.input.if_match.is_some() {
-            let path = super::object_file::object_path(&self.root, &bucket, &key)?;
-            if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
-                return Err(s3_error!(NoSuchKey));
-            }
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let mut input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        if let Some(class) = &input.storage_class
+            && !["STANDARD", "REDUCED_REDUNDANCY"].contains(&class.as_str())
+        {
+            return Err(s3_error!(InvalidStorageClass));
         }
-        req.input.key = stored_key(&key);
-        let result = self.fs.put_object(req).await;
+        let path = super::object_file::object_path(&self.root, &input.bucket, &input.key)?;
+        self.check_overwrite(&input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref()).await?;
+        let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
+        let claimed = Claimed::new(input.content_md5.as_deref(), claimed_checksum!(input))?;
+        let received = object_write::receive(&self.root, body, &claimed).await?;
+        let (e_tag, checksum) = (received.md5_hex(), received.checksum.clone());
+        let attributes = serde_json::to_vec(&stored_attributes(&mut input)).map_err(internal_error)?;
+        let internal = serde_json::to_vec(&internal_attributes(&e_tag, &checksum)).map_err(internal_error)?;
+        let (root, bucket, key) = (self.root.clone(), input.bucket, input.key);
+        let names = (
+            super::object_file::metadata_path(&root, &bucket, &key, "metadata"),
+            super::object_file::metadata_path(&root, &bucket, &key, "internal"),
+        );
+        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            // Everything is written before anything takes its place, and the bytes first: a GET between the
+            // renames sees the new bytes with the old ETag, which a cache revalidates, never the old bytes
+            // under the new ETag, which it would keep.
+            let attributes = object_write::small_file(&root, &attributes)?;
+            let internal = object_write::small_file(&root, &internal)?;
+            let replaced = object_write::set_aside(&root, &path);
+            received.place(&path)?;
+            attributes.persist(&names.0).map_err(|e| e.error)?;
+            internal.persist(&names.1).map_err(|e| e.error)?;
+            Ok(replaced)
+        })
+        .await
+        .map_err(internal_error)?;
         self.refresh(&bucket, vec![key]).await?;
-        result
+        if let Some(replaced) = placed.map_err(internal_error)? {
+            // The replaced object's blocks are freed while the answer goes out.
+            drop(tokio::task::spawn_blocking(move || drop(replaced)));
+        }
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(e_tag)),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            ..Default::default()
+        }))
     }
 
     async fn copy_object(&self, mut req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
@@ -574,13 +694,32 @@ impl S3 for FsStore {
         Ok(response)
     }
 
-    async fn upload_part(&self, mut req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        self.require_upload(&req.input.bucket, &req.input.key, &req.input.upload_id).await?;
-        let part = (req.input.bucket.clone(), req.input.upload_id.clone(), req.input.part_number);
-        req.input.key = stored_key(&req.input.key);
-        let response = self.fs.upload_part(req).await?;
-        self.record_part(part, response.output.e_tag.as_ref()).await?;
-        Ok(response)
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let mut input = req.input;
+        let id = self.require_upload(&input.bucket, &input.key, &input.upload_id).await?;
+        if !(1..=10_000).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+        }
+        let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
+        let claimed = Claimed::new(input.content_md5.as_deref(), claimed_checksum!(input))?;
+        let received = object_write::receive(&self.root, body, &claimed).await?;
+        let (e_tag, checksum) = (ETag::Strong(received.md5_hex()), received.checksum.clone());
+        // s3s-fs's name for a part, which its CompleteMultipartUpload reads.
+        let path = self.root.join(format!(".upload_id-{id}.part-{}", input.part_number));
+        tokio::task::spawn_blocking(move || received.place(&path))
+            .await
+            .map_err(internal_error)?
+            .map_err(internal_error)?;
+        self.record_part((input.bucket, input.upload_id, input.part_number), Some(&e_tag)).await?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(e_tag),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            ..Default::default()
+        }))
     }
 
     async fn upload_part_copy(

@@ -11,6 +11,7 @@ mod keep_reading;
 mod kept_json;
 mod key_index;
 mod object_file;
+mod object_write;
 mod remote;
 mod store_keys;
 mod uploads;

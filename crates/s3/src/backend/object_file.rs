@@ -41,17 +41,27 @@ const CHUNK_BYTES: u64 = 512 * 1024;
 /// Largest metadata file read; s3s-fs writes a few hundred bytes.
 const MAX_METADATA_BYTES: u64 = 1024 * 1024;
 
-/// The attributes s3s-fs stores beside an object (its `ObjectAttributes`); unknown fields are ignored.
-#[derive(Debug, Default, serde::Deserialize)]
-struct StoredAttributes {
-    user_metadata: Option<HashMap<String, String>>,
-    content_encoding: Option<String>,
-    content_type: Option<String>,
-    content_disposition: Option<String>,
-    content_language: Option<String>,
-    cache_control: Option<String>,
-    expires: Option<String>,
-    website_redirect_location: Option<String>,
+/// The attributes s3s-fs stores beside an object (its `ObjectAttributes`, written the same way by
+/// [`super::object_write`]); unknown fields are ignored.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+pub(super) struct StoredAttributes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) user_metadata: Option<HashMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) content_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cache_control: Option<String>,
+    /// In s3s's `DateTime` form (`2026-12-02T03:04:05.000Z`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) website_redirect_location: Option<String>,
 }
 
 /// The parsed attribute files of the store's objects, kept while unchanged on disk ([`KeptJson`]); one per store,
@@ -84,16 +94,16 @@ pub(super) async fn get_object(
     // cores without them, docs/benchmarks.md). What can take long stays on the blocking pool: hashing an object
     // stored without an ETag, and bodies larger than INLINE_BYTES.
     let found = find(&object, files, &names.0, &names.1)?;
-    let stored_e_tag = found.internal.get("e_tag").and_then(serde_json::Value::as_str).map(str::to_owned);
-    let e_tag = match stored_e_tag {
-        Some(e_tag) => e_tag,
-        // Objects stored without an ETag (older s3s-fs versions): the MD5 of the content, as s3s-fs does.
-        None => {
-            let file = found.file.clone();
-            tokio::task::spawn_blocking(move || md5_of(&file)).await.map_err(internal_error)?.map_err(internal_error)?
-        }
-    };
+    let e_tag = found.e_tag().await?;
     Ok(found.select(e_tag, range, part_number, &conditions)?.into_output())
+}
+
+/// The ETag of the object `bucket/key` (`NoSuchKey` when there is none), for a write's `If-Match`.
+pub(super) async fn e_tag(root: &Path, files: &AttributeFiles, bucket: &str, key: &str) -> S3Result<String> {
+    let object = object_path(root, bucket, key)?;
+    let (metadata, internal) =
+        (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
+    find(&object, files, &metadata, &internal)?.e_tag().await
 }
 
 /// The request headers a plain GET may carry and still be answered by [`plain_get`].
@@ -253,6 +263,16 @@ fn find(object: &Path, files: &AttributeFiles, metadata: &Path, internal: &Path)
 }
 
 impl Found {
+    /// The stored ETag; for an object stored without one (older s3s-fs versions), the MD5 of its bytes, as
+    /// s3s-fs answers.
+    async fn e_tag(&self) -> S3Result<String> {
+        if let Some(e_tag) = self.internal.get("e_tag").and_then(serde_json::Value::as_str) {
+            return Ok(e_tag.to_owned());
+        }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || md5_of(&file)).await.map_err(internal_error)?.map_err(internal_error)
+    }
+
     /// The span a GET asks for, if its conditions hold; the body itself when it is small.
     fn select(
         self,
