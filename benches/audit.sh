@@ -15,6 +15,7 @@
 # lakegate binary: LAKEGATE_BIN, or a release build made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps  # protoc, for any build below (cargo build or bench) on a fresh machine
 SECONDS_EACH=${BENCH_SECONDS:-5}
 CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 64"}
 ROUNDS=${BENCH_ROUNDS:-3}

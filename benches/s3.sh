@@ -42,6 +42,7 @@
 # benches/flamegraph.sh): DIR/s3-get-4k-bearer-16.svg and .txt. The profiler costs that row some throughput.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps  # protoc, for any build below (cargo build or bench) on a fresh machine
 . benches/flamegraph.sh
 . benches/cpu.sh
 SECONDS_EACH=${BENCH_SECONDS:-5}

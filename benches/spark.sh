@@ -10,6 +10,7 @@
 # Connect Python client's gRPC packages into it for the direct submission.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps  # protoc, for any build below (cargo build or bench) on a fresh machine
 ROWS=${ROWS:-10000000}
 REPEAT=${REPEAT:-5}
 if [ -z "${LAKEGATE_BIN:-}" ]; then

@@ -12,6 +12,7 @@
 # DIR/sql-pgbench-select-extended.svg: benches/flamegraph.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-build-deps  # protoc, for any build below (cargo build or bench) on a fresh machine
 . benches/flamegraph.sh
 . benches/cpu.sh
 DURATION=${DURATION:-10}
