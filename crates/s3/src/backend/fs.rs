@@ -569,8 +569,9 @@ impl S3 for FsStore {
         self.fs.get_bucket_location(req).await
     }
 
-    // Writes: s3s-fs writes under the stored name, then the index records what is there (also after a
-    // failure, which may have written before it failed).
+    // Writes: under the stored name (PutObject and UploadPart by `object_write`, copies and completions by
+    // s3s-fs), then the index records what is there (also after a failure, which may have written before it
+    // failed).
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let mut input = req.input;

@@ -133,7 +133,7 @@ fn temporary_name() -> tempfile::Builder<'static, 'static> {
 }
 
 /// A temporary file in `root`.
-pub(super) fn temporary(root: &Path) -> std::io::Result<NamedTempFile> {
+fn temporary(root: &Path) -> std::io::Result<NamedTempFile> {
     temporary_name().tempfile_in(root)
 }
 
