@@ -11,7 +11,7 @@ use lakegate_core::identity::{DevIssuer, Signer, TokenService, Verifier};
 use lakegate_core::metrics;
 use lakegate_core::policy::{self, PolicyEngine, watch::ReloadOutcome};
 use lakegate_net::drain::{Drain, Outcome};
-use lakegate_net::{ListenError, OnDrain, http, serve_http, tls};
+use lakegate_net::{ListenError, OnDrain, Threads, http, serve_http, tls};
 
 use crate::config::Config;
 
@@ -128,10 +128,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let backend = s3_backend(config).await?;
     let s3 = Arc::new(s3_front(config, gate.clone(), keys.clone(), backend.clone()));
     let s3_backend = s3.backend.describe();
-    let s3_addr = serve_http(&config.s3.listener(), drain.watch(), OnDrain::StopAccepting, move |req, peer| {
-        lakegate_s3::handle(s3.clone(), req, peer)
-    })
-    .await?;
+    let s3_addr =
+        serve_http(&config.s3.listener(), drain.watch(), OnDrain::StopAccepting, Threads::PerCore, move |req, peer| {
+            lakegate_s3::handle(s3.clone(), req, peer)
+        })
+        .await?;
     // Vended credentials name the S3 front as clients reach it; a wildcard listener is reached on loopback.
     let s3_host = if s3_addr.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], s3_addr.port()))
@@ -183,30 +184,31 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
     let control_gate = gate.clone();
     let control_drain = drain.watch();
-    let control_addr = serve_http(&config.control, drain.watch(), OnDrain::KeepServing, move |req, peer| {
-        let gate = control_gate.clone();
-        let sql = sql.clone();
-        let catalog = catalog.clone();
-        let drain = control_drain.clone();
-        async move {
-            if drain.is_draining() {
-                let continues = lakegate_sql::trino::continues_open_query(req.method(), req.uri().path());
-                if let Some(refused) = lakegate_control::while_draining(&req, continues) {
-                    return refused;
+    let control_addr =
+        serve_http(&config.control, drain.watch(), OnDrain::KeepServing, Threads::Shared, move |req, peer| {
+            let gate = control_gate.clone();
+            let sql = sql.clone();
+            let catalog = catalog.clone();
+            let drain = control_drain.clone();
+            async move {
+                if drain.is_draining() {
+                    let continues = lakegate_sql::trino::continues_open_query(req.method(), req.uri().path());
+                    if let Some(refused) = lakegate_control::while_draining(&req, continues) {
+                        return refused;
+                    }
                 }
+                // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
+                if lakegate_sql::trino::handles(req.uri().path()) {
+                    return lakegate_sql::trino::handle(&sql, req, peer, &drain).await;
+                }
+                // So do the Iceberg REST catalog's.
+                if let Some(catalog) = catalog.as_ref().filter(|_| lakegate_iceberg::handles(req.uri().path())) {
+                    return catalog.handle(req, peer).await;
+                }
+                lakegate_control::handle(&gate, req, peer).await
             }
-            // The SQL front's HTTP routes (Trino protocol, table credentials) share the control listener.
-            if lakegate_sql::trino::handles(req.uri().path()) {
-                return lakegate_sql::trino::handle(&sql, req, peer, &drain).await;
-            }
-            // So do the Iceberg REST catalog's.
-            if let Some(catalog) = catalog.as_ref().filter(|_| lakegate_iceberg::handles(req.uri().path())) {
-                return catalog.handle(req, peer).await;
-            }
-            lakegate_control::handle(&gate, req, peer).await
-        }
-    })
-    .await?;
+        })
+        .await?;
 
     Ok(Running {
         gate,

@@ -7,10 +7,12 @@ pub mod config;
 pub mod drain;
 pub mod http;
 pub mod listener;
+pub mod threads;
 pub mod tls;
 
 pub use config::{ListenerConfig, TlsConfig};
 pub use listener::{ListenError, OnDrain, serve_http};
+pub use threads::Threads;
 
 /// A client error with its chain of causes (hyper's own text is only "client error (Connect)").
 pub fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {

@@ -1,5 +1,5 @@
-//! Serving HTTP on a listener: HTTP/1.1 and HTTP/2, TLS when configured, one task per connection, and a
-//! graceful end when the drain says so.
+//! Serving HTTP on a listener: HTTP/1.1 and HTTP/2, TLS when configured, one task per connection (on the shared
+//! runtime or on the connection threads, see [`Threads`]), and a graceful end when the drain says so.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ListenerConfig;
 use crate::drain::{Guard, Watch};
+use crate::threads::{ConnectionThreads, Threads};
 use crate::tls::{self, TlsError};
 
 /// Why a listener could not be started.
@@ -37,11 +38,13 @@ pub enum OnDrain {
 }
 
 /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (TLS when configured) with `handler`, one task per
-/// connection, until `drain` says otherwise (see [`OnDrain`]). Returns the bound address (useful with port 0).
+/// connection on `threads`, until `drain` says otherwise (see [`OnDrain`]). Returns the bound address (useful
+/// with port 0).
 pub async fn serve_http<F, Fut, B>(
     listener: &ListenerConfig,
     drain: Watch,
     on_drain: OnDrain,
+    threads: Threads,
     handler: F,
 ) -> Result<SocketAddr, ListenError>
 where
@@ -56,6 +59,10 @@ where
     let acceptor = match &listener.tls {
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls, &[b"h2", b"http/1.1"])?)),
         None => None,
+    };
+    let per_core = match threads {
+        Threads::PerCore => ConnectionThreads::get(),
+        Threads::Shared => None,
     };
     tokio::spawn(async move {
         let stop = stop_accepting(&drain, on_drain);
@@ -81,7 +88,21 @@ where
             }
             let guard = (on_drain == OnDrain::StopAccepting).then(|| drain.guard());
             let connection = Connection { peer, drain: drain.clone(), on_drain, _guard: guard };
-            tokio::spawn(connection.serve(stream, acceptor.clone(), handler.clone()));
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            match per_core {
+                None => drop(tokio::spawn(connection.serve(stream, acceptor, handler))),
+                // A socket belongs to the runtime whose reactor registered it: taken out of this one's, it is
+                // registered with the connection thread's there.
+                Some(threads) => match stream.into_std() {
+                    Ok(stream) => threads.spawn(async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => connection.serve(stream, acceptor, handler).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "could not take the connection over"),
+                        }
+                    }),
+                    Err(e) => tracing::debug!(%peer, error = %e, "could not hand the connection over"),
+                },
+            }
         }
         drop(tcp);
         tracing::info!(%addr, "listener closed");

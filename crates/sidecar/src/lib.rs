@@ -21,7 +21,7 @@ pub use upstream::{Upstream, UpstreamError};
 
 use lakegate_net::ListenerConfig;
 use lakegate_net::drain::Watch;
-use lakegate_net::{ListenError, OnDrain, serve_http, tls};
+use lakegate_net::{ListenError, OnDrain, Threads, serve_http, tls};
 use lakegate_s3_protocol::sts::valid_session_name;
 
 /// The role a sidecar asks for unless told otherwise: the one where policy alone decides.
@@ -105,7 +105,7 @@ pub async fn start(config: SidecarConfig, drain: Watch) -> Result<(SocketAddr, A
     let sidecar = Arc::new(Sidecar { session, upstream, region: config.region });
     let listener = ListenerConfig { listen: config.listen, tls: None };
     let handler = sidecar.clone();
-    let addr = serve_http(&listener, drain, OnDrain::StopAccepting, move |req, _peer| {
+    let addr = serve_http(&listener, drain, OnDrain::StopAccepting, Threads::PerCore, move |req, _peer| {
         let sidecar = handler.clone();
         async move { forward::handle(&sidecar, req).await }
     })

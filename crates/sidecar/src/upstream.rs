@@ -1,18 +1,18 @@
-//! The sidecar's one connection to the central Lakegate: a pooled hyper client with the sidecar's TLS identity
-//! (its CA and, for mutual TLS, its client certificate), used for the token exchange, STS and every forwarded
-//! S3 request alike.
+//! The sidecar's one connection to the central Lakegate: pooled hyper clients (one per thread) with the
+//! sidecar's TLS identity (its CA and, for mutual TLS, its client certificate), used for the token exchange, STS
+//! and every forwarded S3 request alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use lakegate_net::describe_client_error;
+use lakegate_net::threads::ClientPerThread;
 use lakegate_s3_protocol::BoxBody;
 use lakegate_s3_protocol::sigv4::{PayloadError, SigV4Error};
 
@@ -39,7 +39,9 @@ pub enum UpstreamError {
 /// The central Lakegate as seen from the sidecar.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, BoxBody>,
+    /// Per thread, as the sidecar serves each connection on one thread (`lakegate_net::Threads::PerCore`); the
+    /// session's clone shares them.
+    clients: Arc<ClientPerThread<hyper_rustls::HttpsConnector<HttpConnector>, BoxBody>>,
     base: url::Url,
     authority: String,
 }
@@ -79,8 +81,8 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
-        Ok(Self { client, base: base.clone(), authority })
+        let clients = Arc::new(ClientPerThread::new(https, Duration::from_secs(30)));
+        Ok(Self { clients, base: base.clone(), authority })
     }
 
     /// `host[:port]` of the central Lakegate, as it is signed into forwarded requests.
@@ -98,7 +100,7 @@ impl Upstream {
 
     /// Sends a request; the response body streams.
     pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
-        tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(request))
+        tokio::time::timeout(RESPONSE_TIMEOUT, self.clients.get().request(request))
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(|e| match rejected_body(&e) {

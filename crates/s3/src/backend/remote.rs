@@ -1,16 +1,15 @@
 //! A remote S3-compatible store: every forwarded request is re-signed with the store's own credentials and
-//! sent over a pooled hyper client; bodies stream both ways.
+//! sent over a pooled hyper client (one per thread); bodies stream both ways.
 
 use lakegate_net::describe_client_error;
+use lakegate_net::threads::ClientPerThread;
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::capture_connection;
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::keep_reading::{KeepReadingConnector, WriteFailed};
@@ -72,7 +71,10 @@ type Connector = KeepReadingConnector<hyper_rustls::HttpsConnector<HttpConnector
 
 /// The remote store.
 pub struct Remote {
-    client: Client<Connector, BoxBody>,
+    /// Each thread's own client, so that a request and its store connection's task share a thread: the S3
+    /// front serves each connection on one thread (`lakegate_net::Threads::PerCore`), and a pooled connection
+    /// spawned on another thread would wake that one twice a request.
+    clients: ClientPerThread<Connector, BoxBody>,
     config: RemoteConfig,
     keys: StoreKeys,
     /// The endpoint's `host[:port]` and path without its trailing `/`, taken apart once.
@@ -109,8 +111,7 @@ impl Remote {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let https = KeepReadingConnector(https);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        let connector = KeepReadingConnector(https);
         let keys = StoreKeys::resolve(
             config.access_key_id.as_deref(),
             config.secret_access_key.as_deref(),
@@ -118,7 +119,8 @@ impl Remote {
             &config.region,
         )
         .await?;
-        Ok(Self { client, config, keys, host_port, base })
+        let clients = ClientPerThread::new(connector, Duration::from_secs(30));
+        Ok(Self { clients, config, keys, host_port, base })
     }
 
     /// The authority and path for a request, per the addressing style.
@@ -162,7 +164,7 @@ impl Backend for Remote {
             let mut req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
             let connection = capture_connection(&mut req);
             let timeout = Duration::from_secs(self.config.response_timeout_seconds);
-            let response = tokio::time::timeout(timeout, self.client.request(req))
+            let response = tokio::time::timeout(timeout, self.clients.get().request(req))
                 .await
                 .map_err(|_| BackendError::Timeout)?
                 .map_err(|e| transport_error(&e))?;

@@ -1,0 +1,137 @@
+//! Connection threads: one per core, each running a single-threaded runtime of its own, as nginx runs one event
+//! loop per worker process.
+//!
+//! A data listener's connection carries short requests (a 4 KiB GET is a few tens of microseconds of work). On
+//! the shared multi-threaded runtime each of its wake-ups could land on either worker, and queueing a task
+//! wakes an idle worker to steal it: on this project's 2-core benchmark machine that cost a 4 KiB GET from the
+//! embedded store about a quarter of its CPU (52 µs a request with two workers, 39 µs with one; see
+//! docs/benchmarks.md). Here a connection, and every task it spawns (a store connection, an HTTP/2 stream),
+//! stays on the thread it was handed to, and only that thread's own I/O wakes it.
+//!
+//! A pooled HTTP client is kept per thread ([`ClientPerThread`]) for the same reason: hyper runs each pooled
+//! connection as a task of its own, spawned on the thread that opened it, and a request that took a connection
+//! opened on another thread would wake that thread to send and again to receive.
+//!
+//! The price is the event-loop model's: a request that computes for long holds up the other connections on its
+//! thread, so handlers that fan out work of their own (the SQL front's engines, the catalog) stay on the shared
+//! runtime; blocking work goes to `spawn_blocking` as anywhere else.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::Connect;
+use hyper_util::rt::TokioExecutor;
+use thread_local::ThreadLocal;
+use tokio::runtime::{Builder, Handle};
+
+/// Which threads serve a listener's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// The runtime that accepted them, whose workers share and steal tasks.
+    Shared,
+    /// The process's [connection threads](self), handed out in turn; a connection stays on its thread.
+    PerCore,
+}
+
+/// The process's connection threads.
+pub(crate) struct ConnectionThreads {
+    runtimes: Vec<Handle>,
+    next: AtomicUsize,
+}
+
+impl ConnectionThreads {
+    /// The connection threads, started at the first call: one per core this process may use. `None` when they
+    /// could not be started (then connections are served on the shared runtime, and that was logged).
+    pub(crate) fn get() -> Option<&'static ConnectionThreads> {
+        static THREADS: OnceLock<Option<ConnectionThreads>> = OnceLock::new();
+        THREADS
+            .get_or_init(|| {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                ConnectionThreads::start(cores)
+                    .inspect_err(|e| tracing::warn!(error = %e, "no connection threads; serving on the shared runtime"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    fn start(count: usize) -> std::io::Result<ConnectionThreads> {
+        let mut runtimes = Vec::with_capacity(count);
+        for i in 0..count {
+            let runtime = Builder::new_current_thread().enable_all().thread_name("lakegate-blocking").build()?;
+            runtimes.push(runtime.handle().clone());
+            // The runtime runs its tasks while the thread blocks on it; it lives as long as the process.
+            std::thread::Builder::new()
+                .name(format!("lakegate-conn-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(ConnectionThreads { runtimes, next: AtomicUsize::new(0) })
+    }
+
+    /// Runs `task` on the next thread in turn.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
+        self.runtimes[i].spawn(task);
+    }
+}
+
+/// A pooled hyper client for each thread that sends through it, all with one connector.
+pub struct ClientPerThread<C: Send, B: Send> {
+    clients: ThreadLocal<Client<C, B>>,
+    connector: C,
+    idle_timeout: Duration,
+}
+
+impl<C, B> ClientPerThread<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    /// Clients made with `connector`, each closing connections idle for `idle_timeout`.
+    pub fn new(connector: C, idle_timeout: Duration) -> Self {
+        ClientPerThread { clients: ThreadLocal::new(), connector, idle_timeout }
+    }
+
+    /// This thread's client, made at its first request.
+    pub fn get(&self) -> &Client<C, B> {
+        self.clients.get_or(|| {
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(self.idle_timeout).build(self.connector.clone())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_handed_to_each_thread_in_turn_and_stay_on_it() {
+        let threads = ConnectionThreads::start(2).expect("threads");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..4 {
+            let tx = tx.clone();
+            threads.spawn(async move {
+                let before = std::thread::current().name().map(str::to_owned);
+                // A task that yields is polled again on the same thread.
+                tokio::task::yield_now().await;
+                let after = std::thread::current().name().map(str::to_owned);
+                tx.send((before, after)).expect("send");
+            });
+        }
+        drop(tx);
+        let mut seen: Vec<(Option<String>, Option<String>)> = rx.iter().collect();
+        seen.sort();
+        let name = |i: usize| Some(format!("lakegate-conn-{i}"));
+        assert_eq!(
+            seen,
+            vec![(name(0), name(0)), (name(0), name(0)), (name(1), name(1)), (name(1), name(1))],
+            "two tasks on each thread, each polled only there"
+        );
+    }
+}
