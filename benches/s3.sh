@@ -269,12 +269,16 @@ check_small() { # target
 for t in $SMALL_TARGETS; do check_small "$t"; done
 
 # Lakegate refuses a request with 503 and no audit record when the record finds no room in the audit queue: a
-# count to tell that apart from other errors when a load run saw answers other than 200.
+# count to tell that apart from other errors when a load run saw answers other than 200, and how many of the audit
+# writer's batches were slow enough (a sync of the disk) to let the queue fill.
 refusals() { # target -> ", Lakegate's audit refusals so far: N", or nothing for nginx
   local port
   case $1 in direct | proxy) return ;; lakegate) port=$LG_CONTROL ;; *) port=$LGE_CONTROL ;; esac
-  echo ", Lakegate's audit refusals so far: $(curl -s --max-time 5 "http://127.0.0.1:$port/metrics" |
-    awk '/^lakegate_audit_refusals_total/ {n += $NF} END {print n + 0}')"
+  curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | awk '
+    /^lakegate_audit_refusals_total/ {n += $NF}
+    /^lakegate_audit_write_seconds_bucket.*le="0.1"/ {fast += $NF}
+    /^lakegate_audit_write_seconds_count/ {all += $NF}
+    END {printf ", Lakegate'"'"'s audit refusals so far: %d (audit batches and checkpoints that took over 100 ms to write and sync: %d)\n", n, all - fast}'
 }
 wrk_run() { # target connections -> RES="rps p50ms p99ms cpu-us-per-request"
   local target=$1 c=$2 threads=$(( $2 < NPROC ? $2 : NPROC )) args=() h line pids cpu0

@@ -131,6 +131,12 @@ pub static AUDIT_REFUSALS: Counter = Counter::new(
     "Requests refused because the audit sink could not accept their event.",
 );
 
+pub static AUDIT_WRITE_SECONDS: Histogram = Histogram::new(
+    "lakegate_audit_write_seconds",
+    "The audit writer's steps (batch, checkpoint), from their write to the end of their sync; the queue fills meanwhile.",
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+);
+
 pub static S3_REQUESTS: Counter = Counter::new(
     "lakegate_s3_requests_total",
     "S3 front requests, by operation, decision (allow, deny, error) and status class.",
@@ -149,6 +155,7 @@ pub fn render() -> String {
     for c in [&REQUESTS, &DECISIONS, &TOKEN_FAILURES, &JWKS_FETCHES, &POLICY_RELOADS, &AUDIT_REFUSALS, &S3_REQUESTS] {
         c.render(&mut out);
     }
+    AUDIT_WRITE_SECONDS.render(&mut out);
     S3_REQUEST_SECONDS.render(&mut out);
     S3_BYTES.render(&mut out);
     out

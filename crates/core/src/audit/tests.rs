@@ -173,6 +173,17 @@ async fn chain_verifies_across_rotated_files() {
 }
 
 #[tokio::test]
+async fn how_long_each_batch_and_checkpoint_took_to_write_and_sync_is_in_the_metrics() {
+    let observed = |step| crate::metrics::AUDIT_WRITE_SECONDS.count(&[("step", step)]);
+    let (batches, checkpoints) = (observed("batch"), observed("checkpoint"));
+    // The flush is answered once the batch is synced and the checkpoint moved.
+    let _log = log_with(5).await;
+    assert!(observed("batch") > batches);
+    assert!(observed("checkpoint") > checkpoints);
+    assert!(crate::metrics::render().contains("lakegate_audit_write_seconds_bucket{step=\"batch\",le=\"0.1\"}"));
+}
+
+#[tokio::test]
 async fn verification_orders_files_by_their_records_not_by_arguments() {
     let tmp = log_with(40).await;
     let mut files = log_files(tmp.path());

@@ -515,8 +515,10 @@ impl Writer {
     /// lags too far, or while the writer is failing (so that a failing checkpoint keeps the failed state).
     fn write(&mut self, lull: bool) {
         if !self.pending.is_empty() {
+            let started = Instant::now();
             match self.log.append(&self.pending, &self.shared) {
                 Ok(()) => {
+                    self.timed("batch", started);
                     // On disk: the requests waiting for their decision record go ahead before anything else.
                     for synced in self.synced_waiters.drain(..) {
                         let _ = synced.send(());
@@ -535,9 +537,11 @@ impl Writer {
             || self.shared.failed.load(Ordering::Acquire)
             || self.last_checkpoint.elapsed() >= CHECKPOINT_MAX_LAG;
         if self.log.checkpoint_due && checkpoint_now {
+            let started = Instant::now();
             if let Err(e) = self.log.checkpoint() {
                 return self.failed("checkpoint", &e);
             }
+            self.timed("checkpoint", started);
             self.last_checkpoint = Instant::now();
         }
         if self.shared.failed.swap(false, Ordering::AcqRel) {
@@ -546,6 +550,21 @@ impl Writer {
         for done in self.waiters.drain(..) {
             // The caller may have stopped waiting; nothing to do then.
             let _ = done.send(());
+        }
+    }
+
+    /// Records how long a `step` (a batch's write and sync, or the checkpoint's) that began at `started` took.
+    /// The queue fills while it lasts: one that lasts longer than a request waits for room is logged, as it may
+    /// be why requests were refused.
+    fn timed(&self, step: &'static str, started: Instant) {
+        let took = started.elapsed();
+        crate::metrics::AUDIT_WRITE_SECONDS.observe(&[("step", step)], took.as_secs_f64());
+        if took >= self.shared.enqueue_timeout {
+            tracing::warn!(
+                "the audit log's {step} took {took:?} to write and sync, longer than a request waits for room in \
+                 the queue ({:?})",
+                self.shared.enqueue_timeout
+            );
         }
     }
 
