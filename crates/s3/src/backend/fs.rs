@@ -327,6 +327,23 @@ macro_rules! claimed_checksum {
     };
 }
 
+/// An answer (`PutObjectOutput`, `UploadPartOutput`) with its ETag and the checksums the body was found to have,
+/// as S3 gives them back.
+macro_rules! answered_with_checksum {
+    ($output:ident, $e_tag:expr, $checksum:expr) => {{
+        let checksum: s3s::dto::Checksum = $checksum;
+        $output {
+            e_tag: Some($e_tag),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            ..Default::default()
+        }
+    }};
+}
+
 /// The attributes a PutObject stores with its object (s3s-fs's metadata file).
 fn stored_attributes(input: &mut PutObjectInput) -> StoredAttributes {
     let expires = input.expires.take().and_then(|at| {
@@ -613,15 +630,7 @@ impl S3 for FsStore {
             // The replaced object's blocks are freed while the answer goes out.
             drop(tokio::task::spawn_blocking(move || drop(replaced)));
         }
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(e_tag)),
-            checksum_crc32: checksum.checksum_crc32,
-            checksum_crc32c: checksum.checksum_crc32c,
-            checksum_sha1: checksum.checksum_sha1,
-            checksum_sha256: checksum.checksum_sha256,
-            checksum_crc64nvme: checksum.checksum_crc64nvme,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(answered_with_checksum!(PutObjectOutput, ETag::Strong(e_tag), checksum)))
     }
 
     async fn copy_object(&self, mut req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
@@ -712,15 +721,7 @@ impl S3 for FsStore {
             .map_err(internal_error)?
             .map_err(internal_error)?;
         self.record_part((input.bucket, input.upload_id, input.part_number), Some(&e_tag)).await?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(e_tag),
-            checksum_crc32: checksum.checksum_crc32,
-            checksum_crc32c: checksum.checksum_crc32c,
-            checksum_sha1: checksum.checksum_sha1,
-            checksum_sha256: checksum.checksum_sha256,
-            checksum_crc64nvme: checksum.checksum_crc64nvme,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(answered_with_checksum!(UploadPartOutput, e_tag, checksum)))
     }
 
     async fn upload_part_copy(
