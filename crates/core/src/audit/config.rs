@@ -70,7 +70,7 @@ fn default_audit_max_file_bytes() -> u64 {
     64 * 1024 * 1024
 }
 fn default_audit_queue() -> usize {
-    4096
+    16384
 }
 fn default_audit_enqueue_ms() -> u64 {
     100
