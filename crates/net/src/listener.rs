@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ListenerConfig;
 use crate::drain::{Guard, Watch};
-use crate::threads::{ConnectionThreads, Threads};
+use crate::threads::{Threads, hand_over};
 use crate::tls::{self, TlsError};
 
 /// Why a listener could not be started.
@@ -60,10 +60,6 @@ where
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls, &[b"h2", b"http/1.1"])?)),
         None => None,
     };
-    let per_core = match threads {
-        Threads::PerCore => ConnectionThreads::get(),
-        Threads::Shared => None,
-    };
     tokio::spawn(async move {
         let stop = stop_accepting(&drain, on_drain);
         tokio::pin!(stop);
@@ -89,20 +85,7 @@ where
             let guard = (on_drain == OnDrain::StopAccepting).then(|| drain.guard());
             let connection = Connection { peer, drain: drain.clone(), on_drain, _guard: guard };
             let (acceptor, handler) = (acceptor.clone(), handler.clone());
-            match per_core {
-                None => drop(tokio::spawn(connection.serve(stream, acceptor, handler))),
-                // A socket belongs to the runtime whose reactor registered it: taken out of this one's, it is
-                // registered with the connection thread's there.
-                Some(threads) => match stream.into_std() {
-                    Ok(stream) => threads.spawn(async move {
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => connection.serve(stream, acceptor, handler).await,
-                            Err(e) => tracing::debug!(%peer, error = %e, "could not take the connection over"),
-                        }
-                    }),
-                    Err(e) => tracing::debug!(%peer, error = %e, "could not hand the connection over"),
-                },
-            }
+            hand_over(threads, stream, peer, move |stream| connection.serve(stream, acceptor, handler));
         }
         drop(tcp);
         tracing::info!(%addr, "listener closed");

@@ -13,10 +13,14 @@
 //! opened on another thread would wake that thread to send and again to receive.
 //!
 //! The price is the event-loop model's: a request that computes for long holds up the other connections on its
-//! thread, so handlers that fan out work of their own (the SQL front's engines, the catalog) stay on the shared
-//! runtime; blocking work goes to `spawn_blocking` as anywhere else.
+//! thread. Such work is sent to the runtime that accepted the connection ([`shared_runtime`]): the SQL front's
+//! embedded engine runs its plans there, while its PostgreSQL round trips stay on the connection's thread.
+//! Listeners whose handlers fan out work of their own (the control listener with the catalog and the Trino
+//! front) stay on the shared runtime; blocking work goes to `spawn_blocking` as anywhere else.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,7 +29,66 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::rt::TokioExecutor;
 use thread_local::ThreadLocal;
+use tokio::net::TcpStream;
 use tokio::runtime::{Builder, Handle};
+
+thread_local! {
+    /// On a connection thread, its number.
+    static CONNECTION_THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+tokio::task_local! {
+    /// In a connection's task on a connection thread, the runtime that accepted it.
+    static SHARED: Handle;
+}
+
+/// The number of the connection thread the caller runs on, if it runs on one.
+pub fn connection_thread() -> Option<usize> {
+    CONNECTION_THREAD.with(Cell::get)
+}
+
+/// How many connection threads serve `Threads::PerCore` listeners (started at the first call); 0 when they
+/// could not be started.
+pub fn connection_threads() -> usize {
+    ConnectionThreads::get().map_or(0, |threads| threads.runtimes.len())
+}
+
+/// The runtime that accepted the connection the caller serves, when that connection is served on a connection
+/// thread; `None` elsewhere (on the shared runtime, or outside a connection's task). Work that computes for
+/// long is spawned there instead of holding up the other connections of this thread.
+pub fn shared_runtime() -> Option<Handle> {
+    SHARED.try_with(Handle::clone).ok()
+}
+
+/// Serves an accepted `stream` with `serve` on `threads`: on the calling runtime (`Shared`, or when the
+/// connection threads could not be started), or on the next connection thread in turn (`PerCore`), where
+/// [`shared_runtime`] names the calling runtime for as long as `serve` runs.
+pub fn hand_over<F, Fut>(threads: Threads, stream: TcpStream, peer: SocketAddr, serve: F)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let per_core = match threads {
+        Threads::PerCore => ConnectionThreads::get(),
+        Threads::Shared => None,
+    };
+    let Some(per_core) = per_core else {
+        drop(tokio::spawn(serve(stream)));
+        return;
+    };
+    let shared = Handle::current();
+    // A socket belongs to the runtime whose reactor registered it: taken out of this one's, it is registered
+    // with the connection thread's there.
+    match stream.into_std() {
+        Ok(stream) => per_core.spawn(SHARED.scope(shared, async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "could not take the connection over"),
+            }
+        })),
+        Err(e) => tracing::debug!(%peer, error = %e, "could not hand the connection over"),
+    }
+}
 
 /// Which threads serve a listener's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +126,10 @@ impl ConnectionThreads {
             let runtime = Builder::new_current_thread().enable_all().thread_name("lakegate-blocking").build()?;
             runtimes.push(runtime.handle().clone());
             // The runtime runs its tasks while the thread blocks on it; it lives as long as the process.
-            std::thread::Builder::new()
-                .name(format!("lakegate-conn-{i}"))
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            std::thread::Builder::new().name(format!("lakegate-conn-{i}")).spawn(move || {
+                CONNECTION_THREAD.with(|n| n.set(Some(i)));
+                runtime.block_on(std::future::pending::<()>())
+            })?;
         }
         Ok(ConnectionThreads { runtimes, next: AtomicUsize::new(0) })
     }
@@ -133,5 +197,27 @@ mod tests {
             vec![(name(0), name(0)), (name(0), name(0)), (name(1), name(1)), (name(1), name(1))],
             "two tasks on each thread, each polled only there"
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_handed_over_is_served_on_a_connection_thread_that_knows_the_runtime_that_accepted_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"));
+        let ((accepted, peer), _client) = tokio::try_join!(listener.accept(), client).expect("connect");
+        assert_eq!(connection_thread(), None);
+        assert!(shared_runtime().is_none(), "outside a connection's task there is none");
+        let accepting = tokio::runtime::Handle::current().id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        hand_over(Threads::PerCore, accepted, peer, move |stream| async move {
+            let on = connection_thread();
+            let shared = shared_runtime().map(|h| h.id());
+            // The socket was registered with this thread's reactor: it can be used here.
+            let usable = stream.peer_addr().is_ok() && stream.writable().await.is_ok();
+            let _ = tx.send((on, shared, usable));
+        });
+        let (on, shared, usable) = rx.await.expect("served");
+        assert!(on.is_some_and(|i| i < connection_threads()), "served on a connection thread: {on:?}");
+        assert_eq!(shared, Some(accepting), "the accepting runtime is where long work goes");
+        assert!(usable);
     }
 }

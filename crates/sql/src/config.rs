@@ -74,7 +74,8 @@ pub struct PostgresBackendConfig {
     /// A libpq-style connection string or URL for the backend role, e.g.
     /// `postgresql://lakegate_backend:secret@db.internal:5432/warehouse`.
     pub url: String,
-    /// Connections kept in the pool.
+    /// Connections kept, at most: split among the connection threads and the shared runtime, at least one each
+    /// (see `backend::postgres`).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Connect with TLS (verifying the server against the system roots, or `ca_file`).

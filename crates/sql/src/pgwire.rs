@@ -45,8 +45,10 @@ use super::rows::{Cell, Column, ColumnType, numeric};
 use super::session::{Outcome, Param, Prepared, SERVER_VERSION, Session};
 use lakegate_core::audit::Front;
 use lakegate_core::gate::{GateError, Origin};
+use lakegate_net::Threads;
 use lakegate_net::drain::Watch;
 use lakegate_net::http::new_request_id;
+use lakegate_net::threads::hand_over;
 
 /// Binds the PostgreSQL wire listener and serves it until `drain` starts; returns the bound address.
 pub async fn serve(
@@ -87,7 +89,9 @@ pub async fn serve(
             let acceptor = acceptor.clone();
             let drain = drain.clone();
             let in_flight = drain.guard();
-            tokio::spawn(async move {
+            // Each session stays on one connection thread, with its PostgreSQL backend connections (their pools
+            // are per thread): a statement's round trips wake no other thread.
+            hand_over(Threads::PerCore, socket, peer, move |socket| async move {
                 let _in_flight = in_flight;
                 tokio::select! {
                     result = session_loop(socket, acceptor, Handlers(handlers), &drain) => {

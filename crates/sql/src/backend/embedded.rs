@@ -4,6 +4,7 @@
 //! database) with the column types of the catalog, so the rewritten SQL resolves exactly as it would on
 //! PostgreSQL. Nothing else is registered: the engine cannot reach a file the catalog does not name.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -166,6 +167,38 @@ pub(crate) fn numeric_precision(sql_type: &str) -> (u8, i8) {
     }
 }
 
+/// Runs `work` (planning, a plan's first steps) on the runtime that accepted the session's connection when the
+/// session is served on a connection thread (`lakegate_net::threads`), so that a long plan holds up no other
+/// session of that thread; where the caller is otherwise.
+async fn off_connection_thread<T: Send + 'static>(
+    work: impl Future<Output = Result<T, SqlError>> + Send + 'static,
+) -> Result<T, SqlError> {
+    match lakegate_net::threads::shared_runtime() {
+        None => work.await,
+        Some(shared) => Offloaded(shared.spawn(work)).await,
+    }
+}
+
+/// Work spawned on another runtime for a caller, aborted when the caller stops waiting for it (a statement
+/// cancelled, a client gone): a plan nobody reads does not compute on.
+struct Offloaded<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Offloaded<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for Offloaded<Result<T, SqlError>> {
+    type Output = Result<T, SqlError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| Err(SqlError::Internal(format!("the embedded engine's task failed: {e}"))))
+        })
+    }
+}
+
 fn backend_error(e: datafusion::error::DataFusionError) -> SqlError {
     use datafusion::error::DataFusionError as E;
     let (sqlstate, message) = match &e {
@@ -182,36 +215,65 @@ fn backend_error(e: datafusion::error::DataFusionError) -> SqlError {
 #[async_trait]
 impl Backend for Embedded {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        let plan = self.ctx.state().create_logical_plan(sql).await.map_err(backend_error)?;
-        let plan = super::fence::fenced(plan).map_err(backend_error)?;
-        let df = self.ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
-        let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));
-        let stream = df.execute_stream().await.map_err(backend_error)?;
+        let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
+        let (columns, batches) = off_connection_thread(async move {
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
+            let plan = super::fence::fenced(plan).map_err(backend_error)?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
+            let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));
+            Ok((columns, df.execute_stream().await.map_err(backend_error)?))
+        })
+        .await?;
         // One batch in memory at a time: each batch is turned into rows as the client reads them.
-        let rows = stream
-            .map(|batch| match batch {
-                Ok(b) => match batch_rows(&b) {
-                    Ok(rows) => futures::stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
-                    Err(e) => futures::stream::iter(vec![Err(e)]),
-                },
-                Err(e) => futures::stream::iter(vec![Err(backend_error(e))]),
-            })
-            .flatten();
-        Ok(RowSet { columns, rows: Box::pin(rows) })
+        let batches = batches.map(|batch| match batch {
+            Ok(b) => match batch_rows(&b) {
+                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            },
+            Err(e) => vec![Err(backend_error(e))],
+        });
+        let rows = match lakegate_net::threads::shared_runtime() {
+            None => batches.boxed(),
+            // The plan computes as its batches are polled: there, one batch ahead of the client.
+            Some(shared) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let mut batches = batches;
+                let pump = Offloaded(shared.spawn(async move {
+                    while let Some(rows) = batches.next().await {
+                        if tx.send(rows).await.is_err() {
+                            break; // The client stopped reading.
+                        }
+                    }
+                }));
+                futures::stream::unfold((rx, pump), |(mut rx, pump)| async move {
+                    rx.recv().await.map(|rows| (rows, (rx, pump)))
+                })
+                .boxed()
+            }
+        };
+        Ok(RowSet { columns, rows: Box::pin(rows.flat_map(futures::stream::iter)) })
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
-        let plan = self.ctx.state().create_logical_plan(sql).await.map_err(backend_error)?;
-        Ok(columns_of(&Arc::new(plan.schema().as_arrow().clone())))
+        let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
+        off_connection_thread(async move {
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
+            Ok(columns_of(&Arc::new(plan.schema().as_arrow().clone())))
+        })
+        .await
     }
 
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
-        let plan = self.ctx.state().create_logical_plan(sql).await.map_err(backend_error)?;
-        let types = plan.get_parameter_types().map_err(backend_error)?;
-        let count = types.keys().filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())).max();
-        Ok((1..=count.unwrap_or(0))
-            .map(|i| types.get(&format!("${i}")).cloned().flatten().map(|t| column_type(&t)))
-            .collect())
+        let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
+        off_connection_thread(async move {
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
+            let types = plan.get_parameter_types().map_err(backend_error)?;
+            let count = types.keys().filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())).max();
+            Ok((1..=count.unwrap_or(0))
+                .map(|i| types.get(&format!("${i}")).cloned().flatten().map(|t| column_type(&t)))
+                .collect())
+        })
+        .await
     }
 
     async fn execute(&self, _sql: &str, _caller: &Caller<'_>) -> Result<u64, SqlError> {

@@ -1,6 +1,10 @@
 //! The PostgreSQL backend: a small pool of connections as the configured backend role; rows stream from the
 //! server to the client one at a time.
 //!
+//! The pool is kept per connection thread (`lakegate_net::threads`), `pool_size` split among them and the shared
+//! runtime: a PostgreSQL session runs on one connection thread, and a backend connection runs as a task of the
+//! thread that opened it, so a statement's round trips on a connection of its own thread wake no other thread.
+//!
 //! A statement runs as its text, prepared unnamed, unless it comes with its parameters apart
 //! ([`Parameterised`]: a client's prepared statement, or a text with literals that runs as its shape): then it is
 //! kept prepared on each connection, its parameters typed as PostgreSQL types the literals they stand for, so that
@@ -50,7 +54,10 @@ fn with_causes(error: &dyn StdError) -> String {
 /// A pooled PostgreSQL backend.
 #[derive(Clone)]
 pub struct Postgres {
-    pool: Pool,
+    /// Connections for the sessions of each connection thread, by its number.
+    per_thread: Vec<Pool>,
+    /// Connections for callers elsewhere (the Trino front, on the shared runtime).
+    shared: Pool,
     cancel: CancelWith,
     /// Whether PostgreSQL reads a parameterised statement as it reads its bound text, by text and types.
     read_alike: Arc<ReadAlike>,
@@ -170,7 +177,8 @@ impl CancelWith {
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Postgres").field("status", &self.pool.status()).finish()
+        let per_thread: Vec<_> = self.per_thread.iter().map(Pool::status).collect();
+        f.debug_struct("Postgres").field("per_thread", &per_thread).field("shared", &self.shared.status()).finish()
     }
 }
 
@@ -210,30 +218,38 @@ impl Postgres {
             None => "-c standard_conforming_strings=on".to_owned(),
         };
         pg.options(&options);
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let (manager, cancel) = if config.tls {
-            let tls = super::pg_tls::MakeRustlsConnect::new(config.ca_file.as_deref())?;
+        let cancel = if config.tls {
             // Without `sslmode=require` tokio-postgres would fall back to plain TCP when the server declines TLS.
             pg.ssl_mode(tokio_postgres::config::SslMode::Require);
-            (Manager::from_config(pg, tls.clone(), manager_config), CancelWith::Tls(tls))
+            CancelWith::Tls(super::pg_tls::MakeRustlsConnect::new(config.ca_file.as_deref())?)
+        } else if config.ca_file.is_some() {
+            return Err(StartError::CaWithoutTls);
         } else {
-            if config.ca_file.is_some() {
-                return Err(StartError::CaWithoutTls);
-            }
-            (Manager::from_config(pg, NoTls, manager_config), CancelWith::Plain)
+            CancelWith::Plain
         };
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .build()
+        let pools = 1 + lakegate_net::threads::connection_threads();
+        let mut per_thread = (0..pools)
+            .map(|i| {
+                let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+                let manager = match &cancel {
+                    CancelWith::Tls(tls) => Manager::from_config(pg.clone(), tls.clone(), manager_config),
+                    CancelWith::Plain => Manager::from_config(pg.clone(), NoTls, manager_config),
+                };
+                Pool::builder(manager).max_size(pool_share(config.pool_size, pools, i)).build()
+            })
+            .collect::<Result<Vec<Pool>, _>>()
             .map_err(|e| StartError::Pool(e.to_string()))?;
+        let shared = per_thread.pop().ok_or_else(|| StartError::Pool("no pool".to_owned()))?;
         let read_alike = Arc::new(ReadAlike::with_weighter(256, READ_ALIKE_WEIGHT, TypedWeight));
-        let backend = Postgres { pool, cancel, read_alike };
+        let backend = Postgres { per_thread, shared, cancel, read_alike };
         backend.check_catalog(&config.name, catalog).await?;
         Ok(backend)
     }
 
     async fn check_catalog(&self, name: &str, catalog: &Catalog) -> Result<(), StartError> {
-        let client = self.pool.get().await.map_err(|e| StartError::Connect(with_causes(&e)))?;
+        // Its own connection, closed after the check: the pools open theirs on the threads that use them.
+        let client = self.shared.get().await.map_err(|e| StartError::Connect(with_causes(&e)))?;
+        let client = deadpool_postgres::Object::take(client);
         for table in catalog.tables.iter().filter(|t| t.backend == name) {
             let (db, t) = table.split_name().ok_or_else(|| StartError::NotQualified(table.name.clone()))?;
             let rows = client
@@ -257,7 +273,8 @@ impl Postgres {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, SqlError> {
-        self.pool.get().await.map_err(|e| SqlError::BackendUnavailable(e.to_string()))
+        let pool = lakegate_net::threads::connection_thread().and_then(|i| self.per_thread.get(i));
+        pool.unwrap_or(&self.shared).get().await.map_err(|e| SqlError::BackendUnavailable(e.to_string()))
     }
 
     /// `query` kept prepared on `client`, its parameters typed as `types`, if PostgreSQL reads it as it reads the
@@ -285,6 +302,11 @@ impl Postgres {
         }
         kept.prepare_typed(client, query.sql, types).await.ok()
     }
+}
+
+/// The connections the `i`th of `pools` pools may hold: `pool_size` split evenly, at least one each.
+fn pool_share(pool_size: usize, pools: usize, i: usize) -> usize {
+    (pool_size / pools + usize::from(i < pool_size % pools)).max(1)
 }
 
 /// Whether PostgreSQL reads `query.sql`, its parameters typed as `types`, as it reads `query.bound`: it prepares
@@ -724,5 +746,14 @@ mod tests {
         assert_eq!(literal_type(&Param::Text("17".into())), Some(Type::UNKNOWN));
         assert_eq!(literal_type(&Param::Null), Some(Type::UNKNOWN));
         assert_eq!(literal_type(&Param::Bool(false)), Some(Type::BOOL));
+    }
+
+    #[test]
+    fn the_pool_size_is_split_among_the_threads_pools_at_least_one_each() {
+        let shares = |size, pools| (0..pools).map(|i| pool_share(size, pools, i)).collect::<Vec<_>>();
+        assert_eq!(shares(8, 3), [3, 3, 2], "as even as it goes, the total kept");
+        assert_eq!(shares(8, 2), [4, 4]);
+        assert_eq!(shares(1, 3), [1, 1, 1], "every thread can reach the backend");
+        assert_eq!(shares(0, 2), [1, 1]);
     }
 }
