@@ -343,6 +343,7 @@ fn s3_front(
         account_id: config.sts.account_id.clone(),
         region: config.s3.region.clone(),
         signing_keys: Default::default(),
+        presigned: Default::default(),
     }
 }
 

@@ -4,6 +4,8 @@
 //! The secret for a SigV4 request is not looked up anywhere: it is recomputed from the session token by the
 //! credentials module, which also yields the principal and scope the token carries.
 
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
 use super::error::S3Error;
@@ -12,7 +14,8 @@ use lakegate_core::gate::{Gate, Origin};
 use lakegate_core::identity::Principal;
 use lakegate_s3_protocol::post_policy::FormSignature;
 use lakegate_s3_protocol::sigv4::{
-    PayloadMode, RequestHead, SecretKey, SignedRequest, SigningKey, Verified, VerifyOptions, derive_signing_key,
+    AuthForm, PayloadMode, RequestHead, SecretKey, SignedRequest, SigningKey, Verified, VerifyOptions,
+    derive_signing_key,
 };
 
 /// An authenticated caller.
@@ -41,6 +44,8 @@ pub struct SigV4Settings<'a> {
     pub max_skew: time::Duration,
     pub services: &'static [&'static str],
     pub signing_keys: &'a SigningKeys,
+    /// Presigned URLs verified before; `None` where none are kept.
+    pub presigned: Option<&'a PresignedUrls>,
 }
 
 /// Most signing keys kept.
@@ -78,6 +83,119 @@ impl SigningKeys {
     }
 }
 
+/// What the presigned URLs kept may take, counted as the bytes of each URL plus a fixed share for its caller:
+/// some thousands of URLs, 16 MiB at most whatever their length.
+const PRESIGNED_WEIGHT: u64 = 16 * 1024 * 1024;
+const PRESIGNED_ESTIMATE: usize = 8 * 1024;
+/// Longest request (method, host and target) kept.
+const PRESIGNED_MAX_KEY: usize = 8 * 1024;
+
+/// Presigned URLs verified before, with the caller each names. A reader that fetches an object in ranges through
+/// one presigned URL (DuckDB, polars, a browser's media player) sends the same URL again and again; each use
+/// costs a lookup instead of parsing and decoding the URL, hashing its session token and hashing the canonical
+/// request and the string to sign.
+///
+/// A presigned URL is a bearer credential for its method and target until it expires: whoever holds it may use
+/// it. What its verification depends on is the method, the host, the path and query as sent, the key material
+/// and the clock. So a URL is kept
+/// - by the exact method, `Host` header, authority and target, compared in full (the key is the text, not a
+///   hash of it);
+/// - only when nothing else could count: no `Authorization` header, no `x-amz-*` header, `host` the only signed
+///   header, an unsigned payload, and a GET or HEAD;
+/// - with the fingerprint of the key ring that verified it: a ring with other keys (one removed, one added)
+///   verifies afresh, so a removed key stops its URLs at once;
+///
+/// and the URL's expiry and the session's are checked at every use. Only verified URLs are kept (a forged one is
+/// refused each time), within [`PRESIGNED_WEIGHT`].
+pub struct PresignedUrls(quick_cache::sync::Cache<String, Arc<KeptUrl>, KeptUrlWeight>);
+
+/// A verified presigned URL.
+struct KeptUrl {
+    caller: Caller,
+    /// The fingerprint of the ring that verified it.
+    ring: [u8; 32],
+    /// When the URL expires (`X-Amz-Date` + `X-Amz-Expires`).
+    expires_at: OffsetDateTime,
+    /// When its session expires, Unix seconds.
+    session_expires_at: i64,
+}
+
+#[derive(Clone)]
+struct KeptUrlWeight;
+
+impl quick_cache::Weighter<String, Arc<KeptUrl>> for KeptUrlWeight {
+    fn weight(&self, key: &String, _: &Arc<KeptUrl>) -> u64 {
+        (1024 + key.len()) as u64
+    }
+}
+
+impl Default for PresignedUrls {
+    fn default() -> Self {
+        PresignedUrls(quick_cache::sync::Cache::with_weighter(PRESIGNED_ESTIMATE, PRESIGNED_WEIGHT, KeptUrlWeight))
+    }
+}
+
+impl std::fmt::Debug for PresignedUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresignedUrls").field("kept", &self.0.len()).finish()
+    }
+}
+
+impl PresignedUrls {
+    /// What a request would be kept by: `None` when it is not one that may be kept (see [`PresignedUrls`]).
+    fn key(parts: &http::request::Parts) -> Option<String> {
+        if !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+            return None;
+        }
+        let query = parts.uri.query()?;
+        if !query.contains("X-Amz-Signature=")
+            || parts
+                .headers
+                .keys()
+                .any(|name| name == http::header::AUTHORIZATION || name.as_str().starts_with("x-amz-"))
+        {
+            return None;
+        }
+        let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+        let host = hosts.next().map(http::HeaderValue::as_bytes).unwrap_or_default();
+        if hosts.next().is_some() {
+            return None;
+        }
+        let host = std::str::from_utf8(host).ok()?;
+        let authority = parts.uri.authority().map_or("", |a| a.as_str());
+        let target = parts.uri.path_and_query().map_or("", |pq| pq.as_str());
+        // Separated by what neither a header value nor a URI can hold.
+        let key = [parts.method.as_str(), host, authority, target].join("\n");
+        (key.len() <= PRESIGNED_MAX_KEY).then_some(key)
+    }
+
+    /// The caller of a URL kept under `key`, if it was verified with `ring`'s keys and neither it nor its session
+    /// has expired at `now`.
+    fn get(&self, key: &str, ring: &KeyRing, now: OffsetDateTime) -> Option<Caller> {
+        let kept = self.0.get(key)?;
+        let fresh = kept.ring == *ring.fingerprint()
+            && now <= kept.expires_at
+            && now.unix_timestamp() < kept.session_expires_at;
+        fresh.then(|| kept.caller.clone())
+    }
+
+    /// Keeps a URL's verified `caller` under `key`, if it is one that may be kept.
+    fn keep(&self, key: String, ring: &KeyRing, caller: &Caller) {
+        let (Some(verified), Some(session)) = (&caller.verified, &caller.session) else { return };
+        let AuthForm::Presigned { expires_at } = verified.form else { return };
+        if verified.payload != PayloadMode::Unsigned || verified.signed_headers != ["host"] {
+            return;
+        }
+        let kept = KeptUrl {
+            caller: caller.clone(),
+            ring: *ring.fingerprint(),
+            expires_at,
+            session_expires_at: session.expires_at,
+        };
+        self.0.insert(key, Arc::new(kept));
+    }
+}
+
 /// Authenticates a request head. Failures are returned, not audited: the caller audits them with what it knows.
 pub async fn authenticate(
     gate: &Gate,
@@ -98,7 +216,23 @@ pub async fn authenticate(
             verified: None,
         });
     }
-    let now = OffsetDateTime::now_utc();
+    authenticate_sigv4(keys, parts, settings, known_body_sha256, OffsetDateTime::now_utc())
+}
+
+/// Authenticates a SigV4 request (header or presigned) at `now`.
+fn authenticate_sigv4(
+    keys: &KeyRing,
+    parts: &http::request::Parts,
+    settings: SigV4Settings<'_>,
+    known_body_sha256: Option<[u8; 32]>,
+    now: OffsetDateTime,
+) -> Result<Caller, S3Error> {
+    let kept = settings.presigned.zip(PresignedUrls::key(parts));
+    if let Some((urls, key)) = &kept
+        && let Some(caller) = urls.get(key, keys, now)
+    {
+        return Ok(caller);
+    }
     let head = RequestHead::from_parts(parts);
     let options = VerifyOptions {
         max_skew: settings.max_skew,
@@ -113,13 +247,17 @@ pub async fn authenticate(
     let scope = signed.credential();
     let key = settings.signing_keys.get(secret.expose(), scope.date, scope.region, scope.service);
     let verified = signed.verify_with_key(&key)?;
-    Ok(Caller {
+    let caller = Caller {
         principal: claims.principal.clone(),
         scope: claims.scope.clone(),
         session: Some(claims),
         access_key_id: Some(access_key_id),
         verified: Some(verified),
-    })
+    };
+    if let Some((urls, key)) = kept {
+        urls.keep(key, keys, &caller);
+    }
+    Ok(caller)
 }
 
 /// Authenticates a POST Object form by its policy signature: the secret is recomputed from the form's session
@@ -148,6 +286,142 @@ pub fn authenticate_form(keys: &KeyRing, form: &FormSignature<'_>) -> Result<Cal
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lakegate_core::credentials::{CredentialKind, KeyId, VendedCredentials, mint};
+
+    /// 2026-12-01 00:00 UTC.
+    const NOW: i64 = 1_795_996_800;
+
+    fn at(unix: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(unix).expect("time")
+    }
+
+    fn ring(material: u8) -> KeyRing {
+        let kid = KeyId::new("k1").expect("kid");
+        KeyRing::from_keys(kid.clone(), [(kid, [material; 32])]).expect("ring")
+    }
+
+    fn session(ring: &KeyRing, expires_at: i64) -> VendedCredentials {
+        let principal: Principal = serde_json::from_value(serde_json::json!({
+            "issuer": "https://idp.example", "subject": "alice", "groups": ["analysts"], "expires_at": expires_at,
+        }))
+        .expect("principal");
+        let claims = SessionClaims {
+            principal,
+            scope: Scope::Unrestricted,
+            role: None,
+            session_name: None,
+            issued_at: NOW - 60,
+            expires_at,
+            kind: CredentialKind::Sts,
+            table: None,
+        };
+        mint(ring, &claims).expect("mint")
+    }
+
+    /// A GET of `lake/sales/a.parquet` presigned at `signed_at` for `expires` seconds, as an SDK builds it.
+    fn presigned_get(creds: &VendedCredentials, signed_at: i64, expires: i64) -> http::request::Parts {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let amz_date = at(signed_at)
+            .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .expect("date");
+        let date = &amz_date[..8];
+        let query = format!(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={expires}\
+             &X-Amz-Security-Token={}&X-Amz-SignedHeaders=host",
+            enc(&format!("{}/{date}/us-east-1/s3/aws4_request", creds.access_key_id)),
+            enc(&creds.session_token),
+        );
+        let request = |signature: &str| {
+            let uri = format!("/lake/sales/a.parquet?{query}&X-Amz-Signature={signature}");
+            let (parts, ()) =
+                http::Request::get(uri).header("host", "lakegate:9000").body(()).expect("request").into_parts();
+            parts
+        };
+        // The string to sign leaves the signature out: compute it on a placeholder, then sign it.
+        let unsigned = request(&"0".repeat(64));
+        let options = VerifyOptions { allowed_services: &["s3"], ..VerifyOptions::s3(at(signed_at)) };
+        let to_sign =
+            SignedRequest::parse(&RequestHead::from_parts(&unsigned), &options).expect("parse").string_to_sign();
+        let key = derive_signing_key(&SecretKey::new(creds.secret_access_key.expose()), date, "us-east-1", "s3");
+        request(&hex::encode(key.sign(&to_sign)))
+    }
+
+    fn settings<'a>(keys: &'a SigningKeys, urls: &'a PresignedUrls) -> SigV4Settings<'a> {
+        SigV4Settings {
+            max_skew: time::Duration::minutes(15),
+            services: &["s3"],
+            signing_keys: keys,
+            presigned: Some(urls),
+        }
+    }
+
+    #[test]
+    fn a_presigned_url_is_kept_once_verified_and_recognised_while_it_and_its_session_last() {
+        let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
+        let creds = session(&ring, NOW + 3600);
+        let url = presigned_get(&creds, NOW, 600);
+        let caller = authenticate_sigv4(&ring, &url, settings(&keys, &urls), None, at(NOW)).expect("verified");
+        assert_eq!(caller.principal.subject, "alice");
+        let key = PresignedUrls::key(&url).expect("a plain presigned GET may be kept");
+        let kept = urls.get(&key, &ring, at(NOW + 1)).expect("kept");
+        assert_eq!(kept.principal, caller.principal);
+        assert_eq!(kept.access_key_id.as_deref(), Some(creds.access_key_id.as_str()));
+        assert!(urls.get(&key, &ring, at(NOW + 600)).is_some(), "valid through its last second, as S3 has it");
+        assert!(urls.get(&key, &ring, at(NOW + 601)).is_none(), "the URL has expired");
+        let err = authenticate_sigv4(&ring, &url, settings(&keys, &urls), None, at(NOW + 601)).expect_err("expired");
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[test]
+    fn a_kept_url_ends_with_its_session_and_with_the_keys_that_verified_it() {
+        let (ring7, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
+        let creds = session(&ring7, NOW + 300);
+        let url = presigned_get(&creds, NOW, 3600);
+        authenticate_sigv4(&ring7, &url, settings(&keys, &urls), None, at(NOW)).expect("verified");
+        let key = PresignedUrls::key(&url).expect("key");
+        assert!(urls.get(&key, &ring7, at(NOW + 299)).is_some());
+        assert!(urls.get(&key, &ring7, at(NOW + 300)).is_none(), "the session has expired, the URL not yet");
+        // The key that sealed the session is gone from the ring: the kept URL no longer counts, and the URL is
+        // verified afresh, and refused.
+        let other = ring(8);
+        assert!(urls.get(&key, &other, at(NOW + 1)).is_none());
+        authenticate_sigv4(&other, &url, settings(&keys, &urls), None, at(NOW + 1)).expect_err("unknown key");
+        // The same keys loaded again (a reload) still recognise it.
+        assert!(urls.get(&key, &ring(7), at(NOW + 1)).is_some());
+    }
+
+    #[test]
+    fn only_verified_plain_presigned_reads_are_kept() {
+        let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
+        let creds = session(&ring, NOW + 3600);
+        let url = presigned_get(&creds, NOW, 600);
+        // A forged signature is refused every time and never kept.
+        let mut forged = url.clone();
+        let target = url.uri.to_string();
+        let flipped = if target.ends_with('0') { "1" } else { "0" };
+        forged.uri = format!("{}{flipped}", &target[..target.len() - 1]).parse().expect("uri");
+        for _ in 0..2 {
+            authenticate_sigv4(&ring, &forged, settings(&keys, &urls), None, at(NOW)).expect_err("forged");
+        }
+        assert_eq!(urls.0.len(), 0);
+        // What else the signature could cover, or a write, is not kept by the URL alone.
+        let mut with_amz_header = url.clone();
+        with_amz_header.headers.insert("x-amz-content-sha256", http::HeaderValue::from_static("UNSIGNED-PAYLOAD"));
+        assert!(PresignedUrls::key(&with_amz_header).is_none());
+        let mut put = url.clone();
+        put.method = http::Method::PUT;
+        assert!(PresignedUrls::key(&put).is_none());
+        let mut two_hosts = url.clone();
+        two_hosts.headers.append("host", http::HeaderValue::from_static("elsewhere"));
+        assert!(PresignedUrls::key(&two_hosts).is_none());
+        // Another host is another key: the signature covers it.
+        let mut other_host = url.clone();
+        other_host.headers.insert("host", http::HeaderValue::from_static("elsewhere:9000"));
+        assert_ne!(PresignedUrls::key(&other_host), PresignedUrls::key(&url));
+        authenticate_sigv4(&ring, &other_host, settings(&keys, &urls), None, at(NOW)).expect_err("host is signed");
+        authenticate_sigv4(&ring, &url, settings(&keys, &urls), None, at(NOW)).expect("verified");
+        assert_eq!(urls.0.len(), 1);
+    }
 
     #[test]
     fn a_signing_key_is_derived_once_per_secret_and_scope() {

@@ -113,6 +113,8 @@ pub struct S3Front {
     pub region: String,
     /// SigV4 signing keys derived before.
     pub signing_keys: super::auth::SigningKeys,
+    /// Presigned URLs verified before.
+    pub presigned: super::auth::PresignedUrls,
 }
 
 /// Serves one request on the S3 port.
@@ -155,7 +157,12 @@ pub(crate) fn labelled(
 
 /// Signature settings for S3 requests.
 pub(crate) fn s3_settings(front: &S3Front) -> SigV4Settings<'_> {
-    SigV4Settings { max_skew: front.max_skew, services: &["s3"], signing_keys: &front.signing_keys }
+    SigV4Settings {
+        max_skew: front.max_skew,
+        services: &["s3"],
+        signing_keys: &front.signing_keys,
+        presigned: Some(&front.presigned),
+    }
 }
 
 async fn serve_s3(front: &S3Front, origin: &Origin, parts: http::request::Parts, body: Incoming) -> Response<BoxBody> {

@@ -195,7 +195,13 @@ async fn caller_identity(
     const ACTION: &str = "sts:GetCallerIdentity";
     // STS signers hash the form body but do not send x-amz-content-sha256: the body is small and read already.
     let hash: [u8; 32] = Sha256::digest(body).into();
-    let settings = SigV4Settings { max_skew: front.max_skew, services: &["sts"], signing_keys: &front.signing_keys };
+    // STS requests are not presigned GETs worth keeping; and a URL verified for S3 must not pass for STS.
+    let settings = SigV4Settings {
+        max_skew: front.max_skew,
+        services: &["sts"],
+        signing_keys: &front.signing_keys,
+        presigned: None,
+    };
     let caller = match auth::authenticate(&front.gate, &front.keys.current(), origin, parts, settings, Some(hash)).await
     {
         Ok(c) => c,

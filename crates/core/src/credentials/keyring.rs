@@ -254,6 +254,12 @@ impl KeyRing {
         self.keys.keys()
     }
 
+    /// What tells this ring's keys (their ids and material, and which is current) from any other ring's: what
+    /// one ring verified, another with the same fingerprint verifies alike.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
     /// Whether `other` holds the same keys with the same current one.
     pub(crate) fn same_keys(&self, other: &KeyRing) -> bool {
         self.fingerprint == other.fingerprint
