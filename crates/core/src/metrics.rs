@@ -6,18 +6,70 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
+
+/// Label names and values as kept.
+type Labels = Vec<(&'static str, String)>;
+
+/// A metric's values by label set. Every request updates a few metrics, so an update finds its label set
+/// without allocating: by a hash of the names and values, then compared in full (label values come from fixed
+/// sets, so collisions are rare and harmless). Only a label set seen for the first time is copied.
+struct Series<V> {
+    by_hash: BTreeMap<u64, Vec<(Labels, V)>>,
+}
+
+impl<V: Default> Series<V> {
+    const fn new() -> Self {
+        Series { by_hash: BTreeMap::new() }
+    }
+
+    fn hash(labels: &[(&'static str, &str)]) -> u64 {
+        let mut h = DefaultHasher::new();
+        labels.hash(&mut h);
+        h.finish()
+    }
+
+    fn same(kept: &Labels, labels: &[(&'static str, &str)]) -> bool {
+        kept.len() == labels.len() && kept.iter().zip(labels).all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
+    }
+
+    /// The value of these labels, made at their first use.
+    fn entry(&mut self, labels: &[(&'static str, &str)]) -> &mut V {
+        let bucket = self.by_hash.entry(Self::hash(labels)).or_default();
+        let at = match bucket.iter().position(|(kept, _)| Self::same(kept, labels)) {
+            Some(at) => at,
+            None => {
+                bucket.push((labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(), V::default()));
+                bucket.len() - 1
+            }
+        };
+        &mut bucket[at].1
+    }
+
+    fn get(&self, labels: &[(&'static str, &str)]) -> Option<&V> {
+        let bucket = self.by_hash.get(&Self::hash(labels))?;
+        bucket.iter().find(|(kept, _)| Self::same(kept, labels)).map(|(_, value)| value)
+    }
+
+    /// Every label set and its value, in label order (a stable exposition).
+    fn sorted(&self) -> Vec<(&Labels, &V)> {
+        let mut all: Vec<_> = self.by_hash.values().flatten().map(|(labels, value)| (labels, value)).collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+}
 
 /// A counter with labels.
 pub struct Counter {
     name: &'static str,
     help: &'static str,
-    values: Mutex<BTreeMap<Vec<(&'static str, String)>, u64>>,
+    values: Mutex<Series<u64>>,
 }
 
 impl Counter {
     const fn new(name: &'static str, help: &'static str) -> Self {
-        Self { name, help, values: Mutex::new(BTreeMap::new()) }
+        Self { name, help, values: Mutex::new(Series::new()) }
     }
 
     /// Adds one for these label values.
@@ -27,22 +79,20 @@ impl Counter {
 
     /// Adds `n` for these label values.
     pub fn add(&self, labels: &[(&'static str, &str)], n: u64) {
-        let key = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         if let Ok(mut values) = self.values.lock() {
-            *values.entry(key).or_insert(0) += n;
+            *values.entry(labels) += n;
         }
     }
 
     /// The current value for these label values (tests).
     pub fn get(&self, labels: &[(&'static str, &str)]) -> u64 {
-        let key: Vec<_> = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        self.values.lock().ok().and_then(|v| v.get(&key).copied()).unwrap_or(0)
+        self.values.lock().ok().and_then(|v| v.get(labels).copied()).unwrap_or(0)
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
         let Ok(values) = self.values.lock() else { return };
-        for (labels, value) in values.iter() {
+        for (labels, value) in values.sorted() {
             let labels = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect::<Vec<_>>().join(",");
             let _ = writeln!(out, "{}{{{labels}}} {value}", self.name);
         }
@@ -54,7 +104,7 @@ pub struct Histogram {
     name: &'static str,
     help: &'static str,
     bounds: &'static [f64],
-    values: Mutex<BTreeMap<Vec<(&'static str, String)>, Observed>>,
+    values: Mutex<Series<Observed>>,
 }
 
 /// Per label set: the count in each bucket (not cumulative; the last is `+Inf`), the sum and the count.
@@ -67,15 +117,14 @@ struct Observed {
 
 impl Histogram {
     const fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
-        Self { name, help, bounds, values: Mutex::new(BTreeMap::new()) }
+        Self { name, help, bounds, values: Mutex::new(Series::new()) }
     }
 
     /// Records one observation for these label values.
     pub fn observe(&self, labels: &[(&'static str, &str)], value: f64) {
-        let key = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
         if let Ok(mut values) = self.values.lock() {
-            let observed = values.entry(key).or_default();
+            let observed = values.entry(labels);
             if observed.buckets.len() != self.bounds.len() + 1 {
                 observed.buckets = vec![0; self.bounds.len() + 1];
             }
@@ -89,14 +138,13 @@ impl Histogram {
 
     /// How many observations were recorded for these label values (tests).
     pub fn count(&self, labels: &[(&'static str, &str)]) -> u64 {
-        let key: Vec<_> = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        self.values.lock().ok().and_then(|v| v.get(&key).map(|o| o.count)).unwrap_or(0)
+        self.values.lock().ok().and_then(|v| v.get(labels).map(|o| o.count)).unwrap_or(0)
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", self.name, self.help, self.name);
         let Ok(values) = self.values.lock() else { return };
-        for (labels, observed) in values.iter() {
+        for (labels, observed) in values.sorted() {
             let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
             let with_le = |le: &str| {
                 let mut all = labels.clone();
@@ -184,5 +232,32 @@ mod tests {
             assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
         }
         assert_eq!(H.count(&[("operation", "GetObject")]), 3);
+    }
+
+    #[test]
+    fn counters_keep_each_label_set_apart_and_render_them_in_label_order() {
+        static C: Counter = Counter::new("t_total", "test");
+        C.inc(&[("front", "sql"), ("status", "ok")]);
+        C.add(&[("front", "s3"), ("status", "ok")], 2);
+        C.inc(&[("front", "s3"), ("status", "ok")]);
+        // The same values under other names, and a prefix of a label set, are other series.
+        C.inc(&[("status", "s3"), ("front", "ok")]);
+        C.inc(&[("front", "s3")]);
+        assert_eq!(C.get(&[("front", "s3"), ("status", "ok")]), 3);
+        assert_eq!(C.get(&[("front", "sql"), ("status", "ok")]), 1);
+        assert_eq!(C.get(&[("front", "s3")]), 1);
+        assert_eq!(C.get(&[("front", "trino")]), 0);
+        let mut out = String::new();
+        C.render(&mut out);
+        let series: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            series,
+            [
+                "t_total{front=\"s3\"} 1",
+                "t_total{front=\"s3\",status=\"ok\"} 3",
+                "t_total{front=\"sql\",status=\"ok\"} 1",
+                "t_total{status=\"s3\",front=\"ok\"} 1",
+            ]
+        );
     }
 }

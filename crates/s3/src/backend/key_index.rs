@@ -44,9 +44,18 @@ const MAX_OPEN: usize = 64;
 
 /// The name s3s-fs keeps `key` under, relative to its bucket's directory.
 pub(super) fn stored_key(key: &str) -> String {
-    let hash = hex::encode(Sha256::digest(key.as_bytes()));
-    let (shard, rest) = hash.split_at(2);
-    format!("{shard}/{rest}")
+    // Into a buffer, not through `hex::encode` (which builds its `String` a `char` at a time, and then `format!`
+    // a second one): this runs on every GET.
+    let mut digits = [0u8; 64];
+    let _ = hex::encode_to_slice(Sha256::digest(key.as_bytes()), &mut digits);
+    let mut name = String::with_capacity(65);
+    for (i, &digit) in digits.iter().enumerate() {
+        if i == 2 {
+            name.push('/');
+        }
+        name.push(char::from(digit));
+    }
+    name
 }
 
 /// Whether `relative` (a path under a bucket's directory) has the shape of a stored name.
@@ -630,6 +639,8 @@ mod tests {
         }
         assert_ne!(stored_key("a/b"), stored_key("a/b/"));
         assert!(!is_stored_name("sales/2024/q1.csv"));
+        // The layout on disk: the key's SHA-256 in lowercase hex, its first two digits a directory.
+        assert_eq!(stored_key("a"), "ca/978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb");
     }
 
     #[test]
