@@ -93,6 +93,29 @@ def test_a_presigned_url_past_its_expiry_is_refused_and_audited(gate, creds):
     assert_refused_and_audited(gate, gate.raw("GET", path), "AccessDenied", 403)
 
 
+def test_a_presigned_url_read_in_ranges_is_decided_each_time_bound_to_its_host_and_refused_once_expired(gate, creds):
+    # Lakegate keeps a presigned URL it has verified (a reader fetches one object in ranges through one URL): each
+    # request is still decided and audited on its own, the URL still names its host, and it ends at its expiry.
+    s3 = gate.client(creds)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "lake", "Key": "public/cities.csv"}, ExpiresIn=3)
+    signed = time.monotonic()
+    path = url.removeprefix(gate.endpoint)
+    request_ids = []
+    for first in (0, 3, 0):
+        status, headers, body = gate.raw("GET", path, {"Range": f"bytes={first}-{first + 2}"})
+        assert (status, len(body)) == (206, 3), body
+        request_ids.append(headers["x-amz-request-id"])
+    for request_id in request_ids:
+        [event] = gate.audited(request_id)
+        assert (event["action"], event["decision"], event["outcome"]["status"]) == ("s3:GetObject", "allow", 206)
+    # The same target sent to another host name is another request: the signature covers the host.
+    elsewhere = gate.raw("GET", path, {"Host": "elsewhere.example:9000", "Range": "bytes=0-2"})
+    assert_refused_and_audited(gate, elsewhere, "SignatureDoesNotMatch", 403)
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - signed)))
+    [event] = assert_refused_and_audited(gate, gate.raw("GET", path, {"Range": "bytes=0-2"}), "AccessDenied", 403)
+    assert "expired" in event["reason"]
+
+
 @pytest.mark.parametrize("expires_in", [0, -7])
 def test_a_presigned_url_valid_for_no_time_is_access_denied_as_expired(gate, creds, expires_in):
     s3 = gate.client(creds)
