@@ -515,6 +515,27 @@ fn sync_durability_needs_room_for_two_records() {
 }
 
 #[tokio::test]
+async fn a_trickle_of_events_moves_the_checkpoint_at_most_every_100_ms_not_after_every_batch() {
+    let tmp = TempDir::new().unwrap();
+    let auditor = Auditor::start(config(tmp.path())).unwrap();
+    let started = std::time::Instant::now();
+    // One event every 20 ms: each is its own batch (the writer gathers for 2 ms), each followed by a quiet spell.
+    for n in 0..20 {
+        auditor.record(event(n)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let moved = auditor.checkpoints_moved();
+    let allowed = usize::try_from(elapsed.as_millis() / 100).unwrap() + 1;
+    assert!((1..=allowed).contains(&moved), "{moved} moves in {elapsed:?}");
+    // And the checkpoint still catches up with the log without a flush.
+    let checkpoint_seq =
+        || chain::read_checkpoint(tmp.path()).ok().flatten().and_then(|c| c.tip().ok()).map(|tip| tip.seq);
+    eventually(|| checkpoint_seq() == Some(19)).await;
+    assert_eq!(checkpoint_seq(), Some(19));
+}
+
+#[tokio::test]
 async fn without_a_flush_the_checkpoint_follows_the_log_once_it_is_quiet() {
     let tmp = TempDir::new().unwrap();
     let auditor = Auditor::start(config(tmp.path())).unwrap();

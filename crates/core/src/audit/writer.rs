@@ -1,7 +1,7 @@
 //! [`Auditor`], the handle fronts use, and the writer thread that owns the log files.
 //!
 //! The request path only ever touches a bounded queue. One thread owns the files: it takes what is queued,
-//! chains it, writes it as one batch, syncs, then (in the next lull) moves the checkpoint. It is an OS thread rather than a tokio
+//! chains it, writes it as one batch, syncs, then (at most every 100 ms) moves the checkpoint. It is an OS thread rather than a tokio
 //! task because every step is blocking file I/O, and a blocking task that retries forever would also hold up
 //! runtime shutdown.
 
@@ -25,20 +25,21 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Most events written in one batch (one sync).
 const MAX_BATCH: usize = 1024;
 
-/// With durability `batch`, how long the writer lets events gather after the first of a batch before it writes
-/// and syncs them together. A request never waits for it (its record is queued, not synced, before the access),
-/// and it keeps the promise of a record on disk within milliseconds of the access's end; in exchange a busy
-/// gateway syncs a few hundred times a second instead of once or twice per request, and the writer is not woken
-/// for every event (a sleeping writer registers no waker, so senders do not signal it).
+/// With durability `batch`, how long after a batch is synced the next one is written at the earliest: events
+/// that come meanwhile gather and are written and synced together. A request never waits for it (its record is
+/// queued, not synced, before the access), and it keeps the promise of a record on disk within milliseconds of
+/// the access's end; in exchange a busy gateway syncs a few hundred times a second instead of once or twice per
+/// request, and the writer is not woken for every event (a sleeping writer registers no waker, so senders do not
+/// signal it). An event after a quiet spell is written at once: sleeping then would gather nothing and cost the
+/// writer one more wake-up per event.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
-/// Moving the checkpoint costs a sync and a rename, as much as writing a batch. While events keep coming it is
-/// held back, so that a busy log moves it once per lull instead of after every batch: it moves once no event has
-/// arrived for this long...
-const CHECKPOINT_LULL: Duration = Duration::from_millis(2);
-
-/// ...or, under continuous load, at least this often; and always before a flush is answered.
-const CHECKPOINT_MAX_LAG: Duration = Duration::from_millis(100);
+/// Moving the checkpoint costs a new file, a sync and a rename: more than writing a batch (on the VM's virtual
+/// disk, ~0.5 ms of CPU against ~0.12 ms for a batch's write and sync). It moves at most this often, and within
+/// this long of the batch it follows, whatever the load; always at once before a flush is answered. Moving it in
+/// every 2 ms lull instead made a client sending a query every 25 ms pay a checkpoint per query: 0.78 ms of the
+/// writer's CPU each, taken from the database on a small machine (docs/benchmarks.md).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Audit settings (`[audit]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -144,6 +145,9 @@ struct Shared {
     fail_open: bool,
     enqueue_timeout: Duration,
     durability: Durability,
+    /// How many times the writer moved the checkpoint, for the tests of how often it does.
+    #[cfg(test)]
+    checkpoints_moved: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -190,6 +194,8 @@ impl Auditor {
             fail_open: cfg.fail_open,
             enqueue_timeout: cfg.enqueue_timeout,
             durability: cfg.durability,
+            #[cfg(test)]
+            checkpoints_moved: Default::default(),
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let writer = Writer {
@@ -202,6 +208,7 @@ impl Auditor {
             synced_waiters: Vec::new(),
             timer: None,
             last_checkpoint: Instant::now(),
+            last_batch: None,
         };
         std::thread::Builder::new()
             .name("lakegate-audit".to_owned())
@@ -327,6 +334,11 @@ impl Auditor {
     pub fn current_file(&self) -> PathBuf {
         self.shared.current_file.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    #[cfg(test)]
+    pub(super) fn checkpoints_moved(&self) -> usize {
+        self.shared.checkpoints_moved.load(Ordering::Relaxed)
+    }
 }
 
 /// Room reserved in the queue for one event, held while the request is served.
@@ -407,17 +419,19 @@ struct Writer {
     /// `begin` calls (durability `sync`) waiting for their decision record; answered as soon as the batch
     /// holding it is synced, dropped (an error for the waiter) when the write fails.
     synced_waiters: Vec<oneshot::Sender<()>>,
-    /// The thread's own clock, to wait for the next event with a timeout (see `CHECKPOINT_LULL`). Made on the
+    /// The thread's own clock, to wait for the next event with a timeout (see [`CHECKPOINT_INTERVAL`]). Made on the
     /// thread, because a runtime may not be dropped inside the async code that starts the auditor.
     timer: Option<tokio::runtime::Runtime>,
     last_checkpoint: Instant,
+    /// When the last batch was synced.
+    last_batch: Option<Instant>,
 }
 
 /// What arrived while the writer waited with only the checkpoint left to do.
 enum Next {
     Msg(Msg),
-    /// Nothing: a lull, time for the checkpoint.
-    Lull,
+    /// Nothing: time for the checkpoint.
+    Due,
     /// Every sender is gone.
     Closed,
 }
@@ -432,7 +446,7 @@ impl Writer {
         }
         loop {
             let busy = !self.pending.is_empty() || !self.waiters.is_empty();
-            let mut lull = false;
+            let mut due = false;
             if !busy && !self.log.checkpoint_due {
                 match self.rx.blocking_recv() {
                     Some(msg) => self.take(msg),
@@ -442,14 +456,13 @@ impl Writer {
             } else if self.shared.failed.load(Ordering::Acquire) {
                 std::thread::sleep(RETRY_INTERVAL);
             } else if !busy {
-                // Only the checkpoint is left: let the next events come first.
-                let hold = CHECKPOINT_MAX_LAG.saturating_sub(self.last_checkpoint.elapsed()).min(CHECKPOINT_LULL);
-                match self.next_within(hold) {
+                // Only the checkpoint is left: let the next events come first, until it is due.
+                match self.next_within(CHECKPOINT_INTERVAL.saturating_sub(self.last_checkpoint.elapsed())) {
                     Next::Msg(msg) => {
                         self.take(msg);
                         self.gather();
                     }
-                    Next::Lull => lull = true,
+                    Next::Due => due = true,
                     Next::Closed => return self.write(true),
                 }
             }
@@ -461,25 +474,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(lull);
+            self.write(due);
         }
     }
 
-    /// With durability `batch`, after the first event of a batch: let others join it for [`BATCH_WINDOW`]
-    /// (unless someone waits for a flush, which is answered at once).
+    /// With durability `batch`, after the first event of a batch: let others join it until [`BATCH_WINDOW`]
+    /// has passed since the last batch was synced (unless someone waits for a flush, which is answered at once).
     fn gather(&self) {
-        if self.shared.durability == Durability::Batch && self.waiters.is_empty() {
-            std::thread::sleep(BATCH_WINDOW);
+        if self.shared.durability != Durability::Batch || !self.waiters.is_empty() {
+            return;
+        }
+        if let Some(last) = self.last_batch {
+            std::thread::sleep(BATCH_WINDOW.saturating_sub(last.elapsed()));
         }
     }
 
     fn next_within(&mut self, wait: Duration) -> Next {
-        let Some(timer) = &self.timer else { return Next::Lull };
+        let Some(timer) = &self.timer else { return Next::Due };
         let rx = &mut self.rx;
         match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
             Ok(Some(msg)) => Next::Msg(msg),
             Ok(None) => Next::Closed,
-            Err(_elapsed) => Next::Lull,
+            Err(_elapsed) => Next::Due,
         }
     }
 
@@ -511,14 +527,16 @@ impl Writer {
         self.pending.push(line);
     }
 
-    /// Writes and syncs what is pending; moves the checkpoint in a `lull`, when a flush waits for it, when it
-    /// lags too far, or while the writer is failing (so that a failing checkpoint keeps the failed state).
-    fn write(&mut self, lull: bool) {
+    /// Writes and syncs what is pending; moves the checkpoint when it is `due`, when a flush waits for it, when
+    /// it was last moved [`CHECKPOINT_INTERVAL`] ago, or while the writer is failing (so that a failing
+    /// checkpoint keeps the failed state).
+    fn write(&mut self, due: bool) {
         if !self.pending.is_empty() {
             let started = Instant::now();
             match self.log.append(&self.pending, &self.shared) {
                 Ok(()) => {
                     self.timed("batch", started);
+                    self.last_batch = Some(Instant::now());
                     // On disk: the requests waiting for their decision record go ahead before anything else.
                     for synced in self.synced_waiters.drain(..) {
                         let _ = synced.send(());
@@ -532,10 +550,10 @@ impl Writer {
                 Err(e) => return self.failed("write", &e),
             }
         }
-        let checkpoint_now = lull
+        let checkpoint_now = due
             || !self.waiters.is_empty()
             || self.shared.failed.load(Ordering::Acquire)
-            || self.last_checkpoint.elapsed() >= CHECKPOINT_MAX_LAG;
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
         if self.log.checkpoint_due && checkpoint_now {
             let started = Instant::now();
             if let Err(e) = self.log.checkpoint() {
@@ -543,6 +561,8 @@ impl Writer {
             }
             self.timed("checkpoint", started);
             self.last_checkpoint = Instant::now();
+            #[cfg(test)]
+            self.shared.checkpoints_moved.fetch_add(1, Ordering::Relaxed);
         }
         if self.shared.failed.swap(false, Ordering::AcqRel) {
             tracing::info!("audit log writable again");
