@@ -4,8 +4,8 @@
 #      with the simple query protocol and with the extended one;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
-# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=4
-# AGG_SECONDS=5 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
+# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=8
+# AGG_SECONDS=3 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
 # SKIP_CRITERION=1 to skip 3;
 # each pgbench run also reports the CPU per query of the proxy and of PostgreSQL (benches/cpu.sh);
 # BENCH_PROFILE=DIR to profile Lakegate during its pgbench runs through it, DIR/sql-pgbench-select.svg and
@@ -18,8 +18,8 @@ scripts/install-build-deps  # protoc, for any build below (cargo build or bench)
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-4}
 SCALE=${SCALE:-2}
-AGG_ROUNDS=${AGG_ROUNDS:-4}
-AGG_SECONDS=${AGG_SECONDS:-5}
+AGG_ROUNDS=${AGG_ROUNDS:-8}
+AGG_SECONDS=${AGG_SECONDS:-3}
 
 if [ -z "${LAKEGATE_BIN:-}" ]; then
   cargo build --release --quiet
