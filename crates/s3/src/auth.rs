@@ -116,8 +116,6 @@ struct KeptUrl {
     ring: [u8; 32],
     /// When the URL expires (`X-Amz-Date` + `X-Amz-Expires`).
     expires_at: OffsetDateTime,
-    /// When its session expires, Unix seconds.
-    session_expires_at: i64,
 }
 
 #[derive(Clone)]
@@ -175,23 +173,22 @@ impl PresignedUrls {
         let kept = self.0.get(key)?;
         let fresh = kept.ring == *ring.fingerprint()
             && now <= kept.expires_at
-            && now.unix_timestamp() < kept.session_expires_at;
+            && kept.caller.session.as_ref().is_some_and(|session| now.unix_timestamp() < session.expires_at);
         fresh.then(|| kept.caller.clone())
     }
 
     /// Keeps a URL's verified `caller` under `key`, if it is one that may be kept.
     fn keep(&self, key: String, ring: &KeyRing, caller: &Caller) {
-        let (Some(verified), Some(session)) = (&caller.verified, &caller.session) else { return };
+        let Some(verified) = &caller.verified else { return };
+        // Kept only with its session, whose expiry `get` checks at every use.
+        if caller.session.is_none() {
+            return;
+        }
         let AuthForm::Presigned { expires_at } = verified.form else { return };
         if verified.payload != PayloadMode::Unsigned || verified.signed_headers != ["host"] {
             return;
         }
-        let kept = KeptUrl {
-            caller: caller.clone(),
-            ring: *ring.fingerprint(),
-            expires_at,
-            session_expires_at: session.expires_at,
-        };
+        let kept = KeptUrl { caller: caller.clone(), ring: *ring.fingerprint(), expires_at };
         self.0.insert(key, Arc::new(kept));
     }
 }
