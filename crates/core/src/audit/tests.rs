@@ -519,7 +519,7 @@ async fn a_trickle_of_events_moves_the_checkpoint_at_most_every_100_ms_not_after
     let tmp = TempDir::new().unwrap();
     let auditor = Auditor::start(config(tmp.path())).unwrap();
     let started = std::time::Instant::now();
-    // One event every 20 ms: each is its own batch (the writer gathers for 2 ms), each followed by a quiet spell.
+    // One event every 20 ms: each is its own batch, written at once and followed by a quiet spell.
     for n in 0..20 {
         auditor.record(event(n)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,9 +1,9 @@
 //! [`Auditor`], the handle fronts use, and the writer thread that owns the log files.
 //!
 //! The request path only ever touches a bounded queue. One thread owns the files: it takes what is queued,
-//! chains it, writes it as one batch, syncs, then (at most every 100 ms) moves the checkpoint. It is an OS thread rather than a tokio
-//! task because every step is blocking file I/O, and a blocking task that retries forever would also hold up
-//! runtime shutdown.
+//! chains it, writes it as one batch, syncs, then (at most every 100 ms) moves the checkpoint. It is an OS
+//! thread rather than a tokio task because every step is blocking file I/O, and a blocking task that retries
+//! forever would also hold up runtime shutdown.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
