@@ -82,9 +82,10 @@ pub(super) async fn get_object(
     part_number: Option<i32>,
     conditions: Preconditions,
 ) -> S3Result<GetObjectOutput> {
-    let object = object_path(root, bucket, key)?;
     // The stored name is hashed once for the object and both attribute files.
-    let stored = URL_SAFE_NO_PAD.encode(stored_key(key));
+    let stored = stored_key(key);
+    let object = stored_path(root, bucket, key, &stored)?;
+    let stored = URL_SAFE_NO_PAD.encode(stored);
     let bucket = URL_SAFE_NO_PAD.encode(bucket);
     let names =
         (attribute_file(root, &bucket, &stored, "metadata"), attribute_file(root, &bucket, &stored, "internal"));
