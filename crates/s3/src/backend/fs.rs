@@ -598,7 +598,7 @@ impl S3 for FsStore {
         {
             return Err(s3_error!(InvalidStorageClass));
         }
-        let path = super::object_file::object_path(&self.root, &input.bucket, &input.key)?;
+        let paths = super::object_file::ObjectPaths::of(&self.root, &input.bucket, &input.key)?;
         self.check_overwrite(&input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref()).await?;
         let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
         let claimed = Claimed::new(input.content_md5.as_deref(), claimed_checksum!(input))?;
@@ -607,20 +607,16 @@ impl S3 for FsStore {
         let attributes = serde_json::to_vec(&stored_attributes(&mut input)).map_err(internal_error)?;
         let internal = serde_json::to_vec(&internal_attributes(&e_tag, &checksum)).map_err(internal_error)?;
         let (root, bucket, key) = (self.root.clone(), input.bucket, input.key);
-        let names = (
-            super::object_file::metadata_path(&root, &bucket, &key, "metadata"),
-            super::object_file::metadata_path(&root, &bucket, &key, "internal"),
-        );
         let placed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             // Everything is written before anything takes its place, and the bytes first: a GET between the
             // renames sees the new bytes with the old ETag, which a cache revalidates, never the old bytes
             // under the new ETag, which it would keep.
             let attributes = object_write::small_file(&root, &attributes)?;
             let internal = object_write::small_file(&root, &internal)?;
-            let replaced = object_write::set_aside(&root, &path);
-            received.place(&path)?;
-            attributes.persist(&names.0).map_err(|e| e.error)?;
-            internal.persist(&names.1).map_err(|e| e.error)?;
+            let replaced = object_write::set_aside(&root, &paths.object);
+            received.place(&paths.object)?;
+            attributes.persist(&paths.metadata).map_err(|e| e.error)?;
+            internal.persist(&paths.internal).map_err(|e| e.error)?;
             Ok(replaced)
         })
         .await

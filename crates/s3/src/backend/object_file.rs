@@ -82,29 +82,20 @@ pub(super) async fn get_object(
     part_number: Option<i32>,
     conditions: Preconditions,
 ) -> S3Result<GetObjectOutput> {
-    // The stored name is hashed once for the object and both attribute files.
-    let stored = stored_key(key);
-    let object = stored_path(root, bucket, key, &stored)?;
-    let stored = URL_SAFE_NO_PAD.encode(stored);
-    let bucket = URL_SAFE_NO_PAD.encode(bucket);
-    let names =
-        (attribute_file(root, &bucket, &stored, "metadata"), attribute_file(root, &bucket, &stored, "internal"));
+    let paths = ObjectPaths::of(root, bucket, key)?;
     // Opening the object and reading its two attribute files (a few hundred bytes each) are done here, on the
     // runtime's thread: from the page cache they take microseconds, less than handing them to the blocking pool
     // and waking this task again (two thread switches; 4 KiB GETs went from ~19,000 to ~30,000 a second on two
     // cores without them, docs/benchmarks.md). What can take long stays on the blocking pool: hashing an object
     // stored without an ETag, and bodies larger than INLINE_BYTES.
-    let found = find(&object, files, &names.0, &names.1)?;
+    let found = find(&paths, files)?;
     let e_tag = found.e_tag().await?;
     Ok(found.select(e_tag, range, part_number, &conditions)?.into_output())
 }
 
 /// The ETag of the object `bucket/key` (`NoSuchKey` when there is none), for a write's `If-Match`.
 pub(super) async fn e_tag(root: &Path, files: &AttributeFiles, bucket: &str, key: &str) -> S3Result<String> {
-    let object = object_path(root, bucket, key)?;
-    let (metadata, internal) =
-        (metadata_path(root, bucket, key, "metadata"), metadata_path(root, bucket, key, "internal"));
-    find(&object, files, &metadata, &internal)?.e_tag().await
+    find(&ObjectPaths::of(root, bucket, key)?, files)?.e_tag().await
 }
 
 /// The request headers a plain GET may carry and still be answered by [`plain_get`].
@@ -251,15 +242,15 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
-/// Opens the object at `object` and reads its attribute files.
-fn find(object: &Path, files: &AttributeFiles, metadata: &Path, internal: &Path) -> S3Result<Found> {
-    let file = File::open(object).map_err(|_| s3_error!(NoSuchKey))?;
+/// Opens the object at `paths.object` and reads its attribute files.
+fn find(paths: &ObjectPaths, files: &AttributeFiles) -> S3Result<Found> {
+    let file = File::open(&paths.object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
     if !stat.is_file() {
         return Err(s3_error!(NoSuchKey));
     }
-    let attributes = files.metadata.read(metadata)?.unwrap_or_default();
-    let internal = files.internal.read(internal)?.unwrap_or_default();
+    let attributes = files.metadata.read(&paths.metadata)?.unwrap_or_default();
+    let internal = files.internal.read(&paths.internal)?.unwrap_or_default();
     Ok(Found { file: Arc::new(file), size: stat.len(), modified: stat.modified().ok(), attributes, internal })
 }
 
@@ -485,6 +476,27 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result
 /// refuses such names already; this keeps a read inside the store whatever reaches it).
 pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
     stored_path(root, bucket, key, &stored_key(key))
+}
+
+/// An object's file and its two attribute files, from one hash of its key (every GET finds all three).
+pub(super) struct ObjectPaths {
+    pub(super) object: PathBuf,
+    pub(super) metadata: PathBuf,
+    pub(super) internal: PathBuf,
+}
+
+impl ObjectPaths {
+    /// The files of `bucket/key` under `root`; refuses what [`object_path`] refuses.
+    pub(super) fn of(root: &Path, bucket: &str, key: &str) -> S3Result<Self> {
+        let stored = stored_key(key);
+        let object = stored_path(root, bucket, key, &stored)?;
+        let (bucket, stored) = (URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(stored));
+        Ok(ObjectPaths {
+            object,
+            metadata: attribute_file(root, &bucket, &stored, "metadata"),
+            internal: attribute_file(root, &bucket, &stored, "internal"),
+        })
+    }
 }
 
 /// [`object_path`] with the key's stored name already computed.
