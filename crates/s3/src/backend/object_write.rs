@@ -9,9 +9,9 @@
 //!
 //! Here the request's task only gathers the body's chunks into batches of about [`BATCH_BYTES`] and hands them to
 //! one task on the blocking pool, which hashes each chunk and writes it: receiving and hashing overlap. MD5 (S3's
-//! ETag of a single-part object and of a part) is what bounds an upload, 440-700 MiB/s a core on the project's
+//! ETag of a single-part object and of a part) is what bounds an upload, 440-650 MiB/s a core on the project's
 //! machines, and one pass over the bytes that no thread can share; so past [`SPLIT_AFTER`] bytes the writes move
-//! to a thread of their own and the task only hashes (the page cache's copy of a 256 MiB body took a fifth of
+//! to a thread of their own and the task only hashes (the page cache's copy of a 256 MiB body took about 15% of
 //! the hashing thread's time before). At most [`BATCHES_WAITING`] batches wait at each step, so an upload holds a
 //! MiB or two whatever its size, and a slow disk slows the client down instead of filling memory. A body that fails (the
 //! client went away, the front refused its signature or trailing checksum) and a digest that does not match
@@ -191,23 +191,49 @@ fn hash_and_write(
 ) -> std::io::Result<Received> {
     let mut file = temporary(root)?;
     let mut digests = Digests { md5: Md5::new(), checksums };
+    // A long body: this thread hashes, another writes what it has hashed; with no thread to be had, this one
+    // goes on writing too.
+    if hash_and_write_here(waiting, &mut digests, &mut file, SPLIT_AFTER)?
+        && !hash_here_write_there(waiting, &mut digests, &mut file)?
+    {
+        hash_and_write_here(waiting, &mut digests, &mut file, usize::MAX)?;
+    }
+    Ok(digests.of(file))
+}
+
+/// Hashes and writes batches on this thread until the channel closes (`false`) or more than `limit` bytes have
+/// come (`true`: there may be more).
+fn hash_and_write_here(
+    waiting: &mut mpsc::Receiver<Vec<Bytes>>,
+    digests: &mut Digests,
+    file: &mut NamedTempFile,
+    limit: usize,
+) -> std::io::Result<bool> {
     let mut received = 0;
-    while received <= SPLIT_AFTER {
+    while received <= limit {
         let Some(batch) = waiting.blocking_recv() else {
-            return Ok(digests.of(file));
+            return Ok(false);
         };
         received += digests.update(&batch);
-        write_batch(&mut file, &batch)?;
+        write_batch(file, &batch)?;
     }
-    // A long body: this thread hashes, another writes what it has hashed.
-    let written = std::thread::scope(|scope| {
+    Ok(true)
+}
+
+/// Hashes batches on this thread and writes them on a thread of its own until the channel closes; `false`, with
+/// nothing taken from the channel, when no thread could be started.
+fn hash_here_write_there(
+    waiting: &mut mpsc::Receiver<Vec<Bytes>>,
+    digests: &mut Digests,
+    file: &mut NamedTempFile,
+) -> std::io::Result<bool> {
+    std::thread::scope(|scope| {
         let (to_disk, disk) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(BATCHES_WAITING);
-        let out = &mut file;
         let writing = std::thread::Builder::new()
             .name("lakegate-put-write".into())
-            .spawn_scoped(scope, move || disk.iter().try_for_each(|batch| write_batch(out, &batch)));
+            .spawn_scoped(scope, move || disk.iter().try_for_each(|batch| write_batch(file, &batch)));
         let Ok(writing) = writing else {
-            return None; // no thread to be had: this one goes on writing too, below
+            return Ok(false);
         };
         while let Some(batch) = waiting.blocking_recv() {
             digests.update(&batch);
@@ -216,18 +242,9 @@ fn hash_and_write(
             }
         }
         drop(to_disk);
-        Some(writing.join().unwrap_or_else(|_| Err(std::io::Error::other("the thread writing a body panicked"))))
-    });
-    match written {
-        Some(written) => written?,
-        None => {
-            while let Some(batch) = waiting.blocking_recv() {
-                digests.update(&batch);
-                write_batch(&mut file, &batch)?;
-            }
-        }
-    }
-    Ok(digests.of(file))
+        writing.join().unwrap_or_else(|_| Err(std::io::Error::other("the thread writing a body panicked")))?;
+        Ok(true)
+    })
 }
 
 /// What a body hashes to, as it goes.
