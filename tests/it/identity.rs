@@ -209,6 +209,8 @@ async fn a_rotated_key_is_picked_up_and_a_removed_key_stops_working() {
 
 #[tokio::test]
 async fn a_cached_token_never_serves_past_its_expiry() {
+    // Verified tokens are kept per CPU: count them on one.
+    lakegate_core::per_cpu_cache::stay_on_this_cpu();
     let idp = TestIssuer::start();
     let v = verifier(&idp, "leeway_seconds = 0");
     let mut claims = idp.claims("alice");

@@ -10,4 +10,5 @@ pub mod credentials;
 pub mod gate;
 pub mod identity;
 pub mod metrics;
+pub mod per_cpu_cache;
 pub mod policy;

@@ -12,6 +12,7 @@ use super::error::S3Error;
 use lakegate_core::credentials::{self, KeyRing, Scope, SessionClaims};
 use lakegate_core::gate::{Gate, Origin};
 use lakegate_core::identity::Principal;
+use lakegate_core::per_cpu_cache::PerCpuCache;
 use lakegate_s3_protocol::post_policy::FormSignature;
 use lakegate_s3_protocol::sigv4::{
     AuthForm, PayloadMode, RequestHead, SecretKey, SignedRequest, SigningKey, Verified, VerifyOptions,
@@ -55,11 +56,11 @@ const SIGNING_KEYS: usize = 4096;
 /// every request with the same credentials costs a lookup instead of four HMACs a request. The key is a function
 /// of what it is kept by, so nothing can make a kept key wrong; it is only looked up for a secret recomputed from
 /// a token the key ring opened, and at most [`SIGNING_KEYS`] are kept.
-pub struct SigningKeys(quick_cache::sync::Cache<String, SigningKey>);
+pub struct SigningKeys(PerCpuCache<String, SigningKey>);
 
 impl Default for SigningKeys {
     fn default() -> Self {
-        SigningKeys(quick_cache::sync::Cache::new(SIGNING_KEYS))
+        SigningKeys(PerCpuCache::new(SIGNING_KEYS))
     }
 }
 
@@ -107,7 +108,7 @@ const PRESIGNED_MAX_KEY: usize = 8 * 1024;
 ///
 /// and the URL's expiry and the session's are checked at every use. Only verified URLs are kept (a forged one is
 /// refused each time), within [`PRESIGNED_WEIGHT`].
-pub struct PresignedUrls(quick_cache::sync::Cache<String, Arc<KeptUrl>, KeptUrlWeight>);
+pub struct PresignedUrls(PerCpuCache<String, Arc<KeptUrl>, KeptUrlWeight>);
 
 /// A verified presigned URL.
 struct KeptUrl {
@@ -129,7 +130,7 @@ impl quick_cache::Weighter<String, Arc<KeptUrl>> for KeptUrlWeight {
 
 impl Default for PresignedUrls {
     fn default() -> Self {
-        PresignedUrls(quick_cache::sync::Cache::with_weighter(PRESIGNED_ESTIMATE, PRESIGNED_WEIGHT, KeptUrlWeight))
+        PresignedUrls(PerCpuCache::with_weighter(PRESIGNED_ESTIMATE, PRESIGNED_WEIGHT, KeptUrlWeight))
     }
 }
 

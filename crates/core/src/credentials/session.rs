@@ -27,6 +27,7 @@ use super::Principal;
 use super::error::{CredentialError, MintError};
 use super::keyring::{KeyRing, ServerKey};
 use super::scope::Scope;
+use crate::per_cpu_cache::PerCpuCache;
 
 /// Longest session token Lakegate mints or reads, in bytes of its encoded form. S3 clients send it in the
 /// `X-Amz-Security-Token` header, and proxies commonly cap a header at 8 KiB.
@@ -239,7 +240,7 @@ const OPENED_ESTIMATE: usize = 8 * 1024;
 /// opening, a JSON parse and two MACs. Kept in the [`KeyRing`], so a ring with other keys starts empty and a
 /// removed key opens nothing more; only tokens the ring could open are kept (a forged one is refused each
 /// time), and their lifetime is still checked at every use ([`verify`]).
-pub(crate) struct OpenedTokens(quick_cache::sync::Cache<[u8; 32], Arc<Opened>, OpenedWeight>);
+pub(crate) struct OpenedTokens(PerCpuCache<[u8; 32], Arc<Opened>, OpenedWeight>);
 
 /// What an opened token yields.
 pub(crate) struct Opened {
@@ -261,7 +262,7 @@ impl quick_cache::Weighter<[u8; 32], Arc<Opened>> for OpenedWeight {
 
 impl Default for OpenedTokens {
     fn default() -> Self {
-        OpenedTokens(quick_cache::sync::Cache::with_weighter(OPENED_ESTIMATE, OPENED_WEIGHT, OpenedWeight))
+        OpenedTokens(PerCpuCache::with_weighter(OPENED_ESTIMATE, OPENED_WEIGHT, OpenedWeight))
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::Principal;
+use crate::per_cpu_cache::PerCpuCache;
 
 /// A verified token, and what must still hold for the verification to stand.
 pub(super) struct Verified {
@@ -40,13 +41,13 @@ impl Verified {
 
 /// The cache; `None` capacity turns it off.
 pub(super) struct TokenCache {
-    entries: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
+    entries: PerCpuCache<[u8; 32], Arc<Verified>>,
 }
 
 impl TokenCache {
     /// A cache of at most `capacity` tokens, or none at all for 0.
     pub(super) fn new(capacity: usize) -> Option<Self> {
-        (capacity > 0).then(|| TokenCache { entries: quick_cache::sync::Cache::new(capacity) })
+        (capacity > 0).then(|| TokenCache { entries: PerCpuCache::new(capacity) })
     }
 
     pub(super) fn key(token: &str) -> [u8; 32] {

@@ -34,6 +34,7 @@ use cedar_policy::{Entity, PolicySet};
 
 use super::{Decision, RequestContext, Resource};
 use crate::identity::Principal;
+use crate::per_cpu_cache::PerCpuCache;
 
 /// The most bytes of keys and decisions kept (about 16 MiB; one entry of a typical S3 request weighs 300–600).
 const WEIGHT_CAPACITY: u64 = 16 << 20;
@@ -41,7 +42,7 @@ const WEIGHT_CAPACITY: u64 = 16 << 20;
 const ESTIMATED_ENTRIES: usize = 16_384;
 
 pub(super) struct DecisionCache {
-    entries: quick_cache::sync::Cache<Box<[u8]>, Arc<Decision>, Weight>,
+    entries: PerCpuCache<Box<[u8]>, Arc<Decision>, Weight>,
 }
 
 /// An entry weighs its key plus its decision's text.
@@ -62,7 +63,7 @@ impl quick_cache::Weighter<Box<[u8]>, Arc<Decision>> for Weight {
 
 impl DecisionCache {
     pub(super) fn new() -> Self {
-        DecisionCache { entries: quick_cache::sync::Cache::with_weighter(ESTIMATED_ENTRIES, WEIGHT_CAPACITY, Weight) }
+        DecisionCache { entries: PerCpuCache::with_weighter(ESTIMATED_ENTRIES, WEIGHT_CAPACITY, Weight) }
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Option<Decision> {

@@ -33,6 +33,7 @@ use crate::bind::{Param, is_number};
 use crate::config::PostgresBackendConfig;
 use crate::error::SqlError;
 use crate::rows::{Cell, Column, ColumnType, RowSet, numeric};
+use lakegate_core::per_cpu_cache::PerCpuCache;
 use lakegate_core::policy::catalog::Catalog;
 
 /// An error with its causes: tokio-postgres shows only its kind ("error performing TLS handshake"), and the
@@ -73,7 +74,7 @@ const READ_ALIKE_WEIGHT: u64 = 1 << 20;
 /// Whether PostgreSQL reads a parameterised statement, its parameters typed as [`literal_type`] types them, as it
 /// reads the statement with the literals written in. A property of the text and the types (and of the tables,
 /// whose change a kept statement reports: see [`Postgres::query_parameterised`]), not of a connection or a value.
-type ReadAlike = quick_cache::sync::Cache<Typed, bool, TypedWeight>;
+type ReadAlike = PerCpuCache<Typed, bool, TypedWeight>;
 
 /// A parameterised statement and its parameters' types.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
