@@ -1,5 +1,5 @@
 //! A bounded cache split by CPU, for the lookups every request makes (a verified token, a decision, an attribute
-//! file of the embedded store, a kept SQL rewrite).
+//! file of the embedded store, a presigned URL checked before).
 //!
 //! One `quick_cache::sync::Cache` shared by every thread is correct, but a key that every thread reads (the one
 //! bearer token a job's executors all send, the decision every analyst's read gets) makes each lookup write the
@@ -13,8 +13,8 @@
 //! and locking it. A lookup writes memory that stays in its own core's cache. What one CPU inserts the others do
 //! not see: a key hot everywhere is computed once per CPU, and kept once per CPU.
 //!
-//! The bound is the whole cache's: each of the `n` parts holds at most `1/n` of the configured entries or weight,
-//! so nothing a client sends grows the sum past it.
+//! The bound is the whole cache's: the `n` parts share the configured entries or weight between them (each an
+//! `n`th, give or take one), so nothing a client sends grows the sum past it.
 
 use std::hash::Hash;
 use std::sync::{Mutex, MutexGuard};
