@@ -1,5 +1,5 @@
 //! Core costs on the request path: a Cedar decision as the policy set grows, JWT validation with a cold and a
-//! warm key cache, and an audit append. Run with `cargo bench -p lakegate-core --bench core`; results in docs/benchmarks.md.
+//! warm key cache, an audit append, and a cache lookup by one thread and by two at once. Run with `cargo bench -p lakegate-core --bench core`; results in docs/benchmarks.md.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,11 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lakegate_core::audit::{AuditConfig, AuditEvent, Auditor, Front};
 use lakegate_core::identity::{DevIssuer, IdentityConfig, Principal, Verifier};
+use lakegate_core::per_cpu_cache::PerCpuCache;
 use lakegate_core::policy::{PolicyEngine, RequestContext, Resource};
 
 /// The allocator `lakegate serve` runs on, so that a figure here is the cost the server pays.
@@ -71,6 +73,16 @@ fn decisions(c: &mut Criterion) {
             })
         });
     }
+    // The same on two threads at once, as on a server's two connection threads: what the decision's shared
+    // state (the policy set in force, the cache) costs when both cores read it.
+    let dir = policies(10);
+    let engine = PolicyEngine::load(dir.path()).expect("load");
+    let p = alice();
+    group.bench_function("10_on_two_threads", |b| {
+        b.iter_custom(|n| {
+            concurrently(2, n, || engine.decide(&p, "s3:GetObject", &resource, &context).expect("decide").allowed)
+        })
+    });
     group.finish();
 
     let same_user = |_: u64| alice();
@@ -186,9 +198,70 @@ fn audit_append(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a lookup costs when every thread reads the same key, as every request of one bearer token or of one
+/// decision does: a `quick_cache::sync::Cache` shared by the threads against the [`PerCpuCache`] the request path
+/// uses. The key is an attribute file's path (130 bytes), the value an `Arc`, cloned out as the caches do. Each
+/// figure is the wall time of one lookup on one thread while the others look up the same key; a miss inserts, as
+/// on the request path (each CPU's part fills on its first lookup there).
+fn cache_lookup(c: &mut Criterion) {
+    let key: Box<[u8]> =
+        format!("/var/lib/lakegate/store/lake/{}.lakegate-meta.json", "k".repeat(78)).into_bytes().into();
+    let shared = quick_cache::sync::Cache::<Box<[u8]>, Arc<String>>::new(16 * 1024);
+    let per_cpu = PerCpuCache::<Box<[u8]>, Arc<String>>::new(16 * 1024);
+    // A miss makes the value anew, as the request path does (it verifies the token, decides, parses the file):
+    // each CPU's part then holds a value of its own, whose reference count no other core writes.
+    let made = || Arc::new(String::from("{\"content_type\":\"application/octet-stream\"}"));
+    let shared_get = || match shared.get(&key[..]) {
+        Some(v) => v,
+        None => {
+            let v = made();
+            shared.insert(key.clone(), v.clone());
+            v
+        }
+    };
+    let per_cpu_get = || match per_cpu.get(&key[..]) {
+        Some(v) => v,
+        None => {
+            let v = made();
+            per_cpu.insert(key.clone(), v.clone());
+            v
+        }
+    };
+    let mut group = c.benchmark_group("cache_lookup");
+    for threads in [1usize, 2] {
+        group.bench_function(format!("shared/{threads}_threads"), |b| {
+            b.iter_custom(|n| concurrently(threads, n, shared_get))
+        });
+        group.bench_function(format!("per_cpu/{threads}_threads"), |b| {
+            b.iter_custom(|n| concurrently(threads, n, per_cpu_get))
+        });
+    }
+    group.finish();
+}
+
+/// Runs `lookup` `n` times on each of `threads` threads started together; the slowest thread's time.
+fn concurrently<V>(threads: usize, n: u64, lookup: impl Fn() -> V + Sync) -> Duration {
+    let start = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let running: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    let began = Instant::now();
+                    for _ in 0..n {
+                        std::hint::black_box(lookup());
+                    }
+                    began.elapsed()
+                })
+            })
+            .collect();
+        running.into_iter().map(|t| t.join().expect("lookup thread")).max().unwrap_or_default()
+    })
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(30);
-    targets = decisions, jwt_validation, audit_append
+    targets = decisions, jwt_validation, audit_append, cache_lookup
 }
 criterion_main!(benches);

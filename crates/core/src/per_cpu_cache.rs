@@ -4,9 +4,9 @@
 //! One `quick_cache::sync::Cache` shared by every thread is correct, but a key that every thread reads (the one
 //! bearer token a job's executors all send, the decision every analyst's read gets) makes each lookup write the
 //! same two cache lines, the shard's lock word and the value's reference count, and those lines move between the
-//! cores on every request: two threads looking up one key took 378 ns a lookup on this project's 2-core machine,
-//! against 25 ns on one thread and 32 ns on two threads with keys of their own (docs/benchmarks.md). A 4 KiB GET
-//! makes four such lookups.
+//! cores on every request: two threads looking up one key took 332–358 ns a lookup on this project's 2-core
+//! machine, against 24 ns on one thread, and 27–39 ns each with this cache (`cargo bench -p lakegate-core --bench core
+//! -- cache_lookup`, docs/benchmarks.md). A 4 KiB GET makes four such lookups.
 //!
 //! Here each CPU has its own cache (the kernel keeps per-CPU data the same way), found from the CPU the thread
 //! runs on, behind a mutex that a lookup on another CPU takes only if the thread moved between finding its part

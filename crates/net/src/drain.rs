@@ -13,6 +13,7 @@
 //! This module depends on tokio only: it knows nothing of what the work is.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -31,6 +32,9 @@ pub enum Phase {
 #[derive(Debug)]
 struct Shared {
     phase: watch::Sender<Phase>,
+    /// Whether `phase` has reached [`Phase::Draining`], for the check every request makes: reading the channel
+    /// takes its lock, a write to memory that both cores then pass back and forth on every request.
+    draining: AtomicBool,
     in_flight: watch::Sender<usize>,
 }
 
@@ -76,7 +80,7 @@ impl Drain {
     pub fn new() -> Drain {
         let (phase, _) = watch::channel(Phase::Serving);
         let (in_flight, _) = watch::channel(0);
-        Drain { shared: Arc::new(Shared { phase, in_flight }) }
+        Drain { shared: Arc::new(Shared { phase, draining: AtomicBool::new(false), in_flight }) }
     }
 
     /// A handle for listeners and work.
@@ -99,6 +103,8 @@ impl Drain {
         self.shared.phase.send_if_modified(|phase| {
             if *phase < to {
                 *phase = to;
+                // Set under the channel's lock, before anyone waiting on the phase is woken.
+                self.shared.draining.store(to >= Phase::Draining, Ordering::Release);
                 true
             } else {
                 false
@@ -130,7 +136,7 @@ impl Drain {
 impl Watch {
     /// Whether the drain has started (or is over): nothing new should start.
     pub fn is_draining(&self) -> bool {
-        *self.shared.phase.borrow() >= Phase::Draining
+        self.shared.draining.load(Ordering::Acquire)
     }
 
     /// Resolves once the drain has started.

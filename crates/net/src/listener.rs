@@ -149,16 +149,18 @@ impl Connection {
         let on_drain = self.on_drain;
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            let drain = drain.clone();
+            // Decided as the request arrives, so that its future holds no handle on the drain: cloning one for
+            // every request wrote its count, memory both cores then pass back and forth.
+            let admitted = match on_drain {
+                // Between the signal and hyper closing the connection, a request can still arrive on it.
+                OnDrain::StopAccepting if drain.is_draining() => None,
+                OnDrain::StopAccepting => Some(None),
+                OnDrain::KeepServing => Some(Some(drain.guard())),
+            };
             async move {
-                let response = match on_drain {
-                    // Between the signal and hyper closing the connection, a request can still arrive on it.
-                    OnDrain::StopAccepting if drain.is_draining() => draining_response(),
-                    OnDrain::StopAccepting => handler(req, peer).await.map(Either::Left),
-                    OnDrain::KeepServing => {
-                        let _in_flight = drain.guard();
-                        handler(req, peer).await.map(Either::Left)
-                    }
+                let response = match admitted {
+                    None => draining_response(),
+                    Some(_in_flight) => handler(req, peer).await.map(Either::Left),
                 };
                 Ok::<_, Infallible>(response)
             }

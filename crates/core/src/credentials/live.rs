@@ -6,8 +6,10 @@
 //! exactly what the operator had before.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use super::KeyRingError;
 use super::keyring::KeyRing;
@@ -16,34 +18,30 @@ use super::keyring::KeyRing;
 #[derive(Debug)]
 pub struct LiveKeyRing {
     dir: PathBuf,
-    ring: RwLock<Arc<KeyRing>>,
+    /// Read by every request that carries a session token or is signed with Lakegate's keys, replaced by a
+    /// rotation: an [`ArcSwap`], whose reads write nothing another core reads.
+    ring: ArcSwap<KeyRing>,
 }
 
 impl LiveKeyRing {
     /// Loads `dir`, generating a first key when it holds none (see [`KeyRing::load_or_generate`]).
     pub fn load_or_generate(dir: &Path) -> Result<Self, KeyRingError> {
         let ring = KeyRing::load_or_generate(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), ring: RwLock::new(Arc::new(ring)) })
+        Ok(Self { dir: dir.to_path_buf(), ring: ArcSwap::from_pointee(ring) })
     }
 
-    /// The ring in force now.
-    pub fn current(&self) -> Arc<KeyRing> {
-        match self.ring.read() {
-            Ok(ring) => ring.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    /// The ring in force now, for as long as the caller holds it (a reload meanwhile does not change it).
+    pub fn current(&self) -> impl std::ops::Deref<Target = Arc<KeyRing>> + Send + Sync + use<> {
+        self.ring.load()
     }
 
     /// Re-reads the directory; on success the new ring is in force, on error the previous one stays. A ring
     /// read with the same keys as the one in force leaves that one in place, with the tokens it opened.
     pub fn reload(&self) -> Result<(), KeyRingError> {
         let ring = KeyRing::load(&self.dir)?;
-        let mut slot = match self.ring.write() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if !slot.same_keys(&ring) {
-            *slot = Arc::new(ring);
+        // Reloads run one at a time (the watch's loop), so no other swap comes between this check and the swap.
+        if !self.ring.load().same_keys(&ring) {
+            self.ring.store(Arc::new(ring));
         }
         Ok(())
     }

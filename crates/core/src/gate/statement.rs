@@ -57,7 +57,7 @@ impl FilterCache {
 /// [`Gate::statement_policy`]; the rewriter calls [`StatementPolicy::table_filter`] for every table it meets.
 #[derive(Debug)]
 pub struct StatementPolicy<'a> {
-    store: Arc<PolicyStore>,
+    store: arc_swap::Guard<Arc<PolicyStore>>,
     principal: &'a Principal,
     context: RequestContext,
     cache: &'a Mutex<FilterCache>,
@@ -166,7 +166,7 @@ impl Gate {
     /// reusing (and filling) the session's `cache` while the policy set stays the same.
     pub fn statement_policy<'a>(&self, principal: &'a Principal, cache: &'a Mutex<FilterCache>) -> StatementPolicy<'a> {
         StatementPolicy {
-            store: self.policy.store(),
+            store: self.policy.pin(),
             principal,
             context: RequestContext { front: front_name(crate::audit::Front::Sql), ..Default::default() },
             cache,

@@ -5,10 +5,11 @@
 //! `kid`s costs the IdP at most one request per interval. A failed fetch keeps the cached keys.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use openidconnect::IssuerUrl;
@@ -29,7 +30,9 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 pub struct TrustedIssuer {
     config: IssuerConfig,
     allowed: Vec<Algorithm>,
-    keys: RwLock<Arc<KeySet>>,
+    /// Read by every request whose token is served from the cache (its generation), replaced by a refresh: an
+    /// [`ArcSwap`], whose reads write nothing another core reads.
+    keys: ArcSwap<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
     source: KeySource,
     http: reqwest::Client,
@@ -157,7 +160,7 @@ impl TrustedIssuer {
         Ok(Self {
             config,
             allowed,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: ArcSwap::from_pointee(keys),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             source,
             http,
@@ -177,8 +180,7 @@ impl TrustedIssuer {
 
     /// Changes whenever the key set does; tokens cached under an older generation are verified again.
     pub(super) fn key_generation(&self) -> u64 {
-        // A poisoned lock yields a generation no entry has, so nothing serves from the cache.
-        self.keys.read().map_or(u64::MAX, |keys| keys.generation)
+        self.keys.load().generation
     }
 
     /// Fetches the keys now unless they were fetched within the refresh interval (start-up pre-warming).
@@ -225,7 +227,7 @@ impl TrustedIssuer {
             }
         }
         let has_keys = {
-            let keys = self.keys.read().map_err(|_| IdentityError::KeysUnavailable(self.config.issuer.clone()))?;
+            let keys = self.keys.load();
             !keys.by_kid.is_empty() || !keys.anonymous.is_empty()
         };
         if !has_keys {
@@ -238,7 +240,7 @@ impl TrustedIssuer {
     }
 
     fn cached(&self, peeked: &Peeked) -> Result<Option<DecodingKey>, IdentityError> {
-        let keys = self.keys.read().map_err(|_| IdentityError::KeysUnavailable(self.config.issuer.clone()))?;
+        let keys = self.keys.load();
         let candidate = match &peeked.kid {
             Some(kid) => keys.by_kid.get(kid),
             None => match (keys.anonymous.as_slice(), keys.by_kid.len()) {
@@ -270,12 +272,12 @@ impl TrustedIssuer {
         match self.fetch(&mut state).await {
             Ok(jwks) => {
                 let mut set = KeySet::from_jwks(&jwks);
-                if let Ok(mut keys) = self.keys.write()
-                    && (keys.fingerprint != set.fingerprint || set.fingerprint.is_none())
-                {
+                // The only writer: refreshes take turns under `state`.
+                let keys = self.keys.load();
+                if keys.fingerprint != set.fingerprint || set.fingerprint.is_none() {
                     tracing::info!(issuer = %self.config.issuer, keys = set.by_kid.len() + set.anonymous.len(), "JWKS loaded");
                     set.generation = keys.generation.wrapping_add(1);
-                    *keys = Arc::new(set);
+                    self.keys.store(Arc::new(set));
                 }
                 Ok(())
             }

@@ -15,7 +15,9 @@ pub mod store;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
@@ -84,9 +86,14 @@ impl Decision {
 }
 
 /// The live policy set, swapped atomically on reload.
+///
+/// Every request reads it and a reload is rare, so it is an [`ArcSwap`]: a read writes only memory of its own
+/// thread. Under a lock and an `Arc` clone every decision wrote the lock's word and the count, lines that then
+/// moved between the cores on each request: a repeated decision on two threads at once took 1.5–1.8 times its
+/// time on one (`cargo bench -p lakegate-core --bench core -- decision_repeated`, docs/benchmarks.md).
 #[derive(Clone)]
 pub struct PolicyEngine {
-    current: Arc<RwLock<Arc<PolicyStore>>>,
+    current: Arc<ArcSwap<PolicyStore>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -98,7 +105,7 @@ impl std::fmt::Debug for PolicyEngine {
 impl PolicyEngine {
     /// An engine serving `store`.
     pub fn new(store: PolicyStore) -> Self {
-        Self { current: Arc::new(RwLock::new(Arc::new(store))) }
+        Self { current: Arc::new(ArcSwap::from_pointee(store)) }
     }
 
     /// Loads `dir`; fails if it does not validate.
@@ -109,19 +116,18 @@ impl PolicyEngine {
     /// The store in force now. Callers keep the `Arc` for the length of one request, so a request is decided
     /// by one policy set even if a reload lands meanwhile.
     pub fn store(&self) -> Arc<PolicyStore> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
+    }
+
+    /// The store in force now, as [`store`](Self::store) gives it, without writing its count (which every
+    /// core's requests would then pass back and forth).
+    pub(crate) fn pin(&self) -> arc_swap::Guard<Arc<PolicyStore>> {
+        self.current.load()
     }
 
     /// Replaces the policy set.
     pub fn replace(&self, store: PolicyStore) {
-        let store = Arc::new(store);
-        match self.current.write() {
-            Ok(mut guard) => *guard = store,
-            Err(poisoned) => *poisoned.into_inner() = store,
-        }
+        self.current.store(Arc::new(store));
     }
 
     /// Decides whether `principal` may do `action` on `resource`.
@@ -132,7 +138,7 @@ impl PolicyEngine {
         resource: &Resource,
         context: &RequestContext,
     ) -> Result<Decision, PolicyError> {
-        decide_with(&self.store(), principal, action, resource, context)
+        decide_with(&self.pin(), principal, action, resource, context)
     }
 
     /// The S3 prefixes policies name in their scope (`resource in Prefix::"bucket/prefix/"`, `resource ==
