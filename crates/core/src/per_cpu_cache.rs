@@ -103,8 +103,7 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
 }
 
 /// Keeps the calling thread on the CPU it runs on, so that every lookup it makes finds the part its inserts
-/// went to: for tests that count what a cache keeps, and benchmarks of one thread. Does nothing where the
-/// affinity cannot be set.
+/// went to: for tests that count what a cache keeps. Does nothing where the affinity cannot be set.
 pub fn stay_on_this_cpu() {
     let mut one = rustix::thread::CpuSet::new();
     one.set(rustix::thread::sched_getcpu());

@@ -19,7 +19,7 @@ use super::keyring::KeyRing;
 pub struct LiveKeyRing {
     dir: PathBuf,
     /// Read by every request that carries a session token or is signed with Lakegate's keys, replaced by a
-    /// rotation: an [`ArcSwap`], whose reads write nothing another core reads.
+    /// rotation: an [`ArcSwap`], whose reads write only memory of the reading thread's own.
     ring: ArcSwap<KeyRing>,
 }
 

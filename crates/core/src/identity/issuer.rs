@@ -31,7 +31,7 @@ pub struct TrustedIssuer {
     config: IssuerConfig,
     allowed: Vec<Algorithm>,
     /// Read by every request whose token is served from the cache (its generation), replaced by a refresh: an
-    /// [`ArcSwap`], whose reads write nothing another core reads.
+    /// [`ArcSwap`], whose reads write only memory of the reading thread's own.
     keys: ArcSwap<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
     source: KeySource,
