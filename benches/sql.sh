@@ -2,7 +2,8 @@
 # SQL gateway benchmark, in one run, loopback only, bounded in time (about 3 minutes plus the build):
 #   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer,
 #      with the simple query protocol and with the extended one;
-#   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security;
+#   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security; a pool's
+#      ping (`SELECT 1`) through Lakegate vs directly vs through pgbouncer;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=8
 # AGG_SECONDS=3 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
@@ -189,6 +190,14 @@ check_lg=$(PGPASSWORD=$FILTERED_TOKEN "$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$L
 check_rls=$($PGBIN/psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U rls_reader -d postgres -c "$(cat "$WORK/agg.sql")")
 [ "$check_lg" = "$check_rls" ] || { echo "aggregate results differ: $check_lg vs $check_rls" >&2; exit 1; }
 
+# A pool's ping, as SQLAlchemy's pool_pre_ping and HikariCP's test query send it before lending a connection: one
+# client, one run a side. Through Lakegate it names no table, so the embedded engine answers it.
+echo 'SELECT 1;' > "$WORK/ping.sql"
+ping_latency() { DURATION=$AGG_SECONDS run_pgbench "$@" -f "$WORK/ping.sql" -c 1 | latency; }
+ping_direct=$(ping_latency "$PG_PORT" postgres "")
+ping_lakegate=$(ping_latency "$LG_SQL" bench "$BENCH_TOKEN")
+ping_bouncer=$(ping_latency "$BOUNCER" postgres "")
+
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 sum_ratio() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { if (c + d > 0 && a + b > 0) printf "%.2f", (a + b) / (c + d); else print "n/a" }'; }
 cat <<MD
@@ -202,6 +211,9 @@ cat <<MD
 | pgbench -S -M extended through pgbouncer | $bouncer_ext tps | $(ratio "$bouncer_ext" "$direct_ext") of direct |
 | \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate (median of $AGG_ROUNDS alternated ${AGG_SECONDS}s runs, 1 client) | $agg_lakegate ms | $agg_ratio x native RLS (per round $agg_ratios) |
 | the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
+| \`SELECT 1\` (a pool's ping) directly on PostgreSQL (1 client, ${AGG_SECONDS}s) | $ping_direct ms | 1.00 |
+| \`SELECT 1\` through Lakegate | $ping_lakegate ms | $(ratio "$ping_lakegate" "$ping_direct") x direct, $(ratio "$ping_lakegate" "$ping_bouncer") x pgbouncer |
+| \`SELECT 1\` through pgbouncer | $ping_bouncer ms | $(ratio "$ping_bouncer" "$ping_direct") x direct |
 MD
 cat <<MD
 

@@ -435,6 +435,27 @@ fn a_statement_is_recorded_with_the_permits_filters_and_masks_that_decided_it_an
 }
 
 #[test]
+fn a_pools_ping_answered_from_its_kept_answer_is_still_recorded_every_time() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let alice = rt.block_on(connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])));
+    // The second and third are answered without the engine (`backend::constant`): the same row, and each its record.
+    for _ in 0..3 {
+        let rows = rt.block_on(simple(&alice, "SELECT 1 AS ping_0454")).expect("the ping is answered");
+        assert_eq!(rows, vec![vec![Some("1".to_owned())]]);
+    }
+    eventually("three records of the ping", || {
+        let pings = lg
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["sql"]["original"].as_str().is_some_and(|sql| sql.contains("ping_0454")))
+            .inspect(|e| assert_eq!(e["principal"]["subject"], "alice", "{e}"))
+            .count();
+        (pings == 3).then_some(())
+    });
+}
+
+#[test]
 fn a_statement_no_policy_permits_is_recorded_as_a_default_deny_and_counted() {
     let lg = Lakegate::start(&[]);
     let rt = runtime();

@@ -198,6 +198,23 @@ def test_sqlalchemy_core_query_is_governed(gw):
     assert rows == [("US",)]
 
 
+def test_sqlalchemy_pool_pre_ping_lends_the_same_connection_again(gw):
+    # The ping (`SELECT 1`) before each checkout must succeed: a failed one makes SQLAlchemy drop the connection
+    # and open another, which the connect count would show.
+    eng = sqlalchemy.create_engine(
+        f"postgresql+psycopg://bob:{token(gw, 'bob')}@127.0.0.1:{gw.sql_port}/lakegate?sslmode=disable",
+        pool_pre_ping=True, pool_size=1, max_overflow=0,
+    )
+    opened = []
+    sqlalchemy.event.listen(eng, "connect", lambda dbapi_connection, record: opened.append(record))
+    for _ in range(4):
+        with eng.connect() as conn:
+            rows = conn.execute(sqlalchemy.text("select distinct region from sales.orders")).fetchall()
+        assert rows == [("US",)]
+    assert len(opened) == 1
+    eng.dispose()
+
+
 # ---------------------------------------------------------------- pgJDBC
 
 

@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::arrow::{batch_rows, column_type, columns_of};
+use super::constant::{Answer, ConstantAnswers, is_constant};
 use super::iceberg::{IcebergFiles, IcebergTable};
 use super::{Backend, Caller};
 use crate::error::SqlError;
@@ -25,6 +26,9 @@ use lakegate_core::policy::catalog::{Catalog, TableDef, TableFormat};
 #[derive(Clone)]
 pub struct Embedded {
     ctx: SessionContext,
+    /// The answers of statements their text alone fixes (`SELECT 1`); `None` on a context that lives for one
+    /// statement.
+    constants: Option<Arc<ConstantAnswers>>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -63,13 +67,64 @@ impl Embedded {
         for def in catalog.tables.iter().filter(|t| t.backend == super::EMBEDDED) {
             register(&ctx, warehouse, def, iceberg.as_ref()).await?;
         }
-        Ok(Embedded { ctx })
+        Ok(Embedded { ctx, constants: Some(Arc::new(ConstantAnswers::new())) })
     }
 
     /// An engine over a context built elsewhere (the per-query catalog context of introspection), whose state
     /// comes from [`super::fence::session_state`].
     pub fn from_context(ctx: SessionContext) -> Self {
-        Embedded { ctx }
+        Embedded { ctx, constants: None }
+    }
+
+    /// Plans and runs `sql`.
+    async fn run(&self, sql: &str) -> Result<RowSet, SqlError> {
+        let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
+        let (columns, batches) = off_connection_thread(async move {
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
+            let plan = super::fence::fenced(plan).map_err(backend_error)?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
+            let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));
+            Ok((columns, df.execute_stream().await.map_err(backend_error)?))
+        })
+        .await?;
+        // One batch in memory at a time: each batch is turned into rows as the client reads them.
+        let batches = batches.map(|batch| match batch {
+            Ok(b) => match batch_rows(&b) {
+                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            },
+            Err(e) => vec![Err(backend_error(e))],
+        });
+        let rows = match lakegate_net::threads::shared_runtime() {
+            None => batches.boxed(),
+            // The plan computes as its batches are polled: there, one batch ahead of the client.
+            Some(shared) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let mut batches = batches;
+                let pump = Offloaded(shared.spawn(async move {
+                    while let Some(rows) = batches.next().await {
+                        if tx.send(rows).await.is_err() {
+                            break; // The client stopped reading.
+                        }
+                    }
+                }));
+                futures::stream::unfold((rx, pump), |(mut rx, pump)| async move {
+                    rx.recv().await.map(|rows| (rows, (rx, pump)))
+                })
+                .boxed()
+            }
+        };
+        Ok(RowSet { columns, rows: Box::pin(rows.flat_map(futures::stream::iter)) })
+    }
+
+    /// The kept answer to `sql` if it is a constant statement answered before.
+    fn kept_answer(&self, sql: &str) -> Option<Arc<Answer>> {
+        self.constants.as_ref()?.get(sql)
+    }
+
+    #[cfg(test)]
+    pub(super) fn constant_answers_kept(&self) -> usize {
+        self.constants.as_ref().map_or(0, |c| c.len())
     }
 }
 
@@ -215,46 +270,24 @@ fn backend_error(e: datafusion::error::DataFusionError) -> SqlError {
 #[async_trait]
 impl Backend for Embedded {
     async fn query(&self, sql: &str, _caller: &Caller<'_>) -> Result<RowSet, SqlError> {
-        let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
-        let (columns, batches) = off_connection_thread(async move {
-            let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
-            let plan = super::fence::fenced(plan).map_err(backend_error)?;
-            let df = ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
-            let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));
-            Ok((columns, df.execute_stream().await.map_err(backend_error)?))
-        })
-        .await?;
-        // One batch in memory at a time: each batch is turned into rows as the client reads them.
-        let batches = batches.map(|batch| match batch {
-            Ok(b) => match batch_rows(&b) {
-                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            },
-            Err(e) => vec![Err(backend_error(e))],
-        });
-        let rows = match lakegate_net::threads::shared_runtime() {
-            None => batches.boxed(),
-            // The plan computes as its batches are polled: there, one batch ahead of the client.
-            Some(shared) => {
-                let (tx, rx) = tokio::sync::mpsc::channel(1);
-                let mut batches = batches;
-                let pump = Offloaded(shared.spawn(async move {
-                    while let Some(rows) = batches.next().await {
-                        if tx.send(rows).await.is_err() {
-                            break; // The client stopped reading.
-                        }
-                    }
-                }));
-                futures::stream::unfold((rx, pump), |(mut rx, pump)| async move {
-                    rx.recv().await.map(|rows| (rows, (rx, pump)))
-                })
-                .boxed()
-            }
+        if let Some(answer) = self.kept_answer(sql) {
+            return Ok(answer.row_set());
+        }
+        let Some(constants) = self.constants.as_ref().filter(|_| is_constant(sql)) else {
+            return self.run(sql).await;
         };
-        Ok(RowSet { columns, rows: Box::pin(rows.flat_map(futures::stream::iter)) })
+        // One row at most (a SELECT without FROM): read whole, kept once the engine gave it without error.
+        let set = self.run(sql).await?;
+        let rows = set.rows.try_collect().await?;
+        let answer = Arc::new(Answer::new(set.columns, rows));
+        constants.keep(sql, answer.clone());
+        Ok(answer.row_set())
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<Column>, SqlError> {
+        if let Some(answer) = self.kept_answer(sql) {
+            return Ok(answer.columns().to_vec());
+        }
         let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
         off_connection_thread(async move {
             let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
@@ -264,6 +297,9 @@ impl Backend for Embedded {
     }
 
     async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        if self.kept_answer(sql).is_some() {
+            return Ok(Vec::new()); // A constant statement has no parameters.
+        }
         let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
         off_connection_thread(async move {
             let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;

@@ -2,6 +2,7 @@
 //! in the data directory, PostgreSQL, and Spark over Spark Connect). A backend only ever sees rewritten SQL.
 
 mod arrow;
+mod constant;
 pub mod embedded;
 pub(crate) mod fence;
 pub mod iceberg;
