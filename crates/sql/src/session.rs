@@ -47,6 +47,8 @@ pub struct Session {
     filters: std::sync::Mutex<FilterCache>,
     /// How catalog queries name types: as PostgreSQL (the wire front) or as Trino (the HTTP front).
     catalog_form: introspect::CatalogForm,
+    /// The catalog context this session's last catalog query ran on, for the next one over the same view.
+    kept_catalog: introspect::KeptCatalog,
     /// The parameter types the backends inferred for this session's statements, by backend and rewritten text;
     /// made at the first use (only the extended protocol asks, and the Trino front makes a session per statement).
     parameter_types: std::sync::OnceLock<ParameterTypes>,
@@ -303,6 +305,7 @@ impl Session {
             transaction: None,
             filters: std::sync::Mutex::new(FilterCache::default()),
             catalog_form: introspect::CatalogForm::Postgres,
+            kept_catalog: introspect::KeptCatalog::default(),
             parameter_types: std::sync::OnceLock::new(),
             rewrites: std::sync::OnceLock::new(),
         }
@@ -621,7 +624,8 @@ impl Session {
             PreparedKind::Introspect(sql) => {
                 let sql = bind_text(sql, params)?;
                 let origin = self.origin(request_id);
-                introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql, self.catalog_form).await
+                let catalog = introspect::Catalog { form: self.catalog_form, kept: &mut self.kept_catalog };
+                introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql, catalog).await
             }
             PreparedKind::Governed(g) => self.governed(prepared, g, params, request_id).await,
         }

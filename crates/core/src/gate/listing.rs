@@ -30,7 +30,7 @@ pub struct BucketListing {
 }
 
 /// A governed table a catalog query may show, with the columns it may show, in catalog order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VisibleTable {
     /// The table's position in the catalog (tools keep oids derived from it between queries).
     pub position: usize,

@@ -45,7 +45,7 @@ pub enum TableFormat {
 }
 
 /// One column.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnDef {
     pub name: String,

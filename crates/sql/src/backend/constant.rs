@@ -207,6 +207,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_engine_plans_queries_only() {
+        let engine = engine().await;
+        for sql in ["SELECT 1 AS a INTO copy", "CREATE TABLE copy (a int)", "SET datafusion.execution.batch_size = 1"] {
+            assert!(answer(&engine, sql).await.is_err(), "{sql}");
+        }
+        assert!(answer(&engine, "SELECT * FROM copy").await.is_err(), "no table was made");
+    }
+
+    #[tokio::test]
     async fn what_may_change_or_fails_is_not_kept() {
         let engine = engine().await;
         let one = answer(&engine, "SELECT now() AS t").await.expect("answers");

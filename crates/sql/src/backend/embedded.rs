@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 
@@ -21,6 +22,11 @@ use super::{Backend, Caller};
 use crate::error::SqlError;
 use crate::rows::{Column, ColumnType, RowSet};
 use lakegate_core::policy::catalog::{Catalog, TableDef, TableFormat};
+
+/// What a statement may plan on this engine: queries only.
+fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
 
 /// DataFusion over the warehouse directory.
 #[derive(Clone)]
@@ -81,6 +87,9 @@ impl Embedded {
         let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
         let (columns, batches) = off_connection_thread(async move {
             let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
+            // Read-only, whatever the text: `SELECT ... INTO` would register a table in a context that outlives
+            // the statement (the engine's, a session's kept catalog context).
+            read_only().verify_plan(&plan).map_err(backend_error)?;
             let plan = super::fence::fenced(plan).map_err(backend_error)?;
             let df = ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
             let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));

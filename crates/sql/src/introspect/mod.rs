@@ -43,6 +43,51 @@ pub enum CatalogForm {
     Trino,
 }
 
+/// How a session's catalog queries are answered: the form of the catalog, and the context its last one ran on.
+pub struct Catalog<'a> {
+    pub form: CatalogForm,
+    pub kept: &'a mut KeptCatalog,
+}
+
+/// The catalog context a session built for its last catalog query, and the view it shows. Tools send catalog
+/// queries in runs (DBeaver and DataGrip dozens as a user browses, JDBC's `DatabaseMetaData` one per call), and
+/// the principal's view rarely changes between two of them; building the context (every catalog table filled
+/// and registered, a DataFusion state) was a fifth of such a query's CPU. The context is reused only for exactly
+/// the view it was built for: the same visible tables and columns, the same user, the same form. Whatever the
+/// gate decides differently (a policy edit, a table added) builds a new one.
+#[derive(Default)]
+pub struct KeptCatalog(Option<(BuiltFor, Introspection)>);
+
+impl std::fmt::Debug for KeptCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeptCatalog").field(&self.0.as_ref().map(|(view, _)| view.tables.len())).finish()
+    }
+}
+
+/// What a catalog context is built from.
+#[derive(PartialEq)]
+struct BuiltFor {
+    tables: Vec<VisibleTable>,
+    user: String,
+    form: CatalogForm,
+}
+
+impl KeptCatalog {
+    /// The context showing `tables` to `user` in `form`: the kept one if it was built for exactly that view.
+    fn engine(&mut self, tables: Vec<VisibleTable>, user: &str, form: CatalogForm) -> Result<Introspection, SqlError> {
+        let view = BuiltFor { tables, user: user.to_owned(), form };
+        match &self.0 {
+            Some((kept, engine)) if *kept == view => Ok(engine.clone()),
+            _ => {
+                self.0 = None;
+                let engine = Introspection::build(&view.tables, &view.user, view.form)?;
+                self.0 = Some((view, engine.clone()));
+                Ok(engine)
+            }
+        }
+    }
+}
+
 /// Schemas whose relations are answered here.
 const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
 
@@ -160,7 +205,15 @@ pub async fn describe(sql: &str) -> Result<Vec<Column>, SqlError> {
     if let Some(columns) = empty_result(sql) {
         return Ok(columns);
     }
-    let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
+    // The columns do not depend on the view: one empty context serves every description.
+    static EMPTY: std::sync::OnceLock<Introspection> = std::sync::OnceLock::new();
+    let engine = match EMPTY.get() {
+        Some(engine) => engine.clone(),
+        None => {
+            let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
+            EMPTY.get_or_init(|| engine).clone()
+        }
+    };
     engine.describe(&normalized).await.map_err(unsupported)
 }
 
@@ -182,7 +235,7 @@ pub async fn query(
     principal: &Principal,
     cache: &Mutex<FilterCache>,
     sql: &str,
-    form: CatalogForm,
+    catalog: Catalog<'_>,
 ) -> Result<Outcome, SqlError> {
     let normalized = normalize(sql)?;
     // Through the gate even when the answer is known to be empty: every catalog query is recorded.
@@ -195,7 +248,7 @@ pub async fn query(
         slot.finish();
         return Ok(Outcome::Rows(crate::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
     }
-    let result = match Introspection::build(&listing.tables, &principal.subject, form) {
+    let result = match catalog.kept.engine(listing.tables, &principal.subject, catalog.form) {
         Ok(engine) => {
             let caller = crate::backend::Caller { principal, request_id: &origin.request_id };
             engine.query(&normalized, &caller).await.map_err(unsupported)
@@ -560,6 +613,7 @@ fn call(name: &str, args: Vec<Expr>) -> Expr {
     })
 }
 
+#[derive(Clone)]
 struct Introspection {
     ctx: SessionContext,
 }
@@ -595,6 +649,42 @@ mod tests {
     use super::functions::format_type;
     use super::tables::typmod_of;
     use super::*;
+
+    fn visible(name: &str, columns: &[&str]) -> VisibleTable {
+        VisibleTable {
+            position: 0,
+            name: lakegate_core::policy::filter::TableName::new("sales", name),
+            columns: columns
+                .iter()
+                .map(|c| lakegate_core::policy::catalog::ColumnDef {
+                    name: (*c).to_owned(),
+                    sql_type: "text".into(),
+                    tags: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_kept_catalog_context_serves_only_the_view_it_was_built_for() {
+        let mut kept = KeptCatalog::default();
+        let id = |e: Introspection| e.ctx.session_id();
+        let orders = || vec![visible("orders", &["id", "region"])];
+        let first = id(kept.engine(orders(), "alice", CatalogForm::Postgres).expect("built"));
+        assert_eq!(id(kept.engine(orders(), "alice", CatalogForm::Postgres).expect("kept")), first);
+        // Any difference in what the gate let the principal see, or in who or which front asks, builds anew.
+        for (tables, user, form) in [
+            (vec![visible("orders", &["id"])], "alice", CatalogForm::Postgres),
+            (vec![visible("orders", &["id", "region"]), visible("refunds", &["id"])], "alice", CatalogForm::Postgres),
+            (orders(), "bob", CatalogForm::Postgres),
+            (orders(), "alice", CatalogForm::Trino),
+        ] {
+            let other = id(kept.engine(tables, user, form).expect("built"));
+            assert_ne!(other, first);
+            let back = id(kept.engine(orders(), "alice", CatalogForm::Postgres).expect("built"));
+            assert_ne!(back, first, "only the last view is kept");
+        }
+    }
 
     #[test]
     fn system_catalog_references_are_recognised_in_any_spelling() {
