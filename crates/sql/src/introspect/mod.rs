@@ -79,6 +79,7 @@ impl KeptCatalog {
         match &self.0 {
             Some((kept, engine)) if *kept == view => Ok(engine.clone()),
             _ => {
+                // The old context goes before the new one is built: a session never holds two.
                 self.0 = None;
                 let engine = Introspection::build(&view.tables, &view.user, view.form)?;
                 self.0 = Some((view, engine.clone()));
