@@ -506,6 +506,37 @@ fn a_catalog_listing_records_what_was_asked_what_it_showed_and_the_permits_behin
 }
 
 #[test]
+fn a_catalog_listing_sent_again_is_recorded_each_time_and_shows_a_policy_edit_at_once() {
+    let lg = Lakegate::start(&[]);
+    let rt = runtime();
+    let alice = rt.block_on(connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])));
+    let listing = "SELECT table_schema, table_name AS probe_0456 FROM information_schema.tables ORDER BY 1, 2";
+    // The second and third are the session's kept answer over the same view (`introspect::KeptCatalog`).
+    let both = rt.block_on(simple(&alice, listing)).expect("alice lists the catalog");
+    assert_eq!(both.len(), 2, "{both:?}");
+    for _ in 0..2 {
+        assert_eq!(rt.block_on(simple(&alice, listing)).as_ref(), Ok(&both));
+    }
+    eventually("three records of the listing", || {
+        let listings = lg
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["action"] == "sql:ListCatalog")
+            .filter(|e| e["sql"]["original"].as_str().is_some_and(|sql| sql.contains("probe_0456")))
+            .count();
+        (listings == 3).then_some(())
+    });
+    // The same session, the same text: the next listing after the edit shows the new view.
+    let text = std::fs::read_to_string(lg.policy_dir().join("sql.cedar")).expect("read sql.cedar");
+    let forbid = "@id(\"no-employees-for-alice\")\nforbid (principal == User::\"alice\", action, resource in Table::\"hr.employees\");";
+    replace_policy(&lg, "sql.cedar", &format!("{text}\n{forbid}\n"), || {
+        rt.block_on(simple(&alice, listing)).is_ok_and(|rows| rows.len() == 1)
+    });
+    let orders = vec![vec![Some("sales".to_owned()), Some("orders".to_owned())]];
+    assert_eq!(rt.block_on(simple(&alice, listing)), Ok(orders));
+}
+
+#[test]
 fn a_catalog_listing_that_may_show_nothing_is_recorded_as_a_default_deny() {
     let lg = Lakegate::start(&[]);
     let rt = runtime();

@@ -161,6 +161,21 @@ def test_sqlalchemy_inspector_lists_only_visible_schemas_tables_and_columns(gw, 
     assert not insp.has_table("secret_bonuses", schema="hr")
 
 
+def test_sqlalchemy_inspectors_walking_one_connection_again_see_each_table_as_the_first_did(gw):
+    """A tool's second walk over one connection, as at a refresh: the same catalog texts again, with other
+    tables' names bound in between. The session answers repeats from what it kept over the same view, so each
+    table must still get its own columns, in its own order."""
+    with engine(gw, "alice").connect() as conn:
+        def walk():
+            insp = sqlalchemy.inspect(conn)  # a new inspector: nothing cached on the client's side
+            return {f"{schema}.{name}": [c["name"] for c in insp.get_columns(name, schema=schema)]
+                    for schema in ("sales", "hr") for name in insp.get_table_names(schema=schema)}
+        first = walk()
+        assert first == VISIBLE["alice"]
+        for _ in range(2):
+            assert walk() == first
+
+
 def test_sqlalchemy_inspector_reports_column_types(gw):
     insp = sqlalchemy.inspect(engine(gw, "carol"))
     types = {c["name"]: c["type"] for c in insp.get_columns("employees", schema="hr")}

@@ -180,6 +180,74 @@ impl std::fmt::Debug for RowSet {
     }
 }
 
+/// A result read whole and kept, to be given again without running its statement: a constant statement's
+/// (`backend::constant`), a catalog query's over a session's kept view (`introspect`).
+#[derive(Debug)]
+pub struct Answer {
+    columns: Vec<Column>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Answer {
+    pub fn new(columns: Vec<Column>, rows: Vec<Vec<Cell>>) -> Self {
+        Answer { columns, rows }
+    }
+
+    /// Reads `set` whole.
+    pub async fn collect(set: RowSet) -> Result<Self, SqlError> {
+        use futures::TryStreamExt;
+        let rows = set.rows.try_collect().await?;
+        Ok(Answer { columns: set.columns, rows })
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The answer as a fresh result, as the engine gave it.
+    pub fn row_set(&self) -> RowSet {
+        RowSet {
+            columns: self.columns.clone(),
+            rows: Box::pin(futures::stream::iter(self.rows.clone().into_iter().map(Ok))),
+        }
+    }
+
+    /// Reads `set` whole if it weighs at most `limit`. A heavier result is given back as a result still to be
+    /// read, the rows read so far first: what is not kept is not held in memory either.
+    pub async fn collect_within(set: RowSet, limit: u64) -> Result<Result<Self, RowSet>, SqlError> {
+        use futures::{StreamExt, TryStreamExt};
+        let RowSet { columns, rows: mut stream } = set;
+        let mut weight = Self::columns_weight(&columns);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.try_next().await? {
+            weight += Self::row_weight(&row);
+            rows.push(row);
+            if weight > limit {
+                let rows = futures::stream::iter(rows.into_iter().map(Ok)).chain(stream);
+                return Ok(Err(RowSet { columns, rows: Box::pin(rows) }));
+            }
+        }
+        Ok(Ok(Answer { columns, rows }))
+    }
+
+    /// About the bytes the answer takes, to bound what is kept.
+    pub fn weight(&self) -> u64 {
+        Self::columns_weight(&self.columns) + self.rows.iter().map(|row| Self::row_weight(row)).sum::<u64>()
+    }
+
+    fn columns_weight(columns: &[Column]) -> u64 {
+        64 + columns.iter().map(|c| c.name.len() as u64 + 32).sum::<u64>()
+    }
+
+    fn row_weight(row: &[Cell]) -> u64 {
+        let cell = |c: &Cell| match c {
+            Cell::Numeric(s) | Cell::Text(s) => s.len() as u64 + 32,
+            _ => 32,
+        };
+        row.iter().map(cell).sum()
+    }
+}
+
 /// PostgreSQL's binary `numeric` format, from and to exact decimal text.
 pub mod numeric {
     const NEGATIVE: u16 = 0x4000;

@@ -18,46 +18,11 @@ use sqlparser::ast::{Expr, SetExpr, Statement, Value, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::rows::{Cell, Column, RowSet};
+use crate::rows::Answer;
 
 /// The most bytes of statement text and answer [`ConstantAnswers`] keeps: a client sending ever new constant
 /// texts (`SELECT 1`, `SELECT 2`, ...) replaces older answers, it does not grow the process.
 const KEPT_WEIGHT: u64 = 256 << 10;
-
-/// A kept answer: the columns and the rows (one, or none under `LIMIT 0` or a false `WHERE`).
-#[derive(Debug)]
-pub(super) struct Answer {
-    columns: Vec<Column>,
-    rows: Vec<Vec<Cell>>,
-}
-
-impl Answer {
-    pub(super) fn new(columns: Vec<Column>, rows: Vec<Vec<Cell>>) -> Self {
-        Answer { columns, rows }
-    }
-
-    pub(super) fn columns(&self) -> &[Column] {
-        &self.columns
-    }
-
-    /// The answer as a fresh result, as the engine gave it.
-    pub(super) fn row_set(&self) -> RowSet {
-        RowSet {
-            columns: self.columns.clone(),
-            rows: Box::pin(futures::stream::iter(self.rows.clone().into_iter().map(Ok))),
-        }
-    }
-
-    fn weight(&self) -> u64 {
-        let cell = |c: &Cell| match c {
-            Cell::Numeric(s) | Cell::Text(s) => s.len() + 32,
-            _ => 32,
-        };
-        let columns: usize = self.columns.iter().map(|c| c.name.len() + 32).sum();
-        let rows: usize = self.rows.iter().flatten().map(cell).sum();
-        (columns + rows + 64) as u64
-    }
-}
 
 /// Answers of constant statements, by their text.
 pub(super) struct ConstantAnswers {
@@ -133,6 +98,7 @@ mod tests {
     use super::*;
     use crate::backend::embedded::Embedded;
     use crate::backend::{Backend, Caller};
+    use crate::rows::{Cell, Column};
     use futures::TryStreamExt;
 
     #[test]

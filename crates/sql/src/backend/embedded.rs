@@ -11,21 +11,44 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::arrow::{batch_rows, column_type, columns_of};
-use super::constant::{Answer, ConstantAnswers, is_constant};
+use super::constant::{ConstantAnswers, is_constant};
 use super::iceberg::{IcebergFiles, IcebergTable};
 use super::{Backend, Caller};
 use crate::error::SqlError;
-use crate::rows::{Column, ColumnType, RowSet};
+use crate::rows::{Answer, Column, ColumnType, RowSet};
 use lakegate_core::policy::catalog::{Catalog, TableDef, TableFormat};
 
 /// What a statement may plan on this engine: queries only.
 fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// Whether every function `plan` calls, in its subqueries too, is immutable: its result is fixed by its
+/// arguments alone. DataFusion calls `now()` and `current_date` stable (fixed within one statement) and
+/// `random()` volatile; the catalog context's own functions are immutable over the view they were built for.
+fn calls_only_immutable_functions(plan: &LogicalPlan) -> bool {
+    let mut immutable = true;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(call) = e
+                    && call.func.signature().volatility != Volatility::Immutable
+                {
+                    immutable = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    walked.is_ok() && immutable
 }
 
 /// DataFusion over the warehouse directory.
@@ -82,18 +105,27 @@ impl Embedded {
         Embedded { ctx, constants: None }
     }
 
-    /// Plans and runs `sql`.
-    async fn run(&self, sql: &str) -> Result<RowSet, SqlError> {
+    /// Plans and runs `sql` over a context that does not change while it is kept (a session's catalog
+    /// context): its rows, and whether the same text would give the same rows again over this context, which it
+    /// does when its plan calls no function but immutable ones (no `now()`, no `random()`).
+    pub async fn query_repeatable(&self, sql: &str) -> Result<(RowSet, bool), SqlError> {
+        self.run(sql).await
+    }
+
+    /// Plans and runs `sql`; whether its plan calls only immutable functions (see [`Self::query_repeatable`]).
+    async fn run(&self, sql: &str) -> Result<(RowSet, bool), SqlError> {
         let (ctx, sql) = (self.ctx.clone(), sql.to_owned());
-        let (columns, batches) = off_connection_thread(async move {
+        let (columns, batches, immutable) = off_connection_thread(async move {
             let plan = ctx.state().create_logical_plan(&sql).await.map_err(backend_error)?;
             // Read-only, whatever the text: `SELECT ... INTO` would register a table in a context that outlives
             // the statement (the engine's, a session's kept catalog context).
             read_only().verify_plan(&plan).map_err(backend_error)?;
+            // Before the optimiser, which folds `now()` into a literal.
+            let immutable = calls_only_immutable_functions(&plan);
             let plan = super::fence::fenced(plan).map_err(backend_error)?;
             let df = ctx.execute_logical_plan(plan).await.map_err(backend_error)?;
             let columns = columns_of(&Arc::new(df.schema().as_arrow().clone()));
-            Ok((columns, df.execute_stream().await.map_err(backend_error)?))
+            Ok((columns, df.execute_stream().await.map_err(backend_error)?, immutable))
         })
         .await?;
         // One batch in memory at a time: each batch is turned into rows as the client reads them.
@@ -123,7 +155,7 @@ impl Embedded {
                 .boxed()
             }
         };
-        Ok(RowSet { columns, rows: Box::pin(rows.flat_map(futures::stream::iter)) })
+        Ok((RowSet { columns, rows: Box::pin(rows.flat_map(futures::stream::iter)) }, immutable))
     }
 
     /// The kept answer to `sql` if it is a constant statement answered before.
@@ -283,12 +315,10 @@ impl Backend for Embedded {
             return Ok(answer.row_set());
         }
         let Some(constants) = self.constants.as_ref().filter(|_| is_constant(sql)) else {
-            return self.run(sql).await;
+            return Ok(self.run(sql).await?.0);
         };
         // One row at most (a SELECT without FROM): read whole, kept once the engine gave it without error.
-        let set = self.run(sql).await?;
-        let rows = set.rows.try_collect().await?;
-        let answer = Arc::new(Answer::new(set.columns, rows));
+        let answer = Arc::new(Answer::collect(self.run(sql).await?.0).await?);
         constants.keep(sql, answer.clone());
         Ok(answer.row_set())
     }

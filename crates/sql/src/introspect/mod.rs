@@ -1,10 +1,11 @@
 //! Catalog introspection as tools do it (psql's `\dt`, JDBC DatabaseMetaData, SQLAlchemy's inspector),
 //! answered from the governed catalog: only the relations and columns the principal may see.
 //!
-//! A query that names `pg_catalog` or `information_schema` runs on a DataFusion context built for this one
-//! query, holding synthetic `pg_catalog` and `information_schema` tables filled from the principal's view of
-//! the catalog, and nothing else: no data table is registered there, so a query mixing catalog and data
-//! cannot read data, and catalog queries never reach a backend.
+//! A query that names `pg_catalog` or `information_schema` runs on a DataFusion context built for the
+//! principal's view of the catalog, holding synthetic `pg_catalog` and `information_schema` tables filled from
+//! that view, and nothing else: no data table is registered there, so a query mixing catalog and data cannot
+//! read data, and catalog queries never reach a backend. A session keeps its last context, and the answers
+//! given over it, for as long as the gate decides the same view ([`KeptCatalog`]).
 //!
 //! - `tables`: every catalog table, filled from the principal's view or kept empty.
 //! - `functions`: every function catalog queries call.
@@ -30,7 +31,7 @@ mod tables;
 use crate::SqlService;
 use crate::backend::Backend as _;
 use crate::error::SqlError;
-use crate::rows::{Column, ColumnType};
+use crate::rows::{Answer, Column, ColumnType};
 use crate::session::Outcome;
 use lakegate_core::gate::{FilterCache, GateError, Origin, VisibleTable};
 use lakegate_core::identity::Principal;
@@ -49,18 +50,24 @@ pub struct Catalog<'a> {
     pub kept: &'a mut KeptCatalog,
 }
 
-/// The catalog context a session built for its last catalog query, and the view it shows. Tools send catalog
-/// queries in runs (DBeaver and DataGrip dozens as a user browses, JDBC's `DatabaseMetaData` one per call), and
-/// the principal's view rarely changes between two of them; building the context (every catalog table filled
-/// and registered, a DataFusion state) was a fifth of such a query's CPU. The context is reused only for exactly
-/// the view it was built for: the same visible tables and columns, the same user, the same form. Whatever the
-/// gate decides differently (a policy edit, a table added) builds a new one.
+/// The catalog context a session built for its last catalog query, the view it shows, and the answers given
+/// over it. Tools send catalog queries in runs (DBeaver and DataGrip dozens as a user browses, JDBC's
+/// `DatabaseMetaData` one per call, the same ones again at every refresh), and the principal's view rarely
+/// changes between two of them. Building the context (every catalog table filled and registered, a DataFusion
+/// state) was a fifth of such a query's CPU, and planning it on DataFusion most of the rest.
+///
+/// The context is reused only for exactly the view it was built for: the same visible tables and columns, the
+/// same user, the same form. Whatever the gate decides differently (a policy edit, a table added) builds a new
+/// one, and the answers kept over the old one go with it. An answer is kept under the query's text (its
+/// parameters bound into it) when the query calls no function but immutable ones: over an unchanged context
+/// the same text then has the same rows. Every catalog query still goes through the gate and is recorded,
+/// kept answer or not.
 #[derive(Default)]
-pub struct KeptCatalog(Option<(BuiltFor, Introspection)>);
+pub struct KeptCatalog(Option<KeptView>);
 
 impl std::fmt::Debug for KeptCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("KeptCatalog").field(&self.0.as_ref().map(|(view, _)| view.tables.len())).finish()
+        f.debug_tuple("KeptCatalog").field(&self.0.as_ref().map(|kept| kept.view.tables.len())).finish()
     }
 }
 
@@ -72,19 +79,67 @@ struct BuiltFor {
     form: CatalogForm,
 }
 
+/// A session's catalog context and what was answered over it.
+struct KeptView {
+    view: BuiltFor,
+    engine: Introspection,
+    answers: quick_cache::unsync::Cache<String, Answer, AnswerWeight>,
+}
+
+/// The most bytes of query text and rows a session keeps as catalog answers; a larger answer is not kept. A
+/// client sending ever new catalog texts replaces older answers, it does not grow its session.
+const KEPT_ANSWERS_WEIGHT: u64 = 128 << 10;
+
+#[derive(Clone)]
+struct AnswerWeight;
+
+impl quick_cache::Weighter<String, Answer> for AnswerWeight {
+    fn weight(&self, sql: &String, answer: &Answer) -> u64 {
+        sql.len() as u64 + answer.weight()
+    }
+}
+
 impl KeptCatalog {
-    /// The context showing `tables` to `user` in `form`: the kept one if it was built for exactly that view.
-    fn engine(&mut self, tables: Vec<VisibleTable>, user: &str, form: CatalogForm) -> Result<Introspection, SqlError> {
+    /// The context showing `tables` to `user` in `form`, with its answers: the kept one if it was built for
+    /// exactly that view.
+    fn view(&mut self, tables: Vec<VisibleTable>, user: &str, form: CatalogForm) -> Result<&mut KeptView, SqlError> {
         let view = BuiltFor { tables, user: user.to_owned(), form };
-        match &self.0 {
-            Some((kept, engine)) if *kept == view => Ok(engine.clone()),
-            _ => {
+        let kept = match self.0.take() {
+            Some(kept) if kept.view == view => kept,
+            old => {
                 // The old context goes before the new one is built: a session never holds two.
-                self.0 = None;
+                drop(old);
                 let engine = Introspection::build(&view.tables, &view.user, view.form)?;
-                self.0 = Some((view, engine.clone()));
-                Ok(engine)
+                let answers = quick_cache::unsync::Cache::with_weighter(64, KEPT_ANSWERS_WEIGHT, AnswerWeight);
+                KeptView { view, engine, answers }
             }
+        };
+        Ok(self.0.insert(kept))
+    }
+
+    /// The rows of the catalog query `sql` (normalised) over the context showing `tables` to `user`.
+    async fn answer(
+        &mut self,
+        tables: Vec<VisibleTable>,
+        user: &str,
+        form: CatalogForm,
+        sql: &str,
+    ) -> Result<crate::rows::RowSet, SqlError> {
+        let kept = self.view(tables, user, form)?;
+        if let Some(answer) = kept.answers.get(sql) {
+            return Ok(answer.row_set());
+        }
+        let (rows, repeatable) = kept.engine.query(sql).await.map_err(unsupported)?;
+        if !repeatable {
+            return Ok(rows);
+        }
+        match Answer::collect_within(rows, KEPT_ANSWERS_WEIGHT.saturating_sub(sql.len() as u64)).await? {
+            Ok(answer) => {
+                let rows = answer.row_set();
+                kept.answers.insert(sql.to_owned(), answer);
+                Ok(rows)
+            }
+            Err(too_large_to_keep) => Ok(too_large_to_keep),
         }
     }
 }
@@ -249,14 +304,7 @@ pub async fn query(
         slot.finish();
         return Ok(Outcome::Rows(crate::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
     }
-    let result = match catalog.kept.engine(listing.tables, &principal.subject, catalog.form) {
-        Ok(engine) => {
-            let caller = crate::backend::Caller { principal, request_id: &origin.request_id };
-            engine.query(&normalized, &caller).await.map_err(unsupported)
-        }
-        Err(e) => Err(e),
-    };
-    match result {
+    match catalog.kept.answer(listing.tables, &principal.subject, catalog.form, &normalized).await {
         Ok(rows) => {
             // Catalog answers are small and built in memory; the record is complete once they are planned.
             slot.finish();
@@ -639,9 +687,10 @@ impl Introspection {
         backend.describe(sql).await
     }
 
-    async fn query(&self, sql: &str, caller: &crate::backend::Caller<'_>) -> Result<crate::rows::RowSet, SqlError> {
+    /// The rows of `sql`, and whether the same text gives the same rows again over this context.
+    async fn query(&self, sql: &str) -> Result<(crate::rows::RowSet, bool), SqlError> {
         let backend = crate::backend::embedded::Embedded::from_context(self.ctx.clone());
-        backend.query(sql, caller).await
+        backend.query_repeatable(sql).await
     }
 }
 
@@ -650,6 +699,7 @@ mod tests {
     use super::functions::format_type;
     use super::tables::typmod_of;
     use super::*;
+    use crate::rows::Cell;
 
     fn visible(name: &str, columns: &[&str]) -> VisibleTable {
         VisibleTable {
@@ -669,10 +719,10 @@ mod tests {
     #[test]
     fn a_kept_catalog_context_serves_only_the_view_it_was_built_for() {
         let mut kept = KeptCatalog::default();
-        let id = |e: Introspection| e.ctx.session_id();
+        let mut id = |tables, user, form| kept.view(tables, user, form).expect("built").engine.ctx.session_id();
         let orders = || vec![visible("orders", &["id", "region"])];
-        let first = id(kept.engine(orders(), "alice", CatalogForm::Postgres).expect("built"));
-        assert_eq!(id(kept.engine(orders(), "alice", CatalogForm::Postgres).expect("kept")), first);
+        let first = id(orders(), "alice", CatalogForm::Postgres);
+        assert_eq!(id(orders(), "alice", CatalogForm::Postgres), first);
         // Any difference in what the gate let the principal see, or in who or which front asks, builds anew.
         for (tables, user, form) in [
             (vec![visible("orders", &["id"])], "alice", CatalogForm::Postgres),
@@ -680,10 +730,74 @@ mod tests {
             (orders(), "bob", CatalogForm::Postgres),
             (orders(), "alice", CatalogForm::Trino),
         ] {
-            let other = id(kept.engine(tables, user, form).expect("built"));
+            let other = id(tables, user, form);
             assert_ne!(other, first);
-            let back = id(kept.engine(orders(), "alice", CatalogForm::Postgres).expect("built"));
+            let back = id(orders(), "alice", CatalogForm::Postgres);
             assert_ne!(back, first, "only the last view is kept");
+        }
+    }
+
+    /// The rows of the catalog query `sql` over `tables` as alice sees them, and how many answers are kept.
+    async fn answered(kept: &mut KeptCatalog, tables: Vec<VisibleTable>, sql: &str) -> (Vec<Vec<Cell>>, usize) {
+        use futures::TryStreamExt;
+        let normalized = normalize(sql).expect("a catalog query");
+        let set = kept.answer(tables, "alice", CatalogForm::Postgres, &normalized).await.expect("answered");
+        let rows = set.rows.try_collect().await.expect("rows");
+        (rows, kept.0.as_ref().map_or(0, |k| k.answers.len()))
+    }
+
+    #[tokio::test]
+    async fn a_catalog_answer_is_given_again_only_over_the_view_it_was_given_for() {
+        let mut kept = KeptCatalog::default();
+        let orders = || vec![visible("orders", &["id", "region"])];
+        let both =
+            || vec![visible("orders", &["id", "region"]), VisibleTable { position: 1, ..visible("refunds", &["id"]) }];
+        let names = "SELECT c.relname, pg_catalog.format_type(a.atttypid, a.atttypmod) \
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+                     WHERE c.relkind = 'r' AND a.attnum > 0 ORDER BY 1";
+        let text = |name: &str| vec![Cell::Text(name.into()), Cell::Text("text".into())];
+
+        let (first, count) = answered(&mut kept, orders(), names).await;
+        assert_eq!(first, vec![text("orders"), text("orders")]);
+        assert_eq!(count, 1, "a query of immutable functions is kept");
+        assert_eq!(answered(&mut kept, orders(), names).await, (first.clone(), 1));
+
+        // Another view: the answers kept over the old one are gone with it.
+        let (second, count) = answered(&mut kept, both(), names).await;
+        assert_eq!(second, vec![text("orders"), text("orders"), text("refunds")]);
+        assert_eq!(count, 1);
+        assert_eq!(answered(&mut kept, orders(), names).await, (first, 1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_to_keep_is_given_whole_and_not_kept() {
+        let mut kept = KeptCatalog::default();
+        let columns: Vec<String> = (0..20).map(|c| format!("a_rather_long_column_name_{c:02}")).collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let many = || -> Vec<VisibleTable> {
+            (0..200).map(|t| VisibleTable { position: t, ..visible(&format!("table_{t:03}"), &columns) }).collect()
+        };
+        let sql = "SELECT c.relname, a.attname FROM pg_catalog.pg_class c \
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE a.attnum > 0";
+        let (rows, count) = answered(&mut kept, many(), sql).await;
+        assert_eq!(rows.len(), 200 * 20);
+        assert_eq!(count, 0, "about 400 KiB of rows is more than a session keeps");
+        assert_eq!(answered(&mut kept, many(), sql).await.0.len(), 200 * 20);
+    }
+
+    #[tokio::test]
+    async fn a_catalog_query_calling_a_function_that_can_change_is_run_every_time() {
+        let mut kept = KeptCatalog::default();
+        let orders = || vec![visible("orders", &["id"])];
+        for sql in [
+            "SELECT relname, now() FROM pg_catalog.pg_class",
+            "SELECT relname FROM pg_catalog.pg_class WHERE random() >= 0",
+            "SELECT relname FROM pg_catalog.pg_class \
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE current_date IS NOT NULL)",
+        ] {
+            let (rows, count) = answered(&mut kept, orders(), sql).await;
+            assert_eq!(rows.len(), 1, "{sql}");
+            assert_eq!(count, 0, "{sql}");
         }
     }
 
