@@ -50,6 +50,8 @@ pub struct SqlService {
     pub keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
     /// The rewriter's index of the catalog in force, shared by every session.
     catalogs: rewrite::CatalogCache,
+    /// Catalog query texts read before, shared by every session.
+    catalog_readings: introspect::Readings,
 }
 
 /// Why the SQL front could not start.
@@ -115,6 +117,7 @@ impl SqlService {
             },
             keyring,
             catalogs: rewrite::CatalogCache::default(),
+            catalog_readings: introspect::Readings::default(),
             backends,
         }))
     }

@@ -349,14 +349,19 @@ impl Session {
             });
             return Err(self.refused(sql, request_id, None, err).await);
         }
-        if introspect::is_catalog_query(sql) {
-            if let Some(parts) = introspect::statements(sql) {
-                return self.prepare_each(sql, &parts, request_id).await;
-            }
-            // A catalog query naming a data table or a catalog the gateway lacks is refused here, so that the
-            // refusal is recorded like any other.
-            if let Err(e) = introspect::check(sql) {
-                return Err(self.refused(sql, request_id, None, e).await);
+        // A text read before as one catalog query that passed the check is one again: no parse.
+        let readings = &self.service.catalog_readings;
+        let known = readings.known(sql);
+        if known || introspect::is_catalog_query(sql) {
+            if !known {
+                if let Some(parts) = introspect::statements(sql) {
+                    return self.prepare_each(sql, &parts, request_id).await;
+                }
+                // A catalog query naming a data table or a catalog the gateway lacks is refused here, so that
+                // the refusal is recorded like any other.
+                if let Err(e) = readings.read(sql) {
+                    return Err(self.refused(sql, request_id, None, e).await);
+                }
             }
             let kind = PreparedKind::Introspect(sql.to_owned());
             return Ok(vec![Prepared { original: sql.to_owned(), kind, literals: Vec::new() }]);
@@ -375,7 +380,7 @@ impl Session {
         let mut prepared = Vec::with_capacity(parts.len());
         for part in parts {
             if introspect::is_catalog_query(part) {
-                if let Err(e) = introspect::check(part) {
+                if let Err(e) = self.service.catalog_readings.read(part) {
                     return Err(self.refused(sql, request_id, None, e).await);
                 }
                 let kind = PreparedKind::Introspect(part.clone());
@@ -570,7 +575,7 @@ impl Session {
                 _ => Ok(Vec::new()),
             },
             PreparedKind::Session { command, .. } => Ok(session_columns(command)),
-            PreparedKind::Introspect(sql) => introspect::describe(sql).await,
+            PreparedKind::Introspect(sql) => introspect::describe(&self.service.catalog_readings, sql).await,
         }
     }
 

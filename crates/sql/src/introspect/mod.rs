@@ -14,7 +14,7 @@
 //!   PostgreSQL-only syntax into what DataFusion plans.
 
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sqlparser::ast::{
@@ -35,6 +35,7 @@ use crate::rows::{Answer, Column, ColumnType};
 use crate::session::Outcome;
 use lakegate_core::gate::{FilterCache, GateError, Origin, VisibleTable};
 use lakegate_core::identity::Principal;
+use lakegate_core::per_cpu_cache::PerCpuCache;
 
 /// How the catalog names types: PostgreSQL's names (`int8`, `text`, `numeric`) for the wire front, Trino's
 /// (`bigint`, `varchar`, `decimal(12,2)`) in `information_schema.columns` for the Trino front.
@@ -248,29 +249,101 @@ fn folded(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-/// Checks a catalog query before it is run or described: the relations it names and the syntax the
-/// emulation needs. The session records a failure as a refusal.
-pub fn check(sql: &str) -> Result<(), SqlError> {
-    normalize(sql).map(|_| ())
+/// One catalog query's text as the catalog context runs it, read once.
+#[derive(Debug)]
+pub struct Reading {
+    /// The text in what DataFusion plans ([`normalize`]).
+    normalized: String,
+    /// The columns, when the query's shape leaves it no rows ([`empty_result`]).
+    empty: Option<Vec<Column>>,
+    /// The columns, once described ([`describe`]).
+    columns: tokio::sync::OnceCell<Vec<Column>>,
+}
+
+/// Catalog texts read before, by text. A reading is a function of the text alone (the relations it names, its
+/// syntax), not of who sends it, so one store serves every session. A catalog query sent again (tools send the
+/// same ones at every refresh) was parsed five times a query: recognised, split, checked, normalised and looked
+/// at for an empty answer, a third of its connection thread's time; a kept text is parsed not at all.
+///
+/// Only a text recognised as one catalog query ([`is_catalog_query`]) that passed the check is kept, so a kept
+/// reading tells the session at once that a text takes the catalog's road (see `Session::prepare`).
+pub struct Readings {
+    kept: PerCpuCache<String, Arc<Reading>, ReadingWeight>,
+}
+
+/// The most bytes of text the kept readings hold: a client sending ever new catalog texts replaces older ones.
+const KEPT_READINGS_WEIGHT: u64 = 4 << 20;
+
+#[derive(Clone)]
+struct ReadingWeight;
+
+impl quick_cache::Weighter<String, Arc<Reading>> for ReadingWeight {
+    fn weight(&self, sql: &String, reading: &Arc<Reading>) -> u64 {
+        let empty = reading.empty.iter().flatten().map(|c| c.name.len() + 32).sum::<usize>();
+        (64 + sql.len() + reading.normalized.len() + empty) as u64
+    }
+}
+
+impl std::fmt::Debug for Readings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readings").finish_non_exhaustive()
+    }
+}
+
+impl Default for Readings {
+    fn default() -> Self {
+        Readings { kept: PerCpuCache::with_weighter(1024, KEPT_READINGS_WEIGHT, ReadingWeight) }
+    }
+}
+
+impl Readings {
+    /// Whether `sql` was read before as one catalog query that passed the check.
+    pub fn known(&self, sql: &str) -> bool {
+        self.kept.get(sql).is_some()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Checks `sql` as one catalog query: the relations it names and the syntax the emulation needs, and reads
+    /// it for the engine. The session records a failure as a refusal.
+    pub fn read(&self, sql: &str) -> Result<Arc<Reading>, SqlError> {
+        if let Some(reading) = self.kept.get(sql) {
+            return Ok(reading);
+        }
+        let (normalized, empty) = (normalize(sql)?, empty_result(sql));
+        let reading = Arc::new(Reading { normalized, empty, columns: Default::default() });
+        // The text of a prepared catalog query with its parameters bound is read here too; it is one catalog
+        // query as the text it was bound into was, and checked as such before it is kept.
+        if is_catalog_query(sql) {
+            self.kept.insert(sql.to_owned(), reading.clone());
+        }
+        Ok(reading)
+    }
 }
 
 /// The columns a catalog query returns. They do not depend on what the principal may see, so describing
-/// decides nothing: the query runs over an empty catalog of the same shape.
-pub async fn describe(sql: &str) -> Result<Vec<Column>, SqlError> {
-    let normalized = normalize(sql)?;
-    if let Some(columns) = empty_result(sql) {
-        return Ok(columns);
+/// decides nothing: the query is planned over an empty catalog of the same shape, once a text.
+pub async fn describe(readings: &Readings, sql: &str) -> Result<Vec<Column>, SqlError> {
+    let reading = readings.read(sql)?;
+    if let Some(columns) = &reading.empty {
+        return Ok(columns.clone());
     }
-    // The columns do not depend on the view: one empty context serves every description.
-    static EMPTY: std::sync::OnceLock<Introspection> = std::sync::OnceLock::new();
-    let engine = match EMPTY.get() {
-        Some(engine) => engine.clone(),
-        None => {
-            let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
-            EMPTY.get_or_init(|| engine).clone()
-        }
-    };
-    engine.describe(&normalized).await.map_err(unsupported)
+    let described = reading.columns.get_or_try_init(|| async {
+        // The columns do not depend on the view: one empty context serves every description.
+        static EMPTY: std::sync::OnceLock<Introspection> = std::sync::OnceLock::new();
+        let engine = match EMPTY.get() {
+            Some(engine) => engine.clone(),
+            None => {
+                let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
+                EMPTY.get_or_init(|| engine).clone()
+            }
+        };
+        engine.describe(&reading.normalized).await.map_err(unsupported)
+    });
+    Ok(described.await?.clone())
 }
 
 /// A catalog query the engine cannot plan is a feature the emulation lacks (0A000), not a fault of the gateway;
@@ -293,18 +366,19 @@ pub async fn query(
     sql: &str,
     catalog: Catalog<'_>,
 ) -> Result<Outcome, SqlError> {
-    let normalized = normalize(sql)?;
+    let reading = service.catalog_readings.read(sql)?;
     // Through the gate even when the answer is known to be empty: every catalog query is recorded.
     let listing = service.gate.list_catalog(origin, principal, sql, cache).await.map_err(|e| match e {
         GateError::Policy(e) => SqlError::Policy(e.to_string()),
         other => SqlError::AuditUnavailable(other.to_string()),
     })?;
     let mut slot = listing.slot;
-    if let Some(columns) = empty_result(sql) {
+    if let Some(columns) = &reading.empty {
         slot.finish();
+        let columns = columns.clone();
         return Ok(Outcome::Rows(crate::rows::RowSet { columns, rows: Box::pin(futures::stream::empty()) }));
     }
-    match catalog.kept.answer(listing.tables, &principal.subject, catalog.form, &normalized).await {
+    match catalog.kept.answer(listing.tables, &principal.subject, catalog.form, &reading.normalized).await {
         Ok(rows) => {
             // Catalog answers are small and built in memory; the record is complete once they are planned.
             slot.finish();
@@ -799,6 +873,40 @@ mod tests {
             assert_eq!(rows.len(), 1, "{sql}");
             assert_eq!(count, 0, "{sql}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_a_text_recognised_as_one_catalog_query_that_passed_the_check_is_kept_as_read() {
+        let readings = Readings::default();
+        let listing = "SELECT relname FROM pg_catalog.pg_class WHERE relkind = 'r'";
+        let first = readings.read(listing).expect("a catalog query");
+        assert_eq!(readings.len(), 1);
+        // Refused, or not a catalog query (though the normaliser takes it): never kept, so `Session::prepare`
+        // cannot take a data query, or a refused one, for a known catalog text.
+        for sql in [
+            "SELECT relname FROM pg_catalog.pg_class, sales.orders",
+            "SELECT * FROM pg_catalog.pg_no_such_catalog",
+            "SELECT 1",
+            "SELECT region FROM sales.orders",
+        ] {
+            let _ = readings.read(sql);
+            assert_eq!(readings.len(), 1, "{sql}");
+        }
+        assert!(readings.read("SELECT relname FROM pg_catalog.pg_class, sales.orders").is_err());
+        assert_eq!(readings.read(listing).expect("read again").normalized, first.normalized);
+    }
+
+    #[tokio::test]
+    async fn a_catalog_text_is_described_as_the_engine_plans_it_every_time() {
+        let readings = Readings::default();
+        let sql = "SELECT c.relname, c.oid::regclass AS name, n.nspname FROM pg_catalog.pg_class c \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace";
+        let first = describe(&readings, sql).await.expect("described");
+        let names: Vec<&str> = first.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["relname", "name", "nspname"]);
+        assert_eq!(describe(&readings, sql).await.expect("described again"), first);
+        let empty = "SELECT conname FROM pg_catalog.pg_constraint";
+        assert_eq!(describe(&readings, empty).await.expect("described").len(), 1);
     }
 
     #[test]
