@@ -145,6 +145,35 @@ def test_psycopg_server_side_prepared_statements_stay_governed(gw):
             assert rows == [(12,)]
 
 
+def test_psycopg_statements_it_prepared_by_itself_are_dropped_at_a_rollback(gw):
+    """psycopg 3 prepares a statement on the server from its fifth run in a transaction (`prepare_threshold`);
+    at a rollback it forgets them all and sends `DEALLOCATE ALL`, as at every checkin to SQLAlchemy's pool."""
+    with connect(gw, "alice") as c:
+        for _ in range(3):
+            for _ in range(6):
+                rows = c.execute("select count(*) from sales.orders where customer <> %s", ("nobody",)).fetchall()
+                assert rows == [(12,)]
+            c.rollback()
+
+
+def test_psycopg_deallocate_drops_prepared_statements_by_name_or_all(gw):
+    sqlstate = psycopg.pq.DiagnosticField.SQLSTATE
+    with connect(gw, "alice") as c:
+        c.autocommit = True
+        pg = c.pgconn
+        for name in (b"first", b"second"):
+            assert pg.prepare(name, b"select count(*) from sales.orders").status == psycopg.pq.ExecStatus.COMMAND_OK
+        c.execute("DEALLOCATE first")
+        assert pg.exec_prepared(b"first", []).error_field(sqlstate) == b"26000"
+        assert pg.exec_prepared(b"second", []).get_value(0, 0) == b"12"
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+            c.execute("DEALLOCATE first")
+        c.execute("DEALLOCATE ALL")
+        assert pg.exec_prepared(b"second", []).error_field(sqlstate) == b"26000"
+        # The names are free again, as on PostgreSQL.
+        assert pg.prepare(b"first", b"select 1").status == psycopg.pq.ExecStatus.COMMAND_OK
+
+
 def test_psycopg_a_large_result_is_sent_as_it_is_produced(gw):
     """The extended protocol (psycopg, pgJDBC) must not hold a result whole before its first row: a client that
     reads one row of 2,985,984 and leaves is recorded as having received far fewer rows than the result holds."""
@@ -207,10 +236,13 @@ def test_sqlalchemy_pool_pre_ping_lends_the_same_connection_again(gw):
     )
     opened = []
     sqlalchemy.event.listen(eng, "connect", lambda dbapi_connection, record: opened.append(record))
-    for _ in range(4):
+    # Six runs a checkout: from the fifth run in a transaction psycopg prepares the query on the server, and the
+    # checkin's rollback then sends `DEALLOCATE ALL`, which must succeed too.
+    query = sqlalchemy.text("select distinct region from sales.orders where amount > :least")
+    for _ in range(3):
         with eng.connect() as conn:
-            rows = conn.execute(sqlalchemy.text("select distinct region from sales.orders")).fetchall()
-        assert rows == [("US",)]
+            for _ in range(6):
+                assert conn.execute(query, {"least": 0}).fetchall() == [("US",)]
     assert len(opened) == 1
     eng.dispose()
 

@@ -41,6 +41,7 @@ use tokio_postgres::types::{IsNull, ToSql, to_sql_checked};
 use super::SqlService;
 use super::bind::is_number;
 use super::error::SqlError;
+use super::rewrite::Deallocation;
 use super::rows::{Cell, Column, ColumnType, numeric};
 use super::session::{Outcome, Param, Prepared, SERVER_VERSION, Session};
 use lakegate_core::audit::Front;
@@ -85,6 +86,7 @@ pub async fn serve(
                 cancels: cancels.clone(),
                 cancel: Arc::new(std::sync::Mutex::new(None)),
                 described: Arc::new(std::sync::Mutex::new(None)),
+                named: Arc::default(),
             });
             let acceptor = acceptor.clone();
             let drain = drain.clone();
@@ -310,6 +312,8 @@ struct Connection {
     cancel: Arc<std::sync::Mutex<Option<CancelKey>>>,
     /// The rows of a query run at the Describe of its portal, waiting for that portal's Execute.
     described: Arc<std::sync::Mutex<Option<Described>>>,
+    /// The names of the client's prepared statements in pgwire's store, which lists none, for `DEALLOCATE ALL`.
+    named: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// A query run at the Describe of its portal, before the Execute asks for it.
@@ -342,6 +346,31 @@ impl Connection {
 
     fn cancel_handle(&self) -> Option<Arc<pgwire::api::ConnectionHandle>> {
         self.cancel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(h, _)| h.clone())
+    }
+
+    fn named(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `DEALLOCATE`: drops prepared statements from the store this front keeps them in, as PostgreSQL does.
+    fn deallocate<S: PortalStore>(&self, store: &S, which: &Deallocation) -> Result<Outcome, SqlError> {
+        let mut named = self.named();
+        match which {
+            Deallocation::All => {
+                for name in std::mem::take(&mut *named) {
+                    store.rm_statement(&name);
+                }
+                Ok(Outcome::Command("DEALLOCATE ALL".into()))
+            }
+            Deallocation::Named(name) if named.remove(name) => {
+                store.rm_statement(name);
+                Ok(Outcome::Command("DEALLOCATE".into()))
+            }
+            Deallocation::Named(name) => Err(SqlError::Backend {
+                sqlstate: "26000".into(),
+                message: format!("prepared statement \"{name}\" does not exist"),
+            }),
+        }
     }
 }
 
@@ -602,7 +631,7 @@ impl Connection {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -616,7 +645,11 @@ impl SimpleQueryHandler for Connection {
         let prepared = session.prepare(query, &request_id).await.map_err(|e| pg_error(&e))?;
         let mut responses = Vec::with_capacity(prepared.len());
         for p in &prepared {
-            match session.run(p, &[], &request_id).await {
+            let outcome = match p.deallocation() {
+                Some(which) => self.deallocate(client.portal_store(), which),
+                None => session.run(p, &[], &request_id).await,
+            };
+            match outcome {
                 Ok(outcome) => responses.push(response(outcome, &Format::UnifiedText)),
                 Err(e) => {
                     let PgWireError::UserError(info) = pg_error(&e) else { break };
@@ -812,6 +845,28 @@ impl ExtendedQueryHandler for Connection {
         Arc::new(self.clone())
     }
 
+    /// As pgwire's; a statement closed leaves the names `DEALLOCATE ALL` drops.
+    async fn on_close<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::messages::extendedquery::{CloseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT};
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                self.named().remove(name);
+                client.portal_store().rm_statement(name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client.send(PgWireBackendMessage::CloseComplete(CloseComplete::new())).await?;
+        Ok(())
+    }
+
     /// As pgwire's, but ParseComplete is buffered (see the note on this impl).
     async fn on_parse<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Parse) -> PgWireResult<()>
     where
@@ -820,11 +875,13 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        if name != pgwire::api::DEFAULT_NAME {
+            self.named().insert(name.to_owned());
+        }
         match StoredStatement::parse(client, &message, self.query_parser()).await? {
             Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
-            None => {
-                client.portal_store().put_empty_statement(message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME))
-            }
+            None => client.portal_store().put_empty_statement(name),
         }
         client.feed(PgWireBackendMessage::ParseComplete(pgwire::messages::extendedquery::ParseComplete::new())).await?;
         Ok(())
@@ -1023,13 +1080,17 @@ impl ExtendedQueryHandler for Connection {
         Ok(DescribePortalResponse::new(fields(&columns, &target.result_column_format)))
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Statement>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Statement>, _max_rows: usize) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(which) = portal.statement.statement.prepared.deallocation() {
+            let outcome = self.deallocate(client.portal_store(), which).map_err(|e| pg_error(&e))?;
+            return Ok(response(outcome, &portal.result_column_format));
+        }
         // The rows its Describe ran, if this is that portal; rows run for another portal are dropped.
         if let Some(described) = self.take_described()
             && std::ptr::eq(Arc::as_ptr(&described.portal), portal)

@@ -19,8 +19,8 @@ use super::error::SqlError;
 use super::introspect;
 use super::lift::{lift, shape_text};
 use super::rewrite::{
-    AppliedFilter, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind, TableName,
-    TransactionCommand,
+    AppliedFilter, Deallocation, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind,
+    TableName, TransactionCommand,
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
@@ -193,6 +193,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The prepared statements a `DEALLOCATE` drops, if this is one: the wire front keeps them and answers it.
+    pub fn deallocation(&self) -> Option<&Deallocation> {
+        match &self.kind {
+            PreparedKind::Session { command: SessionCommand::Deallocate(which), .. } => Some(which),
+            _ => None,
+        }
+    }
+
     /// A governed read. The rewriter admits no function with an effect into a read, so running one early (see
     /// the wire front's Describe) changes nothing but when its rows are produced.
     pub fn is_query(&self) -> bool {
@@ -722,6 +730,11 @@ impl Session {
             }
             SessionCommand::Transaction(_) => {
                 return Err(SqlError::Internal(format!("{text}: transaction control is not a session setting")));
+            }
+            // Answered by the front that keeps prepared statements (the wire front's `deallocate`); a front
+            // without them has nothing to drop.
+            SessionCommand::Deallocate(_) => {
+                return Err(SqlError::Unsupported("DEALLOCATE: this front keeps no prepared statements".into()));
             }
         })
     }

@@ -46,10 +46,21 @@ pub enum SessionCommand {
     Transaction(TransactionCommand),
     /// `DISCARD ...`, as connection poolers send.
     Discard,
+    /// `DEALLOCATE [PREPARE] name | ALL`: the extended protocol's prepared statements, which the wire front
+    /// keeps and answers for (psycopg 3 sends `DEALLOCATE ALL` at every rollback once it has prepared one).
+    Deallocate(Deallocation),
     /// `SELECT version()`.
     Version,
     /// `SELECT current_schema()` / `SELECT current_schema`.
     CurrentSchema,
+}
+
+/// Which prepared statements a `DEALLOCATE` drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deallocation {
+    All,
+    /// One, by its name folded as PostgreSQL folds identifiers.
+    Named(String),
 }
 
 /// A transaction control statement, with savepoint names folded as PostgreSQL folds identifiers.
@@ -226,7 +237,12 @@ pub(crate) fn session_statement(statement: &Statement) -> Result<SessionCommand,
         Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
             Err(not_allowed("cursors are not allowed through the gateway"))
         }
-        Statement::Prepare { .. } | Statement::Execute { .. } | Statement::Deallocate { .. } => {
+        // `ALL` is a keyword; `"ALL"` names a statement.
+        Statement::Deallocate { name, .. } if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") => {
+            Ok(SessionCommand::Deallocate(Deallocation::All))
+        }
+        Statement::Deallocate { name, .. } => Ok(SessionCommand::Deallocate(Deallocation::Named(fold(name)))),
+        Statement::Prepare { .. } | Statement::Execute { .. } => {
             Err(not_allowed("PREPARE/EXECUTE are not allowed through the gateway; use the extended protocol"))
         }
         Statement::Call(_) => Err(not_allowed("CALL is not allowed through the gateway")),

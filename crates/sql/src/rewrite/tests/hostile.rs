@@ -35,7 +35,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("CALL p()", "42501"),
     ("PREPARE q AS SELECT note FROM sales.orders", "42501"),
     ("EXECUTE q", "42501"),
-    ("DEALLOCATE q", "42501"),
     ("DECLARE c CURSOR FOR SELECT * FROM sales.orders", "42501"),
     ("LOCK TABLE sales.orders", "42501"),
     ("VACUUM sales.orders", "42501"),

@@ -57,6 +57,21 @@ fn show_and_transaction_control_are_session_statements() {
 }
 
 #[test]
+fn deallocate_names_the_prepared_statements_it_drops_as_postgresql_folds_them() {
+    use crate::rewrite::Deallocation;
+    let cases = [
+        ("DEALLOCATE ALL", Deallocation::All),
+        ("deallocate prepare all", Deallocation::All),
+        ("DEALLOCATE _pg3_0", Deallocation::Named("_pg3_0".into())),
+        ("DEALLOCATE PREPARE Q", Deallocation::Named("q".into())),
+        ("DEALLOCATE \"ALL\"", Deallocation::Named("ALL".into())),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(session(sql), SessionCommand::Deallocate(expected), "{sql}");
+    }
+}
+
+#[test]
 fn version_and_current_schema_probes_are_session_statements() {
     assert_eq!(session("SELECT version()"), SessionCommand::Version);
     assert_eq!(session("select current_schema()"), SessionCommand::CurrentSchema);
