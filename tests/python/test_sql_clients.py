@@ -6,6 +6,7 @@ and nothing of sales, dave nothing at all. Clients: psql, pgJDBC (Debian's jar, 
 compiled by javac), psycopg 3, SQLAlchemy's inspector and the trino client.
 """
 
+import asyncio
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import boto3
 import botocore
 import psycopg
@@ -245,6 +247,63 @@ def test_sqlalchemy_pool_pre_ping_lends_the_same_connection_again(gw):
                 assert conn.execute(query, {"least": 0}).fetchall() == [("US",)]
     assert len(opened) == 1
     eng.dispose()
+
+
+# ---------------------------------------------------------------- asyncpg
+
+
+def test_asyncpg_pool_resets_and_lends_the_same_connection_again(gw):
+    """asyncpg resets a connection at every release to its pool: `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL;` to a server that says it is PostgreSQL. A failed reset closes the connection."""
+    async def lend():
+        opened = []
+
+        async def init(conn):
+            opened.append(conn)
+
+        pool = await asyncpg.create_pool(host="127.0.0.1", port=gw.sql_port, database="lakegate", user="bob",
+                                         password=token(gw, "bob"), ssl=False, min_size=1, max_size=1, init=init)
+        for _ in range(3):
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("select distinct region from sales.orders where amount > $1", Decimal(0))
+                assert [tuple(r) for r in rows] == [("US",)]
+                await conn.execute("SET application_name = 'lent'")
+            async with pool.acquire() as conn:
+                # RESET ALL took the setting back.
+                assert await conn.fetchval("SHOW application_name") != "lent"
+        await pool.close()
+        return len(opened)
+
+    assert asyncio.run(lend()) == 1
+
+
+def test_sqlalchemy_asyncio_over_asyncpg_queries_and_reflects_the_governed_view(gw):
+    """SQLAlchemy's asyncio engine over asyncpg: asyncpg asks the server for the type of every parameter and sends
+    it in binary, and SQLAlchemy's reflection casts each of its parameters (`$11::INTEGER`)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def walk():
+        eng = create_async_engine(
+            f"postgresql+asyncpg://bob:{token(gw, 'bob')}@127.0.0.1:{gw.sql_port}/lakegate?ssl=disable",
+            pool_size=1, max_overflow=0,
+        )
+        opened = []
+        sqlalchemy.event.listen(eng.sync_engine, "connect", lambda dbapi_connection, record: opened.append(record))
+        query = sqlalchemy.text("select distinct region from sales.orders where amount > :least")
+        seen = []
+        for _ in range(3):
+            async with eng.connect() as conn:
+                rows = (await conn.execute(query, {"least": 0})).fetchall()
+                columns = await conn.run_sync(
+                    lambda c: [col["name"] for col in sqlalchemy.inspect(c).get_columns("orders", schema="sales")])
+                seen.append((rows, columns))
+        await eng.dispose()
+        return seen, len(opened)
+
+    seen, opened = asyncio.run(walk())
+    columns = ["order_id", "customer", "region", "amount", "card_number"]
+    assert seen == [([("US",)], columns)] * 3
+    assert opened == 1
 
 
 # ---------------------------------------------------------------- pgJDBC

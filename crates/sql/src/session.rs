@@ -19,8 +19,8 @@ use super::error::SqlError;
 use super::introspect;
 use super::lift::{lift, shape_text};
 use super::rewrite::{
-    AppliedFilter, Deallocation, Operation, RewriteError, Rewriter, RewrittenStatement, SessionCommand, StatementKind,
-    TableName, TransactionCommand,
+    AppliedFilter, Deallocation, Operation, Released, RewriteError, Rewriter, RewrittenStatement, SessionCommand,
+    StatementKind, TableName, TransactionCommand,
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
@@ -594,7 +594,11 @@ impl Session {
     /// its backends answered: a text parsed again after its table was altered keeps the types of its first Parse,
     /// as a prepared statement keeps them in PostgreSQL.
     pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Arc<[Option<ColumnType>]>, SqlError> {
-        let PreparedKind::Governed(g) = &prepared.kind else { return Ok(Arc::new([])) };
+        let g = match &prepared.kind {
+            PreparedKind::Governed(g) => g,
+            PreparedKind::Introspect(sql) => return Ok(introspect::parameter_types(sql).into()),
+            PreparedKind::Session { .. } => return Ok(Arc::new([])),
+        };
         if !prepared.literals.is_empty() {
             return Ok(Arc::new([]));
         }
@@ -731,6 +735,9 @@ impl Session {
             SessionCommand::Transaction(_) => {
                 return Err(SqlError::Internal(format!("{text}: transaction control is not a session setting")));
             }
+            SessionCommand::Release(Released::AdvisoryLocks) => one_row("pg_advisory_unlock_all", Cell::Null),
+            SessionCommand::Release(Released::Cursors) => Outcome::Command("CLOSE CURSOR ALL".into()),
+            SessionCommand::Release(Released::Notifications) => Outcome::Command("UNLISTEN".into()),
             // Answered by the front that keeps prepared statements (the wire front's `deallocate`); a front
             // without them has nothing to drop.
             SessionCommand::Deallocate(_) => {
@@ -892,6 +899,7 @@ fn session_columns(command: &SessionCommand) -> Vec<Column> {
         SessionCommand::Show(name) => text(show_column(name)),
         SessionCommand::Version => text("version"),
         SessionCommand::CurrentSchema => text("current_schema"),
+        SessionCommand::Release(Released::AdvisoryLocks) => text("pg_advisory_unlock_all"),
         _ => Vec::new(),
     }
 }

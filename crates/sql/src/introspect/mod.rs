@@ -324,6 +324,53 @@ impl Readings {
     }
 }
 
+/// The types of a catalog query's parameters, as PostgreSQL gives a parameter written with a cast (`$1::int4`,
+/// SQLAlchemy's form for every parameter): drivers that send parameters in binary (asyncpg) encode them as the
+/// server says. A parameter cast to two types, or to none, is text, as before. Catalog oids are carried as
+/// `int8` (see [`normalize`]), so a parameter cast to `oid` is one.
+pub fn parameter_types(sql: &str) -> Vec<Option<ColumnType>> {
+    #[derive(Default)]
+    struct Casts {
+        count: usize,
+        types: std::collections::BTreeMap<usize, Option<ColumnType>>,
+    }
+    fn number(expr: &Expr) -> Option<usize> {
+        match expr {
+            Expr::Value(v) => match &v.value {
+                sqlparser::ast::Value::Placeholder(p) => p.strip_prefix('$')?.parse().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    impl sqlparser::ast::Visitor for Casts {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Some(n) = number(expr) {
+                self.count = self.count.max(n);
+            }
+            if let Expr::Cast { expr: inner, data_type, .. } = expr
+                && let Some(n) = number(inner)
+            {
+                let name = data_type.to_string().to_ascii_lowercase();
+                let ty = match name.trim_start_matches("pg_catalog.") {
+                    "oid" => Some(ColumnType::Int8),
+                    other => ColumnType::from_sql_type(other),
+                };
+                let seen = self.types.entry(n).or_insert(ty);
+                if *seen != ty {
+                    *seen = None;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Vec::new() };
+    let mut casts = Casts::default();
+    let _ = sqlparser::ast::Visit::visit(&statements, &mut casts);
+    (1..=casts.count).map(|n| casts.types.get(&n).copied().flatten()).collect()
+}
+
 /// The columns a catalog query returns. They do not depend on what the principal may see, so describing
 /// decides nothing: the query is planned over an empty catalog of the same shape, once a text.
 pub async fn describe(readings: &Readings, sql: &str) -> Result<Vec<Column>, SqlError> {
@@ -894,6 +941,20 @@ mod tests {
         }
         assert!(readings.read("SELECT relname FROM pg_catalog.pg_class, sales.orders").is_err());
         assert_eq!(readings.read(listing).expect("read again").normalized, first.normalized);
+    }
+
+    #[test]
+    fn a_parameter_takes_the_type_it_is_cast_to_as_in_postgresql() {
+        let sql = "SELECT attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                   WHERE a.attcollation != $1::INTEGER AND a.attnum > $2::SMALLINT AND c.relname = $3::VARCHAR \
+                   AND c.oid = $4::oid AND a.attname = $5 AND a.attidentity != $6::CHAR AND $7::int8 = $7::text";
+        use ColumnType::*;
+        assert_eq!(
+            parameter_types(sql),
+            [Some(Int4), Some(Int2), Some(Text), Some(Int8), None, Some(Text), None],
+            "$5 has no cast and $7 two"
+        );
+        assert_eq!(parameter_types("SELECT relname FROM pg_catalog.pg_class"), []);
     }
 
     #[tokio::test]

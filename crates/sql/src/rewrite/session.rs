@@ -2,8 +2,8 @@
 //! (roles, DDL, COPY, cursors, PREPARE, ...) are refused.
 
 use sqlparser::ast::{
-    ContextModifier, Expr, FunctionArguments, Query, Reset, SelectItem, Set, SetExpr, Statement, TransactionAccessMode,
-    TransactionIsolationLevel, TransactionMode, Value,
+    CloseCursor, ContextModifier, Expr, FunctionArguments, Query, Reset, SelectItem, Set, SetExpr, Statement,
+    TransactionAccessMode, TransactionIsolationLevel, TransactionMode, Value,
 };
 
 use crate::rewrite::ast::{fold, fold_name};
@@ -53,6 +53,18 @@ pub enum SessionCommand {
     Version,
     /// `SELECT current_schema()` / `SELECT current_schema`.
     CurrentSchema,
+    /// `SELECT pg_advisory_unlock_all()`, `CLOSE ALL` and `UNLISTEN`, which asyncpg sends at every release of a
+    /// pooled connection (with `RESET ALL`): the gateway lets no session take an advisory lock, open a cursor or
+    /// listen, so there is nothing to release, and each is answered as PostgreSQL answers it then.
+    Release(Released),
+}
+
+/// What a [`SessionCommand::Release`] lets go of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    AdvisoryLocks,
+    Cursors,
+    Notifications,
 }
 
 /// Which prepared statements a `DEALLOCATE` drops.
@@ -151,6 +163,9 @@ pub(crate) fn session_query(q: &Query) -> Option<SessionCommand> {
     match name.as_str() {
         "version" if matches!(expr, Expr::Function(_)) => Some(SessionCommand::Version),
         "current_schema" => Some(SessionCommand::CurrentSchema),
+        "pg_advisory_unlock_all" if matches!(expr, Expr::Function(_)) => {
+            Some(SessionCommand::Release(Released::AdvisoryLocks))
+        }
         _ => None,
     }
 }
@@ -234,6 +249,8 @@ pub(crate) fn session_statement(statement: &Statement) -> Result<SessionCommand,
             "EXPLAIN is not allowed through the gateway: plans show the policies and the hidden rows' statistics",
         )),
         Statement::Copy { .. } => Err(not_allowed("COPY is not allowed through the gateway")),
+        Statement::Close { cursor: CloseCursor::All } => Ok(SessionCommand::Release(Released::Cursors)),
+        Statement::UNLISTEN { .. } => Ok(SessionCommand::Release(Released::Notifications)),
         Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
             Err(not_allowed("cursors are not allowed through the gateway"))
         }
@@ -246,7 +263,7 @@ pub(crate) fn session_statement(statement: &Statement) -> Result<SessionCommand,
             Err(not_allowed("PREPARE/EXECUTE are not allowed through the gateway; use the extended protocol"))
         }
         Statement::Call(_) => Err(not_allowed("CALL is not allowed through the gateway")),
-        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => {
+        Statement::LISTEN { .. } | Statement::NOTIFY { .. } => {
             Err(not_allowed("LISTEN/NOTIFY are not allowed through the gateway"))
         }
         Statement::Lock(_) | Statement::LockTables { .. } => {

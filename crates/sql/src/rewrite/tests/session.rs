@@ -72,6 +72,20 @@ fn deallocate_names_the_prepared_statements_it_drops_as_postgresql_folds_them() 
 }
 
 #[test]
+fn a_pools_reset_releases_what_no_session_can_hold() {
+    use crate::rewrite::Released;
+    let cases = [
+        ("SELECT pg_advisory_unlock_all()", Released::AdvisoryLocks),
+        ("CLOSE ALL", Released::Cursors),
+        ("UNLISTEN *", Released::Notifications),
+        ("UNLISTEN orders_changed", Released::Notifications),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(session(sql), SessionCommand::Release(expected), "{sql}");
+    }
+}
+
+#[test]
 fn version_and_current_schema_probes_are_session_statements() {
     assert_eq!(session("SELECT version()"), SessionCommand::Version);
     assert_eq!(session("select current_schema()"), SessionCommand::CurrentSchema);
