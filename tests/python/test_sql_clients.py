@@ -176,6 +176,37 @@ def test_psycopg_deallocate_drops_prepared_statements_by_name_or_all(gw):
         assert pg.prepare(b"first", b"select 1").status == psycopg.pq.ExecStatus.COMMAND_OK
 
 
+def test_discard_all_between_a_pools_clients_resets_settings_and_drops_prepared_statements(gw):
+    """pgbouncer and pgpool send `DISCARD ALL` when a client gives its connection back: the next client must find
+    neither the last one's settings nor its prepared statements, as on PostgreSQL. `DISCARD PLANS`, `TEMP` and
+    `SEQUENCES` drop nothing a gateway session has."""
+    sqlstate = psycopg.pq.DiagnosticField.SQLSTATE
+    ok = psycopg.pq.ExecStatus.COMMAND_OK
+    with connect(gw, "alice") as c:
+        c.autocommit = True
+        pg = c.pgconn
+        first = c.execute("SHOW application_name").fetchone()
+        for discard in (lambda: c.execute("DISCARD ALL"), lambda: pg.exec_(b"DISCARD ALL")):  # extended, simple
+            c.execute("SET application_name = 'the last client'")
+            assert pg.prepare(b"last", b"select count(*) from sales.orders").status == ok
+            for harmless in ("DISCARD PLANS", "DISCARD TEMP", "DISCARD SEQUENCES"):
+                assert c.execute(harmless).statusmessage == harmless
+            assert c.execute("SHOW application_name").fetchone() == ("the last client",)
+            assert pg.exec_prepared(b"last", []).get_value(0, 0) == b"12"
+
+            discard()
+            assert c.execute("SHOW application_name").fetchone() == first
+            assert pg.exec_prepared(b"last", []).error_field(sqlstate) == b"26000"
+
+        # Not inside a transaction block, which it could not undo.
+        c.execute("SET application_name = 'in a block'")
+        c.execute("BEGIN")
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+            c.execute("DISCARD ALL")
+        c.execute("ROLLBACK")
+        assert c.execute("SHOW application_name").fetchone() == ("in a block",)
+
+
 def test_psycopg_a_large_result_is_sent_as_it_is_produced(gw):
     """The extended protocol (psycopg, pgJDBC) must not hold a result whole before its first row: a client that
     reads one row of 2,985,984 and leaves is recorded as having received far fewer rows than the result holds."""

@@ -649,6 +649,9 @@ impl SimpleQueryHandler for Connection {
                 Some(which) => self.deallocate(client.portal_store(), which),
                 None => session.run(p, &[], &request_id).await,
             };
+            if outcome.is_ok() && p.discards_all() {
+                self.deallocate(client.portal_store(), &Deallocation::All).map_err(|e| pg_error(&e))?;
+            }
             match outcome {
                 Ok(outcome) => responses.push(response(outcome, &Format::UnifiedText)),
                 Err(e) => {
@@ -1098,6 +1101,9 @@ impl ExtendedQueryHandler for Connection {
             return Ok(response(Outcome::Rows(described.rows), &portal.result_column_format));
         }
         let outcome = self.run_portal(portal).await?;
+        if portal.statement.statement.prepared.discards_all() {
+            self.deallocate(client.portal_store(), &Deallocation::All).map_err(|e| pg_error(&e))?;
+        }
         Ok(response(outcome, &portal.result_column_format))
     }
 }

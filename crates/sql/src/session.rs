@@ -19,8 +19,8 @@ use super::error::SqlError;
 use super::introspect;
 use super::lift::{lift, shape_text};
 use super::rewrite::{
-    AppliedFilter, Deallocation, Operation, Released, RewriteError, Rewriter, RewrittenStatement, SessionCommand,
-    StatementKind, TableName, TransactionCommand,
+    AppliedFilter, Deallocation, Discarded, Operation, Released, RewriteError, Rewriter, RewrittenStatement,
+    SessionCommand, StatementKind, TableName, TransactionCommand,
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
@@ -199,6 +199,11 @@ impl Prepared {
             PreparedKind::Session { command: SessionCommand::Deallocate(which), .. } => Some(which),
             _ => None,
         }
+    }
+
+    /// Whether this is `DISCARD ALL`, after which the front that keeps prepared statements drops them all.
+    pub fn discards_all(&self) -> bool {
+        matches!(&self.kind, PreparedKind::Session { command: SessionCommand::Discard(Discarded::All), .. })
     }
 
     /// A governed read. The rewriter admits no function with an effect into a read, so running one early (see
@@ -714,12 +719,25 @@ impl Session {
                 self.settings.remove(name);
                 Outcome::Command("RESET".into())
             }
-            SessionCommand::Reset(None) | SessionCommand::Discard => {
+            SessionCommand::Reset(None) => {
                 self.settings.clear();
-                Outcome::Command(
-                    if matches!(command, SessionCommand::Discard) { "DISCARD ALL" } else { "RESET" }.into(),
-                )
+                Outcome::Command("RESET".into())
             }
+            // As PostgreSQL: `DISCARD ALL` resets the settings (the front drops its prepared statements after),
+            // and not inside a transaction block, which it could not undo.
+            SessionCommand::Discard(Discarded::All) if self.transaction.is_some() => {
+                return Err(SqlError::Transaction {
+                    sqlstate: "25001",
+                    message: "DISCARD ALL cannot run inside a transaction block".into(),
+                });
+            }
+            SessionCommand::Discard(Discarded::All) => {
+                self.settings.clear();
+                Outcome::Command("DISCARD ALL".into())
+            }
+            SessionCommand::Discard(Discarded::Plans) => Outcome::Command("DISCARD PLANS".into()),
+            SessionCommand::Discard(Discarded::Sequences) => Outcome::Command("DISCARD SEQUENCES".into()),
+            SessionCommand::Discard(Discarded::Temp) => Outcome::Command("DISCARD TEMP".into()),
             SessionCommand::Show(name) => {
                 let value = self.show(name)?;
                 one_row(show_column(name), Cell::Text(value))

@@ -55,7 +55,7 @@ pub use error::RewriteError;
 pub(crate) use filter::CatalogCache;
 pub use filter::{Catalog, ColumnAccess, ColumnDef, Condition, Mask, Operation, TableDef, TableFilter, TableName};
 pub use policy::AppliedFilter;
-pub use session::{Deallocation, IsolationLevel, Released, SessionCommand, TransactionCommand};
+pub use session::{Deallocation, Discarded, IsolationLevel, Released, SessionCommand, TransactionCommand};
 
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;

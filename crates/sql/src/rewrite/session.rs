@@ -2,8 +2,8 @@
 //! (roles, DDL, COPY, cursors, PREPARE, ...) are refused.
 
 use sqlparser::ast::{
-    CloseCursor, ContextModifier, Expr, FunctionArguments, Query, Reset, SelectItem, Set, SetExpr, Statement,
-    TransactionAccessMode, TransactionIsolationLevel, TransactionMode, Value,
+    CloseCursor, ContextModifier, DiscardObject, Expr, FunctionArguments, Query, Reset, SelectItem, Set, SetExpr,
+    Statement, TransactionAccessMode, TransactionIsolationLevel, TransactionMode, Value,
 };
 
 use crate::rewrite::ast::{fold, fold_name};
@@ -44,8 +44,8 @@ pub enum SessionCommand {
     Show(String),
     /// Transaction control.
     Transaction(TransactionCommand),
-    /// `DISCARD ...`, as connection poolers send.
-    Discard,
+    /// `DISCARD ALL | PLANS | SEQUENCES | TEMP`, as connection poolers send between clients.
+    Discard(Discarded),
     /// `DEALLOCATE [PREPARE] name | ALL`: the extended protocol's prepared statements, which the wire front
     /// keeps and answers for (psycopg 3 sends `DEALLOCATE ALL` at every rollback once it has prepared one).
     Deallocate(Deallocation),
@@ -65,6 +65,17 @@ pub enum Released {
     AdvisoryLocks,
     Cursors,
     Notifications,
+}
+
+/// What a [`SessionCommand::Discard`] throws away. Only `ALL` touches anything a gateway session has (its
+/// settings and the front's prepared statements): it runs no plans a client can see, and no client can make a
+/// sequence or a temporary table through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discarded {
+    All,
+    Plans,
+    Sequences,
+    Temp,
 }
 
 /// Which prepared statements a `DEALLOCATE` drops.
@@ -244,7 +255,12 @@ pub(crate) fn session_statement(statement: &Statement) -> Result<SessionCommand,
         Statement::ReleaseSavepoint { name } => {
             Ok(SessionCommand::Transaction(TransactionCommand::Release(fold(name))))
         }
-        Statement::Discard { .. } => Ok(SessionCommand::Discard),
+        Statement::Discard { object_type } => Ok(SessionCommand::Discard(match object_type {
+            DiscardObject::ALL => Discarded::All,
+            DiscardObject::PLANS => Discarded::Plans,
+            DiscardObject::SEQUENCES => Discarded::Sequences,
+            DiscardObject::TEMP => Discarded::Temp,
+        })),
         Statement::Explain { .. } | Statement::ExplainTable { .. } => Err(not_allowed(
             "EXPLAIN is not allowed through the gateway: plans show the policies and the hidden rows' statistics",
         )),

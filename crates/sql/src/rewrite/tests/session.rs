@@ -72,6 +72,21 @@ fn deallocate_names_the_prepared_statements_it_drops_as_postgresql_folds_them() 
 }
 
 #[test]
+fn discard_says_what_it_throws_away() {
+    use crate::rewrite::Discarded;
+    let cases = [
+        ("DISCARD ALL", Discarded::All),
+        ("discard plans", Discarded::Plans),
+        ("DISCARD SEQUENCES", Discarded::Sequences),
+        ("DISCARD TEMP", Discarded::Temp),
+        ("DISCARD TEMPORARY", Discarded::Temp),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(session(sql), SessionCommand::Discard(expected), "{sql}");
+    }
+}
+
+#[test]
 fn a_pools_reset_releases_what_no_session_can_hold() {
     use crate::rewrite::Released;
     let cases = [
