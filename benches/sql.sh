@@ -3,7 +3,8 @@
 #   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer,
 #      with the simple query protocol and with the extended one;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security; a pool's
-#      ping (`SELECT 1`) through Lakegate vs directly vs through pgbouncer;
+#      ping (`SELECT 1`) through Lakegate vs directly vs through pgbouncer; a tool's catalog query through
+#      Lakegate vs directly, with each protocol;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
 # Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=8
 # AGG_SECONDS=3 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
@@ -198,6 +199,19 @@ ping_direct=$(ping_latency "$PG_PORT" postgres "")
 ping_lakegate=$(ping_latency "$LG_SQL" bench "$BENCH_TOKEN")
 ping_bouncer=$(ping_latency "$BOUNCER" postgres "")
 
+# A tool's catalog query, sent again as DBeaver, DataGrip and JDBC's DatabaseMetaData send theirs while a user browses
+# and refreshes: Lakegate answers it from the principal's governed view, PostgreSQL from its own catalog (the same
+# two tables here). One client, one run a side, with each protocol.
+echo "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname IN ('pgbench_accounts', 'pgbench_branches') ORDER BY 1;" > "$WORK/catalog.sql"
+catalog_latency() { DURATION=$AGG_SECONDS run_pgbench "$@" -f "$WORK/catalog.sql" -c 1 | latency; }
+catalog_direct=$(catalog_latency "$PG_PORT" postgres "")
+catalog_lakegate=$(catalog_latency "$LG_SQL" bench "$BENCH_TOKEN")
+catalog_direct_ext=$(catalog_latency "$PG_PORT" postgres "" -M extended)
+catalog_lakegate_ext=$(catalog_latency "$LG_SQL" bench "$BENCH_TOKEN" -M extended)
+catalog_shown=$(PGPASSWORD=$BENCH_TOKEN "$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$LG_SQL" -U bench -d postgres -f "$WORK/catalog.sql" | tr '\n' ' ')
+catalog_pg=$($PGBIN/psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -f "$WORK/catalog.sql" | tr '\n' ' ')
+[ "$catalog_shown" = "$catalog_pg" ] || { echo "catalog listings differ: $catalog_shown vs $catalog_pg" >&2; exit 1; }
+
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 sum_ratio() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { if (c + d > 0 && a + b > 0) printf "%.2f", (a + b) / (c + d); else print "n/a" }'; }
 cat <<MD
@@ -214,6 +228,10 @@ cat <<MD
 | \`SELECT 1\` (a pool's ping) directly on PostgreSQL (1 client, ${AGG_SECONDS}s) | $ping_direct ms | 1.00 |
 | \`SELECT 1\` through Lakegate | $ping_lakegate ms | $(ratio "$ping_lakegate" "$ping_direct") x direct, $(ratio "$ping_lakegate" "$ping_bouncer") x pgbouncer |
 | \`SELECT 1\` through pgbouncer | $ping_bouncer ms | $(ratio "$ping_bouncer" "$ping_direct") x direct |
+| a catalog listing (\`pg_class\` ⨝ \`pg_namespace\`, sent again) directly on PostgreSQL (1 client, ${AGG_SECONDS}s) | $catalog_direct ms | 1.00 |
+| the same through Lakegate (the governed view) | $catalog_lakegate ms | $(ratio "$catalog_lakegate" "$catalog_direct") x direct |
+| the catalog listing, -M extended, directly on PostgreSQL | $catalog_direct_ext ms | 1.00 |
+| the same through Lakegate | $catalog_lakegate_ext ms | $(ratio "$catalog_lakegate_ext" "$catalog_direct_ext") x direct |
 MD
 cat <<MD
 
