@@ -308,6 +308,27 @@ def test_asyncpg_pool_resets_and_lends_the_same_connection_again(gw):
     assert asyncio.run(lend()) == 1
 
 
+def test_asyncpg_catalog_query_with_plain_parameters_encodes_them_as_what_they_are_compared_with(gw):
+    """A hand-written catalog lookup with plain `$n` parameters: asyncpg encodes each in binary by the type the
+    server describes, so `c.oid = $1` must be described as a number and `attnum > $2` as a small one, as
+    PostgreSQL infers them; a parameter described as text would make asyncpg refuse the integer."""
+    async def look():
+        conn = await asyncpg.connect(host="127.0.0.1", port=gw.sql_port, database="lakegate", user="bob",
+                                     password=token(gw, "bob"), ssl=False)
+        oid = await conn.fetchval(
+            "select c.oid from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = $1 and c.relname = $2", "sales", "orders")
+        names = await conn.fetch(
+            "select attname from pg_catalog.pg_attribute where attrelid = $1 and attnum > $2 order by attnum",
+            oid, 2)
+        await conn.close()
+        return oid, [r["attname"] for r in names]
+
+    oid, names = asyncio.run(look())
+    assert isinstance(oid, int)
+    assert names == ["region", "amount", "card_number"]
+
+
 def test_sqlalchemy_asyncio_over_asyncpg_queries_and_reflects_the_governed_view(gw):
     """SQLAlchemy's asyncio engine over asyncpg: asyncpg asks the server for the type of every parameter and sends
     it in binary, and SQLAlchemy's reflection casts each of its parameters (`$11::INTEGER`)."""

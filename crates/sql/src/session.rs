@@ -601,7 +601,9 @@ impl Session {
     pub async fn parameter_types(&self, prepared: &Prepared) -> Result<Arc<[Option<ColumnType>]>, SqlError> {
         let g = match &prepared.kind {
             PreparedKind::Governed(g) => g,
-            PreparedKind::Introspect(sql) => return Ok(introspect::parameter_types(sql).into()),
+            PreparedKind::Introspect(sql) => {
+                return Ok(introspect::parameter_types(&self.service.catalog_readings, sql).await.into());
+            }
             PreparedKind::Session { .. } => return Ok(Arc::new([])),
         };
         if !prepared.literals.is_empty() {

@@ -258,6 +258,8 @@ pub struct Reading {
     empty: Option<Vec<Column>>,
     /// The columns, once described ([`describe`]).
     columns: tokio::sync::OnceCell<Vec<Column>>,
+    /// The parameters' types, once asked for ([`parameter_types`]).
+    parameters: tokio::sync::OnceCell<Vec<Option<ColumnType>>>,
 }
 
 /// Catalog texts read before, by text. A reading is a function of the text alone (the relations it names, its
@@ -314,7 +316,8 @@ impl Readings {
             return Ok(reading);
         }
         let (normalized, empty) = (normalize(sql)?, empty_result(sql));
-        let reading = Arc::new(Reading { normalized, empty, columns: Default::default() });
+        let reading =
+            Arc::new(Reading { normalized, empty, columns: Default::default(), parameters: Default::default() });
         // The text of a prepared catalog query with its parameters bound is read here too; it is one catalog
         // query as the text it was bound into was, and checked as such before it is kept.
         if is_catalog_query(sql) {
@@ -324,11 +327,38 @@ impl Readings {
     }
 }
 
-/// The types of a catalog query's parameters, as PostgreSQL gives a parameter written with a cast (`$1::int4`,
-/// SQLAlchemy's form for every parameter): drivers that send parameters in binary (asyncpg) encode them as the
-/// server says. A parameter cast to two types, or to none, is text, as before. Catalog oids are carried as
-/// `int8` (see [`normalize`]), so a parameter cast to `oid` is one.
-pub fn parameter_types(sql: &str) -> Vec<Option<ColumnType>> {
+/// The types of a catalog query's parameters, as PostgreSQL gives them: drivers that send parameters in binary
+/// (asyncpg) encode them as the server says. A parameter written with a cast (`$1::int4`, SQLAlchemy's form for
+/// every parameter) has the cast's type; one written without takes the type of what it is compared with or
+/// passed to (`c.oid = $1`, `relname = $1`), which the engine infers while planning the text over an empty
+/// catalog, once a text. Catalog oids are carried as `int8` (see [`normalize`]), so a parameter cast to `oid`
+/// or compared with one is one. A parameter cast to two types, or typed by nothing, is text, as is every
+/// parameter of a text the engine cannot plan (the error is the Bind's or Execute's to give).
+pub async fn parameter_types(readings: &Readings, sql: &str) -> Vec<Option<ColumnType>> {
+    let (count, cast) = cast_types(sql);
+    if (1..=count).all(|n| cast.contains_key(&n)) {
+        return (1..=count).map(|n| cast.get(&n).copied().flatten()).collect();
+    }
+    let inferred = match readings.read(sql) {
+        Ok(reading) => reading
+            .parameters
+            .get_or_try_init(|| async { empty_engine()?.parameter_types(&reading.normalized).await })
+            .await
+            .cloned()
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    (1..=count)
+        .map(|n| match cast.get(&n) {
+            Some(ty) => *ty,
+            None => inferred.get(n - 1).copied().flatten(),
+        })
+        .collect()
+}
+
+/// The highest `$n` in `sql`, and the type of each parameter written with a cast (`None` where its casts
+/// disagree).
+fn cast_types(sql: &str) -> (usize, std::collections::BTreeMap<usize, Option<ColumnType>>) {
     #[derive(Default)]
     struct Casts {
         count: usize,
@@ -365,10 +395,21 @@ pub fn parameter_types(sql: &str) -> Vec<Option<ColumnType>> {
             ControlFlow::Continue(())
         }
     }
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Vec::new() };
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return (0, Default::default()) };
     let mut casts = Casts::default();
     let _ = sqlparser::ast::Visit::visit(&statements, &mut casts);
-    (1..=casts.count).map(|n| casts.types.get(&n).copied().flatten()).collect()
+    (casts.count, casts.types)
+}
+
+/// The catalog context with no tables in it: what a query's columns and parameters are does not depend on the
+/// view, so one serves every description.
+fn empty_engine() -> Result<Introspection, SqlError> {
+    static EMPTY: std::sync::OnceLock<Introspection> = std::sync::OnceLock::new();
+    if let Some(engine) = EMPTY.get() {
+        return Ok(engine.clone());
+    }
+    let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
+    Ok(EMPTY.get_or_init(|| engine).clone())
 }
 
 /// The columns a catalog query returns. They do not depend on what the principal may see, so describing
@@ -378,18 +419,9 @@ pub async fn describe(readings: &Readings, sql: &str) -> Result<Vec<Column>, Sql
     if let Some(columns) = &reading.empty {
         return Ok(columns.clone());
     }
-    let described = reading.columns.get_or_try_init(|| async {
-        // The columns do not depend on the view: one empty context serves every description.
-        static EMPTY: std::sync::OnceLock<Introspection> = std::sync::OnceLock::new();
-        let engine = match EMPTY.get() {
-            Some(engine) => engine.clone(),
-            None => {
-                let engine = Introspection::build(&[], "", CatalogForm::Postgres)?;
-                EMPTY.get_or_init(|| engine).clone()
-            }
-        };
-        engine.describe(&reading.normalized).await.map_err(unsupported)
-    });
+    let described = reading
+        .columns
+        .get_or_try_init(|| async { empty_engine()?.describe(&reading.normalized).await.map_err(unsupported) });
     Ok(described.await?.clone())
 }
 
@@ -808,6 +840,11 @@ impl Introspection {
         backend.describe(sql).await
     }
 
+    async fn parameter_types(&self, sql: &str) -> Result<Vec<Option<ColumnType>>, SqlError> {
+        let backend = crate::backend::embedded::Embedded::from_context(self.ctx.clone());
+        backend.parameter_types(sql).await
+    }
+
     /// The rows of `sql`, and whether the same text gives the same rows again over this context.
     async fn query(&self, sql: &str) -> Result<(crate::rows::RowSet, bool), SqlError> {
         let backend = crate::backend::embedded::Embedded::from_context(self.ctx.clone());
@@ -943,18 +980,33 @@ mod tests {
         assert_eq!(readings.read(listing).expect("read again").normalized, first.normalized);
     }
 
-    #[test]
-    fn a_parameter_takes_the_type_it_is_cast_to_as_in_postgresql() {
+    #[tokio::test]
+    async fn a_parameter_takes_the_type_it_is_cast_to_as_in_postgresql() {
         let sql = "SELECT attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
                    WHERE a.attcollation != $1::INTEGER AND a.attnum > $2::SMALLINT AND c.relname = $3::VARCHAR \
-                   AND c.oid = $4::oid AND a.attname = $5 AND a.attidentity != $6::CHAR AND $7::int8 = $7::text";
+                   AND c.oid = $4::oid AND a.attidentity != $5::CHAR AND $6::int8 = $6::text";
         use ColumnType::*;
         assert_eq!(
-            parameter_types(sql),
-            [Some(Int4), Some(Int2), Some(Text), Some(Int8), None, Some(Text), None],
-            "$5 has no cast and $7 two"
+            parameter_types(&Readings::default(), sql).await,
+            [Some(Int4), Some(Int2), Some(Text), Some(Int8), Some(Text), None],
+            "$6 is cast to two types"
         );
-        assert_eq!(parameter_types("SELECT relname FROM pg_catalog.pg_class"), []);
+        assert_eq!(parameter_types(&Readings::default(), "SELECT relname FROM pg_catalog.pg_class").await, []);
+    }
+
+    #[tokio::test]
+    async fn a_parameter_without_a_cast_takes_the_type_of_what_it_is_compared_with() {
+        let readings = Readings::default();
+        let sql = "SELECT attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                   WHERE c.oid = $1 AND a.attnum > $2 AND c.relname = $3 AND a.attnotnull = $4 \
+                   AND a.attcollation != $5::INTEGER AND $6::int8 = $6::text";
+        use ColumnType::*;
+        let expected = [Some(Int8), Some(Int2), Some(Text), Some(Bool), Some(Int4), None];
+        assert_eq!(parameter_types(&readings, sql).await, expected, "a cast still wins; two casts still say text");
+        assert_eq!(parameter_types(&readings, sql).await, expected, "asked again, from the kept reading");
+        // A text the engine cannot plan leaves an uncast parameter text, as before; the error is the Bind's.
+        let unplanned = "SELECT relname FROM pg_catalog.pg_class WHERE no_such_column = $1 AND relpages > $2::int4";
+        assert_eq!(parameter_types(&readings, unplanned).await, [None, Some(Int4)]);
     }
 
     #[tokio::test]
