@@ -992,6 +992,79 @@ async fn transaction_blocks_commit_or_roll_back_together_on_the_postgresql_backe
     assert_eq!(names(&pg), "Ann,Cy,Di,Ed", "the reused connection is not inside the abandoned transaction");
 }
 
+#[tokio::test]
+async fn the_statements_of_one_request_commit_or_roll_back_together_and_each_answers_in_full() {
+    let pg = Postgres::start();
+    let (lg, _policies) = hr_on_postgres(&pg);
+    // Rows enough that one answer fills the backend connection's buffers many times over, and a key to break.
+    pg.psql(
+        "ALTER TABLE hr.employees ADD PRIMARY KEY (id); INSERT INTO hr.employees (id, name, department) \
+         SELECT g, 'employee ' || g, 'ops' FROM generate_series(1000, 100999) g",
+    );
+    let carol = lg.token("carol", &["hr"], &[]);
+    let client = connect_gateway(&lg, "carol", &carol).await;
+    let count = |filter: &str| pg.psql(&format!("SELECT count(*) FROM hr.employees WHERE {filter}")).trim().to_owned();
+    let within = |sql: &'static str| {
+        let client = &client;
+        async move { tokio::time::timeout(Duration::from_secs(60), simple(client, sql)).await.expect("answered, not stuck") }
+    };
+
+    // As PostgreSQL's implicit block: a statement that fails undoes what the request's statements before it wrote.
+    let failing = "INSERT INTO hr.employees (id, name) VALUES (2, 'Bo'); INSERT INTO hr.employees (id, name) VALUES (1, 'Ann again')";
+    assert_eq!(within(failing).await, Err("23505".into()));
+    assert_eq!(count("id = 2"), "0", "the first INSERT was rolled back with the second");
+    within(
+        "INSERT INTO hr.employees (id, name) VALUES (2, 'Bo'); INSERT INTO hr.employees (id, name) VALUES (3, 'Cy')",
+    )
+    .await
+    .expect("both written");
+    assert_eq!(count("id IN (2, 3)"), "2");
+
+    // A read after a write runs on the block's connection, and its whole answer comes before the COMMIT's.
+    let rows = within("INSERT INTO hr.employees (id, name) VALUES (4, 'Di'); SELECT id FROM hr.employees")
+        .await
+        .expect("written and read");
+    assert_eq!(rows.len(), 100_004, "Ann, Bo, Cy, Di and the 100,000");
+    assert_eq!(count("id = 4"), "1");
+    // So in a block the client opens, with statements after the read.
+    let rows = within(
+        "BEGIN; DELETE FROM hr.employees WHERE id = 4; SELECT id FROM hr.employees; \
+         SELECT count(*) FROM hr.employees; COMMIT",
+    )
+    .await
+    .expect("a block in one request");
+    assert_eq!(rows.len(), 100_004);
+    assert_eq!(rows.last(), Some(&vec![Some("100003".to_owned())]));
+    assert_eq!(count("id = 4"), "0");
+
+    // An answer too large to hold while the block goes on is refused, not held, and the block rolled back.
+    let wide = "INSERT INTO hr.employees (id, name) VALUES (5, 'Ed'); \
+                SELECT id, name, name AS a, name AS b, name AS c, department FROM hr.employees";
+    assert_eq!(within(wide).await, Err("54000".into()));
+    assert_eq!(count("id = 5"), "0");
+    // The session, and the pool, go on.
+    assert_eq!(within("SELECT count(*) FROM hr.employees").await, Ok(vec![vec![Some("100003".into())]]));
+    within("INSERT INTO hr.employees (id, name) VALUES (5, 'Ed')").await.expect("autocommit insert");
+    assert_eq!(count("id = 5"), "1");
+
+    // A portal read in parts (pgJDBC's fetch size) in a pinned block, with a write between its parts.
+    let mut client = client;
+    let portal_with_a_write_between = async {
+        let block = client.transaction().await.expect("begin");
+        block.execute("INSERT INTO hr.employees (id, name) VALUES (6, 'Fay')", &[]).await.expect("pins the block");
+        let portal = block.bind("SELECT id FROM hr.employees", &[]).await.expect("bind");
+        let first = block.query_portal(&portal, 100).await.expect("the first part");
+        block.execute("INSERT INTO hr.employees (id, name) VALUES (7, 'Gus')", &[]).await.expect("a write between");
+        let rest = block.query_portal(&portal, 0).await.expect("the rest");
+        block.commit().await.expect("commit");
+        (first.len(), rest.len())
+    };
+    let (first, rest) =
+        tokio::time::timeout(Duration::from_secs(60), portal_with_a_write_between).await.expect("answered, not stuck");
+    assert_eq!((first, first + rest), (100, 100_005), "the rows as of the portal's start, Fay's among them");
+    assert_eq!(count("id IN (6, 7)"), "2");
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Differential test: rewriter on PostgreSQL as the backend role == original query under RLS as a matching role.
 

@@ -42,7 +42,7 @@ use super::SqlService;
 use super::bind::is_number;
 use super::error::SqlError;
 use super::rewrite::Deallocation;
-use super::rows::{Cell, Column, ColumnType, numeric};
+use super::rows::{Answer, Cell, Column, ColumnType, RowSet, numeric};
 use super::session::{Outcome, Param, Prepared, SERVER_VERSION, Session};
 use lakegate_core::audit::Front;
 use lakegate_core::gate::{GateError, Origin};
@@ -643,25 +643,83 @@ impl SimpleQueryHandler for Connection {
         let session = guard.as_mut().ok_or_else(|| fatal("28000", "not authenticated"))?;
         // Every statement of the request must pass the rewriter before any of them runs.
         let prepared = session.prepare(query, &request_id).await.map_err(|e| pg_error(&e))?;
+        // As PostgreSQL, the statements of one request run as one transaction unless the request controls its
+        // own: a failing statement undoes what the ones before it wrote.
+        let implicit =
+            prepared.len() > 1 && !prepared.iter().any(Prepared::controls_transaction) && session.begin_implicit();
+        let mut block = ImplicitBlock { session, open: implicit };
         let mut responses = Vec::with_capacity(prepared.len());
-        for p in &prepared {
-            let outcome = match p.deallocation() {
+        let mut failed = false;
+        for (i, p) in prepared.iter().enumerate() {
+            let mut outcome = match p.deallocation() {
                 Some(which) => self.deallocate(client.portal_store(), which),
-                None => session.run(p, &[], &request_id).await,
+                None => block.session.run(p, &[], &request_id).await,
             };
-            if outcome.is_ok() && p.discards_all() {
-                self.deallocate(client.portal_store(), &Deallocation::All).map_err(|e| pg_error(&e))?;
+            if outcome.is_ok()
+                && p.discards_all()
+                && let Err(e) = self.deallocate(client.portal_store(), &Deallocation::All)
+            {
+                outcome = Err(e);
             }
+            // The responses go out once the last statement has run; rows still to be read from the block's one
+            // backend connection would hold back every later answer on it (the next statement's, the COMMIT's).
+            let next_on_same_connection = i + 1 < prepared.len() || implicit;
+            let outcome = match outcome {
+                Ok(Outcome::Rows(set)) if next_on_same_connection && block.session.pinned() => read_whole(set).await,
+                other => other,
+            };
             match outcome {
                 Ok(outcome) => responses.push(response(outcome, &Format::UnifiedText)),
                 Err(e) => {
+                    failed = true;
                     let PgWireError::UserError(info) = pg_error(&e) else { break };
                     responses.push(Response::Error(info));
                     break;
                 }
             }
         }
+        if implicit {
+            block.open = false;
+            if let Err(e) = block.session.end_implicit(!failed).await
+                && !failed
+                && let PgWireError::UserError(info) = pg_error(&e)
+            {
+                // The COMMIT's failure is the request's, after every statement's answer, as PostgreSQL gives it.
+                responses.push(Response::Error(info));
+            }
+        }
         Ok(responses)
+    }
+}
+
+/// A request's implicit block while its statements run. A request that ends early (a cancel drops its future)
+/// leaves no block open behind it for the session's next statements: the block is dropped, which rolls it back.
+struct ImplicitBlock<'a> {
+    session: &'a mut Session,
+    open: bool,
+}
+
+impl Drop for ImplicitBlock<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.session.abandon_implicit();
+        }
+    }
+}
+
+/// The most of one statement's result a request holds in memory while its later statements run in the same
+/// transaction block (see `do_query`): a larger one is refused rather than held.
+const MAX_HELD_RESULT: u64 = 16 << 20;
+
+/// Reads a result to its end, so that its backend connection is free for the next statement.
+async fn read_whole(set: RowSet) -> Result<Outcome, SqlError> {
+    match Answer::collect_within(set, MAX_HELD_RESULT).await? {
+        Ok(answer) => Ok(Outcome::Rows(answer.into_row_set())),
+        Err(_unread) => Err(SqlError::Limit(format!(
+            "a result of more than {} MiB is followed by another statement of the same transaction block in one \
+             request; send the statements one at a time",
+            MAX_HELD_RESULT >> 20
+        ))),
     }
 }
 
@@ -1083,7 +1141,7 @@ impl ExtendedQueryHandler for Connection {
         Ok(DescribePortalResponse::new(fields(&columns, &target.result_column_format)))
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Statement>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Statement>, max_rows: usize) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -1094,16 +1152,27 @@ impl ExtendedQueryHandler for Connection {
             let outcome = self.deallocate(client.portal_store(), which).map_err(|e| pg_error(&e))?;
             return Ok(response(outcome, &portal.result_column_format));
         }
-        // The rows its Describe ran, if this is that portal; rows run for another portal are dropped.
-        if let Some(described) = self.take_described()
-            && std::ptr::eq(Arc::as_ptr(&described.portal), portal)
-        {
-            return Ok(response(Outcome::Rows(described.rows), &portal.result_column_format));
-        }
-        let outcome = self.run_portal(portal).await?;
-        if portal.statement.statement.prepared.discards_all() {
-            self.deallocate(client.portal_store(), &Deallocation::All).map_err(|e| pg_error(&e))?;
-        }
+        // The rows its Describe ran, if this is that portal; rows run for another portal are dropped, before this
+        // one runs (they may hold the connection it needs).
+        let described = self.take_described().filter(|d| std::ptr::eq(Arc::as_ptr(&d.portal), portal));
+        let outcome = match described {
+            Some(described) => Outcome::Rows(described.rows),
+            None => {
+                let outcome = self.run_portal(portal).await?;
+                if portal.statement.statement.prepared.discards_all() {
+                    self.deallocate(client.portal_store(), &Deallocation::All).map_err(|e| pg_error(&e))?;
+                }
+                outcome
+            }
+        };
+        // A portal read in parts (a row limit: pgJDBC's fetch size) stays open while the client runs other
+        // statements. In a block pinned to one backend connection, its rows still to be read would hold back every
+        // later answer on that connection, so they are read now.
+        let pinned = max_rows > 0 && self.with_session(async |s| Ok(s.pinned())).await?;
+        let outcome = match outcome {
+            Outcome::Rows(set) if pinned => read_whole(set).await.map_err(|e| pg_error(&e))?,
+            other => other,
+        };
         Ok(response(outcome, &portal.result_column_format))
     }
 }

@@ -212,6 +212,11 @@ impl Answer {
         }
     }
 
+    /// The answer as a result, without a copy.
+    pub fn into_row_set(self) -> RowSet {
+        RowSet { columns: self.columns, rows: Box::pin(futures::stream::iter(self.rows.into_iter().map(Ok))) }
+    }
+
     /// Reads `set` whole if it weighs at most `limit`. A heavier result is given back as a result still to be
     /// read, the rows read so far first: what is not kept is not held in memory either.
     pub async fn collect_within(set: RowSet, limit: u64) -> Result<Result<Self, RowSet>, SqlError> {

@@ -179,6 +179,8 @@ struct OpenTransaction {
     pinned: Option<(String, Arc<dyn Transaction>)>,
     /// Savepoints taken while not pinned, oldest first.
     savepoints: Vec<String>,
+    /// Opened for a request of several statements, not by a BEGIN ([`Session::begin_implicit`]).
+    implicit: bool,
 }
 
 /// A statement ready to run: rewritten, or answered by the gateway itself.
@@ -199,6 +201,11 @@ impl Prepared {
             PreparedKind::Session { command: SessionCommand::Deallocate(which), .. } => Some(which),
             _ => None,
         }
+    }
+
+    /// Whether this is BEGIN, COMMIT, ROLLBACK, a savepoint's statement or SET TRANSACTION.
+    pub fn controls_transaction(&self) -> bool {
+        matches!(&self.kind, PreparedKind::Session { command: SessionCommand::Transaction(_), .. })
     }
 
     /// Whether this is `DISCARD ALL`, after which the front that keeps prepared statements drops them all.
@@ -582,7 +589,7 @@ impl Session {
         match &prepared.kind {
             PreparedKind::Governed(g) => match g.statement.kind {
                 StatementKind::Query => {
-                    let backend = self.backend(&g.backend)?;
+                    let backend = self.describing_backend(&g.backend)?;
                     backend.describe(&g.bound(&prepared.literals)?).await
                 }
                 _ => Ok(Vec::new()),
@@ -615,7 +622,7 @@ impl Session {
             return Ok(types);
         }
         let types: Arc<[Option<ColumnType>]> =
-            self.backend(&g.backend)?.parameter_types(&g.statement.sql).await?.into();
+            self.describing_backend(&g.backend)?.parameter_types(&g.statement.sql).await?.into();
         kept.insert(key, types.clone());
         Ok(types)
     }
@@ -625,7 +632,7 @@ impl Session {
         match &prepared.kind {
             PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => {
                 let sql = g.bound(prepared.values(params))?;
-                self.backend(&g.backend)?.describe(&sql).await
+                self.describing_backend(&g.backend)?.describe(&sql).await
             }
             _ => self.describe(prepared).await,
         }
@@ -636,6 +643,18 @@ impl Session {
             .backends
             .get(name)
             .ok_or_else(|| SqlError::BackendUnavailable(format!("no backend named {name:?} is configured")))
+    }
+
+    /// Where a statement is described or its parameters typed: on the connection the transaction block is pinned
+    /// to, if it is pinned to this backend, else on the pool. The block holds a connection of the pool, which may
+    /// have no other to lend until the block ends: asking the pool from inside it could wait for ever.
+    fn describing_backend(&self, name: &str) -> Result<Arc<dyn Backend>, SqlError> {
+        if let Some((pinned, transaction)) = self.transaction.as_ref().and_then(|open| open.pinned.as_ref())
+            && pinned == name
+        {
+            return Ok(transaction.clone() as Arc<dyn Backend>);
+        }
+        self.backend(name)
     }
 
     /// Runs one prepared statement with its parameters.
@@ -797,11 +816,56 @@ impl Session {
             }
             // No transactions on this engine (Spark, the embedded engine): reads run as they would outside the
             // block. A write would commit at once, where the client still expects to be able to roll it back.
-            None if writes => Err(SqlError::Unsupported(format!(
+            // In the block of a request of several statements, a write runs as it would alone: this engine cannot
+            // undo it if a later statement fails (docs/sql.md says so).
+            None if writes && !open.implicit => Err(SqlError::Unsupported(format!(
                 "backend {name:?} has no transactions: a write cannot run inside a transaction block (use autocommit)"
             ))),
             None => Ok(backend),
         }
+    }
+
+    /// Opens the block PostgreSQL runs a request of several statements in (its implicit transaction block), so
+    /// that a failing statement undoes what the ones before it wrote; the front calls it for a request without
+    /// transaction control of its own, and [`Session::end_implicit`] after the request's last statement. Nothing
+    /// is opened, and `false` returned, inside a block the client opened. As any block, it takes a connection of
+    /// its own at its first write only (see [`OpenTransaction`]).
+    pub fn begin_implicit(&mut self) -> bool {
+        if self.transaction.is_some() {
+            return false;
+        }
+        let options = TransactionOptions::default();
+        self.transaction = Some(OpenTransaction { options, pinned: None, savepoints: Vec::new(), implicit: true });
+        true
+    }
+
+    /// Ends the block [`Session::begin_implicit`] opened: commits what it wrote if every statement succeeded,
+    /// rolls it back if not.
+    pub async fn end_implicit(&mut self, commit: bool) -> Result<(), SqlError> {
+        match self.transaction.take() {
+            Some(open) if open.implicit => match open.pinned {
+                Some((_, transaction)) => transaction.end(commit).await,
+                None => Ok(()),
+            },
+            other => {
+                self.transaction = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the block [`Session::begin_implicit`] opened without ending it, for a request that stopped before its
+    /// last statement: what it wrote is rolled back (see `PgTransaction`'s drop).
+    pub fn abandon_implicit(&mut self) {
+        if self.transaction.as_ref().is_some_and(|open| open.implicit) {
+            self.transaction = None;
+        }
+    }
+
+    /// Whether the statements of a transaction block run on one backend connection now: a result read from it
+    /// must be read to its end before anything else is sent on that connection.
+    pub fn pinned(&self) -> bool {
+        self.transaction.as_ref().is_some_and(|open| open.pinned.is_some())
     }
 
     /// BEGIN, COMMIT, ROLLBACK and savepoints, with PostgreSQL's answers where no block is open.
@@ -811,7 +875,8 @@ impl Session {
                 // As PostgreSQL: a BEGIN inside a block is a warning, not an error, and changes nothing.
                 if self.transaction.is_none() {
                     let options = TransactionOptions { isolation: *isolation, read_only: *read_only };
-                    self.transaction = Some(OpenTransaction { options, pinned: None, savepoints: Vec::new() });
+                    self.transaction =
+                        Some(OpenTransaction { options, pinned: None, savepoints: Vec::new(), implicit: false });
                 }
                 "BEGIN"
             }
