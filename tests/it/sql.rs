@@ -571,11 +571,12 @@ fn policies_on_warehouse(table: &str) -> tempfile::TempDir {
     policies
 }
 
-/// Lakegate on the policy set `policies`, its `warehouse` backend the PostgreSQL `pg` as `lakegate_backend`.
-fn start_on_warehouse(pg: &Postgres, policies: &tempfile::TempDir, pool_size: u32) -> Lakegate {
+/// Lakegate on the policy set `policies`, its `warehouse` backend the PostgreSQL `pg` as `lakegate_backend`, with
+/// the backend settings `pool` (`pool_size = 1`...).
+fn start_on_warehouse(pg: &Postgres, policies: &tempfile::TempDir, pool: &str) -> Lakegate {
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
-    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", pool_size = {pool_size}}}]");
+    let backends = format!("[{{name = \"warehouse\", url = \"{url}\", {pool}}}]");
     Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)])
 }
 
@@ -591,7 +592,7 @@ fn orders_on_postgres(pg: &Postgres, rows: u32, pool_size: u32) -> (Lakegate, te
          GRANT SELECT ON sales.orders TO lakegate_backend;"
     ));
     let policies = policies_on_warehouse("sales.orders");
-    (start_on_warehouse(pg, &policies, pool_size), policies)
+    (start_on_warehouse(pg, &policies, &format!("pool_size = {pool_size}")), policies)
 }
 
 /// Runs `lakegate serve` with `env` on free ports, expecting start-up to fail; its stderr.
@@ -903,6 +904,11 @@ permit (principal in Group::"ops-writers", action == Action::"InsertTable", reso
 /// `hr.employees` on a real PostgreSQL behind the gateway, writable by the backend role; carol (hr) may edit it,
 /// `ops-writers` may add ops employees ([`OPS_WRITERS`]).
 fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
+    hr_on_postgres_with(pg, "pool_size = 1")
+}
+
+/// As [`hr_on_postgres`], with the backend settings `pool`.
+fn hr_on_postgres_with(pg: &Postgres, pool: &str) -> (Lakegate, tempfile::TempDir) {
     pg.psql(
         "CREATE SCHEMA hr; CREATE TABLE hr.employees (id bigint, name text, department text, \
          salary numeric(12,2), ssn text); INSERT INTO hr.employees VALUES (1, 'Ann', 'ops', 100, '111'); \
@@ -911,7 +917,7 @@ fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
     );
     let policies = policies_on_warehouse("hr.employees");
     std::fs::write(policies.path().join("ops-writers.cedar"), OPS_WRITERS).expect("write policy");
-    (start_on_warehouse(pg, &policies, 1), policies)
+    (start_on_warehouse(pg, &policies, pool), policies)
 }
 
 fn names(pg: &Postgres) -> String {
@@ -1063,6 +1069,44 @@ async fn the_statements_of_one_request_commit_or_roll_back_together_and_each_ans
         tokio::time::timeout(Duration::from_secs(60), portal_with_a_write_between).await.expect("answered, not stuck");
     assert_eq!((first, first + rest), (100, 100_005), "the rows as of the portal's start, Fay's among them");
     assert_eq!(count("id IN (6, 7)"), "2");
+}
+
+#[tokio::test]
+async fn a_statement_that_finds_every_backend_connection_held_is_refused_with_53300_after_the_pool_wait() {
+    let pg = Postgres::start();
+    let (lg, _policies) = hr_on_postgres_with(&pg, "pool_size = 1, pool_wait_timeout_ms = 300");
+    let carol = lg.token("carol", &["hr"], &[]);
+    let count = |filter: &str| pg.psql(&format!("SELECT count(*) FROM hr.employees WHERE {filter}")).trim().to_owned();
+
+    // Sessions go to the connection threads in turn and each thread's pool has one connection: blocks pinned by
+    // a write take them all, and a session after them finds its thread's connection held by another session.
+    let mut holders = Vec::new();
+    let waiting = loop {
+        assert!(holders.len() < 64, "no session was refused: the pool grows without bound");
+        let client = connect_gateway(&lg, "carol", &carol).await;
+        let write = format!("BEGIN; INSERT INTO hr.employees (id, name) VALUES ({}, 'held')", 100 + holders.len());
+        let answered = tokio::time::timeout(Duration::from_secs(30), client.simple_query(&write)).await;
+        match answered.expect("refused, not left waiting") {
+            Ok(_) => holders.push(client),
+            Err(e) => {
+                let e = e.as_db_error().expect("an error in the protocol's form").clone();
+                assert_eq!(e.code().code(), "53300", "{e}");
+                assert!(e.message().contains("\"warehouse\""), "the message names the backend: {}", e.message());
+                break client;
+            }
+        }
+    };
+    assert!(!holders.is_empty(), "the first session found a free connection");
+    simple(&waiting, "ROLLBACK").await.expect("the refused block ends");
+    // Outside a block a read waits and is refused the same way; the session itself stays usable.
+    assert_eq!(simple(&waiting, "SELECT count(*) FROM hr.employees").await, Err("53300".into()));
+
+    for holder in &holders {
+        simple(holder, "COMMIT").await.expect("commit");
+    }
+    assert_eq!(count("name = 'held'"), holders.len().to_string(), "only the writes that had a connection");
+    simple(&waiting, "INSERT INTO hr.employees (id, name) VALUES (99, 'late')").await.expect("a free connection");
+    assert_eq!(count("id = 99"), "1");
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ pub struct PostgresBackendConfig {
     /// (see `backend::postgres`).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// How long a statement waits for one of those connections when all are in use (held by other sessions'
+    /// transaction blocks, or busy) before it is refused with SQLSTATE 53300; 0 refuses at once.
+    #[serde(default = "default_pool_wait_timeout_ms")]
+    pub pool_wait_timeout_ms: u64,
     /// Connect with TLS (verifying the server against the system roots, or `ca_file`).
     #[serde(default)]
     pub tls: bool,
@@ -93,6 +97,7 @@ impl std::fmt::Debug for PostgresBackendConfig {
             .field("name", &self.name)
             .field("url", &"<redacted>")
             .field("pool_size", &self.pool_size)
+            .field("pool_wait_timeout_ms", &self.pool_wait_timeout_ms)
             .field("tls", &self.tls)
             .finish()
     }
@@ -133,4 +138,7 @@ fn default_spark_user() -> String {
 }
 fn default_pool_size() -> usize {
     8
+}
+fn default_pool_wait_timeout_ms() -> u64 {
+    30_000
 }

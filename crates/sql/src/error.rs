@@ -29,6 +29,13 @@ pub enum SqlError {
     /// The backend is unreachable.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
+    /// Every connection to the backend stayed in use (by other sessions' transaction blocks) for as long as a
+    /// statement may wait for one. The client's connection is fine and the statement may be retried.
+    #[error(
+        "every connection to backend {backend:?} stayed in use for {} ms; try again, or raise its pool_size",
+        waited.as_millis()
+    )]
+    BackendBusy { backend: String, waited: std::time::Duration },
     /// A statement or value the gateway does not support.
     #[error("feature not supported by the gateway: {0}")]
     Unsupported(String),
@@ -62,6 +69,9 @@ impl SqlError {
             SqlError::Policy(_) | SqlError::Internal(_) => "XX000",
             SqlError::Backend { sqlstate, .. } => sqlstate,
             SqlError::BackendUnavailable(_) => "08006",
+            // too_many_connections, as pgbouncer and PostgreSQL answer when out of connections; a class-08 code
+            // would tell pools to throw the client's own (healthy) connection away.
+            SqlError::BackendBusy { .. } => "53300",
             SqlError::Unsupported(_) => "0A000",
             SqlError::Parameter { .. } => "22P02",
             SqlError::Limit(_) => "54000",

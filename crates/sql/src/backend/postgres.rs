@@ -21,7 +21,7 @@ use std::error::Error as StdError;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
 use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Statement};
@@ -60,6 +60,10 @@ pub struct Postgres {
     /// Connections for callers elsewhere (the Trino front, on the shared runtime).
     shared: Pool,
     cancel: CancelWith,
+    /// The backend's name, for the operator's messages.
+    name: Arc<str>,
+    /// How long a statement waits for a connection of its pool (`pool_wait_timeout_ms`).
+    wait: std::time::Duration,
     /// Whether PostgreSQL reads a parameterised statement as it reads its bound text, by text and types.
     read_alike: Arc<ReadAlike>,
 }
@@ -228,6 +232,7 @@ impl Postgres {
         } else {
             CancelWith::Plain
         };
+        let wait = std::time::Duration::from_millis(config.pool_wait_timeout_ms);
         let pools = 1 + lakegate_net::threads::connection_threads();
         let mut per_thread = (0..pools)
             .map(|i| {
@@ -236,13 +241,19 @@ impl Postgres {
                     CancelWith::Tls(tls) => Manager::from_config(pg.clone(), tls.clone(), manager_config),
                     CancelWith::Plain => Manager::from_config(pg.clone(), NoTls, manager_config),
                 };
-                Pool::builder(manager).max_size(pool_share(config.pool_size, pools, i)).build()
+                // A statement waits for a connection at most `wait`: when blocks of other sessions hold every one,
+                // the client gets 53300 and may retry, rather than a statement that never answers.
+                Pool::builder(manager)
+                    .max_size(pool_share(config.pool_size, pools, i))
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(wait))
+                    .build()
             })
             .collect::<Result<Vec<Pool>, _>>()
             .map_err(|e| StartError::Pool(e.to_string()))?;
         let shared = per_thread.pop().ok_or_else(|| StartError::Pool("no pool".to_owned()))?;
         let read_alike = Arc::new(ReadAlike::with_weighter(256, READ_ALIKE_WEIGHT, TypedWeight));
-        let backend = Postgres { per_thread, shared, cancel, read_alike };
+        let backend = Postgres { per_thread, shared, cancel, name: config.name.as_str().into(), wait, read_alike };
         backend.check_catalog(&config.name, catalog).await?;
         Ok(backend)
     }
@@ -275,7 +286,12 @@ impl Postgres {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, SqlError> {
         let pool = lakegate_net::threads::connection_thread().and_then(|i| self.per_thread.get(i));
-        pool.unwrap_or(&self.shared).get().await.map_err(|e| SqlError::BackendUnavailable(e.to_string()))
+        pool.unwrap_or(&self.shared).get().await.map_err(|e| match e {
+            PoolError::Timeout(TimeoutType::Wait) => {
+                SqlError::BackendBusy { backend: self.name.to_string(), waited: self.wait }
+            }
+            e => SqlError::BackendUnavailable(with_causes(&e)),
+        })
     }
 
     /// `query` kept prepared on `client`, its parameters typed as `types`, if PostgreSQL reads it as it reads the
