@@ -2,7 +2,7 @@
 //! backend behind the gateway, and the differential test of the rewriter against PostgreSQL row level
 //! security.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lakegate_sql::rewrite::{Catalog, ColumnAccess, ColumnDef, Operation, Rewriter, TableFilter, TableName};
@@ -996,6 +996,95 @@ async fn transaction_blocks_commit_or_roll_back_together_on_the_postgresql_backe
     }
     simple(&next, "INSERT INTO hr.employees (id, name) VALUES (5, 'Ed')").await.expect("autocommit insert");
     assert_eq!(names(&pg), "Ann,Cy,Di,Ed", "the reused connection is not inside the abandoned transaction");
+}
+
+#[tokio::test]
+async fn the_audit_log_says_whether_the_writes_of_a_block_stand() {
+    let pg = Postgres::start();
+    let (lg, _policies) = hr_on_postgres(&pg);
+    let carol = lg.token("carol", &["hr"], &[]);
+    let client = connect_gateway(&lg, "carol", &carol).await;
+    let run = async |client: &tokio_postgres::Client, statements: &[&str]| {
+        for sql in statements {
+            simple(client, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    };
+
+    run(&client, &["BEGIN", "INSERT INTO hr.employees (id, name) VALUES (10, 'undone')", "ROLLBACK"]).await;
+    // A COMMIT of a block an error aborted rolls it back, as on PostgreSQL.
+    run(&client, &["BEGIN", "INSERT INTO hr.employees (id, name) VALUES (11, 'aborted')"]).await;
+    assert_eq!(simple(&client, "UPDATE hr.employees SET salary = 1 / 0 WHERE id = 11").await, Err("22012".into()));
+    run(&client, &["COMMIT"]).await;
+    run(
+        &client,
+        &[
+            "BEGIN",
+            "INSERT INTO hr.employees (id, name) VALUES (12, 'kept')",
+            "SAVEPOINT s",
+            "INSERT INTO hr.employees (id, name) VALUES (13, 'unsaved')",
+            "ROLLBACK TO SAVEPOINT s",
+            "COMMIT",
+        ],
+    )
+    .await;
+    let failing = "INSERT INTO hr.employees (id, name) VALUES (14, 'implicit'); \
+                   UPDATE hr.employees SET salary = 1 / 0 WHERE id = 14";
+    assert_eq!(simple(&client, failing).await, Err("22012".into()));
+    run(&client, &["BEGIN", "INSERT INTO hr.employees (id, name) VALUES (15, 'left')"]).await;
+    drop(client);
+    run(&connect_gateway(&lg, "carol", &carol).await, &["INSERT INTO hr.employees (id, name) VALUES (16, 'alone')"])
+        .await;
+    // psql shows the command tag: the COMMIT that rolled back says so.
+    let block = [
+        "BEGIN",
+        "INSERT INTO hr.employees (id, name) VALUES (17, 'tagged')",
+        "UPDATE hr.employees SET salary = 1 / 0 WHERE id = 17",
+        "COMMIT",
+    ];
+    let shown = pg.psql_through(lg.sql, "carol", &carol, &block);
+    assert_eq!(shown, "BEGIN\nINSERT 0 1\nROLLBACK\n");
+    assert_eq!(names(&pg), "Ann,kept,alone");
+
+    let events = eventually("a record of each block's end", || {
+        let events = lg.audit_events();
+        (events.iter().filter(|e| e["sql"]["committed"].is_boolean()).count() == 6).then_some(events)
+    });
+    let insert = |name: &str| {
+        let mark = format!("'{name}'");
+        events
+            .iter()
+            .find(|e| e["action"] == "sql:Insert" && e["sql"]["original"].as_str().is_some_and(|s| s.contains(&mark)))
+            .unwrap_or_else(|| panic!("no record of the insert of {name}"))
+    };
+    let block_of = |name: &str| insert(name)["sql"]["transaction"].as_str().expect("a block's id").to_owned();
+    let in_block = |block: &str| -> Vec<(String, Option<bool>)> {
+        events
+            .iter()
+            .filter(|e| e["sql"]["transaction"] == block)
+            .map(|e| (e["action"].as_str().unwrap_or_default().to_owned(), e["sql"]["committed"].as_bool()))
+            .collect()
+    };
+    let ins = || ("sql:Insert".to_owned(), None);
+    let end = |action: &str, committed: bool| (action.to_owned(), Some(committed));
+    assert_eq!(in_block(&block_of("undone")), [ins(), end("sql:Rollback", false)]);
+    assert_eq!(in_block(&block_of("aborted")), [ins(), ("sql:Update".into(), None), end("sql:Commit", false)]);
+    assert_eq!(
+        in_block(&block_of("kept")),
+        [
+            ins(),
+            ("sql:Savepoint".into(), None),
+            ins(),
+            ("sql:RollbackToSavepoint".into(), None),
+            end("sql:Commit", true)
+        ]
+    );
+    assert_eq!(block_of("unsaved"), block_of("kept"));
+    assert_eq!(in_block(&block_of("implicit")), [ins(), ("sql:Update".into(), None), end("sql:Rollback", false)]);
+    assert_eq!(in_block(&block_of("left")), [ins(), end("sql:Rollback", false)], "the session ended inside it");
+    assert!(insert("alone")["sql"].get("transaction").is_none(), "an autocommit write is its own block");
+    assert_eq!(in_block(&block_of("tagged")), [ins(), ("sql:Update".into(), None), end("sql:Commit", false)]);
+    let blocks: HashSet<String> = ["undone", "aborted", "kept", "implicit", "left", "tagged"].map(block_of).into();
+    assert_eq!(blocks.len(), 6, "each block has an id of its own");
 }
 
 #[tokio::test]

@@ -291,6 +291,21 @@ impl Postgres {
         assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// This server's psql run against the SQL gateway at `gateway` as `user` with `token`, each of `statements`
+    /// its own `-c`, going on past errors; what it prints (the command tags and rows, not the errors).
+    pub fn psql_through(&self, gateway: SocketAddr, user: &str, token: &str, statements: &[&str]) -> String {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-X", "-A", "-t", "-h", "127.0.0.1", "-d", "lakegate", "-U", user, "-p"])
+            .arg(gateway.port().to_string())
+            .env("PGPASSWORD", token)
+            .env("PGSSLMODE", "disable");
+        for sql in statements {
+            psql.args(["-c", sql]);
+        }
+        let out = psql.output().expect("run psql");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Postgres {

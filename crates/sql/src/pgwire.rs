@@ -680,7 +680,7 @@ impl SimpleQueryHandler for Connection {
         }
         if implicit {
             block.open = false;
-            if let Err(e) = block.session.end_implicit(!failed).await
+            if let Err(e) = block.session.end_implicit(!failed, &request_id).await
                 && !failed
                 && let PgWireError::UserError(info) = pg_error(&e)
             {

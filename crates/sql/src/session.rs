@@ -12,7 +12,7 @@ use std::task::Poll;
 use futures::Stream;
 
 use super::SqlService;
-use super::backend::{Backend, IsolationLevel, Parameterised, SavepointOp, Transaction, TransactionOptions};
+use super::backend::{Backend, Ended, IsolationLevel, Parameterised, SavepointOp, Transaction, TransactionOptions};
 pub use super::bind::Param;
 use super::bind::{self, Template, bind, bind_text, placeholder_count};
 use super::error::SqlError;
@@ -172,15 +172,34 @@ const PARAMETER_TYPES_KEPT: usize = 256;
 ///
 /// Savepoints taken before the block is pinned are only remembered: nothing has been written on any backend yet,
 /// so they are taken on the pinned connection right after its BEGIN, which is the same point in the block.
+///
+/// A pinned block is audited as a block: the records of its statements carry its id, and its savepoint
+/// statements and its end have records of their own, which say whether its writes stand (see
+/// [`SqlAudit::transaction`]).
 #[derive(Debug)]
 struct OpenTransaction {
     options: TransactionOptions,
-    /// The backend the block is pinned to and its transaction.
-    pinned: Option<(String, Arc<dyn Transaction>)>,
+    /// The connection the block runs on, once it has one.
+    pinned: Option<Pinned>,
     /// Savepoints taken while not pinned, oldest first.
     savepoints: Vec<String>,
     /// Opened for a request of several statements, not by a BEGIN ([`Session::begin_implicit`]).
     implicit: bool,
+}
+
+impl OpenTransaction {
+    fn new(options: TransactionOptions, implicit: bool) -> Self {
+        OpenTransaction { options, pinned: None, savepoints: Vec::new(), implicit }
+    }
+}
+
+/// The backend connection a transaction block is pinned to.
+#[derive(Debug)]
+struct Pinned {
+    backend: String,
+    transaction: Arc<dyn Transaction>,
+    /// The block's id in the audit log.
+    id: String,
 }
 
 /// A statement ready to run: rewritten, or answered by the gateway itself.
@@ -311,6 +330,12 @@ impl std::fmt::Debug for Outcome {
                 f.debug_struct("Transaction").field("tag", tag).field("open", open).finish()
             }
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.abandon_block("ROLLBACK (the session ended inside the block)");
     }
 }
 
@@ -649,10 +674,10 @@ impl Session {
     /// to, if it is pinned to this backend, else on the pool. The block holds a connection of the pool, which may
     /// have no other to lend until the block ends: asking the pool from inside it could wait for ever.
     fn describing_backend(&self, name: &str) -> Result<Arc<dyn Backend>, SqlError> {
-        if let Some((pinned, transaction)) = self.transaction.as_ref().and_then(|open| open.pinned.as_ref())
-            && pinned == name
+        if let Some(pinned) = self.transaction.as_ref().and_then(|open| open.pinned.as_ref())
+            && pinned.backend == name
         {
-            return Ok(transaction.clone() as Arc<dyn Backend>);
+            return Ok(pinned.transaction.clone() as Arc<dyn Backend>);
         }
         self.backend(name)
     }
@@ -660,8 +685,8 @@ impl Session {
     /// Runs one prepared statement with its parameters.
     pub async fn run(&mut self, prepared: &Prepared, params: &[Param], request_id: &str) -> Result<Outcome, SqlError> {
         match &prepared.kind {
-            PreparedKind::Session { command: SessionCommand::Transaction(command), .. } => {
-                self.transaction(command).await
+            PreparedKind::Session { command: SessionCommand::Transaction(command), text } => {
+                self.transaction(command, text, request_id).await
             }
             PreparedKind::Session { command, text } => self.session_command(command, text),
             PreparedKind::Introspect(sql) => {
@@ -701,6 +726,12 @@ impl Session {
             Ok(b) => b,
             Err(e) => return Err(fail(slot, e)),
         };
+        // On the block's own connection: what it writes stands or falls with the block.
+        if let Some(pinned) = self.transaction.as_ref().and_then(|open| open.pinned.as_ref())
+            && let Some(s) = slot.event_mut().sql.as_mut()
+        {
+            s.transaction = Some(pinned.id.clone());
+        }
         let caller = super::backend::Caller { principal: &self.principal, request_id };
         if g.statement.kind != StatementKind::Query {
             return match backend.execute(&sql, &caller).await {
@@ -789,13 +820,14 @@ impl Session {
     /// pinned to (pinning it now if the statement writes or the block asked for a stricter isolation level).
     async fn statement_backend(&mut self, name: &str, writes: bool) -> Result<Arc<dyn Backend>, SqlError> {
         let Some(open) = self.transaction.as_mut() else { return self.backend(name) };
-        if let Some((pinned, transaction)) = &open.pinned {
-            if pinned != name {
+        if let Some(pinned) = &open.pinned {
+            if pinned.backend != name {
                 return Err(SqlError::Unsupported(format!(
-                    "this transaction block runs on backend {pinned:?}; a statement on {name:?} cannot join it"
+                    "this transaction block runs on backend {:?}; a statement on {name:?} cannot join it",
+                    pinned.backend
                 )));
             }
-            return Ok(transaction.clone() as Arc<dyn Backend>);
+            return Ok(pinned.transaction.clone() as Arc<dyn Backend>);
         }
         let needs_own_connection = writes || open.options.isolation != IsolationLevel::ReadCommitted;
         if !needs_own_connection {
@@ -811,7 +843,8 @@ impl Session {
                 for savepoint in std::mem::take(&mut open.savepoints) {
                     transaction.savepoint(SavepointOp::Take, &savepoint).await?;
                 }
-                open.pinned = Some((name.to_owned(), transaction.clone()));
+                let id = lakegate_net::http::new_request_id();
+                open.pinned = Some(Pinned { backend: name.to_owned(), transaction: transaction.clone(), id });
                 Ok(transaction as Arc<dyn Backend>)
             }
             // No transactions on this engine (Spark, the embedded engine): reads run as they would outside the
@@ -834,32 +867,103 @@ impl Session {
         if self.transaction.is_some() {
             return false;
         }
-        let options = TransactionOptions::default();
-        self.transaction = Some(OpenTransaction { options, pinned: None, savepoints: Vec::new(), implicit: true });
+        self.transaction = Some(OpenTransaction::new(TransactionOptions::default(), true));
         true
     }
 
     /// Ends the block [`Session::begin_implicit`] opened: commits what it wrote if every statement succeeded,
-    /// rolls it back if not.
-    pub async fn end_implicit(&mut self, commit: bool) -> Result<(), SqlError> {
-        match self.transaction.take() {
-            Some(open) if open.implicit => match open.pinned {
-                Some((_, transaction)) => transaction.end(commit).await,
-                None => Ok(()),
-            },
-            other => {
-                self.transaction = other;
-                Ok(())
-            }
+    /// rolls it back if not. `request_id` is the request's, for the record of the block's end.
+    pub async fn end_implicit(&mut self, commit: bool, request_id: &str) -> Result<(), SqlError> {
+        if !self.transaction.as_ref().is_some_and(|open| open.implicit) {
+            return Ok(());
         }
+        let text = if commit { "COMMIT" } else { "ROLLBACK" };
+        self.end_block(commit, text, request_id).await.map(drop)
     }
 
     /// Drops the block [`Session::begin_implicit`] opened without ending it, for a request that stopped before its
     /// last statement: what it wrote is rolled back (see `PgTransaction`'s drop).
     pub fn abandon_implicit(&mut self) {
         if self.transaction.as_ref().is_some_and(|open| open.implicit) {
-            self.transaction = None;
+            self.abandon_block("ROLLBACK (the request stopped before its last statement)");
         }
+    }
+
+    /// Ends the open block: COMMIT or ROLLBACK on its connection if it is pinned, with the record of how it
+    /// ended. No record, no COMMIT: when the audit log cannot take the record, a COMMIT is refused and the block
+    /// stays open (the client may retry, or roll back); a ROLLBACK, which only undoes, goes ahead.
+    async fn end_block(&mut self, commit: bool, text: &str, request_id: &str) -> Result<Ended, SqlError> {
+        let asked = if commit { Ended::Committed } else { Ended::RolledBack };
+        let Some(pinned) = self.transaction.as_mut().and_then(|open| open.pinned.take()) else {
+            self.transaction = None;
+            return Ok(asked);
+        };
+        let action = if commit { "sql:Commit" } else { "sql:Rollback" };
+        let sql = SqlAudit { original: text.to_owned(), transaction: Some(pinned.id.clone()), ..Default::default() };
+        let origin = self.origin(request_id);
+        let slot = match self
+            .service
+            .gate
+            .admit_transaction_control(&origin, &self.principal, action, &pinned.backend, sql)
+            .await
+        {
+            Ok(slot) => Some(slot),
+            Err(e) if commit => {
+                match self.transaction.as_mut() {
+                    Some(open) if !open.implicit => open.pinned = Some(pinned),
+                    // A request's implicit block ends with its request: nothing of it is committed.
+                    _ => {
+                        self.transaction = None;
+                        if let Err(e) = pinned.transaction.end(false).await {
+                            tracing::warn!(request_id, error = %e, "rolling back an implicit block failed");
+                        }
+                    }
+                }
+                return Err(SqlError::AuditUnavailable(e.to_string()));
+            }
+            Err(e) => {
+                tracing::error!(request_id, error = %e, "the audit log could not take a ROLLBACK; rolling back anyway");
+                None
+            }
+        };
+        self.transaction = None;
+        let ended = pinned.transaction.end(commit).await;
+        if let Some(mut slot) = slot {
+            if let Some(s) = slot.event_mut().sql.as_mut() {
+                s.committed = Some(matches!(ended, Ok(Ended::Committed)));
+            }
+            match &ended {
+                Ok(_) => slot.finish(),
+                Err(e) => drop(fail(slot, e.clone())),
+            }
+        }
+        ended
+    }
+
+    /// Forgets the open block without ending it on its connection, which its transaction's drop rolls back, and
+    /// records that rollback (`why`) if the block was pinned.
+    fn abandon_block(&mut self, why: &str) {
+        let Some(open) = self.transaction.take() else { return };
+        let Some(pinned) = open.pinned else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let gate = self.service.gate.clone();
+        let origin = self.origin(&lakegate_net::http::new_request_id());
+        let principal = self.principal.clone();
+        let sql = SqlAudit {
+            original: why.to_owned(),
+            transaction: Some(pinned.id.clone()),
+            committed: Some(false),
+            ..Default::default()
+        };
+        let Pinned { backend, .. } = pinned;
+        runtime.spawn(async move {
+            match gate.admit_transaction_control(&origin, &principal, "sql:Rollback", &backend, sql).await {
+                Ok(slot) => slot.finish(),
+                Err(e) => {
+                    tracing::error!(error = %e, "the audit log could not take the rollback of an abandoned block")
+                }
+            }
+        });
     }
 
     /// Whether the statements of a transaction block run on one backend connection now: a result read from it
@@ -869,34 +973,38 @@ impl Session {
     }
 
     /// BEGIN, COMMIT, ROLLBACK and savepoints, with PostgreSQL's answers where no block is open.
-    async fn transaction(&mut self, command: &TransactionCommand) -> Result<Outcome, SqlError> {
+    async fn transaction(
+        &mut self,
+        command: &TransactionCommand,
+        text: &str,
+        request_id: &str,
+    ) -> Result<Outcome, SqlError> {
         let tag = match command {
             TransactionCommand::Begin { isolation, read_only } => {
                 // As PostgreSQL: a BEGIN inside a block is a warning, not an error, and changes nothing.
                 if self.transaction.is_none() {
                     let options = TransactionOptions { isolation: *isolation, read_only: *read_only };
-                    self.transaction =
-                        Some(OpenTransaction { options, pinned: None, savepoints: Vec::new(), implicit: false });
+                    self.transaction = Some(OpenTransaction::new(options, false));
                 }
                 "BEGIN"
             }
+            // As PostgreSQL, a COMMIT that rolled back (of a block an error aborted) answers ROLLBACK.
             TransactionCommand::Commit | TransactionCommand::Rollback => {
-                let commit = *command == TransactionCommand::Commit;
-                if let Some((_, transaction)) = self.transaction.take().and_then(|t| t.pinned) {
-                    transaction.end(commit).await?;
+                match self.end_block(*command == TransactionCommand::Commit, text, request_id).await? {
+                    Ended::Committed => "COMMIT",
+                    Ended::RolledBack => "ROLLBACK",
                 }
-                if commit { "COMMIT" } else { "ROLLBACK" }
             }
             TransactionCommand::Savepoint(name) => {
-                self.savepoint(SavepointOp::Take, name).await?;
+                self.savepoint(SavepointOp::Take, name, text, request_id).await?;
                 "SAVEPOINT"
             }
             TransactionCommand::Release(name) => {
-                self.savepoint(SavepointOp::Release, name).await?;
+                self.savepoint(SavepointOp::Release, name, text, request_id).await?;
                 "RELEASE"
             }
             TransactionCommand::RollbackTo(name) => {
-                self.savepoint(SavepointOp::RollbackTo, name).await?;
+                self.savepoint(SavepointOp::RollbackTo, name, text, request_id).await?;
                 "ROLLBACK"
             }
             TransactionCommand::Set => return Ok(Outcome::Command("SET".into())),
@@ -904,16 +1012,37 @@ impl Session {
         Ok(Outcome::Transaction { tag: tag.into(), open: self.transaction.is_some() })
     }
 
-    /// A savepoint statement: on the pinned connection, or kept in step in the block's list until it is pinned.
-    async fn savepoint(&mut self, op: SavepointOp, name: &str) -> Result<(), SqlError> {
+    /// A savepoint statement: on the pinned connection, with its record, or kept in step in the block's list until
+    /// it is pinned.
+    async fn savepoint(&mut self, op: SavepointOp, name: &str, text: &str, request_id: &str) -> Result<(), SqlError> {
+        let origin = self.origin(request_id);
         let Some(open) = self.transaction.as_mut() else {
             return Err(SqlError::Transaction {
                 sqlstate: "25P01",
                 message: "savepoints can only be used in transaction blocks".into(),
             });
         };
-        if let Some((_, transaction)) = &open.pinned {
-            return transaction.savepoint(op, name).await;
+        if let Some(pinned) = &open.pinned {
+            let action = match op {
+                SavepointOp::Take => "sql:Savepoint",
+                SavepointOp::Release => "sql:ReleaseSavepoint",
+                SavepointOp::RollbackTo => "sql:RollbackToSavepoint",
+            };
+            let sql =
+                SqlAudit { original: text.to_owned(), transaction: Some(pinned.id.clone()), ..Default::default() };
+            let slot = self
+                .service
+                .gate
+                .admit_transaction_control(&origin, &self.principal, action, &pinned.backend, sql)
+                .await
+                .map_err(|e| SqlError::AuditUnavailable(e.to_string()))?;
+            return match pinned.transaction.savepoint(op, name).await {
+                Ok(()) => {
+                    slot.finish();
+                    Ok(())
+                }
+                Err(e) => Err(fail(slot, e)),
+            };
         }
         if op == SavepointOp::Take {
             open.savepoints.push(name.to_owned());
@@ -1024,6 +1153,8 @@ fn sql_audit(original: &str, rewritten: &str, tables: &[String], applied: &[Appl
         filters,
         masks,
         rows: None,
+        transaction: None,
+        committed: None,
     }
 }
 

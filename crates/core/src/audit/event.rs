@@ -91,6 +91,17 @@ pub struct SqlAudit {
     /// Rows returned to the client, when known.
     #[serde(default)]
     pub rows: Option<u64>,
+    /// The transaction block the statement ran in, when it ran on the block's own backend connection (from the
+    /// block's first write on). Its writes stand only if the record of the block's end with the same id
+    /// (`sql:Commit`, `sql:Rollback`) says `committed`, and no `sql:RollbackToSavepoint` of the block after it
+    /// names a savepoint taken before it (a savepoint without a record of its own was taken before the block's
+    /// first write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
+    /// For the end of a transaction block: whether its writes stand. A COMMIT of a block an error aborted rolls
+    /// it back, as on PostgreSQL, and says `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<bool>,
 }
 
 /// How the request ended, as the front saw it.

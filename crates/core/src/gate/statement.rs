@@ -194,6 +194,22 @@ impl Gate {
         self.begin(origin.front, ev).await
     }
 
+    /// Reserves the record of a transaction control statement on a block's own backend connection (its COMMIT or
+    /// ROLLBACK, a savepoint statement), before the backend sees it. No policy decides these: each statement of
+    /// the block was decided on its own, and these records say which of their writes stand (see
+    /// [`SqlAudit::transaction`]). `resource` is the backend the block runs on.
+    pub async fn admit_transaction_control(
+        &self,
+        origin: &Origin,
+        principal: &Principal,
+        action: &str,
+        resource: &str,
+        sql: SqlAudit,
+    ) -> Result<AuditSlot, GateError> {
+        let ev = event(origin, action, resource).principal(principal).allow(std::iter::empty::<String>()).sql(sql);
+        self.begin(origin.front, ev).await
+    }
+
     /// Records a refused statement. With a decision, a refusal it explains names the forbids that took a table
     /// or column away (none: a default deny); a policy error is recorded and counted as an error.
     pub async fn refuse_statement(

@@ -92,8 +92,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 pub trait Transaction: Backend {
     /// Takes, releases or rolls back to a savepoint (the name as PostgreSQL folded it).
     async fn savepoint(&self, op: SavepointOp, name: &str) -> Result<(), SqlError>;
-    /// COMMIT (`true`) or ROLLBACK; the connection is released either way.
-    async fn end(&self, commit: bool) -> Result<(), SqlError>;
+    /// COMMIT (`true`) or ROLLBACK, and which it was: a COMMIT of a block an error aborted rolls it back. The
+    /// connection is released either way; an error means the block did not commit.
+    async fn end(&self, commit: bool) -> Result<Ended, SqlError>;
+}
+
+/// How a transaction block ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Committed,
+    RolledBack,
 }
 
 /// What a savepoint statement does.

@@ -28,7 +28,7 @@ use tokio_postgres::{NoTls, Statement};
 
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Caller, Parameterised, SavepointOp, Transaction, TransactionOptions};
+use super::{Backend, Caller, Ended, Parameterised, SavepointOp, Transaction, TransactionOptions};
 use crate::bind::{Param, is_number};
 use crate::config::PostgresBackendConfig;
 use crate::error::SqlError;
@@ -710,14 +710,33 @@ impl Transaction for PgTransaction {
         self.connection()?.batch_execute(&op.sql(name)).await.map_err(backend_error)
     }
 
-    async fn end(&self, commit: bool) -> Result<(), SqlError> {
-        let Some(connection) = self.take() else { return Ok(()) };
-        let result = connection.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).await;
+    async fn end(&self, commit: bool) -> Result<Ended, SqlError> {
+        // Already ended (a failed end discarded the connection): nothing of the block was committed.
+        let Some(connection) = self.take() else { return Ok(Ended::RolledBack) };
+        let result = if commit { commit_on(&connection).await } else { rollback_on(&connection).await };
         if result.is_err() {
             discard(connection);
         }
         result.map_err(backend_error)
     }
+}
+
+/// COMMIT on `connection`, and whether it committed. PostgreSQL answers a COMMIT of a block an error aborted with
+/// the tag ROLLBACK, which tokio-postgres does not show; an empty SELECT sent before it in the same message tells
+/// instead, in the same round trip: in an aborted block it fails with 25P02 and the COMMIT is not run, so the
+/// block is rolled back here.
+async fn commit_on(connection: &deadpool_postgres::Object) -> Result<Ended, tokio_postgres::Error> {
+    match connection.batch_execute("SELECT; COMMIT").await {
+        Ok(()) => Ok(Ended::Committed),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) => {
+            rollback_on(connection).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn rollback_on(connection: &deadpool_postgres::Object) -> Result<Ended, tokio_postgres::Error> {
+    connection.batch_execute("ROLLBACK").await.map(|()| Ended::RolledBack)
 }
 
 impl Drop for PgTransaction {
