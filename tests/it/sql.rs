@@ -572,12 +572,14 @@ fn policies_on_warehouse(table: &str) -> tempfile::TempDir {
 }
 
 /// Lakegate on the policy set `policies`, its `warehouse` backend the PostgreSQL `pg` as `lakegate_backend`, with
-/// the backend settings `pool` (`pool_size = 1`...).
-fn start_on_warehouse(pg: &Postgres, policies: &tempfile::TempDir, pool: &str) -> Lakegate {
+/// the backend settings `pool` (`pool_size = 1`...) and the settings `env`.
+fn start_on_warehouse(pg: &Postgres, policies: &tempfile::TempDir, pool: &str, env: &[(&str, &str)]) -> Lakegate {
     let url = format!("host=127.0.0.1 port={} user=lakegate_backend dbname=postgres", pg.port);
     let policy_dir = policies.path().display().to_string();
     let backends = format!("[{{name = \"warehouse\", url = \"{url}\", {pool}}}]");
-    Lakegate::start(&[("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)])
+    let mut env = env.to_vec();
+    env.extend([("LAKEGATE__POLICY__DIR", policy_dir.as_str()), ("LAKEGATE__SQL__POSTGRES", &backends)]);
+    Lakegate::start(&env)
 }
 
 /// `sales.orders` with `rows` orders on PostgreSQL (even ids in the EU, odd in the US), readable by
@@ -592,7 +594,7 @@ fn orders_on_postgres(pg: &Postgres, rows: u32, pool_size: u32) -> (Lakegate, te
          GRANT SELECT ON sales.orders TO lakegate_backend;"
     ));
     let policies = policies_on_warehouse("sales.orders");
-    (start_on_warehouse(pg, &policies, &format!("pool_size = {pool_size}")), policies)
+    (start_on_warehouse(pg, &policies, &format!("pool_size = {pool_size}"), &[]), policies)
 }
 
 /// Runs `lakegate serve` with `env` on free ports, expecting start-up to fail; its stderr.
@@ -904,11 +906,11 @@ permit (principal in Group::"ops-writers", action == Action::"InsertTable", reso
 /// `hr.employees` on a real PostgreSQL behind the gateway, writable by the backend role; carol (hr) may edit it,
 /// `ops-writers` may add ops employees ([`OPS_WRITERS`]).
 fn hr_on_postgres(pg: &Postgres) -> (Lakegate, tempfile::TempDir) {
-    hr_on_postgres_with(pg, "pool_size = 1")
+    hr_on_postgres_with(pg, "pool_size = 1", &[])
 }
 
-/// As [`hr_on_postgres`], with the backend settings `pool`.
-fn hr_on_postgres_with(pg: &Postgres, pool: &str) -> (Lakegate, tempfile::TempDir) {
+/// As [`hr_on_postgres`], with the backend settings `pool` and the settings `env`.
+fn hr_on_postgres_with(pg: &Postgres, pool: &str, env: &[(&str, &str)]) -> (Lakegate, tempfile::TempDir) {
     pg.psql(
         "CREATE SCHEMA hr; CREATE TABLE hr.employees (id bigint, name text, department text, \
          salary numeric(12,2), ssn text); INSERT INTO hr.employees VALUES (1, 'Ann', 'ops', 100, '111'); \
@@ -917,7 +919,7 @@ fn hr_on_postgres_with(pg: &Postgres, pool: &str) -> (Lakegate, tempfile::TempDi
     );
     let policies = policies_on_warehouse("hr.employees");
     std::fs::write(policies.path().join("ops-writers.cedar"), OPS_WRITERS).expect("write policy");
-    (start_on_warehouse(pg, &policies, pool), policies)
+    (start_on_warehouse(pg, &policies, pool, env), policies)
 }
 
 fn names(pg: &Postgres) -> String {
@@ -996,6 +998,40 @@ async fn transaction_blocks_commit_or_roll_back_together_on_the_postgresql_backe
     }
     simple(&next, "INSERT INTO hr.employees (id, name) VALUES (5, 'Ed')").await.expect("autocommit insert");
     assert_eq!(names(&pg), "Ann,Cy,Di,Ed", "the reused connection is not inside the abandoned transaction");
+}
+
+#[tokio::test]
+async fn a_client_idle_in_a_block_that_holds_a_backend_connection_is_rolled_back_and_let_go() {
+    let pg = Postgres::start();
+    let idle = [("LAKEGATE__SQL__IDLE_IN_TRANSACTION_TIMEOUT_MS", "500")];
+    let (lg, _policies) = hr_on_postgres_with(&pg, "pool_size = 1", &idle);
+    let carol = lg.token("carol", &["hr"], &[]);
+    let config =
+        format!("host=127.0.0.1 port={} user=carol password={carol} dbname=lakegate sslmode=disable", lg.sql.port());
+    let (idler, connection) = tokio_postgres::connect(&config, NoTls).await.expect("connect");
+    let ended = tokio::spawn(connection);
+    // Idle outside a block, and in a block that holds no connection yet (it has only read), nothing happens.
+    let reader = connect_gateway(&lg, "carol", &carol).await;
+    simple(&reader, "BEGIN").await.expect("begin");
+    simple(&reader, "SELECT count(*) FROM hr.employees").await.expect("a read on the pool");
+    simple(&idler, "BEGIN").await.expect("begin");
+    simple(&idler, "INSERT INTO hr.employees (id, name) VALUES (2, 'idle')").await.expect("pins the block");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), ended).await.expect("the gateway let the idler go");
+    let e = closed.expect("the connection task").expect_err("closed by the gateway");
+    assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("25P03"), "{e}");
+    assert!(simple(&idler, "COMMIT").await.is_err(), "nothing more on that connection");
+    assert_eq!(names(&pg), "Ann", "the block was rolled back");
+    simple(&reader, "COMMIT").await.expect("the reader's block is still open");
+    simple(&reader, "INSERT INTO hr.employees (id, name) VALUES (3, 'after')").await.expect("the connection is free");
+    assert_eq!(names(&pg), "Ann,after");
+    eventually("the record of the rollback", || {
+        lg.audit_events().iter().find(|e| e["action"] == "sql:Rollback").map(|e| {
+            assert_eq!(e["sql"]["committed"], false);
+            assert!(e["sql"]["original"].as_str().is_some_and(|s| s.contains("idle")), "{e}");
+        })
+    });
 }
 
 #[tokio::test]
@@ -1163,7 +1199,7 @@ async fn the_statements_of_one_request_commit_or_roll_back_together_and_each_ans
 #[tokio::test]
 async fn a_statement_that_finds_every_backend_connection_held_is_refused_with_53300_after_the_pool_wait() {
     let pg = Postgres::start();
-    let (lg, _policies) = hr_on_postgres_with(&pg, "pool_size = 1, pool_wait_timeout_ms = 300");
+    let (lg, _policies) = hr_on_postgres_with(&pg, "pool_size = 1, pool_wait_timeout_ms = 300", &[]);
     let carol = lg.token("carol", &["hr"], &[]);
     let count = |filter: &str| pg.psql(&format!("SELECT count(*) FROM hr.employees WHERE {filter}")).trim().to_owned();
 

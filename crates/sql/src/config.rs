@@ -26,6 +26,12 @@ pub struct SqlConfig {
     /// Rows per page of the Trino HTTP protocol.
     #[serde(default = "default_trino_page_rows")]
     pub trino_page_rows: usize,
+    /// How long a client may sit idle inside a transaction block that holds a backend connection (from the
+    /// block's first write) before the gateway rolls the block back and closes the connection (FATAL 25P03, as
+    /// PostgreSQL's `idle_in_transaction_session_timeout`); 0 never does. The connection is one of a small pool's,
+    /// which other sessions wait for.
+    #[serde(default = "default_idle_in_transaction_timeout_ms")]
+    pub idle_in_transaction_timeout_ms: u64,
     /// PostgreSQL backends, referred to by name from the catalog's `backend`.
     #[serde(default)]
     pub postgres: Vec<PostgresBackendConfig>,
@@ -111,6 +117,7 @@ impl Default for SqlConfig {
             allow_plaintext_password: None,
             max_statement_bytes: default_max_statement_bytes(),
             trino_page_rows: default_trino_page_rows(),
+            idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             postgres: Vec::new(),
             spark: Vec::new(),
         }
@@ -132,6 +139,9 @@ fn default_max_statement_bytes() -> usize {
 }
 fn default_trino_page_rows() -> usize {
     1000
+}
+fn default_idle_in_transaction_timeout_ms() -> u64 {
+    600_000
 }
 fn default_spark_user() -> String {
     "lakegate".into()

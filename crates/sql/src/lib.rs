@@ -38,6 +38,8 @@ pub struct SqlSettings {
     pub plaintext_password_allowed: bool,
     /// Whether the control endpoint (Trino protocol) is served over TLS, for the `nextUri` scheme.
     pub control_tls: bool,
+    /// How long a PostgreSQL wire client may sit idle in a block that holds a backend connection.
+    pub idle_in_transaction_timeout: Option<std::time::Duration>,
 }
 
 /// What every SQL session shares: the gate, the backends and the settings.
@@ -114,6 +116,8 @@ impl SqlService {
                 trino_page_rows: config.trino_page_rows.max(1),
                 plaintext_password_allowed: config.plaintext_password_allowed(),
                 control_tls,
+                idle_in_transaction_timeout: (config.idle_in_transaction_timeout_ms > 0)
+                    .then(|| std::time::Duration::from_millis(config.idle_in_transaction_timeout_ms)),
             },
             keyring,
             catalogs: rewrite::CatalogCache::default(),

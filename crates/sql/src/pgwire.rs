@@ -149,11 +149,23 @@ async fn session_loop(
     // starts within WATCH_AFTER of it (see `watch_deadline`).
     let watch_from = tokio::time::sleep(WATCH_AFTER);
     tokio::pin!(watch_from);
+    // A client idle in a block that holds a backend connection, which other sessions may be waiting for, is
+    // let go after this long; the timer is armed only then.
+    let idle_limit = connection.service.settings.idle_in_transaction_timeout;
+    let idle_deadline = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(idle_deadline);
     loop {
         let authenticating = matches!(
             socket.state(),
             PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
         );
+        let idle_in_block = match idle_limit {
+            Some(limit) if between_statements && connection.holds_backend() => {
+                idle_deadline.as_mut().reset(tokio::time::Instant::now() + limit);
+                true
+            }
+            _ => false,
+        };
         let msg = tokio::select! {
             // Before reading: a statement the client sent after the signal is not started.
             biased;
@@ -168,6 +180,17 @@ async fn session_loop(
                 return socket.close().await;
             }
             () = &mut startup_deadline, if authenticating => return Ok(()),
+            () = &mut idle_deadline, if idle_in_block => {
+                if let Ok(mut session) = connection.session.try_lock()
+                    && let Some(session) = session.as_mut()
+                {
+                    session.let_go_idle_block();
+                }
+                let message = "terminating connection due to idle-in-transaction timeout";
+                let info = ErrorInfo::new("FATAL".to_owned(), "25P03".to_owned(), message.to_owned());
+                socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+                return socket.close().await;
+            }
             msg = socket.next() => msg,
         };
         let Some(Ok(msg)) = msg else { return Ok(()) };
@@ -340,6 +363,12 @@ impl std::fmt::Debug for Described {
 type CancelKey = (Arc<pgwire::api::ConnectionHandle>, pgwire::api::ConnectionGuard);
 
 impl Connection {
+    /// Whether the session is in a transaction block that holds a backend connection. A session busy with a
+    /// statement (its lock taken) is not idle, whatever its block.
+    fn holds_backend(&self) -> bool {
+        self.session.try_lock().is_ok_and(|session| session.as_ref().is_some_and(Session::pinned))
+    }
+
     fn take_described(&self) -> Option<Described> {
         self.described.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }

@@ -889,6 +889,12 @@ impl Session {
         }
     }
 
+    /// Rolls back the block of a client that stayed idle in it too long (`idle_in_transaction_timeout_ms`), and
+    /// records why; the front closes the connection.
+    pub fn let_go_idle_block(&mut self) {
+        self.abandon_block("ROLLBACK (idle in the block for longer than idle_in_transaction_timeout_ms)");
+    }
+
     /// Ends the open block: COMMIT or ROLLBACK on its connection if it is pinned, with the record of how it
     /// ended. No record, no COMMIT: when the audit log cannot take the record, a COMMIT is refused and the block
     /// stays open (the client may retry, or roll back); a ROLLBACK, which only undoes, goes ahead.
