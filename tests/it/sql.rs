@@ -345,6 +345,38 @@ async fn a_text_sent_again_after_set_search_path_is_resolved_on_the_new_path() {
     assert_eq!(simple(&alice, count).await, Ok(orders));
 }
 
+#[tokio::test]
+async fn a_block_that_rolls_back_undoes_its_settings_and_set_local_ends_with_its_block() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let run = async |statements: &[&str]| {
+        for sql in statements {
+            simple(&alice, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let shown = simple(&alice, "SHOW application_name").await.expect("show");
+        shown.into_iter().next().and_then(|row| row.into_iter().next().flatten()).expect("a value")
+    };
+    assert_eq!(run(&["SET application_name = 'before'"]).await, "before");
+    assert_eq!(run(&["BEGIN", "SET application_name = 'inside'"]).await, "inside");
+    assert_eq!(run(&["RESET application_name", "ROLLBACK"]).await, "before", "a rollback undoes SET and RESET");
+    assert_eq!(run(&["BEGIN", "SET LOCAL application_name = 'local'"]).await, "local");
+    assert_eq!(run(&["COMMIT"]).await, "before", "SET LOCAL lasts until the block ends");
+    let set_then_local = ["BEGIN", "SET application_name = 'kept'", "SET LOCAL application_name = 'local'", "COMMIT"];
+    assert_eq!(run(&set_then_local).await, "kept", "a committed SET stands under a later SET LOCAL");
+    let local_then_set = ["BEGIN", "SET LOCAL application_name = 'local'", "SET application_name = 'over'", "COMMIT"];
+    assert_eq!(run(&local_then_set).await, "over", "a later SET stands");
+    assert_eq!(
+        run(&["SET LOCAL application_name = 'nowhere'"]).await,
+        "over",
+        "outside a block SET LOCAL does nothing"
+    );
+    // A request's statements are one block: one that fails undoes the request's SET.
+    let failing = "SET application_name = 'implicit'; SELECT 1 / 0";
+    assert_eq!(simple(&alice, failing).await, Err("22000".into()), "the engine's division by zero, as it runs");
+    assert_eq!(run(&[]).await, "over");
+    assert_eq!(run(&["SET application_name = 'implicit'; SELECT 1"]).await, "implicit");
+}
+
 /// Texts that differ only in their literals run as one rewrite of their shape (from the third on, in a session),
 /// bound with each text's own literals: each answers what its own text asks, and is recorded as sent.
 #[test]

@@ -185,11 +185,22 @@ struct OpenTransaction {
     savepoints: Vec<String>,
     /// Opened for a request of several statements, not by a BEGIN ([`Session::begin_implicit`]).
     implicit: bool,
+    /// The session's settings before the block's first SET or RESET: what a rollback restores.
+    settings_before: Option<BTreeMap<String, String>>,
+    /// The settings a SET LOCAL changed, with the value each takes back at COMMIT (`None`: unset).
+    local_until_commit: BTreeMap<String, Option<String>>,
 }
 
 impl OpenTransaction {
     fn new(options: TransactionOptions, implicit: bool) -> Self {
-        OpenTransaction { options, pinned: None, savepoints: Vec::new(), implicit }
+        OpenTransaction {
+            options,
+            pinned: None,
+            savepoints: Vec::new(),
+            implicit,
+            settings_before: None,
+            local_until_commit: BTreeMap::new(),
+        }
     }
 }
 
@@ -763,15 +774,40 @@ impl Session {
 
     fn session_command(&mut self, command: &SessionCommand, text: &str) -> Result<Outcome, SqlError> {
         Ok(match command {
-            SessionCommand::Set { name, values, .. } => {
+            // As PostgreSQL: in a block, a rollback undoes SET and RESET, and COMMIT ends what SET LOCAL set (a
+            // later SET or RESET of the same setting in the block stands instead); outside one, SET LOCAL does
+            // nothing.
+            SessionCommand::Set { name, values, local } => {
+                match self.transaction.as_mut() {
+                    None if *local => return Ok(Outcome::Command("SET".into())),
+                    None => {}
+                    Some(open) => {
+                        open.settings_before.get_or_insert_with(|| self.settings.clone());
+                        if *local {
+                            open.local_until_commit
+                                .entry(name.clone())
+                                .or_insert_with(|| self.settings.get(name).cloned());
+                        } else {
+                            open.local_until_commit.remove(name);
+                        }
+                    }
+                }
                 self.settings.insert(name.clone(), values.join(", "));
                 Outcome::Command("SET".into())
             }
             SessionCommand::Reset(Some(name)) => {
+                if let Some(open) = self.transaction.as_mut() {
+                    open.settings_before.get_or_insert_with(|| self.settings.clone());
+                    open.local_until_commit.remove(name);
+                }
                 self.settings.remove(name);
                 Outcome::Command("RESET".into())
             }
             SessionCommand::Reset(None) => {
+                if let Some(open) = self.transaction.as_mut() {
+                    open.settings_before.get_or_insert_with(|| self.settings.clone());
+                    open.local_until_commit.clear();
+                }
                 self.settings.clear();
                 Outcome::Command("RESET".into())
             }
@@ -901,7 +937,7 @@ impl Session {
     async fn end_block(&mut self, commit: bool, text: &str, request_id: &str) -> Result<Ended, SqlError> {
         let asked = if commit { Ended::Committed } else { Ended::RolledBack };
         let Some(pinned) = self.transaction.as_mut().and_then(|open| open.pinned.take()) else {
-            self.transaction = None;
+            self.forget_block(commit);
             return Ok(asked);
         };
         let action = if commit { "sql:Commit" } else { "sql:Rollback" };
@@ -919,7 +955,7 @@ impl Session {
                     Some(open) if !open.implicit => open.pinned = Some(pinned),
                     // A request's implicit block ends with its request: nothing of it is committed.
                     _ => {
-                        self.transaction = None;
+                        self.forget_block(false);
                         if let Err(e) = pinned.transaction.end(false).await {
                             tracing::warn!(request_id, error = %e, "rolling back an implicit block failed");
                         }
@@ -932,8 +968,9 @@ impl Session {
                 None
             }
         };
-        self.transaction = None;
+        let settled = self.transaction.take();
         let ended = pinned.transaction.end(commit).await;
+        self.settle_settings(settled, matches!(ended, Ok(Ended::Committed)));
         if let Some(mut slot) = slot {
             if let Some(s) = slot.event_mut().sql.as_mut() {
                 s.committed = Some(matches!(ended, Ok(Ended::Committed)));
@@ -946,11 +983,37 @@ impl Session {
         ended
     }
 
+    /// Forgets the open block, which committed (`true`) or rolled back; see [`Session::settle_settings`].
+    fn forget_block(&mut self, committed: bool) {
+        let open = self.transaction.take();
+        self.settle_settings(open, committed);
+    }
+
+    /// The session's settings as a block that ended leaves them: a rollback restores them as they were before it,
+    /// a COMMIT takes back what SET LOCAL set.
+    fn settle_settings(&mut self, ended: Option<OpenTransaction>, committed: bool) {
+        let Some(open) = ended else { return };
+        if !committed {
+            if let Some(before) = open.settings_before {
+                self.settings = before;
+            }
+            return;
+        }
+        for (name, value) in open.local_until_commit {
+            match value {
+                Some(value) => self.settings.insert(name, value),
+                None => self.settings.remove(&name),
+            };
+        }
+    }
+
     /// Forgets the open block without ending it on its connection, which its transaction's drop rolls back, and
     /// records that rollback (`why`) if the block was pinned.
     fn abandon_block(&mut self, why: &str) {
-        let Some(open) = self.transaction.take() else { return };
-        let Some(pinned) = open.pinned else { return };
+        let Some(mut open) = self.transaction.take() else { return };
+        let pinned = open.pinned.take();
+        self.settle_settings(Some(open), false);
+        let Some(pinned) = pinned else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let gate = self.service.gate.clone();
         let origin = self.origin(&lakegate_net::http::new_request_id());
