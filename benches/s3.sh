@@ -41,6 +41,7 @@
 #
 # BENCH_PROFILE=DIR also profiles Lakegate during the bearer GETs at 16 connections (perf; see
 # benches/flamegraph.sh): DIR/s3-get-4k-bearer-16.svg and .txt. The profiler costs that row some throughput.
+# BENCH_PROFILE_CELL=TARGET:CONNECTIONS profiles another cell instead (header:16 for the SigV4 header GETs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-build-deps  # protoc, for any build below (cargo build or bench) on a fresh machine
@@ -55,6 +56,7 @@ SCALE_CLIENTS=${BENCH_SCALE_CLIENTS:-500}
 SCALE_MIB=${BENCH_SCALE_MIB:-256}
 SCALE_TIMEOUT=${BENCH_SCALE_TIMEOUT:-1200}
 SMALL_BYTES=4096
+PROFILE_CELL=${BENCH_PROFILE_CELL:-bearer:16}
 NPROC=$(nproc)
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMAND="$(env | grep -E '^(BENCH_[A-Z_]+|LAKEGATE_BIN)=' | grep -vE '^BENCH_(ONLY|DOC|LOG_DIR|CARGO_TIMEOUT)=' | sort | tr '\n' ' ')benches/s3.sh"
@@ -385,10 +387,11 @@ echo "measuring: 4 KiB GETs at $CONCURRENCY connections, ${SECONDS_EACH}s each .
 declare -A SMALL
 for c in $CONCURRENCY; do
   for t in $SMALL_TARGETS; do
-    # BENCH_PROFILE: the bearer GETs into the embedded store at 16 connections, profiled (benches/flamegraph.sh).
-    if [ "$t:$c" = bearer:16 ]; then profile_start s3-get-4k-bearer-16 "$LGE_PID" "$SECONDS_EACH"; fi
+    # BENCH_PROFILE: one cell (the bearer GETs into the embedded store at 16 connections unless
+    # BENCH_PROFILE_CELL names another), profiled (benches/flamegraph.sh).
+    if [ "$t:$c" = "$PROFILE_CELL" ]; then profile_start "s3-get-4k-$t-$c" "$(serving_pids "$t" | cut -d' ' -f1)" "$SECONDS_EACH"; fi
     wrk_run "$t" "$c"; SMALL[$t:$c]=$RES
-    if [ "$t:$c" = bearer:16 ]; then profile_finish s3-get-4k-bearer-16; fi
+    if [ "$t:$c" = "$PROFILE_CELL" ]; then profile_finish "s3-get-4k-$t-$c"; fi
   done
 done
 RSS_LG=$(rss "$LG_PID" VmHWM)

@@ -25,8 +25,8 @@ pub struct Caller {
     pub principal: Principal,
     /// What the credentials may reach at most (a bearer token has no scope of its own).
     pub scope: Scope,
-    /// The session's claims, for SigV4 callers.
-    pub session: Option<SessionClaims>,
+    /// The session's claims, for SigV4 callers (the key ring's copy, shared).
+    pub session: Option<Arc<SessionClaims>>,
     pub access_key_id: Option<String>,
     /// The verified signature, for SigV4 callers: says how the body must be checked.
     pub verified: Option<Verified>,

@@ -198,7 +198,8 @@ pub fn mint(ring: &KeyRing, claims: &SessionClaims) -> Result<VendedCredentials,
 
 /// Opens and checks a presented credential at unix time `now`.
 ///
-/// Returns the claims and the secret access key, with which the S3 front checks the request's SigV4 signature
+/// Returns the claims (shared with the ring's kept copy: a request that signs with kept credentials copies
+/// nothing) and the secret access key, with which the S3 front checks the request's SigV4 signature
 /// (a mismatch there is `SignatureDoesNotMatch`). Order of checks: the token first (so an altered token is
 /// `InvalidToken` whatever key id came with it), then the key id, then the lifetime.
 pub fn verify(
@@ -206,7 +207,7 @@ pub fn verify(
     access_key_id: &str,
     session_token: Option<&str>,
     now: i64,
-) -> Result<(SessionClaims, SecretString), CredentialError> {
+) -> Result<(Arc<SessionClaims>, SecretString), CredentialError> {
     let Some(session_token) = session_token.filter(|t| !t.is_empty()) else {
         return Err(if looks_like_lakegate_access_key_id(access_key_id) {
             CredentialError::MissingToken
@@ -227,7 +228,7 @@ pub fn verify(
     if now >= claims.expires_at {
         return Err(CredentialError::ExpiredToken);
     }
-    Ok((claims.clone(), opened.secret.clone()))
+    Ok((Arc::clone(claims), opened.secret.clone()))
 }
 
 /// Bounds what a ring keeps of the tokens it opened, counted as the bytes of each token (its claims take about as
@@ -244,7 +245,7 @@ pub(crate) struct OpenedTokens(PerCpuCache<[u8; 32], Arc<Opened>, OpenedWeight>)
 
 /// What an opened token yields.
 pub(crate) struct Opened {
-    claims: SessionClaims,
+    claims: Arc<SessionClaims>,
     access_key_id: String,
     secret: SecretString,
     /// The length of the token it came from, its weight in the cache.
@@ -290,7 +291,7 @@ impl OpenedTokens {
         }
         let (key, claims) = open(ring, session_token)?;
         let opened = Arc::new(Opened {
-            claims,
+            claims: Arc::new(claims),
             access_key_id: access_key_id_for(key, session_token),
             secret: secret(key, session_token),
             token_len: session_token.len(),

@@ -234,13 +234,24 @@ fn write_canonical_header_value(out: &mut impl Sink, headers: &HeaderMap, name: 
 
 /// The value's runs of non-whitespace, one space between them.
 fn fold_whitespace(out: &mut impl Sink, value: &[u8]) {
-    let words = value.split(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')).filter(|w| !w.is_empty());
+    // Most signed values (the session token, dates, hashes, the host) hold no whitespace at all: put them whole
+    // rather than word by word.
+    if !value.iter().any(|b| is_whitespace(*b)) {
+        out.put(value);
+        return;
+    }
+    let words = value.split(|b| is_whitespace(*b)).filter(|w| !w.is_empty());
     for (i, word) in words.enumerate() {
         if i > 0 {
             out.put(b" ");
         }
         out.put(word);
     }
+}
+
+/// The whitespace a header value's canonical form folds.
+fn is_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 #[cfg(test)]

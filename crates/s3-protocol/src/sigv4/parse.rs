@@ -17,7 +17,6 @@ pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 pub const MAX_SIGNED_HEADERS: usize = 64;
 
 const AMZ_DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
-const SCOPE_DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day]");
 const HTTP_DATE_FORMAT: &[FormatItem<'static>] =
     format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
 
@@ -47,10 +46,7 @@ impl<'a> Credential<'a> {
         if akid.is_empty() || !akid.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the access key id is empty or has invalid characters");
         }
-        if date.len() != 8
-            || !date.bytes().all(|b| b.is_ascii_digit())
-            || time::Date::parse(date, SCOPE_DATE_FORMAT).is_err()
-        {
+        if parse_basic_date(date.as_bytes()).is_none() {
             return Err("the credential date is not a valid YYYYMMDD date");
         }
         if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -169,18 +165,25 @@ fn is_ows(c: char) -> bool {
 
 /// Parses an ISO 8601 basic timestamp, `YYYYMMDDTHHMMSSZ`, as `x-amz-date` carries it.
 pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
-    // Check the shape first: the time crate accepts signed or longer years that no client sends.
-    let b = s.as_bytes();
-    let shape_ok = b.len() == 16
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 => *c == b'T',
-            15 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        });
-    if !shape_ok {
-        return None;
-    }
-    PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT).ok().map(PrimitiveDateTime::assume_utc)
+    // By hand rather than with a format description: every header-signed request has one, and the shape is fixed
+    // (the time crate's parser would also take signed or longer years, which no client sends).
+    let [date @ .., b'T', h1, h2, m1, m2, s1, s2, b'Z'] = s.as_bytes() else { return None };
+    let date = parse_basic_date(date)?;
+    let time = time::Time::from_hms(two_digits(*h1, *h2)?, two_digits(*m1, *m2)?, two_digits(*s1, *s2)?).ok()?;
+    Some(PrimitiveDateTime::new(date, time).assume_utc())
+}
+
+/// Parses `YYYYMMDD`, a calendar date (the credential scope's, and the first half of `x-amz-date`).
+fn parse_basic_date(s: &[u8]) -> Option<time::Date> {
+    let [y1, y2, y3, y4, m1, m2, d1, d2] = *s else { return None };
+    let year = i32::from(two_digits(y1, y2)?) * 100 + i32::from(two_digits(y3, y4)?);
+    let month = time::Month::try_from(two_digits(m1, m2)?).ok()?;
+    time::Date::from_calendar_date(year, month, two_digits(d1, d2)?).ok()
+}
+
+/// Two ASCII digits as a number.
+fn two_digits(tens: u8, ones: u8) -> Option<u8> {
+    (tens.is_ascii_digit() && ones.is_ascii_digit()).then(|| (tens - b'0') * 10 + (ones - b'0'))
 }
 
 /// Parses an IMF-fixdate `Date` header (`Fri, 24 May 2013 00:00:00 GMT`).
@@ -203,3 +206,72 @@ pub const PRESIGN_PARAMS: &[&str] = &[
     "X-Amz-Signature",
     "X-Amz-Security-Token",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the time crate's parser makes of a timestamp of the right shape, the reference for the hand parser.
+    fn by_format_description(s: &str) -> Option<OffsetDateTime> {
+        let shape = s.len() == 16
+            && s.bytes().enumerate().all(|(i, c)| match i {
+                8 => c == b'T',
+                15 => c == b'Z',
+                _ => c.is_ascii_digit(),
+            });
+        shape.then(|| PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT).ok().map(PrimitiveDateTime::assume_utc)).flatten()
+    }
+
+    #[test]
+    fn a_timestamp_is_read_as_the_time_crate_reads_it_and_only_a_real_instant_is_one() {
+        for s in [
+            "20261201T000000Z",
+            "20240229T235959Z",
+            "20250229T120000Z",
+            "20261301T000000Z",
+            "20260001T000000Z",
+            "20260100T000000Z",
+            "20260132T000000Z",
+            "20261201T240000Z",
+            "20261201T236000Z",
+            "20261201T235960Z",
+            "00000101T000000Z",
+            "20261201T000000",
+            "20261201 000000Z",
+            "2026120T1000000Z",
+            "+2026120T000000Z",
+            "20261201T00000AZ",
+            "",
+        ] {
+            assert_eq!(parse_amz_date(s), by_format_description(s), "{s:?}");
+        }
+        assert!(parse_amz_date("20240229T235959Z").is_some(), "a leap day");
+        assert!(parse_amz_date("20250229T120000Z").is_none(), "no leap day that year");
+        // Random timestamps over digits, so that every field goes out of its range now and then.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for i in 0..16 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                s.push(match i {
+                    8 => 'T',
+                    15 => 'Z',
+                    // Years near today's, months and days around their bounds.
+                    0 => '2',
+                    1 => '0',
+                    4 | 6 | 9 | 11 | 13 => char::from(b'0' + (state % 4) as u8),
+                    _ => char::from(b'0' + (state % 10) as u8),
+                });
+            }
+            assert_eq!(parse_amz_date(&s), by_format_description(&s), "{s:?}");
+            let date = &s[..8];
+            assert_eq!(
+                Credential::parse(&format!("AKID/{date}/us-east-1/s3/aws4_request")).is_ok(),
+                time::Date::parse(date, format_description!("[year][month][day]")).is_ok(),
+                "{date:?}"
+            );
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
@@ -319,7 +319,7 @@ impl<'a> SignedRequest<'a> {
         if !auth.signed_headers.contains(&date_header) {
             return Err(SigV4Error::AccessDenied("the header giving the request time must be signed"));
         }
-        let session_token = single_header(head.headers, "x-amz-security-token")?
+        let session_token = single_header(head.headers, &X_AMZ_SECURITY_TOKEN)?
             .map(|v| v.to_str().map(Cow::Borrowed).map_err(|_| SigV4Error::InvalidToken))
             .transpose()?;
         let (payload_hash, payload) = payload_mode(head.headers, options, false)?;
@@ -536,12 +536,12 @@ fn check_service(credential: &Credential<'_>, options: &VerifyOptions) -> Result
 /// the time, and which header gave it (it must be signed).
 fn request_time(headers: &HeaderMap) -> Result<(String, OffsetDateTime, &'static str), SigV4Error> {
     const MISSING: SigV4Error = SigV4Error::AccessDenied("a valid x-amz-date or Date header is required");
-    if let Some(v) = single_header(headers, "x-amz-date")? {
+    if let Some(v) = single_header(headers, &X_AMZ_DATE)? {
         let s = v.to_str().map_err(|_| MISSING)?;
         let t = parse_amz_date(s).ok_or(MISSING)?;
         return Ok((s.to_owned(), t, "x-amz-date"));
     }
-    if let Some(v) = single_header(headers, "date")? {
+    if let Some(v) = single_header(headers, &http::header::DATE)? {
         let t = v.to_str().ok().and_then(parse_http_date).ok_or(MISSING)?;
         let s = format_amz_date(t).ok_or(MISSING)?;
         return Ok((s, t, "date"));
@@ -549,7 +549,13 @@ fn request_time(headers: &HeaderMap) -> Result<(String, OffsetDateTime, &'static
     Err(MISSING)
 }
 
-fn single_header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h http::HeaderValue>, SigV4Error> {
+// Header names as `HeaderName`s, so that a lookup hashes the name without parsing it first.
+const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+const X_AMZ_DECODED_CONTENT_LENGTH: HeaderName = HeaderName::from_static("x-amz-decoded-content-length");
+
+fn single_header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h http::HeaderValue>, SigV4Error> {
     let mut all = headers.get_all(name).iter();
     let first = all.next();
     if all.next().is_some() {
@@ -597,7 +603,7 @@ fn payload_mode(
     options: &VerifyOptions,
     presigned: bool,
 ) -> Result<(String, PayloadMode), SigV4Error> {
-    let Some(value) = single_header(headers, "x-amz-content-sha256")? else {
+    let Some(value) = single_header(headers, &X_AMZ_CONTENT_SHA256)? else {
         return match (options.known_body_sha256, presigned) {
             (Some(hash), _) => Ok((hex::encode(hash), PayloadMode::Sha256(hash))),
             (None, true) => Ok(("UNSIGNED-PAYLOAD".to_owned(), PayloadMode::Unsigned)),
@@ -640,7 +646,7 @@ fn payload_mode(
 }
 
 fn decoded_length(headers: &HeaderMap) -> Result<u64, SigV4Error> {
-    let value = single_header(headers, "x-amz-decoded-content-length")?.ok_or(SigV4Error::MissingContentLength)?;
+    let value = single_header(headers, &X_AMZ_DECODED_CONTENT_LENGTH)?.ok_or(SigV4Error::MissingContentLength)?;
     value
         .to_str()
         .ok()

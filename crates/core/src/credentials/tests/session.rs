@@ -1,9 +1,13 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
 
 use super::*;
 
-fn verify_now(ring: &KeyRing, creds: &VendedCredentials) -> Result<(SessionClaims, SecretString), CredentialError> {
+fn verify_now(
+    ring: &KeyRing,
+    creds: &VendedCredentials,
+) -> Result<(Arc<SessionClaims>, SecretString), CredentialError> {
     verify(ring, &creds.access_key_id, Some(&creds.session_token), NOW)
 }
 
@@ -12,7 +16,7 @@ fn round_trip_returns_the_claims_and_the_minted_secret() {
     let ring = ring("k1");
     let creds = mint(&ring, &claims()).unwrap();
     let (back, secret) = verify_now(&ring, &creds).unwrap();
-    assert_eq!(back, claims());
+    assert_eq!(*back, claims());
     assert_eq!(secret.expose(), creds.secret_access_key.expose());
 }
 
@@ -80,7 +84,7 @@ fn two_replicas_loading_the_same_key_files_derive_the_same_credentials() {
     let replica_b = KeyRing::load(dir.path()).unwrap();
     let creds = mint(&replica_a, &claims()).unwrap();
     let (back, secret) = verify_now(&replica_b, &creds).unwrap();
-    assert_eq!(back, claims());
+    assert_eq!(*back, claims());
     assert_eq!(secret.expose(), creds.secret_access_key.expose());
 }
 
