@@ -198,8 +198,8 @@ pub fn mint(ring: &KeyRing, claims: &SessionClaims) -> Result<VendedCredentials,
 
 /// Opens and checks a presented credential at unix time `now`.
 ///
-/// Returns the claims (shared with the ring's kept copy: a request that signs with kept credentials copies
-/// nothing) and the secret access key, with which the S3 front checks the request's SigV4 signature
+/// Returns the claims (shared with the ring's kept copy, not cloned: a principal's strings are many small
+/// allocations) and the secret access key, with which the S3 front checks the request's SigV4 signature
 /// (a mismatch there is `SignatureDoesNotMatch`). Order of checks: the token first (so an altered token is
 /// `InvalidToken` whatever key id came with it), then the key id, then the lifetime.
 pub fn verify(
