@@ -1044,6 +1044,8 @@ async fn a_client_idle_in_a_block_that_holds_a_backend_connection_is_rolled_back
     let ended = tokio::spawn(connection);
     // Idle outside a block, and in a block that holds no connection yet (it has only read), nothing happens.
     let reader = connect_gateway(&lg, "carol", &carol).await;
+    let shown = simple(&reader, "SHOW idle_in_transaction_session_timeout").await.expect("show");
+    assert_eq!(shown, [[Some("500ms".to_owned())]], "the limit, as PostgreSQL shows one");
     simple(&reader, "BEGIN").await.expect("begin");
     simple(&reader, "SELECT count(*) FROM hr.employees").await.expect("a read on the pool");
     simple(&idler, "BEGIN").await.expect("begin");

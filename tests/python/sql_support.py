@@ -43,8 +43,9 @@ GRANT SELECT ON sales.orders, hr.employees TO lakegate_backend;
 """
 
 
-def on_postgres(tmp_root, pg):
-    """A gateway whose demo tables live on `pg` (the demo policies, catalog entries moved to backend `warehouse`).
+def on_postgres(tmp_root, pg, env=None):
+    """A gateway whose demo tables live on `pg` (the demo policies, catalog entries moved to backend `warehouse`),
+    with `env` added to its environment.
 
     The PostgreSQL database also holds a table that is in no catalog (hr.secret_bonuses): it must never show."""
     pg.psql(PG_SCHEMA)
@@ -58,6 +59,7 @@ def on_postgres(tmp_root, pg):
     return Lakegate(env={
         "LAKEGATE__POLICY__DIR": str(policies),
         "LAKEGATE__SQL__POSTGRES": f'[{{name = "warehouse", url = "{url}", pool_size = 2}}]',
+        **(env or {}),
     })
 
 

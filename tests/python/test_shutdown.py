@@ -10,6 +10,7 @@ import requests
 import trino
 
 from conftest import Lakegate, eventually
+from sql_support import on_postgres
 
 
 @pytest.fixture
@@ -62,3 +63,35 @@ def test_the_trino_client_fetches_its_open_query_to_the_end_while_lakegate_drain
     assert server.process.wait(timeout=60) == 0
     (select,) = [e for e in server.audit_events() if e["action"] == "sql:Select"]
     assert select["sql"]["rows"] == 12 and not (select["outcome"] or {}).get("incomplete")
+
+
+@pytest.mark.parametrize("durability", ["batch", "sync"])
+def test_a_block_left_open_at_the_signal_is_rolled_back_and_its_rollback_is_in_the_log(
+        durability, postgres, tmp_path):
+    # psycopg opens a block with the first statement; at REPEATABLE READ the block holds a PostgreSQL connection of
+    # its own from there on (as it would from its first write). The drain
+    # ends the idle session, which rolls the block back: the log must say so before the process exits, including
+    # with `sync` durability, where the rollback's record waits for its decision record to reach the disk first.
+    lg = on_postgres(tmp_path, postgres, env={"LAKEGATE__AUDIT__DURABILITY": durability})
+    try:
+        token = lg.token("alice", ["analysts"], {"region": "EU"})
+        conn = psycopg.connect(host="127.0.0.1", port=lg.sql_port, dbname="lakegate", user="alice", password=token,
+                               sslmode="disable")
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        try:
+            assert len(conn.execute("select order_id from sales.orders").fetchall()) == 2
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            lg.process.send_signal(signal.SIGTERM)
+            assert lg.process.wait(timeout=60) == 0
+        finally:
+            conn.close()  # without a COMMIT, which `with` would send
+        events = lg.audit_events()
+    finally:
+        lg.stop()
+    (select,) = [e for e in events if e["action"] == "sql:Select" and e.get("stage") != "decision"]
+    block = select["sql"]["transaction"]
+    ends = [e for e in events if e["sql"] and e["sql"].get("transaction") == block and e["action"] == "sql:Rollback"]
+    assert [(e["sql"]["original"], e["sql"]["committed"], e.get("stage")) for e in ends] == (
+        [("ROLLBACK (the session ended inside the block)", False, None)] if durability == "batch" else
+        [("ROLLBACK (the session ended inside the block)", False, "decision"),
+         ("ROLLBACK (the session ended inside the block)", False, "outcome")])

@@ -95,6 +95,7 @@ pub async fn serve(
             // are per thread): a statement's round trips wake no other thread.
             hand_over(Threads::PerCore, socket, peer, move |socket| async move {
                 let _in_flight = in_flight;
+                let connection = handlers.clone();
                 tokio::select! {
                     result = session_loop(socket, acceptor, Handlers(handlers), &drain) => {
                         if let Err(e) = result {
@@ -102,6 +103,13 @@ pub async fn serve(
                         }
                     }
                     () = drain.closed() => tracing::debug!(%peer, "sql connection dropped at the end of the drain"),
+                }
+                // Still in flight: a block left open is rolled back, and its record queued before a shutdown
+                // flushes the audit log. (The loop's end dropped whatever held the lock; were it still held, the
+                // session's drop would queue the record later.)
+                let session = connection.session.try_lock().ok().and_then(|mut session| session.take());
+                if let Some(session) = session {
+                    session.close().await;
                 }
             });
         }
@@ -184,7 +192,7 @@ async fn session_loop(
                 if let Ok(mut session) = connection.session.try_lock()
                     && let Some(session) = session.as_mut()
                 {
-                    session.let_go_idle_block();
+                    session.let_go_idle_block().await;
                 }
                 let message = "terminating connection due to idle-in-transaction timeout";
                 let info = ErrorInfo::new("FATAL".to_owned(), "25P03".to_owned(), message.to_owned());

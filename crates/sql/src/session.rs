@@ -344,9 +344,25 @@ impl std::fmt::Debug for Outcome {
     }
 }
 
+/// Why a block still open when its session ends is rolled back.
+const SESSION_ENDED: &str = "ROLLBACK (the session ended inside the block)";
+
 impl Drop for Session {
+    /// A session a front did not [`close`](Session::close) (its task was dropped): the rollback's record is queued
+    /// from a task of its own.
     fn drop(&mut self) {
-        self.abandon_block("ROLLBACK (the session ended inside the block)");
+        if let Some(record) = self.abandon_block(SESSION_ENDED) {
+            spawn_record(record);
+        }
+    }
+}
+
+/// Queues the record of an abandoned block from where no one can wait for it.
+fn spawn_record(record: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(record);
+    } else {
+        tracing::error!("no runtime to record the rollback of an abandoned block on");
     }
 }
 
@@ -920,15 +936,30 @@ impl Session {
     /// Drops the block [`Session::begin_implicit`] opened without ending it, for a request that stopped before its
     /// last statement: what it wrote is rolled back (see `PgTransaction`'s drop).
     pub fn abandon_implicit(&mut self) {
-        if self.transaction.as_ref().is_some_and(|open| open.implicit) {
-            self.abandon_block("ROLLBACK (the request stopped before its last statement)");
+        if self.transaction.as_ref().is_some_and(|open| open.implicit)
+            && let Some(record) = self.abandon_block("ROLLBACK (the request stopped before its last statement)")
+        {
+            spawn_record(record);
         }
     }
 
     /// Rolls back the block of a client that stayed idle in it too long (`idle_in_transaction_timeout_ms`), and
     /// records why; the front closes the connection.
-    pub fn let_go_idle_block(&mut self) {
-        self.abandon_block("ROLLBACK (idle in the block for longer than idle_in_transaction_timeout_ms)");
+    pub async fn let_go_idle_block(&mut self) {
+        if let Some(record) =
+            self.abandon_block("ROLLBACK (idle in the block for longer than idle_in_transaction_timeout_ms)")
+        {
+            record.await;
+        }
+    }
+
+    /// Ends the session. A block still open is rolled back and its rollback is in the audit queue when this
+    /// returns: a front that counts the session as work in flight until then keeps a shutdown's flush of the
+    /// log from passing it by.
+    pub async fn close(mut self) {
+        if let Some(record) = self.abandon_block(SESSION_ENDED) {
+            record.await;
+        }
     }
 
     /// Ends the open block: COMMIT or ROLLBACK on its connection if it is pinned, with the record of how it
@@ -1007,14 +1038,14 @@ impl Session {
         }
     }
 
-    /// Forgets the open block without ending it on its connection, which its transaction's drop rolls back, and
-    /// records that rollback (`why`) if the block was pinned.
-    fn abandon_block(&mut self, why: &str) {
-        let Some(mut open) = self.transaction.take() else { return };
+    /// Forgets the open block without ending it on its connection, which its transaction's drop rolls back; if
+    /// the block was pinned, returns what records that rollback (`why`).
+    #[must_use = "the rollback is recorded only when the returned future runs"]
+    fn abandon_block(&mut self, why: &str) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let mut open = self.transaction.take()?;
         let pinned = open.pinned.take();
         self.settle_settings(Some(open), false);
-        let Some(pinned) = pinned else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let pinned = pinned?;
         let gate = self.service.gate.clone();
         let origin = self.origin(&lakegate_net::http::new_request_id());
         let principal = self.principal.clone();
@@ -1025,14 +1056,14 @@ impl Session {
             ..Default::default()
         };
         let Pinned { backend, .. } = pinned;
-        runtime.spawn(async move {
+        Some(async move {
             match gate.admit_transaction_control(&origin, &principal, "sql:Rollback", &backend, sql).await {
                 Ok(slot) => slot.finish(),
                 Err(e) => {
                     tracing::error!(error = %e, "the audit log could not take the rollback of an abandoned block")
                 }
             }
-        });
+        })
     }
 
     /// Whether the statements of a transaction block run on one backend connection now: a result read from it
@@ -1150,7 +1181,12 @@ impl Session {
             "application_name" => String::new(),
             "extra_float_digits" => "1".into(),
             "lc_collate" | "lc_ctype" => "C".into(),
-            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0".into(),
+            "statement_timeout" | "lock_timeout" => "0".into(),
+            // The limit the gateway holds a block's idle client to, not PostgreSQL's own (the backend's pool
+            // connections keep its default).
+            "idle_in_transaction_session_timeout" => {
+                show_milliseconds(self.service.settings.idle_in_transaction_timeout.unwrap_or_default())
+            }
             _ => {
                 return Err(SqlError::Backend {
                     sqlstate: "42704".into(),
@@ -1162,6 +1198,18 @@ impl Session {
 }
 
 const DEFAULT_SEARCH_PATH: &str = "\"$user\", public";
+
+/// A time setting as PostgreSQL's SHOW gives one whose unit is milliseconds: in the largest unit that holds it
+/// whole (`0`, `1500ms`, `30s`, `1min`).
+fn show_milliseconds(duration: std::time::Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 {
+        return "0".into();
+    }
+    const UNITS: [(u128, &str); 5] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s"), (1, "ms")];
+    let (size, unit) = UNITS.iter().find(|(size, _)| ms.is_multiple_of(*size)).copied().unwrap_or((1, "ms"));
+    format!("{}{unit}", ms / size)
+}
 
 fn show_column(name: &str) -> &str {
     match name {
@@ -1282,6 +1330,19 @@ impl Stream for Audited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_setting_is_shown_in_the_largest_unit_that_holds_it_whole() {
+        let shown = |ms| show_milliseconds(std::time::Duration::from_millis(ms));
+        assert_eq!(shown(0), "0");
+        assert_eq!(shown(500), "500ms");
+        assert_eq!(shown(1_500), "1500ms");
+        assert_eq!(shown(30_000), "30s");
+        assert_eq!(shown(600_000), "10min");
+        assert_eq!(shown(5_400_000), "90min");
+        assert_eq!(shown(7_200_000), "2h");
+        assert_eq!(shown(172_800_000), "2d");
+    }
 
     fn key(sql: &str) -> (String, String) {
         ("public".to_owned(), sql.to_owned())
