@@ -56,7 +56,35 @@ const SIGNING_KEYS: usize = 4096;
 /// every request with the same credentials costs a lookup instead of four HMACs a request. The key is a function
 /// of what it is kept by, so nothing can make a kept key wrong; it is only looked up for a secret recomputed from
 /// a token the key ring opened, and at most [`SIGNING_KEYS`] are kept.
-pub struct SigningKeys(PerCpuCache<String, SigningKey>);
+pub struct SigningKeys(PerCpuCache<KeyScope, SigningKey>);
+
+/// What a signing key is kept by: the secret and the credential scope.
+#[derive(PartialEq, Eq, Hash)]
+struct KeyScope {
+    secret: Box<str>,
+    date: Box<str>,
+    region: Box<str>,
+    service: Box<str>,
+}
+
+/// A [`KeyScope`] borrowed from a request, to look a key up without copying: it hashes as the owned one does
+/// (field by field, each as a `str`).
+#[derive(Hash)]
+struct KeyScopeRef<'a> {
+    secret: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+}
+
+impl quick_cache::Equivalent<KeyScope> for KeyScopeRef<'_> {
+    fn equivalent(&self, kept: &KeyScope) -> bool {
+        *kept.secret == *self.secret
+            && *kept.date == *self.date
+            && *kept.region == *self.region
+            && *kept.service == *self.service
+    }
+}
 
 impl Default for SigningKeys {
     fn default() -> Self {
@@ -73,13 +101,13 @@ impl std::fmt::Debug for SigningKeys {
 impl SigningKeys {
     /// `kSigning` for `secret` and the scope, derived now or before.
     fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
-        // Length-prefixed, so that no two scopes and secrets make the same text.
-        let id = format!("{}.{}.{}.{date}{region}{service}{secret}", date.len(), region.len(), service.len());
-        if let Some(key) = self.0.get(&id) {
+        if let Some(key) = self.0.get(&KeyScopeRef { secret, date, region, service }) {
             return key;
         }
         let key = derive_signing_key(&SecretKey::new(secret), date, region, service);
-        self.0.insert(id, key.clone());
+        let scope =
+            KeyScope { secret: secret.into(), date: date.into(), region: region.into(), service: service.into() };
+        self.0.insert(scope, key.clone());
         key
     }
 }
@@ -429,8 +457,29 @@ mod tests {
         assert_eq!(keys.0.len(), 1, "the second request found the key derived");
         keys.get("c2VjcmV0", "20261201", "us-east-1", "s3");
         keys.get("b3RoZXI", "20261130", "us-east-1", "s3");
-        // Parts that would run together without their lengths ("us-east-1s3" either way).
+        // Parts that would run together in one text ("us-east-1s3" either way).
         keys.get("c2VjcmV0", "20261130", "us-east-1s", "3");
         assert_eq!(keys.0.len(), 4);
+        // Each lookup finds the key of its own secret and scope.
+        let signs = |key: SigningKey, secret: &str, region: &str, service: &str| {
+            key.sign(b"x") == derive_signing_key(&SecretKey::new(secret), "20261130", region, service).sign(b"x")
+        };
+        assert!(signs(keys.get("c2VjcmV0", "20261130", "us-east-1", "s3"), "c2VjcmV0", "us-east-1", "s3"));
+        assert!(signs(keys.get("c2VjcmV0", "20261130", "us-east-1s", "3"), "c2VjcmV0", "us-east-1s", "3"));
+        assert!(signs(keys.get("b3RoZXI", "20261130", "us-east-1", "s3"), "b3RoZXI", "us-east-1", "s3"));
+        assert_eq!(keys.0.len(), 4, "all three were kept");
+    }
+
+    #[test]
+    fn a_borrowed_scope_hashes_as_the_kept_one() {
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let kept =
+            KeyScope { secret: "s".into(), date: "20261130".into(), region: "eu-west-1".into(), service: "s3".into() };
+        let borrowed = KeyScopeRef { secret: "s", date: "20261130", region: "eu-west-1", service: "s3" };
+        assert_eq!(hasher.hash_one(&kept), hasher.hash_one(&borrowed));
+        assert!(quick_cache::Equivalent::equivalent(&borrowed, &kept));
+        let other = KeyScopeRef { region: "eu-west-1s", service: "3", ..borrowed };
+        assert!(!quick_cache::Equivalent::equivalent(&other, &kept));
     }
 }
