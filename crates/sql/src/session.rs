@@ -17,7 +17,7 @@ pub use super::bind::Param;
 use super::bind::{self, Template, bind, bind_text, placeholder_count};
 use super::error::SqlError;
 use super::introspect;
-use super::lift::{lift, shape_text};
+use super::lift::{Lifted, lift, shape_tokens};
 use super::rewrite::{
     AppliedFilter, Deallocation, Discarded, Operation, Released, RewriteError, Rewriter, RewrittenStatement,
     SessionCommand, StatementKind, TableName, TransactionCommand,
@@ -83,9 +83,9 @@ impl KeptRewrites {
         }
     }
 
-    /// Whether `key` was seen before (since the set was last forgotten); remembers it when not.
-    fn seen_before(&self, key: &impl std::hash::Hash) -> bool {
-        let hash = self.hasher.hash_one(key);
+    /// Whether `sighting` was seen before (since the set was last forgotten); remembers it when not.
+    fn seen_before(&self, sighting: Sighting<'_>) -> bool {
+        let hash = self.hasher.hash_one(sighting);
         let Ok(mut seen) = self.seen_once.lock() else { return false };
         if seen.remove(&hash) {
             return true;
@@ -98,11 +98,29 @@ impl KeptRewrites {
     }
 }
 
+/// A key of [`Rewrites`] or [`Shapes`] borrowed, to look one up without copying its texts: hashes as the
+/// `(String, String)` it stands for does.
+#[derive(Hash)]
+struct TextKey<'a>(&'a str, &'a str);
+
+impl quick_cache::Equivalent<(String, String)> for TextKey<'_> {
+    fn equivalent(&self, (search_path, text): &(String, String)) -> bool {
+        self.0 == search_path && self.1 == text
+    }
+}
+
+/// What a session sees of a text: the text, or its shape, which may be the same characters.
+#[derive(Hash)]
+enum Sighting<'a> {
+    Text(TextKey<'a>),
+    Shape(TextKey<'a>),
+}
+
 /// Rewrites by search path and text.
 type Rewrites = quick_cache::sync::Cache<(String, String), Arc<Kept>, KeptWeight>;
 
-/// Rewrites of shapes, by search path and shape.
-type Shapes = quick_cache::sync::Cache<(String, Vec<Token>), Shape, KeptWeight>;
+/// Rewrites of shapes, by search path and shape text.
+type Shapes = quick_cache::sync::Cache<(String, String), Shape, KeptWeight>;
 
 /// A text's rewrite: what it prepared and what was decided for it, under which policy set.
 #[derive(Debug)]
@@ -122,8 +140,10 @@ impl Kept {
 /// What a session knows of a shape.
 #[derive(Debug, Clone)]
 enum Shape {
-    /// Its rewrite, checked: bound with the literals of the text it was made from, it was that text's own rewrite.
-    Kept(Arc<Kept>),
+    /// Its rewrite, checked: bound with the literals of the text it was made from, it was that text's own rewrite;
+    /// with the tokens its text reads as, which a tokenized text of this shape text must have to take it (see
+    /// [`Lifted::tokens`]).
+    Kept { kept: Arc<Kept>, tokens: Arc<[Token]> },
     /// Its rewrite failed or was not the text's own: texts of this shape take the road of their own text.
     Unlifted,
 }
@@ -138,13 +158,13 @@ impl quick_cache::Weighter<(String, String), Arc<Kept>> for KeptWeight {
     }
 }
 
-impl quick_cache::Weighter<(String, Vec<Token>), Shape> for KeptWeight {
-    fn weight(&self, (search_path, shape): &(String, Vec<Token>), kept: &Shape) -> u64 {
+impl quick_cache::Weighter<(String, String), Shape> for KeptWeight {
+    fn weight(&self, (search_path, shape): &(String, String), kept: &Shape) -> u64 {
         let kept = match kept {
-            Shape::Kept(kept) => kept.weight(),
+            Shape::Kept { kept, tokens } => kept.weight() + tokens.len() * TOKEN_WEIGHT,
             Shape::Unlifted => 0,
         };
-        (search_path.len() + shape.len() * TOKEN_WEIGHT + kept) as u64
+        (search_path.len() + shape.len() + kept) as u64
     }
 }
 
@@ -481,21 +501,24 @@ impl Session {
             return self.rewrite_afresh(sql, policy);
         }
         let rewrites = self.rewrites.get_or_init(KeptRewrites::new);
-        let key = (self.settings.get("search_path").cloned().unwrap_or_default(), sql.to_owned());
+        let search_path = self.settings.get("search_path").map_or("", String::as_str);
+        let key = TextKey(search_path, sql);
         if let Some(hit) = rewrites.kept.get(&key).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
             return (Ok(hit.prepared.clone()), hit.decision.clone());
         }
-        let mut lifted = lift(sql).map(|l| ((key.0.clone(), l.shape), l.literals));
-        if let Some((shape, literals)) = &lifted {
-            match rewrites.shapes.get(shape) {
-                Some(Shape::Kept(hit)) if Arc::ptr_eq(&hit.store, policy.store()) => {
+        let mut lifted = lift(sql);
+        if let Some(l) = &lifted {
+            match rewrites.shapes.get(&TextKey(search_path, &l.shape)) {
+                Some(Shape::Kept { kept: hit, tokens })
+                    if Arc::ptr_eq(&hit.store, policy.store()) && l.tokens.as_deref().is_none_or(|t| *t == *tokens) =>
+                {
                     let prepared = hit
                         .prepared
                         .iter()
                         .map(|p| Prepared {
                             original: sql.to_owned(),
                             kind: p.kind.clone(),
-                            literals: literals.clone(),
+                            literals: l.literals.clone(),
                         })
                         .collect();
                     return (Ok(prepared), hit.decision.clone());
@@ -508,39 +531,38 @@ impl Session {
         let (prepared, decision) = self.rewrite_afresh(sql, policy);
         let Ok(list) = &prepared else { return (prepared, decision) };
         match lifted {
-            Some((shape, literals)) => {
-                if rewrites.seen_before(&shape)
-                    && let Some(kept) = self.rewrite_shape(&shape.1, &literals, list, store)
+            Some(lifted) => {
+                if rewrites.seen_before(Sighting::Shape(TextKey(search_path, &lifted.shape)))
+                    && let Some(kept) = self.rewrite_shape(&lifted, list, store)
                 {
-                    rewrites.shapes.insert(shape, kept);
+                    rewrites.shapes.insert((search_path.to_owned(), lifted.shape), kept);
                 }
             }
             None => {
-                if rewrites.seen_before(&key) {
-                    rewrites
-                        .kept
-                        .insert(key, Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() }));
+                if rewrites.seen_before(Sighting::Text(key)) {
+                    let kept = Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() });
+                    rewrites.kept.insert((search_path.to_owned(), sql.to_owned()), kept);
                 }
             }
         }
         (prepared, decision)
     }
 
-    /// The rewrite of a text's shape, kept only when bound with the text's `literals` it is `own`, the text's own
-    /// rewrite under `store`, and only for reads. `None` when the policy set changed meanwhile (nothing is known).
-    fn rewrite_shape(
-        &self,
-        shape: &[Token],
-        literals: &[Param],
-        own: &[Prepared],
-        store: Arc<PolicyStore>,
-    ) -> Option<Shape> {
-        let Some(text) = shape_text(shape) else { return Some(Shape::Unlifted) };
+    /// The rewrite of a text's shape, kept only when its shape's text reads as its shape and, bound with the
+    /// text's literals, it is `own`, the text's own rewrite under `store`, and only for reads. `None` when the
+    /// policy set changed meanwhile (nothing is known).
+    fn rewrite_shape(&self, lifted: &Lifted, own: &[Prepared], store: Arc<PolicyStore>) -> Option<Shape> {
+        let Some(tokens) = shape_tokens(&lifted.shape) else { return Some(Shape::Unlifted) };
+        if lifted.tokens.as_ref().is_some_and(|shape| *shape != tokens) {
+            return Some(Shape::Unlifted);
+        }
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
         if !Arc::ptr_eq(policy.store(), &store) {
             return None;
         }
-        let (Ok(prepared), decision) = self.rewrite_afresh(&text, policy) else { return Some(Shape::Unlifted) };
+        let (Ok(prepared), decision) = self.rewrite_afresh(&lifted.shape, policy) else {
+            return Some(Shape::Unlifted);
+        };
         let reads = |p: &Prepared| match &p.kind {
             PreparedKind::Governed(g) if g.statement.kind == StatementKind::Query => Some(g.clone()),
             _ => None,
@@ -548,11 +570,15 @@ impl Session {
         let same = prepared.len() == own.len()
             && prepared.iter().zip(own).all(|(shaped, own)| match (reads(shaped), reads(own)) {
                 (Some(shaped), Some(own)) => {
-                    shaped.backend == own.backend && shaped.bound(literals).is_ok_and(|sql| sql == own.statement.sql)
+                    shaped.backend == own.backend
+                        && shaped.bound(&lifted.literals).is_ok_and(|sql| sql == own.statement.sql)
                 }
                 _ => false,
             });
-        Some(if same { Shape::Kept(Arc::new(Kept { store, prepared, decision })) } else { Shape::Unlifted })
+        Some(match same {
+            true => Shape::Kept { kept: Arc::new(Kept { store, prepared, decision }), tokens: tokens.into() },
+            false => Shape::Unlifted,
+        })
     }
 
     fn rewrite_afresh(
@@ -1344,19 +1370,29 @@ mod tests {
         assert_eq!(shown(172_800_000), "2d");
     }
 
-    fn key(sql: &str) -> (String, String) {
-        ("public".to_owned(), sql.to_owned())
+    fn text(sql: &str) -> Sighting<'_> {
+        Sighting::Text(TextKey("public", sql))
     }
 
     #[test]
     fn a_text_is_kept_at_its_second_sighting_and_the_seen_set_stays_bounded() {
         let rewrites = KeptRewrites::new();
-        assert!(!rewrites.seen_before(&key("SELECT 1")));
-        assert!(!rewrites.seen_before(&("other".to_owned(), "SELECT 1".to_owned())), "the search path is in the key");
-        assert!(rewrites.seen_before(&key("SELECT 1")));
+        assert!(!rewrites.seen_before(text("SELECT $1")));
+        assert!(!rewrites.seen_before(Sighting::Text(TextKey("other", "SELECT $1"))), "the search path is in it");
+        assert!(!rewrites.seen_before(Sighting::Shape(TextKey("public", "SELECT $1"))), "a shape is not its text");
+        assert!(rewrites.seen_before(text("SELECT $1")));
         for i in 0..3 * SEEN_ONCE_MAX {
-            rewrites.seen_before(&key(&format!("SELECT {i}")));
+            rewrites.seen_before(text(&format!("SELECT {i}")));
             assert!(rewrites.seen_once.lock().expect("lock").len() <= SEEN_ONCE_MAX);
         }
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_what_its_owned_form_was_kept_under() {
+        let shapes = Shapes::with_weighter(4, REWRITES_WEIGHT, KeptWeight);
+        shapes.insert(("public".to_owned(), "SELECT $1".to_owned()), Shape::Unlifted);
+        assert!(shapes.get(&TextKey("public", "SELECT $1")).is_some());
+        assert!(shapes.get(&TextKey("other", "SELECT $1")).is_none());
+        assert!(shapes.get(&TextKey("public", "SELECT $2")).is_none());
     }
 }
