@@ -1032,6 +1032,13 @@ async fn transaction_blocks_commit_or_roll_back_together_on_the_postgresql_backe
     assert_eq!(names(&pg), "Ann,Cy,Di,Ed", "the reused connection is not inside the abandoned transaction");
 }
 
+/// Waits for the gateway to close a client's connection for idling in its block, and checks that it said so.
+async fn closed_for_idling(ended: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
+    let closed = tokio::time::timeout(Duration::from_secs(10), ended).await.expect("the gateway let the idler go");
+    let e = closed.expect("the connection task").expect_err("closed by the gateway");
+    assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("25P03"), "{e}");
+}
+
 #[tokio::test]
 async fn a_client_idle_in_a_block_that_holds_a_backend_connection_is_rolled_back_and_let_go() {
     let pg = Postgres::start();
@@ -1052,9 +1059,7 @@ async fn a_client_idle_in_a_block_that_holds_a_backend_connection_is_rolled_back
     simple(&idler, "INSERT INTO hr.employees (id, name) VALUES (2, 'idle')").await.expect("pins the block");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let closed = tokio::time::timeout(Duration::from_secs(10), ended).await.expect("the gateway let the idler go");
-    let e = closed.expect("the connection task").expect_err("closed by the gateway");
-    assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("25P03"), "{e}");
+    closed_for_idling(ended).await;
     assert!(simple(&idler, "COMMIT").await.is_err(), "nothing more on that connection");
     assert_eq!(names(&pg), "Ann", "the block was rolled back");
     simple(&reader, "COMMIT").await.expect("the reader's block is still open");
@@ -1066,6 +1071,34 @@ async fn a_client_idle_in_a_block_that_holds_a_backend_connection_is_rolled_back
             assert!(e["sql"]["original"].as_str().is_some_and(|s| s.contains("idle")), "{e}");
         })
     });
+}
+
+#[tokio::test]
+async fn a_session_may_shorten_its_idle_in_transaction_limit_but_not_lift_the_gateways() {
+    let pg = Postgres::start();
+    let (lg, _policies) = hr_on_postgres_with(&pg, "pool_size = 1", &[]);
+    let carol = lg.token("carol", &["hr"], &[]);
+    let config =
+        format!("host=127.0.0.1 port={} user=carol password={carol} dbname=lakegate sslmode=disable", lg.sql.port());
+    let (idler, connection) = tokio_postgres::connect(&config, NoTls).await.expect("connect");
+    let ended = tokio::spawn(connection);
+    let show = "SHOW idle_in_transaction_session_timeout";
+    assert_eq!(simple(&idler, show).await.expect("show"), [[Some("10min".to_owned())]], "the gateway's default");
+    assert_eq!(
+        simple(&idler, "SET idle_in_transaction_session_timeout = 'soon'").await,
+        Err("22023".into()),
+        "a value PostgreSQL would not read is refused"
+    );
+    simple(&idler, "SET idle_in_transaction_session_timeout = '1h'").await.expect("set");
+    assert_eq!(simple(&idler, show).await.expect("show"), [[Some("10min".to_owned())]], "not above the gateway's");
+    simple(&idler, "SET idle_in_transaction_session_timeout TO 300").await.expect("set");
+    assert_eq!(simple(&idler, show).await.expect("show"), [[Some("300ms".to_owned())]]);
+    simple(&idler, "BEGIN").await.expect("begin");
+    simple(&idler, "INSERT INTO hr.employees (id, name) VALUES (2, 'idle')").await.expect("pins the block");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    closed_for_idling(ended).await;
+    assert_eq!(names(&pg), "Ann", "the block was rolled back");
 }
 
 #[tokio::test]

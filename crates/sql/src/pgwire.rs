@@ -158,8 +158,7 @@ async fn session_loop(
     let watch_from = tokio::time::sleep(WATCH_AFTER);
     tokio::pin!(watch_from);
     // A client idle in a block that holds a backend connection, which other sessions may be waiting for, is
-    // let go after this long; the timer is armed only then.
-    let idle_limit = connection.service.settings.idle_in_transaction_timeout;
+    // let go after the session's limit; the timer is armed only then.
     let idle_deadline = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(idle_deadline);
     loop {
@@ -167,13 +166,11 @@ async fn session_loop(
             socket.state(),
             PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
         );
-        let idle_in_block = match idle_limit {
-            Some(limit) if between_statements && connection.holds_backend() => {
-                idle_deadline.as_mut().reset(tokio::time::Instant::now() + limit);
-                true
-            }
-            _ => false,
-        };
+        let idle_limit = if between_statements { connection.idle_in_block_limit() } else { None };
+        if let Some(limit) = idle_limit {
+            idle_deadline.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+        let idle_in_block = idle_limit.is_some();
         let msg = tokio::select! {
             // Before reading: a statement the client sent after the signal is not started.
             biased;
@@ -373,8 +370,10 @@ type CancelKey = (Arc<pgwire::api::ConnectionHandle>, pgwire::api::ConnectionGua
 impl Connection {
     /// Whether the session is in a transaction block that holds a backend connection. A session busy with a
     /// statement (its lock taken) is not idle, whatever its block.
-    fn holds_backend(&self) -> bool {
-        self.session.try_lock().is_ok_and(|session| session.as_ref().is_some_and(Session::pinned))
+    /// How long the client may stay idle now, if it is in a block that holds a backend connection.
+    fn idle_in_block_limit(&self) -> Option<std::time::Duration> {
+        let session = self.session.try_lock().ok()?;
+        session.as_ref().filter(|s| s.pinned()).and_then(Session::idle_in_transaction_limit)
     }
 
     fn take_described(&self) -> Option<Described> {

@@ -834,7 +834,14 @@ impl Session {
                         }
                     }
                 }
-                self.settings.insert(name.clone(), values.join(", "));
+                let value = values.join(", ");
+                if name == IDLE_IN_TRANSACTION && parse_milliseconds(&value).is_none() {
+                    return Err(SqlError::Backend {
+                        sqlstate: "22023".into(),
+                        message: format!("invalid value for parameter \"{name}\": \"{value}\""),
+                    });
+                }
+                self.settings.insert(name.clone(), value);
                 Outcome::Command("SET".into())
             }
             SessionCommand::Reset(Some(name)) => {
@@ -1098,6 +1105,17 @@ impl Session {
         self.transaction.as_ref().is_some_and(|open| open.pinned.is_some())
     }
 
+    /// How long the client may stay idle in a block that holds a backend connection: the gateway's limit
+    /// (`idle_in_transaction_timeout_ms`), or the session's own `idle_in_transaction_session_timeout` where that
+    /// is shorter. As in PostgreSQL, a session's 0 sets no limit of its own; it cannot lift the gateway's.
+    pub fn idle_in_transaction_limit(&self) -> Option<std::time::Duration> {
+        let own = self.settings.get(IDLE_IN_TRANSACTION).and_then(|v| parse_milliseconds(v)).filter(|d| !d.is_zero());
+        match (self.service.settings.idle_in_transaction_timeout, own) {
+            (Some(gateway), Some(own)) => Some(gateway.min(own)),
+            (gateway, own) => gateway.or(own),
+        }
+    }
+
     /// BEGIN, COMMIT, ROLLBACK and savepoints, with PostgreSQL's answers where no block is open.
     async fn transaction(
         &mut self,
@@ -1187,7 +1205,7 @@ impl Session {
 
     fn show(&self, name: &str) -> Result<String, SqlError> {
         let name = name.to_ascii_lowercase();
-        if let Some(v) = self.settings.get(&name) {
+        if let Some(v) = self.settings.get(&name).filter(|_| name != IDLE_IN_TRANSACTION) {
             return Ok(v.clone());
         }
         Ok(match name.as_str() {
@@ -1208,11 +1226,9 @@ impl Session {
             "extra_float_digits" => "1".into(),
             "lc_collate" | "lc_ctype" => "C".into(),
             "statement_timeout" | "lock_timeout" => "0".into(),
-            // The limit the gateway holds a block's idle client to, not PostgreSQL's own (the backend's pool
-            // connections keep its default).
-            "idle_in_transaction_session_timeout" => {
-                show_milliseconds(self.service.settings.idle_in_transaction_timeout.unwrap_or_default())
-            }
+            // The limit the gateway holds a block's idle client to, the session's own where that is shorter, not
+            // PostgreSQL's (the backend's pool connections keep its default).
+            IDLE_IN_TRANSACTION => show_milliseconds(self.idle_in_transaction_limit().unwrap_or_default()),
             _ => {
                 return Err(SqlError::Backend {
                     sqlstate: "42704".into(),
@@ -1224,6 +1240,31 @@ impl Session {
 }
 
 const DEFAULT_SEARCH_PATH: &str = "\"$user\", public";
+
+/// The setting a session lowers the gateway's idle-in-transaction limit with.
+const IDLE_IN_TRANSACTION: &str = "idle_in_transaction_session_timeout";
+
+/// A time setting whose unit is milliseconds, as PostgreSQL reads one: a number of milliseconds, or a number and
+/// a unit (`us`, `ms`, `s`, `min`, `h`, `d`), rounded to the millisecond; `None` for anything else or a value
+/// out of PostgreSQL's range for it (0 to `INT_MAX` milliseconds).
+fn parse_milliseconds(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit_ms = match unit.trim_start() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = (number * unit_ms).round();
+    (number.is_finite() && (0.0..=f64::from(i32::MAX)).contains(&ms))
+        .then(|| std::time::Duration::from_millis(ms as u64))
+}
 
 /// A time setting as PostgreSQL's SHOW gives one whose unit is milliseconds: in the largest unit that holds it
 /// whole (`0`, `1500ms`, `30s`, `1min`).
@@ -1368,6 +1409,22 @@ mod tests {
         assert_eq!(shown(5_400_000), "90min");
         assert_eq!(shown(7_200_000), "2h");
         assert_eq!(shown(172_800_000), "2d");
+    }
+
+    #[test]
+    fn a_time_setting_is_read_as_postgresql_reads_one() {
+        let ms = |v| parse_milliseconds(v).map(|d| d.as_millis());
+        for (value, want) in [("0", 0), ("500", 500), ("500ms", 500), ("5s", 5_000), ("5 s", 5_000), ("1.5s", 1_500)] {
+            assert_eq!(ms(value), Some(want), "{value}");
+        }
+        assert_eq!(ms("2min"), Some(120_000));
+        assert_eq!(ms("1h"), Some(3_600_000));
+        assert_eq!(ms("1d"), Some(86_400_000));
+        assert_eq!(ms("1500us"), Some(2), "rounded to the millisecond");
+        assert_eq!(ms("2147483647"), Some(2_147_483_647));
+        for bad in ["", "-5", "5 sec", "5S", "five", "1.2.3", "2147483648", "25d", "5s, 6s", "nan"] {
+            assert_eq!(ms(bad), None, "{bad}");
+        }
     }
 
     fn text(sql: &str) -> Sighting<'_> {
