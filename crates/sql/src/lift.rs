@@ -49,14 +49,15 @@ pub(crate) fn lift(sql: &str) -> Option<Lifted> {
     }
 }
 
-/// The tokens a shape's text reads as, which a tokenized text of that shape must have (see [`Lifted::tokens`]).
-pub(crate) fn shape_tokens(shape: &str) -> Option<Vec<Token>> {
-    Tokenizer::new(&PostgreSqlDialect {}, shape).tokenize().ok()
+/// A text's tokens as the parser reads them, `None` when it does not tokenize: for a shape's text, those a
+/// tokenized text of that shape must have (see [`Lifted::tokens`]).
+pub(crate) fn tokenize(text: &str) -> Option<Vec<Token>> {
+    Tokenizer::new(&PostgreSqlDialect {}, text).tokenize().ok()
 }
 
 /// `sql`'s shape as the tokenizer reads it.
 fn lift_tokens(sql: &str) -> Option<Lifted> {
-    let mut tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut tokens = tokenize(sql)?;
     let mut literals = Vec::new();
     for token in &mut tokens {
         let literal = match token {
@@ -273,11 +274,11 @@ mod tests {
     fn a_tokenized_shape_carries_its_tokens_which_its_text_may_not_read_back_as() {
         // The identifier `a"b` writes itself as `"a"b"`, which reads as something else.
         let lifted = lift("SELECT \"a\"\"b\" FROM t WHERE c = 1").unwrap();
-        assert_ne!(shape_tokens(&lifted.shape), lifted.tokens);
+        assert_ne!(tokenize(&lifted.shape), lifted.tokens);
         // Comments and line ends are tokens too, written as they were read.
         let lifted = lift("SELECT a -- why\nFROM t /* note */ WHERE b = 2").unwrap();
         assert_eq!(lifted.shape, "SELECT a -- why\nFROM t /* note */ WHERE b = $1");
-        assert_eq!(shape_tokens(&lifted.shape), lifted.tokens);
+        assert_eq!(tokenize(&lifted.shape), lifted.tokens);
     }
 
     #[test]
@@ -351,13 +352,13 @@ mod tests {
             scanned += 1;
             match (lifted, by_tokens(&sql)) {
                 (None, None) => {
-                    let tokens = shape_tokens(&sql).unwrap_or_else(|| panic!("{sql:?} does not tokenize"));
+                    let tokens = tokenize(&sql).unwrap_or_else(|| panic!("{sql:?} does not tokenize"));
                     let literal = |t: &Token| matches!(t, Token::Number(..) | Token::SingleQuotedString(_));
                     assert!(!tokens.iter().any(literal), "{sql:?}");
                 }
                 (Some(lifted), Some((tokens, literals))) => {
                     assert_eq!(lifted.literals, literals, "{sql:?}");
-                    assert_eq!(shape_tokens(&lifted.shape), Some(tokens), "{sql:?} as {:?}", lifted.shape);
+                    assert_eq!(tokenize(&lifted.shape), Some(tokens), "{sql:?} as {:?}", lifted.shape);
                 }
                 (scanned, tokenized) => panic!("{sql:?}: scanned {scanned:?}, tokenized {tokenized:?}"),
             }

@@ -17,7 +17,7 @@ pub use super::bind::Param;
 use super::bind::{self, Template, bind, bind_text, placeholder_count};
 use super::error::SqlError;
 use super::introspect;
-use super::lift::{Lifted, lift, shape_tokens};
+use super::lift::{Lifted, lift, tokenize};
 use super::rewrite::{
     AppliedFilter, Deallocation, Discarded, Operation, Released, RewriteError, Rewriter, RewrittenStatement,
     SessionCommand, StatementKind, TableName, TransactionCommand,
@@ -552,7 +552,7 @@ impl Session {
     /// text's literals, it is `own`, the text's own rewrite under `store`, and only for reads. `None` when the
     /// policy set changed meanwhile (nothing is known).
     fn rewrite_shape(&self, lifted: &Lifted, own: &[Prepared], store: Arc<PolicyStore>) -> Option<Shape> {
-        let Some(tokens) = shape_tokens(&lifted.shape) else { return Some(Shape::Unlifted) };
+        let Some(tokens) = tokenize(&lifted.shape) else { return Some(Shape::Unlifted) };
         if lifted.tokens.as_ref().is_some_and(|shape| *shape != tokens) {
             return Some(Shape::Unlifted);
         }
