@@ -50,7 +50,8 @@ DOCUMENTED = {
     "": {"data_dir", "control", "s3", "sql", "policy", "identity", "audit", "shutdown"},
     "policy": {"dir", "reload_interval_seconds"},
     "identity": {"dev_issuer", "max_token_bytes", "issuers"},
-    "audit": {"dir", "max_file_bytes", "queue_capacity", "enqueue_timeout_ms", "stdout", "fail_open", "durability"},
+    "audit": {"dir", "max_file_bytes", "queue_capacity", "enqueue_timeout_ms", "stdout", "fail_open", "durability",
+              "batch_window_ms"},
     "shutdown": {"grace"},
 }
 

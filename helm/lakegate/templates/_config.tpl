@@ -29,6 +29,7 @@ queue_capacity = {{ include "lakegate.toml" .Values.config.audit.queueCapacity }
 enqueue_timeout_ms = {{ include "lakegate.toml" .Values.config.audit.enqueueTimeoutMs }}
 fail_open = {{ include "lakegate.toml" .Values.config.audit.failOpen }}
 durability = {{ .Values.config.audit.durability | toJson }}
+batch_window_ms = {{ include "lakegate.toml" .Values.config.audit.batchWindowMs }}
 
 [shutdown]
 grace = {{ printf "%ds" (int .Values.config.shutdown.graceSeconds) | toJson }}

@@ -29,6 +29,7 @@ impl AuditSection {
             fail_open: s.fail_open,
             enqueue_timeout: std::time::Duration::from_millis(s.enqueue_timeout_ms),
             durability: s.durability,
+            batch_window: std::time::Duration::from_millis(s.batch_window_ms),
         }
     }
 }
@@ -51,6 +52,10 @@ pub struct AuditSinkSettings {
     /// `batch` (default) or `sync`: whether an access waits until a record of its decision is synced to disk.
     #[serde(default)]
     pub durability: Durability,
+    /// With durability `batch`, how long the writer lets records gather after a batch before it writes and syncs
+    /// the next (see [`AuditConfig::batch_window`]).
+    #[serde(default = "default_audit_batch_window_ms")]
+    pub batch_window_ms: u64,
 }
 
 impl Default for AuditSinkSettings {
@@ -62,6 +67,7 @@ impl Default for AuditSinkSettings {
             fail_open: false,
             enqueue_timeout_ms: default_audit_enqueue_ms(),
             durability: Durability::default(),
+            batch_window_ms: default_audit_batch_window_ms(),
         }
     }
 }
@@ -74,4 +80,7 @@ fn default_audit_queue() -> usize {
 }
 fn default_audit_enqueue_ms() -> u64 {
     100
+}
+fn default_audit_batch_window_ms() -> u64 {
+    super::DEFAULT_BATCH_WINDOW.as_millis() as u64
 }

@@ -25,14 +25,26 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Most events written in one batch (one sync).
 const MAX_BATCH: usize = 1024;
 
-/// With durability `batch`, how long after a batch is synced the next one is written at the earliest: events
-/// that come meanwhile gather and are written and synced together. A request never waits for it (its record is
-/// queued, not synced, before the access), and it keeps the promise of a record on disk within milliseconds of
-/// the access's end; in exchange a busy gateway syncs a few hundred times a second instead of once or twice per
-/// request, and the writer is not woken for every event (a sleeping writer registers no waker, so senders do not
-/// signal it). An event after a quiet spell is written at once: sleeping then would gather nothing and cost the
-/// writer one more wake-up per event.
-const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// The largest buffer the writer keeps for serialising the next event.
+const MAX_KEPT_SERIALIZED: usize = 64 << 10;
+
+/// With durability `batch`, how long after a batch is synced the next one is written at the earliest, unless
+/// `batch_window` says otherwise: events that come meanwhile gather and are written and synced together. A
+/// request never waits for it (its record is queued, not synced, before the access), and it keeps the promise of
+/// a record on disk within milliseconds of the access's end; in exchange a busy gateway syncs a few hundred times
+/// a second instead of once or twice per request, and the writer is not woken for every event (a sleeping writer
+/// registers no waker, so senders do not signal it). An event after a quiet spell is written at once: sleeping
+/// then would gather nothing and cost the writer one more wake-up per event.
+///
+/// Each batch costs a `write` and an `fdatasync` (on a VM's virtual disk, much of it CPU: a journal commit and a
+/// flush of the device). With a 2 ms window the audit writer took a sixth of Lakegate's CPU under `pgbench -S`,
+/// more than half of it in those two calls; with 10 ms its CPU a query fell by a third, and longer windows bought
+/// little more (docs/benchmarks.md).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// The longest batch window a configuration may ask for: beyond it a crash could lose more than "the last
+/// moments" of records, which is all `batch` durability allows.
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(1);
 
 /// Moving the checkpoint costs a new file, a sync and a rename: more than writing a batch (on the VM's virtual
 /// disk, ~0.5 ms of CPU against ~0.12 ms for a batch's write and sync). It moves at most this often, and within
@@ -61,6 +73,11 @@ pub struct AuditConfig {
     pub enqueue_timeout: Duration,
     /// When an allowed access's record must be on disk (see [`Durability`]).
     pub durability: Durability,
+    /// With durability `batch`, how long after a batch is synced the next one is written at the earliest
+    /// ([`DEFAULT_BATCH_WINDOW`]; at most [`MAX_BATCH_WINDOW`]). Longer: fewer writes and syncs under load, more
+    /// records lost if the machine fails.
+    #[serde(deserialize_with = "de_duration")]
+    pub batch_window: Duration,
 }
 
 /// When the record of an allowed access reaches the disk.
@@ -96,6 +113,7 @@ impl Default for AuditConfig {
             fail_open: false,
             enqueue_timeout: Duration::from_millis(100),
             durability: Durability::Batch,
+            batch_window: DEFAULT_BATCH_WINDOW,
         }
     }
 }
@@ -183,6 +201,12 @@ impl Auditor {
         if cfg.max_file_bytes == 0 {
             return Err(AuditError::Config("max_file_bytes must be at least 1".to_owned()));
         }
+        if cfg.batch_window > MAX_BATCH_WINDOW {
+            return Err(AuditError::Config(format!(
+                "the batch window (batch_window_ms) must be at most {} ms",
+                MAX_BATCH_WINDOW.as_millis()
+            )));
+        }
         if cfg.durability == Durability::Sync && cfg.queue_capacity < 2 {
             // An access reserves room for its decision and its outcome record.
             return Err(AuditError::Config("queue_capacity must be at least 2 with durability = \"sync\"".to_owned()));
@@ -203,12 +227,14 @@ impl Auditor {
             log,
             shared: shared.clone(),
             pending: Vec::new(),
+            serialized: Vec::new(),
             reported: 0,
             waiters: Vec::new(),
             synced_waiters: Vec::new(),
             timer: None,
             last_checkpoint: Instant::now(),
             last_batch: None,
+            batch_window: cfg.batch_window,
         };
         std::thread::Builder::new()
             .name("lakegate-audit".to_owned())
@@ -412,6 +438,9 @@ struct Writer {
     shared: Arc<Shared>,
     /// Chained lines not yet on disk. Their sequence numbers are fixed, so a retry writes the same bytes.
     pending: Vec<Vec<u8>>,
+    /// An event's JSON before it is chained: one buffer for every event, so that a record does not grow a new
+    /// one from nothing.
+    serialized: Vec<u8>,
     /// How many of `pending` were already printed to stderr after a failure.
     reported: usize,
     /// Flush calls to answer after the next successful write.
@@ -425,6 +454,8 @@ struct Writer {
     last_checkpoint: Instant,
     /// When the last batch was synced.
     last_batch: Option<Instant>,
+    /// See [`AuditConfig::batch_window`].
+    batch_window: Duration,
 }
 
 /// What arrived while the writer waited with only the checkpoint left to do.
@@ -478,14 +509,14 @@ impl Writer {
         }
     }
 
-    /// With durability `batch`, after the first event of a batch: let others join it until [`BATCH_WINDOW`]
+    /// With durability `batch`, after the first event of a batch: let others join it until the batch window
     /// has passed since the last batch was synced (unless someone waits for a flush, which is answered at once).
     fn gather(&self) {
         if self.shared.durability != Durability::Batch || !self.waiters.is_empty() {
             return;
         }
         if let Some(last) = self.last_batch {
-            std::thread::sleep(BATCH_WINDOW.saturating_sub(last.elapsed()));
+            std::thread::sleep(self.batch_window.saturating_sub(last.elapsed()));
         }
     }
 
@@ -511,20 +542,25 @@ impl Writer {
     }
 
     fn chain(&mut self, event: &AuditEvent) {
-        let bytes = serde_json::to_vec(event).unwrap_or_else(|e| {
+        self.serialized.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.serialized, event) {
             // Cannot happen with these types (string map keys only); still, record that an event existed
             // rather than nothing.
-            serde_json::json!({
+            self.serialized = serde_json::json!({
                 "request_id": event.request_id,
                 "decision": "error",
                 "reason": format!("audit event could not be serialised: {e}"),
             })
             .to_string()
-            .into_bytes()
-        });
-        let (line, tip) = chain::encode_line(self.log.tip, &bytes);
+            .into_bytes();
+        }
+        let (line, tip) = chain::encode_line(self.log.tip, &self.serialized);
         self.log.tip = Some(tip);
         self.pending.push(line);
+        if self.serialized.capacity() > MAX_KEPT_SERIALIZED {
+            // A rare large event (a long SQL text) does not keep its buffer.
+            self.serialized = Vec::new();
+        }
     }
 
     /// Writes and syncs what is pending; moves the checkpoint when it is `due`, when a flush waits for it, when
@@ -762,7 +798,7 @@ impl LogFiles {
         let Some((mut file, mut pos)) = self.file.take() else {
             return Err(io::Error::other("audit file not open"));
         };
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(lines.iter().map(Vec::len).sum());
         for line in lines {
             let len = u64::try_from(line.len()).unwrap_or(u64::MAX);
             if pos.len > 0 && pos.len.saturating_add(len) > self.max_file_bytes {
