@@ -72,15 +72,17 @@ impl Default for AuditSinkSettings {
     }
 }
 
+// The defaults are the writer's own (`AuditConfig::default()`), so that a configuration file and a program that
+// starts an auditor without one get the same writer.
 fn default_audit_max_file_bytes() -> u64 {
-    64 * 1024 * 1024
+    AuditConfig::default().max_file_bytes
 }
 fn default_audit_queue() -> usize {
-    16384
+    AuditConfig::default().queue_capacity
 }
 fn default_audit_enqueue_ms() -> u64 {
-    100
+    u64::try_from(AuditConfig::default().enqueue_timeout.as_millis()).unwrap_or(u64::MAX)
 }
 fn default_audit_batch_window_ms() -> u64 {
-    super::DEFAULT_BATCH_WINDOW.as_millis() as u64
+    u64::try_from(AuditConfig::default().batch_window.as_millis()).unwrap_or(u64::MAX)
 }

@@ -583,6 +583,11 @@ fn a_batch_window_beyond_a_second_is_refused() {
     assert!(err.to_string().contains("batch_window"), "{err}");
     let section: AuditSection = toml::from_str("batch_window_ms = 20").unwrap();
     assert_eq!(section.resolve(tmp.path()).batch_window, Duration::from_millis(20));
-    let default: AuditSection = toml::from_str("").unwrap();
-    assert_eq!(default.resolve(tmp.path()).batch_window, DEFAULT_BATCH_WINDOW);
+}
+
+#[test]
+fn an_empty_audit_section_gives_the_writers_defaults() {
+    let section: AuditSection = toml::from_str("").unwrap();
+    let resolved = section.resolve(Path::new("/data"));
+    assert_eq!(resolved, AuditConfig { dir: PathBuf::from("/data/audit"), ..AuditConfig::default() });
 }

@@ -28,13 +28,13 @@ const MAX_BATCH: usize = 1024;
 /// The largest buffer the writer keeps for serialising the next event.
 const MAX_KEPT_SERIALIZED: usize = 64 << 10;
 
-/// With durability `batch`, how long after a batch is synced the next one is written at the earliest, unless
-/// `batch_window` says otherwise: events that come meanwhile gather and are written and synced together. A
+/// The default of [`AuditConfig::batch_window`]: with durability `batch`, how long after a batch is synced the
+/// next one is written at the earliest. Events that come meanwhile gather and are written and synced together. A
 /// request never waits for it (its record is queued, not synced, before the access), and it keeps the promise of
-/// a record on disk within milliseconds of the access's end; in exchange a busy gateway syncs a few hundred times
-/// a second instead of once or twice per request, and the writer is not woken for every event (a sleeping writer
-/// registers no waker, so senders do not signal it). An event after a quiet spell is written at once: sleeping
-/// then would gather nothing and cost the writer one more wake-up per event.
+/// a record on disk within milliseconds of the access's end; in exchange a busy gateway syncs about a hundred
+/// times a second instead of once or twice per request, and the writer is not woken for every event (a sleeping
+/// writer registers no waker, so senders do not signal it). An event after a quiet spell is written at once:
+/// sleeping then would gather nothing and cost the writer one more wake-up per event.
 ///
 /// Each batch costs a `write` and an `fdatasync` (on a VM's virtual disk, much of it CPU: a journal commit and a
 /// flush of the device). With a 2 ms window the audit writer took a sixth of Lakegate's CPU under `pgbench -S`,
@@ -108,7 +108,7 @@ impl Default for AuditConfig {
         AuditConfig {
             dir: PathBuf::from("lakegate-data/audit"),
             max_file_bytes: 64 * 1024 * 1024,
-            queue_capacity: 4096,
+            queue_capacity: 16384,
             stdout: false,
             fail_open: false,
             enqueue_timeout: Duration::from_millis(100),
