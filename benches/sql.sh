@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# SQL gateway benchmark, in one run, loopback only, bounded in time (about 3 minutes plus the build):
+# SQL gateway benchmark, in one run, loopback only, bounded in time (about 5 minutes plus the build):
 #   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer,
-#      with the simple query protocol and with the extended one;
+#      with the simple query protocol and with the extended one, in alternated rounds;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security; a pool's
 #      ping (`SELECT 1`) through Lakegate vs directly vs through pgbouncer; a tool's catalog query through
 #      Lakegate vs directly, with each protocol;
 #   3. rewrite time per query (criterion, crates/sql/benches/rewrite.rs).
-# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=10 CLIENTS=4 SCALE=2 AGG_ROUNDS=8
+# Prints a Markdown table of the results. Usage: benches/sql.sh   (DURATION=8 PGBENCH_ROUNDS=3 CLIENTS=4 SCALE=2 AGG_ROUNDS=8
 # AGG_SECONDS=3 to change; LAKEGATE_BIN=path to use an existing binary instead of building a release one;
 # SKIP_CRITERION=1 to skip 3;
 # each pgbench run also reports the CPU per query of the proxy and of PostgreSQL (benches/cpu.sh);
@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 scripts/install-build-deps  # protoc, for any build below (cargo build or bench) on a fresh machine
 . benches/flamegraph.sh
 . benches/cpu.sh
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
+PGBENCH_ROUNDS=${PGBENCH_ROUNDS:-3}
 CLIENTS=${CLIENTS:-4}
 SCALE=${SCALE:-2}
 AGG_ROUNDS=${AGG_ROUNDS:-8}
@@ -133,35 +134,73 @@ run_pgbench() { # port user password extra-args...
 PG_MASTER=$(head -1 "$WORK/pg/postmaster.pid")
 BOUNCER_PIDS=$(pgrep -f "pgbouncer $WORK/pgbouncer.ini" | tr '\n' ' ')
 CPU_FROM=$(( DURATION >= 6 ? 2 : 1 )); CPU_FOR=$(( DURATION - 2 * CPU_FROM ))
-measured() { # proxy-pids port user password pgbench-args... -> "tps proxy-us postgres-us" per query
-  local proxy=$1 port=$2 user=$3 pass=$4 out p0 q0 t0 p1 q1 t1; shift 4
+measured() { # proxy-pids port user password pgbench-args... -> "tps proxy-us proxy-user-us postgres-us" per query
+  local proxy=$1 port=$2 user=$3 pass=$4 out p0 u0 q0 t0 p1 u1 q1 t1; shift 4
   out=$(mktemp "$WORK/pgbench.XXXXXX")
   run_pgbench "$port" "$user" "$pass" "$@" >"$out" &
   local pgbench=$!
   sleep "$CPU_FROM"
   # shellcheck disable=SC2086 # lists of pids
-  p0=$(cpu_ticks $proxy); q0=$(cpu_ticks $(with_children "$PG_MASTER")); t0=$(date +%s.%N)
+  p0=$(cpu_ticks $proxy); u0=$(cpu_user_ticks $proxy); q0=$(cpu_ticks $(with_children "$PG_MASTER")); t0=$(date +%s.%N)
   sleep "$CPU_FOR"
   # shellcheck disable=SC2086
-  p1=$(cpu_ticks $proxy); q1=$(cpu_ticks $(with_children "$PG_MASTER")); t1=$(date +%s.%N)
+  p1=$(cpu_ticks $proxy); u1=$(cpu_user_ticks $proxy); q1=$(cpu_ticks $(with_children "$PG_MASTER")); t1=$(date +%s.%N)
   wait "$pgbench" || true
   local rate queries
   rate=$(tps <"$out")
   queries=$(awk -v r="${rate:-0}" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", r * (b - a) }')
-  echo "${rate:-0} $( [ -n "$proxy" ] && per_op $((p1 - p0)) "$queries" || echo -) $(per_op $((q1 - q0)) "$queries")"
+  if [ -n "$proxy" ]; then
+    echo "${rate:-0} $(per_op $((p1 - p0)) "$queries") $(per_op $((u1 - u0)) "$queries") $(per_op $((q1 - q0)) "$queries")"
+  else
+    echo "${rate:-0} - - $(per_op $((q1 - q0)) "$queries")"
+  fi
 }
-read -r direct direct_cpu_px direct_cpu_pg <<<"$(measured "" "$PG_PORT" postgres "" -S -c "$CLIENTS" -j "$CLIENTS")"
-profile_start sql-pgbench-select "$LG_PID" "$DURATION"
-read -r lakegate lakegate_cpu_px lakegate_cpu_pg <<<"$(measured "$LG_PID" "$LG_SQL" bench "$BENCH_TOKEN" -S -c "$CLIENTS" -j "$CLIENTS")"
-profile_finish sql-pgbench-select
-read -r bouncer bouncer_cpu_px bouncer_cpu_pg <<<"$(measured "$BOUNCER_PIDS" "$BOUNCER" postgres "" -S -c "$CLIENTS" -j "$CLIENTS")"
-# The extended protocol (Parse, Bind, Describe, Execute, Sync per query, as libpq's PQexecParams and most drivers
-# send it), with the aid as a parameter.
-read -r direct_ext direct_ext_cpu_px direct_ext_cpu_pg <<<"$(measured "" "$PG_PORT" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS")"
-profile_start sql-pgbench-select-extended "$LG_PID" "$DURATION"
-read -r lakegate_ext lakegate_ext_cpu_px lakegate_ext_cpu_pg <<<"$(measured "$LG_PID" "$LG_SQL" bench "$BENCH_TOKEN" -S -M extended -c "$CLIENTS" -j "$CLIENTS")"
-profile_finish sql-pgbench-select-extended
-read -r bouncer_ext bouncer_ext_cpu_px bouncer_ext_cpu_pg <<<"$(measured "$BOUNCER_PIDS" "$BOUNCER" postgres "" -S -M extended -c "$CLIENTS" -j "$CLIENTS")"
+# Alternated rounds, as for the aggregate below: one run a side could not tell Lakegate's ratio to pgbouncer within
+# a sixth on this machine. Each round runs the three in turn, Lakegate and pgbouncer swapped every other round;
+# reported: the median of each side's rounds and the range of Lakegate's per-round ratio to pgbouncer. The
+# extended protocol (Parse, Bind, Describe, Execute, Sync per query, as libpq's PQexecParams and most drivers send
+# it) carries the aid as a parameter.
+pgbench_rounds() { # label pgbench-args... -> lines "round target tps proxy-us proxy-user-us postgres-us"
+  local label=$1 round target order; shift
+  for round in $(seq "$PGBENCH_ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then order="direct lakegate bouncer"; else order="direct bouncer lakegate"; fi
+    for target in $order; do
+      case $target in
+        direct) echo "$round $target $(measured "" "$PG_PORT" postgres "" "$@")" ;;
+        lakegate) # profiled in the first round only
+          if [ "$round" -eq 1 ]; then profile_start "$label" "$LG_PID" "$DURATION"; fi
+          echo "$round $target $(measured "$LG_PID" "$LG_SQL" bench "$BENCH_TOKEN" "$@")"
+          if [ "$round" -eq 1 ]; then profile_finish "$label"; fi
+          ;;
+        bouncer) echo "$round $target $(measured "$BOUNCER_PIDS" "$BOUNCER" postgres "" "$@")" ;;
+      esac
+    done
+  done
+}
+pgbench_rounds sql-pgbench-select -S -c "$CLIENTS" -j "$CLIENTS" >"$WORK/rounds-simple"
+pgbench_rounds sql-pgbench-select-extended -S -M extended -c "$CLIENTS" -j "$CLIENTS" >"$WORK/rounds-extended"
+# One line a protocol: the medians (tps, then the proxy's CPU a query, its user part and PostgreSQL's, for direct,
+# Lakegate and pgbouncer in turn) and the range of Lakegate's per-round ratio to pgbouncer.
+medians() {
+  python3 - "$1" <<'PY'
+import statistics, sys
+rounds = {}
+for line in open(sys.argv[1]):
+    round_, target, *values = line.split()
+    rounds.setdefault(target, {})[int(round_)] = values
+def median(target, i):
+    xs = [float(v[i]) for v in rounds[target].values() if v[i] not in ("-", "n/a")]
+    return f"{statistics.median(xs):.{0 if i == 0 else 1}f}" if xs else "-"
+ratios = sorted(float(rounds["lakegate"][r][0]) / float(rounds["bouncer"][r][0])
+                for r in rounds["lakegate"] if float(rounds["bouncer"][r][0]) > 0)
+out = [median(t, i) for t in ("direct", "lakegate", "bouncer") for i in range(4)]
+print(*out, f"{ratios[0]:.2f}–{ratios[-1]:.2f}" if ratios else "n/a")
+PY
+}
+read -r direct _ _ direct_cpu_pg lakegate lakegate_cpu_px lakegate_cpu_user lakegate_cpu_pg \
+  bouncer bouncer_cpu_px bouncer_cpu_user bouncer_cpu_pg simple_ratios <<<"$(medians "$WORK/rounds-simple")"
+read -r direct_ext _ _ direct_ext_cpu_pg lakegate_ext lakegate_ext_cpu_px lakegate_ext_cpu_user lakegate_ext_cpu_pg \
+  bouncer_ext bouncer_ext_cpu_px bouncer_ext_cpu_user bouncer_ext_cpu_pg extended_ratios <<<"$(medians "$WORK/rounds-extended")"
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
 # Alternated rounds, the order swapped every round: a single run per side could not tell 1.05x from 1.15x on
@@ -215,13 +254,13 @@ catalog_pg=$($PGBIN/psql -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres -d post
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 sum_ratio() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { if (c + d > 0 && a + b > 0) printf "%.2f", (a + b) / (c + d); else print "n/a" }'; }
 cat <<MD
-| measurement ($CLIENTS clients, ${DURATION}s, pgbench scale $SCALE) | result | ratio |
+| measurement (pgbench: $CLIENTS clients, scale $SCALE, median of $PGBENCH_ROUNDS alternated ${DURATION}s runs a side) | result | ratio |
 |---|---|---|
 | pgbench -S directly on PostgreSQL | $direct tps | 1.00 |
-| pgbench -S through Lakegate (PostgreSQL backend) | $lakegate tps | $(ratio "$lakegate" "$direct") of direct |
+| pgbench -S through Lakegate (PostgreSQL backend) | $lakegate tps | $(ratio "$lakegate" "$direct") of direct, $(ratio "$lakegate" "$bouncer") of pgbouncer (per round $simple_ratios) |
 | pgbench -S through pgbouncer (transaction pooling) | $bouncer tps | $(ratio "$bouncer" "$direct") of direct |
 | pgbench -S -M extended directly on PostgreSQL | $direct_ext tps | 1.00 |
-| pgbench -S -M extended through Lakegate | $lakegate_ext tps | $(ratio "$lakegate_ext" "$direct_ext") of direct, $(ratio "$lakegate_ext" "$bouncer_ext") of pgbouncer |
+| pgbench -S -M extended through Lakegate | $lakegate_ext tps | $(ratio "$lakegate_ext" "$direct_ext") of direct, $(ratio "$lakegate_ext" "$bouncer_ext") of pgbouncer (per round $extended_ratios) |
 | pgbench -S -M extended through pgbouncer | $bouncer_ext tps | $(ratio "$bouncer_ext" "$direct_ext") of direct |
 | \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate (median of $AGG_ROUNDS alternated ${AGG_SECONDS}s runs, 1 client) | $agg_lakegate ms | $agg_ratio x native RLS (per round $agg_ratios) |
 | the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
@@ -236,12 +275,13 @@ MD
 cat <<MD
 
 CPU per pgbench -S query, µs (user + system time from \`/proc/<pid>/stat\` over ${CPU_FOR}s inside each run, divided
-by the queries of that span; PostgreSQL counts its postmaster and every backend; pgbench's own CPU is not counted):
+by the queries of that span, the median of the rounds; the proxy's user-space part in brackets, the rest is the
+kernel's; PostgreSQL counts its postmaster and every backend; pgbench's own CPU is not counted):
 
-| protocol | directly: PostgreSQL | through Lakegate: Lakegate / PostgreSQL | through pgbouncer: pgbouncer / PostgreSQL | both sides, pgbouncer's over Lakegate's |
+| protocol | directly: PostgreSQL | through Lakegate: Lakegate (user) / PostgreSQL | through pgbouncer: pgbouncer (user) / PostgreSQL | both sides, pgbouncer's over Lakegate's |
 |---|---|---|---|---|
-| simple | $direct_cpu_pg | $lakegate_cpu_px / $lakegate_cpu_pg | $bouncer_cpu_px / $bouncer_cpu_pg | $(sum_ratio "$bouncer_cpu_px" "$bouncer_cpu_pg" "$lakegate_cpu_px" "$lakegate_cpu_pg") |
-| extended | $direct_ext_cpu_pg | $lakegate_ext_cpu_px / $lakegate_ext_cpu_pg | $bouncer_ext_cpu_px / $bouncer_ext_cpu_pg | $(sum_ratio "$bouncer_ext_cpu_px" "$bouncer_ext_cpu_pg" "$lakegate_ext_cpu_px" "$lakegate_ext_cpu_pg") |
+| simple | $direct_cpu_pg | $lakegate_cpu_px ($lakegate_cpu_user) / $lakegate_cpu_pg | $bouncer_cpu_px ($bouncer_cpu_user) / $bouncer_cpu_pg | $(sum_ratio "$bouncer_cpu_px" "$bouncer_cpu_pg" "$lakegate_cpu_px" "$lakegate_cpu_pg") |
+| extended | $direct_ext_cpu_pg | $lakegate_ext_cpu_px ($lakegate_ext_cpu_user) / $lakegate_ext_cpu_pg | $bouncer_ext_cpu_px ($bouncer_ext_cpu_user) / $bouncer_ext_cpu_pg | $(sum_ratio "$bouncer_ext_cpu_px" "$bouncer_ext_cpu_pg" "$lakegate_ext_cpu_px" "$lakegate_ext_cpu_pg") |
 MD
 
 [ -n "${SKIP_CRITERION:-}" ] && exit 0
