@@ -85,17 +85,18 @@ const CONSUMED_HEADERS: &[&str] = &[
     "x-amz-user-agent",
     "x-amz-api-version",
 ];
-/// Response headers never passed back from the store (hop-by-hop, or the store's own request ids).
-const DROPPED_RESPONSE_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "server",
-    "x-amz-request-id",
-    "x-amz-id-2",
+/// Response headers never passed back from the store (hop-by-hop, or the store's own request ids). As
+/// `HeaderName`s: every forwarded answer is cleared of them, and a name given as text is parsed at each removal.
+static DROPPED_RESPONSE_HEADERS: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::TRANSFER_ENCODING,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::SERVER,
+    HeaderName::from_static("x-amz-request-id"),
+    HeaderName::from_static("x-amz-id-2"),
 ];
 
 /// The S3 front: everything a request needs.
@@ -567,8 +568,8 @@ async fn forward(
         return Ok(finish_with_error(slots, &error, &display_resource(op), &origin.request_id, &parts.method, &tap));
     }
     let (mut head, store_body) = response.into_parts();
-    for name in DROPPED_RESPONSE_HEADERS {
-        head.headers.remove(*name);
+    for name in &DROPPED_RESPONSE_HEADERS {
+        head.headers.remove(name);
     }
     if op.kind == OpKind::GetBucketLocation {
         // The embedded store answers with its own idea of a region; clients must sign for ours.

@@ -137,9 +137,13 @@ async fn session_loop(
     let watch = watch_handle(&tcp)?;
     let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_deadline);
+    // One wait for the drain, for the whole session: a new one at every message would subscribe to the drain's
+    // channel and register with it anew, under a lock every session of the process shares.
+    let draining = drain.draining();
+    tokio::pin!(draining);
     let negotiated = tokio::select! {
         () = &mut startup_deadline => return Ok(()),
-        () = drain.draining() => return Ok(()),
+        () = &mut draining => return Ok(()),
         socket = negotiate_tls(tcp, tls) => socket?,
     };
     // A client that asked for direct TLS when none is configured.
@@ -174,7 +178,7 @@ async fn session_loop(
         let msg = tokio::select! {
             // Before reading: a statement the client sent after the signal is not started.
             biased;
-            () = drain.draining(), if between_statements || authenticating => {
+            () = &mut draining, if between_statements || authenticating => {
                 let (code, message) = if authenticating {
                     ("57P03", "the database system is shutting down")
                 } else {
