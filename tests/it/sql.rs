@@ -463,6 +463,8 @@ fn a_statement_is_recorded_with_the_permits_filters_and_masks_that_decided_it_an
     );
     assert!(record["sql"]["filters"]["sales.orders"].as_str().is_some_and(|f| f.contains("'EU'")), "{record}");
     assert!(record["sql"]["masks"]["sales.orders.card_number"].is_string(), "{record}");
+    let masked: Vec<&String> = record["sql"]["masks"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    assert_eq!(masked, ["sales.orders.card_number"], "a column shown as itself is not named a mask: {record}");
     assert_eq!(decisions(&lg, "sql", "allow"), before + 1);
 }
 

@@ -766,8 +766,8 @@ impl Session {
             StatementKind::Delete => ("sql:Delete", "DELETE"),
             _ => ("sql:Select", "SELECT"),
         };
-        let tables: Vec<String> = g.statement.tables.iter().map(ToString::to_string).collect();
-        let audit = sql_audit(&prepared.original, &sql, &tables, &g.statement.applied);
+        let tables = g.statement.tables.iter().map(ToString::to_string).collect();
+        let audit = sql_audit(&prepared.original, &sql, tables, &g.statement.applied);
         // No event, no access: the slot is reserved before the backend sees the statement.
         let mut slot = self
             .service
@@ -1317,29 +1317,34 @@ fn backend_of(catalog: &lakegate_core::policy::catalog::Catalog, tables: &[Table
     }
 }
 
-fn sql_audit(original: &str, rewritten: &str, tables: &[String], applied: &[AppliedFilter]) -> SqlAudit {
+fn sql_audit(original: &str, rewritten: &str, tables: Vec<String>, applied: &[AppliedFilter]) -> SqlAudit {
     let mut filters = BTreeMap::new();
     let mut masks = BTreeMap::new();
     for a in applied {
         let table = a.table.to_string();
-        filters.insert(table.clone(), a.row_filter.clone().unwrap_or_else(|| "TRUE".into()));
         for (column, expr) in &a.columns {
-            // A clear column is shown as itself; anything else is a mask or a cell condition.
-            if !expr.ends_with(&format!(".\"{column}\"")) {
+            if !is_clear_column(expr, column) {
                 masks.insert(format!("{table}.{column}"), expr.clone());
             }
         }
+        filters.insert(table, a.row_filter.clone().unwrap_or_else(|| "TRUE".into()));
     }
     SqlAudit {
         original: original.to_owned(),
         rewritten: Some(rewritten.to_owned()),
-        tables: tables.to_vec(),
+        tables,
         filters,
         masks,
         rows: None,
         transaction: None,
         committed: None,
     }
+}
+
+/// Whether a visible column's expression is the column itself (`<alias>."<column>"`), as a clear column is shown;
+/// anything else is a mask or a cell condition. Asked for every column of every governed statement.
+fn is_clear_column(expr: &str, column: &str) -> bool {
+    expr.strip_suffix('"').and_then(|e| e.strip_suffix(column)).is_some_and(|e| e.ends_with(".\""))
 }
 
 /// Records a backend failure in the slot and returns the error.
@@ -1397,6 +1402,18 @@ impl Stream for Audited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_record_names_a_column_masked_unless_it_is_shown_as_itself() {
+        assert!(is_clear_column(r#""accounts"."aid""#, "aid"));
+        assert!(is_clear_column(r#"a."aid""#, "aid"));
+        // Another column whose name ends with this one's, a mask, a cell condition, a bare name.
+        assert!(!is_clear_column(r#""accounts"."xaid""#, "aid"));
+        assert!(!is_clear_column("'***'", "aid"));
+        assert!(!is_clear_column(r#"CASE WHEN a."bid" = 1 THEN a."aid" END"#, "aid"));
+        assert!(!is_clear_column(r#"CASE WHEN true THEN a."aid" ELSE NULL END "aid""#, "aid"));
+        assert!(!is_clear_column(r#""aid""#, "aid"));
+    }
 
     #[test]
     fn a_time_setting_is_shown_in_the_largest_unit_that_holds_it_whole() {
