@@ -1,11 +1,13 @@
 """The remote-backend path: Lakegate in front of a separate S3 server process (moto, with request signing
 enforced), forwarding allowed requests re-signed with the store's own credentials."""
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import boto3
 import botocore
@@ -141,6 +143,62 @@ def test_a_browser_form_upload_reaches_the_store_as_a_put(gate, store):
     stored = store["direct"].get_object(Bucket="lake", Key="sales/form.csv")
     assert stored["Body"].read() == b"a,b\n1,2\n" and stored["ContentType"] == "text/csv"
     assert r.headers["ETag"] == stored["ETag"]
+
+
+class HopByHopStore(http.server.BaseHTTPRequestHandler):
+    """A stand-in store, not an S3 implementation: it answers every GET with one object and response headers no
+    real store sends together, which a proxy must not pass on (RFC 9110 section 7.6.1): fields its `Connection`
+    names, the fixed hop-by-hop ones, and its own name and request ids."""
+
+    protocol_version = "HTTP/1.1"
+    BODY = b"name,total\n"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Connection", "keep-alive, X-Store-Private")
+        self.send_header("X-Store-Private", "the store's hop only")
+        self.send_header("Keep-Alive", "timeout=5")
+        self.send_header("Server", "stand-in")
+        self.send_header("x-amz-request-id", "STORE-ID")
+        self.send_header("x-amz-id-2", "STORE-HOST-ID")
+        self.send_header("Content-Type", "text/csv")
+        self.send_header("x-amz-meta-owner", "alice")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_stores_hop_by_hop_headers_and_ids_stay_on_its_hop():
+    store = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HopByHopStore)
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    server = Lakegate(config=f"""
+[s3.backend]
+kind = "remote"
+endpoint = "http://127.0.0.1:{store.server_address[1]}"
+region = "{REGION}"
+access_key_id = "AKIASTANDIN"
+secret_access_key = "stand-in"
+""")
+    try:
+        gate = S3Gate(server)
+        token = gate.token("alice", "analysts")
+        status, headers, body = gate.raw("GET", "/lake/sales/q1.csv", {"Authorization": f"Bearer {token}"})
+        assert (status, body) == (200, HopByHopStore.BODY)
+        got = {k.lower(): v for k, v in headers.items()}
+        assert "x-store-private" not in got and "keep-alive" not in got, got
+        assert got.get("server") != "stand-in" and "x-amz-id-2" not in got, got
+        # The client hears Lakegate's request id, the one its audit record carries.
+        assert got["x-amz-request-id"] != "STORE-ID"
+        [event] = gate.audited(got["x-amz-request-id"])
+        assert (event["decision"], event["outcome"]["bytes_out"]) == ("allow", len(HopByHopStore.BODY))
+        # End-to-end fields pass as the store sent them.
+        assert (got["content-type"], got["x-amz-meta-owner"], got["content-length"]) == ("text/csv", "alice", "11")
+    finally:
+        server.stop()
+        store.shutdown()
 
 
 # ------------------------------------------------------------------ the store's credentials from the AWS chain

@@ -1,7 +1,7 @@
-//! HTTP plumbing shared by the HTTP fronts: request ids, bounded bodies, RFC 7807 problems.
+//! HTTP plumbing shared by the HTTP fronts: request ids, bounded bodies, RFC 7807 problems, hop-by-hop headers.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
@@ -93,6 +93,38 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Header fields that describe one connection (RFC 9110 section 7.6.1) and never travel past the hop that
+/// received them. `proxy-connection` is not in the RFC; old clients still send it.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes a message's hop-by-hop fields before a proxy passes it on: the fixed ones, and every field its sender
+/// named in `Connection`, as RFC 9110 section 7.6.1 asks of a proxy. A name that is not a valid field name names
+/// nothing.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages name only fields that go anyway (`Connection: keep-alive`, `close`): only other names are
+    // collected, so such a message costs no allocation.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .filter(|name| !HOP_BY_HOP.contains(name))
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -117,7 +149,43 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::new_request_id;
+    use super::{HeaderMap, HeaderName, HeaderValue, new_request_id, remove_hop_by_hop};
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_do_not_travel() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Store-Private,,  x-other "),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("x-store-private", "1"),
+            ("x-other", "2"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic eA=="),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "text/csv"),
+            ("content-length", "12"),
+            ("x-amz-meta-owner", "alice"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "content-type", "x-amz-meta-owner"]);
+    }
+
+    #[test]
+    fn a_connection_value_that_names_no_valid_field_removes_nothing_else() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_bytes(b"bad name, \xff\xfe, ").expect("a value"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["content-type"]);
+    }
 
     #[test]
     fn request_ids_are_hyphenated_uuid_v7s_that_sort_by_time() {

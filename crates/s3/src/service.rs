@@ -19,7 +19,7 @@ use lakegate_core::audit::{AuditEvent, AuditSlot, Front};
 use lakegate_core::credentials::{Access, LiveKeyRing, RoleProfile, Scope};
 use lakegate_core::gate::{self, Gate, GateError, Origin};
 use lakegate_core::policy::{RequestContext, Resource};
-use lakegate_net::http::new_request_id;
+use lakegate_net::http::{new_request_id, remove_hop_by_hop};
 pub(crate) use lakegate_s3_protocol::body::{empty, full, stamp};
 use lakegate_s3_protocol::sigv4::{AwsChunkedBody, PayloadMode, Sha256VerifiedBody};
 use lakegate_s3_protocol::xml;
@@ -85,19 +85,10 @@ const CONSUMED_HEADERS: &[&str] = &[
     "x-amz-user-agent",
     "x-amz-api-version",
 ];
-/// Response headers never passed back from the store (hop-by-hop, or the store's own request ids). As
+/// The store's own name and request ids: the client hears Lakegate's, which its audit record carries. As
 /// `HeaderName`s: every forwarded answer is cleared of them, and a name given as text is parsed at each removal.
-static DROPPED_RESPONSE_HEADERS: [HeaderName; 9] = [
-    http::header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    http::header::TRANSFER_ENCODING,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::UPGRADE,
-    http::header::SERVER,
-    HeaderName::from_static("x-amz-request-id"),
-    HeaderName::from_static("x-amz-id-2"),
-];
+static STORE_IDENTITY_HEADERS: [HeaderName; 3] =
+    [http::header::SERVER, HeaderName::from_static("x-amz-request-id"), HeaderName::from_static("x-amz-id-2")];
 
 /// The S3 front: everything a request needs.
 #[derive(Debug)]
@@ -568,7 +559,8 @@ async fn forward(
         return Ok(finish_with_error(slots, &error, &display_resource(op), &origin.request_id, &parts.method, &tap));
     }
     let (mut head, store_body) = response.into_parts();
-    for name in &DROPPED_RESPONSE_HEADERS {
+    remove_hop_by_hop(&mut head.headers);
+    for name in &STORE_IDENTITY_HEADERS {
         head.headers.remove(name);
     }
     if op.kind == OpKind::GetBucketLocation {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::Sidecar;
 use super::session::SessionError;
 use super::upstream::UpstreamError;
-use lakegate_net::http::{new_request_id, read_limited};
+use lakegate_net::http::{new_request_id, read_limited, remove_hop_by_hop};
 use lakegate_s3_protocol::BoxBody;
 use lakegate_s3_protocol::sigv4::PRESIGN_PARAMS;
 use lakegate_s3_protocol::sigv4::{AwsChunkedBody, AwsChunkedDecoder, ChunkedMode, UNSIGNED_PAYLOAD, sign_request};
@@ -23,18 +23,6 @@ use lakegate_s3_protocol::xml::s3_error;
 /// Largest STS request body the sidecar passes on (STS bodies are forms of a few KiB).
 const MAX_STS_BODY: usize = 64 * 1024;
 
-/// Headers that belong to one hop (RFC 9110 section 7.6.1) and never travel on.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 /// The client's own authentication, replaced by the sidecar's.
 const CLIENT_AUTH: &[&str] =
     &["authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256", "host", "expect"];
@@ -134,7 +122,7 @@ async fn forward(sidecar: &Sidecar, request: Request<Incoming>) -> Result<Respon
     let outgoing = outgoing.body(body).map_err(|e| Refusal::bad_request(e.to_string()))?;
     let response = sidecar.upstream.send(outgoing).await?;
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
 }
 
@@ -169,24 +157,11 @@ fn path_style(parts: &http::request::Parts) -> Result<String, Refusal> {
 /// The client's headers minus hop-by-hop headers and its own authentication.
 fn forwarded_headers(client: &HeaderMap) -> HeaderMap {
     let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
+    remove_hop_by_hop(&mut headers);
     for name in CLIENT_AUTH {
         headers.remove(*name);
     }
     headers
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the sender named in `Connection` are hop-by-hop too.
-    let named: Vec<String> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
-        headers.remove(name);
-    }
 }
 
 /// The query without a presigned URL's authentication parameters, replaced by a header signature (raw segments kept as the client encoded
