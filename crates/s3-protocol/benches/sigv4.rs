@@ -1,6 +1,7 @@
 //! The cost of checking one request's SigV4 signature on the S3 front's road: parse the head, then verify with a
 //! signing key already derived (the front keeps them per secret and scope). A presigned GET carrying a session
-//! token of Lakegate's size, and the same GET signed in headers. Run with
+//! token of Lakegate's size, and the same GET signed in headers. Then the cost of signing a GET that a remote
+//! store's backend forwards (with the store's static keys, its signing key kept as the backend keeps it). Run with
 //! `cargo bench -p lakegate-s3-protocol --bench sigv4`; figures in docs/benchmarks.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up: a failed step ends the run")]
@@ -88,5 +89,23 @@ fn sigv4(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sigv4);
+/// Signing a GET on its way to a remote store, as the remote backend does for every request it forwards.
+fn sign(c: &mut Criterion) {
+    let credentials = StoreCredentials {
+        access_key_id: "STOREKEY".into(),
+        secret: SecretKey::new("store-secret"),
+        session_token: None,
+    };
+    let forward = || {
+        let mut headers = HeaderMap::new();
+        sign_request("GET", PATH, None, HOST, &mut headers, &credentials, "us-east-1", "s3", UNSIGNED_PAYLOAD, now())
+            .expect("signs");
+        headers
+    };
+    let mut group = c.benchmark_group("sigv4_sign");
+    group.bench_function("forwarded_get", |b| b.iter(forward));
+    group.finish();
+}
+
+criterion_group!(benches, sigv4, sign);
 criterion_main!(benches);

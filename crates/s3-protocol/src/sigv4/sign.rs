@@ -3,6 +3,7 @@
 //! Built on the same canonical-request pieces as the verifier, so the two cannot drift apart; the tests sign a
 //! request here and verify it with [`super::verify`].
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -10,6 +11,7 @@ use time::OffsetDateTime;
 use super::canonical::{CanonicalParts, PathMode, write_canonical_request};
 use super::key::{SecretKey, hex32, string_to_sign};
 use super::parse::{ALGORITHM, format_amz_date};
+use super::verify::{X_AMZ_CONTENT_SHA256, X_AMZ_DATE, X_AMZ_SECURITY_TOKEN};
 
 /// The payload literal for a body that is streamed unhashed (S3 accepts it on header-signed requests).
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -55,11 +57,11 @@ pub fn sign_request(
     let date = amz_date.get(..8).ok_or(SignError("the clock is out of range"))?;
     let value = |s: &str| HeaderValue::from_str(s).map_err(|_| SignError("a header value is not valid"));
     headers.insert(http::header::HOST, value(host)?);
-    headers.insert("x-amz-date", value(&amz_date)?);
-    headers.insert("x-amz-content-sha256", value(payload_hash)?);
-    headers.remove("x-amz-security-token");
+    headers.insert(X_AMZ_DATE, value(&amz_date)?);
+    headers.insert(X_AMZ_CONTENT_SHA256, value(payload_hash)?);
+    headers.remove(X_AMZ_SECURITY_TOKEN);
     if let Some(token) = &credentials.session_token {
-        headers.insert("x-amz-security-token", value(token)?);
+        headers.insert(X_AMZ_SECURITY_TOKEN, value(token)?);
     }
     headers.remove(http::header::AUTHORIZATION);
 
@@ -86,7 +88,10 @@ pub fn sign_request(
     };
     write_canonical_request(&mut canonical, &parts);
 
-    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let mut scope = String::with_capacity(date.len() + region.len() + service.len() + 15);
+    for part in [date, "/", region, "/", service, "/aws4_request"] {
+        scope.push_str(part);
+    }
     let string_to_sign = string_to_sign(&amz_date, &scope, &canonical.finalize().into());
     let key = credentials.secret.signing_key(&scope, date, region, service);
     let signature = hex32(&key.sign(string_to_sign.as_bytes()));
@@ -104,7 +109,10 @@ pub fn sign_request(
     ] {
         authorization.push_str(part);
     }
-    headers.insert(http::header::AUTHORIZATION, value(&authorization)?);
+    // Handed over whole rather than copied again.
+    let authorization = HeaderValue::from_maybe_shared(Bytes::from(authorization))
+        .map_err(|_| SignError("a header value is not valid"))?;
+    headers.insert(http::header::AUTHORIZATION, authorization);
     Ok(())
 }
 

@@ -549,10 +549,10 @@ fn request_time(headers: &HeaderMap) -> Result<(String, OffsetDateTime, &'static
     Err(MISSING)
 }
 
-// Header names as `HeaderName`s, so that a lookup hashes the name without parsing it first.
-const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
-const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+// Header names as `HeaderName`s, so that a lookup hashes the name without parsing it first (the signer's too).
+pub(super) const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+pub(super) const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+pub(super) const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
 const X_AMZ_DECODED_CONTENT_LENGTH: HeaderName = HeaderName::from_static("x-amz-decoded-content-length");
 
 fn single_header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h http::HeaderValue>, SigV4Error> {
