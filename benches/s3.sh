@@ -7,7 +7,8 @@
 #
 #   Remote store (one nginx serving the bucket directory as static files, and taking PUTs as WebDAV):
 #     direct       client -> nginx static store
-#     nginx proxy  client -> nginx as a plain reverse proxy -> nginx static store
+#     nginx proxy  client -> a second nginx, a plain reverse proxy with worker processes of its own -> nginx
+#                  static store
 #     lakegate     client -> Lakegate, `[s3.backend] kind = "remote"` (SigV4 check, Cedar decision, audit,
 #                  re-signed request; nginx ignores the signature) -> nginx static store
 #   Embedded store (Lakegate's own store on local disk) vs the same bytes as nginx static files, 4 KiB GETs
@@ -67,7 +68,9 @@ PIDS=()
 
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  for pidfile in "$WORK/nginx.pid" "$WORK/nginx-proxy.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   sleep 0.2
   rm -rf "$WORK"
 }
@@ -99,7 +102,7 @@ mkdir -p "$WORK/static/lake/sales/bench" "$WORK/lg-remote" "$WORK/lg-embedded"
 chmod 777 "$WORK/static/lake/sales/bench"  # the WebDAV PUTs are written by nginx's workers
 P_STORE=$(free_port); P_PROXY=$(free_port); P_LG=$(free_port); P_LGE=$(free_port); P_SC=$(free_port)
 
-# One nginx: the store (static files, WebDAV PUT) and a plain reverse proxy in front of it, buffering nothing.
+# The store: one nginx serving static files and taking WebDAV PUTs.
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes $NPROC;
 pid $WORK/nginx.pid;
@@ -108,16 +111,30 @@ events { worker_connections 8192; }
 http {
   access_log off;
   client_body_temp_path $WORK/nginx-body;
-  proxy_temp_path $WORK/nginx-proxy;
   sendfile on;
   keepalive_requests 10000000;
-  upstream store { server 127.0.0.1:$P_STORE; keepalive 512; }
   server {
     listen 127.0.0.1:$P_STORE;
     root $WORK/static;
     client_max_body_size 0;
     location / { dav_methods PUT; create_full_put_path on; }
   }
+}
+EOF
+# The reference hop: a plain reverse proxy in front of it, buffering nothing, in an nginx of its own. In the
+# store's nginx a worker could serve both ends of a proxied request itself, with no switch between processes:
+# a hop deployed in front of a store never gets that, and Lakegate's hop (another process) does not either.
+cat >"$WORK/nginx-proxy.conf" <<EOF
+worker_processes $NPROC;
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx-proxy-body;
+  proxy_temp_path $WORK/nginx-proxy-temp;
+  keepalive_requests 10000000;
+  upstream store { server 127.0.0.1:$P_STORE; keepalive 512; }
   server {
     listen 127.0.0.1:$P_PROXY;
     client_max_body_size 0;
@@ -133,6 +150,7 @@ http {
 }
 EOF
 nginx -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -p "$WORK"
+nginx -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf" -p "$WORK"
 
 run_lakegate() { # dir port config -> sets LAST_PID and LAST_CONTROL (the control listener's port)
   local dir=$1 port=$2
@@ -245,9 +263,11 @@ SMALL_TARGETS="direct proxy lakegate bearer presigned header"
 if [ -n "$SIDECAR" ]; then SMALL_URL[sidecar]="$(url sidecar:small)"; SMALL_TARGETS="$SMALL_TARGETS sidecar"; fi
 # The processes that serve a target's GETs, whose CPU is counted per request: behind a hop, the hop and the store.
 NGINX_PID=$(cat "$WORK/nginx.pid")
+PROXY_PID=$(cat "$WORK/nginx-proxy.pid")
 serving_pids() { # target
   case $1 in
-    direct | proxy) with_children "$NGINX_PID" ;;
+    direct) with_children "$NGINX_PID" ;;
+    proxy) echo $(with_children "$PROXY_PID") $(with_children "$NGINX_PID") ;;
     lakegate) echo "$LG_PID" $(with_children "$NGINX_PID") ;;
     sidecar) echo "$SC_PID $LGE_PID" ;;
     *) echo "$LGE_PID" ;;
@@ -459,7 +479,7 @@ Small GETs: \`wrk --latency\`, ${SECONDS_EACH}s per cell, threads = min(connecti
 
 ### Remote store: the same nginx static store behind each hop
 
-The store is nginx serving the bucket directory as static files (GET) and taking PUTs as WebDAV (\`dav_methods PUT\`, answering 201/204); Lakegate's \`[s3.backend] kind = "remote"\` signs its requests to it and nginx ignores the signature. No S3 server in the path: the s3s-fs binary used before lacks \`TCP_NODELAY\` and added ~43 ms to every small response.
+The store is nginx serving the bucket directory as static files (GET) and taking PUTs as WebDAV (\`dav_methods PUT\`, answering 201/204); the nginx proxy is a second nginx with worker processes of its own, as a hop in front of a store is; Lakegate's \`[s3.backend] kind = "remote"\` signs its requests to it and nginx ignores the signature. No S3 server in the path: the s3s-fs binary used before lacks \`TCP_NODELAY\` and added ~43 ms to every small response.
 
 | ${BIG_MIB} MiB object, MiB/s | direct | nginx proxy | lakegate | lakegate / direct | lakegate / nginx proxy |
 |---|---|---|---|---|---|
@@ -502,7 +522,7 @@ cat <<EOF
 
 The user and system time of the serving processes (\`/proc/<pid>/stat\`, all threads) over each
 wrk run above, divided by its requests, in µs. nginx counts its master and workers; in front of the remote store,
-the hop and the store together (one nginx serves both the proxy and the store). The load tool's own CPU is not
+the hop and the store together (the proxy's nginx and the store's). The load tool's own CPU is not
 counted. Ratios as above: the reference's CPU over Lakegate's (below 1: Lakegate spends more per request).
 
 | connections | nginx static | bearer | presigned URL | SigV4 header | static / bearer | static / presigned | static / SigV4 header |
@@ -561,7 +581,7 @@ if [ -s "$WORK/failures" ]; then
   echo "**This run is not valid: $n check(s) failed.**"
   sed 's/^/- /' "$WORK/failures"
   { echo; echo "benches/s3.sh: $n check(s) failed:"; sed 's/^/  /' "$WORK/failures"
-    for log in lg-remote/serve.log lg-embedded/serve.log sidecar.log nginx-error.log; do
+    for log in lg-remote/serve.log lg-embedded/serve.log sidecar.log nginx-error.log nginx-proxy-error.log; do
       [ -s "$WORK/$log" ] && { echo "--- the end of $log:"; tail -n 15 "$WORK/$log"; }
     done; } >&2
   exit 1
