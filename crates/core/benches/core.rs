@@ -1,5 +1,5 @@
 //! Core costs on the request path: a Cedar decision as the policy set grows, JWT validation with a cold and a
-//! warm key cache, an audit append, and a cache lookup by one thread and by two at once. Run with `cargo bench -p lakegate-core --bench core`; results in docs/benchmarks.md.
+//! warm key cache, an audit append, an audit record's serialisation, and a cache lookup by one thread and by two at once. Run with `cargo bench -p lakegate-core --bench core`; results in docs/benchmarks.md.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use lakegate_core::audit::{AuditConfig, AuditEvent, Auditor, Front};
+use lakegate_core::audit::{AuditConfig, AuditEvent, Auditor, Front, SqlAudit};
 use lakegate_core::identity::{DevIssuer, IdentityConfig, Principal, Verifier};
 use lakegate_core::per_cpu_cache::PerCpuCache;
 use lakegate_core::policy::{PolicyEngine, RequestContext, Resource};
@@ -198,6 +198,50 @@ fn audit_append(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the audit writer's thread spends turning one record into its JSON (before the hash and the write), for a
+/// `pgbench -S` query through the PostgreSQL wire front and a 4 KiB GET with a bearer token: the records the
+/// benchmarks of docs/benchmarks.md write, field for field.
+fn audit_serialise(c: &mut Criterion) {
+    let bench = Principal { subject: "bench".into(), ..alice() };
+    let mut query =
+        AuditEvent::new(Front::Sql, "019aef2c-7d41-7c3a-9b1e-5f0c2d8a6e31", "sql:Select", "public.pgbench_accounts")
+            .principal(&bench)
+            .source("127.0.0.1:51234")
+            .allow(["bench-all"])
+            .sql(SqlAudit {
+                original: "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;".into(),
+                rewritten: Some("SELECT abalance FROM public.pgbench_accounts WHERE aid = 123456".into()),
+                tables: vec!["public.pgbench_accounts".into()],
+                rows: Some(1),
+                ..SqlAudit::default()
+            });
+    query.outcome_mut().bytes_out = 58;
+    let mut get = AuditEvent::new(
+        Front::S3,
+        "019aef2c-7d41-7c3a-9b1e-5f0c2d8a6e32",
+        "s3:GetObject",
+        "lake/sales/bench/small.bin",
+    )
+    .principal(&alice())
+    .source("127.0.0.1:51236")
+    .allow(["sales"]);
+    let outcome = get.outcome_mut();
+    outcome.status = Some(200);
+    outcome.bytes_out = 4096;
+    let mut group = c.benchmark_group("audit_serialise");
+    let mut line = Vec::with_capacity(1024);
+    for (name, event) in [("sql_select", &query), ("s3_get", &get)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                line.clear();
+                serde_json::to_writer(&mut line, event).expect("serialises");
+                line.len()
+            })
+        });
+    }
+    group.finish();
+}
+
 /// What a lookup costs when every thread reads the same key, as every request of one bearer token or of one
 /// decision does: a `quick_cache::sync::Cache` shared by the threads against the [`PerCpuCache`] the request path
 /// uses. The key is an attribute file's path (130 bytes), the value an `Arc`, cloned out as the caches do. Each
@@ -262,6 +306,6 @@ fn concurrently<V>(threads: usize, n: u64, lookup: impl Fn() -> V + Sync) -> Dur
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(30);
-    targets = decisions, jwt_validation, audit_append, cache_lookup
+    targets = decisions, jwt_validation, audit_append, audit_serialise, cache_lookup
 }
 criterion_main!(benches);
