@@ -208,6 +208,29 @@ async fn a_rotated_key_is_picked_up_and_a_removed_key_stops_working() {
 }
 
 #[tokio::test]
+async fn a_key_the_issuer_withdraws_stops_its_tokens_though_none_names_an_unknown_kid() {
+    // Rotation as IdPs do it: the new key is published beside the old one, tokens move to it, the old one is
+    // withdrawn. No token then names a kid the verifier does not know, so only its periodic refresh sees the
+    // withdrawal.
+    let idp = TestIssuer::with_keys(vec![TestKey::rsa("rsa-1"), TestKey::rsa("rsa-2")]);
+    let v = verifier(&idp, "jwks_refresh_seconds = 1");
+    let (old, new) = (idp.token("rsa-1", "alice"), idp.token("rsa-2", "alice"));
+    v.verify(&old).await.expect("the old key works");
+    v.verify(&new).await.expect("the new key works");
+    v.verify(&old).await.expect("again, from the cache");
+    let fetches = idp.jwks_fetches();
+    idp.publish(idp.key("rsa-2"), true);
+    let start = std::time::Instant::now();
+    while v.verify(&old).await.is_ok() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the withdrawn key still verifies");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(matches!(v.verify(&old).await.unwrap_err(), IdentityError::UnknownKey { .. }));
+    v.verify(&new).await.expect("the new key still works");
+    assert!(idp.jwks_fetches() > fetches, "the keys were fetched again");
+}
+
+#[tokio::test]
 async fn a_cached_token_never_serves_past_its_expiry() {
     // Verified tokens are kept per CPU: count them on one.
     lakegate_core::per_cpu_cache::stay_on_this_cpu();

@@ -221,16 +221,32 @@ fn replicas_sharing_the_signing_keys_accept_each_others_tokens_and_rotate_withou
     let new_kid = lakegate_core::identity::signer::generate_key_file(keys.path()).expect("new key");
     let (_, body) = exchange(&a, ("notebook", "notebook-secret"), &alice, &[]);
     let rotated = body["access_token"].as_str().expect("t").to_owned();
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(rotated.split('.').next().expect("header")).expect("b64"))
-            .expect("json");
-    assert_eq!(header["kid"], new_kid.as_str());
+    assert_eq!(header_kid(&rotated), new_kid);
     assert_eq!(authorize(&b, &rotated, "s3:GetObject", "s3://lake/sales/x")["decision"], "allow");
     assert_eq!(
         authorize(&b, &from_a, "s3:GetObject", "s3://lake/sales/x")["decision"],
         "allow",
         "old key still accepted"
     );
+
+    // The old key is withdrawn: no token names a kid either replica does not know, yet within a few seconds
+    // (their periodic re-read of the directory) neither accepts the tokens it signed, cached or not.
+    let old_kid = header_kid(&from_a);
+    std::fs::remove_file(keys.path().join(&old_kid)).expect("remove the old key");
+    for replica in [&a, &b] {
+        eventually("the withdrawn key's token refused", || {
+            (authorize(replica, &from_a, "s3:GetObject", "s3://lake/sales/x")["decision"] != "allow").then_some(())
+        });
+        assert_eq!(authorize(replica, &rotated, "s3:GetObject", "s3://lake/sales/x")["decision"], "allow");
+    }
+}
+
+/// The `kid` in a token's header.
+fn header_kid(token: &str) -> String {
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"))
+            .expect("json");
+    header["kid"].as_str().expect("kid").to_owned()
 }
 
 /// The audit record of a token exchange for `sub` by `actor` with `decision`.

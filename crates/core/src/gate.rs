@@ -115,12 +115,33 @@ impl Gate {
         };
         match result {
             Ok(p) => Ok(p),
-            Err(e) => {
-                metrics::TOKEN_FAILURES.inc(&[("reason", e.reason())]);
-                let event = event(origin, action, resource).deny(format!("identity: {e}"), Vec::<String>::new());
-                self.write(origin.front, event).await?;
-                Err(e.into())
-            }
+            Err(e) => Err(self.refuse_identity(origin, action, resource, e).await),
+        }
+    }
+
+    /// Whether a token a session authenticated with still holds (not expired, its issuer and signing key still
+    /// trusted), for a front that keeps a session open across requests; a failure is audited as a denial before
+    /// it is returned, as [`Gate::authenticate`]'s. A token seen before costs a cache lookup.
+    pub async fn reauthenticate(
+        &self,
+        origin: &Origin,
+        token: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), GateError> {
+        match self.verifier.check(token).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refuse_identity(origin, action, resource, e).await),
+        }
+    }
+
+    /// Counts and records a refused identity; the error to return (the audit's, if the record cannot be written).
+    async fn refuse_identity(&self, origin: &Origin, action: &str, resource: &str, e: IdentityError) -> GateError {
+        metrics::TOKEN_FAILURES.inc(&[("reason", e.reason())]);
+        let event = event(origin, action, resource).deny(format!("identity: {e}"), Vec::<String>::new());
+        match self.write(origin.front, event).await {
+            Ok(()) => e.into(),
+            Err(audit) => audit,
         }
     }
 

@@ -115,6 +115,7 @@ impl DevIssuer {
             attribute_claims: BTreeMap::new(),
             all_claims_as_attributes: true,
             jwks_min_refresh_seconds: 60,
+            jwks_refresh_seconds: 0,
             http_timeout_seconds: 5,
             native: None,
         }

@@ -2,11 +2,14 @@
 //!
 //! Keys are fetched on first use. A token naming a `kid` that is not cached triggers a refresh, but only one
 //! refresh runs at a time and only one per `jwks_min_refresh_seconds`, so a flood of tokens with invented
-//! `kid`s costs the IdP at most one request per interval. A failed fetch keeps the cached keys.
+//! `kid`s costs the IdP at most one request per interval. While tokens come, the keys are also fetched again
+//! every `jwks_refresh_seconds`: in a rotation the new key is published before the old one is withdrawn, so no
+//! token names an unknown `kid` when the old key goes, and without this the old key (and every token cached
+//! under it) would stay trusted. A failed fetch keeps the cached keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -34,6 +37,8 @@ pub struct TrustedIssuer {
     /// [`ArcSwap`], whose reads write only memory of the reading thread's own.
     keys: ArcSwap<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
+    /// When (Unix seconds) the keys are next fetched again unasked (see the module's note); 0 until the first.
+    refresh_due: AtomicI64,
     source: KeySource,
     http: reqwest::Client,
     fetches: JwksFetches,
@@ -162,6 +167,7 @@ impl TrustedIssuer {
             allowed,
             keys: ArcSwap::from_pointee(keys),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            refresh_due: AtomicI64::new(0),
             source,
             http,
             fetches: Arc::default(),
@@ -259,6 +265,21 @@ impl TrustedIssuer {
         Ok(Some(candidate.key.clone()))
     }
 
+    /// Fetches the keys again if the periodic refresh is due at `now` (Unix seconds; see the module's note). The
+    /// first caller to find it due fetches; the others go on meanwhile with the keys there are.
+    pub(super) async fn refresh_if_due(&self, now: i64) {
+        let every = self.config.jwks_refresh_seconds;
+        if every == 0 || matches!(self.source, KeySource::Static) || now < self.refresh_due.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut state) = self.refresh.try_lock() else { return };
+        if now < self.refresh_due.load(Ordering::Relaxed) {
+            return;
+        }
+        // Errors are logged there; the cached keys stay, as after any failed fetch.
+        let _ = self.fetch_keys(&mut state).await;
+    }
+
     /// One refresh at a time, at most one per interval; keeps the old keys when the fetch fails.
     async fn refresh_keys(&self) -> Result<(), IdentityError> {
         let mut state = self.refresh.lock().await;
@@ -266,10 +287,18 @@ impl TrustedIssuer {
         if state.last_fetch.is_some_and(|t| t.elapsed() < interval) {
             return Ok(());
         }
+        self.fetch_keys(&mut state).await
+    }
+
+    /// Fetches the key set and takes it if it changed; the caller holds the refresh lock.
+    async fn fetch_keys(&self, state: &mut RefreshState) -> Result<(), IdentityError> {
         state.last_fetch = Some(Instant::now());
+        let next =
+            super::cache::now().saturating_add(i64::try_from(self.config.jwks_refresh_seconds).unwrap_or(i64::MAX));
+        self.refresh_due.store(next, Ordering::Relaxed);
         self.fetches.fetch_add(1, Ordering::Relaxed);
         crate::metrics::JWKS_FETCHES.inc(&[("issuer", &self.config.issuer)]);
-        match self.fetch(&mut state).await {
+        match self.fetch(state).await {
             Ok(jwks) => {
                 let mut set = KeySet::from_jwks(&jwks);
                 // The only writer: refreshes take turns under `state`.

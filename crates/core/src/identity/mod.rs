@@ -60,6 +60,9 @@ impl Default for IdentityConfig {
     }
 }
 
+/// How often Lakegate's own signing keys are read again from their directory while tokens come.
+pub const LOCAL_KEYS_REFRESH_SECONDS: u64 = 5;
+
 fn default_max_token_bytes() -> usize {
     16 * 1024
 }
@@ -108,6 +111,11 @@ pub struct IssuerConfig {
     /// An unknown `kid` triggers a JWKS fetch at most this often (a storm of bad kids must not hammer the IdP).
     #[serde(default = "default_min_refresh")]
     pub jwks_min_refresh_seconds: u64,
+    /// The keys are fetched again at least this often while tokens come, so that a key the issuer stopped
+    /// publishing stops verifying, and its cached tokens stop serving, within this long; `0`: only when a token
+    /// names an unknown `kid`.
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_seconds: u64,
     #[serde(default = "default_http_timeout")]
     pub http_timeout_seconds: u64,
     /// Set for Lakegate's own token service: claims follow its format (`attrs`, `orig_iss`, nested `act`).
@@ -124,6 +132,9 @@ pub struct NativeClaims {
 
 fn default_algorithms() -> Vec<String> {
     ALLOWED_ALGORITHMS.iter().map(|s| s.to_string()).collect()
+}
+fn default_refresh() -> u64 {
+    300
 }
 fn default_leeway() -> u64 {
     30
@@ -283,7 +294,8 @@ impl Verifier {
     }
 
     /// Also trusts tokens issued by Lakegate's own token service as `issuer`, with `signer`'s keys (re-read on
-    /// an unknown `kid`, so a key added on another replica is picked up without a restart).
+    /// an unknown `kid`, so a key added on another replica is picked up without a restart, and every
+    /// [`LOCAL_KEYS_REFRESH_SECONDS`], so a key removed stops its tokens).
     pub fn trust_lakegate(
         mut self,
         issuer: &str,
@@ -305,8 +317,10 @@ impl Verifier {
             attribute_claims: BTreeMap::new(),
             all_claims_as_attributes: false,
             // Local files, not an IdP: re-reading on every unknown kid costs a directory read (still one at a
-            // time), and lets a key added by another replica be used at once.
+            // time), and lets a key added by another replica be used at once; re-reading every few seconds lets a
+            // key removed from the directory stop its tokens as soon.
             jwks_min_refresh_seconds: 0,
+            jwks_refresh_seconds: LOCAL_KEYS_REFRESH_SECONDS,
             http_timeout_seconds: 5,
             native: Some(NativeClaims { max_depth }),
         };
@@ -330,6 +344,11 @@ impl Verifier {
         self.verified(token).await.map(|v| (v.principal.clone(), v.claims.clone()))
     }
 
+    /// Whether `token` is valid now, as [`Verifier::verify`] decides, without making its principal.
+    pub async fn check(&self, token: &str) -> Result<(), IdentityError> {
+        self.verified(token).await.map(|_| ())
+    }
+
     /// How many verified tokens are cached now.
     pub fn cached_tokens(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len())
@@ -347,8 +366,15 @@ impl Verifier {
         if let Some((cache, key)) = &key
             && let Some(hit) = cache.get(key)
         {
-            let keys = self.issuers.get(&hit.issuer).map(|issuer| issuer.key_generation());
-            if keys.is_some_and(|keys| hit.holds(cache::now(), keys)) {
+            let now = cache::now();
+            let keys = match self.issuers.get(&hit.issuer) {
+                Some(issuer) => {
+                    issuer.refresh_if_due(now).await;
+                    Some(issuer.key_generation())
+                }
+                None => None,
+            };
+            if keys.is_some_and(|keys| hit.holds(now, keys)) {
                 return Ok(hit);
             }
             cache.remove(key);
@@ -357,6 +383,7 @@ impl Verifier {
         let parts = jwt::peek(token)?;
         let issuer =
             self.issuers.get(&parts.issuer).ok_or_else(|| IdentityError::UntrustedIssuer(parts.issuer.clone()))?;
+        issuer.refresh_if_due(cache::now()).await;
         // Read before verifying: if the keys change meanwhile, the entry is stale at once rather than trusted.
         let keys = issuer.key_generation();
         let (principal, claims) = issuer.verify(token, &parts).await?;
