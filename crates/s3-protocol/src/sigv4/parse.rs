@@ -32,6 +32,10 @@ pub struct Credential<'a> {
     pub service: &'a str,
 }
 
+/// The longest region or service name a credential scope may give. AWS's are under 20 characters; a verifier
+/// keeps the signing keys it derives by scope, and a name a client chose must not make one arbitrarily large.
+const MAX_SCOPE_NAME: usize = 64;
+
 impl<'a> Credential<'a> {
     /// Parses `AKID/YYYYMMDD/region/service/aws4_request`. The error carries a detail only; the
     /// caller picks the variant for header or query form.
@@ -53,6 +57,9 @@ impl<'a> Credential<'a> {
         }
         if service.is_empty() || !service.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err("the credential service is empty or has invalid characters");
+        }
+        if region.len() > MAX_SCOPE_NAME || service.len() > MAX_SCOPE_NAME {
+            return Err("the credential region or service is longer than 64 characters");
         }
         if term != "aws4_request" {
             return Err("the credential must end with aws4_request");
@@ -303,5 +310,15 @@ mod tests {
                 "{date:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_scope_names_a_region_and_a_service_of_at_most_64_characters() {
+        let credential = |region: &str, service: &str| format!("AKID/20261206/{region}/{service}/aws4_request");
+        let (long, longer) = ("r".repeat(64), "r".repeat(65));
+        assert!(Credential::parse(&credential(&long, "s3")).is_ok());
+        assert!(Credential::parse(&credential("eu-west-1", &long)).is_ok());
+        assert!(Credential::parse(&credential(&longer, "s3")).is_err());
+        assert!(Credential::parse(&credential("eu-west-1", &longer)).is_err());
     }
 }
