@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lakegate_sql::rewrite::{Catalog, ColumnAccess, ColumnDef, Operation, Rewriter, TableFilter, TableName};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::support::{Lakegate, Postgres, decisions, eventually, replace_policy};
+use crate::support::{Lakegate, Postgres, decisions, dev_token, eventually, replace_policy};
 
 /// Rows of every result of a simple query, as text; or the SQLSTATE of its error.
 async fn simple(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
@@ -329,6 +329,112 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
     }
     assert_eq!(simple(&alice, count).await, Err("42501".into()));
     assert_eq!(simple(&alice, &above(5)).await, Err("42501".into()), "a kept shape is bound by the edit too");
+}
+
+#[tokio::test]
+async fn a_policy_edit_binds_a_prepared_statement_at_its_next_execution() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    // A named statement, as drivers keep theirs (pgJDBC's after five executions, psycopg's `prepare=True`):
+    // parsed and rewritten once, executed again and again.
+    let count = alice.prepare("SELECT count(*) FROM sales.orders").await.expect("prepare");
+    let before: i64 = alice.query_one(&count, &[]).await.expect("alice reads her orders").get(0);
+    assert!(before > 0, "alice sees EU orders");
+    let sql_policies = lg.policy_dir().join("sql.cedar");
+    let text = std::fs::read_to_string(&sql_policies).expect("read sql.cedar");
+    let revoked = format!(
+        "{text}\n@id(\"no-orders-for-alice\")\nforbid (principal == User::\"alice\", action, resource in Table::\"sales.orders\");\n"
+    );
+    std::fs::write(&sql_policies, revoked).expect("write sql.cedar");
+    let start = Instant::now();
+    let refused = loop {
+        match alice.query_one(&count, &[]).await {
+            Ok(_) => {
+                assert!(start.elapsed() < Duration::from_secs(20), "the prepared statement still reads after the edit");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused.code().map(|c| c.code()), Some("42501"), "{refused}");
+    let record = eventually("the refusal's record", || {
+        lg.audit_events().into_iter().rev().find(|e| e["decision"] == "deny" && e["front"] == "sql")
+    });
+    assert_eq!(record["sql"]["original"], "SELECT count(*) FROM sales.orders");
+    assert!(!alice.is_closed(), "a refusal is an error of the statement, not of the session");
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_first_statement_after_its_token_expired() {
+    let lg = Lakegate::start(&[]);
+    // Valid for one second, and for the dev issuer's 30 seconds of clock leeway after it.
+    let token = dev_token(lg.data(), "alice", &["analysts"], &[("region", "EU")], Duration::from_secs(1));
+    let issued = Instant::now();
+    let alice = connect_gateway(&lg, "alice", &token).await;
+    let count = "SELECT count(*) FROM sales.orders";
+    simple(&alice, count).await.expect("the token holds");
+    tokio::time::sleep(Duration::from_secs(33).saturating_sub(issued.elapsed())).await;
+    assert_eq!(simple(&alice, count).await, Err("28000".into()), "the expired token ends the session");
+    let start = Instant::now();
+    while !alice.is_closed() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the gateway closed the connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = eventually("the denial's record", || {
+        lg.audit_events().into_iter().find(|e| e["action"] == "sql:Statement" && e["decision"] == "deny")
+    });
+    assert_eq!(record["principal"], serde_json::Value::Null, "no principal stands for the expired token");
+    assert!(record["reason"].as_str().is_some_and(|r| r.contains("expired")), "{record}");
+}
+
+#[tokio::test]
+async fn a_session_holds_at_most_1024_named_statements() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let mut kept = Vec::new();
+    for i in 0..1024 {
+        kept.push(alice.prepare(&format!("SELECT {i}")).await.expect("prepare"));
+    }
+    let refused = alice.prepare("SELECT 1024").await.expect_err("one too many");
+    assert_eq!(refused.code().map(|c| c.code()), Some("54000"), "{refused}");
+    // A statement closed (tokio-postgres closes one when it is dropped) makes room for another.
+    drop(kept.pop());
+    let again = alice.prepare("SELECT 1024").await.expect("room for one more");
+    assert_eq!(alice.query(&again, &[]).await.expect("runs").len(), 1);
+}
+
+#[tokio::test]
+async fn named_portals_close_with_their_transaction_and_a_block_holds_at_most_1024() {
+    let lg = Lakegate::start(&[]);
+    let mut alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    let one = alice.prepare("SELECT 1").await.expect("prepare");
+    for round in 0..2 {
+        let block = alice.transaction().await.expect("begin");
+        let mut portals = Vec::new();
+        for _ in 0..1024 {
+            portals.push(block.bind(&one, &[]).await.expect("bind"));
+        }
+        let Err(refused) = block.bind(&one, &[]).await else { panic!("round {round}: one too many was bound") };
+        assert_eq!(refused.code().map(|c| c.code()), Some("54000"), "round {round}: {refused}");
+        // Not closed one by one (tokio-postgres would, when they are dropped): the end of their transaction
+        // closes them, as in PostgreSQL, and the next block has room for as many again.
+        std::mem::forget(portals);
+        block.commit().await.expect("commit");
+    }
+}
+
+#[tokio::test]
+async fn a_block_keeps_at_most_1024_savepoints_before_its_first_write() {
+    let lg = Lakegate::start(&[]);
+    let alice = connect_gateway(&lg, "alice", &lg.token("alice", &["analysts"], &[("region", "EU")])).await;
+    simple(&alice, "BEGIN").await.expect("begin");
+    for i in 0..1024 {
+        simple(&alice, &format!("SAVEPOINT s{i}")).await.expect("savepoint");
+    }
+    assert_eq!(simple(&alice, "SAVEPOINT s1024").await, Err("54000".into()));
+    simple(&alice, "RELEASE SAVEPOINT s1000").await.expect("release s1000 and the later ones");
+    simple(&alice, "SAVEPOINT s1000").await.expect("room again");
+    simple(&alice, "ROLLBACK").await.expect("rollback");
 }
 
 #[tokio::test]

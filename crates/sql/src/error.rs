@@ -13,6 +13,10 @@ pub enum SqlError {
     /// The token was missing, invalid or expired.
     #[error("password authentication failed: {0}")]
     Authentication(String),
+    /// The token a session authenticated with no longer holds (it expired, or its signing key or issuer is no
+    /// longer trusted): the session ends, and the client connects again with a new token.
+    #[error("the session's token no longer holds ({0}); connect again with a new token")]
+    SessionEnded(String),
     /// The connection may not authenticate this way (plain TCP where TLS is required).
     #[error("{0}")]
     InsecureTransport(String),
@@ -62,7 +66,7 @@ impl SqlError {
         match self {
             SqlError::Rewrite(e) => e.sqlstate(),
             SqlError::Authentication(_) => "28P01",
-            SqlError::InsecureTransport(_) => "28000",
+            SqlError::InsecureTransport(_) | SqlError::SessionEnded(_) => "28000",
             // too_many_connections would mislead; cannot_connect_now says "try later", as PostgreSQL does
             // while it cannot serve.
             SqlError::AuditUnavailable(_) => "57P03",

@@ -344,8 +344,71 @@ struct Connection {
     cancel: Arc<std::sync::Mutex<Option<CancelKey>>>,
     /// The rows of a query run at the Describe of its portal, waiting for that portal's Execute.
     described: Arc<std::sync::Mutex<Option<Described>>>,
-    /// The names of the client's prepared statements in pgwire's store, which lists none, for `DEALLOCATE ALL`.
-    named: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// The client's named statements and portals in pgwire's store, which lists none and bounds none.
+    named: Arc<std::sync::Mutex<Named>>,
+}
+
+/// Named prepared statements one session may hold. Drivers keep far fewer (pgJDBC caches 256 statements, psycopg
+/// and asyncpg 100), and close the ones they evict.
+const MAX_NAMED_STATEMENTS: usize = 1024;
+/// What a session's named prepared statements may weigh together: their texts, the client's and the rewritten.
+const MAX_NAMED_STATEMENT_BYTES: usize = 64 << 20;
+/// Named portals one session may hold open at once. A portal lasts until its transaction ends (see `on_sync`), so
+/// only a block binds more than one; pgJDBC binds one per result it reads in parts.
+const MAX_NAMED_PORTALS: usize = 1024;
+
+/// A session's named statements (with their weights) and named portals: pgwire's store keeps them without a
+/// bound, and a client could otherwise grow the gateway's memory by sending names, which PostgreSQL bounds only
+/// by its backend's memory. Also the list `DEALLOCATE ALL` drops.
+#[derive(Debug, Default)]
+struct Named {
+    statements: std::collections::BTreeMap<String, usize>,
+    statement_bytes: usize,
+    portals: std::collections::BTreeSet<String>,
+}
+
+impl Named {
+    /// Takes a statement of `weight` under `name` (replacing any of that name, as pgwire's store does), unless
+    /// the session's statements would then pass their bounds.
+    fn admit_statement(&mut self, name: &str, weight: usize) -> Result<(), SqlError> {
+        let replaced = self.statements.get(name).copied();
+        let count = self.statements.len() + usize::from(replaced.is_none());
+        let bytes = self.statement_bytes - replaced.unwrap_or(0) + weight;
+        if count > MAX_NAMED_STATEMENTS || bytes > MAX_NAMED_STATEMENT_BYTES {
+            return Err(SqlError::Limit(format!(
+                "too many prepared statements in this session (at most {MAX_NAMED_STATEMENTS}, and {} MiB of text); \
+                 close some (Close, DEALLOCATE) before preparing more",
+                MAX_NAMED_STATEMENT_BYTES >> 20
+            )));
+        }
+        self.statements.insert(name.to_owned(), weight);
+        self.statement_bytes = bytes;
+        Ok(())
+    }
+
+    /// Forgets statement `name`; whether there was one.
+    fn remove_statement(&mut self, name: &str) -> bool {
+        let Some(weight) = self.statements.remove(name) else { return false };
+        self.statement_bytes -= weight;
+        true
+    }
+
+    /// Forgets every statement, and gives their names.
+    fn take_statements(&mut self) -> Vec<String> {
+        self.statement_bytes = 0;
+        std::mem::take(&mut self.statements).into_keys().collect()
+    }
+
+    /// Takes a portal named `name`, unless the session would then hold too many.
+    fn admit_portal(&mut self, name: &str) -> Result<(), SqlError> {
+        if !self.portals.contains(name) && self.portals.len() >= MAX_NAMED_PORTALS {
+            return Err(SqlError::Limit(format!(
+                "too many open portals in this transaction block (at most {MAX_NAMED_PORTALS}); close some (Close)"
+            )));
+        }
+        self.portals.insert(name.to_owned());
+        Ok(())
+    }
 }
 
 /// A query run at the Describe of its portal, before the Execute asks for it.
@@ -388,8 +451,18 @@ impl Connection {
         self.cancel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(h, _)| h.clone())
     }
 
-    fn named(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+    fn named(&self) -> std::sync::MutexGuard<'_, Named> {
         self.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closes the client's portals, named ones too, as the end of their transaction does in PostgreSQL (pgwire
+    /// closes only the unnamed one, at each Sync).
+    fn close_portals<S: PortalStore>(&self, store: &S) {
+        let mut named = self.named();
+        if !named.portals.is_empty() {
+            named.portals.clear();
+            store.clear_portals();
+        }
     }
 
     /// `DEALLOCATE`: drops prepared statements from the store this front keeps them in, as PostgreSQL does.
@@ -397,12 +470,12 @@ impl Connection {
         let mut named = self.named();
         match which {
             Deallocation::All => {
-                for name in std::mem::take(&mut *named) {
+                for name in named.take_statements() {
                     store.rm_statement(&name);
                 }
                 Ok(Outcome::Command("DEALLOCATE ALL".into()))
             }
-            Deallocation::Named(name) if named.remove(name) => {
+            Deallocation::Named(name) if named.remove_statement(name) => {
                 store.rm_statement(name);
                 Ok(Outcome::Command("DEALLOCATE".into()))
             }
@@ -437,7 +510,7 @@ impl PgWireServerHandlers for Handlers {
 /// The PostgreSQL error of a gateway error.
 fn pg_error(e: &SqlError) -> PgWireError {
     let severity = match e {
-        SqlError::Authentication(_) | SqlError::InsecureTransport(_) => "FATAL",
+        SqlError::Authentication(_) | SqlError::InsecureTransport(_) | SqlError::SessionEnded(_) => "FATAL",
         _ => "ERROR",
     };
     PgWireError::UserError(Box::new(ErrorInfo::new(severity.to_owned(), e.sqlstate().to_owned(), e.to_string())))
@@ -527,7 +600,7 @@ impl StartupHandler for Connection {
                     application_name: client.metadata().get(pgwire::api::METADATA_APPLICATION_NAME).cloned(),
                 };
                 *self.session.lock().await =
-                    Some(Session::new(self.service.clone(), principal, Some(self.peer.to_string())));
+                    Some(Session::new(self.service.clone(), principal, Some(self.peer.to_string())).with_token(token));
                 let (pid, secret) = pgwire::api::PidSecretKeyGenerator::generate(&self.cancels.keys, client);
                 client.set_pid_and_secret_key(pid, secret.clone());
                 let registered = self.cancels.manager.register(pid, secret);
@@ -713,6 +786,10 @@ impl SimpleQueryHandler for Connection {
                 Err(e) => {
                     failed = true;
                     let PgWireError::UserError(info) = pg_error(&e) else { break };
+                    if info.is_fatal() {
+                        // The session ends: an error, not an answer, so that the connection closes after it.
+                        return Err(PgWireError::UserError(info));
+                    }
                     responses.push(Response::Error(info));
                     break;
                 }
@@ -727,6 +804,9 @@ impl SimpleQueryHandler for Connection {
                 // The COMMIT's failure is the request's, after every statement's answer, as PostgreSQL gives it.
                 responses.push(Response::Error(info));
             }
+        }
+        if !block.session.in_transaction() {
+            self.close_portals(client.portal_store());
         }
         Ok(responses)
     }
@@ -946,6 +1026,27 @@ impl ExtendedQueryHandler for Connection {
         Arc::new(self.clone())
     }
 
+    /// As pgwire's, but outside a transaction block every portal closes, the named ones too (see
+    /// [`Connection::close_portals`]); a block's close at the Sync after its end, or at the end of the simple query
+    /// that ends it.
+    async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+        let status = client.transaction_status();
+        if matches!(status, TransactionStatus::Idle) {
+            self.close_portals(client.portal_store());
+        }
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status))).await?;
+        client.flush().await?;
+        Ok(())
+    }
+
     /// As pgwire's; a statement closed leaves the names `DEALLOCATE ALL` drops.
     async fn on_close<C>(&self, client: &mut C, message: pgwire::messages::extendedquery::Close) -> PgWireResult<()>
     where
@@ -958,10 +1059,13 @@ impl ExtendedQueryHandler for Connection {
         let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
         match message.target_type {
             TARGET_TYPE_BYTE_STATEMENT => {
-                self.named().remove(name);
+                self.named().remove_statement(name);
                 client.portal_store().rm_statement(name);
             }
-            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            TARGET_TYPE_BYTE_PORTAL => {
+                self.named().portals.remove(name);
+                client.portal_store().rm_portal(name);
+            }
             _ => {}
         }
         client.send(PgWireBackendMessage::CloseComplete(CloseComplete::new())).await?;
@@ -977,10 +1081,12 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
         if name != pgwire::api::DEFAULT_NAME {
-            self.named().insert(name.to_owned());
+            let weight = name.len() + parsed.as_ref().map_or(0, |s| s.statement.prepared.weight());
+            self.named().admit_statement(name, weight).map_err(|e| pg_error(&e))?;
         }
-        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+        match parsed {
             Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
             None => client.portal_store().put_empty_statement(name),
         }
@@ -999,14 +1105,13 @@ impl ExtendedQueryHandler for Connection {
     {
         use pgwire::api::store::Entry;
         let statement_name = message.statement_name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
         match client.portal_store().get_statement(statement_name) {
             Some(Entry::Value(statement)) => {
                 let portal = Portal::try_new(&message, statement)?;
                 client.portal_store().put_portal(Arc::new(portal));
             }
-            Some(Entry::Empty) if message.parameters.is_empty() => client
-                .portal_store()
-                .put_empty_portal(message.portal_name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME)),
+            Some(Entry::Empty) if message.parameters.is_empty() => client.portal_store().put_empty_portal(portal_name),
             Some(Entry::Empty) => {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "ERROR".to_owned(),
@@ -1018,6 +1123,12 @@ impl ExtendedQueryHandler for Connection {
                 ))));
             }
             None => return Err(PgWireError::StatementNotFound(statement_name.to_owned())),
+        }
+        if portal_name != pgwire::api::DEFAULT_NAME
+            && let Err(e) = self.named().admit_portal(portal_name)
+        {
+            client.portal_store().rm_portal(portal_name);
+            return Err(pg_error(&e));
         }
         client.feed(PgWireBackendMessage::BindComplete(pgwire::messages::extendedquery::BindComplete::new())).await?;
         Ok(())
@@ -1223,7 +1334,7 @@ impl Connection {
         let request_id = new_request_id();
         let params = params(portal).map_err(|e| pg_error(&e))?;
         let prepared = portal.statement.statement.prepared.clone();
-        self.with_session(async |s| s.run(&prepared, &params, &request_id).await).await
+        self.with_session(async |s| s.run_kept(&prepared, &params, &request_id).await).await
     }
 
     async fn describe(&self, prepared: &Prepared) -> PgWireResult<Vec<Column>> {

@@ -24,7 +24,7 @@ use super::rewrite::{
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
-use lakegate_core::gate::{FilterCache, Origin, Refusal, StatementDecision};
+use lakegate_core::gate::{FilterCache, GateError, Origin, Refusal, StatementDecision};
 use lakegate_core::identity::Principal;
 use lakegate_core::policy::PolicyStore;
 use sqlparser::tokenizer::Token;
@@ -38,6 +38,9 @@ pub const SERVER_VERSION: &str = "16.6";
 pub struct Session {
     service: Arc<SqlService>,
     principal: Principal,
+    /// The token a wire client authenticated with, verified again before each statement runs (see
+    /// [`Session::with_token`]); `None` for a session that lives for one request (the Trino front's).
+    token: Option<String>,
     source: Option<String>,
     /// Settings the client changed with SET (lower-case names).
     settings: BTreeMap<String, String>,
@@ -133,7 +136,7 @@ struct Kept {
 impl Kept {
     /// The bytes of its texts, original and rewritten.
     fn weight(&self) -> usize {
-        self.prepared.iter().map(|p| 256 + p.original.len() + p.rewritten_len()).sum()
+        self.prepared.iter().map(Prepared::weight).sum()
     }
 }
 
@@ -178,10 +181,26 @@ const REWRITES_WEIGHT: u64 = 256 << 10;
 const REWRITE_KEPT_MAX_TEXT: usize = 8 << 10;
 
 /// Parameter types by backend and rewritten text.
-type ParameterTypes = quick_cache::sync::Cache<(String, String), Arc<[Option<ColumnType>]>>;
+type ParameterTypes = quick_cache::sync::Cache<(String, String), Arc<[Option<ColumnType>]>, TypesWeight>;
 
-/// How many statements' parameter types a session keeps (pgJDBC keeps 256 prepared statements per connection).
+/// How many statements' parameter types a session keeps, about (pgJDBC keeps 256 prepared statements per
+/// connection).
 const PARAMETER_TYPES_KEPT: usize = 256;
+/// The most bytes of rewritten text a session keeps parameter types for: texts may be long, and each is a key.
+const PARAMETER_TYPES_WEIGHT: u64 = 1 << 20;
+
+/// A kept entry of [`ParameterTypes`] weighs its texts.
+#[derive(Clone)]
+struct TypesWeight;
+
+impl quick_cache::Weighter<(String, String), Arc<[Option<ColumnType>]>> for TypesWeight {
+    fn weight(&self, (backend, sql): &(String, String), types: &Arc<[Option<ColumnType>]>) -> u64 {
+        (64 + backend.len() + sql.len() + types.len()) as u64
+    }
+}
+
+/// Savepoints a block keeps before it has a backend connection, to take them there when it gets one.
+const MAX_SAVEPOINTS_UNPINNED: usize = 1024;
 
 /// A transaction block the client opened with BEGIN.
 ///
@@ -286,6 +305,11 @@ impl Prepared {
         if self.literals.is_empty() { params } else { &self.literals }
     }
 
+    /// About the bytes it takes: its texts, the client's and the one sent on, and what goes with them.
+    pub fn weight(&self) -> usize {
+        256 + self.original.len() + self.rewritten_len()
+    }
+
     /// The length of the text sent on for it.
     fn rewritten_len(&self) -> usize {
         match &self.kind {
@@ -312,6 +336,8 @@ pub enum PreparedKind {
 pub struct Governed {
     pub statement: RewrittenStatement,
     pub backend: String,
+    /// The policy set it was rewritten under (see [`Session::run_kept`]).
+    store: Arc<PolicyStore>,
     /// What the gate decided for the statement's tables (the permits behind the filters used).
     pub decision: StatementDecision,
     /// Its text cut at its parameters, made at its first execution with parameters (shared by the statement's
@@ -392,6 +418,7 @@ impl Session {
         Session {
             service,
             principal,
+            token: None,
             source,
             settings: BTreeMap::new(),
             transaction: None,
@@ -401,6 +428,15 @@ impl Session {
             parameter_types: std::sync::OnceLock::new(),
             rewrites: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A session that lives as long as `token` holds: each statement verifies it again before it runs (a token
+    /// seen before costs a cache lookup), as the HTTP fronts verify each request's, so that a token that expires,
+    /// or whose signing key or issuer stops being trusted, ends the session at its next statement rather than at
+    /// the client's leisure.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
     }
 
     /// The session of a front whose clients read the catalog in `form`.
@@ -586,6 +622,7 @@ impl Session {
         sql: &str,
         policy: lakegate_core::gate::StatementPolicy<'_>,
     ) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
+        let store = policy.store().clone();
         let catalog = self.service.catalogs.for_store(policy.store());
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
         let typed = |table: &TableName| {
@@ -627,6 +664,7 @@ impl Session {
                             PreparedKind::Governed(Arc::new(Governed {
                                 statement,
                                 backend,
+                                store: store.clone(),
                                 decision,
                                 template: Default::default(),
                                 placeholders: Default::default(),
@@ -694,7 +732,9 @@ impl Session {
         if !prepared.literals.is_empty() {
             return Ok(Arc::new([]));
         }
-        let kept = self.parameter_types.get_or_init(|| ParameterTypes::new(PARAMETER_TYPES_KEPT));
+        let kept = self
+            .parameter_types
+            .get_or_init(|| ParameterTypes::with_weighter(PARAMETER_TYPES_KEPT, PARAMETER_TYPES_WEIGHT, TypesWeight));
         let key = (g.backend.clone(), g.statement.sql.clone());
         if let Some(types) = kept.get(&key) {
             return Ok(types);
@@ -735,8 +775,33 @@ impl Session {
         self.backend(name)
     }
 
+    /// Runs a statement the client prepared in an earlier message: the extended protocol's Parse, whose Bind and
+    /// Execute may come at any time later, as they do for a driver's named statements. A governed statement
+    /// rewritten under a policy set no longer in force is rewritten again from its text first, so that a policy
+    /// edit binds a client's prepared statements at their next execution, as it binds the next text; under the new
+    /// set it may be refused, and the refusal is recorded as any other.
+    pub async fn run_kept(
+        &mut self,
+        prepared: &Prepared,
+        params: &[Param],
+        request_id: &str,
+    ) -> Result<Outcome, SqlError> {
+        let PreparedKind::Governed(g) = &prepared.kind else { return self.run(prepared, params, request_id).await };
+        let in_force = self.service.gate.statement_policy(&self.principal, &self.filters).store().clone();
+        if Arc::ptr_eq(&in_force, &g.store) {
+            return self.run(prepared, params, request_id).await;
+        }
+        let mut again = self.prepare(&prepared.original, request_id).await?;
+        match (again.pop(), again.is_empty()) {
+            (Some(fresh), true) => self.run(&fresh, params, request_id).await,
+            // Parse takes one statement, and its text rewrites to one under any policy set.
+            _ => Err(SqlError::Internal("a prepared statement's text rewrote to another number of statements".into())),
+        }
+    }
+
     /// Runs one prepared statement with its parameters.
     pub async fn run(&mut self, prepared: &Prepared, params: &[Param], request_id: &str) -> Result<Outcome, SqlError> {
+        self.still_authenticated(request_id).await?;
         match &prepared.kind {
             PreparedKind::Session { command: SessionCommand::Transaction(command), text } => {
                 self.transaction(command, text, request_id).await
@@ -749,6 +814,17 @@ impl Session {
                 introspect::query(&self.service, &origin, &self.principal, &self.filters, &sql, catalog).await
             }
             PreparedKind::Governed(g) => self.governed(prepared, g, params, request_id).await,
+        }
+    }
+
+    /// Whether the token of a session that keeps one still holds; a refusal is recorded as a denial (by the gate)
+    /// and ends the session.
+    async fn still_authenticated(&self, request_id: &str) -> Result<(), SqlError> {
+        let Some(token) = &self.token else { return Ok(()) };
+        match self.service.gate.reauthenticate(&self.origin(request_id), token, "sql:Statement", "").await {
+            Ok(()) => Ok(()),
+            Err(GateError::Audit(e)) => Err(SqlError::AuditUnavailable(e.to_string())),
+            Err(e) => Err(SqlError::SessionEnded(e.to_string())),
         }
     }
 
@@ -1189,6 +1265,13 @@ impl Session {
             };
         }
         if op == SavepointOp::Take {
+            // Each is taken again on the block's connection once it has one: no client grows the list unbounded.
+            if open.savepoints.len() >= MAX_SAVEPOINTS_UNPINNED {
+                return Err(SqlError::Limit(format!(
+                    "too many savepoints in this transaction block before its first write (at most \
+                     {MAX_SAVEPOINTS_UNPINNED}); release some"
+                )));
+            }
             open.savepoints.push(name.to_owned());
             return Ok(());
         }
