@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditEvent, AuditSlot, Auditor, Front};
 use crate::identity::exchange::ExchangeError;
-use crate::identity::{IdentityError, Principal, TokenService, Verifier};
+use crate::identity::{IdentityError, KeptToken, Principal, TokenService, Verifier};
 use crate::metrics;
 use crate::policy::catalog::Catalog;
 use crate::policy::{Decision, PolicyEngine, PolicyError, PolicyStore, RequestContext, Resource};
@@ -120,18 +120,19 @@ impl Gate {
     }
 
     /// Whether a token a session authenticated with still holds (not expired, its issuer and signing key still
-    /// trusted), for a front that keeps a session open across requests; a failure is audited as a denial before
-    /// it is returned, as [`Gate::authenticate`]'s. A token seen before costs a cache lookup.
+    /// trusted), for a front that keeps a session open across requests; a failure is audited as a denial (from
+    /// `origin`, made only then) before it is returned, as [`Gate::authenticate`]'s. A token seen before costs a
+    /// cache lookup.
     pub async fn reauthenticate(
         &self,
-        origin: &Origin,
-        token: &str,
+        origin: impl FnOnce() -> Origin,
+        token: &KeptToken,
         action: &str,
         resource: &str,
     ) -> Result<(), GateError> {
         match self.verifier.check(token).await {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.refuse_identity(origin, action, resource, e).await),
+            Err(e) => Err(self.refuse_identity(&origin(), action, resource, e).await),
         }
     }
 

@@ -25,7 +25,7 @@ use super::rewrite::{
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
 use lakegate_core::gate::{FilterCache, GateError, Origin, Refusal, StatementDecision};
-use lakegate_core::identity::Principal;
+use lakegate_core::identity::{KeptToken, Principal};
 use lakegate_core::policy::PolicyStore;
 use sqlparser::tokenizer::Token;
 
@@ -40,7 +40,7 @@ pub struct Session {
     principal: Principal,
     /// The token a wire client authenticated with, verified again before each statement runs (see
     /// [`Session::with_token`]); `None` for a session that lives for one request (the Trino front's).
-    token: Option<String>,
+    token: Option<KeptToken>,
     source: Option<String>,
     /// Settings the client changed with SET (lower-case names).
     settings: BTreeMap<String, String>,
@@ -435,7 +435,7 @@ impl Session {
     /// or whose signing key or issuer stops being trusted, ends the session at its next statement rather than at
     /// the client's leisure.
     pub fn with_token(mut self, token: &str) -> Self {
-        self.token = Some(token.to_owned());
+        self.token = Some(KeptToken::new(token));
         self
     }
 
@@ -821,7 +821,8 @@ impl Session {
     /// and ends the session.
     async fn still_authenticated(&self, request_id: &str) -> Result<(), SqlError> {
         let Some(token) = &self.token else { return Ok(()) };
-        match self.service.gate.reauthenticate(&self.origin(request_id), token, "sql:Statement", "").await {
+        let origin = || self.origin(request_id);
+        match self.service.gate.reauthenticate(origin, token, "sql:Statement", "").await {
             Ok(()) => Ok(()),
             Err(GateError::Audit(e)) => Err(SqlError::AuditUnavailable(e.to_string())),
             Err(e) => Err(SqlError::SessionEnded(e.to_string())),

@@ -60,6 +60,28 @@ impl Default for IdentityConfig {
     }
 }
 
+/// A token its holder verifies again and again (a SQL session's, before each statement), its key in the cache of
+/// verified tokens computed once. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct KeptToken {
+    token: String,
+    digest: [u8; 32],
+}
+
+impl KeptToken {
+    pub fn new(token: &str) -> Self {
+        let token = token.trim().to_owned();
+        let digest = TokenCache::key(&token);
+        KeptToken { token, digest }
+    }
+}
+
+impl std::fmt::Debug for KeptToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeptToken(..)")
+    }
+}
+
 /// How often Lakegate's own signing keys are read again from their directory while tokens come.
 pub const LOCAL_KEYS_REFRESH_SECONDS: u64 = 5;
 
@@ -344,9 +366,9 @@ impl Verifier {
         self.verified(token).await.map(|v| (v.principal.clone(), v.claims.clone()))
     }
 
-    /// Whether `token` is valid now, as [`Verifier::verify`] decides, without making its principal.
-    pub async fn check(&self, token: &str) -> Result<(), IdentityError> {
-        self.verified(token).await.map(|_| ())
+    /// Whether a kept token is valid now, as [`Verifier::verify`] decides, without making its principal.
+    pub async fn check(&self, kept: &KeptToken) -> Result<(), IdentityError> {
+        self.verified_with(&kept.token, Some(&kept.digest)).await.map(|_| ())
     }
 
     /// How many verified tokens are cached now.
@@ -355,6 +377,11 @@ impl Verifier {
     }
 
     async fn verified(&self, token: &str) -> Result<Arc<Verified>, IdentityError> {
+        self.verified_with(token, None).await
+    }
+
+    /// As [`Verifier::verified`], with the token's key in the cache when it is known already.
+    async fn verified_with(&self, token: &str, digest: Option<&[u8; 32]>) -> Result<Arc<Verified>, IdentityError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(IdentityError::Missing);
@@ -362,7 +389,7 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(IdentityError::TooLarge { size: token.len(), max: self.max_token_bytes });
         }
-        let key = self.cache.as_ref().map(|cache| (cache, TokenCache::key(token)));
+        let key = self.cache.as_ref().map(|cache| (cache, digest.copied().unwrap_or_else(|| TokenCache::key(token))));
         if let Some((cache, key)) = &key
             && let Some(hit) = cache.get(key)
         {
