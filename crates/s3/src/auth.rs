@@ -55,7 +55,8 @@ const SIGNING_KEYS: usize = 4096;
 /// Signing keys derived before, by secret and credential scope (date, region, service): a client that signs
 /// every request with the same credentials costs a lookup instead of four HMACs a request. The key is a function
 /// of what it is kept by, so nothing can make a kept key wrong; it is only looked up for a secret recomputed from
-/// a token the key ring opened, and at most [`SIGNING_KEYS`] are kept.
+/// a token the key ring opened, kept only once a signature made with it verified, and at most [`SIGNING_KEYS`]
+/// are kept.
 pub struct SigningKeys(PerCpuCache<KeyScope, SigningKey>);
 
 /// What a signing key is kept by: the secret and the credential scope.
@@ -65,6 +66,12 @@ struct KeyScope {
     date: Box<str>,
     region: Box<str>,
     service: Box<str>,
+}
+
+impl KeyScope {
+    fn new(secret: &str, date: &str, region: &str, service: &str) -> Self {
+        KeyScope { secret: secret.into(), date: date.into(), region: region.into(), service: service.into() }
+    }
 }
 
 /// A [`KeyScope`] borrowed from a request, to look a key up without copying: it hashes as the owned one does
@@ -99,16 +106,18 @@ impl std::fmt::Debug for SigningKeys {
 }
 
 impl SigningKeys {
-    /// `kSigning` for `secret` and the scope, derived now or before.
-    fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
-        if let Some(key) = self.0.get(&KeyScopeRef { secret, date, region, service }) {
-            return key;
+    /// `kSigning` for `secret` and the scope: the kept one (`true`), or one derived now.
+    fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> (SigningKey, bool) {
+        match self.0.get(&KeyScopeRef { secret, date, region, service }) {
+            Some(key) => (key, true),
+            None => (derive_signing_key(&SecretKey::new(secret), date, region, service), false),
         }
-        let key = derive_signing_key(&SecretKey::new(secret), date, region, service);
-        let scope =
-            KeyScope { secret: secret.into(), date: date.into(), region: region.into(), service: service.into() };
+    }
+
+    /// Keeps a key derived by [`SigningKeys::get`], once a signature made with it verified: a request with a
+    /// wrong signature leaves nothing behind.
+    fn keep(&self, scope: KeyScope, key: &SigningKey) {
         self.0.insert(scope, key.clone());
-        key
     }
 }
 
@@ -271,8 +280,12 @@ fn authenticate_sigv4(
         credentials::verify(keys, signed.access_key_id(), signed.session_token(), now.unix_timestamp())?;
     let access_key_id = signed.access_key_id().to_owned();
     let scope = signed.credential();
-    let key = settings.signing_keys.get(secret.expose(), scope.date, scope.region, scope.service);
+    let (key, derived_before) = settings.signing_keys.get(secret.expose(), scope.date, scope.region, scope.service);
+    let to_keep = (!derived_before).then(|| KeyScope::new(secret.expose(), scope.date, scope.region, scope.service));
     let verified = signed.verify_with_key(&key)?;
+    if let Some(scope) = to_keep {
+        settings.signing_keys.keep(scope, &key);
+    }
     let caller = Caller {
         principal: claims.principal.clone(),
         scope: claims.scope.clone(),
@@ -452,22 +465,46 @@ mod tests {
     #[test]
     fn a_signing_key_is_derived_once_per_secret_and_scope() {
         let keys = SigningKeys::default();
-        keys.get("c2VjcmV0", "20261130", "us-east-1", "s3");
-        keys.get("c2VjcmV0", "20261130", "us-east-1", "s3");
-        assert_eq!(keys.0.len(), 1, "the second request found the key derived");
-        keys.get("c2VjcmV0", "20261201", "us-east-1", "s3");
-        keys.get("b3RoZXI", "20261130", "us-east-1", "s3");
+        // As a request whose signature verified uses them: looked up, and kept if derived.
+        let get = |secret: &str, date: &str, region: &str, service: &str| {
+            let (key, kept) = keys.get(secret, date, region, service);
+            if !kept {
+                keys.keep(KeyScope::new(secret, date, region, service), &key);
+            }
+            (key, kept)
+        };
+        assert!(!get("c2VjcmV0", "20261130", "us-east-1", "s3").1);
+        assert!(get("c2VjcmV0", "20261130", "us-east-1", "s3").1, "the second request finds the key derived");
+        assert_eq!(keys.0.len(), 1);
+        get("c2VjcmV0", "20261201", "us-east-1", "s3");
+        get("b3RoZXI", "20261130", "us-east-1", "s3");
         // Parts that would run together in one text ("us-east-1s3" either way).
-        keys.get("c2VjcmV0", "20261130", "us-east-1s", "3");
+        get("c2VjcmV0", "20261130", "us-east-1s", "3");
         assert_eq!(keys.0.len(), 4);
         // Each lookup finds the key of its own secret and scope.
-        let signs = |key: SigningKey, secret: &str, region: &str, service: &str| {
-            key.sign(b"x") == derive_signing_key(&SecretKey::new(secret), "20261130", region, service).sign(b"x")
+        let signs = |(key, kept): (SigningKey, bool), secret: &str, region: &str, service: &str| {
+            kept && key.sign(b"x")
+                == derive_signing_key(&SecretKey::new(secret), "20261130", region, service).sign(b"x")
         };
-        assert!(signs(keys.get("c2VjcmV0", "20261130", "us-east-1", "s3"), "c2VjcmV0", "us-east-1", "s3"));
-        assert!(signs(keys.get("c2VjcmV0", "20261130", "us-east-1s", "3"), "c2VjcmV0", "us-east-1s", "3"));
-        assert!(signs(keys.get("b3RoZXI", "20261130", "us-east-1", "s3"), "b3RoZXI", "us-east-1", "s3"));
+        assert!(signs(get("c2VjcmV0", "20261130", "us-east-1", "s3"), "c2VjcmV0", "us-east-1", "s3"));
+        assert!(signs(get("c2VjcmV0", "20261130", "us-east-1s", "3"), "c2VjcmV0", "us-east-1s", "3"));
+        assert!(signs(get("b3RoZXI", "20261130", "us-east-1", "s3"), "b3RoZXI", "us-east-1", "s3"));
         assert_eq!(keys.0.len(), 4, "all three were kept");
+    }
+
+    #[test]
+    fn a_request_whose_signature_fails_keeps_no_signing_key() {
+        let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
+        let creds = session(&ring, NOW + 3600);
+        let mut forged = presigned_get(&creds, NOW, 600);
+        let uri = forged.uri.to_string();
+        let (unsigned, _) = uri.rsplit_once("X-Amz-Signature=").expect("signed");
+        forged.uri = format!("{unsigned}X-Amz-Signature={}", "0".repeat(64)).parse().expect("uri");
+        authenticate_sigv4(&ring, &forged, settings(&keys, &urls), None, at(NOW)).expect_err("a wrong signature");
+        assert_eq!(keys.0.len(), 0, "nothing kept for it");
+        authenticate_sigv4(&ring, &presigned_get(&creds, NOW, 600), settings(&keys, &urls), None, at(NOW))
+            .expect("the right one");
+        assert_eq!(keys.0.len(), 1);
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub struct TrustedIssuer {
     /// [`ArcSwap`], whose reads write only memory of the reading thread's own.
     keys: ArcSwap<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
-    /// When (Unix seconds) the keys are next fetched again unasked (see the module's note); 0 until the first.
+    /// When (Unix seconds) the keys are next fetched again unasked (see the module's note): a refresh period after
+    /// the last fetch, or after start.
     refresh_due: AtomicI64,
     source: KeySource,
     http: reqwest::Client,
@@ -162,12 +163,14 @@ impl TrustedIssuer {
             .timeout(Duration::from_secs(config.http_timeout_seconds))
             .build()
             .map_err(|e| ConfigError::issuer(&config.issuer, format!("http client: {e}")))?;
+        let every = i64::try_from(config.jwks_refresh_seconds).unwrap_or(i64::MAX);
+        let first_refresh = super::cache::now().saturating_add(every);
         Ok(Self {
             config,
             allowed,
             keys: ArcSwap::from_pointee(keys),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
-            refresh_due: AtomicI64::new(0),
+            refresh_due: AtomicI64::new(first_refresh),
             source,
             http,
             fetches: Arc::default(),
@@ -265,19 +268,26 @@ impl TrustedIssuer {
         Ok(Some(candidate.key.clone()))
     }
 
-    /// Fetches the keys again if the periodic refresh is due at `now` (Unix seconds; see the module's note). The
-    /// first caller to find it due fetches; the others go on meanwhile with the keys there are.
-    pub(super) async fn refresh_if_due(&self, now: i64) {
+    /// Starts fetching the keys again if the periodic refresh is due at `now` (Unix seconds; see the module's
+    /// note), on a task of its own: the first caller to find it due starts it, and no request waits for it (an IdP
+    /// that is down would hold one for the whole HTTP timeout); the keys change for the requests after it.
+    pub(super) fn refresh_if_due(self: &Arc<Self>, now: i64) {
         let every = self.config.jwks_refresh_seconds;
-        if every == 0 || matches!(self.source, KeySource::Static) || now < self.refresh_due.load(Ordering::Relaxed) {
+        let due = self.refresh_due.load(Ordering::Relaxed);
+        if every == 0 || matches!(self.source, KeySource::Static) || now < due {
             return;
         }
-        let Ok(mut state) = self.refresh.try_lock() else { return };
-        if now < self.refresh_due.load(Ordering::Relaxed) {
+        // Claims this round; the fetch moves the next one on again when it ends.
+        let next = now.saturating_add(i64::try_from(every).unwrap_or(i64::MAX));
+        if self.refresh_due.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_err() {
             return;
         }
-        // Errors are logged there; the cached keys stay, as after any failed fetch.
-        let _ = self.fetch_keys(&mut state).await;
+        let issuer = self.clone();
+        tokio::spawn(async move {
+            let mut state = issuer.refresh.lock().await;
+            // Errors are logged there; the cached keys stay, as after any failed fetch.
+            let _ = issuer.fetch_keys(&mut state).await;
+        });
     }
 
     /// One refresh at a time, at most one per interval; keeps the old keys when the fetch fails.

@@ -396,7 +396,7 @@ impl Verifier {
             let now = cache::now();
             let keys = match self.issuers.get(&hit.issuer) {
                 Some(issuer) => {
-                    issuer.refresh_if_due(now).await;
+                    issuer.refresh_if_due(now);
                     Some(issuer.key_generation())
                 }
                 None => None,
@@ -410,7 +410,7 @@ impl Verifier {
         let parts = jwt::peek(token)?;
         let issuer =
             self.issuers.get(&parts.issuer).ok_or_else(|| IdentityError::UntrustedIssuer(parts.issuer.clone()))?;
-        issuer.refresh_if_due(cache::now()).await;
+        issuer.refresh_if_due(cache::now());
         // Read before verifying: if the keys change meanwhile, the entry is stale at once rather than trusted.
         let keys = issuer.key_generation();
         let (principal, claims) = issuer.verify(token, &parts).await?;
