@@ -1027,8 +1027,8 @@ impl ExtendedQueryHandler for Connection {
     }
 
     /// As pgwire's, but outside a transaction block every portal closes, the named ones too (see
-    /// [`Connection::close_portals`]); a block's close at the Sync after its end, or at the end of the simple query
-    /// that ends it.
+    /// [`Connection::close_portals`]). A block's portals close at the first Sync after the block ends, or at the end
+    /// of the simple query that ends it.
     async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,

@@ -103,6 +103,11 @@ impl std::fmt::Debug for TrustedIssuer {
     }
 }
 
+/// When (Unix seconds) the periodic refresh is next due after one at `now`.
+fn refresh_after(config: &IssuerConfig, now: i64) -> i64 {
+    now.saturating_add(i64::try_from(config.jwks_refresh_seconds).unwrap_or(i64::MAX))
+}
+
 /// Why a key set could not be fetched; logged, while the cached keys stay in use.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
@@ -163,8 +168,7 @@ impl TrustedIssuer {
             .timeout(Duration::from_secs(config.http_timeout_seconds))
             .build()
             .map_err(|e| ConfigError::issuer(&config.issuer, format!("http client: {e}")))?;
-        let every = i64::try_from(config.jwks_refresh_seconds).unwrap_or(i64::MAX);
-        let first_refresh = super::cache::now().saturating_add(every);
+        let first_refresh = refresh_after(&config, super::cache::now());
         Ok(Self {
             config,
             allowed,
@@ -278,7 +282,7 @@ impl TrustedIssuer {
             return;
         }
         // Claims this round; the fetch moves the next one on again when it ends.
-        let next = now.saturating_add(i64::try_from(every).unwrap_or(i64::MAX));
+        let next = refresh_after(&self.config, now);
         if self.refresh_due.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_err() {
             return;
         }
@@ -303,9 +307,7 @@ impl TrustedIssuer {
     /// Fetches the key set and takes it if it changed; the caller holds the refresh lock.
     async fn fetch_keys(&self, state: &mut RefreshState) -> Result<(), IdentityError> {
         state.last_fetch = Some(Instant::now());
-        let next =
-            super::cache::now().saturating_add(i64::try_from(self.config.jwks_refresh_seconds).unwrap_or(i64::MAX));
-        self.refresh_due.store(next, Ordering::Relaxed);
+        self.refresh_due.store(refresh_after(&self.config, super::cache::now()), Ordering::Relaxed);
         self.fetches.fetch_add(1, Ordering::Relaxed);
         crate::metrics::JWKS_FETCHES.inc(&[("issuer", &self.config.issuer)]);
         match self.fetch(state).await {
