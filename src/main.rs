@@ -267,7 +267,7 @@ fn credentials(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
     let principal = Principal {
-        issuer: "lakegate-cli".into(),
+        issuer: lakegate_core::identity::OPERATOR_ISSUER.into(),
         subject: sub.to_owned(),
         groups: groups.iter().filter(|g| !g.is_empty()).cloned().collect(),
         attributes: BTreeMap::new(),

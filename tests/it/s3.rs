@@ -166,6 +166,30 @@ fn replicas_sharing_the_credentials_keys_accept_each_others_credentials_and_rota
 }
 
 #[test]
+fn credentials_stop_once_the_issuer_of_the_user_they_were_vended_to_is_no_longer_trusted() {
+    let lg = Lakegate::start(&[]);
+    let credentials = runtime().block_on(assume(&lg, "alice", &["analysts"], "lakegate"));
+    assert!(runtime().block_on(lists_sales(&lg, &credentials)));
+
+    // The operator takes the issuer out of the configuration (here the dev issuer, the only one) and restarts.
+    // The credentials still open under the same keys and have not expired, but the user they name is no longer
+    // vouched for.
+    let lg = Lakegate::start_in(lg.stop(), &[("LAKEGATE__IDENTITY__DEV_ISSUER", "false")]);
+    let refused = runtime().block_on(async {
+        s3(&lg, credentials.clone()).list_objects_v2().bucket("lake").prefix("sales/").send().await
+    });
+    assert_eq!(code_and_status(refused.expect_err("refused")), (Some("InvalidToken".to_owned()), Some(400)));
+    let record = eventually("the refusal in the audit log", || {
+        lg.audit_events().into_iter().find(|e| e["action"] == "s3:Authenticate" && e["decision"] == "deny")
+    });
+    assert!(record["reason"].as_str().is_some_and(|r| r.contains("no longer trusted")), "{record}");
+
+    // Trusted again, the same credentials work: the refusal was the issuer's alone.
+    let lg = Lakegate::start_in(lg.stop(), &[]);
+    assert!(runtime().block_on(lists_sales(&lg, &credentials)));
+}
+
+#[test]
 fn assuming_a_role_is_a_policy_decision_the_record_names_and_the_metrics_count() {
     let lg = Lakegate::start(&[]);
     let before = decisions(&lg, "sts", "allow");

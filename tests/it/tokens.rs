@@ -241,6 +241,37 @@ fn replicas_sharing_the_signing_keys_accept_each_others_tokens_and_rotate_withou
     }
 }
 
+#[test]
+fn an_exchanged_token_stops_once_the_issuer_of_its_user_is_no_longer_trusted() {
+    // Lakegate's own issuer is named, not taken from the control endpoint's address, which moves at a restart.
+    let ours = ("LAKEGATE__TOKEN_SERVICE__ISSUER", "https://lakegate.test");
+    let lg = start(&[ours]);
+    let alice = lg.token("alice", &["analysts"], &[]);
+    let (status, body) = exchange(&lg, ("notebook", "notebook-secret"), &alice, &[]);
+    assert_eq!(status, 200, "{body}");
+    let exchanged = body["access_token"].as_str().expect("access_token").to_owned();
+    assert_eq!(authorize(&lg, &exchanged, "s3:GetObject", "s3://lake/sales/x")["decision"], "allow");
+
+    // The dev issuer is taken out of the configuration. Lakegate's own issuer, which signed the exchanged token
+    // with a key it still holds, is trusted as before; the user's original issuer is not.
+    let clients = clients_env();
+    let lg = Lakegate::start_in(
+        lg.stop(),
+        &[("LAKEGATE__TOKEN_SERVICE__CLIENTS", clients.as_str()), ours, ("LAKEGATE__IDENTITY__DEV_ISSUER", "false")],
+    );
+    let refused = authorize(&lg, &exchanged, "s3:GetObject", "s3://lake/sales/x");
+    assert_ne!(refused["decision"], "allow", "{refused}");
+    let record = eventually("the refusal in the audit log", || {
+        lg.audit_events()
+            .into_iter()
+            .find(|e| e["decision"] == "deny" && e["reason"].as_str().is_some_and(|r| r.contains("is not trusted")))
+    });
+    assert!(record["reason"].as_str().is_some_and(|r| r.contains("\"lakegate-dev\" is not trusted")), "{record}");
+
+    let lg = Lakegate::start_in(lg.stop(), &[("LAKEGATE__TOKEN_SERVICE__CLIENTS", clients.as_str()), ours]);
+    assert_eq!(authorize(&lg, &exchanged, "s3:GetObject", "s3://lake/sales/x")["decision"], "allow");
+}
+
 /// The `kid` in a token's header.
 fn header_kid(token: &str) -> String {
     let header: Value =

@@ -136,6 +136,12 @@ impl Gate {
         }
     }
 
+    /// Whether Lakegate still trusts every issuer `principal` rests on ([`Verifier::vouches_for`]): for a front
+    /// that takes the principal from credentials Lakegate vended rather than from a token it verifies now.
+    pub fn vouches_for(&self, principal: &Principal) -> Result<(), IdentityError> {
+        self.verifier.vouches_for(principal)
+    }
+
     /// Counts and records a refused identity; the error to return (the audit's, if the record cannot be written).
     async fn refuse_identity(&self, origin: &Origin, action: &str, resource: &str, e: IdentityError) -> GateError {
         metrics::TOKEN_FAILURES.inc(&[("reason", e.reason())]);

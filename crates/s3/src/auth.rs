@@ -9,9 +9,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::error::S3Error;
-use lakegate_core::credentials::{self, KeyRing, Scope, SessionClaims};
+use lakegate_core::credentials::{self, CredentialError, KeyRing, Scope, SessionClaims};
 use lakegate_core::gate::{Gate, Origin};
-use lakegate_core::identity::Principal;
+use lakegate_core::identity::{IdentityError, Principal};
 use lakegate_core::per_cpu_cache::PerCpuCache;
 use lakegate_s3_protocol::post_policy::FormSignature;
 use lakegate_s3_protocol::sigv4::{
@@ -251,7 +251,18 @@ pub async fn authenticate(
             verified: None,
         });
     }
-    authenticate_sigv4(keys, parts, settings, known_body_sha256, OffsetDateTime::now_utc())
+    let caller = authenticate_sigv4(keys, parts, settings, known_body_sha256, OffsetDateTime::now_utc())?;
+    vouched(gate, caller)
+}
+
+/// The caller of vended credentials, if Lakegate still trusts the issuers its principal rests on: the
+/// credentials outlive the token they were vended for, not the trust in its issuer.
+fn vouched(gate: &Gate, caller: Caller) -> Result<Caller, S3Error> {
+    match gate.vouches_for(&caller.principal) {
+        Ok(()) => Ok(caller),
+        Err(IdentityError::UntrustedIssuer(issuer)) => Err(CredentialError::UntrustedIssuer(issuer).into()),
+        Err(_) => Err(CredentialError::InvalidToken.into()),
+    }
 }
 
 /// Authenticates a SigV4 request (header or presigned) at `now`.
@@ -302,7 +313,7 @@ fn authenticate_sigv4(
 /// Authenticates a POST Object form by its policy signature: the secret is recomputed from the form's session
 /// token as for any SigV4 request, and the policy's signature checked with the day's signing key. The policy's
 /// own rules are checked by the caller once the signature holds.
-pub fn authenticate_form(keys: &KeyRing, form: &FormSignature<'_>) -> Result<Caller, S3Error> {
+pub fn authenticate_form(gate: &Gate, keys: &KeyRing, form: &FormSignature<'_>) -> Result<Caller, S3Error> {
     let now = OffsetDateTime::now_utc();
     let access_key_id = form.credential.access_key_id;
     let (claims, secret) = credentials::verify(keys, access_key_id, form.session_token, now.unix_timestamp())?;
@@ -313,13 +324,16 @@ pub fn authenticate_form(keys: &KeyRing, form: &FormSignature<'_>) -> Result<Cal
         form.credential.service,
     );
     form.verify(&key)?;
-    Ok(Caller {
-        principal: claims.principal.clone(),
-        scope: claims.scope.clone(),
-        session: Some(claims),
-        access_key_id: Some(access_key_id.to_owned()),
-        verified: None,
-    })
+    vouched(
+        gate,
+        Caller {
+            principal: claims.principal.clone(),
+            scope: claims.scope.clone(),
+            session: Some(claims),
+            access_key_id: Some(access_key_id.to_owned()),
+            verified: None,
+        },
+    )
 }
 
 #[cfg(test)]

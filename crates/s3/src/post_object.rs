@@ -83,7 +83,7 @@ pub(crate) async fn handle(
     let caller = match form
         .signature()
         .map_err(S3Error::from)
-        .and_then(|f| auth::authenticate_form(&front.keys.current(), &f))
+        .and_then(|f| auth::authenticate_form(&front.gate, &front.keys.current(), &f))
     {
         Ok(c) => c,
         Err(e) => return labelled(refuse_early(resource, e, None).await, OPERATION, None),

@@ -22,6 +22,10 @@ pub enum CredentialError {
     /// The session token was valid but its lifetime is over.
     #[error("the session token has expired")]
     ExpiredToken,
+    /// The credentials were vended to a user (or through an actor) authenticated by an issuer Lakegate no longer
+    /// trusts.
+    #[error("the credentials rest on issuer {0:?}, which is no longer trusted")]
+    UntrustedIssuer(String),
 }
 
 impl CredentialError {
@@ -33,7 +37,8 @@ impl CredentialError {
         match self {
             Self::InvalidAccessKeyId => "InvalidAccessKeyId",
             // AWS answers a temporary key without its token as an invalid token: the key id alone is well formed.
-            Self::MissingToken | Self::InvalidToken => "InvalidToken",
+            // The credentials will not work again: the client must get new ones, as for an invalid token.
+            Self::MissingToken | Self::InvalidToken | Self::UntrustedIssuer(_) => "InvalidToken",
             Self::ExpiredToken => "ExpiredToken",
         }
     }

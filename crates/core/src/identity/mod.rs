@@ -82,6 +82,10 @@ impl std::fmt::Debug for KeptToken {
     }
 }
 
+/// The issuer named in credentials an operator mints from the credentials key directory (`lakegate credentials`):
+/// they rest on that key, not on anyone's token, and no issuer's removal stops them.
+pub const OPERATOR_ISSUER: &str = "lakegate-cli";
+
 /// How often Lakegate's own signing keys are read again from their directory while tokens come.
 pub const LOCAL_KEYS_REFRESH_SECONDS: u64 = 5;
 
@@ -371,6 +375,18 @@ impl Verifier {
         self.verified_with(&kept.token, Some(&kept.digest)).await.map(|_| ())
     }
 
+    /// Whether every issuer `principal` rests on is still trusted: the user's own and each actor's. What Lakegate
+    /// vends (an exchanged token, STS, access-grant and table credentials) carries the principal it was vended
+    /// to, and stops serving once an issuer that authenticated that user or one of its actors is no longer
+    /// trusted, as the issuer's own tokens do. Credentials an operator minted ([`OPERATOR_ISSUER`]) always are.
+    pub fn vouches_for(&self, principal: &Principal) -> Result<(), IdentityError> {
+        let mut issuers = std::iter::once(&principal.issuer).chain(principal.actors.iter().map(|a| &a.issuer));
+        match issuers.find(|issuer| *issuer != OPERATOR_ISSUER && !self.issuers.contains_key(issuer.as_str())) {
+            Some(untrusted) => Err(IdentityError::UntrustedIssuer(untrusted.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// How many verified tokens are cached now.
     pub fn cached_tokens(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len())
@@ -414,6 +430,8 @@ impl Verifier {
         // Read before verifying: if the keys change meanwhile, the entry is stale at once rather than trusted.
         let keys = issuer.key_generation();
         let (principal, claims) = issuer.verify(token, &parts).await?;
+        // A token of Lakegate's own names the user's issuer and the actors' apart from its own `iss`.
+        self.vouches_for(&principal)?;
         let verified = Arc::new(Verified {
             not_before: claims.get("nbf").and_then(serde_json::Value::as_i64).unwrap_or(i64::MIN),
             expires_at: principal.expires_at,
@@ -446,6 +464,32 @@ mod tests {
         )
         .expect("parses");
         assert!(cfg.check().expect_err("HS256 refused").to_string().contains("HS256"));
+    }
+
+    #[test]
+    fn a_principal_is_vouched_for_only_while_its_issuer_and_every_actors_are_trusted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let dev = DevIssuer::load_or_create(dir.path()).expect("dev issuer");
+        let verifier = Verifier::new(&IdentityConfig::default(), Some(&dev)).expect("verifier");
+        let actor = |issuer: &str| Actor { issuer: issuer.to_owned(), subject: "notebook".to_owned() };
+        let alice = Principal {
+            issuer: DEV_ISSUER.to_owned(),
+            subject: "alice".to_owned(),
+            groups: Vec::new(),
+            attributes: BTreeMap::new(),
+            token_id: None,
+            expires_at: i64::MAX,
+            actors: vec![actor(DEV_ISSUER)],
+        };
+        assert_eq!(verifier.vouches_for(&alice), Ok(()));
+        let gone = || IdentityError::UntrustedIssuer("https://removed.example".to_owned());
+        let through_removed =
+            Principal { actors: vec![actor(DEV_ISSUER), actor("https://removed.example")], ..alice.clone() };
+        assert_eq!(verifier.vouches_for(&through_removed), Err(gone()));
+        let of_removed = Principal { issuer: "https://removed.example".to_owned(), ..alice.clone() };
+        assert_eq!(verifier.vouches_for(&of_removed), Err(gone()));
+        let minted_by_an_operator = Principal { issuer: OPERATOR_ISSUER.to_owned(), actors: Vec::new(), ..alice };
+        assert_eq!(verifier.vouches_for(&minted_by_an_operator), Ok(()));
     }
 
     #[test]
