@@ -12,10 +12,11 @@ the ones a driver may send, including those no driver library lets a test choose
 import os
 import socket
 import struct
+import subprocess
 
 import pytest
 
-from conftest import eventually
+from conftest import BINARY, eventually, free_port
 from sql_support import gw, token  # noqa: F401  (gw is a fixture: the gateway on both backends)
 
 # The demo data differs between the backends: every answer is compared with the simple protocol's for the same
@@ -26,21 +27,30 @@ ORDERS_AFTER = "select order_id, customer from sales.orders where order_id > $1 
 class Wire:
     """A PostgreSQL frontend speaking protocol 3.0 over a plain socket, one message at a time."""
 
-    def __init__(self, gw, user):
+    def __init__(self, gw, user, ahead=b""):
+        """Connected and authenticated as `user`; `ahead` is sent in the same write as the password."""
         self.sock = socket.create_connection(("127.0.0.1", gw.sql_port), timeout=30)
         params = b"user\0" + user.encode() + b"\0database\0lakegate\0\0"
         self.sock.sendall(struct.pack("!ii", 8 + len(params), 3 << 16) + params)
         kind, body = self.read()
-        assert (kind, body) == (b"R", struct.pack("!i", 3)), "expected a cleartext password request"
-        self.send(b"p", token(gw, user).encode() + b"\0")
+        assert (kind, body) == (b"R", struct.pack("!i", 3)), f"expected a cleartext password request: {kind} {body}"
+        self.send(b"p", token(gw, user).encode() + b"\0", ahead)
         assert not [m for m in self.until_ready() if m[0] == b"E"], "authentication failed"
 
     def close(self):
         self.send(b"X", b"")
         self.sock.close()
 
-    def send(self, kind, body):
-        self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+    def send(self, kind, body, ahead=b""):
+        self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body + ahead)
+
+    def fatal(self):
+        """The SQLSTATE and message of the FATAL error that ends the session; the server then closes."""
+        kind, body = self.read()
+        fields = dict((f[:1], f[1:].decode()) for f in body.split(b"\0") if f)
+        assert kind == b"E" and fields.get(b"S") == "FATAL", (kind, fields)
+        assert self.sock.recv(1) == b"", "the connection stays open"
+        return fields[b"C"], fields[b"M"]
 
     def exactly(self, n):
         data = b""
@@ -272,3 +282,69 @@ def test_a_statement_is_described_with_its_parameters_and_columns_and_then_runs_
     alice.execute()
     alice.sync()
     assert shape(alice.until_ready()) == ["2", *alice.simple(ORDERS_AFTER.replace("$1", "1"))]
+
+
+# ---------------------------------------------------------------- bounds
+
+LIMIT = 64 * 1024
+# A statement must fit in a message: the longest is a little under it.
+BOUNDED = {"LAKEGATE__SQL__MAX_MESSAGE_BYTES": str(LIMIT), "LAKEGATE__SQL__MAX_STATEMENT_BYTES": str(LIMIT - 1)}
+
+
+def test_a_message_up_to_the_limit_is_answered_and_one_over_it_ends_the_session_at_its_header(start_lakegate):
+    lg = start_lakegate(env=BOUNDED)
+    wire = Wire(lg, "alice")
+    # The length field counts itself and the text's terminating zero.
+    sql = b"select 1 as one -- "
+    wire.send(b"Q", sql + b"x" * (LIMIT - 4 - len(sql) - 1) + b"\0")
+    assert shape(wire.until_ready()) == [("T", ["one"]), ("D", ("1",)), ("C", "SELECT 1")]
+    # One byte more: the header and a little are sent, the rest never is, and the answer comes all the same.
+    wire.sock.sendall(b"Q" + struct.pack("!i", LIMIT + 1) + b"select")
+    code, message = wire.fatal()
+    assert (code, f"{LIMIT + 1} bytes is over the limit of {LIMIT}" in message) == ("54000", True), message
+
+
+def test_a_message_over_the_limit_sent_with_the_password_ends_the_session_once_authenticated(start_lakegate):
+    # Here the header reaches the gateway in the same read as the password, before the session is bounded.
+    lg = start_lakegate(env=BOUNDED)
+    bind = b"B" + struct.pack("!i", 1 << 30) + b"\0\0"
+    wire = Wire(lg, "alice", ahead=bind)
+    assert wire.fatal()[0] == "54000"
+
+
+def test_a_message_limit_that_would_refuse_the_longest_statement_stops_the_start(tmp_path):
+    env = dict(
+        os.environ,
+        LAKEGATE__SQL__MAX_STATEMENT_BYTES=str(LIMIT),
+        LAKEGATE__SQL__MAX_MESSAGE_BYTES=str(LIMIT),
+        **{f"LAKEGATE__{front}__LISTEN": f"127.0.0.1:{free_port()}" for front in ("CONTROL", "S3", "SQL")},
+    )
+    serve = [str(BINARY), "serve", "--data-dir", str(tmp_path)]
+    failed = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "must be above sql.max_statement_bytes" in failed.stderr, failed.stderr
+
+
+def test_a_client_past_max_connections_is_refused_with_53300_and_let_in_once_a_session_ends(start_lakegate):
+    lg = start_lakegate(env={"LAKEGATE__SQL__MAX_CONNECTIONS": "2"})
+    alice, bob = Wire(lg, "alice"), Wire(lg, "bob")
+    # psql shows PostgreSQL's own words for it.
+    env = dict(os.environ, PGPASSWORD=token(lg, "carol"), PGCONNECT_TIMEOUT="10")
+    dsn = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user=carol sslmode=disable"
+    refused = subprocess.run(["psql", dsn, "-X", "-c", "select 1"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "sorry, too many clients already" in refused.stderr, refused.stderr
+    with pytest.raises(AssertionError, match="53300"):
+        Wire(lg, "carol")
+    # The sessions in are not disturbed; once one ends, its place is free again.
+    assert bob.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
+    alice.close()
+
+    def let_in():
+        try:
+            return Wire(lg, "carol")
+        except AssertionError:
+            return None
+
+    carol = eventually("a place for carol", let_in)
+    assert carol.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
+    carol.close()
+    bob.close()

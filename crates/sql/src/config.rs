@@ -23,6 +23,15 @@ pub struct SqlConfig {
     /// Longest statement text accepted, in bytes.
     #[serde(default = "default_max_statement_bytes")]
     pub max_statement_bytes: usize,
+    /// Longest message a PostgreSQL wire client may send once authenticated (a Query, or a Bind with its
+    /// parameters), in bytes. A longer one ends the session at its header (FATAL 54000), before it is read.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How many PostgreSQL wire sessions may be open at once; a client past it is refused at its startup
+    /// message with FATAL 53300, as PostgreSQL refuses one past `max_connections`. A cancel request is always
+    /// taken. With `max_message_bytes`, bounds what clients can make the front hold in messages being read.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Rows per page of the Trino HTTP protocol.
     #[serde(default = "default_trino_page_rows")]
     pub trino_page_rows: usize,
@@ -116,6 +125,8 @@ impl Default for SqlConfig {
             tls: None,
             allow_plaintext_password: None,
             max_statement_bytes: default_max_statement_bytes(),
+            max_message_bytes: default_max_message_bytes(),
+            max_connections: default_max_connections(),
             trino_page_rows: default_trino_page_rows(),
             idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             postgres: Vec::new(),
@@ -136,6 +147,12 @@ fn default_sql_listen() -> SocketAddr {
 }
 fn default_max_statement_bytes() -> usize {
     1 << 20
+}
+fn default_max_message_bytes() -> usize {
+    16 << 20
+}
+fn default_max_connections() -> usize {
+    1000
 }
 fn default_trino_page_rows() -> usize {
     1000

@@ -34,6 +34,10 @@ pub use session::Session;
 #[derive(Debug, Clone)]
 pub struct SqlSettings {
     pub max_statement_bytes: usize,
+    /// Longest message a PostgreSQL wire client may send once authenticated.
+    pub max_message_bytes: usize,
+    /// How many PostgreSQL wire sessions may be open at once.
+    pub max_connections: usize,
     pub trino_page_rows: usize,
     pub plaintext_password_allowed: bool,
     /// Whether the control endpoint (Trino protocol) is served over TLS, for the `nextUri` scheme.
@@ -69,6 +73,11 @@ pub enum SqlStartError {
     Spark { name: String, reason: backend::spark::StartError },
     #[error("catalog table {table} names backend {backend:?}, which is not configured")]
     UnknownBackend { table: String, backend: String },
+    #[error(
+        "sql.max_message_bytes ({message}) must be above sql.max_statement_bytes ({statement}): a Query holds its \
+         statement"
+    )]
+    MessageUnderStatement { message: usize, statement: usize },
 }
 
 impl SqlService {
@@ -85,6 +94,10 @@ impl SqlService {
         keyring: Option<Arc<lakegate_core::credentials::LiveKeyRing>>,
         iceberg: Option<Arc<dyn backend::iceberg::IcebergFiles>>,
     ) -> Result<Arc<SqlService>, SqlStartError> {
+        if config.max_message_bytes <= config.max_statement_bytes {
+            let (message, statement) = (config.max_message_bytes, config.max_statement_bytes);
+            return Err(SqlStartError::MessageUnderStatement { message, statement });
+        }
         let snapshot = gate.catalog();
         let catalog: &lakegate_core::policy::catalog::Catalog = &snapshot;
         if catalog.tables.iter().any(|t| t.backend == backend::EMBEDDED) {
@@ -113,6 +126,8 @@ impl SqlService {
             gate,
             settings: SqlSettings {
                 max_statement_bytes: config.max_statement_bytes,
+                max_message_bytes: config.max_message_bytes,
+                max_connections: config.max_connections,
                 trino_page_rows: config.trino_page_rows.max(1),
                 plaintext_password_allowed: config.plaintext_password_allowed(),
                 control_tls,

@@ -37,6 +37,9 @@ use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_postgres::types::{IsNull, ToSql, to_sql_checked};
+use tokio_util::codec::Framed;
+
+mod message_limit;
 
 use super::SqlService;
 use super::bind::is_number;
@@ -62,6 +65,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let acceptor = tls.map(pgwire::tokio::TlsAcceptor::from);
     let cancels = Arc::new(Cancels::default());
+    let sessions = Arc::new(tokio::sync::Semaphore::new(service.settings.max_connections));
     tokio::spawn(async move {
         let stop = drain.draining();
         tokio::pin!(stop);
@@ -79,6 +83,8 @@ pub async fn serve(
                 },
             };
             let _ = socket.set_nodelay(true);
+            // Held for the connection's life; a connection without one is refused at its startup message.
+            let place = sessions.clone().try_acquire_owned().ok();
             let handlers = Arc::new(Connection {
                 service: service.clone(),
                 peer,
@@ -95,9 +101,11 @@ pub async fn serve(
             // are per thread): a statement's round trips wake no other thread.
             hand_over(Threads::PerCore, socket, peer, move |socket| async move {
                 let _in_flight = in_flight;
+                let full = place.is_none();
+                let _place = place;
                 let connection = handlers.clone();
                 tokio::select! {
-                    result = session_loop(socket, acceptor, Handlers(handlers), &drain) => {
+                    result = session_loop(socket, acceptor, Handlers(handlers), &drain, full) => {
                         if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "sql connection ended with an error");
                         }
@@ -125,11 +133,15 @@ const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// One connection's message loop: pgwire's `process_socket`, plus the drain. While Lakegate drains, a session
 /// finishes the statement it is running; between statements it is ended with the FATAL error PostgreSQL sends
 /// on a shutdown (57P01 `admin_shutdown`; 57P03 `cannot_connect_now` to a client still authenticating).
+///
+/// Also the front's bounds: a connection over `max_connections` (`full`) is refused at its startup message, and
+/// once the client has authenticated, a message over `max_message_bytes` ends the session at its header.
 async fn session_loop(
     tcp: tokio::net::TcpStream,
     tls: Option<pgwire::tokio::TlsAcceptor>,
     handlers: Handlers,
     drain: &Watch,
+    full: bool,
 ) -> std::io::Result<()> {
     use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 
@@ -147,8 +159,10 @@ async fn session_loop(
         socket = negotiate_tls(tcp, tls) => socket?,
     };
     // A client that asked for direct TLS when none is configured.
-    let Some(mut socket) = negotiated else { return Ok(()) };
+    let Some(socket) = negotiated else { return Ok(()) };
     let connection = handlers.0.clone();
+    let mut socket =
+        message_limit::bound::<_, _, PgWireBackendMessage>(socket, connection.service.settings.max_message_bytes);
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -202,7 +216,17 @@ async fn session_loop(
             }
             msg = socket.next() => msg,
         };
-        let Some(Ok(msg)) = msg else { return Ok(()) };
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(_)) if socket.get_ref().refused().is_some() => return refuse_oversized(&mut socket).await,
+            _ => return Ok(()),
+        };
+        if full && matches!(msg, PgWireFrontendMessage::Startup(_)) {
+            let message = "sorry, too many clients already";
+            let info = ErrorInfo::new("FATAL".to_owned(), "53300".to_owned(), message.to_owned());
+            socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+            return socket.close().await;
+        }
         // The client is leaving: close, as PostgreSQL does.
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
             return Ok(());
@@ -263,7 +287,27 @@ async fn session_loop(
         if cancel_request {
             return Ok(());
         }
+        // From the first message after authentication on, every message is bounded.
+        if !socket.get_ref().armed() && matches!(socket.state(), PgWireConnectionState::ReadyForQuery) {
+            let position = message_limit::Position::after(socket.read_buffer(), socket.get_ref().limit());
+            if socket.get_mut().arm(position).is_err() {
+                return refuse_oversized(&mut socket).await;
+            }
+        }
     }
+}
+
+/// Ends a session whose client sent a message over the limit, with PostgreSQL's code for a limit passed.
+async fn refuse_oversized<S, C>(socket: &mut Framed<message_limit::Bounded<S>, C>) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    C: tokio_util::codec::Encoder<PgWireBackendMessage, Error = std::io::Error>,
+{
+    let (len, limit) = (socket.get_ref().refused().unwrap_or_default(), socket.get_ref().limit());
+    let message = format!("a message of {len} bytes is over the limit of {limit} (sql.max_message_bytes)");
+    let info = ErrorInfo::new("FATAL".to_owned(), "54000".to_owned(), message);
+    socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+    socket.close().await
 }
 
 /// Resolves when a cancel request fires `cancelled`; never when there is none, or when its sender is replaced.
