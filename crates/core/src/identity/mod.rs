@@ -42,7 +42,8 @@ pub struct IdentityConfig {
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
     /// Verified tokens remembered (by hash) until they expire, so a token sent again skips its signature check;
-    /// 0 turns the cache off. About 1 KiB each.
+    /// 0 turns the cache off. Counted in slots of 4 KiB: a token of the usual size takes one, a larger one a slot
+    /// per 4 KiB of it and its claims.
     #[serde(default = "default_token_cache_entries")]
     pub token_cache_entries: usize,
     #[serde(default)]
@@ -439,6 +440,7 @@ impl Verifier {
             claims,
             issuer: parts.issuer,
             keys,
+            token_len: token.len(),
         });
         if let Some((cache, key)) = key
             && verified.holds(cache::now(), keys)
