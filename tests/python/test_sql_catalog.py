@@ -282,6 +282,27 @@ def trino_engine(gw, user):
                                     connect_args={"http_scheme": "http", "http_session": trino_session(gw, user)})
 
 
+def test_at_most_256_trino_queries_stay_open_at_once_and_a_cancelled_one_frees_its_place(start_lakegate):
+    # One row a page: every query below has more rows than its first page, so it stays open for the client.
+    lg = start_lakegate(env={"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1"})
+    session = trino_session(lg, "alice")
+    headers = {"X-Trino-User": "alice", "X-Trino-Catalog": "lakegate", "X-Trino-Schema": "sales"}
+
+    def start_query():
+        return session.post(f"{lg.control_url}/v1/statement", data="select order_id from sales.orders",
+                            headers=headers, timeout=60)
+
+    open_queries = []
+    for _ in range(256):
+        answer = start_query()
+        assert answer.status_code == 200, answer.text
+        open_queries.append(answer.json()["nextUri"])
+    refused = start_query()
+    assert refused.status_code == 503 and "too many open queries" in refused.text, refused.text
+    assert session.delete(open_queries.pop(), timeout=60).status_code == 204
+    assert start_query().status_code == 200
+
+
 def test_trino_show_catalogs_lists_the_gateway(gw):
     assert trino_rows(gw, "dave", "SHOW CATALOGS") == [["lakegate"]]
 
