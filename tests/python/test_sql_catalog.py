@@ -19,7 +19,7 @@ import requests
 import sqlalchemy
 import trino
 
-from conftest import eventually
+from conftest import DEMO_USERS, eventually
 from sql_support import (JDBC_JAR, USERS, VISIBLE, assert_nothing_hidden, gw, jdbc_classes,  # noqa: F401
                          token, visible_schemas, visible_tables)
 
@@ -282,25 +282,46 @@ def trino_engine(gw, user):
                                     connect_args={"http_scheme": "http", "http_session": trino_session(gw, user)})
 
 
-def test_at_most_256_trino_queries_stay_open_at_once_and_a_cancelled_one_frees_its_place(start_lakegate):
+def test_trino_queries_left_open_are_bounded_per_user_and_in_all_and_a_cancel_frees_a_place(start_lakegate):
     # One row a page: every query below has more rows than its first page, so it stays open for the client.
     lg = start_lakegate(env={"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1"})
-    session = trino_session(lg, "alice")
-    headers = {"X-Trino-User": "alice", "X-Trino-Catalog": "lakegate", "X-Trino-Schema": "sales"}
+    headers = {"X-Trino-Catalog": "lakegate", "X-Trino-Schema": "sales"}
 
-    def start_query():
-        return session.post(f"{lg.control_url}/v1/statement", data="select order_id from sales.orders",
-                            headers=headers, timeout=60)
+    def analyst(sub):
+        """A session of an analyst of the EU, as alice is."""
+        session = requests.Session()
+        session.headers.update(headers)
+        session.headers.update({"X-Trino-User": sub, "Authorization": "Bearer " + lg.token(sub, *DEMO_USERS["alice"])})
+        return session
 
-    open_queries = []
-    for _ in range(256):
-        answer = start_query()
-        assert answer.status_code == 200, answer.text
-        open_queries.append(answer.json()["nextUri"])
-    refused = start_query()
-    assert refused.status_code == 503 and "too many open queries" in refused.text, refused.text
-    assert session.delete(open_queries.pop(), timeout=60).status_code == 204
-    assert start_query().status_code == 200
+    def start_query(session):
+        return session.post(f"{lg.control_url}/v1/statement", data="select order_id from sales.orders", timeout=60)
+
+    def open_queries(session, n):
+        uris = []
+        for _ in range(n):
+            answer = start_query(session)
+            assert answer.status_code == 200, answer.text
+            uris.append(answer.json()["nextUri"])
+        return uris
+
+    # One user holds at most 64 of the places.
+    alice = analyst("alice")
+    alices = open_queries(alice, 64)
+    refused = start_query(alice)
+    assert refused.status_code == 503 and "too many open queries of yours" in refused.text, refused.text
+    # Another user's query is not theirs to fetch or cancel.
+    mallory = analyst("mallory")
+    assert mallory.get(alices[0], timeout=60).status_code == 404
+    assert mallory.delete(alices[0], timeout=60).status_code == 404
+    # 256 in all.
+    for sub in ("erin", "frank", "grace"):
+        open_queries(analyst(sub), 64)
+    refused = start_query(mallory)
+    assert refused.status_code == 503 and "too many open queries;" in refused.text, refused.text
+    # A cancel gives its place back.
+    assert alice.delete(alices.pop(), timeout=60).status_code == 204
+    assert start_query(mallory).status_code == 200
 
 
 def test_trino_show_catalogs_lists_the_gateway(gw):

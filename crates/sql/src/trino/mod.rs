@@ -31,6 +31,8 @@ use lakegate_net::http::{self as h, Body};
 const MAX_BODY: usize = 1 << 20;
 /// Queries kept open between pages at most; beyond, new queries are refused until some finish.
 const MAX_OPEN_QUERIES: usize = 256;
+/// Queries one user may keep open at once, so that no user takes every place. A BI tool runs a few at a time.
+const MAX_OPEN_QUERIES_PER_USER: usize = 64;
 /// An open query nobody fetched for this long is dropped (its audit event records it as incomplete).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -55,7 +57,6 @@ pub async fn close_open_queries() -> usize {
 }
 
 struct OpenQuery {
-    owner: String,
     columns: Vec<Column>,
     rows: RowStream,
     page: u64,
@@ -64,7 +65,30 @@ struct OpenQuery {
     _in_flight: Guard,
 }
 
-static OPEN: LazyLock<Mutex<HashMap<String, Arc<Mutex<OpenQuery>>>>> = LazyLock::new(Default::default);
+/// An open query and who opened it: only they fetch or cancel it.
+struct Kept {
+    owner: Owner,
+    query: Arc<Mutex<OpenQuery>>,
+}
+
+/// A user, by issuer and subject: two issuers may each have an `alice`.
+#[derive(Debug, PartialEq, Eq)]
+struct Owner {
+    issuer: String,
+    subject: String,
+}
+
+impl Owner {
+    fn of(principal: &lakegate_core::identity::Principal) -> Self {
+        Owner { issuer: principal.issuer.clone(), subject: principal.subject.clone() }
+    }
+
+    fn is(&self, principal: &lakegate_core::identity::Principal) -> bool {
+        self.issuer == principal.issuer && self.subject == principal.subject
+    }
+}
+
+static OPEN: LazyLock<Mutex<HashMap<String, Kept>>> = LazyLock::new(Default::default);
 
 /// Routes one request of the SQL front's HTTP routes.
 pub async fn handle<B>(service: &Arc<SqlService>, req: Request<B>, peer: SocketAddr, drain: &Watch) -> Response<Body>
@@ -117,26 +141,30 @@ where
             match outcome {
                 Ok((columns, rows)) => {
                     let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
-                    let query = OpenQuery {
-                        owner: principal.subject.clone(),
-                        columns,
-                        rows,
-                        page: 0,
-                        touched: Instant::now(),
-                        _in_flight: drain.guard(),
-                    };
+                    let query =
+                        OpenQuery { columns, rows, page: 0, touched: Instant::now(), _in_flight: drain.guard() };
                     let query = Arc::new(Mutex::new(query));
                     {
                         let mut open = OPEN.lock().await;
-                        open.retain(|_, q| q.try_lock().map(|q| q.touched.elapsed() < IDLE_TIMEOUT).unwrap_or(true));
-                        if open.len() >= MAX_OPEN_QUERIES {
+                        open.retain(|_, kept| {
+                            kept.query.try_lock().map(|q| q.touched.elapsed() < IDLE_TIMEOUT).unwrap_or(true)
+                        });
+                        let users = open.values().filter(|kept| kept.owner.is(&principal)).count();
+                        let refusal = if users >= MAX_OPEN_QUERIES_PER_USER {
+                            Some("too many open queries of yours; fetch or cancel some")
+                        } else if open.len() >= MAX_OPEN_QUERIES {
+                            Some("too many open queries; fetch or cancel some")
+                        } else {
+                            None
+                        };
+                        if let Some(refusal) = refusal {
                             return error(
                                 StatusCode::SERVICE_UNAVAILABLE,
-                                &SqlError::Limit("too many open queries; fetch or cancel some".into()),
+                                &SqlError::Limit(refusal.into()),
                                 &request_id,
                             );
                         }
-                        open.insert(id.clone(), query.clone());
+                        open.insert(id.clone(), Kept { owner: Owner::of(&principal), query: query.clone() });
                     }
                     let unanswered = Unanswered(Some(id.clone()));
                     let first = page(service, &base, &id, &query, &request_id).await;
@@ -151,14 +179,12 @@ where
                 return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such route"}), &request_id);
             };
             let id = rest.split('/').next().unwrap_or_default().to_owned();
-            let query = OPEN.lock().await.get(&id).cloned();
+            // Another user's query id is as good as absent.
+            let query =
+                OPEN.lock().await.get(&id).filter(|kept| kept.owner.is(&principal)).map(|kept| kept.query.clone());
             let Some(query) = query else {
                 return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such query"}), &request_id);
             };
-            if query.lock().await.owner != principal.subject {
-                // Another user's query id: as good as absent.
-                return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such query"}), &request_id);
-            }
             match method {
                 Method::DELETE => {
                     OPEN.lock().await.remove(&id);
