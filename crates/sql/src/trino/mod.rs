@@ -24,6 +24,7 @@ use super::rows::{Column, ColumnType, RowStream};
 use super::session::{Outcome, Session};
 use lakegate_core::audit::Front;
 use lakegate_core::gate::{GateError, Origin};
+use lakegate_core::identity::Principal;
 use lakegate_net::drain::{Guard, Watch};
 use lakegate_net::http::{self as h, Body};
 
@@ -79,11 +80,11 @@ struct Owner {
 }
 
 impl Owner {
-    fn of(principal: &lakegate_core::identity::Principal) -> Self {
+    fn of(principal: &Principal) -> Self {
         Owner { issuer: principal.issuer.clone(), subject: principal.subject.clone() }
     }
 
-    fn is(&self, principal: &lakegate_core::identity::Principal) -> bool {
+    fn is(&self, principal: &Principal) -> bool {
         self.issuer == principal.issuer && self.subject == principal.subject
     }
 }
