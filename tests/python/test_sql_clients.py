@@ -23,7 +23,7 @@ import requests
 import sqlalchemy
 import trino
 
-from conftest import demo_token, eventually
+from conftest import DEMO_USERS, demo_token, eventually
 from sql_support import jdbc_classes  # noqa: F401  (a fixture: the compiled pgJDBC test program)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +121,26 @@ def test_psql_a_bad_token_fails_password_authentication(gw):
                        capture_output=True, text=True, timeout=60)
     # psql does not print a connection error's SQLSTATE; "password authentication failed" is 28P01's text.
     assert r.returncode != 0 and "FATAL:  password authentication failed" in r.stderr, r.stderr
+
+
+def test_psql_signs_in_with_a_token_longer_than_10000_bytes(gw):
+    # An identity provider's token for someone in hundreds of groups: alice's own groups and attributes, and more.
+    groups, attrs = DEMO_USERS["alice"]
+    long = gw.token("alice", [*groups, *(f"team-{i:04}-readers" for i in range(450))], attrs)
+    assert 10_000 < len(long) < 16_384, len(long)
+    r = psql(gw, "alice", "select region, count(*) from sales.orders group by region", password=long)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["EU|12"]
+
+
+def test_psql_a_password_past_what_postgresql_reads_is_refused_with_its_reason(gw):
+    # Up to PostgreSQL's 65,535 bytes a password is read and is not a token (over identity.max_token_bytes)...
+    r = psql(gw, "alice", "select 1", password="x" * 20_000)
+    assert r.returncode != 0 and "FATAL:  password authentication failed" in r.stderr, r.stderr
+    # ...and past them it is refused at its header.
+    r = psql(gw, "alice", "select 1", password="x" * 70_000)
+    assert r.returncode != 0 and "FATAL:  invalid message length" in r.stderr, r.stderr
+    assert r.stdout == ""
 
 
 # ---------------------------------------------------------------- psycopg 3

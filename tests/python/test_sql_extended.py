@@ -35,7 +35,10 @@ class Wire:
         kind, body = self.read()
         assert (kind, body) == (b"R", struct.pack("!i", 3)), f"expected a cleartext password request: {kind} {body}"
         self.send(b"p", token(gw, user).encode() + b"\0", ahead)
-        assert not [m for m in self.until_ready() if m[0] == b"E"], "authentication failed"
+        # Up to ReadyForQuery, or the error that ends the session (and the connection with it).
+        while (message := self.read())[0] not in (b"Z", b"E"):
+            pass
+        assert message[0] == b"Z", f"authentication failed: {message[1]}"
 
     def close(self):
         self.send(b"X", b"")
@@ -51,6 +54,13 @@ class Wire:
         assert kind == b"E" and fields.get(b"S") == "FATAL", (kind, fields)
         assert self.sock.recv(1) == b"", "the connection stays open"
         return fields[b"C"], fields[b"M"]
+
+    @classmethod
+    def unauthenticated(cls, sock):
+        """A frontend on a socket that has sent what it sent and authenticated as nobody."""
+        wire = cls.__new__(cls)
+        wire.sock = sock
+        return wire
 
     def exactly(self, n):
         data = b""
@@ -312,6 +322,15 @@ def test_a_message_over_the_limit_sent_with_the_password_ends_the_session_once_a
     assert wire.fatal()[0] == "54000"
 
 
+def test_a_startup_message_over_10000_bytes_is_refused_with_08p01_before_anything_else(lakegate):
+    # PostgreSQL reads a startup message of up to 10,000 bytes; the gateway says why it reads no further.
+    sock = socket.create_connection(("127.0.0.1", lakegate.sql_port), timeout=30)
+    params = b"user\0alice\0application_name\0" + b"a" * 10_000 + b"\0\0"
+    sock.sendall(struct.pack("!ii", 8 + len(params), 3 << 16) + params)
+    code, message = Wire.unauthenticated(sock).fatal()
+    assert (code, "invalid message length" in message) == ("08P01", True), message
+
+
 def test_a_message_limit_that_would_refuse_the_longest_statement_stops_the_start(tmp_path):
     env = dict(
         os.environ,
@@ -348,3 +367,30 @@ def test_a_client_past_max_connections_is_refused_with_53300_and_let_in_once_a_s
     assert carol.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
     carol.close()
     bob.close()
+
+
+def test_a_user_past_their_share_of_sessions_is_refused_with_53300_and_others_are_let_in(start_lakegate):
+    lg = start_lakegate(env={"LAKEGATE__SQL__MAX_CONNECTIONS_PER_USER": "2"})
+    first, second = Wire(lg, "alice"), Wire(lg, "alice")
+    # psql shows PostgreSQL's words for a role past its connection limit.
+    env = dict(os.environ, PGPASSWORD=token(lg, "alice"), PGCONNECT_TIMEOUT="10")
+    dsn = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user=alice sslmode=disable"
+    refused = subprocess.run(["psql", dsn, "-X", "-c", "select 1"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and 'too many connections for role "alice"' in refused.stderr, refused.stderr
+    with pytest.raises(AssertionError, match="53300"):
+        Wire(lg, "alice")
+    # Someone else is let in, and alice's sessions go on; once one ends, alice is let in again.
+    bob = Wire(lg, "bob")
+    assert second.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
+    first.close()
+
+    def let_in():
+        try:
+            return Wire(lg, "alice")
+        except AssertionError:
+            return None
+
+    third = eventually("a place for alice", let_in)
+    assert third.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
+    for wire in (third, second, bob):
+        wire.close()

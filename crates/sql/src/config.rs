@@ -32,6 +32,11 @@ pub struct SqlConfig {
     /// taken. With `max_message_bytes`, bounds what clients can make the front hold in messages being read.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How many of those sessions one user may hold at once (the user of an acting chain counts, not the actor);
+    /// the next is refused once authenticated, with FATAL 53300 `too many connections for role`, as PostgreSQL
+    /// refuses one past a role's `CONNECTION LIMIT`. So that one user cannot take every place.
+    #[serde(default = "default_max_connections_per_user")]
+    pub max_connections_per_user: usize,
     /// Rows per page of the Trino HTTP protocol.
     #[serde(default = "default_trino_page_rows")]
     pub trino_page_rows: usize,
@@ -127,6 +132,7 @@ impl Default for SqlConfig {
             max_statement_bytes: default_max_statement_bytes(),
             max_message_bytes: default_max_message_bytes(),
             max_connections: default_max_connections(),
+            max_connections_per_user: default_max_connections_per_user(),
             trino_page_rows: default_trino_page_rows(),
             idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             postgres: Vec::new(),
@@ -153,6 +159,9 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_max_connections() -> usize {
     1000
+}
+fn default_max_connections_per_user() -> usize {
+    250
 }
 fn default_trino_page_rows() -> usize {
     1000

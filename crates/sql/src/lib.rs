@@ -38,6 +38,8 @@ pub struct SqlSettings {
     pub max_message_bytes: usize,
     /// How many PostgreSQL wire sessions may be open at once.
     pub max_connections: usize,
+    /// How many of them one user may hold.
+    pub max_connections_per_user: usize,
     pub trino_page_rows: usize,
     pub plaintext_password_allowed: bool,
     /// Whether the control endpoint (Trino protocol) is served over TLS, for the `nextUri` scheme.
@@ -128,6 +130,7 @@ impl SqlService {
                 max_statement_bytes: config.max_statement_bytes,
                 max_message_bytes: config.max_message_bytes,
                 max_connections: config.max_connections,
+                max_connections_per_user: config.max_connections_per_user,
                 trino_page_rows: config.trino_page_rows.max(1),
                 plaintext_password_allowed: config.plaintext_password_allowed(),
                 control_tls,

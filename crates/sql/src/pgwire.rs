@@ -40,6 +40,8 @@ use tokio_postgres::types::{IsNull, ToSql, to_sql_checked};
 use tokio_util::codec::Framed;
 
 mod message_limit;
+mod password;
+mod per_user;
 
 use super::SqlService;
 use super::bind::is_number;
@@ -66,6 +68,7 @@ pub async fn serve(
     let acceptor = tls.map(pgwire::tokio::TlsAcceptor::from);
     let cancels = Arc::new(Cancels::default());
     let sessions = Arc::new(tokio::sync::Semaphore::new(service.settings.max_connections));
+    let per_user = per_user::PerUser::new(service.settings.max_connections_per_user);
     tokio::spawn(async move {
         let stop = drain.draining();
         tokio::pin!(stop);
@@ -93,6 +96,8 @@ pub async fn serve(
                 cancel: Arc::new(std::sync::Mutex::new(None)),
                 described: Arc::new(std::sync::Mutex::new(None)),
                 named: Arc::default(),
+                per_user: per_user.clone(),
+                place: Arc::default(),
             });
             let acceptor = acceptor.clone();
             let drain = drain.clone();
@@ -189,6 +194,7 @@ async fn session_loop(
             idle_deadline.as_mut().reset(tokio::time::Instant::now() + limit);
         }
         let idle_in_block = idle_limit.is_some();
+        let password_awaited = matches!(socket.state(), PgWireConnectionState::AuthenticationInProgress);
         let msg = tokio::select! {
             // Before reading: a statement the client sent after the signal is not started.
             biased;
@@ -214,12 +220,13 @@ async fn session_loop(
                 socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
                 return socket.close().await;
             }
-            msg = socket.next() => msg,
+            msg = next_message(&mut socket, password_awaited) => msg,
         };
         let msg = match msg {
             Some(Ok(msg)) => msg,
             Some(Err(_)) if socket.get_ref().refused().is_some() => return refuse_oversized(&mut socket).await,
-            _ => return Ok(()),
+            None | Some(Err(PgWireError::IoError(_))) => return Ok(()),
+            Some(Err(e)) => return refuse_undecodable(&mut socket, &e).await,
         };
         if full && matches!(msg, PgWireFrontendMessage::Startup(_)) {
             let message = "sorry, too many clients already";
@@ -310,6 +317,44 @@ where
     socket.close().await
 }
 
+/// The client's next message: pgwire's decoder's, but for a password longer than it reads (see [`password`]).
+async fn next_message<S, C>(
+    socket: &mut Framed<S, C>,
+    password_awaited: bool,
+) -> Option<PgWireResult<PgWireFrontendMessage>>
+where
+    S: tokio::io::AsyncRead + Unpin,
+    C: tokio_util::codec::Decoder<Item = PgWireFrontendMessage, Error = PgWireError>,
+{
+    if password_awaited {
+        match password::read_long(socket).await {
+            Ok(Some(message)) => return Some(Ok(message)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    socket.next().await
+}
+
+/// Ends a session whose client sent what is not a message of the protocol, or one too long where it came (a
+/// startup message over 10,000 bytes, a password over 65,535, as PostgreSQL bounds them). PostgreSQL itself only
+/// logs these and closes; the client is told why here, with the code of a protocol violation.
+async fn refuse_undecodable<S, C>(socket: &mut Framed<S, C>, e: &PgWireError) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    C: tokio_util::codec::Encoder<PgWireBackendMessage, Error = std::io::Error>,
+{
+    let message = match e {
+        PgWireError::MessageTooLarge(limit, len) => {
+            format!("invalid message length: a message of {len} bytes where at most {limit} are read")
+        }
+        other => format!("invalid message: {other}"),
+    };
+    let info = ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), message);
+    socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+    socket.close().await
+}
+
 /// Resolves when a cancel request fires `cancelled`; never when there is none, or when its sender is replaced.
 async fn fired(cancelled: Option<futures::channel::oneshot::Receiver<()>>) {
     if let Some(rx) = cancelled
@@ -390,6 +435,9 @@ struct Connection {
     described: Arc<std::sync::Mutex<Option<Described>>>,
     /// The client's named statements and portals in pgwire's store, which lists none and bounds none.
     named: Arc<std::sync::Mutex<Named>>,
+    /// The sessions each user holds, and this connection's place among its user's once authenticated.
+    per_user: Arc<per_user::PerUser>,
+    place: Arc<std::sync::Mutex<Option<per_user::Place>>>,
 }
 
 /// Named prepared statements one session may hold. Drivers keep far fewer (pgJDBC caches 256 statements, psycopg
@@ -639,6 +687,10 @@ impl StartupHandler for Connection {
                         ),
                     ));
                 }
+                let Some(place) = self.per_user.take(&principal) else {
+                    return Err(fatal("53300", format!("too many connections for role \"{user}\"")));
+                };
+                *self.place.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(place);
                 let params = Parameters {
                     user: user.clone(),
                     application_name: client.metadata().get(pgwire::api::METADATA_APPLICATION_NAME).cloned(),
