@@ -43,9 +43,9 @@ GRANT SELECT ON sales.orders, hr.employees TO lakegate_backend;
 """
 
 
-def on_postgres(tmp_root, pg, env=None):
+def on_postgres(tmp_root, pg, env=None, backend=""):
     """A gateway whose demo tables live on `pg` (the demo policies, catalog entries moved to backend `warehouse`),
-    with `env` added to its environment.
+    with `env` added to its environment and `backend` to the backend's settings (`key = value, ...`).
 
     The PostgreSQL database also holds a table that is in no catalog (hr.secret_bonuses): it must never show."""
     pg.psql(PG_SCHEMA)
@@ -58,7 +58,7 @@ def on_postgres(tmp_root, pg, env=None):
     url = f"host=127.0.0.1 port={pg.port} user=lakegate_backend dbname=postgres"
     return Lakegate(env={
         "LAKEGATE__POLICY__DIR": str(policies),
-        "LAKEGATE__SQL__POSTGRES": f'[{{name = "warehouse", url = "{url}", pool_size = 2}}]',
+        "LAKEGATE__SQL__POSTGRES": f'[{{name = "warehouse", url = "{url}", pool_size = 2{", " if backend else ""}{backend}}}]',
         **(env or {}),
     })
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pandas
 import pyodbc
@@ -21,7 +22,7 @@ import trino
 
 from conftest import DEMO_USERS, eventually
 from sql_support import (JDBC_JAR, USERS, VISIBLE, assert_nothing_hidden, gw, jdbc_classes,  # noqa: F401
-                         token, visible_schemas, visible_tables)
+                         on_postgres, token, visible_schemas, visible_tables)
 
 # ---------------------------------------------------------------- psql meta-commands
 
@@ -322,6 +323,37 @@ def test_trino_queries_left_open_are_bounded_per_user_and_in_all_and_a_cancel_fr
     # A cancel gives its place back.
     assert alice.delete(alices.pop(), timeout=60).status_code == 204
     assert start_query(mallory).status_code == 200
+
+
+def test_trino_queries_their_client_abandoned_give_their_backend_connection_back(tmp_path, postgres):
+    # On PostgreSQL an open query's rows stream from a backend connection. The Trino front has one here (a pool of
+    # two, shared among the connection threads and the front's own), which a statement waits a second for.
+    env = {"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1", "LAKEGATE__SQL__TRINO_CLIENT_TIMEOUT_MS": "3000"}
+    lg = on_postgres(tmp_path, postgres, env=env, backend="pool_wait_timeout_ms = 1000")
+    try:
+        headers = {"X-Trino-Catalog": "lakegate", "X-Trino-Schema": "sales"}
+
+        def start_query(user):
+            return trino_session(lg, user).post(f"{lg.control_url}/v1/statement", headers=headers, timeout=60,
+                                                data="select order_id from sales.orders")
+
+        # alice's query has a row left after its first page, and she never comes back for it.
+        held = start_query("alice")
+        assert held.status_code == 200 and held.json()["data"] == [[1]], held.text
+        # Until her client's time is up, bob's query waits for the connection, and is refused.
+        waited = start_query("bob")
+        assert waited.json()["error"]["sqlState"] == "53300", waited.text
+        # Once it is, bob's next query is answered: alice's is dropped before it waits.
+        time.sleep(3)
+        answered = start_query("bob")
+        assert answered.status_code == 200 and answered.json()["data"] == [[2]], answered.text
+        assert trino_session(lg, "alice").get(held.json()["nextUri"], timeout=60).status_code == 404
+        events = lg.audit_events()
+    finally:
+        lg.stop()
+    alices = [e for e in events if e["action"] == "sql:Select" and e["principal"]["subject"] == "alice"
+              and e.get("stage") != "decision"]
+    assert [(e["outcome"] or {}).get("incomplete") for e in alices] == [True], alices
 
 
 def test_trino_show_catalogs_lists_the_gateway(gw):

@@ -40,6 +40,11 @@ pub struct SqlConfig {
     /// Rows per page of the Trino HTTP protocol.
     #[serde(default = "default_trino_page_rows")]
     pub trino_page_rows: usize,
+    /// How long an open query of the Trino HTTP protocol waits for its client to fetch the next page before it is
+    /// dropped (recorded as incomplete), as Trino's `query.client.timeout`. Its rows may stream from a backend
+    /// connection, which is held until then.
+    #[serde(default = "default_trino_client_timeout_ms")]
+    pub trino_client_timeout_ms: u64,
     /// How long a client may sit idle inside a transaction block that holds a backend connection (from the
     /// block's first write) before the gateway rolls the block back and closes the connection (FATAL 25P03, as
     /// PostgreSQL's `idle_in_transaction_session_timeout`); 0 never does. The connection is one of a small pool's,
@@ -134,6 +139,7 @@ impl Default for SqlConfig {
             max_connections: default_max_connections(),
             max_connections_per_user: default_max_connections_per_user(),
             trino_page_rows: default_trino_page_rows(),
+            trino_client_timeout_ms: default_trino_client_timeout_ms(),
             idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             postgres: Vec::new(),
             spark: Vec::new(),
@@ -165,6 +171,9 @@ fn default_max_connections_per_user() -> usize {
 }
 fn default_trino_page_rows() -> usize {
     1000
+}
+fn default_trino_client_timeout_ms() -> u64 {
+    300_000
 }
 fn default_idle_in_transaction_timeout_ms() -> u64 {
     600_000

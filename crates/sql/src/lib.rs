@@ -41,6 +41,8 @@ pub struct SqlSettings {
     /// How many of them one user may hold.
     pub max_connections_per_user: usize,
     pub trino_page_rows: usize,
+    /// How long an open Trino query waits for its client to fetch the next page.
+    pub trino_client_timeout: std::time::Duration,
     pub plaintext_password_allowed: bool,
     /// Whether the control endpoint (Trino protocol) is served over TLS, for the `nextUri` scheme.
     pub control_tls: bool,
@@ -132,6 +134,7 @@ impl SqlService {
                 max_connections: config.max_connections,
                 max_connections_per_user: config.max_connections_per_user,
                 trino_page_rows: config.trino_page_rows.max(1),
+                trino_client_timeout: std::time::Duration::from_millis(config.trino_client_timeout_ms),
                 plaintext_password_allowed: config.plaintext_password_allowed(),
                 control_tls,
                 idle_in_transaction_timeout: (config.idle_in_transaction_timeout_ms > 0)

@@ -34,8 +34,6 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_OPEN_QUERIES: usize = 256;
 /// Queries one user may keep open at once, so that no user takes every place. A BI tool runs a few at a time.
 const MAX_OPEN_QUERIES_PER_USER: usize = 64;
-/// An open query nobody fetched for this long is dropped (its audit event records it as incomplete).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Whether `path` belongs to the SQL front's HTTP routes.
 pub fn handles(path: &str) -> bool {
@@ -124,6 +122,7 @@ where
             return r;
         }
     };
+    drop_abandoned(service.settings.trino_client_timeout).await;
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/statement") => {
             let sql = match h::read_limited(req.into_body(), MAX_BODY).await {
@@ -147,9 +146,6 @@ where
                     let query = Arc::new(Mutex::new(query));
                     {
                         let mut open = OPEN.lock().await;
-                        open.retain(|_, kept| {
-                            kept.query.try_lock().map(|q| q.touched.elapsed() < IDLE_TIMEOUT).unwrap_or(true)
-                        });
                         let users = open.values().filter(|kept| kept.owner.is(&principal)).count();
                         let refusal = if users >= MAX_OPEN_QUERIES_PER_USER {
                             Some("too many open queries of yours; fetch or cancel some")
@@ -196,6 +192,14 @@ where
             }
         }
     }
+}
+
+/// Drops the open queries nobody fetched for `timeout` (their audit records say incomplete), which gives back the
+/// backend connections their rows stream from. Done at every request of the front, before its own statement waits
+/// for a connection: done only when a new query is kept, as it was, it came after that wait, and abandoned queries
+/// holding every connection of the front's share stalled each new query until it failed, for good.
+async fn drop_abandoned(timeout: Duration) {
+    OPEN.lock().await.retain(|_, kept| kept.query.try_lock().map(|q| q.touched.elapsed() < timeout).unwrap_or(true));
 }
 
 /// A query whose first page is not answered yet. The client learns the query's id only from that page: if it goes
