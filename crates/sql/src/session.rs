@@ -26,7 +26,7 @@ use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
 use lakegate_core::gate::{FilterCache, GateError, Origin, Refusal, StatementDecision};
 use lakegate_core::identity::{KeptToken, Principal};
-use lakegate_core::policy::PolicyStore;
+use lakegate_core::policy::StoreId;
 use sqlparser::tokenizer::Token;
 
 /// The server version reported to clients (`server_version`, `version()`): the PostgreSQL dialect Lakegate
@@ -128,7 +128,7 @@ type Shapes = quick_cache::sync::Cache<(String, String), Shape, KeptWeight>;
 /// A text's rewrite: what it prepared and what was decided for it, under which policy set.
 #[derive(Debug)]
 struct Kept {
-    store: Arc<PolicyStore>,
+    store: StoreId,
     prepared: Vec<Prepared>,
     decision: StatementDecision,
 }
@@ -337,7 +337,7 @@ pub struct Governed {
     pub statement: RewrittenStatement,
     pub backend: String,
     /// The policy set it was rewritten under (see [`Session::run_kept`]).
-    store: Arc<PolicyStore>,
+    store: StoreId,
     /// What the gate decided for the statement's tables (the permits behind the filters used).
     pub decision: StatementDecision,
     /// Its text cut at its parameters, made at its first execution with parameters (shared by the statement's
@@ -539,14 +539,14 @@ impl Session {
         let rewrites = self.rewrites.get_or_init(KeptRewrites::new);
         let search_path = self.settings.get("search_path").map_or("", String::as_str);
         let key = TextKey(search_path, sql);
-        if let Some(hit) = rewrites.kept.get(&key).filter(|hit| Arc::ptr_eq(&hit.store, policy.store())) {
+        if let Some(hit) = rewrites.kept.get(&key).filter(|hit| hit.store.is(policy.store())) {
             return (Ok(hit.prepared.clone()), hit.decision.clone());
         }
         let mut lifted = lift(sql);
         if let Some(l) = &lifted {
             match rewrites.shapes.get(&TextKey(search_path, &l.shape)) {
                 Some(Shape::Kept { kept: hit, tokens })
-                    if Arc::ptr_eq(&hit.store, policy.store()) && l.tokens.as_deref().is_none_or(|t| *t == *tokens) =>
+                    if hit.store.is(policy.store()) && l.tokens.as_deref().is_none_or(|t| *t == *tokens) =>
                 {
                     let prepared = hit
                         .prepared
@@ -563,7 +563,7 @@ impl Session {
                 _ => {}
             }
         }
-        let store = policy.store().clone();
+        let store = StoreId::of(policy.store());
         let (prepared, decision) = self.rewrite_afresh(sql, policy);
         let Ok(list) = &prepared else { return (prepared, decision) };
         match lifted {
@@ -587,13 +587,13 @@ impl Session {
     /// The rewrite of a text's shape, kept only when its shape's text reads as its shape and, bound with the
     /// text's literals, it is `own`, the text's own rewrite under `store`, and only for reads. `None` when the
     /// policy set changed meanwhile (nothing is known).
-    fn rewrite_shape(&self, lifted: &Lifted, own: &[Prepared], store: Arc<PolicyStore>) -> Option<Shape> {
+    fn rewrite_shape(&self, lifted: &Lifted, own: &[Prepared], store: StoreId) -> Option<Shape> {
         let Some(tokens) = tokenize(&lifted.shape) else { return Some(Shape::Unlifted) };
         if lifted.tokens.as_ref().is_some_and(|shape| *shape != tokens) {
             return Some(Shape::Unlifted);
         }
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
-        if !Arc::ptr_eq(policy.store(), &store) {
+        if !store.is(policy.store()) {
             return None;
         }
         let (Ok(prepared), decision) = self.rewrite_afresh(&lifted.shape, policy) else {
@@ -622,7 +622,7 @@ impl Session {
         sql: &str,
         policy: lakegate_core::gate::StatementPolicy<'_>,
     ) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
-        let store = policy.store().clone();
+        let store = StoreId::of(policy.store());
         let catalog = self.service.catalogs.for_store(policy.store());
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
         let typed = |table: &TableName| {
@@ -788,7 +788,7 @@ impl Session {
     ) -> Result<Outcome, SqlError> {
         let PreparedKind::Governed(g) = &prepared.kind else { return self.run(prepared, params, request_id).await };
         let in_force = self.service.gate.statement_policy(&self.principal, &self.filters).store().clone();
-        if Arc::ptr_eq(&in_force, &g.store) {
+        if g.store.is(&in_force) {
             return self.run(prepared, params, request_id).await;
         }
         let mut again = self.prepare(&prepared.original, request_id).await?;

@@ -13,7 +13,9 @@ use super::{DEFAULT_DENY, Gate, GateError, Origin, event, front_name};
 use crate::audit::{AuditSlot, SqlAudit};
 use crate::identity::Principal;
 use crate::policy::catalog::Catalog;
-use crate::policy::{ExplainedFilter, PolicyError, PolicyStore, RequestContext, TableFilter, TableName, TableOp};
+use crate::policy::{
+    ExplainedFilter, PolicyError, PolicyStore, RequestContext, StoreId, TableFilter, TableName, TableOp,
+};
 
 /// The table filters a session has compiled, valid for one policy set.
 ///
@@ -23,7 +25,7 @@ use crate::policy::{ExplainedFilter, PolicyError, PolicyStore, RequestContext, T
 /// one, which makes a revoked permission take effect on the very next statement, as without the cache.
 #[derive(Debug, Default)]
 pub struct FilterCache {
-    store: Option<Arc<PolicyStore>>,
+    store: Option<StoreId>,
     entries: HashMap<(TableOp, TableName), ExplainedFilter>,
 }
 
@@ -37,8 +39,8 @@ impl FilterCache {
         key: (TableOp, TableName),
         compile: impl FnOnce() -> Result<ExplainedFilter, PolicyError>,
     ) -> Result<ExplainedFilter, PolicyError> {
-        if !self.store.as_ref().is_some_and(|s| Arc::ptr_eq(s, store)) {
-            self.store = Some(store.clone());
+        if !self.store.as_ref().is_some_and(|s| s.is(store)) {
+            self.store = Some(StoreId::of(store));
             self.entries.clear();
         }
         if let Some(filter) = self.entries.get(&key) {
@@ -285,6 +287,10 @@ mod tests {
         assert_eq!(compiled, 1, "the second statement under the same set reuses the filter");
         compile(&mut cache, &reloaded, &mut compiled);
         assert_eq!(compiled, 2, "a reload, even to equal text, compiles again: the new set binds at once");
+        // An idle session's cache keeps neither set alive once the process has let go of it.
+        let probes = (Arc::downgrade(&first), Arc::downgrade(&reloaded));
+        drop((first, reloaded));
+        assert!(probes.0.upgrade().is_none() && probes.1.upgrade().is_none());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use config::PolicyConfig;
 pub use filter::{ColumnAccess, Condition, Mask, TableFilter, TableName, TableOp};
 pub use resource::Resource;
 use store::RequestShape;
-pub use store::{LoadErrors, PolicyStore, Problem};
+pub use store::{LoadErrors, PolicyStore, Problem, StoreId};
 pub use watch::watch;
 
 /// Why a decision could not be made (the request is refused either way).

@@ -100,6 +100,26 @@ pub struct PolicyStore {
     pub(super) named: Named,
 }
 
+/// Which policy set something was made under, without keeping that set alive: a session's kept rewrites and
+/// filters are checked against the set in force before each use, and an idle session must not hold a set, with its
+/// decisions, that reloads have long replaced.
+///
+/// A weak reference keeps the set's allocation, though not its contents, so no set loaded later can have the same
+/// address while the id lives: the comparison is by address, and never mistakes a new set for the one it names.
+#[derive(Debug, Clone)]
+pub struct StoreId(std::sync::Weak<PolicyStore>);
+
+impl StoreId {
+    pub fn of(store: &std::sync::Arc<PolicyStore>) -> Self {
+        Self(std::sync::Arc::downgrade(store))
+    }
+
+    /// Whether this names `store`.
+    pub fn is(&self, store: &std::sync::Arc<PolicyStore>) -> bool {
+        std::ptr::eq(self.0.as_ptr(), std::sync::Arc::as_ptr(store))
+    }
+}
+
 /// What Cedar's check of a request against the schema depends on when Lakegate alone builds the context and the
 /// schema enumerates no ids: the action, the resource's type (the principal's is always `User`), and whether
 /// the context's `actors` set is empty (its attributes are strings otherwise: `front`, the acting chain's

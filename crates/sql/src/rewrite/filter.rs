@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lakegate_core::policy::PolicyStore;
+use lakegate_core::policy::{PolicyStore, StoreId};
 
 pub use lakegate_core::policy::filter::{ColumnAccess, Condition, Mask, TableFilter, TableName, TableOp};
 
@@ -118,12 +118,12 @@ impl Catalog {
 }
 
 /// The catalog index of the policy set in force, built once per policy set instead of once per statement (it
-/// indexes every table and column of `catalog.toml`). Keyed by the policy set itself, held here: a set that was
-/// replaced cannot be confused with a new one at the same address, and a reload (a new catalog) is seen by the
-/// very next statement.
+/// indexes every table and column of `catalog.toml`). Keyed by the policy set's [`StoreId`], which does not keep
+/// the set alive and cannot be confused with a new one at the same address: a reload (a new catalog) is seen by
+/// the very next statement.
 #[derive(Debug, Default)]
 pub(crate) struct CatalogCache {
-    current: Mutex<Option<(Arc<PolicyStore>, Arc<Catalog>)>>,
+    current: Mutex<Option<(StoreId, Arc<Catalog>)>>,
 }
 
 impl CatalogCache {
@@ -131,10 +131,10 @@ impl CatalogCache {
     pub(crate) fn for_store(&self, store: &Arc<PolicyStore>) -> Arc<Catalog> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         match &*current {
-            Some((cached, catalog)) if Arc::ptr_eq(cached, store) => catalog.clone(),
+            Some((cached, catalog)) if cached.is(store) => catalog.clone(),
             _ => {
                 let catalog = Arc::new(Catalog::from_policy(store.catalog()));
-                *current = Some((store.clone(), catalog.clone()));
+                *current = Some((StoreId::of(store), catalog.clone()));
                 catalog
             }
         }
@@ -177,5 +177,11 @@ mod tests {
         let second = cache.for_store(&reloaded);
         assert!(second.table(&added).is_some(), "the new policy set's index has the new table");
         assert_eq!(*second, Catalog::from_policy(reloaded.catalog()));
+
+        // The cache keeps the index, not the policy set it was built from.
+        let probe = Arc::downgrade(&reloaded);
+        drop(reloaded);
+        assert!(probe.upgrade().is_none());
+        assert!(cache.for_store(&store).table(&added).is_none(), "the first set again: its own index");
     }
 }
