@@ -343,27 +343,36 @@ def test_a_message_limit_that_would_refuse_the_longest_statement_stops_the_start
     assert failed.returncode != 0 and "must be above sql.max_statement_bytes" in failed.stderr, failed.stderr
 
 
+def psql_select_1(lg, user):
+    """psql connecting as `user` with their token and running `select 1`: what it printed and its exit code."""
+    env = dict(os.environ, PGPASSWORD=token(lg, user), PGCONNECT_TIMEOUT="10")
+    dsn = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user={user} sslmode=disable"
+    return subprocess.run(["psql", dsn, "-X", "-c", "select 1"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def let_in_once_a_place_is_free(lg, user):
+    """A session of `user`'s, once the gateway lets them in (a closed session's place is freed as it ends)."""
+    def let_in():
+        try:
+            return Wire(lg, user)
+        except AssertionError:
+            return None
+
+    return eventually(f"a place for {user}", let_in)
+
+
 def test_a_client_past_max_connections_is_refused_with_53300_and_let_in_once_a_session_ends(start_lakegate):
     lg = start_lakegate(env={"LAKEGATE__SQL__MAX_CONNECTIONS": "2"})
     alice, bob = Wire(lg, "alice"), Wire(lg, "bob")
     # psql shows PostgreSQL's own words for it.
-    env = dict(os.environ, PGPASSWORD=token(lg, "carol"), PGCONNECT_TIMEOUT="10")
-    dsn = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user=carol sslmode=disable"
-    refused = subprocess.run(["psql", dsn, "-X", "-c", "select 1"], env=env, capture_output=True, text=True, timeout=60)
+    refused = psql_select_1(lg, "carol")
     assert refused.returncode != 0 and "sorry, too many clients already" in refused.stderr, refused.stderr
     with pytest.raises(AssertionError, match="53300"):
         Wire(lg, "carol")
     # The sessions in are not disturbed; once one ends, its place is free again.
     assert bob.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
     alice.close()
-
-    def let_in():
-        try:
-            return Wire(lg, "carol")
-        except AssertionError:
-            return None
-
-    carol = eventually("a place for carol", let_in)
+    carol = let_in_once_a_place_is_free(lg, "carol")
     assert carol.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
     carol.close()
     bob.close()
@@ -373,9 +382,7 @@ def test_a_user_past_their_share_of_sessions_is_refused_with_53300_and_others_ar
     lg = start_lakegate(env={"LAKEGATE__SQL__MAX_CONNECTIONS_PER_USER": "2"})
     first, second = Wire(lg, "alice"), Wire(lg, "alice")
     # psql shows PostgreSQL's words for a role past its connection limit.
-    env = dict(os.environ, PGPASSWORD=token(lg, "alice"), PGCONNECT_TIMEOUT="10")
-    dsn = f"host=127.0.0.1 port={lg.sql_port} dbname=lakegate user=alice sslmode=disable"
-    refused = subprocess.run(["psql", dsn, "-X", "-c", "select 1"], env=env, capture_output=True, text=True, timeout=60)
+    refused = psql_select_1(lg, "alice")
     assert refused.returncode != 0 and 'too many connections for role "alice"' in refused.stderr, refused.stderr
     with pytest.raises(AssertionError, match="53300"):
         Wire(lg, "alice")
@@ -383,14 +390,7 @@ def test_a_user_past_their_share_of_sessions_is_refused_with_53300_and_others_ar
     bob = Wire(lg, "bob")
     assert second.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
     first.close()
-
-    def let_in():
-        try:
-            return Wire(lg, "alice")
-        except AssertionError:
-            return None
-
-    third = eventually("a place for alice", let_in)
+    third = let_in_once_a_place_is_free(lg, "alice")
     assert third.simple("select 1 as one") == [("D", ("1",)), ("C", "SELECT 1")]
     for wire in (third, second, bob):
         wire.close()

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod introspect;
 mod lift;
+mod owner;
 pub mod pgwire;
 pub mod rewrite;
 pub mod rows;

@@ -169,10 +169,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    /// A frontend message of type `kind`, as it goes on the wire.
+    pub(in crate::pgwire) fn message(kind: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![kind];
         m.extend_from_slice(&u32::try_from(body.len() + 4).expect("small").to_be_bytes());
         m.extend_from_slice(body);

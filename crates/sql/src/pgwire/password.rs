@@ -74,14 +74,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::BytesCodec;
 
+    use super::super::message_limit::tests::message;
     use super::*;
-
-    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![kind];
-        m.extend_from_slice(&u32::try_from(body.len() + 4).expect("small").to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    }
 
     /// What `read_long` makes of `stream` written `split` bytes at a time, and what it leaves in the read buffer.
     async fn read(stream: Vec<u8>, split: usize) -> (Result<Option<BytesMut>, String>, Vec<u8>) {

@@ -8,21 +8,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use lakegate_core::identity::Principal;
 
-/// A user: the issuer and subject of the principal (an acting chain counts for the user it acts for).
-type User = (String, String);
+use crate::owner::Owner;
 
 /// The sessions each user holds, up to `limit`.
 #[derive(Debug)]
 pub(crate) struct PerUser {
     limit: usize,
-    held: Mutex<HashMap<User, usize>>,
+    held: Mutex<HashMap<Owner, usize>>,
 }
 
 /// One user's place, given back when dropped (at the end of the connection).
 #[derive(Debug)]
 pub(crate) struct Place {
     per_user: Arc<PerUser>,
-    user: User,
+    user: Owner,
 }
 
 impl PerUser {
@@ -32,7 +31,7 @@ impl PerUser {
 
     /// A place for `principal`'s user; `None` when the user already holds `limit`.
     pub(crate) fn take(self: &Arc<Self>, principal: &Principal) -> Option<Place> {
-        let user = (principal.issuer.clone(), principal.subject.clone());
+        let user = Owner::of(principal);
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let count = held.entry(user.clone()).or_default();
         if *count >= self.limit {

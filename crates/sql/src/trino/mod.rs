@@ -20,11 +20,11 @@ pub mod dialect;
 
 use super::SqlService;
 use super::error::SqlError;
+use super::owner::Owner;
 use super::rows::{Column, ColumnType, RowStream};
 use super::session::{Outcome, Session};
 use lakegate_core::audit::Front;
 use lakegate_core::gate::{GateError, Origin};
-use lakegate_core::identity::Principal;
 use lakegate_net::drain::{Guard, Watch};
 use lakegate_net::http::{self as h, Body};
 
@@ -68,23 +68,6 @@ struct OpenQuery {
 struct Kept {
     owner: Owner,
     query: Arc<Mutex<OpenQuery>>,
-}
-
-/// A user, by issuer and subject: two issuers may each have an `alice`.
-#[derive(Debug, PartialEq, Eq)]
-struct Owner {
-    issuer: String,
-    subject: String,
-}
-
-impl Owner {
-    fn of(principal: &Principal) -> Self {
-        Owner { issuer: principal.issuer.clone(), subject: principal.subject.clone() }
-    }
-
-    fn is(&self, principal: &Principal) -> bool {
-        self.issuer == principal.issuer && self.subject == principal.subject
-    }
 }
 
 static OPEN: LazyLock<Mutex<HashMap<String, Kept>>> = LazyLock::new(Default::default);
