@@ -347,7 +347,18 @@ def test_trino_queries_their_client_abandoned_give_their_backend_connection_back
         time.sleep(3)
         answered = start_query("bob")
         assert answered.status_code == 200 and answered.json()["data"] == [[2]], answered.text
-        assert trino_session(lg, "alice").get(held.json()["nextUri"], timeout=60).status_code == 404
+        # alice, come back, is told what became of her query, as Trino tells it, until she lets it go; to bob it
+        # is no query of his.
+        next_uri = held.json()["nextUri"]
+        assert trino_session(lg, "bob").get(next_uri, timeout=60).status_code == 404
+        for _ in range(2):
+            told = trino_session(lg, "alice").get(next_uri, timeout=60)
+            assert told.status_code == 200, told.text
+            assert told.json()["stats"]["state"] == "FAILED" and "nextUri" not in told.json(), told.text
+            assert told.json()["error"]["errorName"] == "ABANDONED_QUERY", told.text
+            assert "sql.trino_client_timeout_ms" in told.json()["error"]["message"], told.text
+        assert trino_session(lg, "alice").delete(next_uri, timeout=60).status_code == 204
+        assert trino_session(lg, "alice").get(next_uri, timeout=60).status_code == 404
         events = lg.audit_events()
     finally:
         lg.stop()

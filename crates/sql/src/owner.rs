@@ -18,3 +18,21 @@ impl Owner {
         self.issuer == principal.issuer && self.subject == principal.subject
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use lakegate_core::identity::Principal;
+
+    /// A user of `issuer` without groups or attributes.
+    pub(crate) fn principal(issuer: &str, subject: &str) -> Principal {
+        Principal {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            groups: Vec::new(),
+            attributes: std::collections::BTreeMap::new(),
+            token_id: None,
+            expires_at: 0,
+            actors: Vec::new(),
+        }
+    }
+}

@@ -66,18 +66,7 @@ impl Drop for Place {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn principal(issuer: &str, subject: &str) -> Principal {
-        Principal {
-            issuer: issuer.into(),
-            subject: subject.into(),
-            groups: Vec::new(),
-            attributes: std::collections::BTreeMap::new(),
-            token_id: None,
-            expires_at: 0,
-            actors: Vec::new(),
-        }
-    }
+    use crate::owner::tests::principal;
 
     #[test]
     fn a_user_holds_at_most_the_limit_and_a_place_given_back_is_taken_again() {

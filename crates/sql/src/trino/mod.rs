@@ -6,7 +6,7 @@
 //! The same [`Session`] road as the PostgreSQL front runs every statement; a query's row stream is kept
 //! between pages (bounded in number and idle time), so memory stays bounded by one page per query.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_OPEN_QUERIES: usize = 256;
 /// Queries one user may keep open at once, so that no user takes every place. A BI tool runs a few at a time.
 const MAX_OPEN_QUERIES_PER_USER: usize = 64;
+/// Abandoned queries remembered at most, and for how long: Trino keeps a finished query's answer for its
+/// `query.min-expire-age` (15 minutes), and a client that comes back within it is told the query was abandoned.
+const ABANDONED_REMEMBERED: usize = 1024;
+const ABANDONED_KEPT: Duration = Duration::from_secs(15 * 60);
 
 /// Whether `path` belongs to the SQL front's HTTP routes.
 pub fn handles(path: &str) -> bool {
@@ -71,6 +75,26 @@ struct Kept {
 }
 
 static OPEN: LazyLock<Mutex<HashMap<String, Kept>>> = LazyLock::new(Default::default);
+
+/// A query dropped because its client stopped fetching it: its id, who opened it, when it was dropped and how long
+/// its client had been away.
+struct Abandoned {
+    id: String,
+    owner: Owner,
+    dropped: Instant,
+    idle: Duration,
+}
+
+static ABANDONED: LazyLock<std::sync::Mutex<VecDeque<Abandoned>>> = LazyLock::new(Default::default);
+
+/// The abandoned queries still remembered, the oldest first. Only ever held for a short loop, with nothing awaited.
+fn abandoned() -> std::sync::MutexGuard<'static, VecDeque<Abandoned>> {
+    let mut remembered = ABANDONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    while remembered.front().is_some_and(|a| a.dropped.elapsed() >= ABANDONED_KEPT) {
+        remembered.pop_front();
+    }
+    remembered
+}
 
 /// Routes one request of the SQL front's HTTP routes.
 pub async fn handle<B>(service: &Arc<SqlService>, req: Request<B>, peer: SocketAddr, drain: &Watch) -> Response<Body>
@@ -163,7 +187,13 @@ where
             let query =
                 OPEN.lock().await.get(&id).filter(|kept| kept.owner.is(&principal)).map(|kept| kept.query.clone());
             let Some(query) = query else {
-                return h::json(StatusCode::NOT_FOUND, &json!({"error": "no such query"}), &request_id);
+                // A query dropped as abandoned says so until its client cancels it or it is forgotten.
+                let forget = method == Method::DELETE;
+                return match (was_abandoned(&id, &principal, forget), forget) {
+                    (Some(idle), false) => abandoned_error(&id, idle, &request_id),
+                    (Some(_), true) => h::json(StatusCode::NO_CONTENT, &json!({}), &request_id),
+                    (None, _) => h::json(StatusCode::NOT_FOUND, &json!({"error": "no such query"}), &request_id),
+                };
             };
             match method {
                 Method::DELETE => {
@@ -181,8 +211,46 @@ where
 /// backend connections their rows stream from. Done at every request of the front, before its own statement waits
 /// for a connection: done only when a new query is kept, as it was, it came after that wait, and abandoned queries
 /// holding every connection of the front's share stalled each new query until it failed, for good.
+///
+/// Each is remembered (see [`ABANDONED_KEPT`]) so that its client, if it comes back, is told what happened.
 async fn drop_abandoned(timeout: Duration) {
-    OPEN.lock().await.retain(|_, kept| kept.query.try_lock().map(|q| q.touched.elapsed() < timeout).unwrap_or(true));
+    let mut dropped = Vec::new();
+    OPEN.lock().await.retain(|id, kept| {
+        // A query being fetched right now is locked, and not idle.
+        let Ok(query) = kept.query.try_lock() else { return true };
+        let idle = query.touched.elapsed();
+        if idle < timeout {
+            return true;
+        }
+        dropped.push(Abandoned { id: id.clone(), owner: kept.owner.clone(), dropped: Instant::now(), idle });
+        false
+    });
+    if !dropped.is_empty() {
+        remember_abandoned(dropped);
+    }
+}
+
+/// Remembers queries just dropped as abandoned, the oldest remembered forgotten past [`ABANDONED_REMEMBERED`].
+fn remember_abandoned(dropped: Vec<Abandoned>) {
+    let mut remembered = abandoned();
+    for query in dropped {
+        if remembered.len() >= ABANDONED_REMEMBERED {
+            remembered.pop_front();
+        }
+        remembered.push_back(query);
+    }
+}
+
+/// If `id` is a query of `principal`'s that was dropped as abandoned, how long its client had been away; `forget`
+/// for its client's cancel, after which it is as any query that is gone.
+fn was_abandoned(id: &str, principal: &lakegate_core::identity::Principal, forget: bool) -> Option<Duration> {
+    let mut remembered = abandoned();
+    let at = remembered.iter().position(|a| a.id == id && a.owner.is(principal))?;
+    let idle = remembered[at].idle;
+    if forget {
+        remembered.remove(at);
+    }
+    Some(idle)
 }
 
 /// A query whose first page is not answered yet. The client learns the query's id only from that page: if it goes
@@ -325,6 +393,7 @@ fn column_json(c: &Column) -> Value {
 
 /// Trino's error JSON for a failed query (HTTP 200, as Trino answers).
 fn query_error(e: &SqlError, request_id: &str) -> Response<Body> {
+    let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
     let (name, kind, code) = match e.sqlstate() {
         "42501" => ("PERMISSION_DENIED", "USER_ERROR", 4),
         "42P01" => ("TABLE_NOT_FOUND", "USER_ERROR", 46),
@@ -337,17 +406,34 @@ fn query_error(e: &SqlError, request_id: &str) -> Response<Body> {
         "57P03" | "08006" => ("SERVER_SHUTTING_DOWN", "INTERNAL_ERROR", 65_541),
         _ => ("GENERIC_INTERNAL_ERROR", "INTERNAL_ERROR", 65_536),
     };
-    let id = format!("{}_{}", time_id(), request_id.replace('-', ""));
+    failed(&id, &e.to_string(), (name, kind, code), e.sqlstate(), request_id)
+}
+
+/// The answer to the next page of a query dropped because its client stopped fetching it: Trino's
+/// `ABANDONED_QUERY`, rather than a 404 that leaves the client guessing.
+fn abandoned_error(id: &str, idle: Duration, request_id: &str) -> Response<Body> {
+    let message = format!(
+        "Query {id} was abandoned by the client, as it may have exited or stopped checking for query results: \
+         they were not fetched for {} s (sql.trino_client_timeout_ms)",
+        idle.as_secs()
+    );
+    // PostgreSQL's `query_canceled`: the query was stopped, not refused.
+    failed(id, &message, ("ABANDONED_QUERY", "USER_ERROR", 2), "57014", request_id)
+}
+
+/// A failed query's answer in Trino's form: `(errorName, errorType, errorCode)` as Trino's `StandardErrorCode`.
+fn failed(id: &str, message: &str, error: (&str, &str, u32), sqlstate: &str, request_id: &str) -> Response<Body> {
+    let (name, kind, code) = error;
     let body = json!({
         "id": id,
         "stats": {"state": "FAILED"},
         "error": {
-            "message": e.to_string(),
+            "message": message,
             "errorCode": code,
             "errorName": name,
             "errorType": kind,
-            "sqlState": e.sqlstate(),
-            "failureInfo": {"type": "io.lakegate.SqlError", "message": e.to_string(), "suppressed": [], "stack": []},
+            "sqlState": sqlstate,
+            "failureInfo": {"type": "io.lakegate.SqlError", "message": message, "suppressed": [], "stack": []},
         },
     });
     h::json(StatusCode::OK, &body, request_id)
@@ -380,4 +466,39 @@ fn time_id() -> String {
         now.minute(),
         now.second()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner::tests::principal;
+
+    fn abandoned_by(owner: &Owner, id: &str) -> Abandoned {
+        Abandoned { id: id.into(), owner: owner.clone(), dropped: Instant::now(), idle: Duration::from_secs(300) }
+    }
+
+    // One test: the remembered queries are the process's, and tests run side by side.
+    #[test]
+    fn abandoned_queries_are_told_to_their_owner_alone_until_cancelled_or_expired_and_at_most_so_many_are_kept() {
+        let (alice, bob) = (principal("https://idp", "alice"), principal("https://idp", "bob"));
+        let owner = Owner::of(&alice);
+        if let Some(long_ago) = Instant::now().checked_sub(ABANDONED_KEPT) {
+            abandoned().clear();
+            remember_abandoned(vec![Abandoned { dropped: long_ago, ..abandoned_by(&owner, "old") }]);
+            remember_abandoned(vec![abandoned_by(&owner, "new")]);
+            assert_eq!(was_abandoned("old", &alice, false), None, "past Trino's expiry age");
+            assert!(was_abandoned("new", &alice, false).is_some());
+        }
+        remember_abandoned((0..ABANDONED_REMEMBERED + 10).map(|n| abandoned_by(&owner, &format!("a{n}"))).collect());
+        assert_eq!(abandoned().len(), ABANDONED_REMEMBERED);
+        // The oldest are forgotten first.
+        assert_eq!(was_abandoned("new", &alice, false), None);
+        assert_eq!(was_abandoned("a9", &alice, false), None);
+        let last = format!("a{}", ABANDONED_REMEMBERED + 9);
+        assert_eq!(was_abandoned(&last, &bob, false), None, "another user's query");
+        assert_eq!(was_abandoned(&last, &alice, false), Some(Duration::from_secs(300)));
+        assert_eq!(was_abandoned(&last, &alice, false), Some(Duration::from_secs(300)), "told again");
+        assert_eq!(was_abandoned(&last, &alice, true), Some(Duration::from_secs(300)), "cancelled");
+        assert_eq!(was_abandoned(&last, &alice, false), None);
+    }
 }
