@@ -477,6 +477,37 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_urls_stay_within_their_weight_however_many_and_long_they_are() {
+        let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
+        let creds = session(&ring, NOW + 3600);
+        let url = presigned_get(&creds, NOW, 600);
+        let caller = authenticate_sigv4(&ring, &url, settings(&keys, &urls), None, at(NOW)).expect("verified");
+        // A URL longer than any kept is not kept at all.
+        let mut long = url.clone();
+        long.uri = format!("{}&x={}", url.uri, "a".repeat(PRESIGNED_MAX_KEY)).parse().expect("uri");
+        assert_eq!(PresignedUrls::key(&long), None);
+        // As many of the longest as would take four times the weight.
+        let longest = |n: usize| format!("{n:0>width$}", width = PRESIGNED_MAX_KEY);
+        let many = 4 * PRESIGNED_WEIGHT as usize / PRESIGNED_MAX_KEY;
+        for n in 0..many {
+            urls.keep(longest(n), &ring, &caller);
+        }
+        assert!(urls.0.weight() <= PRESIGNED_WEIGHT, "{} bytes kept", urls.0.weight());
+        assert!(urls.0.len() < many / 3, "{} URLs kept", urls.0.len());
+    }
+
+    #[test]
+    fn at_most_so_many_signing_keys_are_kept() {
+        let keys = SigningKeys::default();
+        let key = derive_signing_key(&SecretKey::new("c2VjcmV0"), "20261130", "us-east-1", "s3");
+        // A secret for every access key a client could name, each kept as if its signature had verified.
+        for n in 0..4 * SIGNING_KEYS {
+            keys.keep(KeyScope::new(&format!("secret{n}"), "20261130", "us-east-1", "s3"), &key);
+        }
+        assert!(keys.0.len() <= SIGNING_KEYS, "{} keys kept", keys.0.len());
+    }
+
+    #[test]
     fn a_signing_key_is_derived_once_per_secret_and_scope() {
         let keys = SigningKeys::default();
         // As a request whose signature verified uses them: looked up, and kept if derived.

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use config::AuditSection;
 pub use event::{AuditEvent, AuditPrincipal, Decision, Front, Outcome, SqlAudit, Stage};
 pub use verify::{BreakKind, ChainBreak, VerifyReport, verify_files};
-pub use writer::{AuditConfig, AuditSlot, Auditor, DEFAULT_BATCH_WINDOW, Durability, MAX_BATCH_WINDOW};
+pub use writer::{AuditConfig, AuditSlot, Auditor, Durability, MAX_BATCH_WINDOW};
 
 /// Why the audit log refused to take an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

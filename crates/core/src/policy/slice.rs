@@ -253,4 +253,21 @@ mod tests {
             index.slice(&world(), &uid(r#"User::"mallory""#), &uid(r#"Action::"GetObject""#), &uid(r#"Object::"x""#));
         assert_eq!(ids(&slice), ["all"]);
     }
+
+    #[test]
+    fn at_most_so_many_slices_are_kept_however_many_principals_arrive() {
+        // A policy for each of more users than slices are kept, so that each user's requests have a slice of
+        // their own.
+        let users = SLICE_CACHE_ENTRIES + 512;
+        let text: String = (0..users)
+            .map(|n| format!("@id(\"u{n}\") permit(principal == User::\"u{n}\", action, resource);\n"))
+            .collect();
+        let index = PolicyIndex::new(&set(&text));
+        let (a, r) = (uid(r#"Action::"GetObject""#), uid(r#"Object::"x""#));
+        for n in 0..users {
+            let slice = index.slice(&world(), &uid(&format!("User::\"u{n}\"")), &a, &r);
+            assert_eq!(ids(&slice), [format!("u{n}")]);
+        }
+        assert!(index.slices.len() <= SLICE_CACHE_ENTRIES, "{} slices kept", index.slices.len());
+    }
 }

@@ -54,10 +54,10 @@ pub(super) struct FsStore {
     index: Arc<KeyIndex>,
     /// The attribute files read by GETs, shared with the direct road.
     files: Arc<super::object_file::AttributeFiles>,
-    /// The uploads completed last (at most [`REMEMBERED_COMPLETIONS`], since start), to answer a repeated
-    /// CompleteMultipartUpload as S3 does: with the same result. SDKs retry a complete whose answer was lost
-    /// (a timeout, a reset connection); s3s-fs has forgotten the upload by then and said it never existed.
-    completed: Mutex<VecDeque<Completed>>,
+    /// The uploads completed last, to answer a repeated CompleteMultipartUpload as S3 does: with the same result.
+    /// SDKs retry a complete whose answer was lost (a timeout, a reset connection); s3s-fs has forgotten the
+    /// upload by then and said it never existed.
+    completed: Completions,
 }
 
 /// How many completed uploads are remembered for repeated completes.
@@ -75,6 +75,30 @@ struct Completed {
     e_tag: String,
 }
 
+/// The uploads completed last, at most [`REMEMBERED_COMPLETIONS`] since start.
+#[derive(Default)]
+struct Completions(Mutex<VecDeque<Completed>>);
+
+impl Completions {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, VecDeque<Completed>> {
+        // The list is only pushed to and read: a panic elsewhere cannot leave it half changed.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, done: Completed) {
+        let mut remembered = self.remembered();
+        if remembered.len() >= REMEMBERED_COMPLETIONS {
+            remembered.pop_front();
+        }
+        remembered.push_back(done);
+    }
+
+    /// The completion of `upload_id`, if it made `key` in `bucket` and is still remembered.
+    fn find(&self, upload_id: &str, bucket: &str, key: &str) -> Option<Completed> {
+        self.remembered().iter().find(|c| c.upload_id == upload_id && c.bucket == bucket && c.key == key).cloned()
+    }
+}
+
 impl FsStore {
     pub(super) fn new(
         fs: s3s_fs::FileSystem,
@@ -82,12 +106,7 @@ impl FsStore {
         index: Arc<KeyIndex>,
         files: Arc<super::object_file::AttributeFiles>,
     ) -> Self {
-        Self { fs, root, index, files, completed: Mutex::new(VecDeque::new()) }
-    }
-
-    fn completions(&self) -> std::sync::MutexGuard<'_, VecDeque<Completed>> {
-        // The list is only pushed to and read: a panic elsewhere cannot leave it half changed.
-        self.completed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        Self { fs, root, index, files, completed: Completions::default() }
     }
 
     /// `NoSuchBucket` unless `bucket` is a bucket of the store. s3s-fs creates every directory on a key's path,
@@ -743,12 +762,9 @@ impl S3 for FsStore {
             Ok(id) => id,
             Err(e) => {
                 let input = &req.input;
-                let again = self
-                    .completions()
-                    .iter()
-                    .find(|c| c.upload_id == input.upload_id && c.bucket == input.bucket && c.key == input.key)
-                    .cloned();
-                let Some(done) = again else { return Err(e) };
+                let Some(done) = self.completed.find(&input.upload_id, &input.bucket, &input.key) else {
+                    return Err(e);
+                };
                 return Ok(S3Response::new(CompleteMultipartUploadOutput {
                     bucket: Some(done.bucket),
                     key: Some(done.key),
@@ -792,11 +808,7 @@ impl S3 for FsStore {
         })
         .await?;
         if let Some(e_tag) = e_tag {
-            let mut completed = self.completions();
-            if completed.len() >= REMEMBERED_COMPLETIONS {
-                completed.pop_front();
-            }
-            completed.push_back(Completed { upload_id: id.to_string(), bucket, key, e_tag });
+            self.completed.remember(Completed { upload_id: id.to_string(), bucket, key, e_tag });
         }
         Ok(response)
     }
@@ -844,5 +856,28 @@ impl S3 for FsStore {
         out.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
         out.parts = Some(parts);
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed(n: usize) -> Completed {
+        Completed { upload_id: format!("u{n}"), bucket: "b".into(), key: format!("k{n}"), e_tag: format!("e{n}") }
+    }
+
+    #[test]
+    fn a_completion_is_found_by_its_upload_bucket_and_key_and_only_the_last_so_many_are_kept() {
+        let completions = Completions::default();
+        for n in 0..REMEMBERED_COMPLETIONS + 5 {
+            completions.remember(completed(n));
+        }
+        assert_eq!(completions.remembered().len(), REMEMBERED_COMPLETIONS);
+        assert_eq!(completions.find("u4", "b", "k4"), None, "the oldest are forgotten first");
+        assert_eq!(completions.find("u5", "b", "k5"), Some(completed(5)));
+        // The same upload id for another key or bucket is another upload.
+        assert_eq!(completions.find("u5", "b", "k6"), None);
+        assert_eq!(completions.find("u5", "c", "k5"), None);
     }
 }

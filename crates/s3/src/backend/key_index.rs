@@ -687,6 +687,27 @@ mod tests {
     }
 
     #[test]
+    fn at_most_so_many_indexes_stay_open_the_least_used_closed_first_and_reopened_when_asked_for() {
+        let (dir, index) = index_with(&["kept"]);
+        let buckets: Vec<String> = (0..MAX_OPEN + 8).map(|n| format!("bucket-{n}")).collect();
+        for bucket in &buckets {
+            std::fs::create_dir(dir.path().join(bucket)).unwrap();
+            index.open(bucket).unwrap();
+            // "b" is used all along, so it is never the least used.
+            index.list("b", query("", None, None, 1)).unwrap();
+        }
+        let open = |index: &KeyIndex, bucket: &str| index.open.lock().unwrap().indexes.contains_key(bucket);
+        assert_eq!(index.open.lock().unwrap().indexes.len(), MAX_OPEN);
+        assert!(open(&index, "b"));
+        assert!(!open(&index, "bucket-0") && open(&index, &format!("bucket-{}", MAX_OPEN + 7)));
+        // A closed index is opened again as it was.
+        assert_eq!(names(&index.list("b", query("", None, None, 10)).unwrap()), ["kept"]);
+        assert!(index.list("bucket-0", query("", None, None, 10)).unwrap().entries.is_empty());
+        assert!(open(&index, "bucket-0"));
+        assert_eq!(index.open.lock().unwrap().indexes.len(), MAX_OPEN);
+    }
+
+    #[test]
     fn a_removed_and_remade_bucket_has_a_new_empty_index() {
         let (dir, index) = index_with(&["x"]);
         std::fs::remove_dir_all(dir.path().join("b")).unwrap();
