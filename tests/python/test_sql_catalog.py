@@ -325,17 +325,49 @@ def test_trino_queries_left_open_are_bounded_per_user_and_in_all_and_a_cancel_fr
     assert start_query(mallory).status_code == 200
 
 
-def test_trino_queries_their_client_abandoned_give_their_backend_connection_back(tmp_path, postgres):
+def start_orders_query(gw, user):
+    """The first page of `user`'s query of the order ids, as the Trino front answers it."""
+    return trino_session(gw, user).post(f"{gw.control_url}/v1/statement", timeout=60,
+                                        headers={"X-Trino-Catalog": "lakegate", "X-Trino-Schema": "sales"},
+                                        data="select order_id from sales.orders")
+
+
+def test_trino_a_result_read_ahead_to_its_end_gives_its_backend_connection_back_before_its_client_fetches_it(
+        tmp_path, postgres):
     # On PostgreSQL an open query's rows stream from a backend connection. The Trino front has one here (a pool of
     # two, shared among the connection threads and the front's own), which a statement waits a second for.
-    env = {"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1", "LAKEGATE__SQL__TRINO_CLIENT_TIMEOUT_MS": "3000"}
+    lg = on_postgres(tmp_path, postgres, env={"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1"},
+                     backend="pool_wait_timeout_ms = 1000")
+    try:
+        # alice's result is two rows, a page each: the second is read ahead, which ends her query's backend work.
+        held = start_orders_query(lg, "alice")
+        assert held.status_code == 200 and held.json()["data"] == [[1]], held.text
+        # So bob's query has the connection while alice has not yet fetched her second page.
+        answered = start_orders_query(lg, "bob")
+        assert answered.status_code == 200 and answered.json()["data"] == [[2]], answered.text
+        rest, page = [], held.json()
+        while "nextUri" in page:
+            page = trino_session(lg, "alice").get(page["nextUri"], timeout=60).json()
+            rest += page.get("data", [])
+        assert rest == [[3]] and page["stats"]["state"] == "FINISHED", page
+        events = lg.audit_events()
+    finally:
+        lg.stop()
+    # alice's record counts the rows she was given, once she has them all.
+    alices = [e for e in events if e["action"] == "sql:Select" and e["principal"]["subject"] == "alice"
+              and e.get("stage") != "decision"]
+    assert [e["sql"]["rows"] for e in alices] == [2], alices
+    assert [(e["outcome"] or {}).get("incomplete") for e in alices] == [None], alices
+
+
+def test_trino_queries_their_client_abandoned_give_their_backend_connection_back(tmp_path, postgres):
+    # As above, with a read-ahead of one row: a query whose rest is more than the read-ahead holds its connection.
+    env = {"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1", "LAKEGATE__SQL__TRINO_CLIENT_TIMEOUT_MS": "3000",
+           "LAKEGATE__SQL__TRINO_READ_AHEAD_BYTES": "1"}
     lg = on_postgres(tmp_path, postgres, env=env, backend="pool_wait_timeout_ms = 1000")
     try:
-        headers = {"X-Trino-Catalog": "lakegate", "X-Trino-Schema": "sales"}
-
         def start_query(user):
-            return trino_session(lg, user).post(f"{lg.control_url}/v1/statement", headers=headers, timeout=60,
-                                                data="select order_id from sales.orders")
+            return start_orders_query(lg, user)
 
         # alice's query has a row left after its first page, and she never comes back for it.
         held = start_query("alice")

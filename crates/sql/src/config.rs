@@ -45,6 +45,10 @@ pub struct SqlConfig {
     /// connection, which is held until then.
     #[serde(default = "default_trino_client_timeout_ms")]
     pub trino_client_timeout_ms: u64,
+    /// How many bytes of an open Trino query's rows are read ahead of its client: a result that fits gives its
+    /// backend connection back at once, rather than when its client has fetched the last page. 0: none.
+    #[serde(default = "default_trino_read_ahead_bytes")]
+    pub trino_read_ahead_bytes: usize,
     /// How long a client may sit idle inside a transaction block that holds a backend connection (from the
     /// block's first write) before the gateway rolls the block back and closes the connection (FATAL 25P03, as
     /// PostgreSQL's `idle_in_transaction_session_timeout`); 0 never does. The connection is one of a small pool's,
@@ -140,6 +144,7 @@ impl Default for SqlConfig {
             max_connections_per_user: default_max_connections_per_user(),
             trino_page_rows: default_trino_page_rows(),
             trino_client_timeout_ms: default_trino_client_timeout_ms(),
+            trino_read_ahead_bytes: default_trino_read_ahead_bytes(),
             idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             postgres: Vec::new(),
             spark: Vec::new(),
@@ -174,6 +179,9 @@ fn default_trino_page_rows() -> usize {
 }
 fn default_trino_client_timeout_ms() -> u64 {
     300_000
+}
+fn default_trino_read_ahead_bytes() -> usize {
+    256 * 1024
 }
 fn default_idle_in_transaction_timeout_ms() -> u64 {
     600_000

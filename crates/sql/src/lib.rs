@@ -19,6 +19,7 @@ pub mod introspect;
 mod lift;
 mod owner;
 pub mod pgwire;
+mod read_ahead;
 pub mod rewrite;
 pub mod rows;
 pub mod session;
@@ -44,6 +45,8 @@ pub struct SqlSettings {
     pub trino_page_rows: usize,
     /// How long an open Trino query waits for its client to fetch the next page.
     pub trino_client_timeout: std::time::Duration,
+    /// How many bytes of an open Trino query's rows are read ahead of its client.
+    pub trino_read_ahead_bytes: usize,
     pub plaintext_password_allowed: bool,
     /// Whether the control endpoint (Trino protocol) is served over TLS, for the `nextUri` scheme.
     pub control_tls: bool,
@@ -136,6 +139,7 @@ impl SqlService {
                 max_connections_per_user: config.max_connections_per_user,
                 trino_page_rows: config.trino_page_rows.max(1),
                 trino_client_timeout: std::time::Duration::from_millis(config.trino_client_timeout_ms),
+                trino_read_ahead_bytes: config.trino_read_ahead_bytes,
                 plaintext_password_allowed: config.plaintext_password_allowed(),
                 control_tls,
                 idle_in_transaction_timeout: (config.idle_in_transaction_timeout_ms > 0)

@@ -50,6 +50,8 @@ pub struct Session {
     filters: std::sync::Mutex<FilterCache>,
     /// How catalog queries name types: as PostgreSQL (the wire front) or as Trino (the HTTP front).
     catalog_form: introspect::CatalogForm,
+    /// How many bytes of a query's rows are read ahead of the client (see [`crate::read_ahead`]); 0: none.
+    read_ahead: usize,
     /// The catalog context this session's last catalog query ran on, for the next one over the same view.
     kept_catalog: introspect::KeptCatalog,
     /// The parameter types the backends inferred for this session's statements, by backend and rewritten text;
@@ -424,6 +426,7 @@ impl Session {
             transaction: None,
             filters: std::sync::Mutex::new(FilterCache::default()),
             catalog_form: introspect::CatalogForm::Postgres,
+            read_ahead: 0,
             kept_catalog: introspect::KeptCatalog::default(),
             parameter_types: std::sync::OnceLock::new(),
             rewrites: std::sync::OnceLock::new(),
@@ -442,6 +445,13 @@ impl Session {
     /// The session of a front whose clients read the catalog in `form`.
     pub fn with_catalog_form(mut self, form: introspect::CatalogForm) -> Self {
         self.catalog_form = form;
+        self
+    }
+
+    /// The session of a front whose clients fetch rows at their own pace: each query's rows are read up to
+    /// `bytes` ahead of its client, so that a result that fits gives its backend connection back at once.
+    pub fn with_read_ahead(mut self, bytes: usize) -> Self {
+        self.read_ahead = bytes;
         self
     }
 
@@ -885,7 +895,11 @@ impl Session {
         match rows {
             Ok(rows) => Ok(Outcome::Rows(RowSet {
                 columns: rows.columns,
-                rows: Box::pin(Audited { inner: rows.rows, slot: Some(slot), rows: 0 }),
+                rows: Box::pin(Audited {
+                    inner: crate::read_ahead::read_ahead(rows.rows, self.read_ahead),
+                    slot: Some(slot),
+                    rows: 0,
+                }),
             })),
             Err(e) => Err(fail(slot, e)),
         }

@@ -137,7 +137,8 @@ where
                 Err(e) => return error(StatusCode::BAD_REQUEST, &SqlError::Limit(e.to_string()), &request_id),
             };
             let mut session = Session::new(service.clone(), principal.clone(), Some(peer.to_string()))
-                .with_catalog_form(crate::introspect::CatalogForm::Trino);
+                .with_catalog_form(crate::introspect::CatalogForm::Trino)
+                .with_read_ahead(service.settings.trino_read_ahead_bytes);
             let outcome = match dialect::translate(&sql, &defaults) {
                 Ok(dialect::Translation { change: Some(change), .. }) => {
                     return session_changed(&base, &change, &request_id);
