@@ -375,6 +375,7 @@ def test_trino_queries_their_client_abandoned_give_their_backend_connection_back
         # Until her client's time is up, bob's query waits for the connection, and is refused.
         waited = start_query("bob")
         assert waited.json()["error"]["sqlState"] == "53300", waited.text
+        assert waited.json()["error"]["errorType"] == "INSUFFICIENT_RESOURCES", waited.text
         # Once it is, bob's next query is answered: alice's is dropped before it waits.
         time.sleep(3)
         answered = start_query("bob")

@@ -15,13 +15,21 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use std::task::Poll;
+
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::error::SqlError;
 use crate::rows::{Cell, RowStream};
 
 type Row = Result<Vec<Cell>, SqlError>;
+
+/// Rows read ahead are handed over in batches of what the backend had ready, at most this many rows and bytes
+/// each: handed over one at a time, each a message and a wake-up of its own, they cost a large result an eighth of
+/// its rate.
+const BATCH_ROWS: usize = 256;
+const BATCH_BYTES: u32 = 64 * 1024;
 
 /// `rows`, read ahead by up to `budget` bytes (as [`weight`] counts them) by a task of the current runtime. A
 /// row larger than the budget is read ahead alone. `rows` itself when the budget is 0 or there is no runtime.
@@ -32,12 +40,12 @@ pub(crate) fn read_ahead(rows: RowStream, budget: usize) -> RowStream {
         return rows;
     }
     let room = Arc::new(Semaphore::new(budget as usize));
-    // Unbounded in count, bounded in bytes: each row in it holds its weight of `room`'s permits.
-    let (ahead, mut taken) = mpsc::unbounded_channel::<(Row, OwnedSemaphorePermit)>();
+    // Unbounded in count, bounded in bytes: each batch in it holds its weight of `room`'s permits.
+    let (ahead, mut taken) = mpsc::unbounded_channel::<(Vec<Row>, OwnedSemaphorePermit)>();
     runtime.spawn(async move {
         let mut rows = rows;
         loop {
-            // Read nothing more while the client is a budget behind. A row already taken stops the task when
+            // Read nothing more while the client is a budget behind. A batch already taken stops the task when
             // the client goes (its query cancelled, abandoned or ended), which drops `rows` and stops the query
             // on its backend.
             let permit = tokio::select! {
@@ -45,13 +53,26 @@ pub(crate) fn read_ahead(rows: RowStream, budget: usize) -> RowStream {
                 () = ahead.closed() => return,
             };
             let Ok(mut permit) = permit else { return };
-            let row = tokio::select! {
+            let first = tokio::select! {
                 row = rows.next() => row,
                 () = ahead.closed() => return,
             };
             // The end: `rows` is dropped here, which gives the backend connection back.
-            let Some(row) = row else { return };
-            let more = row.as_ref().map_or(1, |row| weight(row)).clamp(1, budget) - 1;
+            let Some(first) = first else { return };
+            let mut batch = Batch::new(first, budget);
+            // What the backend has ready joins the batch, without waiting for more.
+            let mut ended = false;
+            while !batch.full() {
+                match rows.next().now_or_never() {
+                    Some(Some(row)) => batch.push(row),
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let more = batch.weight.clamp(1, budget) - 1;
             if more > 0 {
                 let more = tokio::select! {
                     more = room.clone().acquire_many_owned(more) => more,
@@ -60,14 +81,54 @@ pub(crate) fn read_ahead(rows: RowStream, budget: usize) -> RowStream {
                 let Ok(more) = more else { return };
                 permit.merge(more);
             }
-            let failed = row.is_err();
-            if ahead.send((row, permit)).is_err() || failed {
+            let last = ended || batch.failed;
+            if ahead.send((batch.rows, permit)).is_err() || last {
                 return;
             }
         }
     });
-    // Taking a row gives its bytes back to the budget.
-    Box::pin(futures::stream::poll_fn(move |cx| taken.poll_recv(cx).map(|row| row.map(|(row, _permit)| row))))
+    let mut batch = Vec::new().into_iter();
+    let mut _held: Option<OwnedSemaphorePermit> = None;
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        loop {
+            if let Some(row) = batch.next() {
+                return Poll::Ready(Some(row));
+            }
+            // The batch is all taken: its bytes go back to the budget.
+            _held = None;
+            match std::task::ready!(taken.poll_recv(cx)) {
+                Some((rows, permit)) => (batch, _held) = (rows.into_iter(), Some(permit)),
+                None => return Poll::Ready(None),
+            }
+        }
+    }))
+}
+
+/// Rows read ahead together, their weight, and whether the last is an error (after which nothing is read).
+struct Batch {
+    rows: Vec<Row>,
+    weight: u32,
+    failed: bool,
+    /// The weight at which the batch is full: [`BATCH_BYTES`], or the budget if that is less.
+    limit: u32,
+}
+
+impl Batch {
+    fn new(first: Row, budget: u32) -> Self {
+        let mut batch = Batch { rows: Vec::new(), weight: 0, failed: false, limit: BATCH_BYTES.min(budget) };
+        batch.push(first);
+        batch
+    }
+
+    fn push(&mut self, row: Row) {
+        self.weight = self.weight.saturating_add(row.as_ref().map_or(1, |row| weight(row)));
+        self.failed = row.is_err();
+        self.rows.push(row);
+    }
+
+    fn full(&self) -> bool {
+        self.failed || self.rows.len() >= BATCH_ROWS || self.weight >= self.limit
+    }
 }
 
 /// What a row takes in memory, about: its cells and the text they hold.

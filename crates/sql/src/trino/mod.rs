@@ -405,6 +405,8 @@ fn query_error(e: &SqlError, request_id: &str) -> Response<Body> {
         "3F000" => ("SCHEMA_NOT_FOUND", "USER_ERROR", 45),
         "22P02" => ("INVALID_PARAMETER_USAGE", "USER_ERROR", 57),
         "57P03" | "08006" => ("SERVER_SHUTTING_DOWN", "INTERNAL_ERROR", 65_541),
+        // No backend connection free within `pool_wait_timeout_ms`: the client may retry, as Trino's kind says.
+        "53300" => ("GENERIC_INSUFFICIENT_RESOURCES", "INSUFFICIENT_RESOURCES", 131_072),
         _ => ("GENERIC_INTERNAL_ERROR", "INTERNAL_ERROR", 65_536),
     };
     failed(&id, &e.to_string(), (name, kind, code), e.sqlstate(), request_id)
