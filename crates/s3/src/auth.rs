@@ -408,12 +408,23 @@ mod tests {
         }
     }
 
+    /// A session of `ring`'s and a presigned GET of it, valid for 600 s from `NOW`, verified (and so kept in
+    /// `urls`), with its caller.
+    fn verified_url(
+        ring: &KeyRing,
+        keys: &SigningKeys,
+        urls: &PresignedUrls,
+    ) -> (VendedCredentials, http::request::Parts, Caller) {
+        let creds = session(ring, NOW + 3600);
+        let url = presigned_get(&creds, NOW, 600);
+        let caller = authenticate_sigv4(ring, &url, settings(keys, urls), None, at(NOW)).expect("verified");
+        (creds, url, caller)
+    }
+
     #[test]
     fn a_presigned_url_is_kept_once_verified_and_recognised_while_it_and_its_session_last() {
         let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
-        let creds = session(&ring, NOW + 3600);
-        let url = presigned_get(&creds, NOW, 600);
-        let caller = authenticate_sigv4(&ring, &url, settings(&keys, &urls), None, at(NOW)).expect("verified");
+        let (creds, url, caller) = verified_url(&ring, &keys, &urls);
         assert_eq!(caller.principal.subject, "alice");
         let key = PresignedUrls::key(&url).expect("a plain presigned GET may be kept");
         let kept = urls.get(&key, &ring, at(NOW + 1)).expect("kept");
@@ -479,9 +490,7 @@ mod tests {
     #[test]
     fn the_kept_urls_stay_within_their_weight_however_many_and_long_they_are() {
         let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
-        let creds = session(&ring, NOW + 3600);
-        let url = presigned_get(&creds, NOW, 600);
-        let caller = authenticate_sigv4(&ring, &url, settings(&keys, &urls), None, at(NOW)).expect("verified");
+        let (_, url, caller) = verified_url(&ring, &keys, &urls);
         // A URL longer than any kept is not kept at all.
         let mut long = url.clone();
         long.uri = format!("{}&x={}", url.uri, "a".repeat(PRESIGNED_MAX_KEY)).parse().expect("uri");
