@@ -14,7 +14,6 @@
 //! not those read ahead: an abandoned query's record says how far its client got.
 
 use std::sync::Arc;
-
 use std::task::Poll;
 
 use futures::{FutureExt, StreamExt};
@@ -31,8 +30,9 @@ type Row = Result<Vec<Cell>, SqlError>;
 const BATCH_ROWS: usize = 256;
 const BATCH_BYTES: u32 = 64 * 1024;
 
-/// `rows`, read ahead by up to `budget` bytes (as [`weight`] counts them) by a task of the current runtime. A
-/// row larger than the budget is read ahead alone. `rows` itself when the budget is 0 or there is no runtime.
+/// `rows`, read ahead by up to `budget` bytes (as [`weight`] counts them, and the batch being read) by a task of
+/// the current runtime. A row larger than the budget is read ahead alone. `rows` itself when the budget is 0 or
+/// there is no runtime.
 pub(crate) fn read_ahead(rows: RowStream, budget: usize) -> RowStream {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return rows };
     let budget = u32::try_from(budget).unwrap_or(u32::MAX);
@@ -45,9 +45,9 @@ pub(crate) fn read_ahead(rows: RowStream, budget: usize) -> RowStream {
     runtime.spawn(async move {
         let mut rows = rows;
         loop {
-            // Read nothing more while the client is a budget behind. A batch already taken stops the task when
-            // the client goes (its query cancelled, abandoned or ended), which drops `rows` and stops the query
-            // on its backend.
+            // Read nothing more while the client is a budget behind. Whatever the task waits for, it stops when the
+            // client goes (its query cancelled, abandoned or dropped), which drops `rows` and stops the query on
+            // its backend.
             let permit = tokio::select! {
                 permit = room.clone().acquire_owned() => permit,
                 () = ahead.closed() => return,
