@@ -933,6 +933,67 @@ async fn on_postgresql_statements_with_parameters_run_kept_prepared_and_answer_a
     }
 }
 
+/// However many shapes of statement clients send, a backend connection keeps at most 128 of them prepared on
+/// PostgreSQL: past that it closes them and begins again, so the texts clients send grow neither Lakegate's memory
+/// nor the server's. A shape it let go of answers again as its text does.
+#[tokio::test]
+async fn a_backend_connection_keeps_at_most_128_statements_prepared_on_postgresql() {
+    use futures::TryStreamExt as _;
+    use lakegate_sql::backend::postgres::Postgres as PostgresBackend;
+    use lakegate_sql::backend::{Backend, Caller, Param, Parameterised};
+    use lakegate_sql::rows::Cell;
+
+    let pg = Postgres::start();
+    // One connection outside the connection threads: every statement below runs on it.
+    let config = lakegate_sql::PostgresBackendConfig {
+        name: "warehouse".into(),
+        url: pg.url(),
+        pool_size: 1,
+        pool_wait_timeout_ms: 30_000,
+        tls: false,
+        ca_file: None,
+    };
+    let backend = PostgresBackend::connect(&config, &Default::default()).await.expect("the backend connects");
+    let principal = lakegate_core::identity::Principal {
+        issuer: "test".into(),
+        subject: "alice".into(),
+        groups: vec![],
+        attributes: BTreeMap::new(),
+        token_id: None,
+        expires_at: i64::MAX,
+        actors: vec![],
+    };
+    let (backend, caller) = (&backend, &Caller { principal: &principal, request_id: "test" });
+    let shape = |n: i64| async move {
+        // `$1` typed `integer`, as PostgreSQL types the literal 7: the statement reads as its text and is kept.
+        let (sql, bound) = (format!("SELECT $1 + {n} AS n"), format!("SELECT 7 + {n} AS n"));
+        let query = Parameterised { sql: &sql, params: &[Param::Number("7".into())], bound: &bound };
+        let rows = backend.query_parameterised(query, caller).await.expect(&sql).rows;
+        rows.try_collect::<Vec<_>>().await.expect(&sql)
+    };
+    let kept = || async {
+        let rows = backend.query("SELECT count(*) FROM pg_prepared_statements", caller).await.expect("a count").rows;
+        match rows.try_collect::<Vec<_>>().await.expect("a count").as_slice() {
+            [row] => match row.as_slice() {
+                [Cell::Int(n)] => *n,
+                other => panic!("not a count: {other:?}"),
+            },
+            other => panic!("not one row: {other:?}"),
+        }
+    };
+
+    for n in 0..100 {
+        assert_eq!(shape(n).await, vec![vec![Cell::Int(7 + n)]]);
+    }
+    assert_eq!(kept().await, 100, "each shape is kept prepared on the connection");
+    for n in 100..300 {
+        assert_eq!(shape(n).await, vec![vec![Cell::Int(7 + n)]]);
+    }
+    let after = kept().await;
+    assert!((1..=128).contains(&after), "300 shapes, {after} kept prepared");
+    assert_eq!(shape(0).await, vec![vec![Cell::Int(7)]], "a shape let go of answers again");
+}
+
 /// A client that cancels its query, or leaves while it runs, stops it on PostgreSQL, even when it had sent its next
 /// statement ahead (those bytes wait unread in the gateway's socket and must not hide the close), and the access
 /// is recorded as incomplete. Without the backend's cancel the query would run on for hours on a connection no

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::bind::Param;
+pub use super::bind::Param;
 use super::error::SqlError;
 pub use super::rewrite::IsolationLevel;
 use super::rows::{Column, ColumnType, RowSet};
