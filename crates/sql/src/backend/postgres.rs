@@ -784,6 +784,28 @@ mod tests {
         assert_eq!(literal_type(&Param::Bool(false)), Some(Type::BOOL));
     }
 
+    /// What PostgreSQL reads alike is remembered by the bytes of its text, a mebibyte in all: however many or long
+    /// the texts clients send, what is kept of them stays within that, and a text longer than it is not kept.
+    #[test]
+    fn what_postgresql_reads_alike_is_remembered_within_a_mebibyte_of_text() {
+        lakegate_core::per_cpu_cache::stay_on_this_cpu();
+        let read_alike = ReadAlike::with_weighter(256, READ_ALIKE_WEIGHT, TypedWeight);
+        let text = |n: usize| format!("SELECT $1 AS c{n:04} -- {}", "x".repeat(1_000));
+        for n in 0..3_000 {
+            read_alike.insert(Typed { sql: text(n), types: vec![Type::INT4] }, true);
+        }
+        let kept = read_alike.len();
+        assert!(kept > 0, "the latest texts are remembered");
+        let bytes = kept * text(0).len();
+        assert!(bytes as u64 <= READ_ALIKE_WEIGHT, "{kept} texts remembered, {bytes} bytes");
+        let latest = text(2_999);
+        assert_eq!(read_alike.get(&TypedRef { sql: &latest, types: &[Type::INT4] }), Some(true));
+
+        let long = format!("SELECT $1 -- {}", "x".repeat(READ_ALIKE_WEIGHT as usize));
+        read_alike.insert(Typed { sql: long.clone(), types: vec![Type::INT4] }, true);
+        assert_eq!(read_alike.get(&TypedRef { sql: &long, types: &[Type::INT4] }), None);
+    }
+
     #[test]
     fn the_pool_size_is_split_among_the_threads_pools_at_least_one_each() {
         let shares = |size, pools| (0..pools).map(|i| pool_share(size, pools, i)).collect::<Vec<_>>();
