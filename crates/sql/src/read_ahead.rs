@@ -5,10 +5,9 @@
 //! a backend connection held until the last is read. The Trino front has few connections (its share of the pool:
 //! two of the default eight on two cores), so a BI tool that showed the first page of two results and left the
 //! rest unfetched held both while its user looked at them, and every other user's query waited and was refused.
-//! Here a task reads
-//! the rows as they come into a buffer of at most `budget` bytes: a result that fits is read to its end, which
-//! gives the connection back at once, and a larger one holds its connection, as before, only while its client is
-//! more than the budget behind.
+//! Here a task reads the rows as they come into a buffer of at most `budget` bytes: a result that fits is read to
+//! its end, which gives the connection back at once, and a larger one holds its connection, as before, only while
+//! its client is more than the budget behind.
 //!
 //! The stream returned is what the session's audit wrapper counts, so a query records the rows its client took,
 //! not those read ahead: an abandoned query's record says how far its client got.
