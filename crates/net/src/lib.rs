@@ -14,10 +14,10 @@ pub use config::{ListenerConfig, TlsConfig};
 pub use listener::{ListenError, OnDrain, serve_http};
 pub use threads::Threads;
 
-/// A client error with its chain of causes (hyper's own text is only "client error (Connect)").
-pub fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+/// An error with its chain of causes (hyper's own text is only "client error (Connect)").
+pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use lakegate_net::describe_client_error;
+use lakegate_net::describe_error;
 use lakegate_net::threads::ClientPerThread;
 use lakegate_s3_protocol::BoxBody;
 use lakegate_s3_protocol::sigv4::{PayloadError, SigV4Error};
@@ -105,7 +105,7 @@ impl Upstream {
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(|e| match rejected_body(&e) {
                 Some(refusal) => UpstreamError::BodyRejected(refusal),
-                None => UpstreamError::Unreachable(describe_client_error(&e)),
+                None => UpstreamError::Unreachable(describe_error(&e)),
             })
     }
 

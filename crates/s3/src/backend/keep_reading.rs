@@ -18,10 +18,9 @@ use std::task::{Context, Poll};
 use futures::TryFutureExt;
 use futures::future::MapOk;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::HttpConnector;
 
-/// Whether writing to a connection failed. It travels in the `Connected` extras of the connection, so that
-/// hyper-util copies it into the extensions of every response read from it.
+/// Whether writing to a connection failed.
 #[derive(Debug, Clone, Default)]
 pub(super) struct WriteFailed(Arc<AtomicBool>);
 
@@ -46,6 +45,11 @@ pub(super) struct KeepReading<S> {
 impl<S> KeepReading<S> {
     fn new(inner: S) -> Self {
         Self { inner, failed: WriteFailed::default() }
+    }
+
+    /// Tells whether a write to this connection has failed, for as long as it is asked.
+    pub(super) fn write_failed(&self) -> WriteFailed {
+        self.failed.clone()
     }
 
     /// Turns a failed write into a discarded one; everything else passes through.
@@ -109,11 +113,8 @@ impl<S: Write + Unpin> Write for KeepReading<S> {
     }
 }
 
-impl<S: Connection> Connection for KeepReading<S> {
-    fn connected(&self) -> Connected {
-        self.inner.connected().extra(self.failed.clone())
-    }
-}
+/// How Lakegate connects to a remote store: TCP, TLS for `https`, connections that keep reading.
+pub(super) type Connector = KeepReadingConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
 
 /// A connector whose connections are [`KeepReading`].
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod key_index;
 mod object_file;
 mod object_write;
 mod remote;
+mod store_connections;
 mod store_keys;
 mod uploads;
 

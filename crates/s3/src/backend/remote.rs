@@ -1,18 +1,13 @@
 //! A remote S3-compatible store: every forwarded request is re-signed with the store's own credentials and
-//! sent over a pooled hyper client (one per thread); bodies stream both ways.
+//! sent over a connection each thread keeps to the store ([`StoreConnections`]); bodies stream both ways.
 
-use lakegate_net::describe_client_error;
-use lakegate_net::threads::ClientPerThread;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::capture_connection;
-
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
-use super::keep_reading::{KeepReadingConnector, WriteFailed};
+use super::store_connections::StoreConnections;
 use super::store_keys::StoreKeys;
 use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query};
 use lakegate_s3_protocol::sigv4::{UNSIGNED_PAYLOAD, sign_request};
@@ -67,14 +62,12 @@ fn default_response_timeout() -> u64 {
     60
 }
 
-type Connector = KeepReadingConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
-
 /// The remote store.
 pub struct Remote {
-    /// Each thread's own client, so that a request and its store connection's task share a thread: the S3
-    /// front serves each connection on one thread (`lakegate_net::Threads::PerCore`), and a pooled connection
+    /// Each thread's own connections, so that a request and its store connection's task share a thread: the
+    /// S3 front serves each connection on one thread (`lakegate_net::Threads::PerCore`), and a connection
     /// spawned on another thread would wake that one twice a request.
-    clients: ClientPerThread<Connector, BoxBody>,
+    connections: Arc<StoreConnections>,
     config: RemoteConfig,
     keys: StoreKeys,
     /// The endpoint's `host[:port]` and path without its trailing `/`, taken apart once.
@@ -101,17 +94,6 @@ impl Remote {
             None => host.to_owned(),
         };
         let base = config.endpoint.path().trim_end_matches('/').to_owned();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| BackendError::Request(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let connector = KeepReadingConnector(https);
         let keys = StoreKeys::resolve(
             config.access_key_id.as_deref(),
             config.secret_access_key.as_deref(),
@@ -119,8 +101,11 @@ impl Remote {
             &config.region,
         )
         .await?;
-        let clients = ClientPerThread::new(connector, Duration::from_secs(30));
-        Ok(Self { clients, config, keys, host_port, base })
+        let scheme =
+            if config.endpoint.scheme() == "https" { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let connections = Arc::new(StoreConnections::new(scheme, connect_timeout, Duration::from_secs(30))?);
+        Ok(Self { connections, config, keys, host_port, base })
     }
 
     /// The authority and path for a request, per the addressing style.
@@ -153,52 +138,24 @@ impl Backend for Remote {
                 time::OffsetDateTime::now_utc(),
             )
             .map_err(|e| BackendError::Request(e.to_string()))?;
+            // Origin form: the connection is already the store's.
             let uri = match &query {
-                Some(q) => format!("{}://{authority}{path}?{q}", self.config.endpoint.scheme()),
-                None => format!("{}://{authority}{path}", self.config.endpoint.scheme()),
+                Some(q) => format!("{path}?{q}"),
+                None => path,
             };
             let mut builder = http::Request::builder().method(request.method).uri(uri);
             if let Some(h) = builder.headers_mut() {
                 *h = headers;
             }
-            let mut req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
-            let connection = capture_connection(&mut req);
+            let req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
             let timeout = Duration::from_secs(self.config.response_timeout_seconds);
-            let response = tokio::time::timeout(timeout, self.clients.get().request(req))
+            tokio::time::timeout(timeout, self.connections.send(&authority, req))
                 .await
                 .map_err(|_| BackendError::Timeout)?
-                .map_err(|e| transport_error(&e))?;
-            if response.extensions().get::<WriteFailed>().is_some_and(WriteFailed::happened)
-                && let Some(connected) = connection.connection_metadata().as_ref()
-            {
-                // The store answered before it read the whole body and the rest of it was discarded: the
-                // connection is out of step and must not carry another request.
-                connected.poison();
-            }
-            Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
         })
     }
 
     fn describe(&self) -> String {
         format!("remote store {} ({}, {})", self.config.endpoint, self.config.region, self.keys.describe())
     }
-}
-
-/// Tells why a request to the store failed without an answer: no connection, the client's body, or the
-/// store going away before it answered.
-fn transport_error(e: &hyper_util::client::legacy::Error) -> BackendError {
-    let detail = describe_client_error(e);
-    if e.is_connect() {
-        return BackendError::Unavailable(detail);
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        // hyper reports a failure of the request body it was sending (the client's upload broke off) as a user
-        // error; nothing else Lakegate hands it can fail so once the request is built.
-        if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
-            return BackendError::ClientBody(detail);
-        }
-        source = s.source();
-    }
-    BackendError::Aborted(detail)
 }
