@@ -147,9 +147,6 @@ impl StoreConnections {
             break;
         }
         list.append(&mut busy);
-        if list.is_empty() {
-            idle.remove(authority);
-        }
         found
     }
 
@@ -159,10 +156,17 @@ impl StoreConnections {
             return;
         }
         let mut idle = self.idle.get_or_default().borrow_mut();
-        let list = idle.entry(connection.authority.clone()).or_default();
-        if list.len() < MAX_IDLE_PER_THREAD {
-            list.push(Idle { connection, since: Instant::now() });
+        let kept = Idle { connection, since: Instant::now() };
+        if let Some(list) = idle.get_mut(&kept.connection.authority) {
+            if list.len() < MAX_IDLE_PER_THREAD {
+                list.push(kept);
+            }
+            return;
         }
+        // A list stays when emptied, so that a connection given back after each request does not copy its
+        // authority into a new key each time; the emptied lists of other authorities go when a new one comes.
+        idle.retain(|_, list| !list.is_empty());
+        idle.insert(kept.connection.authority.clone(), vec![kept]);
     }
 
     /// A new connection to `authority`, its hyper task spawned on this thread.
