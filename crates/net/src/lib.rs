@@ -1,8 +1,10 @@
 //! Networking shared by every front and the sidecar: listener settings, TLS (rustls), serving HTTP, graceful
-//! shutdown (the drain), request ids, small HTTP helpers and RFC 7807 problem responses.
+//! shutdown (the drain), connections to upstream servers, request ids, small HTTP helpers and RFC 7807 problem
+//! responses.
 //!
 //! Knows nothing of Lakegate's policy or audit; fronts build on it.
 
+pub mod client;
 pub mod config;
 pub mod drain;
 pub mod http;

@@ -8,8 +8,8 @@
 //! docs/benchmarks.md). Here a connection, and every task it spawns (a store connection, an HTTP/2 stream),
 //! stays on the thread it was handed to, and only that thread's own I/O wakes it.
 //!
-//! A pooled HTTP client is kept per thread ([`ClientPerThread`]) for the same reason: hyper runs each pooled
-//! connection as a task of its own, spawned on the thread that opened it, and a request that took a connection
+//! Connections to upstream servers are kept per thread ([`crate::client`]) for the same reason: hyper runs each
+//! connection as a task of its own, spawned on the thread that opened it, and a request sent over a connection
 //! opened on another thread would wake that thread to send and again to receive.
 //!
 //! The price is the event-loop model's: a request that computes for long holds up the other connections on its
@@ -23,12 +23,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
-use hyper_util::rt::TokioExecutor;
-use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 use tokio::runtime::{Builder, Handle};
 
@@ -141,32 +136,6 @@ impl ConnectionThreads {
     {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
         self.runtimes[i].spawn(task);
-    }
-}
-
-/// A pooled hyper client for each thread that sends through it, all with one connector.
-pub struct ClientPerThread<C: Send, B: Send> {
-    clients: ThreadLocal<Client<C, B>>,
-    connector: C,
-    idle_timeout: Duration,
-}
-
-impl<C, B> ClientPerThread<C, B>
-where
-    C: Connect + Clone + Send + Sync + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-{
-    /// Clients made with `connector`, each closing connections idle for `idle_timeout`.
-    pub fn new(connector: C, idle_timeout: Duration) -> Self {
-        ClientPerThread { clients: ThreadLocal::new(), connector, idle_timeout }
-    }
-
-    /// This thread's client, made at its first request.
-    pub fn get(&self) -> &Client<C, B> {
-        self.clients.get_or(|| {
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(self.idle_timeout).build(self.connector.clone())
-        })
     }
 }
 

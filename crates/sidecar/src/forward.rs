@@ -115,7 +115,12 @@ async fn forward(sidecar: &Sidecar, request: Request<Incoming>) -> Result<Respon
     )
     .map_err(|e| Refusal::bad_request(e.to_string()))?;
 
-    let mut outgoing = Request::builder().method(parts.method).uri(sidecar.upstream.uri(&path, query.as_deref()));
+    // Origin form: the connection is already the central Lakegate's.
+    let target = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut outgoing = Request::builder().method(parts.method).uri(target);
     if let Some(h) = outgoing.headers_mut() {
         *h = headers;
     }

@@ -1,4 +1,4 @@
-//! The sidecar's one connection to the central Lakegate: pooled hyper clients (one per thread) with the
+//! The sidecar's one road to the central Lakegate: connections kept per thread ([`Connections`]) with the
 //! sidecar's TLS identity (its CA and, for mutual TLS, its client certificate), used for the token exchange, STS
 //! and every forwarded S3 request alike.
 
@@ -8,11 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 
+use lakegate_net::client::{ClientError, Connections, Origin, Pooled};
 use lakegate_net::describe_error;
-use lakegate_net::threads::ClientPerThread;
 use lakegate_s3_protocol::BoxBody;
 use lakegate_s3_protocol::sigv4::{PayloadError, SigV4Error};
 
@@ -41,9 +39,9 @@ pub enum UpstreamError {
 pub struct Upstream {
     /// Per thread, as the sidecar serves each connection on one thread (`lakegate_net::Threads::PerCore`); the
     /// session's clone shares them.
-    clients: Arc<ClientPerThread<hyper_rustls::HttpsConnector<HttpConnector>, BoxBody>>,
+    connections: Arc<Connections>,
     base: url::Url,
-    authority: String,
+    origin: Origin,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -68,44 +66,32 @@ impl Upstream {
         {
             return Err(InvalidUpstream(base.clone()));
         }
-        let authority = match base.port() {
-            Some(port) => format!("{}:{port}", base.host_str().unwrap_or_default()),
-            None => base.host_str().unwrap_or_default().to_owned(),
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let clients = Arc::new(ClientPerThread::new(https, Duration::from_secs(30)));
-        Ok(Self { clients, base: base.clone(), authority })
+        let origin = origin(base).ok_or_else(|| InvalidUpstream(base.clone()))?;
+        let connections = Arc::new(Connections::new(tls, Duration::from_secs(5), Duration::from_secs(30)));
+        Ok(Self { connections, base: base.clone(), origin })
     }
 
     /// `host[:port]` of the central Lakegate, as it is signed into forwarded requests.
     pub fn authority(&self) -> &str {
-        &self.authority
+        self.origin.authority()
     }
 
-    /// The URI of `path` (already encoded) and `query` on the central Lakegate.
-    pub fn uri(&self, path: &str, query: Option<&str>) -> String {
-        match query {
-            Some(q) => format!("{}://{}{path}?{q}", self.base.scheme(), self.authority),
-            None => format!("{}://{}{path}", self.base.scheme(), self.authority),
-        }
+    /// Sends `request` (origin form: the path, already encoded, and query) to the central Lakegate; the response
+    /// body streams.
+    pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<Pooled>, UpstreamError> {
+        self.send_to(&self.origin, request).await
     }
 
-    /// Sends a request; the response body streams.
-    pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
-        tokio::time::timeout(RESPONSE_TIMEOUT, self.clients.get().request(request))
+    async fn send_to(&self, origin: &Origin, request: Request<BoxBody>) -> Result<Response<Pooled>, UpstreamError> {
+        tokio::time::timeout(RESPONSE_TIMEOUT, self.connections.send(origin, request))
             .await
             .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| match rejected_body(&e) {
-                Some(refusal) => UpstreamError::BodyRejected(refusal),
-                None => UpstreamError::Unreachable(describe_error(&e)),
+            .map_err(|e| match e {
+                ClientError::Send(e) => match rejected_body(&e) {
+                    Some(refusal) => UpstreamError::BodyRejected(refusal),
+                    None => UpstreamError::Unreachable(describe_error(&e)),
+                },
+                ClientError::Connect(detail) => UpstreamError::Unreachable(detail),
             })
     }
 
@@ -118,7 +104,13 @@ impl Upstream {
         basic: Option<(&str, &str)>,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let mut builder = Request::post(url.as_str())
+        let origin =
+            origin(url).ok_or_else(|| UpstreamError::Request(format!("{url}: not an http(s) URL with a host")))?;
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut builder = Request::post(target)
             .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8")
             .header(http::header::ACCEPT, "application/json, text/xml");
         if let Some((id, secret)) = basic {
@@ -131,7 +123,7 @@ impl Upstream {
         }
         let body = Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
         let request = builder.body(body).map_err(|e| UpstreamError::Request(e.to_string()))?;
-        let response = self.send(request).await?;
+        let response = self.send_to(&origin, request).await?;
         let status = response.status();
         let bytes = lakegate_net::http::read_limited(response.into_body(), MAX_ANSWER)
             .await
@@ -140,8 +132,18 @@ impl Upstream {
     }
 }
 
+/// Where requests to `url` go: its scheme and `host[:port]`.
+fn origin(url: &url::Url) -> Option<Origin> {
+    let host = url.host_str()?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Origin::new(url.scheme() == "https", &authority).ok()
+}
+
 /// The refusal of the client's body, if that is what ended the request.
-fn rejected_body(e: &hyper_util::client::legacy::Error) -> Option<SigV4Error> {
+fn rejected_body(e: &hyper::Error) -> Option<SigV4Error> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(PayloadError::Rejected(refusal)) = s.downcast_ref::<PayloadError>() {

@@ -7,13 +7,11 @@
 mod conditions;
 mod embedded;
 mod fs;
-mod keep_reading;
 mod kept_json;
 mod key_index;
 mod object_file;
 mod object_write;
 mod remote;
-mod store_connections;
 mod store_keys;
 mod uploads;
 

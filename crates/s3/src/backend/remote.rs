@@ -1,13 +1,16 @@
 //! A remote S3-compatible store: every forwarded request is re-signed with the store's own credentials and
-//! sent over a connection each thread keeps to the store ([`StoreConnections`]); bodies stream both ways.
+//! sent over a connection each thread keeps to the store ([`Connections`]); bodies stream both ways.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use lakegate_net::client::{ClientError, Connections, Origin};
+use lakegate_net::describe_error;
 use serde::Deserialize;
 
-use super::store_connections::StoreConnections;
 use super::store_keys::StoreKeys;
 use super::{Backend, BackendError, BoxBody, ForwardRequest, encode_path, encode_query};
 use lakegate_s3_protocol::sigv4::{UNSIGNED_PAYLOAD, sign_request};
@@ -67,11 +70,12 @@ pub struct Remote {
     /// Each thread's own connections, so that a request and its store connection's task share a thread: the
     /// S3 front serves each connection on one thread (`lakegate_net::Threads::PerCore`), and a connection
     /// spawned on another thread would wake that one twice a request.
-    connections: Arc<StoreConnections>,
+    connections: Arc<Connections>,
     config: RemoteConfig,
     keys: StoreKeys,
-    /// The endpoint's `host[:port]` and path without its trailing `/`, taken apart once.
-    host_port: String,
+    /// The endpoint's scheme and `host[:port]`, where path-style requests go.
+    origin: Origin,
+    /// The endpoint's path without its trailing `/`.
     base: String,
 }
 
@@ -101,27 +105,33 @@ impl Remote {
             &config.region,
         )
         .await?;
-        let scheme =
-            if config.endpoint.scheme() == "https" { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let origin = Origin::new(config.endpoint.scheme() == "https", &host_port)
+            .map_err(|e| BackendError::Request(format!("the endpoint's host {host_port:?}: {e}")))?;
+        let tls = lakegate_net::tls::client_config(None, None).map_err(|e| BackendError::Request(e.to_string()))?;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-        let connections = Arc::new(StoreConnections::new(scheme, connect_timeout, Duration::from_secs(30))?);
-        Ok(Self { connections, config, keys, host_port, base })
+        let connections = Arc::new(Connections::new(tls, connect_timeout, Duration::from_secs(30)));
+        Ok(Self { connections, config, keys, origin, base })
     }
 
-    /// The authority and path for a request, per the addressing style.
-    fn locate(&self, bucket: Option<&str>, key: Option<&str>) -> (String, String) {
-        let (host_port, base) = (&self.host_port, &self.base);
-        match (self.config.path_style, bucket) {
-            (false, Some(b)) => (format!("{b}.{host_port}"), format!("{base}{}", encode_path(None, key))),
-            _ => (host_port.clone(), format!("{base}{}", encode_path(bucket, key))),
-        }
+    /// The origin and path for a request, per the addressing style.
+    fn locate(&self, bucket: Option<&str>, key: Option<&str>) -> Result<(Cow<'_, Origin>, String), BackendError> {
+        let base = &self.base;
+        Ok(match (self.config.path_style, bucket) {
+            (false, Some(b)) => {
+                let authority = format!("{b}.{}", self.origin.authority());
+                let origin = Origin::new(self.config.endpoint.scheme() == "https", &authority)
+                    .map_err(|e| BackendError::Request(format!("the store's host {authority:?}: {e}")))?;
+                (Cow::Owned(origin), format!("{base}{}", encode_path(None, key)))
+            }
+            _ => (Cow::Borrowed(&self.origin), format!("{base}{}", encode_path(bucket, key))),
+        })
     }
 }
 
 impl Backend for Remote {
     fn forward(&self, request: ForwardRequest) -> BoxFuture<'_, Result<http::Response<BoxBody>, BackendError>> {
         Box::pin(async move {
-            let (authority, path) = self.locate(request.bucket.as_deref(), request.key.as_deref());
+            let (origin, path) = self.locate(request.bucket.as_deref(), request.key.as_deref())?;
             let query = encode_query(&request.query);
             let mut headers = request.headers;
             let credentials = self.keys.current().await?;
@@ -129,7 +139,7 @@ impl Backend for Remote {
                 request.method.as_str(),
                 &path,
                 query.as_deref(),
-                &authority,
+                origin.authority(),
                 &mut headers,
                 &credentials,
                 &self.config.region,
@@ -149,13 +159,26 @@ impl Backend for Remote {
             }
             let req = builder.body(request.body).map_err(|e| BackendError::Request(e.to_string()))?;
             let timeout = Duration::from_secs(self.config.response_timeout_seconds);
-            tokio::time::timeout(timeout, self.connections.send(&authority, req))
+            let response = tokio::time::timeout(timeout, self.connections.send(&origin, req))
                 .await
                 .map_err(|_| BackendError::Timeout)?
+                .map_err(send_error)?;
+            Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
         })
     }
 
     fn describe(&self) -> String {
         format!("remote store {} ({}, {})", self.config.endpoint, self.config.region, self.keys.describe())
+    }
+}
+
+/// Tells why a request to the store got no answer: no connection, the client's body, or the store going away.
+fn send_error(e: ClientError) -> BackendError {
+    match e {
+        ClientError::Connect(detail) => BackendError::Unavailable(detail),
+        // hyper reports a failure of the request body it was sending (the client's upload broke off) as a user
+        // error; nothing else Lakegate hands it can fail so once the request is built.
+        ClientError::Send(e) if e.is_user() => BackendError::ClientBody(describe_error(&e)),
+        ClientError::Send(e) => BackendError::Aborted(describe_error(&e)),
     }
 }

@@ -1,13 +1,13 @@
-//! Connections to a remote store that keep reading after writing failed, so that a store's early answer reaches
-//! the client.
+//! Connections that keep reading after writing failed, so that a server's early answer reaches the client.
 //!
-//! A store may refuse an upload from its head alone (a failed `If-Match`, an object too large) and answer at
-//! once, then close the connection without reading the rest of the body. The kernel then fails our next write
-//! (broken pipe, connection reset), while the answer it already received stays readable in the socket. hyper's
-//! client gives up on the request at the first write error, so the client would hear "the store is unavailable"
-//! instead of the store's own `412 PreconditionFailed`. Here a failed write is remembered and later writes are
-//! discarded: the read side decides the outcome, either the store's answer or, if there is none, the read error
-//! that ends the request. The connection is never reused after that (see [`WriteFailed`]).
+//! A server may refuse an upload from its head alone (a store's failed `If-Match`, an object too large, the
+//! central Lakegate's refusal) and answer at once, then close the connection without reading the rest of the
+//! body. The kernel then fails our next write (broken pipe, connection reset), while the answer it already
+//! received stays readable in the socket. hyper's client gives up on the request at the first write error, so
+//! the client would hear "unavailable" instead of the server's own `412 PreconditionFailed`. Here a failed write
+//! is remembered and later writes are discarded: the read side decides the outcome, either the server's answer
+//! or, if there is none, the read error that ends the request. The connection is never reused after that (see
+//! [`WriteFailed`]).
 
 use std::io;
 use std::pin::Pin;
@@ -15,10 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use futures::TryFutureExt;
-use futures::future::MapOk;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::HttpConnector;
 
 /// Whether writing to a connection failed.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +40,7 @@ pub(super) struct KeepReading<S> {
 }
 
 impl<S> KeepReading<S> {
-    fn new(inner: S) -> Self {
+    pub(super) fn new(inner: S) -> Self {
         Self { inner, failed: WriteFailed::default() }
     }
 
@@ -56,7 +53,7 @@ impl<S> KeepReading<S> {
     fn absorb<T>(&self, result: Poll<io::Result<T>>, discarded: T) -> Poll<io::Result<T>> {
         match result {
             Poll::Ready(Err(e)) => {
-                tracing::debug!(error = %e, "writing to the store failed; reading its answer");
+                tracing::debug!(error = %e, "writing to the server failed; reading its answer");
                 self.failed.set();
                 Poll::Ready(Ok(discarded))
             }
@@ -113,30 +110,6 @@ impl<S: Write + Unpin> Write for KeepReading<S> {
     }
 }
 
-/// How Lakegate connects to a remote store: TCP, TLS for `https`, connections that keep reading.
-pub(super) type Connector = KeepReadingConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
-
-/// A connector whose connections are [`KeepReading`].
-#[derive(Debug, Clone)]
-pub(super) struct KeepReadingConnector<C>(pub(super) C);
-
-impl<C> tower_service::Service<http::Uri> for KeepReadingConnector<C>
-where
-    C: tower_service::Service<http::Uri>,
-{
-    type Response = KeepReading<C::Response>;
-    type Error = C::Error;
-    type Future = MapOk<C::Future, fn(C::Response) -> KeepReading<C::Response>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        self.0.call(uri).map_ok(KeepReading::new as fn(C::Response) -> KeepReading<C::Response>)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -145,7 +118,7 @@ mod tests {
     use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// The store's side: reads the request head, answers and closes with the body unread, which resets the
+    /// The server's side: reads the request head, answers and closes with the body unread, which resets the
     /// connection.
     async fn answer_early(listener: tokio::net::TcpListener) {
         let (mut socket, _) = listener.accept().await.unwrap();
@@ -159,15 +132,15 @@ mod tests {
     async fn the_answer_sent_before_the_connection_was_reset_is_still_read() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let store = tokio::spawn(answer_early(listener));
+        let server = tokio::spawn(answer_early(listener));
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut io = TokioIo::new(KeepReading::new(TokioIo::new(tcp)));
         let failed = io.inner().failed.clone();
         io.write_all(b"PUT /lake/big HTTP/1.1\r\nhost: store\r\nif-match: \"x\"\r\ncontent-length: 4194304\r\n\r\n")
             .await
             .unwrap();
-        store.await.unwrap();
-        // Far more than the store read: some of these writes fail once the reset arrives.
+        server.await.unwrap();
+        // Far more than the server read: some of these writes fail once the reset arrives.
         for _ in 0..64 {
             io.write_all(&[b'x'; 64 * 1024]).await.expect("a failed write is discarded, not reported");
         }
