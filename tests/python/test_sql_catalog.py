@@ -360,10 +360,40 @@ def test_trino_a_result_read_ahead_to_its_end_gives_its_backend_connection_back_
     assert [(e["outcome"] or {}).get("incomplete") for e in alices] == [None], alices
 
 
+def test_trino_a_query_its_client_is_behind_on_goes_to_disk_so_that_another_users_query_gets_its_connection(
+        tmp_path, postgres):
+    # alice's result is 20,002 rows, far more than the read-ahead (256 KiB), and she stops after its first page:
+    # her query holds the Trino front's one connection. Once bob's query waits for it, the rest of her rows are
+    # written to disk and the connection is his.
+    lg = on_postgres(tmp_path, postgres, backend="pool_wait_timeout_ms = 10000")
+    postgres.psql("INSERT INTO sales.orders SELECT i, 'Initech', 'EU', 1.00, '4000000000000009' "
+                  "FROM generate_series(10, 20009) AS i")
+    try:
+        held = start_orders_query(lg, "alice")
+        assert held.status_code == 200 and len(held.json()["data"]) == 1000, held.text
+        answered = start_orders_query(lg, "bob")
+        assert answered.status_code == 200 and answered.json().get("data") == [[2]], answered.text
+        # alice, back, is given every one of her rows, once.
+        ids, page = [row[0] for row in held.json()["data"]], held.json()
+        while "nextUri" in page:
+            page = trino_session(lg, "alice").get(page["nextUri"], timeout=60).json()
+            ids += [row[0] for row in page.get("data", [])]
+        assert page["stats"]["state"] == "FINISHED", page
+        assert sorted(ids) == [1, 3, *range(10, 20010)]
+        events = lg.audit_events()
+    finally:
+        lg.stop()
+        postgres.psql("DELETE FROM sales.orders WHERE order_id >= 10")
+    alices = [e for e in events if e["action"] == "sql:Select" and e["principal"]["subject"] == "alice"
+              and e.get("stage") != "decision"]
+    assert [e["sql"]["rows"] for e in alices] == [20002], alices
+
+
 def test_trino_queries_their_client_abandoned_give_their_backend_connection_back(tmp_path, postgres):
-    # As above, with a read-ahead of one row: a query whose rest is more than the read-ahead holds its connection.
+    # A read-ahead of one row and nothing written to disk (`trino_spill_bytes = 0`): a query whose rest is more
+    # than the read-ahead holds its connection.
     env = {"LAKEGATE__SQL__TRINO_PAGE_ROWS": "1", "LAKEGATE__SQL__TRINO_CLIENT_TIMEOUT_MS": "3000",
-           "LAKEGATE__SQL__TRINO_READ_AHEAD_BYTES": "1"}
+           "LAKEGATE__SQL__TRINO_READ_AHEAD_BYTES": "1", "LAKEGATE__SQL__TRINO_SPILL_BYTES": "0"}
     lg = on_postgres(tmp_path, postgres, env=env, backend="pool_wait_timeout_ms = 1000")
     try:
         def start_query(user):

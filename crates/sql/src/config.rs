@@ -49,6 +49,11 @@ pub struct SqlConfig {
     /// backend connection back at once, rather than when its client has fetched the last page. 0: none.
     #[serde(default = "default_trino_read_ahead_bytes")]
     pub trino_read_ahead_bytes: usize,
+    /// How many bytes of disk the rows of open Trino queries may take together when a query's client is a
+    /// read-ahead behind and other statements wait for its backend connection: its rows are then written to a
+    /// temporary file and the connection is given back. 0: never; the connection is held until the client catches up.
+    #[serde(default = "default_trino_spill_bytes")]
+    pub trino_spill_bytes: usize,
     /// How long a client may sit idle inside a transaction block that holds a backend connection (from the
     /// block's first write) before the gateway rolls the block back and closes the connection (FATAL 25P03, as
     /// PostgreSQL's `idle_in_transaction_session_timeout`); 0 never does. The connection is one of a small pool's,
@@ -145,6 +150,7 @@ impl Default for SqlConfig {
             trino_page_rows: default_trino_page_rows(),
             trino_client_timeout_ms: default_trino_client_timeout_ms(),
             trino_read_ahead_bytes: default_trino_read_ahead_bytes(),
+            trino_spill_bytes: default_trino_spill_bytes(),
             idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             postgres: Vec::new(),
             spark: Vec::new(),
@@ -182,6 +188,9 @@ fn default_trino_client_timeout_ms() -> u64 {
 }
 fn default_trino_read_ahead_bytes() -> usize {
     256 * 1024
+}
+fn default_trino_spill_bytes() -> usize {
+    1 << 30
 }
 fn default_idle_in_transaction_timeout_ms() -> u64 {
     600_000

@@ -23,6 +23,7 @@ mod read_ahead;
 pub mod rewrite;
 pub mod rows;
 pub mod session;
+mod spill;
 pub mod trino;
 
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub struct SqlService {
     catalogs: rewrite::CatalogCache,
     /// Catalog query texts read before, shared by every session.
     catalog_readings: introspect::Readings,
+    /// The bytes of disk the Trino front's rows, spilled while others wait for their connections, may take
+    /// together (`sql.trino_spill_bytes`); `None`: nothing is spilled.
+    trino_spill: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Why the SQL front could not start.
@@ -148,6 +152,10 @@ impl SqlService {
             keyring,
             catalogs: rewrite::CatalogCache::default(),
             catalog_readings: introspect::Readings::default(),
+            trino_spill: (config.trino_spill_bytes > 0).then(|| {
+                let bytes = config.trino_spill_bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
+                Arc::new(tokio::sync::Semaphore::new(bytes))
+            }),
             backends,
         }))
     }

@@ -455,6 +455,14 @@ impl Session {
         self
     }
 
+    /// Where a query's rows read ahead go when its client is a read-ahead behind and others wait for `backend`'s
+    /// connections: disk, if the front has any for them.
+    fn spill(&self, backend: &Arc<dyn Backend>) -> Option<crate::read_ahead::Spill> {
+        let disk = self.service.trino_spill.clone().filter(|_| self.read_ahead > 0)?;
+        let backend = backend.clone();
+        Some(crate::read_ahead::Spill { disk, awaited: Arc::new(move || backend.connections_awaited()) })
+    }
+
     /// The authenticated principal.
     pub fn principal(&self) -> &Principal {
         &self.principal
@@ -896,7 +904,7 @@ impl Session {
             Ok(rows) => Ok(Outcome::Rows(RowSet {
                 columns: rows.columns,
                 rows: Box::pin(Audited {
-                    inner: crate::read_ahead::read_ahead(rows.rows, self.read_ahead),
+                    inner: crate::read_ahead::read_ahead(rows.rows, self.read_ahead, self.spill(&backend)),
                     slot: Some(slot),
                     rows: 0,
                 }),

@@ -80,6 +80,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn comparisons_typed_at_planning(&self) -> bool {
         false
     }
+    /// Whether a statement waits for a connection of the pool that the streams of statements run on this thread
+    /// take theirs from, so that a stream whose client is slow to read it should give its connection back sooner
+    /// (see `read_ahead`). Engines without a pool of connections: never.
+    fn connections_awaited(&self) -> bool {
+        false
+    }
     /// Opens a transaction on a connection of its own; statements run through the handle until it ends.
     /// `None`: the engine has no transactions (the embedded engine, which is read-only).
     async fn begin(&self, _options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {

@@ -284,9 +284,13 @@ impl Postgres {
         Ok(())
     }
 
+    /// The pool of the connection thread this runs on, or the shared one.
+    fn pool(&self) -> &Pool {
+        lakegate_net::threads::connection_thread().and_then(|i| self.per_thread.get(i)).unwrap_or(&self.shared)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, SqlError> {
-        let pool = lakegate_net::threads::connection_thread().and_then(|i| self.per_thread.get(i));
-        pool.unwrap_or(&self.shared).get().await.map_err(|e| match e {
+        self.pool().get().await.map_err(|e| match e {
             PoolError::Timeout(TimeoutType::Wait) => {
                 SqlError::BackendBusy { backend: self.name.to_string(), waited: self.wait }
             }
@@ -639,6 +643,10 @@ impl Backend for Postgres {
 
     fn comparisons_typed_at_planning(&self) -> bool {
         true
+    }
+
+    fn connections_awaited(&self) -> bool {
+        self.pool().status().waiting > 0
     }
 
     async fn begin(&self, options: &TransactionOptions) -> Result<Option<Arc<dyn Transaction>>, SqlError> {
