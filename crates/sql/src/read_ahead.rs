@@ -79,7 +79,7 @@ pub(crate) fn read_ahead(rows: RowStream, budget: usize, spill: Option<Spill>) -
                 permit = room.clone().acquire_owned() => permit,
                 () = ahead.closed() => return,
                 () = awaited(spill.as_ref()) => {
-                    if to_disk(&mut rows, &mut spill, &ahead, budget).await { continue } else { return }
+                    if to_disk(&mut rows, &mut spill, &ahead).await { continue } else { return }
                 }
             };
             let Ok(mut permit) = permit else { return };
@@ -107,7 +107,7 @@ pub(crate) fn read_ahead(rows: RowStream, budget: usize, spill: Option<Spill>) -
                         if ahead.send(Ahead::Rows(batch.rows, Some(permit))).is_err() || last {
                             return;
                         }
-                        if to_disk(&mut rows, &mut spill, &ahead, budget).await { continue } else { return }
+                        if to_disk(&mut rows, &mut spill, &ahead).await { continue } else { return }
                     }
                 }
             }
@@ -132,14 +132,9 @@ async fn awaited(spill: Option<&Spill>) {
 
 /// Others wait for the connection: the rows left go to disk, once. Whether the task goes on reading ahead (holding
 /// the connection, as without a spill: past the disk's bound, or the disk failed).
-async fn to_disk(
-    rows: &mut RowStream,
-    spill: &mut Option<Spill>,
-    ahead: &mpsc::UnboundedSender<Ahead>,
-    budget: u32,
-) -> bool {
+async fn to_disk(rows: &mut RowStream, spill: &mut Option<Spill>, ahead: &mpsc::UnboundedSender<Ahead>) -> bool {
     let Some(to_disk) = spill.take() else { return false };
-    matches!(spill_rest(rows, &to_disk, ahead, budget).await, Spilled::Stopped)
+    matches!(spill_rest(rows, &to_disk, ahead).await, Spilled::Stopped)
 }
 
 /// How writing the rest of the rows to disk ended.
@@ -151,8 +146,9 @@ enum Spilled {
 }
 
 /// Writes the rows left to disk until their end, handing them over as one segment once written; the batch that
-/// would pass the disk's bound, and everything after, stays for the task to read ahead as without a spill.
-async fn spill_rest(rows: &mut RowStream, spill: &Spill, ahead: &mpsc::UnboundedSender<Ahead>, budget: u32) -> Spilled {
+/// would pass the disk's bound, and everything after, stays for the task to read ahead as without a spill. The
+/// batches written are full ones whatever the read-ahead's budget, so that a small budget costs no write a row.
+async fn spill_rest(rows: &mut RowStream, spill: &Spill, ahead: &mpsc::UnboundedSender<Ahead>) -> Spilled {
     let mut writer: Option<SpillWriter> = None;
     let mut held: Option<OwnedSemaphorePermit> = None;
     let hand_over = |writer: Option<SpillWriter>, held: Option<OwnedSemaphorePermit>| {
@@ -177,7 +173,7 @@ async fn spill_rest(rows: &mut RowStream, spill: &Spill, ahead: &mpsc::Unbounded
             hand_over(writer, held);
             return Spilled::Ended;
         };
-        let batch = Batch::read(first, rows, budget);
+        let batch = Batch::read(first, rows, BATCH_BYTES);
         let last = batch.ended || batch.failed;
         let encoded = if batch.failed {
             None
@@ -459,18 +455,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn past_the_disk_bound_the_connection_is_held_again_and_every_row_still_comes_in_order() {
         let (given, (dropped, mut gone)) = (Arc::new(AtomicUsize::new(0)), tokio::sync::oneshot::channel());
-        let (spill, disk, waiting) = spill(20 * 1024);
+        // Room on disk for three batches of about 63 rows of 1 KiB.
+        let (spill, disk, waiting) = spill(200 * 1024);
         waiting.store(true, Ordering::SeqCst);
-        let mut rows = read_ahead(backend(100, 1000, given.clone(), dropped), 4 * 1024, Some(spill));
+        let mut rows = read_ahead(backend(1000, 1000, given.clone(), dropped), 4 * 1024, Some(spill));
         assert!(rows.next().await.is_some());
         tokio::time::sleep(WAITERS_CHECKED_EVERY * 5).await;
         assert!(gone.try_recv().is_err(), "the rest would not fit: held");
         let read = given.load(Ordering::SeqCst);
-        assert!((20..40).contains(&read), "{read} rows read: the budget's and the disk's");
+        assert!((150..400).contains(&read), "{read} rows read: the budget's, the disk's and the batch past it");
         let rest = texts(rows.collect().await);
-        let expected: Vec<String> = (1..100).map(|i| format!("{i:0>1000}")).collect();
+        let expected: Vec<String> = (1..1000).map(|i| format!("{i:0>1000}")).collect();
         assert_eq!(rest, expected);
-        assert_eq!(disk.available_permits(), 20 * 1024);
+        assert_eq!(disk.available_permits(), 200 * 1024);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
