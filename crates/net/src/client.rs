@@ -82,6 +82,11 @@ impl Origin {
     pub fn authority(&self) -> &str {
         self.uri.authority().map_or("", |a| a.as_str())
     }
+
+    /// Whether connections to it are TLS.
+    pub fn is_https(&self) -> bool {
+        self.uri.scheme() == Some(&http::uri::Scheme::HTTPS)
+    }
 }
 
 impl PartialEq for Origin {
@@ -418,6 +423,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(read(get(&connections, addr).await).await, addr.to_string());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_origin_keeps_its_scheme_and_authority_apart() {
+        let tls = Origin::new(true, "lake.s3.example.com:8443").unwrap();
+        assert!(tls.is_https());
+        assert_eq!(tls.authority(), "lake.s3.example.com:8443");
+        let plain = Origin::new(false, "127.0.0.1:9000").unwrap();
+        assert!(!plain.is_https());
+        assert_ne!(Origin::new(true, "store").unwrap(), Origin::new(false, "store").unwrap(), "one key each");
+        assert!(Origin::new(false, "bad host").is_err());
     }
 
     #[tokio::test]

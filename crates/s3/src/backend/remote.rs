@@ -119,7 +119,7 @@ impl Remote {
         Ok(match (self.config.path_style, bucket) {
             (false, Some(b)) => {
                 let authority = format!("{b}.{}", self.origin.authority());
-                let origin = Origin::new(self.config.endpoint.scheme() == "https", &authority)
+                let origin = Origin::new(self.origin.is_https(), &authority)
                     .map_err(|e| BackendError::Request(format!("the store's host {authority:?}: {e}")))?;
                 (Cow::Owned(origin), format!("{base}{}", encode_path(None, key)))
             }
