@@ -158,7 +158,7 @@ impl FsStore {
         match if_match {
             Some(_) if !exists => Err(s3_error!(NoSuchKey)),
             Some(ETagCondition::ETag(expected)) => {
-                let current = super::object_file::e_tag(&self.root, &self.files, bucket, key).await?;
+                let current = super::object_file::e_tag(&self.files, bucket, key).await?;
                 if ETag::Strong(current).strong_cmp(expected) { Ok(()) } else { Err(failed()) }
             }
             _ => Ok(()),
@@ -433,7 +433,6 @@ impl S3 for FsStore {
             if_unmodified_since: input.if_unmodified_since,
         };
         super::object_file::get_object(
-            &self.root,
             &self.files,
             &input.bucket,
             &input.key,

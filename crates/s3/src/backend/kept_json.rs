@@ -12,10 +12,7 @@
 //! change time that differs. Whatever writes the file (this process, s3s-fs, another process), a changed file is
 //! read again.
 
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +20,7 @@ use lakegate_core::per_cpu_cache::PerCpuCache;
 use s3s::S3Result;
 
 use super::object_file::internal_error;
+use super::store_dir::{StoreDir, status_of};
 
 /// How long ago a file must have last changed before its parsed copy is kept (see the module's note).
 pub(super) const SETTLED: Duration = Duration::from_secs(1);
@@ -32,9 +30,9 @@ const MAX_BYTES: u64 = 1024 * 1024;
 const WEIGHT_CAPACITY: u64 = 16 * 1024 * 1024;
 const ESTIMATED_ENTRIES: usize = 16 * 1024;
 
-/// Parsed files of one kind, by path. The path's bytes are the key: hashing a `Path` walks its components, and
-/// over a GET's two lookups of ~130-byte paths `Path`'s `Hash` alone took 0.8% of a 4 KiB GET's samples
-/// (docs/benchmarks.md).
+/// Parsed files of one kind, by their names below the store's root. The name's bytes are the key: hashing a
+/// `Path` walks its components, and over a GET's two lookups of ~130-byte paths `Path`'s `Hash` alone took 0.8% of
+/// a 4 KiB GET's samples (docs/benchmarks.md).
 pub(super) struct KeptJson<T> {
     kept: PerCpuCache<Box<[u8]>, Kept<T>, Weight>,
     settled: Duration,
@@ -55,29 +53,29 @@ impl<T> Clone for Kept<T> {
 /// What tells one version of a file from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
-    dev: u64,
+    dev: (u32, u32),
     ino: u64,
     size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    mtime: (i64, u32),
+    ctime: (i64, u32),
 }
 
 impl Stamp {
-    fn of(stat: &std::fs::Metadata) -> Self {
+    fn of(stat: &rustix::fs::Statx) -> Self {
         Stamp {
-            dev: stat.dev(),
-            ino: stat.ino(),
-            size: stat.size(),
-            mtime: (stat.mtime(), stat.mtime_nsec()),
-            ctime: (stat.ctime(), stat.ctime_nsec()),
+            dev: (stat.stx_dev_major, stat.stx_dev_minor),
+            ino: stat.stx_ino,
+            size: stat.stx_size,
+            mtime: (stat.stx_mtime.tv_sec, stat.stx_mtime.tv_nsec),
+            ctime: (stat.stx_ctime.tv_sec, stat.stx_ctime.tv_nsec),
         }
     }
 
     /// Whether the file last changed at least `settled` before `now`.
     fn settled(&self, now: SystemTime, settled: Duration) -> bool {
         let Ok(now) = now.duration_since(UNIX_EPOCH) else { return false };
-        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.ctime.0), u32::try_from(self.ctime.1)) else { return false };
-        Duration::new(secs, nanos).saturating_add(settled) <= now
+        let Ok(secs) = u64::try_from(self.ctime.0) else { return false };
+        Duration::new(secs, self.ctime.1).saturating_add(settled) <= now
     }
 }
 
@@ -102,26 +100,26 @@ impl<T: serde::de::DeserializeOwned> KeptJson<T> {
         KeptJson { kept: PerCpuCache::with_weighter(ESTIMATED_ENTRIES, WEIGHT_CAPACITY, Weight), settled }
     }
 
-    /// The parsed content of the file at `path`; `None` when there is none.
-    pub(super) fn read(&self, path: &Path) -> S3Result<Option<Arc<T>>> {
-        let stat = match std::fs::metadata(path) {
+    /// The parsed content of the file `name` below the store's root; `None` when there is none.
+    pub(super) fn read(&self, dir: &StoreDir, name: &str) -> S3Result<Option<Arc<T>>> {
+        let stat = match dir.status(name) {
             Ok(stat) => stat,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(internal_error(e)),
         };
-        let key = path.as_os_str().as_encoded_bytes();
+        let key = name.as_bytes();
         if let Some(kept) = self.kept.get(key)
             && kept.stamp == Stamp::of(&stat)
         {
             return Ok(Some(kept.value));
         }
-        let file = match File::open(path) {
+        let file = match dir.open_file(name) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(internal_error(e)),
         };
         // The status of the file actually read: it may have been replaced since the first look.
-        let stamp = Stamp::of(&file.metadata().map_err(internal_error)?);
+        let stamp = Stamp::of(&status_of(&file).map_err(internal_error)?);
         let mut text = Vec::new();
         file.take(MAX_BYTES).read_to_end(&mut text).map_err(internal_error)?;
         let value: Arc<T> = Arc::new(serde_json::from_slice(&text).map_err(internal_error)?);
@@ -145,51 +143,52 @@ mod tests {
     #[test]
     fn a_file_read_again_unchanged_is_the_copy_kept() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("a.internal.json");
-        std::fs::write(&path, r#"{"e_tag":"one"}"#).expect("write");
+        let (root, name) = (StoreDir::open(dir.path()).expect("root"), "a.internal.json");
+        std::fs::write(dir.path().join(name), r#"{"e_tag":"one"}"#).expect("write");
         let files = KeptJson::<Json>::settling_for(Duration::ZERO);
-        let first = files.read(&path).expect("read").expect("a file");
-        let second = files.read(&path).expect("read").expect("a file");
+        let first = files.read(&root, name).expect("read").expect("a file");
+        let second = files.read(&root, name).expect("read").expect("a file");
         assert!(Arc::ptr_eq(&first, &second), "the second read is the kept copy");
     }
 
     #[test]
     fn a_file_replaced_rewritten_or_removed_is_read_anew() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("a.internal.json");
+        let (root, name) = (StoreDir::open(dir.path()).expect("root"), "a.internal.json");
+        let path = dir.path().join(name);
         std::fs::write(&path, r#"{"e_tag":"one"}"#).expect("write");
         let files = KeptJson::<Json>::settling_for(Duration::ZERO);
-        assert_eq!(value(&files.read(&path).expect("read")), Some("one"));
+        assert_eq!(value(&files.read(&root, name).expect("read")), Some("one"));
 
         // Renamed over, as the store writes it: another inode.
         let tmp = dir.path().join("a.internal.json.tmp");
         std::fs::write(&tmp, r#"{"e_tag":"two"}"#).expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
-        assert_eq!(value(&files.read(&path).expect("read")), Some("two"));
+        assert_eq!(value(&files.read(&root, name).expect("read")), Some("two"));
 
         // Rewritten in place with another length: the same inode.
         std::fs::write(&path, r#"{"e_tag":"three!"}"#).expect("write");
-        assert_eq!(value(&files.read(&path).expect("read")), Some("three!"));
+        assert_eq!(value(&files.read(&root, name).expect("read")), Some("three!"));
 
         std::fs::remove_file(&path).expect("remove");
-        assert_eq!(files.read(&path).expect("read"), None);
+        assert_eq!(files.read(&root, name).expect("read"), None);
     }
 
     #[test]
     fn a_file_that_changed_within_the_settling_time_is_not_kept() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("a.metadata.json");
-        std::fs::write(&path, r#"{"e_tag":"one"}"#).expect("write");
+        let (root, name) = (StoreDir::open(dir.path()).expect("root"), "a.metadata.json");
+        std::fs::write(dir.path().join(name), r#"{"e_tag":"one"}"#).expect("write");
         let files = KeptJson::<Json>::default();
-        let first = files.read(&path).expect("read").expect("a file");
-        let second = files.read(&path).expect("read").expect("a file");
+        let first = files.read(&root, name).expect("read").expect("a file");
+        let second = files.read(&root, name).expect("read").expect("a file");
         assert!(!Arc::ptr_eq(&first, &second), "a file written just now is read each time");
         assert_eq!(value(&Some(second)), Some("one"));
     }
 
     #[test]
     fn settled_means_changed_at_least_that_long_ago() {
-        let stamp = |secs| Stamp { dev: 1, ino: 1, size: 1, mtime: (secs, 0), ctime: (secs, 0) };
+        let stamp = |secs| Stamp { dev: (1, 1), ino: 1, size: 1, mtime: (secs, 0), ctime: (secs, 0) };
         let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
         assert!(stamp(100).settled(at(101), SETTLED));
         assert!(!stamp(100).settled(at(100), SETTLED));

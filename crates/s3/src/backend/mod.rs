@@ -12,6 +12,7 @@ mod key_index;
 mod object_file;
 mod object_write;
 mod remote;
+mod store_dir;
 mod store_keys;
 mod uploads;
 

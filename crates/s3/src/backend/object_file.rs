@@ -32,6 +32,7 @@ use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use super::conditions::{Preconditions, unix_seconds};
 use super::kept_json::KeptJson;
 use super::key_index::stored_key;
+use super::store_dir::StoreDir;
 
 /// Bodies up to this size are read where the file is opened, on the runtime's thread; larger ones in
 /// [`CHUNK_BYTES`] reads on the blocking pool.
@@ -64,17 +65,24 @@ pub(super) struct StoredAttributes {
     pub(super) website_redirect_location: Option<String>,
 }
 
-/// The parsed attribute files of the store's objects, kept while unchanged on disk ([`KeptJson`]); one per store,
-/// shared by both roads of a GET.
-#[derive(Default)]
+/// How a GET finds the store's files: by their names below the store's root, held open ([`StoreDir`]), with the
+/// parsed attribute files kept while unchanged on disk ([`KeptJson`]). One per store, shared by both roads of a
+/// GET.
 pub(super) struct AttributeFiles {
+    dir: StoreDir,
     metadata: KeptJson<StoredAttributes>,
     internal: KeptJson<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Reads `bucket/key` under `root` for a GET with an optional range, if its conditional headers hold.
+impl AttributeFiles {
+    /// For the store under `root` (which must exist).
+    pub(super) fn at(root: &Path) -> std::io::Result<Self> {
+        Ok(Self { dir: StoreDir::open(root)?, metadata: KeptJson::default(), internal: KeptJson::default() })
+    }
+}
+
+/// Reads `bucket/key` for a GET with an optional range, if its conditional headers hold.
 pub(super) async fn get_object(
-    root: &Path,
     files: &AttributeFiles,
     bucket: &str,
     key: &str,
@@ -82,20 +90,20 @@ pub(super) async fn get_object(
     part_number: Option<i32>,
     conditions: Preconditions,
 ) -> S3Result<GetObjectOutput> {
-    let paths = ObjectPaths::of(root, bucket, key)?;
+    let names = ObjectNames::of(bucket, key)?;
     // Opening the object and reading its two attribute files (a few hundred bytes each) are done here, on the
     // runtime's thread: from the page cache they take microseconds, less than handing them to the blocking pool
     // and waking this task again (two thread switches; 4 KiB GETs went from ~19,000 to ~30,000 a second on two
     // cores without them, docs/benchmarks.md). What can take long stays on the blocking pool: hashing an object
     // stored without an ETag, and bodies larger than INLINE_BYTES.
-    let found = find(&paths, files)?;
+    let found = find(&names, files)?;
     let e_tag = found.e_tag().await?;
     Ok(found.select(e_tag, range, part_number, &conditions)?.into_output())
 }
 
 /// The ETag of the object `bucket/key` (`NoSuchKey` when there is none), for a write's `If-Match`.
-pub(super) async fn e_tag(root: &Path, files: &AttributeFiles, bucket: &str, key: &str) -> S3Result<String> {
-    find(&ObjectPaths::of(root, bucket, key)?, files)?.e_tag().await
+pub(super) async fn e_tag(files: &AttributeFiles, bucket: &str, key: &str) -> S3Result<String> {
+    find(&ObjectNames::of(bucket, key)?, files)?.e_tag().await
 }
 
 /// The request headers a plain GET may carry and still be answered by [`plain_get`].
@@ -114,14 +122,13 @@ const PLAIN_GET_HEADERS: [http::HeaderName; 5] = [
 /// object, a failed condition, metadata that needs encoding): the caller then sends the request through s3s,
 /// which answers every such case in S3's own form. The store is read the same way on both roads.
 pub(super) async fn plain_get(
-    root: &Path,
     files: &AttributeFiles,
     bucket: &str,
     key: &str,
     headers: &http::HeaderMap,
 ) -> Option<http::Response<s3s::Body>> {
     let (range, conditions) = plain_request(headers)?;
-    let output = get_object(root, files, bucket, key, range, None, conditions).await.ok()?;
+    let output = get_object(files, bucket, key, range, None, conditions).await.ok()?;
     serialize(output)
 }
 
@@ -242,15 +249,15 @@ struct Opened {
     inline: Option<Bytes>,
 }
 
-/// Opens the object at `paths.object` and reads its attribute files.
-fn find(paths: &ObjectPaths, files: &AttributeFiles) -> S3Result<Found> {
-    let file = File::open(&paths.object).map_err(|_| s3_error!(NoSuchKey))?;
+/// Opens the object `names.object` and reads its attribute files.
+fn find(names: &ObjectNames, files: &AttributeFiles) -> S3Result<Found> {
+    let file = files.dir.open_file(&names.object).map_err(|_| s3_error!(NoSuchKey))?;
     let stat = file.metadata().map_err(internal_error)?;
     if !stat.is_file() {
         return Err(s3_error!(NoSuchKey));
     }
-    let attributes = files.metadata.read(&paths.metadata)?.unwrap_or_default();
-    let internal = files.internal.read(&paths.internal)?.unwrap_or_default();
+    let attributes = files.metadata.read(&files.dir, &names.metadata)?.unwrap_or_default();
+    let internal = files.internal.read(&files.dir, &names.internal)?.unwrap_or_default();
     Ok(Found { file: Arc::new(file), size: stat.len(), modified: stat.modified().ok(), attributes, internal })
 }
 
@@ -478,7 +485,30 @@ pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<Path
     stored_path(root, bucket, key, &stored_key(key))
 }
 
-/// An object's file and its two attribute files, from one hash of its key (every GET finds all three).
+/// An object's file and its two attribute files, named below the store's root, from one hash of its key (every
+/// GET finds all three).
+pub(super) struct ObjectNames {
+    pub(super) object: String,
+    pub(super) metadata: String,
+    pub(super) internal: String,
+}
+
+impl ObjectNames {
+    /// The files of `bucket/key`; refuses what [`object_path`] refuses, so that every name stays below the root.
+    pub(super) fn of(bucket: &str, key: &str) -> S3Result<Self> {
+        check_names(bucket, key)?;
+        let stored = stored_key(key);
+        let object = format!("{bucket}/{stored}");
+        let (bucket, stored) = (URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(stored));
+        Ok(ObjectNames {
+            object,
+            metadata: attribute_name(&bucket, &stored, "metadata"),
+            internal: attribute_name(&bucket, &stored, "internal"),
+        })
+    }
+}
+
+/// The [`ObjectNames`] of an object as paths, for the store's writers.
 pub(super) struct ObjectPaths {
     pub(super) object: PathBuf,
     pub(super) metadata: PathBuf,
@@ -488,24 +518,28 @@ pub(super) struct ObjectPaths {
 impl ObjectPaths {
     /// The files of `bucket/key` under `root`; refuses what [`object_path`] refuses.
     pub(super) fn of(root: &Path, bucket: &str, key: &str) -> S3Result<Self> {
-        let stored = stored_key(key);
-        let object = stored_path(root, bucket, key, &stored)?;
-        let (bucket, stored) = (URL_SAFE_NO_PAD.encode(bucket), URL_SAFE_NO_PAD.encode(stored));
+        let names = ObjectNames::of(bucket, key)?;
         Ok(ObjectPaths {
-            object,
-            metadata: attribute_file(root, &bucket, &stored, "metadata"),
-            internal: attribute_file(root, &bucket, &stored, "internal"),
+            object: root.join(names.object),
+            metadata: root.join(names.metadata),
+            internal: root.join(names.internal),
         })
     }
 }
 
 /// [`object_path`] with the key's stored name already computed.
 fn stored_path(root: &Path, bucket: &str, key: &str, stored: &str) -> S3Result<PathBuf> {
+    check_names(bucket, key)?;
+    Ok(root.join(bucket).join(stored))
+}
+
+/// Refuses an empty key and a bucket that is not one plain path segment.
+fn check_names(bucket: &str, key: &str) -> S3Result<()> {
     let mut parts = Path::new(bucket).components();
     if key.is_empty() || !(matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none()) {
         return Err(s3_error!(NoSuchKey));
     }
-    Ok(root.join(bucket).join(stored))
+    Ok(())
 }
 
 /// s3s-fs's `metadata` or `internal` attribute file of an object (or `upload-<id>.metadata`, of an upload).
@@ -515,7 +549,12 @@ pub(super) fn metadata_path(root: &Path, bucket: &str, key: &str, kind: &str) ->
 
 /// `<root>/.bucket-<bucket>.object-<stored>.<kind>.json`, names already in base64.
 pub(super) fn attribute_file(root: &Path, bucket: &str, stored: &str, kind: &str) -> PathBuf {
-    root.join(format!(".bucket-{bucket}.object-{stored}.{kind}.json"))
+    root.join(attribute_name(bucket, stored, kind))
+}
+
+/// The name of an attribute file below the root (see [`attribute_file`]).
+fn attribute_name(bucket: &str, stored: &str, kind: &str) -> String {
+    format!(".bucket-{bucket}.object-{stored}.{kind}.json")
 }
 
 pub(super) fn internal_error(e: impl std::fmt::Display) -> S3Error {
