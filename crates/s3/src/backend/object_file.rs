@@ -482,7 +482,8 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> S3Result
 /// `<root>/<bucket>/<stored name of key>`, refusing a bucket that is not one plain path segment (the front
 /// refuses such names already; this keeps a read inside the store whatever reaches it).
 pub(super) fn object_path(root: &Path, bucket: &str, key: &str) -> S3Result<PathBuf> {
-    stored_path(root, bucket, key, &stored_key(key))
+    check_names(bucket, key)?;
+    Ok(root.join(bucket).join(stored_key(key)))
 }
 
 /// An object's file and its two attribute files, named below the store's root, from one hash of its key (every
@@ -525,12 +526,6 @@ impl ObjectPaths {
             internal: root.join(names.internal),
         })
     }
-}
-
-/// [`object_path`] with the key's stored name already computed.
-fn stored_path(root: &Path, bucket: &str, key: &str, stored: &str) -> S3Result<PathBuf> {
-    check_names(bucket, key)?;
-    Ok(root.join(bucket).join(stored))
 }
 
 /// Refuses an empty key and a bucket that is not one plain path segment.
