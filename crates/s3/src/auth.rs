@@ -423,6 +423,8 @@ mod tests {
 
     #[test]
     fn a_presigned_url_is_kept_once_verified_and_recognised_while_it_and_its_session_last() {
+        // The URLs are kept per CPU: a lookup from another CPU than the insert's would miss.
+        lakegate_core::per_cpu_cache::stay_on_this_cpu();
         let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
         let (creds, url, caller) = verified_url(&ring, &keys, &urls);
         assert_eq!(caller.principal.subject, "alice");
@@ -438,6 +440,8 @@ mod tests {
 
     #[test]
     fn a_kept_url_ends_with_its_session_and_with_the_keys_that_verified_it() {
+        // The URLs are kept per CPU: a lookup from another CPU than the insert's would miss.
+        lakegate_core::per_cpu_cache::stay_on_this_cpu();
         let (ring7, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
         let creds = session(&ring7, NOW + 300);
         let url = presigned_get(&creds, NOW, 3600);
@@ -456,6 +460,8 @@ mod tests {
 
     #[test]
     fn only_verified_plain_presigned_reads_are_kept() {
+        // The URLs are kept per CPU: a lookup from another CPU than the insert's would miss.
+        lakegate_core::per_cpu_cache::stay_on_this_cpu();
         let (ring, keys, urls) = (ring(7), SigningKeys::default(), PresignedUrls::default());
         let creds = session(&ring, NOW + 3600);
         let url = presigned_get(&creds, NOW, 600);

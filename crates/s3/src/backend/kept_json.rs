@@ -142,6 +142,8 @@ mod tests {
 
     #[test]
     fn a_file_read_again_unchanged_is_the_copy_kept() {
+        // The copies are kept per CPU: a lookup from another CPU than the insert's would miss.
+        lakegate_core::per_cpu_cache::stay_on_this_cpu();
         let dir = tempfile::tempdir().expect("dir");
         let (root, name) = (StoreDir::open(dir.path()).expect("root"), "a.internal.json");
         std::fs::write(dir.path().join(name), r#"{"e_tag":"one"}"#).expect("write");
