@@ -4,7 +4,9 @@ discovery, validates its RS256 access tokens, and exchanges them for a notebook 
 import base64
 import hashlib
 import json
+import select
 import subprocess
+import tempfile
 import urllib.parse
 import urllib.request
 
@@ -15,14 +17,25 @@ from conftest import REPO, eventually, free_port
 NOTEBOOK_SECRET = "notebook-secret-for-tests"
 
 
+# How long the provider may take to print that it listens.
+START_SECONDS = 30
+
+
 class OidcProvider:
     def __init__(self):
         self.port = free_port()
         script = REPO / "tests" / "oidc" / "provider.mjs"
+        self.errors = tempfile.TemporaryFile()
         self.process = subprocess.Popen(["node", str(script), str(self.port)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("ready "), f"provider did not start: {line!r}"
+                                        stderr=self.errors, text=True)
+        # A provider that neither listens nor exits must fail this test, not hold the suite until its time is up.
+        readable, _, _ = select.select([self.process.stdout], [], [], START_SECONDS)
+        line = self.process.stdout.readline() if readable else ""
+        if not line.startswith("ready "):
+            self.stop()
+            self.errors.seek(0)
+            raise AssertionError(f"provider did not start within {START_SECONDS}s: {line!r}, "
+                                 f"stderr {self.errors.read().decode(errors='replace')!r}")
         self.issuer = line.split()[1]
 
     def token(self, person):
@@ -35,7 +48,11 @@ class OidcProvider:
 
     def stop(self):
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture(scope="module")
