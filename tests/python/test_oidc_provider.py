@@ -17,26 +17,31 @@ from conftest import REPO, eventually, free_port
 NOTEBOOK_SECRET = "notebook-secret-for-tests"
 
 
-# How long the provider may take to print that it listens.
+# How long the provider may take to print that it listens, and how often it is started on a new free port.
 START_SECONDS = 30
+START_ATTEMPTS = 3
 
 
 class OidcProvider:
     def __init__(self):
-        self.port = free_port()
         script = REPO / "tests" / "oidc" / "provider.mjs"
-        self.errors = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(["node", str(script), str(self.port)], stdout=subprocess.PIPE,
-                                        stderr=self.errors, text=True)
-        # A provider that neither listens nor exits must fail this test, not hold the suite until its time is up.
-        readable, _, _ = select.select([self.process.stdout], [], [], START_SECONDS)
-        line = self.process.stdout.readline() if readable else ""
-        if not line.startswith("ready "):
-            self.stop()
-            self.errors.seek(0)
-            raise AssertionError(f"provider did not start within {START_SECONDS}s: {line!r}, "
-                                 f"stderr {self.errors.read().decode(errors='replace')!r}")
-        self.issuer = line.split()[1]
+        failures = []
+        for _ in range(START_ATTEMPTS):
+            self.port = free_port()
+            with tempfile.TemporaryFile() as errors:
+                self.process = subprocess.Popen(["node", str(script), str(self.port)], stdout=subprocess.PIPE,
+                                                stderr=errors, text=True)
+                # A provider that neither listens nor exits fails after a while, not when the suite's time is up;
+                # one whose free port was taken first exits, and is started again on another.
+                readable, _, _ = select.select([self.process.stdout], [], [], START_SECONDS)
+                line = self.process.stdout.readline() if readable else ""
+                if line.startswith("ready "):
+                    self.issuer = line.split()[1]
+                    return
+                self.stop()
+                errors.seek(0)
+                failures.append(f"{line!r}, stderr {errors.read().decode(errors='replace')!r}")
+        raise AssertionError(f"the provider did not start ({START_SECONDS}s each time): {failures}")
 
     def token(self, person):
         data = urllib.parse.urlencode({"grant_type": "client_credentials"}).encode()
