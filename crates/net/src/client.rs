@@ -78,6 +78,22 @@ impl Origin {
         Ok(Self { uri, key, host: HeaderValue::from_str(authority)? })
     }
 
+    /// Where requests to an `http` or `https` URL go: its scheme and `host[:port]` (whether its path, query or
+    /// user info may be there is the caller's to say). `None` for another scheme or a URL without a host.
+    pub fn of_url(url: &url::Url) -> Option<Self> {
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let host = url.host_str()?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Self::new(https, &authority).ok()
+    }
+
     /// `host[:port]`.
     pub fn authority(&self) -> &str {
         self.uri.authority().map_or("", |a| a.as_str())
@@ -434,6 +450,18 @@ mod tests {
         assert!(!plain.is_https());
         assert_ne!(Origin::new(true, "store").unwrap(), Origin::new(false, "store").unwrap(), "one key each");
         assert!(Origin::new(false, "bad host").is_err());
+    }
+
+    #[test]
+    fn a_urls_origin_is_its_scheme_host_and_port_only() {
+        let origin = |url: &str| Origin::of_url(&url::Url::parse(url).unwrap());
+        let store = origin("https://user@store.example.com:8443/base/path?x=1").unwrap();
+        assert!(store.is_https());
+        assert_eq!(store.authority(), "store.example.com:8443");
+        assert_eq!(origin("http://[::1]:9000").unwrap().authority(), "[::1]:9000");
+        assert_eq!(origin("http://store:80").unwrap().authority(), "store", "a default port is not written");
+        assert!(origin("ftp://store").is_none());
+        assert!(origin("unix:/run/store.sock").is_none());
     }
 
     #[tokio::test]

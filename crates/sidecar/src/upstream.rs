@@ -58,15 +58,9 @@ pub struct InvalidUpstream(pub url::Url);
 impl Upstream {
     /// A client for `base` (`http(s)://host:port`, no path, query or user info) with `tls` for https.
     pub fn new(base: &url::Url, tls: rustls::ClientConfig) -> Result<Self, InvalidUpstream> {
-        if !matches!(base.scheme(), "http" | "https")
-            || base.host_str().is_none()
-            || base.path() != "/"
-            || base.query().is_some()
-            || !base.username().is_empty()
-        {
-            return Err(InvalidUpstream(base.clone()));
-        }
-        let origin = origin(base).ok_or_else(|| InvalidUpstream(base.clone()))?;
+        let origin = Origin::of_url(base)
+            .filter(|_| base.path() == "/" && base.query().is_none() && base.username().is_empty())
+            .ok_or_else(|| InvalidUpstream(base.clone()))?;
         let connections = Arc::new(Connections::new(tls, Duration::from_secs(5), Duration::from_secs(30)));
         Ok(Self { connections, base: base.clone(), origin })
     }
@@ -104,8 +98,8 @@ impl Upstream {
         basic: Option<(&str, &str)>,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let origin =
-            origin(url).ok_or_else(|| UpstreamError::Request(format!("{url}: not an http(s) URL with a host")))?;
+        let origin = Origin::of_url(url)
+            .ok_or_else(|| UpstreamError::Request(format!("{url}: not an http(s) URL with a host")))?;
         let target = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
@@ -130,16 +124,6 @@ impl Upstream {
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
         Ok((status, bytes))
     }
-}
-
-/// Where requests to `url` go: its scheme and `host[:port]`.
-fn origin(url: &url::Url) -> Option<Origin> {
-    let host = url.host_str()?;
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    };
-    Origin::new(url.scheme() == "https", &authority).ok()
 }
 
 /// The refusal of the client's body, if that is what ended the request.

@@ -89,14 +89,8 @@ impl Remote {
     /// A client for the configured store. No connection to the store is made until the first request; the AWS
     /// chain, when it is used, is asked for credentials now.
     pub async fn connect(config: RemoteConfig) -> Result<Self, BackendError> {
-        let host = match config.endpoint.host_str() {
-            Some(host) if matches!(config.endpoint.scheme(), "http" | "https") => host,
-            _ => return Err(BackendError::Request("the endpoint must be an http(s) URL with a host".into())),
-        };
-        let host_port = match config.endpoint.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
+        let origin = Origin::of_url(&config.endpoint)
+            .ok_or_else(|| BackendError::Request("the endpoint must be an http(s) URL with a host".into()))?;
         let base = config.endpoint.path().trim_end_matches('/').to_owned();
         let keys = StoreKeys::resolve(
             config.access_key_id.as_deref(),
@@ -105,8 +99,6 @@ impl Remote {
             &config.region,
         )
         .await?;
-        let origin = Origin::new(config.endpoint.scheme() == "https", &host_port)
-            .map_err(|e| BackendError::Request(format!("the endpoint's host {host_port:?}: {e}")))?;
         let tls = lakegate_net::tls::client_config(None, None).map_err(|e| BackendError::Request(e.to_string()))?;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let connections = Arc::new(Connections::new(tls, connect_timeout, Duration::from_secs(30)));
