@@ -152,7 +152,9 @@ def test_a_body_sent_without_waiting_for_100_continue_after_a_refusal_is_not_rea
                      b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 1024\r\n\r\n")
         answer = b""
         while b"\r\n\r\n" not in answer:
-            answer += conn.recv(65536)
+            chunk = conn.recv(65536)
+            assert chunk, f"the connection closed before an answer's head: {answer!r}"
+            answer += chunk
         head = answer.split(b"\r\n\r\n", 1)[0].lower()
         assert head.startswith(b"http/1.1 403"), answer
         assert b"connection: close" in head, answer
