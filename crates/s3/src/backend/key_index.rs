@@ -44,18 +44,26 @@ const MAX_OPEN: usize = 64;
 
 /// The name s3s-fs keeps `key` under, relative to its bucket's directory.
 pub(super) fn stored_key(key: &str) -> String {
+    let mut name = String::with_capacity(STORED_KEY_LEN);
+    push_stored_key(&mut name, key);
+    name
+}
+
+/// Length of a stored name: the key's SHA-256 in hex, split after its first two digits.
+pub(super) const STORED_KEY_LEN: usize = 65;
+
+/// Appends [`stored_key`]`(key)` to `out`, for a caller building a longer name around it.
+pub(super) fn push_stored_key(out: &mut String, key: &str) {
     // Into a buffer, not through `hex::encode` (which builds its `String` a `char` at a time, and then `format!`
     // a second one): this runs on every GET.
     let mut digits = [0u8; 64];
     let _ = hex::encode_to_slice(Sha256::digest(key.as_bytes()), &mut digits);
-    let mut name = String::with_capacity(65);
     for (i, &digit) in digits.iter().enumerate() {
         if i == 2 {
-            name.push('/');
+            out.push('/');
         }
-        name.push(char::from(digit));
+        out.push(char::from(digit));
     }
-    name
 }
 
 /// Whether `relative` (a path under a bucket's directory) has the shape of a stored name.
