@@ -177,7 +177,7 @@ impl Gate {
         context: RequestContext,
         details: BTreeMap<String, serde_json::Value>,
     ) -> Result<Allowed, GateError> {
-        let mut base = event(origin, action, &resource.to_string()).principal(principal);
+        let mut base = event(origin, action, resource.to_string()).principal(principal);
         base.extra.extend(details);
         let context = RequestContext { front: front_name(origin.front), ..context };
         let decision = self.policy.decide(principal, action, resource, &context);
@@ -196,7 +196,7 @@ impl Gate {
         resource: &Resource,
         details: BTreeMap<String, serde_json::Value>,
     ) -> Result<Allowed, GateError> {
-        let mut base = event(origin, operation, &resource.to_string()).principal(principal);
+        let mut base = event(origin, operation, resource.to_string()).principal(principal);
         base.extra.extend(details);
         let base = base.extra("policy_action", action);
         let context = RequestContext { front: front_name(origin.front), ..RequestContext::default() };
@@ -370,7 +370,7 @@ fn denial_reason(decision: &Decision) -> String {
 pub const DEFAULT_DENY: &str = "default deny: no policy permits this";
 
 /// A fresh audit event for this origin.
-pub fn event(origin: &Origin, action: &str, resource: &str) -> AuditEvent {
+pub fn event(origin: &Origin, action: &str, resource: impl Into<String>) -> AuditEvent {
     let e = AuditEvent::new(origin.front, origin.request_id.clone(), action, resource);
     match &origin.source {
         Some(s) => e.source(s.clone()),

@@ -401,7 +401,7 @@ impl Call<'_> {
 
     async fn config(&self, query: &BTreeMap<String, String>, rid: &str) -> Result<Response<Body>, IcebergError> {
         let warehouse = &self.catalog.config.warehouse;
-        let ev = event(self.origin, "iceberg:GetConfig", &format!("warehouse:{warehouse}")).principal(self.principal);
+        let ev = event(self.origin, "iceberg:GetConfig", format!("warehouse:{warehouse}")).principal(self.principal);
         if let Some(asked) = query.get("warehouse").filter(|w| *w != warehouse) {
             let e = E::NotFound(format!("no warehouse {asked:?}; this catalog serves {warehouse:?}"));
             self.gate().record(ev.error(e.to_string())).await?;

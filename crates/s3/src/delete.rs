@@ -55,10 +55,9 @@ pub(crate) async fn delete_objects(
             }
             Err(e) => {
                 let error = S3Error::Classify(e);
-                let event =
-                    with_caller(gate::event(origin, "s3:DeleteObject", &format!("s3://{bucket}/{key}")), caller)
-                        .principal(&caller.principal)
-                        .deny(error.to_string(), Vec::<String>::new());
+                let event = with_caller(gate::event(origin, "s3:DeleteObject", format!("s3://{bucket}/{key}")), caller)
+                    .principal(&caller.principal)
+                    .deny(error.to_string(), Vec::<String>::new());
                 front.gate.record(event).await?;
                 Err(error)
             }

@@ -214,7 +214,6 @@ async fn serve_s3_request(
         let r = refuse(front, origin, Some(&caller), op.kind.action(), &path, e.into(), &method).await;
         return labelled(r, op.kind.name(), None);
     }
-    let resource_text = display_resource(&op);
     let result = match op.kind {
         OpKind::ListBuckets => super::listing::list_buckets(front, origin, &caller).await,
         OpKind::DeleteObjects => super::delete::delete_objects(front, origin, &caller, &op, parts, body).await,
@@ -222,7 +221,8 @@ async fn serve_s3_request(
     };
     let response = match result {
         Ok(r) => r,
-        Err(e) => refuse(front, origin, Some(&caller), op.kind.action(), &resource_text, e, &method).await,
+        // The resource's text is made only here, for the refusal: the operation's own audit record has its own.
+        Err(e) => refuse(front, origin, Some(&caller), op.kind.action(), &display_resource(&op), e, &method).await,
     };
     labelled(response, op.kind.name(), None)
 }
@@ -390,10 +390,9 @@ pub(crate) async fn decide(
     operation: &str,
 ) -> Result<AuditSlot, S3Error> {
     if !in_scope {
-        let event =
-            with_caller(gate::event(origin, action, &resource.to_string()).principal(&caller.principal), caller)
-                .deny("outside the credential's scope", Vec::<String>::new())
-                .extra("operation", operation);
+        let event = with_caller(gate::event(origin, action, resource.to_string()).principal(&caller.principal), caller)
+            .deny("outside the credential's scope", Vec::<String>::new())
+            .extra("operation", operation);
         front.gate.record(event).await?;
         return Err(S3Error::OutOfScope);
     }

@@ -26,7 +26,7 @@ impl Gate {
             }
         };
         let resource = Resource::Audience(pending.audience.clone());
-        let ev = event(origin, EXCHANGE, &resource.to_string()).principal(&pending.principal);
+        let ev = event(origin, EXCHANGE, resource.to_string()).principal(&pending.principal);
         let context = RequestContext { front: front_name(origin.front), ..Default::default() };
         let decision = self.policy.decide(&pending.principal, EXCHANGE, &resource, &context);
         let Allowed { mut slot, .. } = self.settle(origin, ev, decision).await?;

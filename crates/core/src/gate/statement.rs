@@ -222,7 +222,7 @@ impl Gate {
         sql: SqlAudit,
         refusal: Refusal,
     ) -> Result<(), GateError> {
-        let ev = event(origin, "sql:Statement", &sql.tables.join(",")).principal(principal).sql(sql);
+        let ev = event(origin, "sql:Statement", sql.tables.join(",")).principal(principal).sql(sql);
         let (Refusal::Denied { sqlstate, .. } | Refusal::Invalid { sqlstate, .. }) = &refusal;
         let sqlstate = sqlstate.clone();
         let mut ev = match (decision.and_then(StatementDecision::policy_error), refusal) {

@@ -93,7 +93,7 @@ impl Gate {
         let store = self.policy.store();
         let context = RequestContext { front: front_name(origin.front), ..Default::default() };
         let base = |action: &str, resource: &Resource| {
-            let mut ev = event(origin, action, &resource.to_string()).principal(principal);
+            let mut ev = event(origin, action, resource.to_string()).principal(principal);
             ev.extra.extend(details.clone());
             ev
         };
@@ -257,7 +257,7 @@ impl Gate {
         let (action, resource) = access;
         let store = self.policy.store();
         let context = RequestContext { front: front_name(origin.front), ..Default::default() };
-        let mut ev = event(origin, action, &resource.to_string()).principal(principal);
+        let mut ev = event(origin, action, resource.to_string()).principal(principal);
         ev.extra.extend(details);
         let ev = ev.extra("table", binding.table.clone());
         let Some((db, name)) = binding.table.split_once('.') else {
