@@ -1,16 +1,20 @@
-//! Binding a statement's `$n` parameters: each value becomes a literal node of the syntax tree, never text pasted
-//! into the statement, so a value can never become syntax.
+//! Binding a statement's `$n` parameters: the statement is printed once with markers where its parameters stand
+//! ([`Template`]), and binding writes each value as a literal between the pieces, in the one form every backend
+//! reads as that value and nothing else ([`write_literal`]).
 //!
-//! A governed statement is bound at every execution of a prepared statement. Cloning its tree, substituting and
-//! printing it again cost more than the rest of a point query's road through the gateway, so a kept statement is
-//! printed once with markers where its parameters stand ([`Template`]), and binding writes each value's literal
-//! between the pieces: the same text, the literal printed by the same code.
+//! The literal is written here, not by sqlparser's printer: sqlparser doubles a quote inside a string only when it
+//! is not already preceded by a backslash or followed by another quote (it takes those for escapes), so the value
+//! `x\' UNION SELECT ssn FROM hr.employees --` printed as `'x\' UNION SELECT ssn FROM hr.employees --'`, which
+//! PostgreSQL (standard strings, as every backend connection sets them), DataFusion and the Spark backend's lexer
+//! read as the string `x\` followed by a UNION of the raw table. A rewritten statement is safe from this because
+//! its printed text must read back as the statement built (`rewrite::print`); a bound one is not read back (that
+//! would parse every execution again), so its literals must be right by construction.
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, Statement, Value, Visit, VisitMut, Visitor,
-    VisitorMut,
+    Distinct, Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, Statement, Value, ValueWithSpan, Visit, VisitMut,
+    Visitor, VisitorMut,
 };
 
 use crate::error::SqlError;
@@ -27,19 +31,70 @@ pub enum Param {
     Text(String),
 }
 
-/// The literal a parameter becomes.
-fn literal(param: &Param) -> Expr {
+/// Writes the literal a parameter becomes.
+///
+/// A string is quoted with every quote inside doubled and nothing else changed: a backslash is an ordinary
+/// character to each backend (`standard_conforming_strings = on` on PostgreSQL, the PostgreSQL dialect on
+/// DataFusion and in the Spark backend's lexer). A number is written as its digits (a [`Param::Number`] holds only
+/// a number: see [`is_number`] where parameters are decoded), a sign kept apart from what the statement writes
+/// before the parameter: `-$1` bound to -5 must not read `--5`, the start of a comment (see `rewrite::print`).
+fn write_literal(param: &Param, out: &mut String) {
     match param {
-        Param::Null => Expr::value(Value::Null),
-        Param::Bool(b) => Expr::value(Value::Boolean(*b)),
-        // A sign is kept apart from what the statement writes before the parameter: `-$1` bound to -5 must not
-        // print as `--5`, the start of a comment (see `rewrite::print`).
+        Param::Null => out.push_str("NULL"),
+        Param::Bool(true) => out.push_str("true"),
+        Param::Bool(false) => out.push_str("false"),
         Param::Number(n) => match n.trim() {
-            n if n.starts_with(['-', '+']) => Expr::Nested(Box::new(Expr::value(Value::Number(n.to_owned(), false)))),
-            n => Expr::value(Value::Number(n.to_owned(), false)),
+            n if n.starts_with(['-', '+']) => {
+                out.push('(');
+                out.push_str(n);
+                out.push(')');
+            }
+            n => out.push_str(n),
         },
-        Param::Text(t) => Expr::value(Value::SingleQuotedString(t.clone())),
+        Param::Text(t) => write_string(t, out),
     }
+}
+
+/// Writes `text` as a string literal: in quotes, every quote inside doubled, nothing else changed.
+pub(crate) fn write_string(text: &str, out: &mut String) {
+    out.reserve(text.len() + 2);
+    out.push('\'');
+    for (i, piece) in text.split('\'').enumerate() {
+        if i > 0 {
+            out.push_str("''");
+        }
+        out.push_str(piece);
+    }
+    out.push('\'');
+}
+
+/// `text` as a string literal (see [`write_string`]).
+pub(crate) fn string_literal(text: &str) -> String {
+    let mut out = String::new();
+    write_string(text, &mut out);
+    out
+}
+
+/// Whether sqlparser's printer writes every string literal of `statement` as text that reads back as its value.
+/// Its escaper leaves a quote single where a backslash comes before it or another quote after it (it takes
+/// those for escapes already written), so `x\' UNION ...` prints as a string ending at the backslash; a national
+/// string (`N'...'`) it writes without escaping at all. A statement printed for another reader (the Spark
+/// backend's lexer) must hold none of these.
+pub(crate) fn strings_print_as_written(statement: &Statement) -> bool {
+    struct Strings;
+    impl Visitor for Strings {
+        type Break = ();
+        fn pre_visit_value(&mut self, value: &ValueWithSpan) -> ControlFlow<()> {
+            let written = match &value.value {
+                Value::SingleQuotedString(s) => !s.contains("\\'") && !s.contains("''"),
+                Value::DoubleQuotedString(s) => !s.contains("\\\"") && !s.contains("\"\""),
+                Value::NationalStringLiteral(s) => !s.contains('\''),
+                _ => true,
+            };
+            if written { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+        }
+    }
+    statement.visit(&mut Strings).is_continue()
 }
 
 /// `-12`, `3.5`, `1e-3`: digits with at most one sign, point and exponent.
@@ -89,20 +144,13 @@ fn each_placeholder<B>(statement: &mut Statement, f: impl FnMut(&mut Expr, &str)
     statement.visit(&mut Each(f))
 }
 
-/// `statement` with its parameters replaced by their values' literals, printed.
+/// `statement` printed with its parameters replaced by their values' literals. A statement that cannot be cut at
+/// its parameters (its text holds the marker) is refused, never bound another way.
 pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, SqlError> {
-    let mut statement = statement.clone();
-    let bound = each_placeholder(&mut statement, |expr, p| match value_of(p, params) {
-        Ok(param) => {
-            *expr = literal(param);
-            ControlFlow::Continue(())
-        }
-        Err(e) => ControlFlow::Break(e),
-    });
-    match bound {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(statement.to_string()),
-    }
+    let template = Template::new(statement, &statement.to_string()).ok_or_else(|| {
+        SqlError::Rewrite(RewriteError::Unsupported("parameters in a statement that holds a NUL character".into()))
+    })?;
+    template.bind(params)
 }
 
 /// Whether PostgreSQL, given `statement`'s `$n` as parameters of a prepared statement, reads each as it reads the
@@ -188,8 +236,7 @@ pub(crate) struct Template {
 const MARK: char = '\0';
 
 impl Template {
-    /// The template of `statement`, whose printed text is `sql`; `None` when it cannot be cut exactly (then
-    /// [`bind`] serves).
+    /// The template of `statement`, whose printed text is `sql`; `None` when it cannot be cut exactly.
     pub(crate) fn new(statement: &Statement, sql: &str) -> Option<Template> {
         if sql.contains(MARK) {
             return None;
@@ -216,11 +263,10 @@ impl Template {
         (written.ok()? == sql).then_some(template)
     }
 
-    /// The statement's text with `params` bound: what [`bind`] prints.
+    /// The statement's text with `params` bound.
     pub(crate) fn bind(&self, params: &[Param]) -> Result<String, SqlError> {
         self.write(|p, out| {
-            use std::fmt::Write;
-            let _ = write!(out, "{}", literal(value_of(p, params)?));
+            write_literal(value_of(p, params)?, out);
             Ok(())
         })
     }
@@ -241,6 +287,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlparser::ast::UnaryOperator;
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
 
@@ -248,26 +295,91 @@ mod tests {
         Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0)
     }
 
+    /// `statement` with each placeholder replaced by the literal node a backend must read for its value.
+    fn with_values(statement: &Statement, params: &[Param]) -> Statement {
+        let mut statement = statement.clone();
+        let _ = each_placeholder::<()>(&mut statement, |expr, p| {
+            let number = |n: &str| Expr::value(Value::Number(n.to_owned(), false));
+            *expr = match value_of(p, params).unwrap() {
+                Param::Null => Expr::value(Value::Null),
+                Param::Bool(b) => Expr::value(Value::Boolean(*b)),
+                // `(-5)` reads as a minus applied to 5.
+                Param::Number(n) => match n.trim().split_at(1) {
+                    ("-", digits) => {
+                        Expr::Nested(Box::new(Expr::UnaryOp { op: UnaryOperator::Minus, expr: number(digits).into() }))
+                    }
+                    ("+", digits) => {
+                        Expr::Nested(Box::new(Expr::UnaryOp { op: UnaryOperator::Plus, expr: number(digits).into() }))
+                    }
+                    _ => number(n.trim()),
+                },
+                Param::Text(t) => Expr::value(Value::SingleQuotedString(t.clone())),
+            };
+            ControlFlow::Continue(())
+        });
+        statement
+    }
+
     #[test]
-    fn a_template_binds_what_the_syntax_tree_binds() {
-        let params = [
-            Param::Number("-5".into()),
-            Param::Text("it's\n-- not a comment".into()),
-            Param::Null,
-            Param::Bool(true),
-            Param::Number(" 42 ".into()),
+    fn a_bound_text_reads_back_as_the_statement_with_each_value_and_nothing_else() {
+        // Quotes, backslashes and comment markers in a value are the value's: sqlparser's own printer took a quote
+        // after a backslash for an escape and left it single, so the first value ended its string and ran a UNION.
+        let texts = [
+            "x\\' UNION SELECT ssn FROM hr.employees --",
+            "a''b",
+            "'",
+            "''",
+            "\\",
+            "\\'",
+            "'\\",
+            "it's\n-- not a comment",
+            "$1",
+            "",
+            "é ' ü",
         ];
         for sql in [
             "SELECT -$1::integer AS x, $2 AS y FROM t WHERE a = $5 AND b IS NOT DISTINCT FROM $3 OR $4",
             "SELECT $2, '$1', \"$1\" FROM t WHERE c IN ($1, $1, $5) LIMIT $5",
+            "SELECT a FROM t WHERE a = $2 AND b = $2 || 'x' GROUP BY a, $2",
             "SELECT 1 FROM t",
             "INSERT INTO t (a, b) VALUES ($5, $2)",
         ] {
             let statement = statement(sql);
-            let printed = statement.to_string();
-            let template = Template::new(&statement, &printed).expect(sql);
-            assert_eq!(template.bind(&params).unwrap(), bind(&statement, &params).unwrap(), "{sql}");
+            for text in texts {
+                let params = [
+                    Param::Number("-5".into()),
+                    Param::Text(text.into()),
+                    Param::Null,
+                    Param::Bool(true),
+                    Param::Number(" 42 ".into()),
+                ];
+                let bound = bind(&statement, &params).unwrap();
+                let read = Parser::parse_sql(&PostgreSqlDialect {}, &bound).unwrap_or_else(|e| panic!("{bound}: {e}"));
+                assert_eq!(read, vec![with_values(&statement, &params)], "{sql} with {text:?} bound as {bound}");
+            }
         }
+    }
+
+    #[test]
+    fn a_string_prints_as_written_exactly_when_sqlparser_reads_it_back() {
+        // Pins sqlparser's escaper to what `strings_print_as_written` expects of it.
+        for text in ["plain", "it's", "'", "a''b", "''", "x\\", "x\\'", "\\' OR true --", "'\\", "a\nb"] {
+            let statement = statement(&format!("SELECT {}", string_literal(text)));
+            let read = Parser::parse_sql(&PostgreSqlDialect {}, &statement.to_string()).ok();
+            let reads_back = read.is_some_and(|r| r == [statement.clone()]);
+            assert_eq!(strings_print_as_written(&statement), reads_back, "{text:?}");
+        }
+        assert!(!strings_print_as_written(&statement("SELECT N'it''s'")));
+    }
+
+    #[test]
+    fn a_kept_template_binds_as_the_statement_does() {
+        let statement = statement("SELECT a FROM t WHERE a = $1 AND b = -$2");
+        let template = Template::new(&statement, &statement.to_string()).unwrap();
+        let params = [Param::Text("x\\' OR true --".into()), Param::Number("-1".into())];
+        let bound = template.bind(&params).unwrap();
+        assert_eq!(bound, bind(&statement, &params).unwrap());
+        assert_eq!(bound, "SELECT a FROM t WHERE a = 'x\\'' OR true --' AND b = -(-1)");
     }
 
     #[test]
@@ -299,12 +411,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_parameter_is_an_error_either_way() {
+    fn a_missing_parameter_is_an_error() {
         let statement = statement("SELECT a FROM t WHERE a = $2");
         let template = Template::new(&statement, &statement.to_string()).unwrap();
         let params = [Param::Null];
         assert!(matches!(template.bind(&params), Err(SqlError::Parameter { index: 2, .. })));
-        assert!(matches!(bind(&statement, &params), Err(SqlError::Parameter { index: 2, .. })));
     }
 
     #[test]

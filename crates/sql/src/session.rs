@@ -127,12 +127,12 @@ type Rewrites = quick_cache::sync::Cache<(String, String), Arc<Kept>, KeptWeight
 /// Rewrites of shapes, by search path and shape text.
 type Shapes = quick_cache::sync::Cache<(String, String), Shape, KeptWeight>;
 
-/// A text's rewrite: what it prepared and what was decided for it, under which policy set.
+/// A text's rewrite: what it prepared, under which policy set. Only rewrites that passed are kept, so what was
+/// decided for it (which a refusal's record names) is not: each governed statement holds its own tables' part.
 #[derive(Debug)]
 struct Kept {
     store: StoreId,
     prepared: Vec<Prepared>,
-    decision: StatementDecision,
 }
 
 impl Kept {
@@ -140,6 +140,13 @@ impl Kept {
     fn weight(&self) -> usize {
         self.prepared.iter().map(Prepared::weight).sum()
     }
+}
+
+/// A text the rewriter or the policies refused, with what was decided for its tables (the forbids its record
+/// names).
+struct Refused {
+    error: SqlError,
+    decision: StatementDecision,
 }
 
 /// What a session knows of a shape.
@@ -512,10 +519,12 @@ impl Session {
             let kind = PreparedKind::Introspect(sql.to_owned());
             return Ok(vec![Prepared { original: sql.to_owned(), kind, literals: Vec::new() }]);
         }
-        let (rewritten, decision) = self.rewrite(sql);
-        match rewritten {
+        match self.rewrite(sql) {
             Ok(list) => Ok(list),
-            Err(e) => Err(self.refused(sql, request_id, Some(&decision), e).await),
+            Err(refused) => {
+                let Refused { error, decision } = *refused;
+                Err(self.refused(sql, request_id, Some(&decision), error).await)
+            }
         }
     }
 
@@ -533,8 +542,11 @@ impl Session {
                 prepared.push(Prepared { original: part.clone(), kind, literals: Vec::new() });
             } else {
                 match self.rewrite(part) {
-                    (Ok(list), _) => prepared.extend(list),
-                    (Err(e), decision) => return Err(self.refused(sql, request_id, Some(&decision), e).await),
+                    Ok(list) => prepared.extend(list),
+                    Err(refused) => {
+                        let Refused { error, decision } = *refused;
+                        return Err(self.refused(sql, request_id, Some(&decision), error).await);
+                    }
                 }
             }
         }
@@ -549,7 +561,7 @@ impl Session {
     /// execution, and dashboards send the same queries again. A text with literals is kept by its shape, and
     /// runs as the shape's rewrite bound with its own literals (see [`crate::lift`]). A policy edit makes a new
     /// set, and the next text is rewritten under it. Refusals are never kept (each is recorded anew).
-    fn rewrite(&self, sql: &str) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
+    fn rewrite(&self, sql: &str) -> Result<Vec<Prepared>, Box<Refused>> {
         let policy = self.service.gate.statement_policy(&self.principal, &self.filters);
         if sql.len() > REWRITE_KEPT_MAX_TEXT {
             return self.rewrite_afresh(sql, policy);
@@ -558,7 +570,7 @@ impl Session {
         let search_path = self.settings.get("search_path").map_or("", String::as_str);
         let key = TextKey(search_path, sql);
         if let Some(hit) = rewrites.kept.get(&key).filter(|hit| hit.store.is(policy.store())) {
-            return (Ok(hit.prepared.clone()), hit.decision.clone());
+            return Ok(hit.prepared.clone());
         }
         let mut lifted = lift(sql);
         if let Some(l) = &lifted {
@@ -575,31 +587,30 @@ impl Session {
                             literals: l.literals.clone(),
                         })
                         .collect();
-                    return (Ok(prepared), hit.decision.clone());
+                    return Ok(prepared);
                 }
                 Some(Shape::Unlifted) => lifted = None,
                 _ => {}
             }
         }
         let store = StoreId::of(policy.store());
-        let (prepared, decision) = self.rewrite_afresh(sql, policy);
-        let Ok(list) = &prepared else { return (prepared, decision) };
+        let list = self.rewrite_afresh(sql, policy)?;
         match lifted {
             Some(lifted) => {
                 if rewrites.seen_before(Sighting::Shape(TextKey(search_path, &lifted.shape)))
-                    && let Some(kept) = self.rewrite_shape(&lifted, list, store)
+                    && let Some(kept) = self.rewrite_shape(&lifted, &list, store)
                 {
                     rewrites.shapes.insert((search_path.to_owned(), lifted.shape), kept);
                 }
             }
             None => {
                 if rewrites.seen_before(Sighting::Text(key)) {
-                    let kept = Arc::new(Kept { store, prepared: list.clone(), decision: decision.clone() });
+                    let kept = Arc::new(Kept { store, prepared: list.clone() });
                     rewrites.kept.insert((search_path.to_owned(), sql.to_owned()), kept);
                 }
             }
         }
-        (prepared, decision)
+        Ok(list)
     }
 
     /// The rewrite of a text's shape, kept only when its shape's text reads as its shape and, bound with the
@@ -614,7 +625,7 @@ impl Session {
         if !store.is(policy.store()) {
             return None;
         }
-        let (Ok(prepared), decision) = self.rewrite_afresh(&lifted.shape, policy) else {
+        let Ok(prepared) = self.rewrite_afresh(&lifted.shape, policy) else {
             return Some(Shape::Unlifted);
         };
         let reads = |p: &Prepared| match &p.kind {
@@ -630,7 +641,7 @@ impl Session {
                 _ => false,
             });
         Some(match same {
-            true => Shape::Kept { kept: Arc::new(Kept { store, prepared, decision }), tokens: tokens.into() },
+            true => Shape::Kept { kept: Arc::new(Kept { store, prepared }), tokens: tokens.into() },
             false => Shape::Unlifted,
         })
     }
@@ -639,7 +650,7 @@ impl Session {
         &self,
         sql: &str,
         policy: lakegate_core::gate::StatementPolicy<'_>,
-    ) -> (Result<Vec<Prepared>, SqlError>, StatementDecision) {
+    ) -> Result<Vec<Prepared>, Box<Refused>> {
         let store = StoreId::of(policy.store());
         let catalog = self.service.catalogs.for_store(policy.store());
         let lookup = |table: &TableName, op: Operation| policy.table_filter(table, op.table_op());
@@ -664,10 +675,10 @@ impl Session {
         let decision = policy.finish();
         if let Some(e) = decision.policy_error() {
             // Fail closed: the tables concerned were treated as not permitted; the statement is refused.
-            let e = SqlError::Policy(e.to_string());
-            return (Err(e), decision);
+            let error = SqlError::Policy(e.to_string());
+            return Err(Box::new(Refused { error, decision }));
         }
-        let prepared = match (rewritten, backends) {
+        match (rewritten, backends) {
             (Ok(rewritten), Ok(backends)) => Ok(rewritten
                 .statements
                 .into_iter()
@@ -693,10 +704,9 @@ impl Session {
                     Prepared { original: sql.to_owned(), kind, literals: Vec::new() }
                 })
                 .collect()),
-            (Err(e), _) => Err(e.into()),
-            (_, Err(e)) => Err(e),
-        };
-        (prepared, decision)
+            (Err(e), _) => Err(Box::new(Refused { error: e.into(), decision })),
+            (_, Err(error)) => Err(Box::new(Refused { error, decision })),
+        }
     }
 
     /// Audits a refusal; if the audit log cannot take it, that is the error the client sees.

@@ -741,7 +741,14 @@ fn normalize(sql: &str) -> Result<String, SqlError> {
     check_relations(statement)?;
     drop_columns_repeated_by_wildcards(statement);
     let _ = statement.visit(&mut Normalizer);
-    Ok(statement.to_string())
+    // sqlparser's printer can write a string as text that reads as another (it leaves a quote single after a
+    // backslash, taking the pair for an escape), so the text the catalog engine runs must read back as the
+    // statement checked here, as a rewritten statement must (`rewrite::print`).
+    let text = statement.to_string();
+    match Parser::parse_sql(&PostgreSqlDialect {}, &text) {
+        Ok(read) if read.len() == 1 && read[0] == *statement => Ok(text),
+        _ => Err(SqlError::Unsupported("a catalog query whose text would not read back as written".into())),
+    }
 }
 
 /// `SELECT c.oid, c.*` (DBeaver's every listing) names `c.oid` twice, which PostgreSQL allows and DataFusion
@@ -1075,6 +1082,21 @@ mod tests {
         assert_eq!(code("SELECT * FROM information_schema.role_table_grants"), Some("42P01".into()));
         assert_eq!(code("WITH t AS (SELECT relname FROM pg_class) SELECT * FROM t"), None);
         assert_eq!(code("SELECT x FROM pg_catalog.unnest(ARRAY[1]) x, pg_class"), None);
+    }
+
+    #[test]
+    fn a_catalog_query_whose_text_would_read_as_another_is_refused() {
+        // Each string holds `\'`, which sqlparser prints undoubled: the engine would read the string as ending at
+        // the backslash, and what follows it in the string (a UNION of a relation never checked) as syntax.
+        for sql in [
+            r"SELECT relname FROM pg_class WHERE relname = 'x\'' UNION SELECT rolname FROM pg_roles --'",
+            r"SELECT relname FROM pg_class WHERE relname LIKE 'a!'' UNION SELECT rolname FROM pg_roles --' ESCAPE '!'",
+        ] {
+            assert_eq!(normalize(sql).err().map(|e| e.sqlstate().to_owned()), Some("0A000".into()), "{sql}");
+        }
+        // A quote doubled in an ordinary string reads back as written.
+        let sql = normalize("SELECT relname FROM pg_class WHERE relname = 'o''brien'").expect("normalises");
+        assert!(sql.ends_with("'o''brien'"), "{sql}");
     }
 
     #[test]

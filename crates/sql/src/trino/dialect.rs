@@ -15,6 +15,7 @@ use sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
+use crate::bind::string_literal;
 use crate::error::SqlError;
 use crate::rewrite::RewriteError;
 
@@ -143,7 +144,7 @@ fn execute_prepared(sql: &str, defaults: &Defaults) -> Result<Option<String>, Sq
             "prepared statement {name} is not defined (the client sends it in X-Trino-Prepared-Statement)"
         ))));
     };
-    Ok(Some(format!("EXECUTE IMMEDIATE {} {using}", quote(statement))))
+    Ok(Some(format!("EXECUTE IMMEDIATE {} {using}", string_literal(statement))))
 }
 
 fn unsupported(what: impl Into<String>) -> SqlError {
@@ -162,11 +163,6 @@ fn words(sql: &str) -> Result<Vec<Token>, SqlError> {
 
 fn is_keyword(t: Option<&Token>, keyword: &str) -> bool {
     matches!(t, Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
-}
-
-/// A string as a SQL literal.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `EXECUTE IMMEDIATE '<sql>' USING p1, ...`: the statement with each `?` replaced, in order, by its parameter
@@ -194,7 +190,7 @@ fn parameters(tokens: &[Token]) -> Result<Vec<String>, SqlError> {
         let literal = match group {
             [Token::Number(n, _)] => n.clone(),
             [Token::Minus, Token::Number(n, _)] => format!("-{n}"),
-            [Token::SingleQuotedString(s)] => quote(s),
+            [Token::SingleQuotedString(s)] => string_literal(s),
             [Token::Word(w)] if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("null") => "NULL".into(),
             [Token::Word(w)] if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("true") => "TRUE".into(),
             [Token::Word(w)] if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("false") => "FALSE".into(),
@@ -202,7 +198,7 @@ fn parameters(tokens: &[Token]) -> Result<Vec<String>, SqlError> {
                 match w.value.to_ascii_uppercase().as_str() {
                     // A number spelled as text: inlined as the number it must be.
                     "DOUBLE" | "DECIMAL" | "REAL" if is_number(s) => s.clone(),
-                    "DATE" | "TIMESTAMP" | "TIME" => format!("{} {}", w.value.to_ascii_uppercase(), quote(s)),
+                    "DATE" | "TIMESTAMP" | "TIME" => format!("{} {}", w.value.to_ascii_uppercase(), string_literal(s)),
                     _ => return Err(unsupported(format!("parameter {w} '{s}'"))),
                 }
             }
@@ -309,7 +305,8 @@ fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError>
         [Token::Word(w), Token::SingleQuotedString(p)] if w.value.eq_ignore_ascii_case("LIKE") => Some(p.clone()),
         _ => return Err(unsupported(format!("SHOW {what} with these clauses"))),
     };
-    let like = |column: &str| like.as_ref().map(|p| format!(" AND {column} LIKE {}", quote(p))).unwrap_or_default();
+    let like =
+        |column: &str| like.as_ref().map(|p| format!(" AND {column} LIKE {}", string_literal(p))).unwrap_or_default();
     let sql = match what.as_str() {
         "CATALOGS" => {
             format!(
@@ -339,7 +336,7 @@ fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError>
             };
             format!(
                 "SELECT table_name AS \"Table\" FROM information_schema.tables WHERE table_schema = {}{} ORDER BY 1",
-                quote(&schema),
+                string_literal(&schema),
                 like("table_name")
             )
         }
@@ -360,8 +357,8 @@ fn show(sql: &str, defaults: &Defaults) -> Result<Option<Translation>, SqlError>
                 "SELECT column_name AS \"Column\", data_type AS \"Type\", '' AS \"Extra\", '' AS \"Comment\" \
                  FROM information_schema.columns WHERE table_schema = {} AND table_name = {}{} \
                  ORDER BY ordinal_position",
-                quote(&schema),
-                quote(&table),
+                string_literal(&schema),
+                string_literal(&table),
                 like("column_name")
             );
             return Ok(Some(Translation { sql, table: Some(format!("{CATALOG}.{schema}.{table}")), change: None }));

@@ -270,7 +270,14 @@ fn translate(
         return Err(e);
     }
     let snapshots = translate.snapshots.into_iter().map(|(table, view)| (view, table)).collect();
-    Ok(SparkSql { text: spark_tokens(&ast.to_string(), placeholders)?, reads: translate.reads, snapshots })
+    // The tokens written for Spark are read from the statement's printed text, so each string in it must print
+    // as one that reads back whole: sqlparser's printer writes a string holding a backslash before a quote as
+    // one ending at the backslash, which would hand the rest of the string to Spark as syntax.
+    if !crate::bind::strings_print_as_written(ast) {
+        return Err(unsupported("a string holding a backslash before a quote, or two quotes together,"));
+    }
+    let text = ast.to_string();
+    Ok(SparkSql { text: spark_tokens(&text, placeholders)?, reads: translate.reads, snapshots })
 }
 
 /// The message of the rewriter's WITH CHECK raise, `CAST(concat('lakegate: ...') AS BOOLEAN)`, if `expr` is one.
@@ -349,7 +356,9 @@ impl VisitorMut for Translate<'_> {
             // The cast raises only under ANSI mode (else it is NULL, and the row would be dropped silently) and
             // with Spark's cast wording; `raise_error` raises whatever the session's settings, with the text as
             // written (SQLSTATE P0001).
-            let call = format!("raise_error({})", Value::SingleQuotedString(message.to_owned()));
+            // Quoted here, not by sqlparser's printer, which would leave a quote after a backslash single and let
+            // the rest of a client's own `concat('lakegate: ...')` read as syntax (see `crate::bind`).
+            let call = format!("raise_error({})", crate::bind::string_literal(message));
             match Parser::new(&PostgreSqlDialect {}).try_with_sql(&call).and_then(|mut p| p.parse_expr()) {
                 Ok(raise) => *expr = raise,
                 Err(e) => return self.refuse(SqlError::Internal(format!("writing the WITH CHECK for Spark: {e}"))),
@@ -744,6 +753,21 @@ mod tests {
         assert_eq!(into_iceberg.sqlstate(), "0A000");
         // A user's own call of raise_error is no function Spark is given.
         assert!(spark("SELECT raise_error('x')").is_err());
+    }
+
+    #[test]
+    fn a_string_the_printer_would_end_early_is_refused_not_sent() {
+        // sqlparser prints a string holding a backslash before a quote as one that ends at the backslash; what
+        // followed in the string would reach Spark's lexer as syntax. A bound parameter's text, or a client's own
+        // form of the check's message, holding one is refused.
+        for sql in [
+            r"SELECT id FROM sales.orders WHERE region = 'x\'' UNION SELECT salary FROM hr.payroll --'",
+            r"SELECT CAST(concat('lakegate: x\''') AS BOOLEAN) FROM sales.orders",
+        ] {
+            assert_eq!(spark(sql).map_err(|e| e.sqlstate().to_owned()), Err("0A000".to_owned()), "{sql}");
+        }
+        let text = spark("SELECT id FROM sales.orders WHERE region = 'it''s'").unwrap();
+        assert!(text.contains(r"'it\'s'"), "{text}");
     }
 
     #[test]
