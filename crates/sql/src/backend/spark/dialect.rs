@@ -248,11 +248,16 @@ pub(super) fn insert_to_spark(sql: &str, tables: &Tables, statement: &str) -> Re
     })
 }
 
+/// Parses one statement of PostgreSQL text. Every statement this module prints (its translation's text, an
+/// INSERT's source) was parsed here, so here its strings must be ones sqlparser's printer writes back whole: it
+/// writes a string holding a backslash before a quote as one ending at the backslash, and the rest of the
+/// string would reach Spark as syntax (see `crate::bind`).
 fn parse_one(sql: &str) -> Result<Statement, SqlError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
     match <[Statement; 1]>::try_from(statements) {
-        Ok([statement]) => Ok(statement),
+        Ok([statement]) if crate::bind::strings_print_as_written(&statement) => Ok(statement),
+        Ok(_) => Err(unsupported("a string holding a backslash before a quote, or two quotes together,")),
         Err(_) => Err(SqlError::Internal("a rewritten statement is one statement".into())),
     }
 }
@@ -270,14 +275,7 @@ fn translate(
         return Err(e);
     }
     let snapshots = translate.snapshots.into_iter().map(|(table, view)| (view, table)).collect();
-    // The tokens written for Spark are read from the statement's printed text, so each string in it must print
-    // as one that reads back whole: sqlparser's printer writes a string holding a backslash before a quote as
-    // one ending at the backslash, which would hand the rest of the string to Spark as syntax.
-    if !crate::bind::strings_print_as_written(ast) {
-        return Err(unsupported("a string holding a backslash before a quote, or two quotes together,"));
-    }
-    let text = ast.to_string();
-    Ok(SparkSql { text: spark_tokens(&text, placeholders)?, reads: translate.reads, snapshots })
+    Ok(SparkSql { text: spark_tokens(&ast.to_string(), placeholders)?, reads: translate.reads, snapshots })
 }
 
 /// The message of the rewriter's WITH CHECK raise, `CAST(concat('lakegate: ...') AS BOOLEAN)`, if `expr` is one.
@@ -766,6 +764,12 @@ mod tests {
         ] {
             assert_eq!(spark(sql).map_err(|e| e.sqlstate().to_owned()), Err("0A000".to_owned()), "{sql}");
         }
+        // An INSERT's source is printed into the query of its rows: by sqlparser, its one value would become
+        // three rows, one of them a salary.
+        let insert = r"INSERT INTO sales.orders (region)
+                       VALUES ('x\''), ((SELECT max(salary) FROM hr.payroll)::text), (''')";
+        let refused = insert_to_spark(insert, &columns(), "s1").map(|_| ()).map_err(|e| e.sqlstate().to_owned());
+        assert_eq!(refused, Err("0A000".to_owned()));
         let text = spark("SELECT id FROM sales.orders WHERE region = 'it''s'").unwrap();
         assert!(text.contains(r"'it\'s'"), "{text}");
     }
