@@ -145,10 +145,12 @@ fn each_placeholder<B>(statement: &mut Statement, f: impl FnMut(&mut Expr, &str)
 }
 
 /// `statement` printed with its parameters replaced by their values' literals. A statement that cannot be cut at
-/// its parameters (its text holds the marker) is refused, never bound another way.
+/// its parameters (see [`Template::new`]) is refused, never bound another way.
 pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, SqlError> {
     let template = Template::new(statement, &statement.to_string()).ok_or_else(|| {
-        SqlError::Rewrite(RewriteError::Unsupported("parameters in a statement that holds a NUL character".into()))
+        SqlError::Rewrite(RewriteError::Unsupported(
+            "parameters in a statement whose text cannot be cut where they stand (a NUL character in it)".into(),
+        ))
     })?;
     template.bind(params)
 }
