@@ -147,6 +147,13 @@ fn each_placeholder<B>(statement: &mut Statement, f: impl FnMut(&mut Expr, &str)
 /// `statement` printed with its parameters replaced by their values' literals. A statement that cannot be cut at
 /// its parameters (see [`Template::new`]) is refused, never bound another way.
 pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, SqlError> {
+    // The pieces are sqlparser's printing of the statement, which must hold its own strings as written: a
+    // rewritten statement's text was read back (`rewrite::print`), a catalog query's text bound here was not.
+    if !strings_print_as_written(statement) {
+        return Err(SqlError::Rewrite(RewriteError::Unsupported(
+            "parameters in a statement holding a string with a backslash before a quote, or two quotes together".into(),
+        )));
+    }
     let template = Template::new(statement, &statement.to_string()).ok_or_else(|| {
         SqlError::Rewrite(RewriteError::Unsupported(
             "parameters in a statement whose text cannot be cut where they stand (a NUL character in it)".into(),
@@ -410,6 +417,14 @@ mod tests {
     fn placeholders_are_counted_from_tokens() {
         assert_eq!(placeholder_count("select * from t where a = $1 and b = $3"), 3);
         assert_eq!(placeholder_count("select 1"), 0);
+    }
+
+    #[test]
+    fn a_statement_whose_own_strings_would_print_otherwise_is_not_bound() {
+        // Its pieces would hold the string as sqlparser prints it, ending at the backslash.
+        let statement =
+            statement(r"SELECT relname FROM pg_class WHERE relname = 'x\'' UNION SELECT 1 --' AND oid = $1");
+        assert!(matches!(bind(&statement, &[Param::Number("1".into())]), Err(SqlError::Rewrite(_))));
     }
 
     #[test]
