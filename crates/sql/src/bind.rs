@@ -2,23 +2,21 @@
 //! ([`Template`]), and binding writes each value as a literal between the pieces, in the one form every backend
 //! reads as that value and nothing else ([`write_literal`]).
 //!
-//! The literal is written here, not by sqlparser's printer: sqlparser doubles a quote inside a string only when it
-//! is not already preceded by a backslash or followed by another quote (it takes those for escapes), so the value
-//! `x\' UNION SELECT ssn FROM hr.employees --` printed as `'x\' UNION SELECT ssn FROM hr.employees --'`, which
-//! PostgreSQL (standard strings, as every backend connection sets them), DataFusion and the Spark backend's lexer
-//! read as the string `x\` followed by a UNION of the raw table. A rewritten statement is safe from this because
-//! its printed text must read back as the statement built (`rewrite::print`); a bound one is not read back (that
-//! would parse every execution again), so its literals must be right by construction.
+//! The literal is written here, not by sqlparser's printer, which writes some strings as others (see
+//! `rewrite::print`): the value `x\' UNION SELECT ssn FROM hr.employees --` printed as a string ending at the
+//! backslash, followed by a UNION of the raw table. A rewritten statement's text is read back (`rewrite::print`);
+//! a bound one is not (that would parse every execution again), so its literals must be right by construction,
+//! and its pieces are the statement's text as `rewrite::print` writes it.
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, Statement, Value, ValueWithSpan, Visit, VisitMut,
-    Visitor, VisitorMut,
+    Distinct, Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, Statement, Value, Visit, Visitor,
 };
 
 use crate::error::SqlError;
 use crate::rewrite::RewriteError;
+use crate::rewrite::print::{self, Cut, write_string};
 
 /// A bound parameter as the client sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,48 +53,6 @@ fn write_literal(param: &Param, out: &mut String) {
     }
 }
 
-/// Writes `text` as a string literal: in quotes, every quote inside doubled, nothing else changed.
-pub(crate) fn write_string(text: &str, out: &mut String) {
-    out.reserve(text.len() + 2);
-    out.push('\'');
-    for (i, piece) in text.split('\'').enumerate() {
-        if i > 0 {
-            out.push_str("''");
-        }
-        out.push_str(piece);
-    }
-    out.push('\'');
-}
-
-/// `text` as a string literal (see [`write_string`]).
-pub(crate) fn string_literal(text: &str) -> String {
-    let mut out = String::new();
-    write_string(text, &mut out);
-    out
-}
-
-/// Whether sqlparser's printer writes every string literal of `statement` as text that reads back as its value.
-/// Its escaper leaves a quote single where a backslash comes before it or another quote after it (it takes
-/// those for escapes already written), so `x\' UNION ...` prints as a string ending at the backslash; a national
-/// string (`N'...'`) it writes without escaping at all. A statement printed for another reader (the Spark
-/// backend's lexer) must hold none of these.
-pub(crate) fn strings_print_as_written(statement: &Statement) -> bool {
-    struct Strings;
-    impl Visitor for Strings {
-        type Break = ();
-        fn pre_visit_value(&mut self, value: &ValueWithSpan) -> ControlFlow<()> {
-            let written = match &value.value {
-                Value::SingleQuotedString(s) => !s.contains("\\'") && !s.contains("''"),
-                Value::DoubleQuotedString(s) => !s.contains("\\\"") && !s.contains("\"\""),
-                Value::NationalStringLiteral(s) => !s.contains('\''),
-                _ => true,
-            };
-            if written { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
-        }
-    }
-    statement.visit(&mut Strings).is_continue()
-}
-
 /// `-12`, `3.5`, `1e-3`: digits with at most one sign, point and exponent.
 pub(crate) fn is_number(text: &str) -> bool {
     let t = text.trim();
@@ -126,41 +82,27 @@ fn value_of<'a>(placeholder: &str, params: &'a [Param]) -> Result<&'a Param, Sql
     })
 }
 
-/// Calls `f` on every placeholder expression of a statement, in the order they print, until it breaks.
-fn each_placeholder<B>(statement: &mut Statement, f: impl FnMut(&mut Expr, &str) -> ControlFlow<B>) -> ControlFlow<B> {
-    struct Each<F>(F);
-    impl<B, F: FnMut(&mut Expr, &str) -> ControlFlow<B>> VisitorMut for Each<F> {
-        type Break = B;
-        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<B> {
-            if let Expr::Value(v) = expr
-                && let Value::Placeholder(p) = &v.value
-            {
-                let p = p.clone();
-                return (self.0)(expr, &p);
-            }
-            ControlFlow::Continue(())
-        }
+/// `statement` printed with its parameters replaced by their values' literals. A statement whose text cannot be
+/// cut at its parameters (see [`Cut::of`]), or would not read back as itself, is refused, never bound another way.
+pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, SqlError> {
+    let refused = |why: &str| SqlError::Rewrite(RewriteError::Unsupported(format!("parameters in a statement {why}")));
+    let cut = Cut::of(statement).ok_or_else(|| refused("whose text cannot be cut where they stand (a NUL in it)"))?;
+    // The cut is sqlparser's printing but for the strings `rewrite::print` writes itself, for which a rewritten
+    // statement's text was read back and a catalog query's, bound here, was not.
+    let text = cut.text();
+    let as_written = if print::strings_print_as_written(statement) {
+        text == statement.to_string()
+    } else {
+        print::reads_back(statement, &text, READ_BACK_DEPTH)
+    };
+    if !as_written {
+        return Err(refused("whose text would not read back as written"));
     }
-    statement.visit(&mut Each(f))
+    Template(cut).bind(params)
 }
 
-/// `statement` printed with its parameters replaced by their values' literals. A statement that cannot be cut at
-/// its parameters (see [`Template::new`]) is refused, never bound another way.
-pub(crate) fn bind(statement: &Statement, params: &[Param]) -> Result<String, SqlError> {
-    // The pieces are sqlparser's printing of the statement, which must hold its own strings as written: a
-    // rewritten statement's text was read back (`rewrite::print`), a catalog query's text bound here was not.
-    if !strings_print_as_written(statement) {
-        return Err(SqlError::Rewrite(RewriteError::Unsupported(
-            "parameters in a statement holding a string with a backslash before a quote, or two quotes together".into(),
-        )));
-    }
-    let template = Template::new(statement, &statement.to_string()).ok_or_else(|| {
-        SqlError::Rewrite(RewriteError::Unsupported(
-            "parameters in a statement whose text cannot be cut where they stand (a NUL character in it)".into(),
-        ))
-    })?;
-    template.bind(params)
-}
+/// How deep the parser reading back a bound statement's text may go: as deep as the rewriter reads back its own.
+const READ_BACK_DEPTH: usize = crate::rewrite::DEFAULT_PARSER_DEPTH * 2;
 
 /// Whether PostgreSQL, given `statement`'s `$n` as parameters of a prepared statement, reads each as it reads the
 /// literal bound there (`backend::postgres` then keeps the statement prepared). Not at the top of an ORDER BY,
@@ -232,73 +174,55 @@ pub(crate) fn placeholder_count(sql: &str) -> usize {
         .min(u16::MAX as usize)
 }
 
-/// A statement's text cut where its parameters stand: `pieces[0] $a pieces[1] $b ... pieces[n]`.
+/// A statement's text cut where its parameters stand, kept to bind each execution's values into.
 #[derive(Debug, Clone)]
-pub(crate) struct Template {
-    pieces: Vec<String>,
-    /// The placeholder between `pieces[i]` and `pieces[i + 1]`, as written (`$2`).
-    slots: Vec<String>,
-}
-
-/// Marks a parameter's place in the printed text: no statement a client sends holds one (the wire protocol's
-/// strings end at a NUL), and a text that does gets no template.
-const MARK: char = '\0';
+pub(crate) struct Template(Cut);
 
 impl Template {
-    /// The template of `statement`, whose printed text is `sql`; `None` when it cannot be cut exactly.
+    /// The template of `statement`, whose text is `sql` (as `rewrite::print` wrote it); `None` when it cannot be
+    /// cut exactly.
     pub(crate) fn new(statement: &Statement, sql: &str) -> Option<Template> {
-        if sql.contains(MARK) {
-            return None;
-        }
-        let mut marked = statement.clone();
-        let _ = each_placeholder::<()>(&mut marked, |expr, p| {
-            *expr = Expr::value(Value::Placeholder(format!("{MARK}{p}{MARK}")));
-            ControlFlow::Continue(())
-        });
-        let printed = marked.to_string();
-        let mut parts = printed.split(MARK);
-        let mut pieces = vec![parts.next()?.to_owned()];
-        let mut slots = Vec::new();
-        while let Some(slot) = parts.next() {
-            slots.push(slot.to_owned());
-            pieces.push(parts.next()?.to_owned());
-        }
+        let cut = Cut::of(statement)?;
         // The pieces with each placeholder written back must be the statement's own text.
-        let template = Template { pieces, slots };
-        let written = template.write(|p, out| {
-            out.push_str(p);
-            Ok(())
-        });
-        (written.ok()? == sql).then_some(template)
+        (cut.text() == sql).then_some(Template(cut))
     }
 
     /// The statement's text with `params` bound.
     pub(crate) fn bind(&self, params: &[Param]) -> Result<String, SqlError> {
-        self.write(|p, out| {
+        self.0.try_write(|p, out| {
             write_literal(value_of(p, params)?, out);
             Ok(())
         })
-    }
-
-    fn write(&self, mut slot: impl FnMut(&str, &mut String) -> Result<(), SqlError>) -> Result<String, SqlError> {
-        let mut out = String::with_capacity(self.pieces.iter().map(String::len).sum::<usize>() + 16 * self.slots.len());
-        for (piece, p) in self.pieces.iter().zip(&self.slots) {
-            out.push_str(piece);
-            slot(p, &mut out)?;
-        }
-        if let Some(last) = self.pieces.last() {
-            out.push_str(last);
-        }
-        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::ast::UnaryOperator;
+    use sqlparser::ast::{UnaryOperator, VisitMut, VisitorMut};
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
+
+    /// Calls `f` on every placeholder expression of a statement, in the order they print, until it breaks.
+    fn each_placeholder<B>(
+        statement: &mut Statement,
+        f: impl FnMut(&mut Expr, &str) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        struct Each<F>(F);
+        impl<B, F: FnMut(&mut Expr, &str) -> ControlFlow<B>> VisitorMut for Each<F> {
+            type Break = B;
+            fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<B> {
+                if let Expr::Value(v) = expr
+                    && let Value::Placeholder(p) = &v.value
+                {
+                    let p = p.clone();
+                    return (self.0)(expr, &p);
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        statement.visit(&mut Each(f))
+    }
 
     fn statement(sql: &str) -> Statement {
         Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0)
@@ -370,18 +294,6 @@ mod tests {
     }
 
     #[test]
-    fn a_string_prints_as_written_exactly_when_sqlparser_reads_it_back() {
-        // Pins sqlparser's escaper to what `strings_print_as_written` expects of it.
-        for text in ["plain", "it's", "'", "a''b", "''", "x\\", "x\\'", "\\' OR true --", "'\\", "a\nb"] {
-            let statement = statement(&format!("SELECT {}", string_literal(text)));
-            let read = Parser::parse_sql(&PostgreSqlDialect {}, &statement.to_string()).ok();
-            let reads_back = read.is_some_and(|r| r == [statement.clone()]);
-            assert_eq!(strings_print_as_written(&statement), reads_back, "{text:?}");
-        }
-        assert!(!strings_print_as_written(&statement("SELECT N'it''s'")));
-    }
-
-    #[test]
     fn a_kept_template_binds_as_the_statement_does() {
         let statement = statement("SELECT a FROM t WHERE a = $1 AND b = -$2");
         let template = Template::new(&statement, &statement.to_string()).unwrap();
@@ -420,11 +332,14 @@ mod tests {
     }
 
     #[test]
-    fn a_statement_whose_own_strings_would_print_otherwise_is_not_bound() {
-        // Its pieces would hold the string as sqlparser prints it, ending at the backslash.
+    fn a_statement_whose_own_strings_sqlparser_would_print_otherwise_binds_as_written() {
+        // sqlparser alone prints the string as one ending at the backslash, followed by a UNION.
         let statement =
             statement(r"SELECT relname FROM pg_class WHERE relname = 'x\'' UNION SELECT 1 --' AND oid = $1");
-        assert!(matches!(bind(&statement, &[Param::Number("1".into())]), Err(SqlError::Rewrite(_))));
+        let params = [Param::Number("1".into())];
+        let bound = bind(&statement, &params).unwrap();
+        assert_eq!(bound, r"SELECT relname FROM pg_class WHERE relname = 'x\'' UNION SELECT 1 --' AND oid = 1");
+        assert_eq!(Parser::parse_sql(&PostgreSqlDialect {}, &bound).unwrap(), [with_values(&statement, &params)]);
     }
 
     #[test]

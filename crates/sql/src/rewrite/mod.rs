@@ -43,7 +43,7 @@ mod error;
 mod filter;
 mod functions;
 mod policy;
-mod print;
+pub(crate) mod print;
 mod session;
 mod walk;
 mod write;

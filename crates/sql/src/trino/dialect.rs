@@ -15,9 +15,9 @@ use sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::bind::string_literal;
 use crate::error::SqlError;
 use crate::rewrite::RewriteError;
+use crate::rewrite::print::string_literal;
 
 /// The one catalog the gateway shows to Trino clients.
 pub const CATALOG: &str = "lakegate";

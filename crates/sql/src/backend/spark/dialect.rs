@@ -256,7 +256,7 @@ fn parse_one(sql: &str) -> Result<Statement, SqlError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
     match <[Statement; 1]>::try_from(statements) {
-        Ok([statement]) if crate::bind::strings_print_as_written(&statement) => Ok(statement),
+        Ok([statement]) if crate::rewrite::print::strings_print_as_written(&statement) => Ok(statement),
         Ok(_) => Err(unsupported("a string holding a backslash before a quote, or two quotes together,")),
         Err(_) => Err(SqlError::Internal("a rewritten statement is one statement".into())),
     }
@@ -356,7 +356,7 @@ impl VisitorMut for Translate<'_> {
             // written (SQLSTATE P0001).
             // Quoted here, not by sqlparser's printer, which would leave a quote after a backslash single and let
             // the rest of a client's own `concat('lakegate: ...')` read as syntax (see `crate::bind`).
-            let call = format!("raise_error({})", crate::bind::string_literal(message));
+            let call = format!("raise_error({})", crate::rewrite::print::string_literal(message));
             match Parser::new(&PostgreSqlDialect {}).try_with_sql(&call).and_then(|mut p| p.parse_expr()) {
                 Ok(raise) => *expr = raise,
                 Err(e) => return self.refuse(SqlError::Internal(format!("writing the WITH CHECK for Spark: {e}"))),
