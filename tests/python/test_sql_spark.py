@@ -417,6 +417,8 @@ LITERALS = [
     ("SELECT 'it''s' AS x FROM sales.orders LIMIT 1", "it's"),
     ("SELECT $$\\'$$ AS x FROM sales.orders LIMIT 1", "\\'"),
     ("SELECT U&'x\\005c' AS x FROM sales.orders LIMIT 1", "x\\"),
+    (r"SELECT 'C:\dir\''s' AS x FROM sales.orders LIMIT 1", "C:\\dir\\'s"),
+    ("SELECT 'a''''b' AS x FROM sales.orders LIMIT 1", "a''b"),
 ]
 
 
@@ -433,6 +435,8 @@ BACKSLASH_TRICKS = [
     "SELECT order_id, region, card_number FROM sales.orders WHERE customer = E'x\\\\' OR region = 'US' --'",
     "SELECT order_id, region, card_number FROM sales.orders WHERE customer = $$x\\$$ OR region = 'US' --'",
     "SELECT order_id, region, card_number FROM sales.orders WHERE customer = U&'x\\005c' OR region = 'US' --'",
+    # Printed by sqlparser alone, the string would end at the backslash and `OR region = 'US'` be syntax.
+    r"SELECT order_id, region, card_number FROM sales.orders WHERE customer = 'x\'' OR region = ''US'' --'",
 ]
 
 

@@ -75,8 +75,7 @@ pub(crate) fn string_literal(text: &str) -> String {
 
 /// Whether sqlparser's printer writes every string literal of `statement` as text that reads back as its value.
 /// Its escaper leaves a quote single where a backslash comes before it or another quote after it, and a national
-/// string (`N'...'`) it writes without escaping at all. A statement printed for another reader (the Spark
-/// backend's lexer) must hold none of these.
+/// string (`N'...'`) it writes without escaping at all. A statement holding one is printed through a [`Cut`].
 pub(crate) fn strings_print_as_written(statement: &Statement) -> bool {
     struct Strings;
     impl Visitor for Strings {
@@ -98,8 +97,8 @@ fn prints_as_written(value: &Value) -> bool {
 }
 
 /// A statement's text cut where its parameters stand, `pieces[0] slots[0] pieces[1] ... pieces[n]`, each slot a
-/// placeholder as written (`$2`), and each single-quoted string sqlparser would print as another written into
-/// its piece by [`write_string`].
+/// placeholder as written (`$2`), and each string sqlparser would print as another written into its piece by
+/// [`write_string`].
 #[derive(Debug, Clone)]
 pub(crate) struct Cut {
     pieces: Vec<String>,
@@ -114,22 +113,31 @@ const MARK: char = '\0';
 const STRING_SLOT: char = '\'';
 
 impl Cut {
-    /// `statement` printed with a mark for each placeholder and each string to write here, and cut at them.
+    /// `statement` printed with a mark for each placeholder and each string to write here, and cut at them;
+    /// `None` when the statement's text holds a NUL, or a string that has no form here (a double-quoted string
+    /// sqlparser would print as another, which no PostgreSQL text holds).
     pub(crate) fn of(statement: &Statement) -> Option<Cut> {
         struct Marker {
             marks: usize,
-            strings: Vec<String>,
+            /// The literal to write at each string's mark.
+            literals: Vec<String>,
         }
         impl VisitorMut for Marker {
             type Break = ();
             fn pre_visit_value(&mut self, value: &mut ValueWithSpan) -> ControlFlow<()> {
-                let mark = match &value.value {
-                    Value::Placeholder(p) => format!("{MARK}{p}{MARK}"),
-                    Value::SingleQuotedString(s) if !prints_as_written(&value.value) => {
-                        self.strings.push(s.clone());
-                        format!("{MARK}{STRING_SLOT}{}{MARK}", self.strings.len() - 1)
+                let literal = match &value.value {
+                    _ if prints_as_written(&value.value) => None,
+                    Value::SingleQuotedString(s) => Some(string_literal(s)),
+                    Value::NationalStringLiteral(s) => Some(format!("N{}", string_literal(s))),
+                    _ => return ControlFlow::Break(()),
+                };
+                let mark = match (literal, &value.value) {
+                    (Some(literal), _) => {
+                        self.literals.push(literal);
+                        format!("{MARK}{STRING_SLOT}{}{MARK}", self.literals.len() - 1)
                     }
-                    _ => return ControlFlow::Continue(()),
+                    (None, Value::Placeholder(p)) => format!("{MARK}{p}{MARK}"),
+                    (None, _) => return ControlFlow::Continue(()),
                 };
                 self.marks += 1;
                 value.value = Value::Placeholder(mark);
@@ -137,8 +145,10 @@ impl Cut {
             }
         }
         let mut marked = statement.clone();
-        let mut marker = Marker { marks: 0, strings: Vec::new() };
-        let _ = VisitMut::visit(&mut marked, &mut marker);
+        let mut marker = Marker { marks: 0, literals: Vec::new() };
+        if VisitMut::visit(&mut marked, &mut marker).is_break() {
+            return None;
+        }
         let printed = marked.to_string();
         // A NUL of the statement's own would shift every cut after it.
         if printed.matches(MARK).count() != 2 * marker.marks {
@@ -152,7 +162,7 @@ impl Cut {
             match slot.strip_prefix(STRING_SLOT) {
                 Some(index) => {
                     let piece = pieces.last_mut()?;
-                    write_string(marker.strings.get(index.parse::<usize>().ok()?)?, piece);
+                    piece.push_str(marker.literals.get(index.parse::<usize>().ok()?)?);
                     piece.push_str(after);
                 }
                 None => {
@@ -250,6 +260,7 @@ mod tests {
             r"SELECT 'x\'' UNION SELECT ssn FROM hr.employees --' AS v, DATE '2020-01-01'",
             r"SELECT a FROM t WHERE a LIKE '%\''''%' AND c = $1 OR d = 'a''''b' AND e = $2",
             r"SELECT CAST('\''' AS TEXT), INTERVAL '1 day', ''''''",
+            r"SELECT N'it''s', N'a\''b' FROM t",
         ] {
             let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
             assert!(!strings_print_as_written(&statement), "{sql}");

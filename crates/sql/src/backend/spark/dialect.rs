@@ -240,6 +240,7 @@ pub(super) fn insert_to_spark(sql: &str, tables: &Tables, statement: &str) -> Re
         })
         .collect();
     let aliases: Vec<String> = set.iter().map(|c| quote(c)).collect();
+    let source = pg_text(&Statement::Query(source.clone()))?;
     let rows = format!("SELECT {} FROM ({source}) AS {ROWS} ({})", select.join(", "), aliases.join(", "));
     let mut query = parse_one(&rows)?;
     Ok(SparkInsert {
@@ -248,18 +249,21 @@ pub(super) fn insert_to_spark(sql: &str, tables: &Tables, statement: &str) -> Re
     })
 }
 
-/// Parses one statement of PostgreSQL text. Every statement this module prints (its translation's text, an
-/// INSERT's source) was parsed here, so here its strings must be ones sqlparser's printer writes back whole: it
-/// writes a string holding a backslash before a quote as one ending at the backslash, and the rest of the
-/// string would reach Spark as syntax (see `crate::bind`).
+/// Parses one statement of PostgreSQL text.
 fn parse_one(sql: &str) -> Result<Statement, SqlError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| SqlError::Internal(format!("re-reading a rewritten statement: {e}")))?;
-    match <[Statement; 1]>::try_from(statements) {
-        Ok([statement]) if crate::rewrite::print::strings_print_as_written(&statement) => Ok(statement),
-        Ok(_) => Err(unsupported("a string holding a backslash before a quote, or two quotes together,")),
-        Err(_) => Err(SqlError::Internal("a rewritten statement is one statement".into())),
-    }
+    <[Statement; 1]>::try_from(statements)
+        .map(|[statement]| statement)
+        .map_err(|_| SqlError::Internal("a rewritten statement is one statement".into()))
+}
+
+/// `statement`'s PostgreSQL text, every string in it as its value: sqlparser's printer alone writes a string
+/// holding a backslash before a quote as one ending at the backslash, and the rest of the string would reach
+/// Spark's lexer as syntax (see `rewrite::print`). Every statement this module prints (its translation's text,
+/// an INSERT's source) is printed here.
+fn pg_text(statement: &Statement) -> Result<String, SqlError> {
+    crate::rewrite::print::text(statement).ok_or_else(|| unsupported("a string that cannot be written as its value"))
 }
 
 fn translate(
@@ -275,7 +279,7 @@ fn translate(
         return Err(e);
     }
     let snapshots = translate.snapshots.into_iter().map(|(table, view)| (view, table)).collect();
-    Ok(SparkSql { text: spark_tokens(&ast.to_string(), placeholders)?, reads: translate.reads, snapshots })
+    Ok(SparkSql { text: spark_tokens(&pg_text(ast)?, placeholders)?, reads: translate.reads, snapshots })
 }
 
 /// The message of the rewriter's WITH CHECK raise, `CAST(concat('lakegate: ...') AS BOOLEAN)`, if `expr` is one.
@@ -354,8 +358,7 @@ impl VisitorMut for Translate<'_> {
             // The cast raises only under ANSI mode (else it is NULL, and the row would be dropped silently) and
             // with Spark's cast wording; `raise_error` raises whatever the session's settings, with the text as
             // written (SQLSTATE P0001).
-            // Quoted here, not by sqlparser's printer, which would leave a quote after a backslash single and let
-            // the rest of a client's own `concat('lakegate: ...')` read as syntax (see `crate::bind`).
+            // The message quoted as the gateway writes every literal (see `rewrite::print`).
             let call = format!("raise_error({})", crate::rewrite::print::string_literal(message));
             match Parser::new(&PostgreSqlDialect {}).try_with_sql(&call).and_then(|mut p| p.parse_expr()) {
                 Ok(raise) => *expr = raise,
@@ -754,22 +757,26 @@ mod tests {
     }
 
     #[test]
-    fn a_string_the_printer_would_end_early_is_refused_not_sent() {
+    fn a_string_the_printer_would_end_early_reaches_spark_as_its_value() {
         // sqlparser prints a string holding a backslash before a quote as one that ends at the backslash; what
-        // followed in the string would reach Spark's lexer as syntax. A bound parameter's text, or a client's own
-        // form of the check's message, holding one is refused.
-        for sql in [
-            r"SELECT id FROM sales.orders WHERE region = 'x\'' UNION SELECT salary FROM hr.payroll --'",
-            r"SELECT CAST(concat('lakegate: x\''') AS BOOLEAN) FROM sales.orders",
-        ] {
-            assert_eq!(spark(sql).map_err(|e| e.sqlstate().to_owned()), Err("0A000".to_owned()), "{sql}");
-        }
-        // An INSERT's source is printed into the query of its rows: by sqlparser, its one value would become
-        // three rows, one of them a salary.
+        // followed in the string would reach Spark's lexer as syntax. The translation prints it as its value, in
+        // Spark's escapes (a backslash and a quote each escaped by a backslash).
+        let text =
+            spark(r"SELECT id FROM sales.orders WHERE region = 'x\'' UNION SELECT salary FROM hr.payroll --'").unwrap();
+        // Spark reads `\\` as a backslash and `\'` as a quote: one string, the value the client wrote.
+        let expected = concat!(
+            "SELECT id FROM lakegate_5_sales_orders AS orders ",
+            r"WHERE region = 'x\\\' UNION SELECT salary FROM hr.payroll --'"
+        );
+        assert_eq!(text, expected);
+        let text = spark(r"SELECT CAST(concat('lakegate: x\''') AS BOOLEAN) FROM sales.orders").unwrap();
+        assert!(text.contains(r"raise_error ( 'lakegate: x\\\'' )"), "{text}");
+        // An INSERT's source is printed into the query of its rows: by sqlparser alone, its one value would
+        // become three rows, one of them a salary.
         let insert = r"INSERT INTO sales.orders (region)
                        VALUES ('x\''), ((SELECT max(salary) FROM hr.payroll)::text), (''')";
-        let refused = insert_to_spark(insert, &columns(), "s1").map(|_| ()).map_err(|e| e.sqlstate().to_owned());
-        assert_eq!(refused, Err("0A000".to_owned()));
+        let rows = insert_to_spark(insert, &columns(), "s1").unwrap().rows.text;
+        assert!(rows.contains(r"VALUES ( 'x\\\'), ((SELECT max(salary) FROM hr.payroll)::text), (\'' )"), "{rows}");
         let text = spark("SELECT id FROM sales.orders WHERE region = 'it''s'").unwrap();
         assert!(text.contains(r"'it\'s'"), "{text}");
     }
