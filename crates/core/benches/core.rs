@@ -211,7 +211,7 @@ fn audit_serialise(c: &mut Criterion) {
             .sql(SqlAudit {
                 original: "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;".into(),
                 rewritten: Some("SELECT abalance FROM public.pgbench_accounts WHERE aid = 123456".into()),
-                tables: vec!["public.pgbench_accounts".into()],
+                tables: ["public.pgbench_accounts".to_owned()].into(),
                 rows: Some(1),
                 ..SqlAudit::default()
             });

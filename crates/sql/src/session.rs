@@ -19,8 +19,8 @@ use super::error::SqlError;
 use super::introspect;
 use super::lift::{Lifted, lift, tokenize};
 use super::rewrite::{
-    AppliedFilter, Deallocation, Discarded, Operation, Released, RewriteError, Rewriter, RewrittenStatement,
-    SessionCommand, StatementKind, TableName, TransactionCommand,
+    Deallocation, Discarded, Operation, Released, RewriteError, Rewriter, RewrittenStatement, SessionCommand,
+    StatementKind, TableName, TransactionCommand,
 };
 use super::rows::{Cell, Column, ColumnType, RowSet};
 use lakegate_core::audit::{AuditEvent, AuditSlot, Front, SqlAudit};
@@ -356,6 +356,8 @@ pub struct Governed {
     placeholders: std::sync::OnceLock<usize>,
     /// Whether its parameters may be sent apart from its text (see [`bind::parameters_read_as_literals`]).
     parameters_read_as_literals: std::sync::OnceLock<bool>,
+    /// What each execution's record shares.
+    audit: AuditParts,
 }
 
 impl Governed {
@@ -691,6 +693,7 @@ impl Session {
                         _ => {
                             let decision = decision.for_tables(&statement.tables);
                             PreparedKind::Governed(Arc::new(Governed {
+                                audit: AuditParts::of(&statement),
                                 statement,
                                 backend,
                                 store: store.clone(),
@@ -871,8 +874,7 @@ impl Session {
             StatementKind::Delete => ("sql:Delete", "DELETE"),
             _ => ("sql:Select", "SELECT"),
         };
-        let tables = g.statement.tables.iter().map(ToString::to_string).collect();
-        let audit = sql_audit(&prepared.original, &sql, tables, &g.statement.applied);
+        let audit = g.audit.record(&prepared.original, &sql);
         // No event, no access: the slot is reserved before the backend sees the statement.
         let mut slot = self
             .service
@@ -1433,27 +1435,47 @@ fn backend_of(catalog: &lakegate_core::policy::catalog::Catalog, tables: &[Table
     }
 }
 
-fn sql_audit(original: &str, rewritten: &str, tables: Vec<String>, applied: &[AppliedFilter]) -> SqlAudit {
-    let mut filters = BTreeMap::new();
-    let mut masks = BTreeMap::new();
-    for a in applied {
-        let table = a.table.to_string();
-        for (column, expr) in &a.columns {
-            if !is_clear_column(expr, column) {
-                masks.insert(format!("{table}.{column}"), expr.clone());
+/// The parts of a governed statement's audit record that are the same at every execution: made once, with the
+/// statement's rewrite, and shared by each record.
+#[derive(Debug, Clone)]
+struct AuditParts {
+    tables: Arc<[String]>,
+    filters: Arc<BTreeMap<String, String>>,
+    masks: Arc<BTreeMap<String, String>>,
+}
+
+impl AuditParts {
+    fn of(statement: &RewrittenStatement) -> AuditParts {
+        let mut filters = BTreeMap::new();
+        let mut masks = BTreeMap::new();
+        for a in &statement.applied {
+            let table = a.table.to_string();
+            for (column, expr) in &a.columns {
+                if !is_clear_column(expr, column) {
+                    masks.insert(format!("{table}.{column}"), expr.clone());
+                }
             }
+            filters.insert(table, a.row_filter.clone().unwrap_or_else(|| "TRUE".into()));
         }
-        filters.insert(table, a.row_filter.clone().unwrap_or_else(|| "TRUE".into()));
+        AuditParts {
+            tables: statement.tables.iter().map(ToString::to_string).collect(),
+            filters: Arc::new(filters),
+            masks: Arc::new(masks),
+        }
     }
-    SqlAudit {
-        original: original.to_owned(),
-        rewritten: Some(rewritten.to_owned()),
-        tables,
-        filters,
-        masks,
-        rows: None,
-        transaction: None,
-        committed: None,
+
+    /// The record of one execution, which ran `rewritten` for the client's `original`.
+    fn record(&self, original: &str, rewritten: &str) -> SqlAudit {
+        SqlAudit {
+            original: original.to_owned(),
+            rewritten: Some(rewritten.to_owned()),
+            tables: self.tables.clone(),
+            filters: self.filters.clone(),
+            masks: self.masks.clone(),
+            rows: None,
+            transaction: None,
+            committed: None,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The audit event: one per decision, allowed or denied.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -79,15 +80,16 @@ pub struct SqlAudit {
     /// The statement as executed after governance was applied; `None` when it was refused before rewriting.
     #[serde(default)]
     pub rewritten: Option<String>,
-    /// Governed tables the statement read.
+    /// Governed tables the statement read. This and the two fields after it are the same at every execution of
+    /// a statement a session keeps, so they are shared (made once, not at each execution).
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub tables: Arc<[String]>,
     /// Row filter applied per table (table name -> SQL boolean expression).
     #[serde(default)]
-    pub filters: BTreeMap<String, String>,
+    pub filters: Arc<BTreeMap<String, String>>,
     /// Masks applied per column (`table.column` -> mask expression).
     #[serde(default)]
-    pub masks: BTreeMap<String, String>,
+    pub masks: Arc<BTreeMap<String, String>>,
     /// Rows returned to the client, when known.
     #[serde(default)]
     pub rows: Option<u64>,
