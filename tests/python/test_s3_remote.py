@@ -4,6 +4,7 @@ enforced), forwarding allowed requests re-signed with the store's own credential
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import boto3
 import botocore
 import pytest
 
-from conftest import Lakegate, free_port, wait_for_port
+from conftest import Lakegate, eventually, free_port, wait_for_port
 from s3_support import REGION, S3Gate
 
 
@@ -48,7 +49,7 @@ def store(tmp_path_factory):
         )
         direct.create_bucket(Bucket="lake")
         direct.put_object(Bucket="lake", Key="hr/salaries.csv", Body=b"name,salary\n")
-        yield {"endpoint": endpoint, "key": key, "direct": direct}
+        yield {"endpoint": endpoint, "port": port, "key": key, "direct": direct, "log": log}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -143,6 +144,81 @@ def test_a_browser_form_upload_reaches_the_store_as_a_put(gate, store):
     stored = store["direct"].get_object(Bucket="lake", Key="sales/form.csv")
     assert stored["Body"].read() == b"a,b\n1,2\n" and stored["ContentType"] == "text/csv"
     assert r.headers["ETag"] == stored["ETag"]
+
+
+@pytest.fixture(scope="module")
+def vhost_gate(store):
+    """Lakegate in front of the same store addressed virtual-hosted at `localhost`: bucket `lake` is then the host
+    `lake.localhost`, which no resolver of this machine knows and Lakegate answers with loopback (RFC 6761)."""
+    key = store["key"]
+    config = f"""
+[s3.backend]
+kind = "remote"
+endpoint = "http://localhost:{store['port']}"
+path_style = false
+region = "{REGION}"
+access_key_id = "{key['AccessKeyId']}"
+secret_access_key = "{key['SecretAccessKey']}"
+"""
+    server = Lakegate(config=config)
+    yield S3Gate(server)
+    server.stop()
+
+
+def store_requests(store):
+    """The requests the store has served so far, as (method, path): moto's server logs each request line."""
+    return re.findall(r'"([A-Z]+) (\S+) HTTP/1\.1"', store["log"].read_text())
+
+
+def test_a_virtual_hosted_store_is_sent_the_bucket_in_the_host(vhost_gate, store):
+    alice = vhost_gate.client(vhost_gate.assume("alice", "analysts"))
+    data = os.urandom(64 * 1024)
+    alice.put_object(Bucket="lake", Key="sales/vhost.bin", Body=data)
+    # The store took the bucket from the host: the path it was sent names only the key.
+    assert ("PUT", "/sales/vhost.bin") in store_requests(store)
+    assert store["direct"].get_object(Bucket="lake", Key="sales/vhost.bin")["Body"].read() == data
+    assert alice.get_object(Bucket="lake", Key="sales/vhost.bin", Range="bytes=10-19")["Body"].read() == data[10:20]
+    listed = alice.list_objects_v2(Bucket="lake", Prefix="sales/vhost")
+    assert [o["Key"] for o in listed["Contents"]] == ["sales/vhost.bin"]
+    alice.delete_object(Bucket="lake", Key="sales/vhost.bin")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        store["direct"].head_object(Bucket="lake", Key="sales/vhost.bin")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # The same checks apply whatever the addressing.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        alice.get_object(Bucket="lake", Key="hr/salaries.csv")
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+
+
+DOTTED_LAKE_POLICY = """
+@id("dotted-lake-sales-analysts")
+permit (
+  principal in Group::"analysts",
+  action in [Action::"Read", Action::"Write", Action::"List"],
+  resource in Prefix::"my.lake/sales/"
+);
+"""
+
+
+def test_a_bucket_whose_name_is_no_host_label_goes_path_style(vhost_gate, store):
+    # `my.lake.localhost` would be two levels under the endpoint, which a TLS store's wildcard certificate does
+    # not cover: as the AWS SDKs do, such a bucket is named in the path.
+    store["direct"].create_bucket(Bucket="my.lake")
+    (vhost_gate.server.policy_dir / "dotted.cedar").write_text(DOTTED_LAKE_POLICY)
+    alice = vhost_gate.client(vhost_gate.assume("alice", "analysts"))
+
+    def put():
+        try:
+            alice.put_object(Bucket="my.lake", Key="sales/a.csv", Body=b"a,b\n")
+            return True
+        except botocore.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "AccessDenied", e.response
+            return False
+
+    eventually("the policy for my.lake to be loaded", put)
+    assert ("PUT", "/my.lake/sales/a.csv") in store_requests(store)
+    assert store["direct"].get_object(Bucket="my.lake", Key="sales/a.csv")["Body"].read() == b"a,b\n"
+    assert alice.get_object(Bucket="my.lake", Key="sales/a.csv")["Body"].read() == b"a,b\n"
 
 
 class HopByHopStore(http.server.BaseHTTPRequestHandler):

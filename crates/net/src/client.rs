@@ -22,6 +22,7 @@
 //! over a connection opened on another thread would wake that thread to send and again to receive.
 
 mod keep_reading;
+mod resolve;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use thread_local::ThreadLocal;
 
 use crate::describe_error;
 use keep_reading::{KeepReading, WriteFailed};
+pub use resolve::Resolver;
 
 /// At most so many idle connections to one origin are kept on a thread; a connection beyond them is closed when
 /// its answer ends. Concurrent requests bound the number anyway; this bounds it whatever they are.
@@ -122,8 +124,9 @@ impl Hash for Origin {
 /// The body of a request sent upstream: any body, boxed (the fronts' forwarded bodies are).
 pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// How connections are made: TCP (`TCP_NODELAY`, a connect timeout), TLS for `https`.
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// How connections are made: TCP (`TCP_NODELAY`, a connect timeout) to the addresses [`Resolver`] gives, TLS for
+/// `https`.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<Resolver>>;
 
 /// Connections made with one TLS configuration, kept idle per thread and per origin.
 pub struct Connections {
@@ -163,7 +166,7 @@ impl Connections {
     /// Connections over TCP with `TCP_NODELAY` and `connect_timeout`, and `tls` for `https`; an idle connection
     /// is not used again after `idle_timeout`.
     pub fn new(tls: rustls::ClientConfig, connect_timeout: Duration, idle_timeout: Duration) -> Self {
-        let mut tcp = HttpConnector::new();
+        let mut tcp = HttpConnector::new_with_resolver(Resolver::default());
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(connect_timeout));
         tcp.set_nodelay(true);
@@ -410,6 +413,17 @@ mod tests {
         let origin = Origin::new(false, &addr.to_string()).unwrap();
         let request = http::Request::get("/").header(http::header::HOST, "lake.example").body(empty()).unwrap();
         assert_eq!(read(connections.send(&origin, request).await.unwrap()).await, "lake.example");
+    }
+
+    #[tokio::test]
+    async fn a_host_under_localhost_is_reached_on_loopback() {
+        // The test server listens on 127.0.0.1 only; no resolver of this machine need know the name.
+        let (addr, _) = server(false).await;
+        let connections = connections(Duration::from_secs(30));
+        let authority = format!("lake.localhost:{}", addr.port());
+        let origin = Origin::new(false, &authority).unwrap();
+        let request = http::Request::get("/k").body(empty()).unwrap();
+        assert_eq!(read(connections.send(&origin, request).await.unwrap()).await, authority);
     }
 
     #[tokio::test]

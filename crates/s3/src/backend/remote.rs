@@ -31,7 +31,9 @@ pub struct RemoteConfig {
     pub secret_access_key: Option<String>,
     #[serde(default)]
     pub session_token: Option<String>,
-    /// Path-style (`endpoint/bucket/key`, the default) or virtual-hosted (`bucket.endpoint/key`).
+    /// Path-style (`endpoint/bucket/key`, the default) or virtual-hosted (`bucket.endpoint/key`). Virtual-hosted
+    /// applies where the bucket can be named in the host ([`Remote::virtual_hosted`]); other requests go
+    /// path-style.
     #[serde(default = "default_true")]
     pub path_style: bool,
     #[serde(default = "default_connect_timeout")]
@@ -77,6 +79,8 @@ pub struct Remote {
     origin: Origin,
     /// The endpoint's path without its trailing `/`.
     base: String,
+    /// Whether requests naming a bucket go virtual-hosted: asked for, and the endpoint's host is a name.
+    virtual_hosts: bool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -102,14 +106,35 @@ impl Remote {
         let tls = lakegate_net::tls::client_config(None, None).map_err(|e| BackendError::Request(e.to_string()))?;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let connections = Arc::new(Connections::new(tls, connect_timeout, Duration::from_secs(30)));
-        Ok(Self { connections, config, keys, origin, base })
+        let virtual_hosts = !config.path_style && matches!(config.endpoint.host(), Some(url::Host::Domain(_)));
+        if !config.path_style && !virtual_hosts {
+            tracing::warn!(
+                endpoint = %config.endpoint,
+                "the remote store's endpoint is an IP address, which names no bucket's host: requests go path-style"
+            );
+        }
+        Ok(Self { connections, config, keys, origin, base, virtual_hosts })
+    }
+
+    /// Whether a request for `bucket` goes virtual-hosted: the store is addressed so, and the bucket's name can be
+    /// the first label of a host name (one DNS label: lowercase letters, digits, hyphens). As the AWS SDKs do,
+    /// other buckets go path-style: a name with a dot would be a host two levels under the endpoint, which a TLS
+    /// store's wildcard certificate (`*.s3.amazonaws.com`) does not cover, and one with an uppercase letter or an
+    /// underscore (older buckets may have them) is no host name at all.
+    fn virtual_hosted(&self, bucket: &str) -> bool {
+        let label = bucket.as_bytes();
+        self.virtual_hosts
+            && (1..=63).contains(&label.len())
+            && label.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && label.first() != Some(&b'-')
+            && label.last() != Some(&b'-')
     }
 
     /// The origin and path for a request, per the addressing style.
     fn locate(&self, bucket: Option<&str>, key: Option<&str>) -> Result<(Cow<'_, Origin>, String), BackendError> {
         let base = &self.base;
-        Ok(match (self.config.path_style, bucket) {
-            (false, Some(b)) => {
+        Ok(match bucket {
+            Some(b) if self.virtual_hosted(b) => {
                 let authority = format!("{b}.{}", self.origin.authority());
                 let origin = Origin::new(self.origin.is_https(), &authority)
                     .map_err(|e| BackendError::Request(format!("the store's host {authority:?}: {e}")))?;
@@ -172,5 +197,65 @@ fn send_error(e: ClientError) -> BackendError {
         // error; nothing else Lakegate hands it can fail so once the request is built.
         ClientError::Send(e) if e.is_user() => BackendError::ClientBody(describe_error(&e)),
         ClientError::Send(e) => BackendError::Aborted(describe_error(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn store(endpoint: &str, path_style: bool) -> Remote {
+        let config = RemoteConfig {
+            endpoint: endpoint.parse().unwrap(),
+            region: default_region(),
+            access_key_id: Some("AKIASTORE".into()),
+            secret_access_key: Some("store-secret".into()),
+            session_token: None,
+            path_style,
+            connect_timeout_ms: default_connect_timeout(),
+            response_timeout_seconds: default_response_timeout(),
+        };
+        Remote::connect(config).await.unwrap()
+    }
+
+    /// Where a request for `bucket` and `key` goes: `host[:port]/path`.
+    fn located(store: &Remote, bucket: Option<&str>, key: Option<&str>) -> String {
+        let (origin, path) = store.locate(bucket, key).unwrap();
+        format!("{}{path}", origin.authority())
+    }
+
+    #[tokio::test]
+    async fn a_virtual_hosted_store_is_sent_the_bucket_in_the_host() {
+        let store = store("https://s3.example.com:8443/base/", false).await;
+        assert_eq!(located(&store, Some("lake"), Some("a/b c.csv")), "lake.s3.example.com:8443/base/a/b%20c.csv");
+        assert_eq!(located(&store, Some("lake-2"), None), "lake-2.s3.example.com:8443/base/");
+        // Listing the buckets names none.
+        assert_eq!(located(&store, None, None), "s3.example.com:8443/base/");
+    }
+
+    #[tokio::test]
+    async fn a_bucket_that_cannot_be_a_host_label_goes_path_style() {
+        let store = store("https://s3.example.com", false).await;
+        let long = "l".repeat(64);
+        for bucket in ["my.lake", "Lake", "old_lake", "-lake", "lake-", long.as_str()] {
+            assert_eq!(located(&store, Some(bucket), Some("k")), format!("s3.example.com/{bucket}/k"), "{bucket}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_given_as_an_ip_address_is_sent_every_request_path_style() {
+        for endpoint in ["http://127.0.0.1:9000", "http://[::1]:9000"] {
+            let store = store(endpoint, false).await;
+            let authority = endpoint.trim_start_matches("http://");
+            assert_eq!(located(&store, Some("lake"), Some("k")), format!("{authority}/lake/k"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_style_store_is_sent_the_bucket_in_the_path() {
+        let store = store("http://localhost:9000", true).await;
+        assert_eq!(located(&store, Some("lake"), Some("k")), "localhost:9000/lake/k");
     }
 }
