@@ -55,18 +55,25 @@ def store(tmp_path_factory):
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def gate(store):
+def remote_gate(store, endpoint, *extra):
+    """A running Lakegate in front of `store` at `endpoint`, with the store's key and any `extra` backend lines."""
     key = store["key"]
+    lines = "\n".join(extra)
     config = f"""
 [s3.backend]
 kind = "remote"
-endpoint = "{store['endpoint']}"
+endpoint = "{endpoint}"
 region = "{REGION}"
 access_key_id = "{key['AccessKeyId']}"
 secret_access_key = "{key['SecretAccessKey']}"
+{lines}
 """
-    server = Lakegate(config=config)
+    return Lakegate(config=config)
+
+
+@pytest.fixture(scope="module")
+def gate(store):
+    server = remote_gate(store, store["endpoint"])
     yield S3Gate(server)
     server.stop()
 
@@ -150,17 +157,7 @@ def test_a_browser_form_upload_reaches_the_store_as_a_put(gate, store):
 def vhost_gate(store):
     """Lakegate in front of the same store addressed virtual-hosted at `localhost`: bucket `lake` is then the host
     `lake.localhost`, which no resolver of this machine knows and Lakegate answers with loopback (RFC 6761)."""
-    key = store["key"]
-    config = f"""
-[s3.backend]
-kind = "remote"
-endpoint = "http://localhost:{store['port']}"
-path_style = false
-region = "{REGION}"
-access_key_id = "{key['AccessKeyId']}"
-secret_access_key = "{key['SecretAccessKey']}"
-"""
-    server = Lakegate(config=config)
+    server = remote_gate(store, f"http://localhost:{store['port']}", "path_style = false")
     yield S3Gate(server)
     server.stop()
 
