@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SQL gateway benchmark, in one run, loopback only, bounded in time (about 5 minutes plus the build):
 #   1. pgbench select-only: directly on PostgreSQL vs through Lakegate (PostgreSQL backend) vs through pgbouncer,
-#      with the simple query protocol and with the extended one, in alternated rounds;
+#      with the simple query protocol, with the extended one, and with a connection for each transaction, in
+#      alternated rounds;
 #   2. one row-filtered aggregate through Lakegate vs the same filter as native row level security; a pool's
 #      ping (`SELECT 1`) through Lakegate vs directly vs through pgbouncer; a tool's catalog query through
 #      Lakegate vs directly, with each protocol;
@@ -179,6 +180,9 @@ pgbench_rounds() { # label pgbench-args... -> lines "round target tps proxy-us p
 }
 pgbench_rounds sql-pgbench-select -S -c "$CLIENTS" -j "$CLIENTS" >"$WORK/rounds-simple"
 pgbench_rounds sql-pgbench-select-extended -S -M extended -c "$CLIENTS" -j "$CLIENTS" >"$WORK/rounds-extended"
+# A connection for each transaction (`-C`), as clients that connect per statement do (a serverless function, a
+# script calling psql): each connection authenticates (Lakegate verifies a token seen before) and starts a session.
+pgbench_rounds sql-pgbench-connect -S -C -c "$CLIENTS" -j "$CLIENTS" >"$WORK/rounds-connect"
 # One line a protocol: the medians (tps, then the proxy's CPU a query, its user part and PostgreSQL's, for direct,
 # Lakegate and pgbouncer in turn) and the range of Lakegate's per-round ratio to pgbouncer.
 medians() {
@@ -201,6 +205,8 @@ read -r direct _ _ direct_cpu_pg lakegate lakegate_cpu_px lakegate_cpu_user lake
   bouncer bouncer_cpu_px bouncer_cpu_user bouncer_cpu_pg simple_ratios <<<"$(medians "$WORK/rounds-simple")"
 read -r direct_ext _ _ direct_ext_cpu_pg lakegate_ext lakegate_ext_cpu_px lakegate_ext_cpu_user lakegate_ext_cpu_pg \
   bouncer_ext bouncer_ext_cpu_px bouncer_ext_cpu_user bouncer_ext_cpu_pg extended_ratios <<<"$(medians "$WORK/rounds-extended")"
+read -r direct_conn _ _ direct_conn_cpu_pg lakegate_conn lakegate_conn_cpu_px lakegate_conn_cpu_user lakegate_conn_cpu_pg \
+  bouncer_conn bouncer_conn_cpu_px bouncer_conn_cpu_user bouncer_conn_cpu_pg connect_ratios <<<"$(medians "$WORK/rounds-connect")"
 
 echo 'SELECT count(*), sum(abalance) FROM pgbench_accounts;' > "$WORK/agg.sql"
 # Alternated rounds, the order swapped every round: a single run per side could not tell 1.05x from 1.15x on
@@ -262,6 +268,9 @@ cat <<MD
 | pgbench -S -M extended directly on PostgreSQL | $direct_ext tps | 1.00 |
 | pgbench -S -M extended through Lakegate | $lakegate_ext tps | $(ratio "$lakegate_ext" "$direct_ext") of direct, $(ratio "$lakegate_ext" "$bouncer_ext") of pgbouncer (per round $extended_ratios) |
 | pgbench -S -M extended through pgbouncer | $bouncer_ext tps | $(ratio "$bouncer_ext" "$direct_ext") of direct |
+| pgbench -S -C (a connection for each transaction) directly on PostgreSQL | $direct_conn tps | 1.00 |
+| pgbench -S -C through Lakegate | $lakegate_conn tps | $(ratio "$lakegate_conn" "$direct_conn") of direct, $(ratio "$lakegate_conn" "$bouncer_conn") of pgbouncer (per round $connect_ratios) |
+| pgbench -S -C through pgbouncer | $bouncer_conn tps | $(ratio "$bouncer_conn" "$direct_conn") of direct |
 | \`count(*), sum(abalance)\` with row filter \`bid = 1\`, through Lakegate (median of $AGG_ROUNDS alternated ${AGG_SECONDS}s runs, 1 client) | $agg_lakegate ms | $agg_ratio x native RLS (per round $agg_ratios) |
 | the same aggregate under native RLS (\`USING (bid = 1)\`) | $agg_rls ms | 1.00 |
 | \`SELECT 1\` (a pool's ping) directly on PostgreSQL (1 client, ${AGG_SECONDS}s) | $ping_direct ms | 1.00 |
@@ -282,6 +291,7 @@ kernel's; PostgreSQL counts its postmaster and every backend; pgbench's own CPU 
 |---|---|---|---|---|
 | simple | $direct_cpu_pg | $lakegate_cpu_px ($lakegate_cpu_user) / $lakegate_cpu_pg | $bouncer_cpu_px ($bouncer_cpu_user) / $bouncer_cpu_pg | $(sum_ratio "$bouncer_cpu_px" "$bouncer_cpu_pg" "$lakegate_cpu_px" "$lakegate_cpu_pg") |
 | extended | $direct_ext_cpu_pg | $lakegate_ext_cpu_px ($lakegate_ext_cpu_user) / $lakegate_ext_cpu_pg | $bouncer_ext_cpu_px ($bouncer_ext_cpu_user) / $bouncer_ext_cpu_pg | $(sum_ratio "$bouncer_ext_cpu_px" "$bouncer_ext_cpu_pg" "$lakegate_ext_cpu_px" "$lakegate_ext_cpu_pg") |
+| simple, a connection for each query (\`-C\`) | $direct_conn_cpu_pg | $lakegate_conn_cpu_px ($lakegate_conn_cpu_user) / $lakegate_conn_cpu_pg | $bouncer_conn_cpu_px ($bouncer_conn_cpu_user) / $bouncer_conn_cpu_pg | $(sum_ratio "$bouncer_conn_cpu_px" "$bouncer_conn_cpu_pg" "$lakegate_conn_cpu_px" "$lakegate_conn_cpu_pg") |
 MD
 
 [ -n "${SKIP_CRITERION:-}" ] && exit 0

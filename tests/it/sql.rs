@@ -331,6 +331,33 @@ async fn a_policy_edit_binds_an_open_session_on_its_next_statement() {
     assert_eq!(simple(&alice, &above(5)).await, Err("42501".into()), "a kept shape is bound by the edit too");
 }
 
+/// A client that connects for each statement (a serverless function, a script calling psql) runs its shapes as
+/// kept rewrites from its third connection on: a user's sessions share what they keep. No one else's session uses
+/// it: not another user's, nor the same user's with a token that says otherwise (another region), which is
+/// rewritten under what its own token says.
+#[tokio::test]
+async fn a_users_sessions_share_kept_rewrites_and_a_token_that_says_otherwise_does_not() {
+    let lg = Lakegate::start(&[]);
+    let regions = |rows: &[Vec<Option<String>>]| {
+        let mut seen: Vec<String> = rows.iter().map(|r| r[1].clone().unwrap_or_default()).collect();
+        seen.dedup();
+        seen
+    };
+    let above = |n: u32| format!("SELECT order_id, region FROM sales.orders WHERE order_id > {n} ORDER BY region");
+    let eu = lg.token("alice", &["analysts"], &[("region", "EU")]);
+    for n in 0..4 {
+        let alice = connect_gateway(&lg, "alice", &eu).await;
+        let rows = simple(&alice, &above(n)).await.expect("alice reads her orders");
+        assert_eq!(regions(&rows), ["EU"], "connection {n}: {rows:?}");
+    }
+    let us = lg.token("alice", &["analysts"], &[("region", "US")]);
+    let alice_in_us = connect_gateway(&lg, "alice", &us).await;
+    let rows = simple(&alice_in_us, &above(0)).await.expect("alice reads the orders of the region her token names");
+    assert_eq!(regions(&rows), ["US"], "{rows:?}");
+    let bob = connect_gateway(&lg, "bob", &lg.token("bob", &[], &[])).await;
+    assert_eq!(simple(&bob, &above(0)).await, Err("42501".into()));
+}
+
 #[tokio::test]
 async fn a_policy_edit_binds_a_prepared_statement_at_its_next_execution() {
     let lg = Lakegate::start(&[]);

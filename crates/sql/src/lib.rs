@@ -67,6 +67,8 @@ pub struct SqlService {
     catalogs: rewrite::CatalogCache,
     /// Catalog query texts read before, shared by every session.
     catalog_readings: introspect::Readings,
+    /// The kept rewrites of recent principals, shared by each one's sessions.
+    rewrites: session::SharedRewrites,
     /// The bytes of disk the Trino front's rows, spilled while others wait for their connections, may take
     /// together (`sql.trino_spill_bytes`); `None`: nothing is spilled.
     trino_spill: Option<Arc<tokio::sync::Semaphore>>,
@@ -152,6 +154,7 @@ impl SqlService {
             keyring,
             catalogs: rewrite::CatalogCache::default(),
             catalog_readings: introspect::Readings::default(),
+            rewrites: session::SharedRewrites::default(),
             trino_spill: (config.trino_spill_bytes > 0).then(|| {
                 let bytes = config.trino_spill_bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
                 Arc::new(tokio::sync::Semaphore::new(bytes))

@@ -85,7 +85,6 @@ pub async fn serve(
                     }
                 },
             };
-            let _ = socket.set_nodelay(true);
             // Held for the connection's life; a connection without one is refused at its startup message.
             let place = sessions.clone().try_acquire_owned().ok();
             let handlers = Arc::new(Connection {
@@ -151,7 +150,7 @@ async fn session_loop(
     use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 
     // A second handle on the same socket, to notice a client that goes away while its statement runs.
-    let watch = watch_handle(&tcp)?;
+    let mut watch = ClientWatch::of(&tcp)?;
     let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_deadline);
     // One wait for the drain, for the whole session: a new one at every message would subscribe to the drain's
@@ -161,6 +160,7 @@ async fn session_loop(
     let negotiated = tokio::select! {
         () = &mut startup_deadline => return Ok(()),
         () = &mut draining => return Ok(()),
+        // Also sets TCP_NODELAY: every answer is flushed whole, and none may wait for the client's delayed ACK.
         socket = negotiate_tls(tcp, tls) => socket?,
     };
     // A client that asked for direct TLS when none is configured.
@@ -275,7 +275,7 @@ async fn session_loop(
             ) => processed,
             // The client left while its statement ran: dropping the statement stops it on the backend (a Spark
             // operation is interrupted) and records its access as incomplete.
-            () = client_gone(watch_from.as_mut(), &watch) => return Ok(()),
+            () = client_gone(watch_from.as_mut(), &mut watch) => return Ok(()),
             // Dropping the statement stops it, as above; the client gets PostgreSQL's answer to a cancel.
             () = fired(cancelled) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "ERROR".to_owned(),
@@ -379,12 +379,37 @@ impl std::fmt::Debug for Cancels {
     }
 }
 
-/// A duplicate of the connection's socket, only ever watched for readiness.
-fn watch_handle(tcp: &tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
-    use std::os::fd::AsFd as _;
-    let socket = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
-    socket.set_nonblocking(true)?;
-    tokio::net::TcpStream::from_std(socket)
+/// A duplicate of the connection's socket, only ever watched for readiness. It is registered with the thread's
+/// reactor only when a statement first runs past [`WATCH_AFTER`]: most sessions never need it, and a client that
+/// connects for each statement would pay the registration and its removal at every connection. A close that came
+/// before the registration is reported by it (epoll reports a state, not only a change).
+enum ClientWatch {
+    Unregistered(Option<std::net::TcpStream>),
+    Registered(tokio::net::TcpStream),
+}
+
+impl ClientWatch {
+    fn of(tcp: &tokio::net::TcpStream) -> std::io::Result<ClientWatch> {
+        use std::os::fd::AsFd as _;
+        // A duplicate shares the socket's file status, non-blocking included.
+        Ok(ClientWatch::Unregistered(Some(std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?))))
+    }
+
+    /// The duplicate, registered; `None` when it could not be (the client is then not watched, as before the
+    /// registration).
+    fn registered(&mut self) -> Option<&tokio::net::TcpStream> {
+        if let ClientWatch::Unregistered(socket) = self {
+            match socket.take().map(tokio::net::TcpStream::from_std) {
+                Some(Ok(registered)) => *self = ClientWatch::Registered(registered),
+                Some(Err(e)) => tracing::debug!(error = %e, "the client's socket cannot be watched"),
+                None => {}
+            }
+        }
+        match self {
+            ClientWatch::Registered(socket) => Some(socket),
+            ClientWatch::Unregistered(_) => None,
+        }
+    }
 }
 
 /// How long a message's processing runs at least before the client's socket is watched: nearly every message is
@@ -407,9 +432,10 @@ fn watch_deadline(timer: std::pin::Pin<&mut tokio::time::Sleep>) {
 /// Resolves when the client has closed or reset the connection, as the kernel reports it (a FIN is `EPOLLRDHUP`,
 /// a reset an error), looked at once `watch_from` has fired. Bytes the client sent ahead (a pipelined statement,
 /// TLS records) wait unread in the socket and do not hide the close.
-async fn client_gone(watch_from: std::pin::Pin<&mut tokio::time::Sleep>, watch: &tokio::net::TcpStream) {
+async fn client_gone(watch_from: std::pin::Pin<&mut tokio::time::Sleep>, watch: &mut ClientWatch) {
     use tokio::io::Interest;
     watch_from.await;
+    let Some(watch) = watch.registered() else { return std::future::pending().await };
     loop {
         let Ok(ready) = watch.ready(Interest::READABLE).await else { return };
         // Closed states are final in tokio's readiness: a close seen once is seen at every later look.

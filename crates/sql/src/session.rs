@@ -57,14 +57,51 @@ pub struct Session {
     /// The parameter types the backends inferred for this session's statements, by backend and rewritten text;
     /// made at the first use (only the extended protocol asks, and the Trino front makes a session per statement).
     parameter_types: std::sync::OnceLock<ParameterTypes>,
-    /// This session's rewrites, by search path and text, each for the policy set it was made under; made at the
-    /// first rewrite (see [`Session::rewrite`]).
-    rewrites: std::sync::OnceLock<KeptRewrites>,
+    /// The rewrites of this session's principal, by search path and text, each for the policy set it was made
+    /// under, shared with the principal's other sessions; found at the first rewrite (see [`Session::rewrite`]).
+    rewrites: std::sync::OnceLock<Arc<KeptRewrites>>,
 }
 
-/// A session's kept rewrites, and the texts it has seen once. A text is kept at its second sighting: a driver's
-/// parameterised text comes again at its next execution. A text with literals is kept by its shape (see
-/// [`crate::lift`]), at the shape's second sighting: most texts sent with the simple protocol carry their
+/// The kept rewrites of the principals whose sessions came last, each shared by that principal's sessions.
+///
+/// A rewrite is a function of the text, the search path, the policy set and the principal as policies see it
+/// (not of its session or its token), so a session starts with what the principal's sessions before it kept.
+/// A client that connects for each statement, and the Trino front, which makes a session per statement, would
+/// otherwise parse and rewrite every statement afresh. A session holds its principal's rewrites for its whole
+/// life; the map keeps them for `PRINCIPALS_KEPT` principals beyond their sessions.
+#[derive(Debug)]
+pub(crate) struct SharedRewrites(quick_cache::sync::Cache<Principal, Arc<KeptRewrites>>);
+
+/// How many principals' rewrites outlive their sessions: each at most twice `REWRITES_WEIGHT` of text and
+/// `SEEN_ONCE_MAX` hashes, 16 MiB and 2 MiB for all of them.
+const PRINCIPALS_KEPT: usize = 32;
+
+impl Default for SharedRewrites {
+    fn default() -> Self {
+        SharedRewrites(quick_cache::sync::Cache::new(PRINCIPALS_KEPT))
+    }
+}
+
+impl SharedRewrites {
+    /// The rewrites kept for `principal`, made empty for a principal the map does not hold.
+    fn of(&self, principal: &Principal) -> Arc<KeptRewrites> {
+        use quick_cache::sync::GuardResult;
+        match self.0.get_value_or_guard(&principal.as_policies_see_it(), None) {
+            GuardResult::Value(kept) => kept,
+            GuardResult::Guard(place) => {
+                let kept = Arc::new(KeptRewrites::new());
+                let _ = place.insert(kept.clone());
+                kept
+            }
+            // Not with no time limit; were it, the session would keep its rewrites alone.
+            GuardResult::Timeout => Arc::new(KeptRewrites::new()),
+        }
+    }
+}
+
+/// A principal's kept rewrites, and the texts its sessions have seen once. A text is kept at its second sighting:
+/// a driver's parameterised text comes again at its next execution. A text with literals is kept by its shape
+/// (see [`crate::lift`]), at the shape's second sighting: most texts sent with the simple protocol carry their
 /// literals and never come again, but their shapes do.
 #[derive(Debug)]
 struct KeptRewrites {
@@ -183,8 +220,8 @@ impl quick_cache::Weighter<(String, String), Shape> for KeptWeight {
 /// What a token of a kept shape is counted as (its size and a short word's text).
 const TOKEN_WEIGHT: usize = 64;
 
-/// The most bytes of text a session keeps rewrites of, by text and again by shape (with `REWRITE_KEPT_MAX_TEXT`,
-/// what one client can hold: twice this).
+/// The most bytes of text a principal's sessions keep rewrites of, by text and again by shape (with
+/// `REWRITE_KEPT_MAX_TEXT`, what one user can hold: twice this).
 const REWRITES_WEIGHT: u64 = 256 << 10;
 /// The longest text whose rewrite is kept: drivers' prepared statements and dashboards' queries are shorter.
 const REWRITE_KEPT_MAX_TEXT: usize = 8 << 10;
@@ -557,10 +594,11 @@ impl Session {
 
     /// The synchronous part: rewriting with the filters the gate decides under the policy set in force now.
     ///
-    /// A rewrite is a function of the text, the search path, the session's principal (fixed) and the policy set
-    /// (its filters and catalog), so a session keeps the rewrites of its texts and uses one again while the
-    /// policy set it was made under is the one in force: drivers parse the same parameterised text for every
-    /// execution, and dashboards send the same queries again. A text with literals is kept by its shape, and
+    /// A rewrite is a function of the text, the search path, the principal as policies see it and the policy set
+    /// (its filters and catalog), so the principal's sessions keep the rewrites of their texts and use one again
+    /// while the policy set it was made under is the one in force: drivers parse the same parameterised text for
+    /// every execution, dashboards send the same queries again, and clients that connect per statement send the
+    /// same shapes in each session ([`SharedRewrites`]). A text with literals is kept by its shape, and
     /// runs as the shape's rewrite bound with its own literals (see [`crate::lift`]). A policy edit makes a new
     /// set, and the next text is rewritten under it. Refusals are never kept (each is recorded anew).
     fn rewrite(&self, sql: &str) -> Result<Vec<Prepared>, Box<Refused>> {
@@ -568,7 +606,7 @@ impl Session {
         if sql.len() > REWRITE_KEPT_MAX_TEXT {
             return self.rewrite_afresh(sql, policy);
         }
-        let rewrites = self.rewrites.get_or_init(KeptRewrites::new);
+        let rewrites = self.rewrites.get_or_init(|| self.service.rewrites.of(&self.principal));
         let search_path = self.settings.get("search_path").map_or("", String::as_str);
         let key = TextKey(search_path, sql);
         if let Some(hit) = rewrites.kept.get(&key).filter(|hit| hit.store.is(policy.store())) {
@@ -1597,6 +1635,32 @@ mod tests {
             rewrites.seen_before(text(&format!("SELECT {i}")));
             assert!(rewrites.seen_once.lock().expect("lock").len() <= SEEN_ONCE_MAX);
         }
+    }
+
+    #[test]
+    fn a_principals_sessions_share_its_rewrites_whatever_their_tokens_and_no_one_else_does() {
+        let shared = SharedRewrites::default();
+        let alice = Principal {
+            issuer: "https://idp".into(),
+            subject: "alice".into(),
+            groups: vec!["analysts".into()],
+            attributes: BTreeMap::from([("region".to_owned(), "EU".to_owned())]),
+            token_id: Some("first".into()),
+            expires_at: 1_000,
+            actors: Vec::new(),
+        };
+        let kept = shared.of(&alice);
+        let next_token = Principal { token_id: Some("second".into()), expires_at: 2_000, ..alice.clone() };
+        assert!(Arc::ptr_eq(&kept, &shared.of(&next_token)), "a new token of the same user, seen alike");
+        let in_us = Principal { attributes: BTreeMap::from([("region".to_owned(), "US".to_owned())]), ..alice.clone() };
+        assert!(!Arc::ptr_eq(&kept, &shared.of(&in_us)), "another attribute may be decided otherwise");
+        let bob = Principal { subject: "bob".into(), ..alice.clone() };
+        assert!(!Arc::ptr_eq(&kept, &shared.of(&bob)));
+        // Past the principals kept, the ones seen longest ago are let go; a session holding theirs keeps them.
+        for i in 0..4 * PRINCIPALS_KEPT {
+            shared.of(&Principal { subject: format!("user-{i}"), ..alice.clone() });
+        }
+        assert!(shared.0.len() <= PRINCIPALS_KEPT);
     }
 
     #[test]
