@@ -8,11 +8,11 @@ use std::time::Duration;
 use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::config::ListenerConfig;
 use crate::drain::{Guard, Watch};
-use crate::threads::{Threads, hand_over};
+use crate::threads::{Listeners, Threads};
 use crate::tls::{self, TlsError};
 
 /// Why a listener could not be started.
@@ -54,41 +54,26 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let bind = |source| ListenError::Bind { addr: listener.listen, source };
-    let tcp = TcpListener::bind(listener.listen).await.map_err(bind)?;
-    let addr = tcp.local_addr().map_err(bind)?;
+    let sockets = Listeners::bind(listener.listen, threads).map_err(bind)?;
+    let addr = sockets.local_addr();
     let acceptor = match &listener.tls {
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls, &[b"h2", b"http/1.1"])?)),
         None => None,
     };
-    tokio::spawn(async move {
-        let stop = stop_accepting(&drain, on_drain);
-        tokio::pin!(stop);
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut stop => break,
-                accepted = tcp.accept() => match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // Responses are written as a head and then body frames: without TCP_NODELAY a small response waits
-            // for the client's delayed ACK (about 40 ms per request on Linux).
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
-            }
-            let guard = (on_drain == OnDrain::StopAccepting).then(|| drain.guard());
-            let connection = Connection { peer, drain: drain.clone(), on_drain, _guard: guard };
-            let (acceptor, handler) = (acceptor.clone(), handler.clone());
-            hand_over(threads, stream, peer, move |stream| connection.serve(stream, acceptor, handler));
+    let stopping = drain.clone();
+    let stop = move || {
+        let drain = stopping.clone();
+        async move { stop_accepting(&drain, on_drain).await }
+    };
+    sockets.serve("http", stop, move |stream, peer| {
+        // Responses are written as a head and then body frames: without TCP_NODELAY a small response waits
+        // for the client's delayed ACK (about 40 ms per request on Linux).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
-        drop(tcp);
-        tracing::info!(%addr, "listener closed");
+        let guard = (on_drain == OnDrain::StopAccepting).then(|| drain.guard());
+        let connection = Connection { peer, drain: drain.clone(), on_drain, _guard: guard };
+        connection.serve(stream, acceptor.clone(), handler.clone())
     });
     Ok(addr)
 }

@@ -34,7 +34,6 @@ use pgwire::messages::PgWireFrontendMessage;
 use pgwire::messages::startup::Authentication;
 use pgwire::types::ToSqlText;
 use pgwire::types::format::FormatOptions;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_postgres::types::{IsNull, ToSql, to_sql_checked};
 use tokio_util::codec::Framed;
@@ -54,7 +53,7 @@ use lakegate_core::gate::{GateError, Origin};
 use lakegate_net::Threads;
 use lakegate_net::drain::Watch;
 use lakegate_net::http::new_request_id;
-use lakegate_net::threads::hand_over;
+use lakegate_net::threads::Listeners;
 
 /// Binds the PostgreSQL wire listener and serves it until `drain` starts; returns the bound address.
 pub async fn serve(
@@ -63,70 +62,57 @@ pub async fn serve(
     service: Arc<SqlService>,
     drain: Watch,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
+    // Each session stays on the connection thread that accepted it, with its PostgreSQL backend connections
+    // (their pools are per thread): a statement's round trips wake no other thread.
+    let listeners = Listeners::bind(listen, Threads::PerCore)?;
+    let addr = listeners.local_addr();
     let acceptor = tls.map(pgwire::tokio::TlsAcceptor::from);
     let cancels = Arc::new(Cancels::default());
     let sessions = Arc::new(tokio::sync::Semaphore::new(service.settings.max_connections));
     let per_user = per_user::PerUser::new(service.settings.max_connections_per_user);
-    tokio::spawn(async move {
-        let stop = drain.draining();
-        tokio::pin!(stop);
-        loop {
-            let (socket, peer) = tokio::select! {
-                biased;
-                () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sql accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
+    let stopping = drain.clone();
+    let stop = move || {
+        let drain = stopping.clone();
+        async move { drain.draining().await }
+    };
+    listeners.serve("sql", stop, move |socket, peer| {
+        // Held for the connection's life; a connection without one is refused at its startup message.
+        let place = sessions.clone().try_acquire_owned().ok();
+        let handlers = Arc::new(Connection {
+            service: service.clone(),
+            peer,
+            session: Arc::new(Mutex::new(None)),
+            cancels: cancels.clone(),
+            cancel: Arc::new(std::sync::Mutex::new(None)),
+            described: Arc::new(std::sync::Mutex::new(None)),
+            named: Arc::default(),
+            per_user: per_user.clone(),
+            place: Arc::default(),
+        });
+        let acceptor = acceptor.clone();
+        let drain = drain.clone();
+        let in_flight = drain.guard();
+        async move {
+            let _in_flight = in_flight;
+            let full = place.is_none();
+            let _place = place;
+            let connection = handlers.clone();
+            tokio::select! {
+                result = session_loop(socket, acceptor, Handlers(handlers), &drain, full) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "sql connection ended with an error");
                     }
-                },
-            };
-            // Held for the connection's life; a connection without one is refused at its startup message.
-            let place = sessions.clone().try_acquire_owned().ok();
-            let handlers = Arc::new(Connection {
-                service: service.clone(),
-                peer,
-                session: Arc::new(Mutex::new(None)),
-                cancels: cancels.clone(),
-                cancel: Arc::new(std::sync::Mutex::new(None)),
-                described: Arc::new(std::sync::Mutex::new(None)),
-                named: Arc::default(),
-                per_user: per_user.clone(),
-                place: Arc::default(),
-            });
-            let acceptor = acceptor.clone();
-            let drain = drain.clone();
-            let in_flight = drain.guard();
-            // Each session stays on one connection thread, with its PostgreSQL backend connections (their pools
-            // are per thread): a statement's round trips wake no other thread.
-            hand_over(Threads::PerCore, socket, peer, move |socket| async move {
-                let _in_flight = in_flight;
-                let full = place.is_none();
-                let _place = place;
-                let connection = handlers.clone();
-                tokio::select! {
-                    result = session_loop(socket, acceptor, Handlers(handlers), &drain, full) => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "sql connection ended with an error");
-                        }
-                    }
-                    () = drain.closed() => tracing::debug!(%peer, "sql connection dropped at the end of the drain"),
                 }
-                // Still in flight: a block left open is rolled back, and its record queued before a shutdown
-                // flushes the audit log. (The loop's end dropped whatever held the lock; were it still held, the
-                // session's drop would queue the record later.)
-                let session = connection.session.try_lock().ok().and_then(|mut session| session.take());
-                if let Some(session) = session {
-                    session.close().await;
-                }
-            });
+                () = drain.closed() => tracing::debug!(%peer, "sql connection dropped at the end of the drain"),
+            }
+            // Still in flight: a block left open is rolled back, and its record queued before a shutdown
+            // flushes the audit log. (The loop's end dropped whatever held the lock; were it still held, the
+            // session's drop would queue the record later.)
+            let session = connection.session.try_lock().ok().and_then(|mut session| session.take());
+            if let Some(session) = session {
+                session.close().await;
+            }
         }
-        drop(listener);
-        tracing::info!(%addr, "sql listener closed");
     });
     Ok(addr)
 }
