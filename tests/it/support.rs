@@ -245,7 +245,6 @@ impl Postgres {
     pub fn start_with_tls(certs: Option<&Path>) -> Self {
         let bin = pg_bin_dir();
         let dir = tempfile::Builder::new().prefix("lakegate-pg").tempdir().expect("temp dir");
-        let port = free_port();
         let data = dir.path().join("data");
         if is_root() {
             run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()));
@@ -253,7 +252,7 @@ impl Postgres {
         run(as_pg_user(&bin.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
             .arg(&data));
-        let mut opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
+        let mut opts = format!("-k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
         if let Some(certs) = certs {
             for name in ["server.crt", "server.key"] {
                 std::fs::copy(certs.join(name), data.join(name)).expect("copy certificate");
@@ -266,13 +265,29 @@ impl Postgres {
             run(Command::new("chmod").arg("600").arg(data.join("server.key")));
             opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
-        run(as_pg_user(&bin.join("pg_ctl"))
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&data)
-            .args(["-o", &opts, "-l"])
-            .arg(dir.path().join("log"))
-            .arg("start"));
-        Postgres { dir, port, bin }
+        // A free port is free when asked, not when PostgreSQL binds it: another test's server may be handed the
+        // same one meanwhile. The postmaster then exits at once, and it starts again on another port.
+        let log = dir.path().join("log");
+        for attempt in 1..=START_ATTEMPTS {
+            // Each attempt's log alone tells why it failed.
+            let _ = std::fs::remove_file(&log);
+            let port = free_port();
+            let mut start = as_pg_user(&bin.join("pg_ctl"));
+            start.args(["-w", "-t", "60", "-D"]).arg(&data);
+            start.args(["-o", &format!("-p {port} {opts}"), "-l"]).arg(&log).arg("start");
+            let out = start.output().expect("run pg_ctl");
+            if out.status.success() {
+                return Postgres { dir, port, bin };
+            }
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                attempt < START_ATTEMPTS && said.contains("Address already in use"),
+                "{start:?} failed: {}{}\n{said}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        unreachable!("the last attempt returns or fails")
     }
 
     /// A libpq-style connection string for database `postgres` as superuser `postgres`.
